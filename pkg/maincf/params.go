@@ -1,0 +1,46 @@
+package maincf
+
+import (
+	"os"
+	"slices"
+	"strings"
+)
+
+// Params returns the catalogue of every parameter smtpgate knows, whichever
+// service reads it, so that each service can reject names nobody owns. The
+// definitions live beside this file, one file per owner.
+func Params() *Catalogue {
+	return NewCatalogue(slices.Concat(sharedParams(), edgeParams(), policyParams(), authParams())...)
+}
+
+// hostDefaults derives myhostname and mydomain from the system host name as
+// Postfix does: mydomain is myhostname minus its first label.
+func hostDefaults() (hostname, domain string) {
+	h, err := os.Hostname()
+	if err != nil || h == "" {
+		h = "localhost"
+	}
+	if !strings.Contains(h, ".") {
+		h += ".localdomain"
+	}
+	_, d, _ := strings.Cut(h, ".")
+	return h, d
+}
+
+func sharedParams() []Def {
+	host, domain := hostDefaults()
+	return []Def{
+		{Name: "myhostname", Default: host, Owner: All, Listener: true},
+		{Name: "mydomain", Default: domain, Owner: All},
+		{Name: "mail_name", Default: "smtpgate", Owner: All},
+		{Name: "smtpgate_log_format", Default: "text", Owner: All, Check: CheckOneOf("text", "json")},
+		{Name: "smtpgate_log_level", Default: "info", Owner: All, Check: CheckOneOf("debug", "info", "warn", "error")},
+		// Where the services listen and where the edge finds them.
+		{Name: "smtpgate_policy_listen", Default: "127.0.0.1:10040", Owner: Policy},
+		{Name: "smtpgate_auth_listen", Default: "127.0.0.1:10050", Owner: Auth},
+		{Name: "smtpgate_policy_service", Default: "$smtpgate_policy_listen", Owner: Edge},
+		{Name: "smtpgate_auth_service", Default: "$smtpgate_auth_listen", Owner: Edge},
+		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: Edge, Check: CheckDuration},
+		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge, Check: CheckDuration},
+	}
+}

@@ -1,0 +1,164 @@
+package maincf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// ParseBool reads a Postfix boolean: yes or no (case-insensitive), as
+// postconf(5) defines them; true/false are accepted too.
+func ParseBool(v string) (bool, error) {
+	switch strings.ToLower(v) {
+	case "yes", "true":
+		return true, nil
+	case "no", "false":
+		return false, nil
+	}
+	return false, fmt.Errorf("want yes or no, got %q", v)
+}
+
+// ParseDuration reads a Postfix time value: a number with an optional unit
+// s, m, h, d or w (seconds when none is given); "ms" is accepted too.
+func ParseDuration(v string) (time.Duration, error) {
+	v = strings.TrimSpace(v)
+	unit := time.Second
+	num := v
+	switch {
+	case strings.HasSuffix(v, "ms"):
+		unit, num = time.Millisecond, v[:len(v)-2]
+	case strings.HasSuffix(v, "s"):
+		num = v[:len(v)-1]
+	case strings.HasSuffix(v, "m"):
+		unit, num = time.Minute, v[:len(v)-1]
+	case strings.HasSuffix(v, "h"):
+		unit, num = time.Hour, v[:len(v)-1]
+	case strings.HasSuffix(v, "d"):
+		unit, num = 24*time.Hour, v[:len(v)-1]
+	case strings.HasSuffix(v, "w"):
+		unit, num = 7*24*time.Hour, v[:len(v)-1]
+	}
+	n, err := strconv.ParseUint(num, 10, 32)
+	if err != nil {
+		return 0, fmt.Errorf("want a time like 10s, 5m or 1h, got %q", v)
+	}
+	return time.Duration(n) * unit, nil
+}
+
+// ParseInt reads a non-negative decimal integer.
+func ParseInt(v string) (int64, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("want a non-negative whole number, got %q", v)
+	}
+	return n, nil
+}
+
+// CheckBool is a Def.Check for booleans.
+func CheckBool(v string) error { _, err := ParseBool(v); return err }
+
+// CheckDuration is a Def.Check for time values.
+func CheckDuration(v string) error { _, err := ParseDuration(v); return err }
+
+// CheckInt is a Def.Check for whole numbers.
+func CheckInt(v string) error { _, err := ParseInt(v); return err }
+
+// CheckOneOf returns a Def.Check accepting only the given words.
+func CheckOneOf(words ...string) func(string) error {
+	return func(v string) error {
+		for _, w := range words {
+			if strings.EqualFold(v, w) {
+				return nil
+			}
+		}
+		return fmt.Errorf("want one of %s, got %q", strings.Join(words, ", "), v)
+	}
+}
+
+// CheckReplyCode returns a Def.Check for an SMTP reply code of a class
+// ('4' or '5').
+func CheckReplyCode(classes string) func(string) error {
+	return func(v string) error {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 400 || n > 599 || !strings.ContainsRune(classes, rune('0'+n/100)) {
+			return fmt.Errorf("want a %sxx reply code, got %q", strings.Join(strings.Split(classes, ""), "xx or "), v)
+		}
+		return nil
+	}
+}
+
+// Bool returns the boolean value of name; invalid values read as false
+// (Validate reports them).
+func (c *Config) Bool(name string) bool {
+	b, _ := ParseBool(c.Get(name))
+	return b
+}
+
+// Duration returns the time value of name; invalid values read as zero
+// (Validate reports them).
+func (c *Config) Duration(name string) time.Duration {
+	d, _ := ParseDuration(c.Get(name))
+	return d
+}
+
+// Int returns the whole-number value of name; invalid values read as zero
+// (Validate reports them).
+func (c *Config) Int(name string) int64 {
+	n, _ := ParseInt(c.Get(name))
+	return n
+}
+
+// Load reads dir/main.cf through cat and, when it exists, dir/master.cf.
+// A missing main.cf is an error; a missing master.cf yields no services.
+func Load(cat *Catalogue, dir string) (*Config, []Service, error) {
+	f, err := ParseFile(filepath.Join(dir, "main.cf"))
+	if err != nil {
+		return nil, nil, err
+	}
+	c := New(cat, f, dir)
+	services, err := ParseMasterFile(filepath.Join(dir, "master.cf"))
+	if errors.Is(err, os.ErrNotExist) {
+		return c, nil, nil
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	return c, services, nil
+}
+
+// ValidateServices checks the -o overrides of every service: each name must
+// be a parameter that may be set per listener, and its expanded value (in
+// that listener's view) must pass the parameter's check when owner reads it.
+func ValidateServices(c *Config, services []Service, owner Owner) error {
+	var errs []error
+	for _, s := range services {
+		lc := c.WithOverrides(s.Overrides)
+		for _, p := range s.Overrides {
+			d, known := c.cat.Def(p.Name)
+			switch {
+			case !known && lc.classes[p.Name]:
+				continue
+			case !known:
+				errs = append(errs, fmt.Errorf("%s: service %s: -o %s: unknown parameter%s", p.Pos, s.Name, p.Name, suggest(c.cat, p.Name)))
+				continue
+			case !d.Listener:
+				errs = append(errs, fmt.Errorf("%s: service %s: -o %s: this parameter cannot be set per listener", p.Pos, s.Name, p.Name))
+				continue
+			case d.Owner&owner == 0 || d.Check == nil:
+				continue
+			}
+			v, err := lc.Expand(p.Name)
+			if err == nil {
+				err = d.Check(v)
+			}
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: service %s: -o %s=%s: %w", p.Pos, s.Name, p.Name, p.Value, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}

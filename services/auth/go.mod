@@ -1,0 +1,3 @@
+module github.com/smtpgate/smtpgate/services/auth
+
+go 1.26
