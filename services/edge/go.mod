@@ -1,3 +1,3 @@
 module github.com/smtpgate/smtpgate/services/edge
 
-go 1.26
+go 1.26.0
