@@ -218,7 +218,7 @@ func (c *Config) expandValue(v string, stack []string) (string, error) {
 			}
 			b.WriteString(out)
 			i = end
-		case isNameByte(next):
+		case isNameStart(next):
 			j := i + 1
 			for j < len(v) && isNameByte(v[j]) {
 				j++
@@ -292,6 +292,12 @@ func matching(s string, i int, opener, closer byte) int {
 		}
 	}
 	return -1
+}
+
+// isNameStart reports whether b can start a $name reference; "$1" stays
+// literal.
+func isNameStart(b byte) bool {
+	return b >= 'a' && b <= 'z' || b >= 'A' && b <= 'Z' || b == '_'
 }
 
 func isNameByte(b byte) bool {

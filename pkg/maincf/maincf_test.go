@@ -1,0 +1,319 @@
+package maincf
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func mustParse(t *testing.T, text string) *File {
+	t.Helper()
+	f, err := Parse("main.cf", strings.NewReader(text))
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return f
+}
+
+func TestParse(t *testing.T) {
+	f := mustParse(t, `# comment
+myhostname = mail.example.org
+smtpd_relay_restrictions = permit_mynetworks,
+    # a comment inside a continued value
+	permit_sasl_authenticated
+    reject_unauth_destination
+
+mydestination=$myhostname
+myhostname = last.example.org
+`)
+	got := f.Params()
+	want := []Param{
+		{Name: "myhostname", Value: "last.example.org", Pos: Pos{"main.cf", 9}},
+		{Name: "smtpd_relay_restrictions", Value: "permit_mynetworks, permit_sasl_authenticated reject_unauth_destination", Pos: Pos{"main.cf", 3}},
+		{Name: "mydestination", Value: "$myhostname", Pos: Pos{"main.cf", 8}},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("Params() mismatch (-want +got):\n%s", d)
+	}
+}
+
+func TestParseErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name, text, want string
+	}{
+		{"missing equals", "a = b\nnoequals\n", "main.cf:2: missing '='"},
+		{"leading continuation", "  indented = x\n", "main.cf:1: continuation line without"},
+		{"bad name", "my host = x\n", `main.cf:1: bad parameter name "my host"`},
+		{"nul byte", "a = b\x00c\n", "main.cf:1: NUL byte"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Parse("main.cf", strings.NewReader(tc.text))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse error = %v, want it to contain %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func testCatalogue() *Catalogue {
+	return NewCatalogue(
+		Def{Name: "myhostname", Default: "host.example", Owner: All},
+		Def{Name: "mydomain", Default: "example", Owner: All},
+		Def{Name: "mydestination", Default: "$myhostname, localhost.$mydomain", Owner: Policy, Listener: true},
+		Def{Name: "smtpd_delay_reject", Default: "yes", Owner: Policy, Check: CheckBool, Listener: true},
+		Def{Name: "smtpd_timeout", Default: "300s", Owner: Edge, Check: CheckDuration},
+		Def{Name: "smtpd_restriction_classes", Owner: Policy, Listener: true},
+		Def{Name: "opt", Default: "", Owner: Policy},
+		Def{Name: "secret", Default: "", Owner: Auth, Secret: true},
+	)
+}
+
+func TestExpand(t *testing.T) {
+	f := mustParse(t, `myhostname = mail.example.org
+opt = x
+loop1 = $loop2
+loop2 = ${loop1}
+`)
+	c := New(testCatalogue(), f, "/etc/smtpgate")
+	for _, tc := range []struct {
+		in, want, wantErr string
+	}{
+		{in: "$myhostname", want: "mail.example.org"},
+		{in: "${myhostname}.", want: "mail.example.org."},
+		{in: "$(mydomain)", want: "example"},
+		{in: "$mydestination", want: "mail.example.org, localhost.example"},
+		{in: "${opt?set}", want: "set"},
+		{in: "${opt:empty}", want: ""},
+		{in: "${secret?set}", want: ""},
+		{in: "${secret:empty}", want: "empty"},
+		{in: "${opt?{yes}:{no}}", want: "yes"},
+		{in: "${secret?{yes}:{no}}", want: "no"},
+		{in: "cost $5", want: "cost $5"},
+		{in: "$nosuch", wantErr: "undefined parameter $nosuch"},
+		{in: "$loop1", wantErr: "refers to itself"},
+		{in: "${myhostname", wantErr: "missing"},
+	} {
+		t.Run(tc.in, func(t *testing.T) {
+			got, err := c.ExpandString(tc.in)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("ExpandString(%q) error = %v, want %q", tc.in, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("ExpandString(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestValidate(t *testing.T) {
+	f := mustParse(t, `myhostname = mail.example.org
+smtpd_delay_reject = maybe
+smtpd_timout = 10s
+smtpd_restriction_classes = strict
+strict = reject
+`)
+	c := New(testCatalogue(), f, "/etc/smtpgate")
+	err := c.Validate(Policy)
+	if err == nil {
+		t.Fatal("Validate accepted a broken configuration")
+	}
+	msg := err.Error()
+	for _, want := range []string{
+		`main.cf:2: smtpd_delay_reject = maybe: want yes or no, got "maybe"`,
+		`main.cf:3: unknown parameter "smtpd_timout" (did you mean smtpd_timeout?)`,
+	} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("Validate error lacks %q; got:\n%s", want, msg)
+		}
+	}
+	if strings.Contains(msg, "strict") {
+		t.Errorf("restriction class reported as unknown:\n%s", msg)
+	}
+	// The edge does not read smtpd_delay_reject but still rejects the unknown name.
+	err = c.Validate(Edge)
+	if err == nil || strings.Contains(err.Error(), "smtpd_delay_reject") || !strings.Contains(err.Error(), "smtpd_timout") {
+		t.Errorf("Validate(Edge) = %v; want only the unknown name", err)
+	}
+}
+
+func TestMaster(t *testing.T) {
+	text := `# listeners
+127.0.0.1:2525 inet n - n - - smtpd
+127.0.0.1:2587 inet n - n - - smtpd
+  -o smtpd_delay_reject=no
+  -o { mydestination = a, b }
+  -o smtpd_restriction_classes=strict -o strict=reject
+`
+	services, err := ParseMaster("master.cf", strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(services) != 2 || services[0].Name != "127.0.0.1:2525" || services[1].Pos.Line != 3 {
+		t.Fatalf("services = %+v", services)
+	}
+	wantOver := []Param{
+		{Name: "smtpd_delay_reject", Value: "no", Pos: Pos{"master.cf", 3}},
+		{Name: "mydestination", Value: "a, b", Pos: Pos{"master.cf", 3}},
+		{Name: "smtpd_restriction_classes", Value: "strict", Pos: Pos{"master.cf", 3}},
+		{Name: "strict", Value: "reject", Pos: Pos{"master.cf", 3}},
+	}
+	if d := cmp.Diff(wantOver, services[1].Overrides); d != "" {
+		t.Errorf("overrides mismatch (-want +got):\n%s", d)
+	}
+	c := New(testCatalogue(), mustParse(t, "smtpd_delay_reject = yes\n"), "/x")
+	lc := c.WithOverrides(services[1].Overrides)
+	if lc.Bool("smtpd_delay_reject") || !c.Bool("smtpd_delay_reject") {
+		t.Error("override did not apply to the listener view only")
+	}
+	if got := lc.List("mydestination"); !cmp.Equal(got, []string{"a", "b"}) {
+		t.Errorf("listener mydestination = %q", got)
+	}
+	if err := ValidateServices(c, services, Policy); err != nil {
+		t.Errorf("ValidateServices: %v", err)
+	}
+
+	bad := "127.0.0.1:2525 inet n - n - - smtpd -o smtpd_timeout=5s -o smtpd_delay_reject=perhaps -o nosuch=1\n"
+	services, err = ParseMaster("master.cf", strings.NewReader(bad))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ValidateServices(c, services, All)
+	for _, want := range []string{
+		"master.cf:1: service 127.0.0.1:2525: -o smtpd_timeout: this parameter cannot be set per listener",
+		`master.cf:1: service 127.0.0.1:2525: -o smtpd_delay_reject=perhaps: want yes or no`,
+		"master.cf:1: service 127.0.0.1:2525: -o nosuch: unknown parameter",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateServices error lacks %q; got %v", want, err)
+		}
+	}
+}
+
+func TestMasterErrors(t *testing.T) {
+	for _, tc := range []struct{ text, want string }{
+		{"smtp inet n - n - - smtpd -v\n", `master.cf:1: service smtp: unsupported argument "-v"`},
+		{"smtp unix n - n - - smtpd\n", `type "unix" is not supported`},
+		{"pickup inet n - n - - pickup\n", `command "pickup" is not supported`},
+		{"smtp inet n - n\n", "want 8 fields"},
+		{"smtp inet n - n - - smtpd\nsmtp inet n - n - - smtpd\n", "master.cf:2: duplicate service smtp/inet (first defined at master.cf:1)"},
+		{"smtp inet n - n - - smtpd -o\n", "-o without name=value"},
+		{"smtp inet n - n - - smtpd -o { a = b\n", "missing '}'"},
+	} {
+		_, err := ParseMaster("master.cf", strings.NewReader(tc.text))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseMaster(%q) error = %v, want %q", tc.text, err, tc.want)
+		}
+	}
+}
+
+func TestSplitList(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"a, b c,,d", []string{"a", "b", "c", "d"}},
+		{"check_policy_service { inet:127.0.0.1:9, timeout=10s }, reject", []string{"check_policy_service { inet:127.0.0.1:9, timeout=10s }", "reject"}},
+		{"inline:{ a=b, c=d } permit", []string{"inline:{ a=b, c=d }", "permit"}},
+		{"", nil},
+	} {
+		if got := SplitList(tc.in); !cmp.Equal(got, tc.want) {
+			t.Errorf("SplitList(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestValues(t *testing.T) {
+	for in, want := range map[string]time.Duration{"10": 10 * time.Second, "10s": 10 * time.Second, "5m": 5 * time.Minute, "1h": time.Hour, "2d": 48 * time.Hour, "1w": 168 * time.Hour, "250ms": 250 * time.Millisecond} {
+		if got, err := ParseDuration(in); err != nil || got != want {
+			t.Errorf("ParseDuration(%q) = %v, %v; want %v", in, got, err, want)
+		}
+	}
+	for _, in := range []string{"", "x", "-1s", "1y", "1.5s"} {
+		if _, err := ParseDuration(in); err == nil {
+			t.Errorf("ParseDuration(%q) accepted", in)
+		}
+	}
+	if err := CheckReplyCode("4")("554"); err == nil {
+		t.Error("CheckReplyCode(4) accepted 554")
+	}
+	if err := CheckReplyCode("45")("450"); err != nil {
+		t.Errorf("CheckReplyCode(45)(450) = %v", err)
+	}
+}
+
+func TestLoadAndPaths(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.cf"), []byte("opt = rel/file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, services, err := Load(testCatalogue(), dir)
+	if err != nil || services != nil {
+		t.Fatalf("Load = %v, %v", services, err)
+	}
+	if got, want := c.Path("opt"), filepath.Join(dir, "rel/file"); got != want {
+		t.Errorf("Path = %q, want %q", got, want)
+	}
+	if _, _, err := Load(testCatalogue(), filepath.Join(dir, "nope")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Load of a missing dir = %v, want ErrNotExist", err)
+	}
+}
+
+func TestEffectiveRedactsSecrets(t *testing.T) {
+	c := New(testCatalogue(), mustParse(t, "secret = hunter2\n"), "/x")
+	for _, p := range c.Effective(All) {
+		if strings.Contains(p.Value, "hunter2") {
+			t.Fatalf("Effective leaks %s = %s", p.Name, p.Value)
+		}
+	}
+}
+
+// TestCatalogue checks the real catalogue: no duplicate names (NewCatalogue
+// panics on one), every default expands and passes its own check.
+func TestCatalogue(t *testing.T) {
+	c := New(Params(), &File{params: map[string]Param{}}, "/etc/smtpgate")
+	if err := c.Validate(All); err != nil {
+		t.Fatalf("defaults do not validate:\n%v", err)
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add("myhostname = a\n  continued\n# c\nb=$a ${a?x} $(a)\n")
+	f.Add("x\n")
+	f.Add(" =\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		file, err := Parse("main.cf", strings.NewReader(text))
+		if err != nil {
+			return
+		}
+		c := New(testCatalogue(), file, "/x")
+		for _, p := range file.Params() {
+			_, _ = c.Expand(p.Name)
+			_ = SplitList(p.Value)
+		}
+		_ = c.Validate(All)
+	})
+}
+
+func FuzzParseMaster(f *testing.F) {
+	f.Add("127.0.0.1:2587 inet n - n - - smtpd\n  -o a=b -o { c = d e }\n")
+	f.Add("smtp inet n - n - - smtpd -o\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		services, err := ParseMaster("master.cf", strings.NewReader(text))
+		if err != nil {
+			return
+		}
+		for _, s := range services {
+			if s.Name == "" || s.Command != "smtpd" {
+				t.Fatalf("accepted a bad service: %+v", s)
+			}
+		}
+	})
+}
