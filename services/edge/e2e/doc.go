@@ -1,0 +1,6 @@
+// Package e2e holds the end-to-end tests of smtpgate: they build the three
+// real binaries (smtpgate-policy, smtpgate-auth, smtpgate-edge), run them on
+// the example configuration of deploy/local with free loopback ports, and
+// drive them with real SMTP clients (Go's net/smtp, swaks, Python's smtplib)
+// from a trusted (127.0.0.1) and a stranger's (127.0.0.66) source address.
+package e2e

@@ -1,0 +1,279 @@
+package e2e
+
+import (
+	"net/smtp"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+)
+
+// ledger records what each client was told, so the Maildir can be compared
+// with it at the end: exactly the accepted messages, each once.
+type ledger struct {
+	accepted, refused []string
+}
+
+func (l *ledger) expectAccepted(t *testing.T, s *stack, m message) {
+	t.Helper()
+	if m.token == "" {
+		m.token = newToken("ok")
+	}
+	if err := s.send(m); err != nil {
+		t.Errorf("from %s via %s to %v: got %q, want the message queued", m.from, m.listener, m.rcpts, replyOf(err))
+		l.refused = append(l.refused, m.token)
+		return
+	}
+	l.accepted = append(l.accepted, m.token)
+}
+
+func (l *ledger) expectRefused(t *testing.T, s *stack, m message, want string) {
+	t.Helper()
+	m.token = newToken("no")
+	l.refused = append(l.refused, m.token)
+	err := s.send(m)
+	if err == nil {
+		t.Errorf("from %s via %s to %v: message queued, want %q", m.from, m.listener, m.rcpts, want)
+		l.accepted = append(l.accepted, m.token)
+		return
+	}
+	if got := replyOf(err); !strings.HasPrefix(got, want) {
+		t.Errorf("from %s via %s to %v: got %q, want %q", m.from, m.listener, m.rcpts, got, want)
+	}
+}
+
+func (l *ledger) checkMaildir(t *testing.T, s *stack) {
+	t.Helper()
+	counts := s.maildirTokens()
+	for _, tok := range l.accepted {
+		if counts[tok] != 1 {
+			t.Errorf("accepted message %s is in the Maildir %d times, want once", tok, counts[tok])
+		}
+		delete(counts, tok)
+	}
+	for _, tok := range l.refused {
+		if counts[tok] != 0 {
+			t.Errorf("refused message %s reached the Maildir", tok)
+		}
+	}
+	for tok, n := range counts {
+		t.Errorf("Maildir holds %d copies of %s, which no client saw accepted", n, tok)
+	}
+}
+
+func plain(password string) smtp.Auth {
+	return smtp.PlainAuth("", "john@example.org", password, "mail.example.org")
+}
+
+func TestEndToEnd(t *testing.T) {
+	s := newStack(t, "")
+	var l ledger
+
+	t.Run("local domain accepted from anyone", func(t *testing.T) {
+		for _, from := range []string{Trusted, Stranger} {
+			for _, rcpt := range []string{"john@example.org", "john@EXAMPLE.org", "john@example.org.", "postmaster@localhost"} {
+				l.expectAccepted(t, s, message{from: from, listener: "mx", sender: "someone@example.net", rcpts: []string{rcpt}})
+			}
+		}
+		l.expectAccepted(t, s, message{from: Stranger, listener: "mx", sender: "", rcpts: []string{"john@example.org"}})
+	})
+
+	t.Run("relay refused for the stranger, accepted for the trusted client", func(t *testing.T) {
+		l.expectRefused(t, s, message{from: Stranger, listener: "mx", sender: "someone@example.net", rcpts: []string{"lisa@example.com"}},
+			"554 5.7.1 <lisa@example.com>: Relay access denied")
+		l.expectAccepted(t, s, message{from: Trusted, listener: "mx", sender: "john@example.org", rcpts: []string{"lisa@example.com"}})
+	})
+
+	t.Run("every relay trick refused for the stranger", func(t *testing.T) {
+		// Sender-specified routing and its disguises (the classic open-relay
+		// test lists), plus domain spellings that are not local.
+		for _, rcpt := range []string{
+			"lisa@example.com",
+			"lisa@EXAMPLE.COM",
+			"lisa@example.com.",
+			"lisa%example.com@example.org",
+			"lisa%example.com@EXAMPLE.ORG.",
+			`"lisa@example.com"@example.org`,
+			`"lisa%example.com"@example.org`,
+			`"example.com!lisa"@example.org`,
+			"lisa@example.com@example.org",
+			"@example.org:lisa@example.com",
+			"@example.org,@localhost:lisa@example.com",
+			"example.com!lisa@example.org",
+			"example.com!lisa",
+			"lisa%example.com",
+			`"lisa@example.com"`,
+			"lisa@[192.0.2.1]",
+			"lisa@[127.0.0.1]",
+			"lisa@[IPv6:::1]",
+			"lisa@example.org.example.com",
+			"lisa@sub.example.org",
+			"lisa",
+		} {
+			m := message{from: Stranger, listener: "mx", sender: "spammer@example.net", rcpts: []string{rcpt}}
+			m.token = newToken("trick")
+			l.refused = append(l.refused, m.token)
+			err := s.send(m)
+			if code := codeOf(err); code < 500 || code > 599 {
+				t.Errorf("RCPT TO:<%s> from a stranger: got %q, want a permanent refusal", rcpt, replyOf(err))
+			}
+		}
+		// A source route to a local mailbox is ignored (RFC 5321 §3.6.1):
+		// the mail is for example.org, not a relay.
+		l.expectAccepted(t, s, message{from: Stranger, listener: "mx", sender: "someone@example.net", rcpts: []string{"@example.com:john@example.org"}})
+	})
+
+	t.Run("submission requires STARTTLS and AUTH, then relays", func(t *testing.T) {
+		c, err := s.dial(Trusted, "submission", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Hello("client.example.net"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := c.Extension("AUTH"); ok {
+			t.Error("AUTH offered before STARTTLS on the submission port")
+		}
+		if ok, _ := c.Extension("STARTTLS"); !ok {
+			t.Error("STARTTLS not offered on the submission port")
+		}
+		if err := c.Mail("john@example.org"); codeOf(err) != 530 {
+			t.Errorf("MAIL before STARTTLS: got %q, want 530", replyOf(err))
+		}
+		c.Close()
+
+		l.expectRefused(t, s, message{from: Trusted, listener: "submission", startTLS: true, sender: "john@example.org", rcpts: []string{"lisa@example.com"}},
+			"554 5.7.1")
+		l.expectRefused(t, s, message{from: Trusted, listener: "submission", startTLS: true, auth: plain("wrong-password"), sender: "john@example.org", rcpts: []string{"lisa@example.com"}},
+			"535 5.7.8")
+		l.expectAccepted(t, s, message{from: Stranger, listener: "submission", startTLS: true, auth: plain(JohnPassword), sender: "john@example.org", rcpts: []string{"lisa@example.com"}})
+		l.expectAccepted(t, s, message{from: Stranger, listener: "submissions", implicitTLS: true, auth: plain(JohnPassword), sender: "john@example.org", rcpts: []string{"lisa@example.com", "bob@example.net"}})
+	})
+
+	t.Run("Received header names the client", func(t *testing.T) {
+		tok := newToken("received")
+		l.expectAccepted(t, s, message{from: Stranger, listener: "mx", sender: "someone@example.net", rcpts: []string{"john@example.org"}, token: tok})
+		got := s.maildirFile(tok)
+		for _, want := range []string{"Received: from client.example.net", "[127.0.0.66]", "by mail.example.org", "Return-Path: <someone@example.net>"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("delivered message lacks %q:\n%s", want, got)
+			}
+		}
+	})
+
+	t.Run("swaks", func(t *testing.T) {
+		swaks, err := exec.LookPath("swaks")
+		if err != nil {
+			t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")
+		}
+		tok := newToken("swaks")
+		out, err := exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(s.port["submission"]), "--tls",
+			"--auth", "LOGIN", "--auth-user", "john@example.org", "--auth-password", JohnPassword,
+			"--from", "john@example.org", "--to", "lisa@example.com", "--header", "Subject: "+tok, "--timeout", "20").CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "250 2.0.0 Ok: queued as") {
+			t.Errorf("swaks AUTH LOGIN relay: %v\n%s", err, out)
+			l.refused = append(l.refused, tok)
+		} else {
+			l.accepted = append(l.accepted, tok)
+		}
+
+		tok = newToken("swaks")
+		l.refused = append(l.refused, tok)
+		out, err = exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(s.port["mx"]), "--local-interface", Stranger,
+			"--from", "spammer@example.net", "--to", "lisa@example.com", "--header", "Subject: "+tok, "--timeout", "20").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "554 5.7.1 <lisa@example.com>: Relay access denied") {
+			t.Errorf("swaks relay attempt from a stranger: %v\n%s", err, out)
+		}
+	})
+
+	t.Run("Python smtplib over implicit TLS", func(t *testing.T) {
+		tok := newToken("smtplib")
+		script := `
+import smtplib, ssl, sys
+port, password, token = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=20) as s:
+    s.login("john@example.org", password)
+    s.sendmail("john@example.org", ["lisa@example.com"], "Subject: %s\r\n\r\nhello\r\n" % token)
+`
+		out, err := exec.Command("python3", "-c", script, itoa(s.port["submissions"]), JohnPassword, tok).CombinedOutput()
+		if err != nil {
+			t.Errorf("smtplib: %v\n%s", err, out)
+			l.refused = append(l.refused, tok)
+			return
+		}
+		l.accepted = append(l.accepted, tok)
+	})
+
+	t.Run("policy down: fail closed, then recover", func(t *testing.T) {
+		s.kill("policy")
+		for _, from := range []string{Trusted, Stranger} {
+			m := message{from: from, listener: "mx", sender: "someone@example.net", rcpts: []string{"john@example.org"}, token: newToken("nopolicy")}
+			l.refused = append(l.refused, m.token)
+			err := s.send(m)
+			if code := codeOf(err); code < 400 || code > 499 {
+				t.Errorf("policy down, from %s: got %q, want a 4xx reply", from, replyOf(err))
+			}
+			if got := replyOf(err); !strings.Contains(got, "4.3.0") {
+				t.Errorf("policy down: got %q, want enhanced code 4.3.0", got)
+			}
+		}
+		s.start("policy")
+		l.expectAccepted(t, s, eventually(t, s, message{from: Stranger, listener: "mx", sender: "someone@example.net", rcpts: []string{"john@example.org"}}))
+	})
+
+	t.Run("auth down: fail closed, then recover", func(t *testing.T) {
+		s.kill("auth")
+		m := message{from: Trusted, listener: "submission", startTLS: true, auth: plain(JohnPassword), sender: "john@example.org", rcpts: []string{"lisa@example.com"}, token: newToken("noauth")}
+		l.refused = append(l.refused, m.token)
+		if got := replyOf(s.send(m)); !strings.HasPrefix(got, "454 4.7.0") {
+			t.Errorf("auth down: got %q, want 454 4.7.0", got)
+		}
+		s.start("auth")
+		l.expectAccepted(t, s, eventually(t, s, message{from: Trusted, listener: "submission", startTLS: true, auth: plain(JohnPassword), sender: "john@example.org", rcpts: []string{"lisa@example.com"}}))
+	})
+
+	t.Run("the Maildir holds exactly the accepted messages", func(t *testing.T) {
+		l.checkMaildir(t, s)
+	})
+}
+
+// eventually retries a message with temporary failures for up to 20 seconds
+// (a restarted dependency takes a moment to be reached again) and returns
+// it with the token of the attempt that should now succeed. Attempts that
+// were refused with 4xx are never delivered, so they need no bookkeeping.
+func eventually(t *testing.T, s *stack, m message) message {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		probe := m
+		probe.token = newToken("probe")
+		probe.rcpts = nil
+		c, err := s.dial(probe.from, probe.listener, probe.implicitTLS)
+		if err == nil {
+			err = c.Hello("client.example.net")
+			if err == nil && probe.startTLS {
+				err = c.StartTLS(tlsConfig())
+			}
+			if err == nil && probe.auth != nil {
+				err = c.Auth(probe.auth)
+			}
+			if err == nil {
+				err = c.Mail(probe.sender)
+			}
+			if err == nil {
+				err = c.Rcpt(m.rcpts[0])
+			}
+			c.Close()
+		}
+		if err == nil {
+			return m
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the stack did not recover within 20s: last reply %q", replyOf(err))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,454 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"net/smtp"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// binDir holds the binaries built once by TestMain.
+var binDir string
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "smtpgate-e2e-bin")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	root, err := repoRoot()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	cmd := exec.Command("go", "build", "-o", dir+"/",
+		"./services/policy/cmd/smtpgate-policy", "./services/auth/cmd/smtpgate-auth", "./services/edge/cmd/smtpgate-edge")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building the services: %v\n%s", err, out)
+		return 1
+	}
+	binDir = dir
+	return m.Run()
+}
+
+func repoRoot() (string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for d := wd; d != "/"; d = filepath.Dir(d) {
+		if _, err := os.Stat(filepath.Join(d, "go.work")); err == nil {
+			return d, nil
+		}
+	}
+	return "", errors.New("go.work not found above " + wd)
+}
+
+// Stranger and Trusted are the client source addresses: deploy/local's
+// mynetworks holds 127.0.0.1 only.
+const (
+	Trusted  = "127.0.0.1"
+	Stranger = "127.0.0.66"
+	// JohnPassword is the example user's password stated in the README.
+	JohnPassword = "john-example-password"
+)
+
+// stack is the three services running on a copy of deploy/local.
+type stack struct {
+	t       *testing.T
+	conf    string
+	maildir string
+	port    map[string]int // mx, submission, submissions, policy, auth
+	mu      sync.Mutex
+	procs   map[string]*exec.Cmd
+	logs    map[string]string // service → log file
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// newStack copies deploy/local into a temporary directory, moves every
+// listener to a free port, points the Maildir and the certificate there,
+// and starts policy, auth and edge.
+func newStack(t *testing.T, extraMain string) *stack {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &stack{t: t, conf: t.TempDir(), port: map[string]int{}, procs: map[string]*exec.Cmd{}, logs: map[string]string{}}
+	s.maildir = filepath.Join(s.conf, "maildir")
+	for _, name := range []string{"mx", "submission", "submissions", "policy", "auth"} {
+		s.port[name] = freePort(t)
+	}
+	mainCF, err := os.ReadFile(filepath.Join(root, "deploy/local/main.cf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile := writeCert(t, s.conf)
+	// Later settings win in main.cf, as in Postfix.
+	mainCF = append(mainCF, fmt.Sprintf(`
+# --- end-to-end test overrides ---
+smtpgate_policy_listen = 127.0.0.1:%d
+smtpgate_auth_listen = 127.0.0.1:%d
+smtpgate_next_hop = maildir:%s
+smtpd_tls_cert_file = %s
+smtpd_tls_key_file = %s
+smtpgate_policy_timeout = 3s
+smtpgate_auth_timeout = 3s
+%s
+`, s.port["policy"], s.port["auth"], s.maildir, certFile, keyFile, extraMain)...)
+	write(t, filepath.Join(s.conf, "main.cf"), string(mainCF))
+	masterCF, err := os.ReadFile(filepath.Join(root, "deploy/local/master.cf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := string(masterCF)
+	for old, name := range map[string]string{"127.0.0.1:2525": "mx", "127.0.0.1:2587": "submission", "127.0.0.1:2465": "submissions"} {
+		if !strings.Contains(m, old) {
+			t.Fatalf("deploy/local/master.cf has no %s listener", old)
+		}
+		m = strings.ReplaceAll(m, old, fmt.Sprintf("127.0.0.1:%d", s.port[name]))
+	}
+	write(t, filepath.Join(s.conf, "master.cf"), m)
+	passwd, err := os.ReadFile(filepath.Join(root, "deploy/local/passwd"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, filepath.Join(s.conf, "passwd"), string(passwd))
+
+	for _, svc := range []string{"policy", "auth", "edge"} {
+		s.check(svc)
+	}
+	t.Cleanup(s.stopAll)
+	s.start("policy")
+	s.start("auth")
+	s.start("edge")
+	return s
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// writeCert makes a self-signed certificate for mail.example.org.
+func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "mail.example.org"},
+		DNSNames:     []string{"mail.example.org", "localhost"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	write(t, certFile, string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})))
+	write(t, keyFile, string(pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})))
+	return certFile, keyFile
+}
+
+// check runs "smtpgate-<svc> -c conf check" and fails the test on a problem.
+func (s *stack) check(svc string) {
+	s.t.Helper()
+	out, err := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", s.conf, "check").CombinedOutput()
+	if err != nil {
+		s.t.Fatalf("smtpgate-%s check: %v\n%s", svc, err, out)
+	}
+}
+
+// ports returns the TCP ports svc listens on.
+func (s *stack) ports(svc string) []int {
+	switch svc {
+	case "edge":
+		return []int{s.port["mx"], s.port["submission"], s.port["submissions"]}
+	default:
+		return []int{s.port[svc]}
+	}
+}
+
+// start runs svc and waits until all its ports accept connections.
+func (s *stack) start(svc string) {
+	s.t.Helper()
+	logPath := filepath.Join(s.conf, svc+".log")
+	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", s.conf)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		s.t.Fatal(err)
+	}
+	logFile.Close()
+	s.mu.Lock()
+	s.procs[svc], s.logs[svc] = cmd, logPath
+	s.mu.Unlock()
+	deadline := time.Now().Add(30 * time.Second)
+	for _, p := range s.ports(svc) {
+		for {
+			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				s.t.Fatalf("smtpgate-%s does not listen on %d: %v\n%s", svc, p, err, s.log(svc))
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+}
+
+// kill ends svc at once (SIGKILL), as a crash would.
+func (s *stack) kill(svc string) {
+	s.t.Helper()
+	s.mu.Lock()
+	cmd := s.procs[svc]
+	delete(s.procs, svc)
+	s.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = cmd.Process.Kill()
+	_ = cmd.Wait()
+}
+
+func (s *stack) stopAll() {
+	s.mu.Lock()
+	procs := s.procs
+	s.procs = map[string]*exec.Cmd{}
+	s.mu.Unlock()
+	for svc, cmd := range procs {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil && !s.t.Failed() {
+				s.t.Errorf("smtpgate-%s did not exit cleanly on SIGINT: %v\n%s", svc, err, s.log(svc))
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			s.t.Errorf("smtpgate-%s did not stop within 15s of SIGINT", svc)
+		}
+	}
+	if s.t.Failed() {
+		for svc := range s.logs {
+			s.t.Logf("--- smtpgate-%s log ---\n%s", svc, s.log(svc))
+		}
+	}
+}
+
+func (s *stack) log(svc string) string {
+	b, _ := os.ReadFile(s.logs[svc])
+	if len(b) > 20000 {
+		b = b[len(b)-20000:]
+	}
+	return string(b)
+}
+
+// dial opens an SMTP session from the source address from to a listener;
+// implicit makes it a TLS connection from the first byte.
+func (s *stack) dial(from, listener string, implicit bool) (*smtp.Client, error) {
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+	conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port[listener]))
+	if err != nil {
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	if implicit {
+		conn = tls.Client(conn, &tls.Config{ServerName: "mail.example.org", InsecureSkipVerify: true})
+	}
+	c, err := smtp.NewClient(conn, "mail.example.org")
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// message is one test message; token makes it findable in the Maildir.
+type message struct {
+	from, listener string
+	implicitTLS    bool
+	startTLS       bool
+	auth           smtp.Auth
+	sender         string
+	rcpts          []string
+	token          string
+}
+
+var tokenSeq struct {
+	sync.Mutex
+	n int
+}
+
+func newToken(label string) string {
+	tokenSeq.Lock()
+	defer tokenSeq.Unlock()
+	tokenSeq.n++
+	return fmt.Sprintf("e2e-%s-%d-%d", label, time.Now().UnixNano(), tokenSeq.n)
+}
+
+// send runs one whole transaction and returns the first error reply (a
+// *textproto.Error for SMTP replies) or nil when the message was queued.
+func (s *stack) send(m message) error {
+	c, err := s.dial(m.from, m.listener, m.implicitTLS)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Hello("client.example.net"); err != nil {
+		return err
+	}
+	if m.startTLS {
+		if err := c.StartTLS(&tls.Config{ServerName: "mail.example.org", InsecureSkipVerify: true}); err != nil {
+			return err
+		}
+	}
+	if m.auth != nil {
+		if err := c.Auth(m.auth); err != nil {
+			return err
+		}
+	}
+	if err := c.Mail(m.sender); err != nil {
+		return err
+	}
+	for _, r := range m.rcpts {
+		if err := c.Rcpt(r); err != nil {
+			return err
+		}
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\nMessage-ID: <%s@client.example.net>\r\n\r\nbody of %s\r\n", m.sender, strings.Join(m.rcpts, ">, <"), m.token, m.token, m.token)
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// replyOf returns "code text" of an SMTP error, or the error text.
+func replyOf(err error) string {
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return strconv.Itoa(te.Code) + " " + te.Msg
+	}
+	if err == nil {
+		return "ok"
+	}
+	return err.Error()
+}
+
+// codeOf returns the SMTP reply code of err, or 0.
+func codeOf(err error) int {
+	var te *textproto.Error
+	if errors.As(err, &te) {
+		return te.Code
+	}
+	return 0
+}
+
+// maildirTokens counts, for every token, the Maildir files that hold it.
+// It also fails the test on any file left in tmp/ (a partial write).
+func (s *stack) maildirTokens() map[string]int {
+	s.t.Helper()
+	counts := map[string]int{}
+	entries, err := os.ReadDir(filepath.Join(s.maildir, "new"))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		s.t.Fatal(err)
+	}
+	for _, e := range entries {
+		f, err := os.Open(filepath.Join(s.maildir, "new", e.Name()))
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		sc := bufio.NewScanner(f)
+		seen := map[string]bool{}
+		for sc.Scan() {
+			line := sc.Text()
+			if v, ok := strings.CutPrefix(line, "Subject: "); ok && strings.HasPrefix(v, "e2e-") && !seen[v] {
+				seen[v] = true
+				counts[v]++
+			}
+		}
+		f.Close()
+	}
+	tmp, _ := os.ReadDir(filepath.Join(s.maildir, "tmp"))
+	if len(tmp) != 0 {
+		s.t.Errorf("Maildir tmp/ holds %d leftover files", len(tmp))
+	}
+	return counts
+}
+
+// maildirFile returns the content of the Maildir file holding token.
+func (s *stack) maildirFile(token string) string {
+	s.t.Helper()
+	entries, _ := os.ReadDir(filepath.Join(s.maildir, "new"))
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(s.maildir, "new", e.Name()))
+		if err == nil && bytes.Contains(b, []byte("Subject: "+token)) {
+			return string(b)
+		}
+	}
+	s.t.Fatalf("no Maildir file holds %s", token)
+	return ""
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
+
+func tlsConfig() *tls.Config {
+	return &tls.Config{ServerName: "mail.example.org", InsecureSkipVerify: true}
+}
