@@ -1,0 +1,155 @@
+package matchlist
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+)
+
+func TestDomains(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		patterns string
+		parent   bool
+		domain   string
+		want     bool
+	}{
+		{"exact", "example.org, localhost", false, "example.org", true},
+		{"second pattern", "example.org, localhost", false, "localhost", true},
+		{"pattern case and dot", "Example.ORG.", false, "example.org", true},
+		{"subdomain not matched", "example.org", false, "sub.example.org", false},
+		{"subdomain with parent style", "example.org", true, "sub.example.org", true},
+		{"dot pattern subdomain", ".example.org", false, "a.b.example.org", true},
+		{"dot pattern not the domain", ".example.org", false, "example.org", false},
+		{"suffix is not a subdomain", "example.org", true, "badexample.org", false},
+		{"other domain", "example.org", true, "example.com", false},
+		{"negation first wins", "!sub.example.org, example.org", true, "sub.example.org", false},
+		{"negation elsewhere", "!sub.example.org, example.org", true, "x.example.org", true},
+		{"empty list", "", true, "example.org", false},
+		{"empty domain", "example.org", true, "", false},
+		{"literal never matches a name", "example.org", true, "[192.0.2.1]", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, err := ParseDomains(maincf.SplitList(tc.patterns), tc.parent)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := d.Match(tc.domain); got != tc.want {
+				t.Errorf("%q.Match(%q) = %v, want %v", tc.patterns, tc.domain, got, tc.want)
+			}
+		})
+	}
+}
+
+func TestDomainsErrors(t *testing.T) {
+	for _, p := range []string{"hash:/etc/postfix/relay", "/etc/postfix/domains", "!", "."} {
+		t.Run(p, func(t *testing.T) {
+			if _, err := ParseDomains([]string{p}, false); err == nil {
+				t.Errorf("ParseDomains(%q): no error", p)
+			}
+		})
+	}
+}
+
+func TestNetworks(t *testing.T) {
+	const list = "127.0.0.0/8 [::1]/128 192.0.2.7 !10.1.2.3 10.0.0.0/8 [2001:db8::]/32 [fe80::1]"
+	n, err := ParseNetworks(maincf.SplitList(list))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		addr string
+		want bool
+	}{
+		{"127.0.0.1", true},
+		{"127.255.255.254", true},
+		{"128.0.0.1", false},
+		{"::1", true},
+		{"::2", false},
+		{"192.0.2.7", true},
+		{"192.0.2.8", false},
+		{"10.1.2.3", false},
+		{"10.1.2.4", true},
+		{"2001:db8:1::5", true},
+		{"2001:db9::5", false},
+		{"fe80::1", true},
+		{"::ffff:127.0.0.1", true},
+		{"::ffff:10.1.2.3", false},
+		{"", false},
+	} {
+		t.Run(tc.addr, func(t *testing.T) {
+			a, _ := netip.ParseAddr(tc.addr)
+			if got := n.Match(a); got != tc.want {
+				t.Errorf("Match(%s) = %v, want %v", tc.addr, got, tc.want)
+			}
+		})
+	}
+	if got, want := n.String(), "127.0.0.0/8 [::1]/128 192.0.2.7/32 !10.1.2.3/32 10.0.0.0/8 [2001:db8::]/32 [fe80::1]/128"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+func TestNetworksErrors(t *testing.T) {
+	for _, tc := range []struct{ pattern, want string }{
+		{"::1/128", "must be written in brackets"},
+		{"2001:db8::1", "must be written in brackets"},
+		{"cidr:/etc/postfix/networks", "lookup tables are not supported"},
+		{"hash:mynets", "lookup tables are not supported"},
+		{"/etc/postfix/networks", "file patterns are not supported"},
+		{"10.0.0.1/8", "perhaps you meant 10.0.0.0/8"},
+		{"[2001:db8::1]/32", "perhaps you meant [2001:db8::]/32"},
+		{"10.0.0.0/33", "bad mask length"},
+		{"10.0.0.0/-1", "bad mask length"},
+		{"10.0.0.0/", "bad mask length"},
+		{"[10.0.0.1]", "without brackets"},
+		{"mail.example.org", "host names are not supported"},
+		{"[]", "want an IPv4"},
+	} {
+		t.Run(tc.pattern, func(t *testing.T) {
+			_, err := ParseNetworks([]string{tc.pattern})
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("ParseNetworks(%q) error = %v, want one containing %q", tc.pattern, err, tc.want)
+			}
+		})
+	}
+}
+
+func FuzzParseNetworks(f *testing.F) {
+	for _, s := range []string{"127.0.0.0/8 [::1]/128", "!10.0.0.0/8", "[fe80::1%eth0]", "::1", "10.0.0.1/8", "cidr:/x", "[::ffff:1.2.3.4]/120", "1.2.3.4/+8"} {
+		f.Add(s, "127.0.0.1")
+	}
+	f.Fuzz(func(t *testing.T, list, addr string) {
+		n, err := ParseNetworks(maincf.SplitList(list))
+		if err != nil {
+			return
+		}
+		a, err := netip.ParseAddr(addr)
+		if err != nil {
+			a = netip.Addr{}
+		}
+		got := n.Match(a)
+		// The list written back must parse to the same matcher.
+		again, err := ParseNetworks(maincf.SplitList(n.String()))
+		if err != nil {
+			t.Fatalf("ParseNetworks(%q) (from %q): %v", n.String(), list, err)
+		}
+		if again.Match(a) != got {
+			t.Fatalf("round trip of %q changed Match(%s)", list, addr)
+		}
+	})
+}
+
+func FuzzParseDomains(f *testing.F) {
+	for _, s := range []string{"example.org, .example.com", "!a.example, example", "hash:/x", "EXAMPLE.org."} {
+		f.Add(s, "sub.example.org", true)
+	}
+	f.Fuzz(func(t *testing.T, list, domain string, parent bool) {
+		d, err := ParseDomains(maincf.SplitList(list), parent)
+		if err != nil {
+			return
+		}
+		_ = d.Match(domain)
+	})
+}

@@ -1,0 +1,55 @@
+package restriction
+
+import "net/netip"
+
+// Facts are what the edge knows about a session at one stage: everything a
+// restriction may look at. All of it comes from the SMTP client (or from
+// DNS about it) and is untrusted.
+type Facts struct {
+	Stage Stage
+	// SessionID is the edge's id of the session, for logs.
+	SessionID string
+	// ClientAddr is the client IP address; the zero Addr means unknown.
+	ClientAddr netip.Addr
+	// ClientName is the verified client host name; "" or "unknown" when
+	// there is none.
+	ClientName string
+	// ReverseClientName is the unverified PTR name; "" or "unknown".
+	ReverseClientName string
+	// HELO is the HELO/EHLO argument; "" before HELO/EHLO.
+	HELO string
+	// SASLUsername is the authenticated user; "" without AUTH.
+	SASLUsername string
+	// InTransaction reports that MAIL FROM was accepted; Sender is only
+	// meaningful then ("" being the null sender).
+	InTransaction bool
+	Sender        string
+	// Recipient is the address checked at RCPT and VRFY; at DATA and
+	// END-OF-MESSAGE the only recipient when there is exactly one.
+	Recipient      string
+	RecipientCount int
+	// ETRNDomain is the ETRN argument.
+	ETRNDomain string
+}
+
+// clientName is the client name as Postfix shows it.
+func (f *Facts) clientName() string {
+	if f.ClientName == "" {
+		return "unknown"
+	}
+	return f.ClientName
+}
+
+// clientAddr is the client address as Postfix shows it.
+func (f *Facts) clientAddr() string {
+	if !f.ClientAddr.IsValid() {
+		return "unknown"
+	}
+	return f.ClientAddr.Unmap().String()
+}
+
+// NameAddr is the client as Postfix names it in replies and logs:
+// "name[address]", with "unknown" for a name or address not known.
+func (f *Facts) NameAddr() string {
+	return f.clientName() + "[" + f.clientAddr() + "]"
+}

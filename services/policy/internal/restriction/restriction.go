@@ -1,0 +1,222 @@
+package restriction
+
+import (
+	"context"
+	"strings"
+
+	"github.com/smtpgate/smtpgate/services/policy/internal/address"
+	"github.com/smtpgate/smtpgate/services/policy/internal/matchlist"
+)
+
+// Result is what one restriction says, in Postfix's terms.
+type Result int
+
+// The results of a restriction (SMTPD_CHECK_* in smtpd_check.c).
+const (
+	// Dunno: no opinion, go on with the next restriction.
+	Dunno Result = iota
+	// Permit: stop this list, accepting (the next list still runs).
+	Permit
+	// Refuse: stop everything with Outcome.Reply (4xx or 5xx).
+	Refuse
+)
+
+func (r Result) String() string {
+	switch r {
+	case Permit:
+		return "PERMIT"
+	case Refuse:
+		return "REFUSE"
+	}
+	return "DUNNO"
+}
+
+// Outcome is the result of evaluating a restriction or a list.
+type Outcome struct {
+	Result Result
+	// Reply is set with Refuse.
+	Reply Reply
+	// Restriction and List name the restriction that decided and the list
+	// (or restriction class) it is in; the evaluator fills them in.
+	Restriction string
+	List        string
+}
+
+// Input is what a restriction is evaluated with: the facts, and the reply
+// context of the list being evaluated.
+type Input struct {
+	Facts *Facts
+	// Name and Class are Postfix's reply_name and reply_class of the
+	// top-level list being evaluated: a reject in smtpd_client_restrictions
+	// says "<name[addr]>: Client host rejected: ...".
+	Name  string
+	Class string
+	codes Codes
+	trace *[]Step
+}
+
+// Refuse returns a refusal outcome with a reply formatted and checked as
+// Postfix's smtpd_check_reject() does (see Codes).
+func (in *Input) Refuse(code int, dsn, format string, args ...any) Outcome {
+	return Outcome{Result: Refuse, Reply: in.codes.reply(code, dsn, format, args...)}
+}
+
+// Restriction is one element of a restriction list, compiled.
+type Restriction interface {
+	// Name is the restriction as Postfix names it (or the class name).
+	Name() string
+	// Eval evaluates the restriction. An error means a dependency failed
+	// (a lookup table, the DNS): the caller fails closed.
+	Eval(ctx context.Context, in *Input) (Outcome, error)
+}
+
+// fixed is a restriction with a constant outcome: permit, reject, defer.
+type fixed struct {
+	name string
+	eval func(in *Input) Outcome
+}
+
+func (r fixed) Name() string { return r.name }
+func (r fixed) Eval(_ context.Context, in *Input) (Outcome, error) {
+	return r.eval(in), nil
+}
+
+// permitAll is "permit".
+func permitAll() Restriction {
+	return fixed{"permit", func(*Input) Outcome { return Outcome{Result: Permit} }}
+}
+
+// rejectAll is "reject": reject_code, 5.7.1, "<name>: Class rejected:
+// Access denied" (generic_checks() in smtpd_check.c).
+func rejectAll() Restriction {
+	return fixed{"reject", func(in *Input) Outcome {
+		return in.Refuse(in.codes.Reject, "5.7.1", "<%s>: %s rejected: Access denied", in.Name, in.Class)
+	}}
+}
+
+// deferAll is "defer": defer_code, 4.3.2, "<name>: Class rejected: Try
+// again later".
+func deferAll() Restriction {
+	return fixed{"defer", func(in *Input) Outcome {
+		return in.Refuse(in.codes.Defer, "4.3.2", "<%s>: %s rejected: Try again later", in.Name, in.Class)
+	}}
+}
+
+// myNetworks is permit_mynetworks: permit when the client address
+// matches mynetworks.
+type myNetworks struct{ nets *matchlist.Networks }
+
+func (myNetworks) Name() string { return "permit_mynetworks" }
+func (r myNetworks) Eval(_ context.Context, in *Input) (Outcome, error) {
+	if r.nets.Match(in.Facts.ClientAddr) {
+		return Outcome{Result: Permit}, nil
+	}
+	return Outcome{}, nil
+}
+
+// saslAuthenticated is permit_sasl_authenticated: permit when the client
+// authenticated with AUTH (RFC 4954) in this session.
+type saslAuthenticated struct{}
+
+func (saslAuthenticated) Name() string { return "permit_sasl_authenticated" }
+func (saslAuthenticated) Eval(_ context.Context, in *Input) (Outcome, error) {
+	if in.Facts.SASLUsername != "" {
+		return Outcome{Result: Permit}, nil
+	}
+	return Outcome{}, nil
+}
+
+// Destinations are the domains this system accepts mail for: the final
+// destinations (mydestination, virtual_alias_domains,
+// virtual_mailbox_domains) and the relay destinations (relay_domains).
+type Destinations struct {
+	Final []*matchlist.Domains
+	Relay *matchlist.Domains
+}
+
+// Authorized reports whether a recipient is an authorised destination, as
+// Postfix's permit_auth_destination decides it: its domain is a final or
+// relay destination, and its local part has no sender-specified routing
+// ("%", "!" or "@" once unquoted), so "user%example.com@example.org" or
+// "\"user@example.com\"@example.org" are not (allow_untrusted_routing =
+// no). An address without a domain, with an address literal, or that does
+// not parse is not authorised either: smtpgate does not append $myorigin
+// and does not know its own interface addresses (a documented difference
+// from Postfix, on the closed side). The bare "postmaster" is handled by the
+// caller (RFC 5321 section 4.5.1).
+func (d *Destinations) Authorized(recipient string) bool {
+	a, err := address.Parse(recipient)
+	if err != nil || !a.HasDomain || a.Literal || a.Routed() {
+		return false
+	}
+	for _, f := range d.Final {
+		if f.Match(a.Domain) {
+			return true
+		}
+	}
+	return d.Relay.Match(a.Domain)
+}
+
+// authDestination implements permit_auth_destination,
+// reject_unauth_destination and defer_unauth_destination.
+type authDestination struct {
+	name string
+	dest *Destinations
+	// onUnauth is the outcome for a recipient that is not an authorised
+	// destination; onAuth for one that is.
+	onAuth   Result
+	onUnauth func(in *Input) Outcome
+}
+
+func (r authDestination) Name() string { return r.name }
+func (r authDestination) Eval(_ context.Context, in *Input) (Outcome, error) {
+	// Like Postfix, these only look at a recipient when there is one: in
+	// smtpd_client_restrictions at CONNECT they do nothing.
+	if in.Facts.Recipient == "" {
+		return Outcome{}, nil
+	}
+	if r.dest.Authorized(in.Facts.Recipient) {
+		return Outcome{Result: r.onAuth}, nil
+	}
+	if r.onUnauth == nil {
+		return Outcome{}, nil
+	}
+	return r.onUnauth(in), nil
+}
+
+func permitAuthDestination(d *Destinations) Restriction {
+	return authDestination{name: "permit_auth_destination", dest: d, onAuth: Permit}
+}
+
+// rejectUnauthDestination: relay_domains_reject_code, 5.7.1,
+// "<recipient>: Relay access denied" (reject_unauth_destination() in
+// smtpd_check.c).
+func rejectUnauthDestination(d *Destinations) Restriction {
+	return authDestination{name: "reject_unauth_destination", dest: d, onUnauth: func(in *Input) Outcome {
+		return in.Refuse(in.codes.Relay, "5.7.1", "<%s>: Relay access denied", in.Facts.Recipient)
+	}}
+}
+
+// deferUnauthDestination: relay_domains_reject_code minus 100 (454 by
+// default), 4.7.1, the same text.
+func deferUnauthDestination(d *Destinations) Restriction {
+	return authDestination{name: "defer_unauth_destination", dest: d, onUnauth: func(in *Input) Outcome {
+		return in.Refuse(in.codes.Relay-100, "4.7.1", "<%s>: Relay access denied", in.Facts.Recipient)
+	}}
+}
+
+// class is a restriction class (smtpd_restriction_classes): a named list
+// evaluated in place, whose permit or refusal ends the enclosing list too.
+type class struct {
+	list *List
+}
+
+func (c class) Name() string { return c.list.Name }
+func (c class) Eval(ctx context.Context, in *Input) (Outcome, error) {
+	return c.list.eval(ctx, in)
+}
+
+// isPostmaster reports the bare "postmaster" recipient, which RFC 5321
+// section 4.5.1 requires to be accepted without a domain; Postfix's
+// smtpd_check_rcpt() accepts it before any restriction.
+func isPostmaster(rcpt string) bool { return strings.EqualFold(rcpt, "postmaster") }
