@@ -272,8 +272,12 @@ func TestRestrictions(t *testing.T) {
 		{
 			name:  "client list names the client",
 			extra: "smtpd_client_restrictions = reject",
-			facts: func() *Facts { f := rcpt(strangerAddr, "john@example.org"); f.ClientName = "mail.example.net"; return f }(),
-			want:  Verdict{Action: ActionReject, Reply: Reply{554, "5.7.1", "<mail.example.net[203.0.113.5]>: Client host rejected: Access denied"}, Restriction: "reject", List: "smtpd_client_restrictions"},
+			facts: func() *Facts {
+				f := rcpt(strangerAddr, "john@example.org")
+				f.ClientName = "mail.example.net"
+				return f
+			}(),
+			want: Verdict{Action: ActionReject, Reply: Reply{554, "5.7.1", "<mail.example.net[203.0.113.5]>: Client host rejected: Access denied"}, Restriction: "reject", List: "smtpd_client_restrictions"},
 		},
 		{
 			name:  "client list, unknown name",
