@@ -1,0 +1,296 @@
+// Package policy is smtpgate-policy: the gRPC service
+// smtpgate.policy.v1.PolicyService that the edge asks, at every stage of an
+// SMTP session, for the verdict of the Postfix smtpd restriction lists of
+// main.cf (and of the listener's master.cf -o overrides).
+//
+// Trust: the configuration is trusted. Requests come from the edge, which
+// is trusted to report what it saw, but what it saw (addresses, HELO
+// names) comes from SMTP clients and is not. A request that is malformed
+// gets InvalidArgument, and any failure is an error status, never a
+// permit: the edge then answers 451 4.3.0 (fail closed).
+//
+// It talks to nobody else yet; DNS-based checks and shared state in Redis
+// will come with the restrictions that need them.
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/smtpgate/smtpgate/pkg/grpcserver"
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
+)
+
+// Config is what the service is built from.
+type Config struct {
+	// Main is main.cf seen through maincf.Params().
+	Main *maincf.Config
+	// Services are the master.cf listeners; a request names one by its
+	// service column (e.g. "127.0.0.1:2587") to get its -o overrides.
+	Services []maincf.Service
+	// Logger receives the service's logs; nil discards them.
+	Logger *slog.Logger
+}
+
+// Server implements policyv1.PolicyServiceServer.
+type Server struct {
+	policyv1.UnimplementedPolicyServiceServer
+	cfg    Config
+	log    *slog.Logger
+	listen string
+	// engines holds the compiled lists of every listener; "" is main.cf
+	// alone.
+	engines map[string]*restriction.Engine
+}
+
+// Validate checks the configuration as smtpgate-policy reads it: unknown
+// parameter names and bad values in main.cf and in the master.cf -o
+// overrides, and the restriction lists of main.cf and of every listener.
+// Every problem is reported, joined, each with its file:line.
+func Validate(main *maincf.Config, services []maincf.Service) error {
+	_, err := compileAll(main, services)
+	return err
+}
+
+func compileAll(main *maincf.Config, services []maincf.Service) (map[string]*restriction.Engine, error) {
+	errs := []error{main.Validate(maincf.Policy), maincf.ValidateServices(main, services, maincf.Policy)}
+	engines := map[string]*restriction.Engine{}
+	e, err := restriction.Compile(main)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	engines[""] = e
+	for _, s := range services {
+		if len(s.Overrides) == 0 {
+			engines[s.Name] = engines[""]
+			continue
+		}
+		e, err := restriction.Compile(main.WithOverrides(s.Overrides))
+		if err != nil && engines[""] != nil {
+			// Only report what this listener's overrides add: errors of
+			// main.cf alone were reported above.
+			for _, e := range flatten(err) {
+				errs = append(errs, fmt.Errorf("service %s: %w", s.Name, e))
+			}
+		}
+		engines[s.Name] = e
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	return engines, nil
+}
+
+// flatten returns the errors joined in err, or err alone.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
+// New compiles every listener's restriction lists; it fails on any
+// configuration problem (see Validate).
+func New(cfg Config) (*Server, error) {
+	if cfg.Main == nil {
+		return nil, errors.New("policy: no configuration")
+	}
+	engines, err := compileAll(cfg.Main, cfg.Services)
+	if err != nil {
+		return nil, err
+	}
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines}, nil
+}
+
+// Run logs the effective configuration, listens on smtpgate_policy_listen
+// and serves until ctx is done, then stops gracefully.
+func (s *Server) Run(ctx context.Context) error {
+	s.logConfig(ctx)
+	var lc net.ListenConfig
+	lis, err := lc.Listen(ctx, "tcp", s.listen)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", s.listen, err)
+	}
+	return s.Serve(ctx, lis)
+}
+
+// Serve serves PolicyService, health and reflection on lis until ctx is
+// done.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	g := grpcserver.New()
+	policyv1.RegisterPolicyServiceServer(g.GRPC, s)
+	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
+	if err := g.Serve(ctx, lis); err != nil {
+		return fmt.Errorf("serve policy: %w", err)
+	}
+	return nil
+}
+
+// logConfig logs the effective configuration: main.cf, then each
+// listener's overrides of policy parameters. smtpgate-policy reads no secrets, but secret
+// parameters would be redacted.
+func (s *Server) logConfig(ctx context.Context) {
+	var attrs []any
+	for _, p := range s.cfg.Main.Effective(maincf.Policy) {
+		attrs = append(attrs, slog.String(p.Name, p.Value))
+	}
+	s.log.InfoContext(ctx, "configuration", attrs...)
+	cat := s.cfg.Main.Catalogue()
+	for _, svc := range s.cfg.Services {
+		attrs := []any{slog.String("listener", svc.Name)}
+		for _, o := range svc.Overrides {
+			d, known := cat.Def(o.Name)
+			if known && d.Owner&maincf.Policy == 0 {
+				continue // another service's setting
+			}
+			v := o.Value
+			if d.Secret {
+				v = "(redacted)"
+			}
+			attrs = append(attrs, slog.String(o.Name, v))
+		}
+		s.log.InfoContext(ctx, "listener configuration", attrs...)
+	}
+}
+
+// Check implements PolicyService.Check.
+func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policyv1.CheckResponse, error) {
+	f, err := facts(req)
+	if err != nil {
+		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	listener := req.GetSession().GetListener()
+	e, ok := s.engines[listener]
+	if !ok {
+		return nil, status.Errorf(codes.InvalidArgument, "unknown listener %q: no such service in master.cf", listener)
+	}
+	v, err := e.Check(ctx, f)
+	if err != nil {
+		s.log.ErrorContext(ctx, "check failed", "session", f.SessionID, "listener", listener, "stage", f.Stage.String(), "err", err)
+		return nil, status.Error(codes.Unavailable, "restriction evaluation failed")
+	}
+	if v.Action != restriction.ActionPermit {
+		s.log.InfoContext(ctx, "refused", "session", f.SessionID, "listener", listener, "stage", f.Stage.String(),
+			"client", f.NameAddr(), "restriction", v.Restriction, "list", v.List, "reply", v.Reply.String())
+	}
+	return &policyv1.CheckResponse{Verdict: verdict(v)}, nil
+}
+
+// facts checks a request and turns it into restriction facts.
+func facts(req *policyv1.CheckRequest) (*restriction.Facts, error) {
+	stage := stageOf(req.GetStage())
+	if stage == restriction.StageUnspecified {
+		return nil, fmt.Errorf("stage %v is not a check stage", req.GetStage())
+	}
+	sess := req.GetSession()
+	if sess == nil {
+		return nil, errors.New("session is missing")
+	}
+	f := &restriction.Facts{
+		Stage:             stage,
+		SessionID:         sess.GetId(),
+		ClientName:        sess.GetClientName(),
+		ReverseClientName: sess.GetReverseClientName(),
+		HELO:              sess.GetHeloName(),
+		SASLUsername:      sess.GetSasl().GetUsername(),
+		ETRNDomain:        req.GetEtrnDomain(),
+	}
+	switch a := sess.GetClientAddress(); a {
+	case "", "unknown":
+		// Unknown (e.g. XCLIENT ADDR=[UNAVAILABLE]): matches no network.
+	default:
+		addr, err := netip.ParseAddr(a)
+		if err != nil {
+			return nil, fmt.Errorf("session.client_address %q: %w", a, err)
+		}
+		f.ClientAddr = addr
+	}
+	if tx := req.GetTransaction(); tx != nil {
+		f.InTransaction = true
+		f.Sender = tx.GetSender()
+		f.Recipient = tx.GetRecipient()
+		f.RecipientCount = int(tx.GetRecipientCount())
+	}
+	switch stage {
+	case restriction.HELO:
+		if f.HELO == "" {
+			return nil, errors.New("stage HELO needs session.helo_name")
+		}
+	case restriction.Mail, restriction.Data, restriction.EndOfData:
+		if !f.InTransaction {
+			return nil, fmt.Errorf("stage %s needs a transaction", stage)
+		}
+	case restriction.Rcpt:
+		if !f.InTransaction || f.Recipient == "" {
+			return nil, errors.New("stage RCPT needs a transaction with a recipient")
+		}
+	case restriction.VRFY:
+		if f.Recipient == "" {
+			return nil, errors.New("stage VRFY needs transaction.recipient")
+		}
+	case restriction.ETRN:
+		if strings.TrimSpace(f.ETRNDomain) == "" {
+			return nil, errors.New("stage ETRN needs etrn_domain")
+		}
+	}
+	return f, nil
+}
+
+// stageOf maps the API's stage to the engine's; unknown values are
+// StageUnspecified.
+func stageOf(s policyv1.Stage) restriction.Stage {
+	switch s {
+	case policyv1.Stage_STAGE_CONNECT:
+		return restriction.Connect
+	case policyv1.Stage_STAGE_HELO:
+		return restriction.HELO
+	case policyv1.Stage_STAGE_MAIL:
+		return restriction.Mail
+	case policyv1.Stage_STAGE_RCPT:
+		return restriction.Rcpt
+	case policyv1.Stage_STAGE_DATA:
+		return restriction.Data
+	case policyv1.Stage_STAGE_END_OF_DATA:
+		return restriction.EndOfData
+	case policyv1.Stage_STAGE_ETRN:
+		return restriction.ETRN
+	case policyv1.Stage_STAGE_VRFY:
+		return restriction.VRFY
+	}
+	return restriction.StageUnspecified
+}
+
+func verdict(v restriction.Verdict) *policyv1.Verdict {
+	out := &policyv1.Verdict{Restriction: v.Restriction, List: v.List, Disconnect: v.Disconnect}
+	switch v.Action {
+	case restriction.ActionPermit:
+		out.Action = policyv1.Action_ACTION_PERMIT
+		return out
+	case restriction.ActionReject:
+		out.Action = policyv1.Action_ACTION_REJECT
+	case restriction.ActionDefer:
+		out.Action = policyv1.Action_ACTION_DEFER
+	}
+	out.Code = uint32(v.Reply.Code)
+	out.EnhancedCode = v.Reply.DSN
+	out.Text = v.Reply.Text
+	return out
+}
