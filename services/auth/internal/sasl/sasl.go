@@ -1,0 +1,185 @@
+// Package sasl implements the server side of SASL mechanisms as small
+// state machines that the gRPC stream of smtpgate.auth.v1 drives: PLAIN
+// (RFC 4616) and LOGIN (draft-murchison-sasl-login). Client data arrives
+// already base64-decoded; the package never logs it.
+package sasl
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// Errors an exchange ends with.
+var (
+	// ErrMalformed: the client's data does not parse (501 5.5.2).
+	ErrMalformed = errors.New("malformed SASL response")
+	// ErrFailed: wrong credentials or unknown user, never told apart
+	// (535 5.7.8).
+	ErrFailed = errors.New("authentication failed")
+)
+
+// Verifier checks a user name and password. A non-nil error means the
+// check could not be made (a temporary failure), not a wrong password.
+type Verifier interface {
+	Verify(ctx context.Context, user string, password []byte) (bool, error)
+}
+
+// Exchange is one server-side SASL exchange.
+type Exchange interface {
+	// Next takes the client's next response (the initial response first,
+	// when the client sent one) and returns the next challenge, or done.
+	// When done, err is nil on success, or ErrMalformed, ErrFailed or a
+	// temporary failure.
+	Next(ctx context.Context, response []byte) (challenge []byte, done bool, err error)
+	// Username is the authenticated (or attempted) user name.
+	Username() string
+}
+
+// Flags are the security properties of a mechanism, as Postfix's
+// smtpd_sasl_security_options speak of them.
+type Flags uint8
+
+// The properties.
+const (
+	// Plaintext: the password crosses the wire (noplaintext removes it).
+	Plaintext Flags = 1 << iota
+	// Anonymous: no credentials (noanonymous removes it).
+	Anonymous
+	// Dictionary: open to passive dictionary attack (nodictionary).
+	Dictionary
+	// Active: open to active, non-dictionary attack (noactive).
+	Active
+	// MutualAuth: the server proves itself too (required by mutual_auth).
+	MutualAuth
+	// ForwardSecrecy: required by forward_secrecy.
+	ForwardSecrecy
+)
+
+// Mechanism describes one mechanism.
+type Mechanism struct {
+	Name  string
+	Flags Flags
+	start func(v Verifier) Exchange
+}
+
+// Mechanisms lists the known mechanisms by name.
+func Mechanisms() map[string]Mechanism {
+	return map[string]Mechanism{
+		"PLAIN": {Name: "PLAIN", Flags: Plaintext, start: func(v Verifier) Exchange { return &plain{v: v} }},
+		"LOGIN": {Name: "LOGIN", Flags: Plaintext, start: func(v Verifier) Exchange { return &login{v: v} }},
+	}
+}
+
+// Start begins an exchange of m.
+func (m Mechanism) Start(v Verifier) Exchange { return m.start(v) }
+
+// SecurityOptions is a parsed smtpd_sasl_security_options value.
+type SecurityOptions struct {
+	forbid  Flags
+	require Flags
+}
+
+// ParseSecurityOptions reads a Postfix security options list:
+// noanonymous, noplaintext, noactive, nodictionary, mutual_auth,
+// forward_secrecy (postconf(5) smtpd_sasl_security_options).
+func ParseSecurityOptions(words []string) (SecurityOptions, error) {
+	var o SecurityOptions
+	for _, w := range words {
+		switch strings.ToLower(w) {
+		case "noanonymous":
+			o.forbid |= Anonymous
+		case "noplaintext":
+			o.forbid |= Plaintext
+		case "nodictionary":
+			o.forbid |= Dictionary
+		case "noactive":
+			o.forbid |= Active
+		case "mutual_auth":
+			o.require |= MutualAuth
+		case "forward_secrecy":
+			o.require |= ForwardSecrecy
+		default:
+			return SecurityOptions{}, fmt.Errorf("unknown SASL security option %q", w)
+		}
+	}
+	return o, nil
+}
+
+// Allows reports whether m passes the options.
+func (o SecurityOptions) Allows(m Mechanism) bool {
+	return m.Flags&o.forbid == 0 && m.Flags&o.require == o.require
+}
+
+// verify runs v and maps its answer to the exchange's end.
+func verify(ctx context.Context, v Verifier, user string, password []byte) error {
+	ok, err := v.Verify(ctx, user, password)
+	if err != nil {
+		return fmt.Errorf("verify %s: %w", user, err)
+	}
+	if !ok {
+		return ErrFailed
+	}
+	return nil
+}
+
+// plain is RFC 4616: message = [authzid] NUL authcid NUL passwd.
+type plain struct {
+	v       Verifier
+	started bool
+	user    string
+}
+
+func (p *plain) Username() string { return p.user }
+
+func (p *plain) Next(ctx context.Context, resp []byte) ([]byte, bool, error) {
+	if resp == nil && !p.started {
+		// No initial response: ask for it with an empty challenge.
+		p.started = true
+		return []byte{}, false, nil
+	}
+	parts := strings.Split(string(resp), "\x00")
+	if len(parts) != 3 || parts[1] == "" {
+		return nil, true, ErrMalformed
+	}
+	authz, authc, pass := parts[0], parts[1], parts[2]
+	p.user = authc
+	if authz != "" && authz != authc {
+		// Acting as another user is not supported (RFC 4616 §2).
+		return nil, true, ErrFailed
+	}
+	return nil, true, verify(ctx, p.v, authc, []byte(pass))
+}
+
+// login is the LOGIN mechanism: "Username:" then "Password:" challenges;
+// an initial response, when sent, is the user name.
+type login struct {
+	v    Verifier
+	step int
+	user string
+}
+
+func (l *login) Username() string { return l.user }
+
+func (l *login) Next(ctx context.Context, resp []byte) ([]byte, bool, error) {
+	switch l.step {
+	case 0:
+		l.step = 1
+		if resp == nil {
+			return []byte("Username:"), false, nil
+		}
+		fallthrough
+	case 1:
+		if len(resp) == 0 || strings.ContainsAny(string(resp), "\x00\r\n") {
+			return nil, true, ErrMalformed
+		}
+		l.user, l.step = string(resp), 2
+		return []byte("Password:"), false, nil
+	default:
+		if strings.ContainsAny(string(resp), "\x00") {
+			return nil, true, ErrMalformed
+		}
+		return nil, true, verify(ctx, l.v, l.user, resp)
+	}
+}

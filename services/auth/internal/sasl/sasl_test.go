@@ -1,0 +1,146 @@
+package sasl
+
+import (
+	"context"
+	"errors"
+	"testing"
+)
+
+type users map[string]string
+
+func (u users) Verify(_ context.Context, user string, password []byte) (bool, error) {
+	if user == "broken" {
+		return false, errors.New("database down")
+	}
+	pw, ok := u[user]
+	return ok && pw == string(password), nil
+}
+
+var db = users{"john@example.org": "secret"}
+
+// run drives an exchange with the given client responses (nil first entry
+// means no initial response) and returns the challenges seen and the end.
+func run(t *testing.T, mech string, responses ...[]byte) (challenges []string, err error) {
+	t.Helper()
+	ex := Mechanisms()[mech].Start(db)
+	for i, r := range responses {
+		ch, done, err := ex.Next(context.Background(), r)
+		if done {
+			if i != len(responses)-1 {
+				t.Fatalf("%s ended after %d of %d responses", mech, i+1, len(responses))
+			}
+			return challenges, err
+		}
+		challenges = append(challenges, string(ch))
+	}
+	t.Fatalf("%s did not end", mech)
+	return nil, nil
+}
+
+func TestPlain(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		resp [][]byte
+		want error
+		ch   int
+	}{
+		{"initial response", [][]byte{[]byte("\x00john@example.org\x00secret")}, nil, 0},
+		{"authzid equal", [][]byte{[]byte("john@example.org\x00john@example.org\x00secret")}, nil, 0},
+		{"no initial response", [][]byte{nil, []byte("\x00john@example.org\x00secret")}, nil, 1},
+		{"empty initial response", [][]byte{{}}, ErrMalformed, 0},
+		{"wrong password", [][]byte{[]byte("\x00john@example.org\x00nope")}, ErrFailed, 0},
+		{"unknown user", [][]byte{[]byte("\x00nobody@example.org\x00secret")}, ErrFailed, 0},
+		{"other authzid", [][]byte{[]byte("admin\x00john@example.org\x00secret")}, ErrFailed, 0},
+		{"two fields", [][]byte{[]byte("john@example.org\x00secret")}, ErrMalformed, 0},
+		{"four fields", [][]byte{[]byte("\x00john@example.org\x00secret\x00x")}, ErrMalformed, 0},
+		{"empty authcid", [][]byte{[]byte("\x00\x00secret")}, ErrMalformed, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ch, err := run(t, "PLAIN", tc.resp...)
+			if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+				t.Errorf("end = %v, want %v", err, tc.want)
+			}
+			if len(ch) != tc.ch {
+				t.Errorf("challenges = %q, want %d", ch, tc.ch)
+			}
+		})
+	}
+	_, err := run(t, "PLAIN", []byte("\x00broken\x00x"))
+	if err == nil || errors.Is(err, ErrFailed) || errors.Is(err, ErrMalformed) {
+		t.Errorf("verifier failure = %v, want a temporary error", err)
+	}
+}
+
+func TestLogin(t *testing.T) {
+	ch, err := run(t, "LOGIN", nil, []byte("john@example.org"), []byte("secret"))
+	if err != nil || len(ch) != 2 || ch[0] != "Username:" || ch[1] != "Password:" {
+		t.Errorf("LOGIN = %q, %v", ch, err)
+	}
+	ch, err = run(t, "LOGIN", []byte("john@example.org"), []byte("secret"))
+	if err != nil || len(ch) != 1 || ch[0] != "Password:" {
+		t.Errorf("LOGIN with initial response = %q, %v", ch, err)
+	}
+	if _, err := run(t, "LOGIN", nil, []byte("john@example.org"), []byte("bad")); !errors.Is(err, ErrFailed) {
+		t.Errorf("wrong password = %v", err)
+	}
+	if _, err := run(t, "LOGIN", nil, []byte{}); !errors.Is(err, ErrMalformed) {
+		t.Errorf("empty user = %v", err)
+	}
+}
+
+func TestSecurityOptions(t *testing.T) {
+	o, err := ParseSecurityOptions([]string{"noanonymous", "noplaintext"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Allows(Mechanisms()["PLAIN"]) || o.Allows(Mechanisms()["LOGIN"]) {
+		t.Error("noplaintext allows a plaintext mechanism")
+	}
+	o, _ = ParseSecurityOptions([]string{"noanonymous"})
+	if !o.Allows(Mechanisms()["PLAIN"]) {
+		t.Error("noanonymous refuses PLAIN")
+	}
+	o, _ = ParseSecurityOptions([]string{"mutual_auth"})
+	if o.Allows(Mechanisms()["PLAIN"]) {
+		t.Error("mutual_auth allows PLAIN")
+	}
+	if _, err := ParseSecurityOptions([]string{"nosuch"}); err == nil {
+		t.Error("unknown option accepted")
+	}
+}
+
+func FuzzPlain(f *testing.F) {
+	f.Add([]byte("\x00john@example.org\x00secret"))
+	f.Add([]byte("a\x00b\x00c\x00d"))
+	f.Fuzz(func(t *testing.T, resp []byte) {
+		ex := Mechanisms()["PLAIN"].Start(db)
+		_, done, err := ex.Next(context.Background(), resp)
+		if !done {
+			t.Fatal("PLAIN with an initial response did not end")
+		}
+		if err == nil && string(resp) != "\x00john@example.org\x00secret" && string(resp) != "john@example.org\x00john@example.org\x00secret" {
+			t.Fatalf("PLAIN accepted %q", resp)
+		}
+	})
+}
+
+func FuzzLogin(f *testing.F) {
+	f.Add([]byte("john@example.org"), []byte("secret"))
+	f.Fuzz(func(t *testing.T, user, pass []byte) {
+		ex := Mechanisms()["LOGIN"].Start(db)
+		_, done, err := ex.Next(context.Background(), user)
+		if done {
+			if err == nil {
+				t.Fatal("LOGIN ended successfully after the user name")
+			}
+			return
+		}
+		_, done, err = ex.Next(context.Background(), pass)
+		if !done {
+			t.Fatal("LOGIN did not end after the password")
+		}
+		if err == nil && (string(user) != "john@example.org" || string(pass) != "secret") {
+			t.Fatalf("LOGIN accepted %q/%q", user, pass)
+		}
+	})
+}
