@@ -1,0 +1,300 @@
+// Package auth is smtpgate-auth: the SASL authority of smtpgate. It serves
+// smtpgate.auth.v1.AuthService to the edge over gRPC (with health and
+// reflection), verifies credentials against a Dovecot passwd-file, and
+// decides which mechanisms a listener may offer from Postfix's
+// smtpd_sasl_security_options. It trusts the edge's word about the session
+// (listener, TLS, client address) and nothing the SMTP client sends: every
+// response is parsed as hostile. Passwords and SASL data are never logged.
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strings"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"github.com/smtpgate/smtpgate/pkg/grpcserver"
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
+	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
+	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
+)
+
+// Config is what New needs.
+type Config struct {
+	// Main is main.cf; Services the master.cf listeners (for -o overrides).
+	Main     *maincf.Config
+	Services []maincf.Service
+	Logger   *slog.Logger
+}
+
+// listener is one listener's compiled SASL settings.
+type listener struct {
+	mechanisms []sasl.Mechanism // in configured order
+	plain      sasl.SecurityOptions
+	tls        sasl.SecurityOptions
+}
+
+// Server implements authv1.AuthServiceServer.
+type Server struct {
+	authv1.UnimplementedAuthServiceServer
+	cfg       Config
+	log       *slog.Logger
+	users     *passwdfile.File
+	listeners map[string]listener
+	// dummy is verified for unknown users, so that they cost as much time
+	// as a wrong password.
+	dummy scheme.Stored
+}
+
+// Validate checks the auth service's part of the configuration.
+func Validate(main *maincf.Config, services []maincf.Service) error {
+	errs := []error{main.Validate(maincf.Auth), maincf.ValidateServices(main, services, maincf.Auth)}
+	if _, err := compileListeners(main, services); err != nil {
+		errs = append(errs, err)
+	}
+	if p := main.Path("smtpgate_passwd_file"); p != "" {
+		if _, err := passwdfile.Open(p); err != nil {
+			errs = append(errs, fmt.Errorf("%s: smtpgate_passwd_file: %w", main.Pos("smtpgate_passwd_file"), err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func compileListeners(main *maincf.Config, services []maincf.Service) (map[string]listener, error) {
+	out := map[string]listener{}
+	var errs []error
+	l, err := compileListener(main)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	out[""] = l
+	for _, s := range services {
+		l, err := compileListener(main.WithOverrides(s.Overrides))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("service %s: %w", s.Name, err))
+		}
+		out[s.Name] = l
+	}
+	return out, errors.Join(errs...)
+}
+
+func compileListener(c *maincf.Config) (listener, error) {
+	var l listener
+	known := sasl.Mechanisms()
+	for _, name := range c.List("smtpgate_sasl_mechanisms") {
+		m, ok := known[strings.ToUpper(name)]
+		if !ok {
+			return l, c.Errorf("smtpgate_sasl_mechanisms", "unknown mechanism %q", name)
+		}
+		l.mechanisms = append(l.mechanisms, m)
+	}
+	var err error
+	if l.plain, err = sasl.ParseSecurityOptions(c.List("smtpd_sasl_security_options")); err != nil {
+		return l, c.Errorf("smtpd_sasl_security_options", "%v", err)
+	}
+	if l.tls, err = sasl.ParseSecurityOptions(c.List("smtpd_sasl_tls_security_options")); err != nil {
+		return l, c.Errorf("smtpd_sasl_tls_security_options", "%v", err)
+	}
+	return l, nil
+}
+
+// New builds the server from a validated configuration.
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	listeners, err := compileListeners(cfg.Main, cfg.Services)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, listeners: listeners}
+	if p := cfg.Main.Path("smtpgate_passwd_file"); p != "" {
+		if s.users, err = passwdfile.Open(p); err != nil {
+			return nil, err
+		}
+	}
+	pw := make([]byte, 16)
+	_, _ = rand.Read(pw)
+	if s.dummy, err = scheme.Hash(scheme.SHA512Crypt, pw); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Run serves gRPC on smtpgate_auth_listen until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	addr := s.cfg.Main.Get("smtpgate_auth_listen")
+	lis, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", addr, err)
+	}
+	return s.Serve(ctx, lis)
+}
+
+// Serve serves gRPC on lis until ctx ends.
+func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	srv := grpcserver.New()
+	authv1.RegisterAuthServiceServer(srv.GRPC, s)
+	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
+	return srv.Serve(ctx, lis)
+}
+
+// Verify implements sasl.Verifier against the passwd-file. Unknown users
+// are checked against a dummy hash so that they take as long as a wrong
+// password.
+func (s *Server) Verify(ctx context.Context, user string, password []byte) (bool, error) {
+	var st scheme.Stored
+	ok := false
+	if s.users != nil {
+		var reloadErr error
+		st, ok, reloadErr = s.users.Lookup(user)
+		if reloadErr != nil {
+			s.log.WarnContext(ctx, "passwd-file reload failed; serving the previous users", "err", reloadErr)
+		}
+	}
+	if !ok {
+		s.dummy.Verify(password)
+		return false, nil
+	}
+	return st.Verify(password), nil
+}
+
+func (s *Server) listener(sess *authv1.Session) (listener, error) {
+	if sess == nil {
+		return listener{}, status.Error(codes.InvalidArgument, "session is required")
+	}
+	l, ok := s.listeners[sess.GetListener()]
+	if !ok {
+		return listener{}, status.Errorf(codes.InvalidArgument, "unknown listener %q", sess.GetListener())
+	}
+	return l, nil
+}
+
+// offered returns the mechanisms l offers in the session's TLS state.
+func (l listener) offered(tls bool) []sasl.Mechanism {
+	opts := l.plain
+	if tls {
+		opts = l.tls
+	}
+	var out []sasl.Mechanism
+	for _, m := range l.mechanisms {
+		if opts.Allows(m) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+// Mechanisms implements authv1.AuthServiceServer.
+func (s *Server) Mechanisms(_ context.Context, req *authv1.MechanismsRequest) (*authv1.MechanismsResponse, error) {
+	l, err := s.listener(req.GetSession())
+	if err != nil {
+		return nil, err
+	}
+	resp := &authv1.MechanismsResponse{}
+	for _, m := range l.offered(req.GetSession().GetTls()) {
+		resp.Mechanisms = append(resp.Mechanisms, m.Name)
+	}
+	return resp, nil
+}
+
+// Authenticate implements authv1.AuthServiceServer: one SASL exchange per
+// stream.
+func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.AuthenticateRequest, authv1.AuthenticateResponse]) error {
+	ctx := stream.Context()
+	first, err := stream.Recv()
+	if err != nil {
+		return err
+	}
+	start := first.GetStart()
+	if start == nil {
+		return status.Error(codes.InvalidArgument, "the first message must be start")
+	}
+	l, err := s.listener(start.GetSession())
+	if err != nil {
+		return err
+	}
+	sess := start.GetSession()
+	mech := strings.ToUpper(start.GetMechanism())
+	logAttrs := []any{"session", sess.GetId(), "client", sess.GetClientAddress(), "mechanism", mech}
+
+	end := func(r authv1.Result, user string) error {
+		lv := slog.LevelInfo
+		s.log.Log(ctx, lv, "authentication", append(logAttrs, "username", user, "result", strings.TrimPrefix(r.String(), "RESULT_"))...)
+		return stream.Send(&authv1.AuthenticateResponse{Step: &authv1.AuthenticateResponse_Outcome{Outcome: &authv1.Outcome{Result: r, Username: map[bool]string{true: user}[r == authv1.Result_RESULT_SUCCESS]}}})
+	}
+
+	var m sasl.Mechanism
+	found := false
+	for _, o := range l.offered(sess.GetTls()) {
+		if o.Name == mech {
+			m, found = o, true
+		}
+	}
+	if !found {
+		if !sess.GetTls() {
+			for _, o := range l.offered(true) {
+				if o.Name == mech {
+					return end(authv1.Result_RESULT_ENCRYPTION_REQUIRED, "")
+				}
+			}
+		}
+		return end(authv1.Result_RESULT_UNSUPPORTED_MECHANISM, "")
+	}
+
+	ex := m.Start(s)
+	var resp []byte
+	if start.GetHasInitialResponse() {
+		resp = start.GetInitialResponse()
+		if resp == nil {
+			resp = []byte{}
+		}
+	}
+	for {
+		challenge, done, err := ex.Next(ctx, resp)
+		if done {
+			switch {
+			case err == nil:
+				return end(authv1.Result_RESULT_SUCCESS, ex.Username())
+			case errors.Is(err, sasl.ErrMalformed):
+				return end(authv1.Result_RESULT_MALFORMED, ex.Username())
+			case errors.Is(err, sasl.ErrFailed):
+				return end(authv1.Result_RESULT_FAILURE, ex.Username())
+			default:
+				s.log.WarnContext(ctx, "authentication could not be checked", append(logAttrs, "err", err)...)
+				return end(authv1.Result_RESULT_TEMPORARY_FAILURE, ex.Username())
+			}
+		}
+		if err := stream.Send(&authv1.AuthenticateResponse{Step: &authv1.AuthenticateResponse_Challenge{Challenge: &authv1.Challenge{Data: challenge}}}); err != nil {
+			return err
+		}
+		next, err := stream.Recv()
+		if errors.Is(err, io.EOF) {
+			return status.Error(codes.Canceled, "the edge ended the exchange")
+		}
+		if err != nil {
+			return err
+		}
+		switch step := next.GetStep().(type) {
+		case *authv1.AuthenticateRequest_Cancel:
+			return end(authv1.Result_RESULT_CANCELLED, ex.Username())
+		case *authv1.AuthenticateRequest_Response:
+			resp = step.Response
+			if resp == nil {
+				resp = []byte{}
+			}
+		default:
+			return status.Error(codes.InvalidArgument, "expected a response or cancel")
+		}
+	}
+}

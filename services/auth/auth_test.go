@@ -1,0 +1,198 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+)
+
+const password = "john-example-password"
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// startServer runs the real server on 127.0.0.1:0 with deploy/local's
+// passwd-file and a submission listener, and returns a client.
+func startServer(t *testing.T) (authv1.AuthServiceClient, *grpc.ClientConn, *syncBuffer) {
+	t.Helper()
+	dir := t.TempDir()
+	passwd, err := os.ReadFile("../../deploy/local/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	must(t, os.WriteFile(filepath.Join(dir, "passwd"), passwd, 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "main.cf"), []byte(`smtpgate_passwd_file = passwd
+smtpd_sasl_security_options = noanonymous, noplaintext
+smtpd_sasl_tls_security_options = noanonymous
+`), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "master.cf"), []byte("sub inet n - n - - smtpd\n  -o smtpgate_sasl_mechanisms=LOGIN\n"), 0o600))
+	cfg, services, err := maincf.Load(maincf.Params(), dir)
+	must(t, err)
+	must(t, Validate(cfg, services))
+	logs := &syncBuffer{}
+	srv, err := New(Config{Main: cfg, Services: services, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	must(t, err)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	must(t, err)
+	t.Cleanup(func() {
+		conn.Close()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	return authv1.NewAuthServiceClient(conn), conn, logs
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// exchange runs one SASL exchange: start, then the given responses in
+// order (a nil response means cancel), and returns the challenges seen and
+// the outcome.
+func exchange(t *testing.T, c authv1.AuthServiceClient, sess *authv1.Session, mech string, initial []byte, responses ...[]byte) ([]string, *authv1.Outcome) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st, err := c.Authenticate(ctx)
+	must(t, err)
+	start := &authv1.Start{Session: sess, Mechanism: mech, HasInitialResponse: initial != nil, InitialResponse: initial}
+	must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Start{Start: start}}))
+	var challenges []string
+	for {
+		resp, err := st.Recv()
+		must(t, err)
+		if o := resp.GetOutcome(); o != nil {
+			return challenges, o
+		}
+		challenges = append(challenges, string(resp.GetChallenge().GetData()))
+		if len(responses) == 0 {
+			t.Fatalf("unexpected challenge %q", resp.GetChallenge().GetData())
+		}
+		r := responses[0]
+		responses = responses[1:]
+		if r == nil {
+			must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Cancel{Cancel: &authv1.Cancel{}}}))
+		} else {
+			must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Response{Response: r}}))
+		}
+	}
+}
+
+func TestAuthenticate(t *testing.T) {
+	c, _, logs := startServer(t)
+	tls := &authv1.Session{Id: "s1", ClientAddress: "127.0.0.66", Tls: true}
+	plaintext := &authv1.Session{Id: "s2", ClientAddress: "127.0.0.66"}
+	sub := &authv1.Session{Id: "s3", Listener: "sub", ClientAddress: "127.0.0.66", Tls: true}
+	R := authv1.Result_RESULT_SUCCESS
+	for _, tc := range []struct {
+		name      string
+		sess      *authv1.Session
+		mech      string
+		initial   []byte
+		responses [][]byte
+		want      authv1.Result
+		user      string
+	}{
+		{"PLAIN initial response", tls, "PLAIN", []byte("\x00john@example.org\x00" + password), nil, R, "john@example.org"},
+		{"plain lower-case mechanism", tls, "plain", []byte("\x00john@example.org\x00" + password), nil, R, "john@example.org"},
+		{"PLAIN after empty challenge", tls, "PLAIN", nil, [][]byte{[]byte("\x00john@example.org\x00" + password)}, R, "john@example.org"},
+		{"PLAIN wrong password", tls, "PLAIN", []byte("\x00john@example.org\x00wrong-password"), nil, authv1.Result_RESULT_FAILURE, ""},
+		{"PLAIN unknown user", tls, "PLAIN", []byte("\x00nobody@example.org\x00" + password), nil, authv1.Result_RESULT_FAILURE, ""},
+		{"PLAIN malformed", tls, "PLAIN", []byte("john@example.org"), nil, authv1.Result_RESULT_MALFORMED, ""},
+		{"PLAIN cancelled", tls, "PLAIN", nil, [][]byte{nil}, authv1.Result_RESULT_CANCELLED, ""},
+		{"LOGIN", tls, "LOGIN", nil, [][]byte{[]byte("john@example.org"), []byte(password)}, R, "john@example.org"},
+		{"LOGIN wrong password", tls, "LOGIN", nil, [][]byte{[]byte("john@example.org"), []byte("wrong-password")}, authv1.Result_RESULT_FAILURE, ""},
+		{"PLAIN without TLS", plaintext, "PLAIN", []byte("\x00john@example.org\x00" + password), nil, authv1.Result_RESULT_ENCRYPTION_REQUIRED, ""},
+		{"unknown mechanism", tls, "X-NOPE", nil, nil, authv1.Result_RESULT_UNSUPPORTED_MECHANISM, ""},
+		{"listener without PLAIN", sub, "PLAIN", []byte("\x00john@example.org\x00" + password), nil, authv1.Result_RESULT_UNSUPPORTED_MECHANISM, ""},
+		{"listener LOGIN", sub, "LOGIN", []byte("john@example.org"), [][]byte{[]byte(password)}, R, "john@example.org"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, o := exchange(t, c, tc.sess, tc.mech, tc.initial, tc.responses...)
+			if o.GetResult() != tc.want || o.GetUsername() != tc.user {
+				t.Errorf("outcome = %v %q, want %v %q", o.GetResult(), o.GetUsername(), tc.want, tc.user)
+			}
+		})
+	}
+	got := logs.String()
+	if strings.Contains(got, password) || strings.Contains(got, "wrong-password") {
+		t.Errorf("a password appears in the log:\n%s", got)
+	}
+	if !strings.Contains(got, "result=FAILURE") || !strings.Contains(got, "result=SUCCESS") {
+		t.Errorf("outcomes are not logged:\n%s", got)
+	}
+}
+
+func TestMechanisms(t *testing.T) {
+	c, conn, _ := startServer(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		sess *authv1.Session
+		want string
+	}{
+		{&authv1.Session{}, ""},
+		{&authv1.Session{Tls: true}, "PLAIN LOGIN"},
+		{&authv1.Session{Listener: "sub", Tls: true}, "LOGIN"},
+	} {
+		resp, err := c.Mechanisms(ctx, &authv1.MechanismsRequest{Session: tc.sess})
+		must(t, err)
+		if got := strings.Join(resp.GetMechanisms(), " "); got != tc.want {
+			t.Errorf("Mechanisms(%v) = %q, want %q", tc.sess, got, tc.want)
+		}
+	}
+	if _, err := c.Mechanisms(ctx, &authv1.MechanismsRequest{Session: &authv1.Session{Listener: "nosuch"}}); err == nil {
+		t.Error("unknown listener accepted")
+	}
+	h, err := healthpb.NewHealthClient(conn).Check(ctx, &healthpb.HealthCheckRequest{Service: "smtpgate.auth.v1.AuthService"})
+	if err != nil || h.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+		t.Errorf("health = %v, %v", h, err)
+	}
+	rs, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	must(t, err)
+	must(t, rs.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
+	r, err := rs.Recv()
+	must(t, err)
+	if !strings.Contains(r.String(), "smtpgate.auth.v1.AuthService") {
+		t.Errorf("reflection does not list the service: %v", r)
+	}
+}
