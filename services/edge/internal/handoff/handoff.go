@@ -1,0 +1,87 @@
+// Package handoff delivers the messages smtpgate-edge accepts to the next
+// hop before the edge answers 250: a before-queue hand-off with no queue of
+// its own. A transaction follows the SMTP one: Begin at the first accepted
+// recipient, Rcpt per recipient (forwarded live to an SMTP or LMTP next hop,
+// so its refusal reaches the client at RCPT, as with Postfix's
+// smtpd_proxy_filter), Data at end-of-data, Abort when the client resets or
+// goes away, so that nothing is delivered that the client was not told was
+// accepted. Errors are *reply.NextHopError values carrying the reply to give.
+package handoff
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Envelope is what Begin needs to know about a message.
+type Envelope struct {
+	// Sender is the MAIL FROM address; empty for the null sender.
+	Sender string
+	// Size is the SIZE= value, or 0.
+	Size int64
+	// Body8Bit is BODY=8BITMIME.
+	Body8Bit bool
+	// SMTPUTF8 was requested.
+	SMTPUTF8 bool
+	// QueueID is the edge's id for the message.
+	QueueID string
+}
+
+// Target is a next hop.
+type Target interface {
+	Begin(ctx context.Context, env Envelope) (Tx, error)
+	// String names the target for logs.
+	String() string
+}
+
+// Tx is one message on its way to the next hop.
+type Tx interface {
+	// Rcpt adds a recipient; a refusal is the next hop's own reply.
+	Rcpt(ctx context.Context, addr string) error
+	// Data sends the message (CRLF line ends, not dot-stuffed) and returns
+	// nil only when the next hop has accepted it for every recipient.
+	Data(ctx context.Context, msg []byte) error
+	// Abort ends the transaction without delivering; it is safe to call
+	// after Data and more than once.
+	Abort()
+}
+
+// Options are the settings every target shares.
+type Options struct {
+	// Hostname is sent in EHLO/LHLO and written into Maildir file names.
+	Hostname string
+	// Timeout bounds each exchange with the next hop.
+	Timeout time.Duration
+}
+
+// Parse reads smtpgate_next_hop: "maildir:PATH", "smtp://host:port",
+// "lmtp://host:port" or "lmtp+unix:///path". resolve turns a relative
+// Maildir path into an absolute one (the configuration directory).
+func Parse(spec string, resolve func(string) string, opts Options) (Target, error) {
+	if p, ok := strings.CutPrefix(spec, "maildir:"); ok {
+		if p == "" {
+			return nil, fmt.Errorf("next hop %q: empty Maildir path", spec)
+		}
+		return &Maildir{Dir: resolve(p), Hostname: opts.Hostname}, nil
+	}
+	u, err := url.Parse(spec)
+	if err != nil {
+		return nil, fmt.Errorf("next hop %q: %w", spec, err)
+	}
+	switch u.Scheme {
+	case "smtp", "lmtp":
+		if u.Host == "" || u.Port() == "" || u.Path != "" || u.User != nil || u.RawQuery != "" {
+			return nil, fmt.Errorf("next hop %q: want %s://host:port", spec, u.Scheme)
+		}
+		return &Relay{Network: "tcp", Addr: u.Host, LMTP: u.Scheme == "lmtp", Opts: opts}, nil
+	case "lmtp+unix":
+		if u.Path == "" || u.Host != "" {
+			return nil, fmt.Errorf("next hop %q: want lmtp+unix:///path/to/socket", spec)
+		}
+		return &Relay{Network: "unix", Addr: u.Path, LMTP: true, Opts: opts}, nil
+	}
+	return nil, fmt.Errorf("next hop %q: want maildir:PATH, smtp://host:port, lmtp://host:port or lmtp+unix:///path", spec)
+}

@@ -1,0 +1,296 @@
+// Package reply builds every SMTP reply smtpgate-edge sends: the fixed
+// replies of the protocol engine (worded as Postfix's smtpd words them), the
+// mapping of policy verdicts, auth outcomes and hand-off results to replies,
+// and the fail-closed replies for dependencies that did not answer. Nothing
+// else in the edge writes reply codes.
+//
+// A temporary (4xx) reply never carries a 5.x.x enhanced status code
+// (RFC 3463 §3.1), and a permanent one never a 4.x.x.
+package reply
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+)
+
+// Reply is one SMTP reply.
+type Reply struct {
+	Code int
+	// Enhanced is the RFC 3463 status code ("5.7.1"); empty for replies
+	// that have none (the greeting, HELO, EHLO).
+	Enhanced string
+	// Lines of text; more than one makes a multi-line reply.
+	Lines []string
+	// Close the connection after sending.
+	Close bool
+}
+
+// New returns a one-line reply; the enhanced code is made to agree with
+// the code's class.
+func New(code int, enhanced, text string) Reply {
+	return Reply{Code: code, Enhanced: agree(code, enhanced), Lines: []string{text}}
+}
+
+// agree makes the class digit of an enhanced code match the reply code.
+func agree(code int, enhanced string) string {
+	if enhanced == "" || (code/100 != 4 && code/100 != 5) {
+		return enhanced
+	}
+	return strconv.Itoa(code/100) + enhanced[1:]
+}
+
+// Temporary reports whether r is a 4xx reply.
+func (r Reply) Temporary() bool { return r.Code/100 == 4 }
+
+// Positive reports whether r is a 2xx or 3xx reply.
+func (r Reply) Positive() bool { return r.Code/100 == 2 || r.Code/100 == 3 }
+
+// String formats r for the wire, CRLF-terminated.
+func (r Reply) String() string {
+	var b strings.Builder
+	lines := r.Lines
+	if len(lines) == 0 {
+		lines = []string{""}
+	}
+	for i, l := range lines {
+		sep := "-"
+		if i == len(lines)-1 {
+			sep = " "
+		}
+		b.WriteString(strconv.Itoa(r.Code))
+		b.WriteString(sep)
+		if r.Enhanced != "" {
+			b.WriteString(r.Enhanced)
+			b.WriteByte(' ')
+		}
+		b.WriteString(sanitize(l))
+		b.WriteString("\r\n")
+	}
+	return b.String()
+}
+
+// Text returns the reply as one line without CRLF, for logs.
+func (r Reply) Text() string { return strings.TrimRight(strings.ReplaceAll(r.String(), "\r\n", " "), " ") }
+
+// sanitize keeps control characters out of reply text.
+func sanitize(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// The fixed replies of the protocol engine, as Postfix words them.
+var (
+	OK              = New(250, "2.0.0", "Ok")
+	MailOK          = New(250, "2.1.0", "Ok")
+	RcptOK          = New(250, "2.1.5", "Ok")
+	StartData       = Reply{Code: 354, Lines: []string{"End data with <CR><LF>.<CR><LF>"}}
+	Bye             = Reply{Code: 221, Enhanced: "2.0.0", Lines: []string{"Bye"}, Close: true}
+	ReadyTLS        = New(220, "2.0.0", "Ready to start TLS")
+	AuthOK          = New(235, "2.7.0", "Authentication successful")
+	NeedHELO        = New(503, "5.5.1", "Error: send HELO/EHLO first")
+	NestedMail      = New(503, "5.5.1", "Error: nested MAIL command")
+	NeedMail        = New(503, "5.5.1", "Error: need MAIL command")
+	NeedRcpt        = New(503, "5.5.1", "Error: need RCPT command")
+	Unrecognized    = New(502, "5.5.2", "Error: command not recognized")
+	NotImplemented  = New(502, "5.5.1", "Error: command not implemented")
+	BadSyntax       = New(500, "5.5.2", "Error: bad syntax")
+	LineTooLong     = New(500, "5.5.2", "Error: line too long")
+	VRFYDisabled    = New(502, "5.5.1", "VRFY command is disabled")
+	MailSyntax      = New(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+	RcptSyntax      = New(501, "5.5.4", "Syntax: RCPT TO:<address>")
+	BadSender       = New(501, "5.1.7", "Bad sender address syntax")
+	BadRecipient    = New(501, "5.1.3", "Bad recipient address syntax")
+	SizeSyntax      = New(501, "5.5.4", "Bad message size syntax")
+	TooBig          = New(552, "5.3.4", "Message size exceeds fixed limit")
+	TooManyRcpts    = New(452, "4.5.3", "Error: too many recipients")
+	NoArgs          = New(501, "5.5.4", "Syntax: command takes no arguments")
+	TLSActive       = New(554, "5.5.1", "Error: TLS already active")
+	TLSUnavailable  = New(454, "4.7.0", "TLS not available due to local problem")
+	NeedSTARTTLS    = New(530, "5.7.0", "Must issue a STARTTLS command first")
+	AuthNotEnabled  = New(503, "5.5.1", "Error: authentication not enabled")
+	AuthTwice       = New(503, "5.5.1", "Error: already authenticated")
+	AuthInMail      = New(503, "5.5.1", "Error: MAIL transaction in progress")
+	AuthSyntax      = New(501, "5.5.4", "Syntax: AUTH mechanism")
+	AuthFailed      = New(535, "5.7.8", "Error: authentication failed: authentication failure")
+	AuthTempFail    = New(454, "4.7.0", "Temporary authentication failure")
+	AuthUnsupported = New(504, "5.5.4", "Unsupported authentication mechanism")
+	AuthMalformed   = New(501, "5.5.2", "Cannot decode response")
+	AuthAborted     = New(501, "5.7.0", "Authentication aborted")
+	AuthNeedsTLS    = New(538, "5.7.11", "Encryption required for requested authentication mechanism")
+	BareLF          = New(550, "5.5.2", "Error: bare <LF> received")
+	WriteError      = New(451, "4.3.0", "Error: queue file write error")
+)
+
+// HELOSyntax is the reply to HELO or EHLO without a host name.
+func HELOSyntax(verb string) Reply {
+	return Reply{Code: 501, Lines: []string{"Syntax: " + verb + " hostname"}}
+}
+
+// UnsupportedParam is the reply to an unknown MAIL or RCPT parameter.
+func UnsupportedParam(p string) Reply { return New(555, "5.5.4", "Unsupported option: "+p) }
+
+// BadBody is the reply to a BODY= value other than 7BIT or 8BITMIME.
+func BadBody(v string) Reply { return New(501, "5.5.4", "Bad BODY keyword: "+v) }
+
+// Greeting is the 220 banner.
+func Greeting(banner string) Reply { return Reply{Code: 220, Lines: []string{banner}} }
+
+// Queued is the reply to a message the next hop accepted.
+func Queued(id string) Reply { return New(250, "2.0.0", "Ok: queued as "+id) }
+
+// TooManyErrors closes a session that made too many errors.
+func TooManyErrors(host string) Reply {
+	return Reply{Code: 421, Enhanced: "4.7.0", Lines: []string{host + " Error: too many errors"}, Close: true}
+}
+
+// Timeout closes an idle session.
+func Timeout(host string) Reply {
+	return Reply{Code: 421, Enhanced: "4.4.2", Lines: []string{host + " Error: timeout exceeded"}, Close: true}
+}
+
+// ShuttingDown closes a session when the edge stops.
+func ShuttingDown(host string) Reply {
+	return Reply{Code: 421, Enhanced: "4.3.2", Lines: []string{host + " Service shutting down, closing transmission channel"}, Close: true}
+}
+
+// AccessDenied answers every command but QUIT after a connect-stage
+// refusal (smtpd_delay_reject = no).
+func AccessDenied(namaddr string) Reply {
+	return New(503, "5.7.0", "Error: access denied for "+namaddr)
+}
+
+// PolicyUnavailable is the fail-closed reply when the policy service
+// failed, timed out or answered nonsense; subject names what was being
+// checked ("<lisa@example.com>"). Never a permit.
+func PolicyUnavailable(subject string) Reply {
+	return New(451, "4.3.0", subject+": Temporary lookup failure")
+}
+
+// PolicyUnavailableAtConnect closes a new session whose connect-stage
+// check failed.
+func PolicyUnavailableAtConnect(host string) Reply {
+	return Reply{Code: 421, Enhanced: "4.3.0", Lines: []string{host + " Service temporarily unavailable, try again later"}, Close: true}
+}
+
+// ErrNoVerdict means the policy answered without a usable verdict.
+var ErrNoVerdict = errors.New("policy answered without a verdict")
+
+// FromVerdict maps a policy verdict. ok is true for ACTION_PERMIT; err is
+// ErrNoVerdict for anything the edge cannot act on, which the caller must
+// treat as a failed call (fail closed).
+func FromVerdict(v *policyv1.Verdict) (r Reply, ok bool, err error) {
+	switch v.GetAction() {
+	case policyv1.Action_ACTION_PERMIT:
+		return Reply{}, true, nil
+	case policyv1.Action_ACTION_REJECT, policyv1.Action_ACTION_DEFER:
+	default:
+		return Reply{}, false, fmt.Errorf("%w: action %v", ErrNoVerdict, v.GetAction())
+	}
+	code := int(v.GetCode())
+	class := code / 100
+	want := 5
+	if v.GetAction() == policyv1.Action_ACTION_DEFER {
+		want = 4
+	}
+	if class != want {
+		return Reply{}, false, fmt.Errorf("%w: %v with code %d", ErrNoVerdict, v.GetAction(), code)
+	}
+	enh := v.GetEnhancedCode()
+	if !validEnhanced(enh) {
+		enh = strconv.Itoa(class) + ".7.1"
+	}
+	r = New(code, enh, v.GetText())
+	r.Close = v.GetDisconnect() || code == 421 || code == 521
+	return r, false, nil
+}
+
+func validEnhanced(s string) bool {
+	parts := strings.Split(s, ".")
+	if len(parts) != 3 || (parts[0] != "2" && parts[0] != "4" && parts[0] != "5") {
+		return false
+	}
+	for _, p := range parts[1:] {
+		if n, err := strconv.Atoi(p); err != nil || n < 0 || n > 999 {
+			return false
+		}
+	}
+	return true
+}
+
+// FromAuthResult maps the outcome of a SASL exchange.
+func FromAuthResult(r authv1.Result) Reply {
+	switch r {
+	case authv1.Result_RESULT_SUCCESS:
+		return AuthOK
+	case authv1.Result_RESULT_FAILURE:
+		return AuthFailed
+	case authv1.Result_RESULT_UNSUPPORTED_MECHANISM:
+		return AuthUnsupported
+	case authv1.Result_RESULT_MALFORMED:
+		return AuthMalformed
+	case authv1.Result_RESULT_ENCRYPTION_REQUIRED:
+		return AuthNeedsTLS
+	case authv1.Result_RESULT_CANCELLED:
+		return AuthAborted
+	}
+	// RESULT_TEMPORARY_FAILURE and anything unknown: fail closed.
+	return AuthTempFail
+}
+
+// NextHopError is a reply from the next hop, or the failure to reach it.
+type NextHopError struct {
+	Reply Reply
+	// Err is the underlying error, for logs.
+	Err error
+}
+
+func (e *NextHopError) Error() string {
+	if e.Err != nil {
+		return fmt.Sprintf("next hop: %s: %v", e.Reply.Text(), e.Err)
+	}
+	return "next hop: " + e.Reply.Text()
+}
+
+func (e *NextHopError) Unwrap() error { return e.Err }
+
+// NextHopRefused passes a next hop's own 4xx/5xx reply through; a code
+// outside 400-599 is treated as a temporary failure.
+func NextHopRefused(code int, enhanced, text string) *NextHopError {
+	if code < 400 || code > 599 {
+		return NextHopUnavailable(fmt.Errorf("unexpected reply %d %s", code, text))
+	}
+	if enhanced == "" || !validEnhanced(enhanced) {
+		enhanced = strconv.Itoa(code/100) + ".0.0"
+	}
+	return &NextHopError{Reply: New(code, enhanced, text)}
+}
+
+// NextHopUnavailable is the reply when the next hop cannot be reached or
+// did not answer in time.
+func NextHopUnavailable(err error) *NextHopError {
+	return &NextHopError{Reply: New(451, "4.4.1", "Error: next hop not available, try again later"), Err: err}
+}
+
+// NextHopFailed is the reply when the transfer to the next hop broke off.
+func NextHopFailed(err error) *NextHopError {
+	return &NextHopError{Reply: New(451, "4.4.2", "Error: connection to next hop lost, try again later"), Err: err}
+}
+
+// FromHandoff maps a hand-off error to a reply: the next hop's own reply,
+// or a temporary failure for anything else.
+func FromHandoff(err error) Reply {
+	var nh *NextHopError
+	if errors.As(err, &nh) {
+		return nh.Reply
+	}
+	return WriteError
+}

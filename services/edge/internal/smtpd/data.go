@@ -1,0 +1,97 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+)
+
+// errDataTooLong is returned when the client sends an unbounded line; the
+// session cannot resynchronise and closes.
+var errDataTooLong = errors.New("message line too long")
+
+// maxDataLine bounds one line of message content in memory (RFC 5321
+// §4.5.3.1.6 allows 1000; real mail exceeds it, so this is generous).
+const maxDataLine = 1 << 20
+
+// readData reads message content after the 354 until the end-of-data
+// sequence <CRLF>.<CRLF> (RFC 5321 §4.1.1.4), removes dot-stuffing
+// (§4.5.2), and returns the content with every line ended by CRLF.
+//
+// Only a "." line that ends in CRLF and follows a line that ended in CRLF
+// (or starts the content) ends the message. A bare LF or a bare CR ends a
+// content line, is normalised to CRLF and never ends the message, so that
+// the "\n.\n", "\r\n.\n", "\n.\r\n" and "\r.\r\n" variants of SMTP
+// smuggling stay inside the one message; since the next hop gets the
+// content dot-stuffed again, it sees the same single message.
+//
+// Content beyond limit bytes is read and dropped; tooBig reports it.
+// bareLF reports whether any line ended without CRLF.
+func readData(br *bufio.Reader, limit int64, touch func()) (content []byte, tooBig, bareLF bool, err error) {
+	var buf bytes.Buffer
+	prevCRLF := true // the 354 reply counts as a line start
+	var size int64
+	for {
+		if touch != nil {
+			touch()
+		}
+		line, err := readDataLine(br)
+		if err != nil {
+			return nil, false, false, err
+		}
+		// line ends in "\r\n", "\n" or "\r" (a bare CR not followed by LF).
+		ending := "\n"
+		body := line[:len(line)-1]
+		switch {
+		case bytes.HasSuffix(line, []byte("\r\n")):
+			ending, body = "\r\n", line[:len(line)-2]
+		case line[len(line)-1] == '\r':
+			ending = "\r"
+		}
+		if prevCRLF && ending == "\r\n" && len(body) == 1 && body[0] == '.' {
+			return buf.Bytes(), tooBig, bareLF, nil
+		}
+		if ending != "\r\n" {
+			bareLF = true
+		}
+		if len(body) > 0 && body[0] == '.' {
+			body = body[1:]
+		}
+		prevCRLF = ending == "\r\n"
+		size += int64(len(body)) + 2
+		if size > limit {
+			tooBig = true
+			continue
+		}
+		buf.Write(body)
+		buf.WriteString("\r\n")
+	}
+}
+
+// readDataLine returns the next line including its terminator: LF, or a
+// CR that is not followed by LF. It errors on lines over maxDataLine.
+func readDataLine(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		b, err := br.ReadByte()
+		if err != nil {
+			return nil, err
+		}
+		line = append(line, b)
+		switch b {
+		case '\n':
+			return line, nil
+		case '\r':
+			next, err := br.Peek(1)
+			if err != nil {
+				return nil, err
+			}
+			if next[0] != '\n' {
+				return line, nil
+			}
+		}
+		if len(line) > maxDataLine {
+			return nil, errDataTooLong
+		}
+	}
+}

@@ -1,0 +1,238 @@
+package smtpd
+
+import (
+	"errors"
+	"strconv"
+	"strings"
+)
+
+// splitCommand splits a command line into its verb (upper-cased) and
+// argument (RFC 5321 §4.1.1: verbs are case-insensitive).
+func splitCommand(line string) (verb, arg string) {
+	line = strings.TrimLeft(line, " ")
+	verb, arg, _ = strings.Cut(line, " ")
+	return strings.ToUpper(verb), strings.TrimSpace(arg)
+}
+
+// cutKeyword removes a "FROM:" or "TO:" keyword, case-insensitively, with
+// Postfix's tolerance of spaces before and after the colon.
+func cutKeyword(arg, kw string) (string, bool) {
+	if len(arg) < len(kw) || !strings.EqualFold(arg[:len(kw)], kw) {
+		return "", false
+	}
+	rest := strings.TrimLeft(arg[len(kw):], " ")
+	if !strings.HasPrefix(rest, ":") {
+		return "", false
+	}
+	return strings.TrimLeft(rest[1:], " "), true
+}
+
+var errPath = errors.New("bad address syntax")
+
+// parsePath reads the reverse-path or forward-path at the start of s
+// (RFC 5321 §4.1.2) and returns the mailbox without angle brackets and
+// without a source route ("@a,@b:" is ignored, §3.6.1 and Appendix C),
+// and the rest of s (the ESMTP parameters). Angle brackets may be missing,
+// as Postfix tolerates; a quoted local part is kept as written.
+func parsePath(s string) (addr, rest string, err error) {
+	var inner string
+	if strings.HasPrefix(s, "<") {
+		end := closingBracket(s)
+		if end < 0 {
+			return "", "", errPath
+		}
+		inner, rest = s[1:end], strings.TrimLeft(s[end+1:], " ")
+		if rest != "" && s[end+1] != ' ' {
+			return "", "", errPath
+		}
+	} else {
+		inner, rest, _ = strings.Cut(s, " ")
+		rest = strings.TrimLeft(rest, " ")
+		if strings.ContainsAny(inner, "<>") {
+			return "", "", errPath
+		}
+	}
+	if inner == "" {
+		return "", rest, nil
+	}
+	// A source route: "@host,@host:mailbox".
+	if strings.HasPrefix(inner, "@") {
+		i := strings.IndexByte(inner, ':')
+		if i < 0 {
+			return "", "", errPath
+		}
+		for _, hop := range strings.Split(inner[:i], ",") {
+			if len(hop) < 2 || hop[0] != '@' || !validDomain(hop[1:]) {
+				return "", "", errPath
+			}
+		}
+		inner = inner[i+1:]
+	}
+	if !validMailbox(inner) {
+		return "", "", errPath
+	}
+	return inner, rest, nil
+}
+
+// closingBracket finds the '>' that ends a path starting at s[0] == '<',
+// skipping quoted strings.
+func closingBracket(s string) int {
+	quoted := false
+	for i := 1; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == '>' && !quoted:
+			return i
+		}
+	}
+	return -1
+}
+
+// validMailbox checks "local-part[@domain]" loosely, as Postfix does: no
+// control characters, spaces only inside a quoted local part, balanced
+// quotes, a domain (when present) of letters, digits, '-', '.' and '_' or an
+// address literal. A mailbox without a domain passes (policy decides).
+func validMailbox(m string) bool {
+	if m == "" || len(m) > 1000 {
+		return false
+	}
+	local, domain := m, ""
+	quoted := false
+	at := -1
+	for i := 0; i < len(m); i++ {
+		c := m[i]
+		switch {
+		case c < 0x20 || c == 0x7f:
+			return false
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		case c == ' ' && !quoted:
+			return false
+		case c == '@' && !quoted:
+			at = i
+		}
+	}
+	if quoted {
+		return false
+	}
+	if at >= 0 {
+		local, domain = m[:at], m[at+1:]
+		if local == "" || !validDomain(domain) {
+			return false
+		}
+	}
+	return local != ""
+}
+
+// validDomain accepts a host name (one trailing dot allowed) or an address
+// literal "[...]".
+func validDomain(d string) bool {
+	if strings.HasPrefix(d, "[") {
+		return strings.HasSuffix(d, "]") && len(d) > 2 && !strings.ContainsAny(d[1:len(d)-1], "[]\\ ")
+	}
+	d = strings.TrimSuffix(d, ".")
+	if d == "" || len(d) > 255 {
+		return false
+	}
+	for _, label := range strings.Split(d, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c >= 0x80) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// mailParams are the ESMTP parameters of MAIL FROM this engine knows.
+type mailParams struct {
+	size     int64
+	body8bit bool
+	smtputf8 bool
+	// auth is the AUTH= value (RFC 4954 §5), decoded from xtext; nil
+	// when absent.
+	auth *string
+}
+
+// paramError carries the reply kind for a bad parameter.
+type paramError struct {
+	kind  string // "unsupported", "size", "body"
+	param string
+}
+
+func (e *paramError) Error() string { return e.kind + ": " + e.param }
+
+// parseMailParams reads "KEY[=VALUE] ..." (RFC 5321 §4.1.2 Mail-parameters).
+func parseMailParams(s string) (mailParams, error) {
+	var p mailParams
+	for _, f := range strings.Fields(s) {
+		k, v, hasV := strings.Cut(f, "=")
+		switch strings.ToUpper(k) {
+		case "SIZE": // RFC 1870
+			n, err := strconv.ParseInt(v, 10, 64)
+			if !hasV || err != nil || n < 0 {
+				return p, &paramError{"size", f}
+			}
+			p.size = n
+		case "BODY": // RFC 6152
+			switch strings.ToUpper(v) {
+			case "7BIT":
+			case "8BITMIME":
+				p.body8bit = true
+			default:
+				return p, &paramError{"body", v}
+			}
+		case "SMTPUTF8": // RFC 6531
+			if hasV {
+				return p, &paramError{"unsupported", f}
+			}
+			p.smtputf8 = true
+		case "AUTH": // RFC 4954 §5
+			if !hasV || v == "" {
+				return p, &paramError{"unsupported", f}
+			}
+			dec, ok := decodeXtext(v)
+			if !ok {
+				return p, &paramError{"unsupported", f}
+			}
+			p.auth = &dec
+		default:
+			return p, &paramError{"unsupported", f}
+		}
+	}
+	return p, nil
+}
+
+// decodeXtext decodes RFC 3461 §4 xtext ("+HH" escapes).
+func decodeXtext(s string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '+':
+			if i+2 >= len(s) {
+				return "", false
+			}
+			n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
+			if err != nil {
+				return "", false
+			}
+			b.WriteByte(byte(n))
+			i += 2
+		case c < '!' || c > '~' || c == '=':
+			return "", false
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), true
+}
