@@ -16,6 +16,9 @@ func edgeParams() []Def {
 		{Name: "message_size_limit", Default: "10240000", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "smtpd_recipient_limit", Default: "1000", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "smtpd_timeout", Default: "300s", Owner: Edge, Listener: true, Check: CheckDuration},
+		// Longest command line accepted (Postfix: line_length_limit).
+		{Name: "line_length_limit", Default: "2048", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "smtpd_hard_error_limit", Default: "20", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "disable_vrfy_command", Default: "yes", Owner: Edge, Listener: true, Check: CheckBool},
 		// Where accepted mail goes: maildir:PATH, smtp://host:port,
 		// lmtp://host:port or lmtp+unix:///path.

@@ -1,0 +1,253 @@
+// Package edge is smtpgate-edge: the SMTP server of smtpgate. It listens on
+// the smtpd services of master.cf, runs the protocol engine
+// (internal/smtpd) on each connection, asks smtpgate-policy for verdicts and
+// smtpgate-auth for SASL over gRPC, and hands accepted mail to the next hop
+// (internal/handoff) before it answers 250. It keeps no state beyond live
+// sessions. It trusts the policy and auth services' answers and nothing the
+// SMTP client sends; when a dependency fails it refuses temporarily.
+package edge
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
+)
+
+// Config is what New needs.
+type Config struct {
+	Main     *maincf.Config
+	Services []maincf.Service
+	Logger   *slog.Logger
+}
+
+// Validate checks the edge's part of the configuration: names and values,
+// the listeners, their certificates and next hops.
+func Validate(main *maincf.Config, services []maincf.Service) error {
+	errs := []error{main.Validate(maincf.Edge), maincf.ValidateServices(main, services, maincf.Edge)}
+	if len(services) == 0 {
+		errs = append(errs, errors.New("master.cf: no smtpd services: the edge has nothing to listen on"))
+	}
+	if _, err := listeners(main, services); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// listeners compiles each master.cf service into the engine's settings.
+func listeners(main *maincf.Config, services []maincf.Service) ([]*smtpd.Listener, error) {
+	var out []*smtpd.Listener
+	var errs []error
+	for _, svc := range services {
+		l, err := listener(main.WithOverrides(svc.Overrides), svc.Name)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: service %s: %w", svc.Pos, svc.Name, err))
+			continue
+		}
+		out = append(out, l)
+	}
+	return out, errors.Join(errs...)
+}
+
+func listener(c *maincf.Config, name string) (*smtpd.Listener, error) {
+	l := &smtpd.Listener{
+		Name:           name,
+		Hostname:       c.Get("myhostname"),
+		Banner:         c.Get("smtpd_banner"),
+		Wrapper:        c.Bool("smtpd_tls_wrappermode"),
+		SASL:           c.Bool("smtpd_sasl_auth_enable"),
+		TLSAuthOnly:    c.Bool("smtpd_tls_auth_only"),
+		MaxMessageSize: c.Int("message_size_limit"),
+		MaxRecipients:  int(c.Int("smtpd_recipient_limit")),
+		LineLimit:      int(c.Int("line_length_limit")),
+		Timeout:        c.Duration("smtpd_timeout"),
+		DisableVRFY:    c.Bool("disable_vrfy_command"),
+		HardErrorLimit: int(c.Int("smtpd_hard_error_limit")),
+	}
+	if cert := c.Path("smtpd_tls_cert_file"); cert != "" {
+		kp, err := tls.LoadX509KeyPair(cert, c.Path("smtpd_tls_key_file"))
+		if err != nil {
+			return nil, c.Errorf("smtpd_tls_cert_file", "%v", err)
+		}
+		l.TLS = &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
+	}
+	switch c.Get("smtpd_tls_security_level") {
+	case "may":
+		l.TLSLevel = smtpd.TLSMay
+	case "encrypt":
+		l.TLSLevel = smtpd.TLSEncrypt
+	case "":
+		if l.TLS != nil {
+			l.TLSLevel = smtpd.TLSMay
+		}
+	}
+	if (l.TLSLevel != smtpd.TLSNone || l.Wrapper) && l.TLS == nil {
+		return nil, c.Errorf("smtpd_tls_cert_file", "TLS is required on this listener but no certificate is configured")
+	}
+	target, err := handoff.Parse(c.Get("smtpgate_next_hop"), c.Resolve, handoff.Options{Hostname: l.Hostname, Timeout: c.Duration("smtpgate_next_hop_timeout")})
+	if err != nil {
+		return nil, c.Errorf("smtpgate_next_hop", "%v", err)
+	}
+	l.NextHop = target
+	return l, nil
+}
+
+// Server is the running edge.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	listeners []*smtpd.Listener
+	engine    *smtpd.Server
+	conns     []*grpc.ClientConn
+}
+
+// New builds the edge and its gRPC clients (which connect lazily and
+// reconnect by themselves).
+func New(cfg Config) (*Server, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	ls, err := listeners(cfg.Main, cfg.Services)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger, listeners: ls}
+	pc, err := dial(cfg.Main.Get("smtpgate_policy_service"))
+	if err != nil {
+		return nil, fmt.Errorf("policy client: %w", err)
+	}
+	ac, err := dial(cfg.Main.Get("smtpgate_auth_service"))
+	if err != nil {
+		pc.Close()
+		return nil, fmt.Errorf("auth client: %w", err)
+	}
+	s.conns = []*grpc.ClientConn{pc, ac}
+	s.engine = &smtpd.Server{
+		Policy:        policyClient{policyv1.NewPolicyServiceClient(pc)},
+		Auth:          authClient{authv1.NewAuthServiceClient(ac)},
+		Logger:        cfg.Logger,
+		PolicyTimeout: cfg.Main.Duration("smtpgate_policy_timeout"),
+		AuthTimeout:   cfg.Main.Duration("smtpgate_auth_timeout"),
+	}
+	return s, nil
+}
+
+// dial makes a gRPC client that retries a lost connection within about a
+// second, so the edge recovers by itself when a service returns.
+func dial(target string) (*grpc.ClientConn, error) {
+	bc := backoff.DefaultConfig
+	bc.MaxDelay = time.Second
+	return grpc.NewClient(target,
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second}))
+}
+
+// policyClient adapts the generated client to the engine's seam.
+type policyClient struct{ c policyv1.PolicyServiceClient }
+
+func (p policyClient) Check(ctx context.Context, req *policyv1.CheckRequest) (*policyv1.CheckResponse, error) {
+	return p.c.Check(ctx, req)
+}
+
+// authClient adapts the generated client to the engine's seam.
+type authClient struct{ c authv1.AuthServiceClient }
+
+func (a authClient) Mechanisms(ctx context.Context, req *authv1.MechanismsRequest) (*authv1.MechanismsResponse, error) {
+	return a.c.Mechanisms(ctx, req)
+}
+
+func (a authClient) Authenticate(ctx context.Context) (smtpd.AuthStream, error) {
+	return a.c.Authenticate(ctx)
+}
+
+// Run listens on every listener and serves until ctx ends; live sessions
+// then get up to shutdownGrace to finish their current command.
+func (s *Server) Run(ctx context.Context) error {
+	defer func() {
+		for _, c := range s.conns {
+			c.Close()
+		}
+	}()
+	var lns []net.Listener
+	for _, l := range s.listeners {
+		ln, err := net.Listen("tcp", l.Name)
+		if err != nil {
+			for _, o := range lns {
+				o.Close()
+			}
+			return fmt.Errorf("listen %s: %w", l.Name, err)
+		}
+		lns = append(lns, ln)
+	}
+	return s.Serve(ctx, lns)
+}
+
+const shutdownGrace = 10 * time.Second
+
+// Serve accepts on lns (one per listener, in order) until ctx ends.
+func (s *Server) Serve(ctx context.Context, lns []net.Listener) error {
+	if len(lns) != len(s.listeners) {
+		return fmt.Errorf("serve: %d listeners for %d services", len(lns), len(s.listeners))
+	}
+	sessCtx, stopSessions := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopSessions()
+	var wg sync.WaitGroup
+	var sessions sync.WaitGroup
+	errc := make(chan error, len(lns))
+	for i, ln := range lns {
+		l := s.listeners[i]
+		s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "listener", l.Name)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					if ctx.Err() == nil {
+						errc <- fmt.Errorf("accept %s: %w", l.Name, err)
+					}
+					return
+				}
+				sessions.Add(1)
+				go func() {
+					defer sessions.Done()
+					s.engine.Serve(sessCtx, conn, l)
+				}()
+			}
+		}()
+	}
+	var err error
+	select {
+	case <-ctx.Done():
+	case err = <-errc:
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	wg.Wait()
+	// Ask live sessions to finish their current command, then give them
+	// a bounded time.
+	stopSessions()
+	done := make(chan struct{})
+	go func() { sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(shutdownGrace):
+		s.log.Warn("sessions still open after the shutdown grace period")
+	}
+	return err
+}

@@ -1,0 +1,91 @@
+// Package smtpd is smtpgate-edge's SMTP server engine, written from
+// RFC 5321 (SMTP), 3207 (STARTTLS), 4954 (AUTH), 2920 (PIPELINING),
+// 1870 (SIZE) and 6152 (8BITMIME), with Postfix smtpd's replies.
+//
+// It trusts nothing the client sends. It asks the policy service for a
+// verdict at every stage (connect, HELO/EHLO, MAIL, RCPT, DATA before the
+// 354, end of data), the auth service for every AUTH exchange, and hands
+// each accepted message to the next hop before it says 250. Any failure of
+// those dependencies is a temporary refusal, never a permit.
+package smtpd
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"net"
+	"time"
+
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+)
+
+// Policy is the policy service as the engine uses it.
+type Policy interface {
+	Check(ctx context.Context, req *policyv1.CheckRequest) (*policyv1.CheckResponse, error)
+}
+
+// AuthStream is one SASL exchange with the auth service.
+type AuthStream interface {
+	Send(*authv1.AuthenticateRequest) error
+	Recv() (*authv1.AuthenticateResponse, error)
+	CloseSend() error
+}
+
+// Auth is the auth service as the engine uses it.
+type Auth interface {
+	Mechanisms(ctx context.Context, req *authv1.MechanismsRequest) (*authv1.MechanismsResponse, error)
+	// Authenticate opens an exchange; cancelling ctx ends it.
+	Authenticate(ctx context.Context) (AuthStream, error)
+}
+
+// TLSLevel is smtpd_tls_security_level.
+type TLSLevel int
+
+// The levels.
+const (
+	TLSNone TLSLevel = iota
+	TLSMay
+	TLSEncrypt
+)
+
+// Listener holds one listener's settings (main.cf with its master.cf -o
+// overrides).
+type Listener struct {
+	// Name is the master.cf service name, sent to policy and auth.
+	Name     string
+	Hostname string // myhostname
+	Banner   string // smtpd_banner, expanded
+	// TLS is nil when no certificate is configured.
+	TLS      *tls.Config
+	TLSLevel TLSLevel
+	// Wrapper is smtpd_tls_wrappermode: TLS from the first byte.
+	Wrapper        bool
+	SASL           bool // smtpd_sasl_auth_enable
+	TLSAuthOnly    bool // smtpd_tls_auth_only
+	MaxMessageSize int64
+	MaxRecipients  int
+	LineLimit      int
+	Timeout        time.Duration // smtpd_timeout
+	DisableVRFY    bool
+	HardErrorLimit int
+	NextHop        handoff.Target
+}
+
+// Server runs sessions.
+type Server struct {
+	Policy        Policy
+	Auth          Auth
+	Logger        *slog.Logger
+	PolicyTimeout time.Duration
+	AuthTimeout   time.Duration
+}
+
+// Serve runs one SMTP session on conn to its end and closes conn. ctx
+// ending asks the session to stop after the current command.
+func (s *Server) Serve(ctx context.Context, conn net.Conn, l *Listener) {
+	sess := newSession(s, l, conn)
+	defer sess.close()
+	sess.run(ctx)
+}

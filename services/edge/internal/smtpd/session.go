@@ -1,0 +1,815 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"strconv"
+	"strings"
+	"time"
+
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
+)
+
+// session is one SMTP connection.
+type session struct {
+	srv  *Server
+	l    *Listener
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	id   string
+	log  *slog.Logger
+
+	clientAddr, clientPort string
+	serverAddr, serverPort string
+
+	helo     string
+	esmtp    bool
+	greeted  bool
+	tlsState *tls.ConnectionState
+	saslMech string
+	saslUser string
+	// denied is set when the connect-stage check refused the client
+	// (smtpd_delay_reject = no): only QUIT is answered normally then.
+	denied bool
+	// unauthPipelining: the client sent ahead where it may not.
+	unauthPipelining bool
+	errors           int
+	commands         int
+	// prepend are headers policy asked for at session stages.
+	prepend []*policyv1.Header
+
+	tx *transaction
+}
+
+// transaction is one mail transaction (MAIL to end of data or RSET).
+type transaction struct {
+	sender  string
+	params  mailParams
+	queueID string
+	rcpts   []string
+	prepend []*policyv1.Header
+	hand    handoff.Tx
+}
+
+func newSession(srv *Server, l *Listener, conn net.Conn) *session {
+	s := &session{srv: srv, l: l, conn: conn, id: newID()}
+	s.clientAddr, s.clientPort = splitHostPort(conn.RemoteAddr())
+	s.serverAddr, s.serverPort = splitHostPort(conn.LocalAddr())
+	log := srv.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	s.log = log.With("session", s.id, "listener", l.Name, "client", s.clientAddr)
+	s.setConn(conn)
+	return s
+}
+
+func splitHostPort(a net.Addr) (host, port string) {
+	if a == nil {
+		return "", ""
+	}
+	h, p, err := net.SplitHostPort(a.String())
+	if err != nil {
+		return a.String(), ""
+	}
+	return h, p
+}
+
+func (s *session) setConn(c net.Conn) {
+	s.conn = c
+	s.br = bufio.NewReaderSize(c, 4096)
+	s.bw = bufio.NewWriterSize(c, 4096)
+}
+
+// newID returns a unique upper-case hex id, used as session and queue id.
+func newID() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return strings.ToUpper(hex.EncodeToString(b[:]))
+}
+
+func (s *session) close() {
+	s.resetTx()
+	_ = s.bw.Flush()
+	_ = s.conn.Close()
+	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
+}
+
+// namaddr is Postfix's "name[addr]"; the edge does no DNS, so the name is
+// "unknown".
+func (s *session) namaddr() string { return "unknown[" + s.clientAddr + "]" }
+
+// send writes r; it is flushed before the next read or at once when close.
+func (s *session) send(r reply.Reply) {
+	if r.Code == 0 {
+		return // nothing to say (STARTTLS done, or a connection to close)
+	}
+	_, _ = s.bw.WriteString(r.String())
+	if r.Code >= 400 {
+		s.log.Info("reply", "reply", r.Text())
+	}
+}
+
+func (s *session) flush() error {
+	if s.l.Timeout > 0 {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(s.l.Timeout))
+	}
+	return s.bw.Flush()
+}
+
+func (s *session) touch() {
+	if s.l.Timeout > 0 {
+		_ = s.conn.SetReadDeadline(time.Now().Add(s.l.Timeout))
+	}
+}
+
+var errLineTooLong = errors.New("command line too long")
+
+// readLine reads one command line of at most LineLimit bytes; a longer one
+// is consumed to its end and reported as errLineTooLong. A bare LF ends a
+// line as CRLF does (Postfix's normalize).
+func (s *session) readLine() (string, error) {
+	// Flush pending replies first, unless the client already sent the
+	// next command (RFC 2920 §3.2: replies may be grouped).
+	if s.br.Buffered() == 0 {
+		if err := s.flush(); err != nil {
+			return "", err
+		}
+	}
+	s.touch()
+	limit := s.l.LineLimit
+	if limit <= 0 {
+		limit = 2048
+	}
+	var line []byte
+	tooLong := false
+	for {
+		chunk, err := s.br.ReadSlice('\n')
+		if !tooLong {
+			line = append(line, chunk...)
+			if len(line) > limit+2 {
+				tooLong, line = true, nil
+			}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		break
+	}
+	if tooLong {
+		return "", errLineTooLong
+	}
+	return strings.TrimRight(string(line), "\r\n"), nil
+}
+
+func (s *session) run(ctx context.Context) {
+	s.log.Info("connect", "server", net.JoinHostPort(s.serverAddr, s.serverPort))
+	if s.l.Wrapper {
+		if !s.handshake() {
+			return
+		}
+	}
+	if r, ok := s.connectCheck(ctx); !ok {
+		s.send(r)
+		if r.Close {
+			return
+		}
+	} else {
+		s.send(reply.Greeting(s.l.Banner))
+	}
+	for {
+		if ctx.Err() != nil {
+			s.send(reply.ShuttingDown(s.l.Hostname))
+			return
+		}
+		line, err := s.readLine()
+		switch {
+		case errors.Is(err, errLineTooLong):
+			s.send(reply.LineTooLong)
+			if s.countError() {
+				return
+			}
+			continue
+		case isTimeout(err):
+			s.send(reply.Timeout(s.l.Hostname))
+			s.log.Info("timeout", "after", s.l.Timeout)
+			return
+		case err != nil:
+			if !errors.Is(err, io.EOF) {
+				s.log.Info("read", "err", err)
+			}
+			return
+		}
+		s.commands++
+		r := s.command(ctx, line)
+		s.send(r)
+		if r.Close {
+			return
+		}
+		if r.Code >= 400 && s.countError() {
+			return
+		}
+	}
+}
+
+// countError counts a refused command and closes the session past
+// smtpd_hard_error_limit.
+func (s *session) countError() bool {
+	s.errors++
+	if s.l.HardErrorLimit > 0 && s.errors >= s.l.HardErrorLimit {
+		s.send(reply.TooManyErrors(s.l.Hostname))
+		return true
+	}
+	return false
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// mustBeLast are the commands RFC 2920 §3.1 says end a pipelined group.
+var mustBeLast = map[string]bool{"EHLO": true, "HELO": true, "DATA": true, "VRFY": true, "EXPN": true, "TURN": true, "QUIT": true, "NOOP": true, "STARTTLS": true, "AUTH": true}
+
+// command dispatches one command line.
+func (s *session) command(ctx context.Context, line string) reply.Reply {
+	if strings.IndexByte(line, 0) >= 0 {
+		return reply.BadSyntax
+	}
+	verb, arg := splitCommand(line)
+	// Commands sent ahead of a reply where that is not allowed (RFC 2920):
+	// reported to policy (reject_unauth_pipelining).
+	if s.br.Buffered() > 0 && (!s.esmtp || mustBeLast[verb]) {
+		s.unauthPipelining = true
+	}
+	if s.denied && verb != "QUIT" {
+		return reply.AccessDenied(s.namaddr())
+	}
+	switch verb {
+	case "HELO", "EHLO":
+		return s.hello(ctx, verb, arg)
+	case "MAIL":
+		return s.mail(ctx, arg)
+	case "RCPT":
+		return s.rcpt(ctx, arg)
+	case "DATA":
+		return s.data(ctx, arg)
+	case "RSET":
+		if arg != "" {
+			return reply.NoArgs
+		}
+		s.resetTx()
+		return reply.OK
+	case "NOOP":
+		return reply.OK
+	case "QUIT":
+		s.resetTx()
+		return reply.Bye
+	case "VRFY":
+		if s.l.DisableVRFY {
+			return reply.VRFYDisabled
+		}
+		return reply.New(252, "2.0.0", "Cannot VRFY user, but will accept message and attempt delivery")
+	case "STARTTLS":
+		return s.starttls(arg)
+	case "AUTH":
+		return s.auth(ctx, arg)
+	case "":
+		return reply.BadSyntax
+	}
+	return reply.Unrecognized
+}
+
+// handshake runs the TLS server handshake on the connection.
+func (s *session) handshake() bool {
+	if s.l.TLS == nil {
+		s.log.Error("TLS requested but no certificate configured")
+		return false
+	}
+	tc := tls.Server(s.conn, s.l.TLS)
+	timeout := s.l.Timeout
+	if timeout <= 0 {
+		timeout = time.Minute
+	}
+	_ = tc.SetDeadline(time.Now().Add(timeout))
+	if err := tc.Handshake(); err != nil {
+		s.log.Info("TLS handshake failed", "err", err)
+		return false
+	}
+	_ = tc.SetDeadline(time.Time{})
+	st := tc.ConnectionState()
+	s.tlsState = &st
+	s.setConn(tc)
+	s.log.Info("TLS established", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	return true
+}
+
+// connectCheck asks policy about the new connection. ok is false when the
+// reply r must replace the greeting.
+func (s *session) connectCheck(ctx context.Context) (r reply.Reply, ok bool) {
+	v, err := s.check(ctx, policyv1.Stage_STAGE_CONNECT, nil, "")
+	if err != nil {
+		return reply.PolicyUnavailableAtConnect(s.l.Hostname), false
+	}
+	r, permit, err := reply.FromVerdict(v)
+	if err != nil {
+		s.log.Error("policy", "stage", "CONNECT", "err", err)
+		return reply.PolicyUnavailableAtConnect(s.l.Hostname), false
+	}
+	if permit {
+		s.prepend = append(s.prepend, v.GetPrepend()...)
+		return reply.Reply{}, true
+	}
+	// smtpd_delay_reject = no: the refusal is the greeting, and every
+	// command but QUIT is refused after it.
+	s.denied = true
+	return r, false
+}
+
+// check calls policy with a timeout. An error means the call failed.
+func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, etrn string) (*policyv1.Verdict, error) {
+	req := &policyv1.CheckRequest{Stage: stage, Session: s.facts(), Transaction: tx, EtrnDomain: etrn}
+	if s.srv.PolicyTimeout > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.srv.PolicyTimeout)
+		defer cancel()
+	}
+	resp, err := s.srv.Policy.Check(ctx, req)
+	if err != nil {
+		s.log.Error("policy check failed", "stage", stage.String(), "err", err)
+		return nil, fmt.Errorf("policy %s: %w", stage, err)
+	}
+	return resp.GetVerdict(), nil
+}
+
+// verdict asks policy and maps the answer to a reply; ok means permit. Any
+// failure is reply.PolicyUnavailable(subject), never a permit.
+func (s *session) verdict(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, subject string) (r reply.Reply, v *policyv1.Verdict, ok bool) {
+	v, err := s.check(ctx, stage, tx, "")
+	if err != nil {
+		return reply.PolicyUnavailable(subject), nil, false
+	}
+	r, ok, err = reply.FromVerdict(v)
+	if err != nil {
+		s.log.Error("policy answer unusable", "stage", stage.String(), "err", err)
+		return reply.PolicyUnavailable(subject), nil, false
+	}
+	if !ok {
+		s.log.Info("reject", "stage", stage.String(), "reply", r.Text(), "restriction", v.GetRestriction(), "list", v.GetList())
+	}
+	return r, v, ok
+}
+
+// facts describes the session for policy.
+func (s *session) facts() *policyv1.Session {
+	f := &policyv1.Session{
+		Id: s.id, Listener: s.l.Name, Origin: policyv1.Origin_ORIGIN_SOCKET,
+		ClientAddress: s.clientAddr, ClientPort: port(s.clientPort),
+		ServerAddress: s.serverAddr, ServerPort: port(s.serverPort),
+		HeloName: s.helo, UnauthPipelining: s.unauthPipelining,
+	}
+	if s.greeted {
+		f.Protocol = "SMTP"
+		if s.esmtp {
+			f.Protocol = "ESMTP"
+		}
+	}
+	if st := s.tlsState; st != nil {
+		f.Tls = &policyv1.TLS{Version: tls.VersionName(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), CipherBits: cipherBits(st.CipherSuite), Sni: st.ServerName}
+	}
+	if s.saslUser != "" {
+		f.Sasl = &policyv1.SASL{Method: s.saslMech, Username: s.saslUser}
+		if s.tx != nil && s.tx.params.auth != nil {
+			f.Sasl.Sender = *s.tx.params.auth
+		}
+	}
+	return f
+}
+
+func port(p string) uint32 {
+	n, _ := strconv.ParseUint(p, 10, 16)
+	return uint32(n)
+}
+
+// cipherBits is the symmetric key size of the TLS cipher suites Go offers.
+func cipherBits(suite uint16) uint32 {
+	name := tls.CipherSuiteName(suite)
+	switch {
+	case strings.Contains(name, "AES_256"), strings.Contains(name, "CHACHA20"):
+		return 256
+	case strings.Contains(name, "AES_128"):
+		return 128
+	}
+	return 0
+}
+
+func (s *session) txFacts(rcpt string) *policyv1.Transaction {
+	t := &policyv1.Transaction{Sender: s.tx.sender, Recipient: rcpt, RecipientCount: uint32(len(s.tx.rcpts)), Size: uint64(s.tx.params.size), QueueId: s.tx.queueID}
+	return t
+}
+
+func (s *session) resetTx() {
+	if s.tx != nil && s.tx.hand != nil {
+		s.tx.hand.Abort()
+	}
+	s.tx = nil
+}
+
+// hello handles HELO and EHLO (RFC 5321 §4.1.1.1).
+func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
+	if arg == "" {
+		return reply.HELOSyntax(verb)
+	}
+	s.resetTx()
+	prevHelo, prevESMTP, prevGreeted := s.helo, s.esmtp, s.greeted
+	s.helo, s.esmtp, s.greeted = arg, verb == "EHLO", true
+	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_HELO, nil, "<"+arg+">")
+	if !ok {
+		s.helo, s.esmtp, s.greeted = prevHelo, prevESMTP, prevGreeted
+		return r
+	}
+	s.prepend = append(s.prepend, v.GetPrepend()...)
+	if verb == "HELO" {
+		return reply.Reply{Code: 250, Lines: []string{s.l.Hostname}}
+	}
+	lines := []string{s.l.Hostname, "PIPELINING"}
+	if s.l.MaxMessageSize > 0 {
+		lines = append(lines, "SIZE "+strconv.FormatInt(s.l.MaxMessageSize, 10))
+	} else {
+		lines = append(lines, "SIZE")
+	}
+	if !s.l.DisableVRFY {
+		lines = append(lines, "VRFY")
+	}
+	if s.tlsState == nil && s.l.TLS != nil && s.l.TLSLevel != TLSNone {
+		lines = append(lines, "STARTTLS")
+	}
+	if mechs := s.mechanisms(ctx); len(mechs) > 0 {
+		lines = append(lines, "AUTH "+strings.Join(mechs, " "))
+	}
+	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME")
+	return reply.Reply{Code: 250, Lines: lines}
+}
+
+// authAllowed reports whether AUTH may be used now.
+func (s *session) authAllowed() bool {
+	return s.l.SASL && (s.tlsState != nil || !s.l.TLSAuthOnly)
+}
+
+// mechanisms asks auth what to advertise; on failure none are advertised.
+func (s *session) mechanisms(ctx context.Context) []string {
+	if !s.authAllowed() || s.saslUser != "" {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.authTimeout())
+	defer cancel()
+	resp, err := s.srv.Auth.Mechanisms(ctx, &authv1.MechanismsRequest{Session: s.authSession()})
+	if err != nil {
+		s.log.Error("auth mechanisms failed; AUTH not advertised", "err", err)
+		return nil
+	}
+	return resp.GetMechanisms()
+}
+
+func (s *session) authTimeout() time.Duration {
+	if s.srv.AuthTimeout > 0 {
+		return s.srv.AuthTimeout
+	}
+	return 10 * time.Second
+}
+
+func (s *session) authSession() *authv1.Session {
+	return &authv1.Session{Id: s.id, Listener: s.l.Name, ClientAddress: s.clientAddr, ClientPort: port(s.clientPort), ServerAddress: s.serverAddr, Tls: s.tlsState != nil}
+}
+
+// mail handles MAIL FROM (RFC 5321 §4.1.1.2).
+func (s *session) mail(ctx context.Context, arg string) reply.Reply {
+	switch {
+	case !s.greeted:
+		return reply.NeedHELO
+	case s.tx != nil:
+		return reply.NestedMail
+	case s.l.TLSLevel == TLSEncrypt && s.tlsState == nil:
+		return reply.NeedSTARTTLS
+	}
+	rest, ok := cutKeyword(arg, "FROM")
+	if !ok {
+		return reply.MailSyntax
+	}
+	addr, params, err := parsePath(rest)
+	if err != nil {
+		return reply.BadSender
+	}
+	p, err := parseMailParams(params)
+	if r, bad := paramReply(err); bad {
+		return r
+	}
+	if s.l.MaxMessageSize > 0 && p.size > s.l.MaxMessageSize {
+		return reply.TooBig
+	}
+	s.tx = &transaction{sender: addr, params: p, queueID: newID()}
+	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_MAIL, s.txFacts(""), "<"+addr+">")
+	if !ok {
+		s.tx = nil
+		return r
+	}
+	s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
+	return reply.MailOK
+}
+
+func paramReply(err error) (reply.Reply, bool) {
+	var pe *paramError
+	if !errors.As(err, &pe) {
+		return reply.Reply{}, false
+	}
+	switch pe.kind {
+	case "size":
+		return reply.SizeSyntax, true
+	case "body":
+		return reply.BadBody(pe.param), true
+	}
+	return reply.UnsupportedParam(pe.param), true
+}
+
+// rcpt handles RCPT TO (RFC 5321 §4.1.1.3).
+func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
+	switch {
+	case !s.greeted:
+		return reply.NeedHELO
+	case s.tx == nil:
+		return reply.NeedMail
+	}
+	rest, ok := cutKeyword(arg, "TO")
+	if !ok {
+		return reply.RcptSyntax
+	}
+	addr, params, err := parsePath(rest)
+	if err != nil || addr == "" {
+		return reply.BadRecipient
+	}
+	if params != "" {
+		return reply.UnsupportedParam(strings.Fields(params)[0])
+	}
+	if s.l.MaxRecipients > 0 && len(s.tx.rcpts) >= s.l.MaxRecipients {
+		return reply.TooManyRcpts
+	}
+	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_RCPT, s.txFacts(addr), "<"+addr+">")
+	if !ok {
+		return r
+	}
+	if s.tx.hand == nil {
+		hand, err := s.l.NextHop.Begin(ctx, handoff.Envelope{Sender: s.tx.sender, Size: s.tx.params.size, Body8Bit: s.tx.params.body8bit, SMTPUTF8: s.tx.params.smtputf8, QueueID: s.tx.queueID})
+		if err != nil {
+			s.log.Error("next hop", "queue_id", s.tx.queueID, "err", err)
+			return reply.FromHandoff(err)
+		}
+		s.tx.hand = hand
+	}
+	if err := s.tx.hand.Rcpt(ctx, addr); err != nil {
+		s.log.Info("next hop refused recipient", "queue_id", s.tx.queueID, "rcpt", addr, "err", err)
+		return reply.FromHandoff(err)
+	}
+	s.tx.rcpts = append(s.tx.rcpts, addr)
+	s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
+	return reply.RcptOK
+}
+
+// data handles DATA (RFC 5321 §4.1.1.4): policy before the 354, the
+// content, policy at end of data, the hand-off, then the reply.
+func (s *session) data(ctx context.Context, arg string) reply.Reply {
+	switch {
+	case !s.greeted:
+		return reply.NeedHELO
+	case s.tx == nil:
+		return reply.NeedMail
+	case len(s.tx.rcpts) == 0:
+		return reply.NeedRcpt
+	case arg != "":
+		return reply.NoArgs
+	}
+	one := ""
+	if len(s.tx.rcpts) == 1 {
+		one = s.tx.rcpts[0]
+	}
+	if r, _, ok := s.verdict(ctx, policyv1.Stage_STAGE_DATA, s.txFacts(one), "<DATA>"); !ok {
+		return r
+	}
+	s.send(reply.StartData)
+	if err := s.flush(); err != nil {
+		return reply.Reply{Close: true}
+	}
+	limit := s.l.MaxMessageSize
+	if limit <= 0 {
+		limit = 1 << 62
+	}
+	content, tooBig, bareLF, err := readData(s.br, limit, s.touch)
+	if err != nil {
+		s.resetTx()
+		if isTimeout(err) {
+			return reply.Timeout(s.l.Hostname)
+		}
+		s.log.Info("connection lost in DATA", "err", err)
+		return reply.Reply{Code: 421, Close: true, Lines: []string{s.l.Hostname + " Error: connection lost"}}
+	}
+	tx := s.tx
+	defer s.resetTx()
+	if tooBig {
+		return reply.TooBig
+	}
+	if bareLF {
+		s.log.Info("bare newline in message content, normalised", "queue_id", tx.queueID)
+	}
+	eod := s.txFacts(one)
+	eod.Size = uint64(len(content))
+	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_END_OF_DATA, eod, "<END-OF-MESSAGE>")
+	if !ok {
+		return r
+	}
+	msg := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), v.GetPrepend()...), content)
+	if err := tx.hand.Data(ctx, msg); err != nil {
+		s.log.Error("hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
+		return reply.FromHandoff(err)
+	}
+	s.log.Info("accepted", "queue_id", tx.queueID, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", len(msg), "next_hop", s.l.NextHop.String())
+	return reply.Queued(tx.queueID)
+}
+
+// assemble prepends the Received header (RFC 5321 §4.4, with the protocol
+// names of RFC 3848) and any policy headers to the content.
+func (s *session) assemble(tx *transaction, headers []*policyv1.Header, content []byte) []byte {
+	var b bytes.Buffer
+	b.Grow(len(content) + 512)
+	for _, h := range headers {
+		fmt.Fprintf(&b, "%s: %s\r\n", h.GetName(), strings.NewReplacer("\r", " ", "\n", " ").Replace(h.GetValue()))
+	}
+	proto := "SMTP"
+	if s.esmtp {
+		proto = "ESMTP"
+		if s.tlsState != nil {
+			proto += "S"
+		}
+		if s.saslUser != "" {
+			proto += "A"
+		}
+	}
+	fmt.Fprintf(&b, "Received: from %s (%s)\r\n", headerSafe(s.helo), s.namaddr())
+	if st := s.tlsState; st != nil {
+		fmt.Fprintf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
+	}
+	fmt.Fprintf(&b, "\tby %s (%s) with %s id %s", s.l.Hostname, "smtpgate", proto, tx.queueID)
+	if len(tx.rcpts) == 1 {
+		fmt.Fprintf(&b, "\r\n\tfor <%s>", headerSafe(tx.rcpts[0]))
+	}
+	fmt.Fprintf(&b, "; %s\r\n", time.Now().Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)"))
+	b.Write(content)
+	return b.Bytes()
+}
+
+// headerSafe keeps client-supplied text from breaking the header.
+func headerSafe(s string) string {
+	return strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f || r == '(' || r == ')' {
+			return '?'
+		}
+		return r
+	}, s)
+}
+
+// starttls handles STARTTLS (RFC 3207).
+func (s *session) starttls(arg string) reply.Reply {
+	switch {
+	case arg != "":
+		return reply.NoArgs
+	case s.tlsState != nil:
+		return reply.TLSActive
+	case s.l.TLS == nil || s.l.TLSLevel == TLSNone:
+		return reply.NotImplemented
+	}
+	s.send(reply.ReadyTLS)
+	if err := s.flush(); err != nil {
+		return reply.Reply{Close: true}
+	}
+	// Anything the client sent after STARTTLS in plaintext must not be
+	// taken as if it came through TLS (RFC 3207 §4.2; CVE-2011-0411).
+	if s.br.Buffered() > 0 {
+		s.unauthPipelining = true
+		s.log.Info("discarding plaintext sent after STARTTLS", "bytes", s.br.Buffered())
+	}
+	if !s.handshake() {
+		return reply.Reply{Close: true}
+	}
+	// RFC 3207 §4.2: forget everything learned before TLS.
+	s.resetTx()
+	s.helo, s.esmtp, s.greeted = "", false, false
+	s.saslMech, s.saslUser = "", ""
+	return reply.Reply{}
+}
+
+// auth handles AUTH (RFC 4954) through the auth service.
+func (s *session) auth(ctx context.Context, arg string) reply.Reply {
+	switch {
+	case !s.authAllowed():
+		return reply.AuthNotEnabled
+	case !s.greeted:
+		return reply.NeedHELO
+	case s.saslUser != "":
+		return reply.AuthTwice
+	case s.tx != nil:
+		return reply.AuthInMail
+	}
+	fields := strings.Fields(arg)
+	if len(fields) == 0 || len(fields) > 2 {
+		return reply.AuthSyntax
+	}
+	mech := strings.ToUpper(fields[0])
+	start := &authv1.Start{Session: s.authSession(), Mechanism: mech}
+	if len(fields) == 2 {
+		start.HasInitialResponse = true
+		if fields[1] != "=" {
+			b, err := base64.StdEncoding.DecodeString(fields[1])
+			if err != nil {
+				return reply.AuthMalformed
+			}
+			start.InitialResponse = b
+		}
+	}
+	// The exchange may wait for the client between steps; each wait on
+	// the auth service is bounded by authTimeout.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := s.srv.Auth.Authenticate(ctx)
+	if err != nil {
+		s.log.Error("auth unavailable", "err", err)
+		return reply.AuthTempFail
+	}
+	defer func() { _ = stream.CloseSend() }()
+	if err := stream.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Start{Start: start}}); err != nil {
+		s.log.Error("auth unavailable", "err", err)
+		return reply.AuthTempFail
+	}
+	for {
+		resp, err := s.recvAuth(stream, cancel)
+		if err != nil {
+			s.log.Error("auth failed to answer", "err", err)
+			return reply.AuthTempFail
+		}
+		if o := resp.GetOutcome(); o != nil {
+			r := reply.FromAuthResult(o.GetResult())
+			if o.GetResult() == authv1.Result_RESULT_SUCCESS {
+				s.saslMech, s.saslUser = mech, o.GetUsername()
+				s.log.Info("authenticated", "sasl_method", mech, "sasl_username", s.saslUser)
+			}
+			return r
+		}
+		ch := resp.GetChallenge()
+		if ch == nil {
+			s.log.Error("auth answered neither challenge nor outcome")
+			return reply.AuthTempFail
+		}
+		s.send(reply.Reply{Code: 334, Lines: []string{base64.StdEncoding.EncodeToString(ch.GetData())}})
+		line, err := s.readLine()
+		if err != nil {
+			return reply.Reply{Close: true}
+		}
+		next := &authv1.AuthenticateRequest{}
+		if line == "*" {
+			next.Step = &authv1.AuthenticateRequest_Cancel{Cancel: &authv1.Cancel{}}
+		} else {
+			b, err := base64.StdEncoding.DecodeString(line)
+			if err != nil {
+				return reply.AuthMalformed
+			}
+			next.Step = &authv1.AuthenticateRequest_Response{Response: b}
+		}
+		if err := stream.Send(next); err != nil {
+			s.log.Error("auth unavailable", "err", err)
+			return reply.AuthTempFail
+		}
+	}
+}
+
+// recvAuth waits for the auth service's next message for at most
+// authTimeout; on timeout it cancels the exchange.
+func (s *session) recvAuth(stream AuthStream, cancel context.CancelFunc) (*authv1.AuthenticateResponse, error) {
+	t := time.AfterFunc(s.authTimeout(), cancel)
+	defer t.Stop()
+	return stream.Recv()
+}
+
