@@ -24,7 +24,7 @@ const (
 
 // shaVariant is one of the two SHA-crypt variants.
 type shaVariant struct {
-	prefix string
+	prefix  string
 	newHash func() hash.Hash
 	// order lists the digest bytes in the groups of three the output
 	// encoding takes them in; the last group may be shorter.

@@ -75,7 +75,9 @@ func (r Reply) String() string {
 }
 
 // Text returns the reply as one line without CRLF, for logs.
-func (r Reply) Text() string { return strings.TrimRight(strings.ReplaceAll(r.String(), "\r\n", " "), " ") }
+func (r Reply) Text() string {
+	return strings.TrimRight(strings.ReplaceAll(r.String(), "\r\n", " "), " ")
+}
 
 // sanitize keeps control characters out of reply text.
 func sanitize(s string) string {

@@ -812,4 +812,3 @@ func (s *session) recvAuth(stream AuthStream, cancel context.CancelFunc) (*authv
 	defer t.Stop()
 	return stream.Recv()
 }
-
