@@ -99,20 +99,16 @@ func validMailbox(m string) bool {
 	if m == "" || len(m) > 1000 {
 		return false
 	}
-	local, domain := m, ""
-	quoted := false
-	at := -1
+	// Find the last '@' outside a quoted string: it separates the domain.
+	quoted, at := false, -1
 	for i := 0; i < len(m); i++ {
-		c := m[i]
-		switch {
+		switch c := m[i]; {
 		case c < 0x20 || c == 0x7f:
 			return false
 		case c == '\\' && quoted:
 			i++
 		case c == '"':
 			quoted = !quoted
-		case c == ' ' && !quoted:
-			return false
 		case c == '@' && !quoted:
 			at = i
 		}
@@ -120,13 +116,31 @@ func validMailbox(m string) bool {
 	if quoted {
 		return false
 	}
+	local := m
 	if at >= 0 {
-		local, domain = m[:at], m[at+1:]
-		if local == "" || !validDomain(domain) {
+		if !validDomain(m[at+1:]) {
+			return false
+		}
+		local = m[:at]
+	}
+	if local == "" {
+		return false
+	}
+	// The local part: RFC 5322 specials and spaces only inside quotes
+	// (§3.2.3); an unquoted '@' stays (sender-specified routing, which
+	// policy refuses to relay).
+	quoted = false
+	for i := 0; i < len(local); i++ {
+		switch c := local[i]; {
+		case c == '\\' && quoted:
+			i++
+		case c == '"':
+			quoted = !quoted
+		case !quoted && (c == ' ' || strings.IndexByte(`<>()[],;:\`, c) >= 0):
 			return false
 		}
 	}
-	return local != ""
+	return true
 }
 
 // validDomain accepts a host name (one trailing dot allowed) or an address

@@ -36,6 +36,10 @@ func TestParsePath(t *testing.T) {
 		{in: `<"unbalanced@b>`, bad: true},
 		{in: "<a@b@c>x", bad: true},
 		{in: "a<b@c", bad: true},
+		{in: "<<>", bad: true},
+		{in: "<a:b@c>", bad: true},
+		{in: "<a,b@c>", bad: true},
+		{in: `<"a:b"@c>`, addr: `"a:b"@c`},
 	} {
 		addr, rest, err := parsePath(tc.in)
 		if tc.bad {

@@ -317,7 +317,7 @@ func (s *session) handshake() bool {
 	st := tc.ConnectionState()
 	s.tlsState = &st
 	s.setConn(tc)
-	s.log.Info("TLS established", "version", tls.VersionName(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
+	s.log.Info("TLS established", "version", tlsVersion(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
 	return true
 }
 
@@ -392,7 +392,7 @@ func (s *session) facts() *policyv1.Session {
 		}
 	}
 	if st := s.tlsState; st != nil {
-		f.Tls = &policyv1.TLS{Version: tls.VersionName(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), CipherBits: cipherBits(st.CipherSuite), Sni: st.ServerName}
+		f.Tls = &policyv1.TLS{Version: tlsVersion(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), CipherBits: cipherBits(st.CipherSuite), Sni: st.ServerName}
 	}
 	if s.saslUser != "" {
 		f.Sasl = &policyv1.SASL{Method: s.saslMech, Username: s.saslUser}
@@ -401,6 +401,21 @@ func (s *session) facts() *policyv1.Session {
 		}
 	}
 	return f
+}
+
+// tlsVersion names a TLS version as Postfix logs it ("TLSv1.3").
+func tlsVersion(v uint16) string {
+	switch v {
+	case tls.VersionTLS10:
+		return "TLSv1"
+	case tls.VersionTLS11:
+		return "TLSv1.1"
+	case tls.VersionTLS12:
+		return "TLSv1.2"
+	case tls.VersionTLS13:
+		return "TLSv1.3"
+	}
+	return tls.VersionName(v)
 }
 
 func port(p string) uint32 {
@@ -671,7 +686,7 @@ func (s *session) assemble(tx *transaction, headers []*policyv1.Header, content 
 	}
 	fmt.Fprintf(&b, "Received: from %s (%s)\r\n", headerSafe(s.helo), s.namaddr())
 	if st := s.tlsState; st != nil {
-		fmt.Fprintf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
+		fmt.Fprintf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
 	}
 	fmt.Fprintf(&b, "\tby %s (%s) with %s id %s", s.l.Hostname, "smtpgate", proto, tx.queueID)
 	if len(tx.rcpts) == 1 {
