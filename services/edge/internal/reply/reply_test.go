@@ -1,0 +1,86 @@
+package reply
+
+import (
+	"errors"
+	"testing"
+
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+)
+
+func TestFromVerdict(t *testing.T) {
+	R, D := policyv1.Action_ACTION_REJECT, policyv1.Action_ACTION_DEFER
+	for _, tc := range []struct {
+		name   string
+		v      *policyv1.Verdict
+		want   string
+		permit bool
+		bad    bool
+		close  bool
+	}{
+		{name: "permit", v: &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT}, permit: true},
+		{name: "relay denied", v: &policyv1.Verdict{Action: R, Code: 554, EnhancedCode: "5.7.1", Text: "<lisa@example.com>: Relay access denied"}, want: "554 5.7.1 <lisa@example.com>: Relay access denied\r\n"},
+		{name: "defer", v: &policyv1.Verdict{Action: D, Code: 450, EnhancedCode: "4.7.1", Text: "<x>: Recipient address rejected: Try again"}, want: "450 4.7.1 <x>: Recipient address rejected: Try again\r\n"},
+		{name: "temporary never carries 5.x.x", v: &policyv1.Verdict{Action: D, Code: 451, EnhancedCode: "5.7.1", Text: "t"}, want: "451 4.7.1 t\r\n"},
+		{name: "missing enhanced code", v: &policyv1.Verdict{Action: R, Code: 550, Text: "t"}, want: "550 5.7.1 t\r\n"},
+		{name: "421 disconnects", v: &policyv1.Verdict{Action: D, Code: 421, EnhancedCode: "4.7.0", Text: "bye"}, want: "421 4.7.0 bye\r\n", close: true},
+		{name: "disconnect flag", v: &policyv1.Verdict{Action: R, Code: 554, EnhancedCode: "5.7.1", Text: "t", Disconnect: true}, want: "554 5.7.1 t\r\n", close: true},
+		{name: "control characters", v: &policyv1.Verdict{Action: R, Code: 554, EnhancedCode: "5.7.1", Text: "a\r\nb"}, want: "554 5.7.1 a??b\r\n"},
+		{name: "unspecified", v: &policyv1.Verdict{}, bad: true},
+		{name: "nil", v: nil, bad: true},
+		{name: "reject with 4xx", v: &policyv1.Verdict{Action: R, Code: 450}, bad: true},
+		{name: "defer with 5xx", v: &policyv1.Verdict{Action: D, Code: 554}, bad: true},
+		{name: "reject with 250", v: &policyv1.Verdict{Action: R, Code: 250}, bad: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, permit, err := FromVerdict(tc.v)
+			if tc.bad {
+				if !errors.Is(err, ErrNoVerdict) {
+					t.Fatalf("FromVerdict = %v, %v, %v; want ErrNoVerdict", r, permit, err)
+				}
+				return
+			}
+			if err != nil || permit != tc.permit {
+				t.Fatalf("FromVerdict = %v, %v, %v", r, permit, err)
+			}
+			if !permit && (r.String() != tc.want || r.Close != tc.close) {
+				t.Errorf("reply %q close=%v, want %q close=%v", r.String(), r.Close, tc.want, tc.close)
+			}
+		})
+	}
+}
+
+func TestFailClosedReplies(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		r    Reply
+		want string
+	}{
+		{"policy failed", PolicyUnavailable("<lisa@example.com>"), "451 4.3.0 <lisa@example.com>: Temporary lookup failure"},
+		{"auth failed", FromAuthResult(authv1.Result_RESULT_TEMPORARY_FAILURE), "454 4.7.0 Temporary authentication failure"},
+		{"auth unknown result", FromAuthResult(authv1.Result(99)), "454 4.7.0 Temporary authentication failure"},
+		{"wrong password", FromAuthResult(authv1.Result_RESULT_FAILURE), "535 5.7.8 Error: authentication failed: authentication failure"},
+		{"auth ok", FromAuthResult(authv1.Result_RESULT_SUCCESS), "235 2.7.0 Authentication successful"},
+		{"encryption required", FromAuthResult(authv1.Result_RESULT_ENCRYPTION_REQUIRED), "538 5.7.11 Encryption required for requested authentication mechanism"},
+		{"next hop down", FromHandoff(NextHopUnavailable(errors.New("refused"))), "451 4.4.1 Error: next hop not available, try again later"},
+		{"next hop lost", FromHandoff(NextHopFailed(errors.New("eof"))), "451 4.4.2 Error: connection to next hop lost, try again later"},
+		{"next hop 5xx passed through", FromHandoff(NextHopRefused(550, "5.1.1", "<x>: User unknown")), "550 5.1.1 <x>: User unknown"},
+		{"next hop 4xx with 5.x.x", FromHandoff(NextHopRefused(452, "5.2.2", "full")), "452 4.2.2 full"},
+		{"next hop odd code", FromHandoff(NextHopRefused(299, "", "?")), "451 4.4.1 Error: next hop not available, try again later"},
+		{"other hand-off error", FromHandoff(errors.New("disk")), "451 4.3.0 Error: queue file write error"},
+	} {
+		if got := tc.r.Text(); got != tc.want {
+			t.Errorf("%s: %q, want %q", tc.name, got, tc.want)
+		}
+		if tc.r.Temporary() && tc.r.Enhanced != "" && tc.r.Enhanced[0] != '4' {
+			t.Errorf("%s: temporary reply with enhanced code %s", tc.name, tc.r.Enhanced)
+		}
+	}
+}
+
+func TestMultiline(t *testing.T) {
+	r := Reply{Code: 250, Lines: []string{"mail.example.org", "PIPELINING", "8BITMIME"}}
+	if got := r.String(); got != "250-mail.example.org\r\n250-PIPELINING\r\n250 8BITMIME\r\n" {
+		t.Errorf("multi-line = %q", got)
+	}
+}
