@@ -1,8 +1,12 @@
 package e2e
 
 import (
+	"errors"
+	"fmt"
 	"net/smtp"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -154,7 +158,7 @@ func TestEndToEnd(t *testing.T) {
 		tok := newToken("received")
 		l.expectAccepted(t, s, message{from: Stranger, listener: "mx", sender: "someone@example.net", rcpts: []string{"john@example.org"}, token: tok})
 		got := s.maildirFile(tok)
-		for _, want := range []string{"Received: from client.example.net", "[127.0.0.66]", "by mail.example.org", "Return-Path: <someone@example.net>"} {
+		for _, want := range []string{"Received: from client.example.net (unknown [127.0.0.66])", "by mail.example.org (smtpgate) with ESMTP id ", "for <john@example.org>;", "Return-Path: <someone@example.net>"} {
 			if !strings.Contains(got, want) {
 				t.Errorf("delivered message lacks %q:\n%s", want, got)
 			}
@@ -238,6 +242,68 @@ with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=20) as s:
 	t.Run("the Maildir holds exactly the accepted messages", func(t *testing.T) {
 		l.checkMaildir(t, s)
 	})
+
+	t.Run("no password in any log", func(t *testing.T) {
+		for _, svc := range []string{"policy", "auth", "edge"} {
+			log := s.log(svc)
+			if log == "" {
+				t.Errorf("smtpgate-%s wrote no log", svc)
+			}
+			for _, secret := range []string{JohnPassword, "wrong-password"} {
+				if strings.Contains(log, secret) {
+					t.Errorf("smtpgate-%s logged a password", svc)
+				}
+			}
+		}
+	})
+}
+
+// TestCheckRejectsBrokenConfig: each binary's check refuses an unknown
+// parameter and a bad value with the file:line of each.
+func TestCheckRejectsBrokenConfig(t *testing.T) {
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	for _, f := range []string{"master.cf", "passwd"} {
+		b, err := os.ReadFile(filepath.Join(root, "deploy/local", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(dir, f), string(b))
+	}
+	main, err := os.ReadFile(filepath.Join(root, "deploy/local/main.cf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Count(string(main), "\n")
+	broken := string(main) + "smtpd_tls_cert_file =\nsmtpd_tls_security_level = may\nsmtpd_delay_reject = perhaps\nsmtpd_relay_restriction = permit\n"
+	write(t, filepath.Join(dir, "main.cf"), broken)
+	for _, svc := range []string{"policy", "auth", "edge"} {
+		out, err := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", dir, "check").CombinedOutput()
+		if code := exitCode(err); code != 1 {
+			t.Errorf("smtpgate-%s check exit %d, want 1\n%s", svc, code, out)
+		}
+		want := fmt.Sprintf("main.cf:%d: unknown parameter \"smtpd_relay_restriction\" (did you mean smtpd_relay_restrictions?)", lines+4)
+		if !strings.Contains(string(out), want) {
+			t.Errorf("smtpgate-%s check does not say %q:\n%s", svc, want, out)
+		}
+		if svc == "policy" && !strings.Contains(string(out), fmt.Sprintf("main.cf:%d: smtpd_delay_reject = perhaps", lines+3)) {
+			t.Errorf("smtpgate-policy check misses the bad boolean:\n%s", out)
+		}
+	}
+}
+
+func exitCode(err error) int {
+	var ee *exec.ExitError
+	if errors.As(err, &ee) {
+		return ee.ExitCode()
+	}
+	if err != nil {
+		return -1
+	}
+	return 0
 }
 
 // eventually retries a message with temporary failures for up to 20 seconds

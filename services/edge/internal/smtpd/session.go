@@ -684,7 +684,7 @@ func (s *session) assemble(tx *transaction, headers []*policyv1.Header, content 
 			proto += "A"
 		}
 	}
-	fmt.Fprintf(&b, "Received: from %s (%s)\r\n", headerSafe(s.helo), s.namaddr())
+	fmt.Fprintf(&b, "Received: from %s (unknown [%s])\r\n", headerSafe(s.helo), s.clientAddr)
 	if st := s.tlsState; st != nil {
 		fmt.Fprintf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
 	}
