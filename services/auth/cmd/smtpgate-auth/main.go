@@ -11,13 +11,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
 	"syscall"
 
+	"github.com/smtpgate/smtpgate/pkg/daemon"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
-	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	"github.com/smtpgate/smtpgate/services/auth"
 	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
 )
@@ -32,51 +33,18 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(args) > 0 && args[0] == "hash-password" {
 		return hashPassword(args[1:], stdin, stdout, stderr)
 	}
-	fs := flag.NewFlagSet("smtpgate-auth", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	dir := fs.String("c", "/etc/smtpgate", "configuration directory (main.cf, master.cf)")
-	if err := fs.Parse(args); err != nil {
-		return 2
-	}
-	checkOnly := false
-	switch fs.Arg(0) {
-	case "":
-	case "check":
-		checkOnly = true
-	default:
-		fmt.Fprintf(stderr, "smtpgate-auth: unknown command %q (want check or hash-password)\n", fs.Arg(0))
-		return 2
-	}
-	cfg, services, err := maincf.Load(maincf.Params(), *dir)
-	if err == nil {
-		err = auth.Validate(cfg, services)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "smtpgate-auth: configuration errors:\n%v\n", err)
-		return 1
-	}
-	if checkOnly {
-		return 0
-	}
-	log, err := telemetry.NewLogger(stderr, "auth", cfg.Get("smtpgate_log_format"), cfg.Get("smtpgate_log_level"))
-	if err != nil {
-		fmt.Fprintf(stderr, "smtpgate-auth: %v\n", err)
-		return 1
-	}
-	for _, p := range cfg.Effective(maincf.Auth) {
-		log.DebugContext(ctx, "config", "name", p.Name, "value", p.Value, "at", p.Pos.String())
-	}
-	srv, err := auth.New(auth.Config{Main: cfg, Services: services, Logger: log})
-	if err != nil {
-		log.ErrorContext(ctx, "start", "err", err)
-		return 1
-	}
-	if err := srv.Run(ctx); err != nil {
-		log.ErrorContext(ctx, "serve", "err", err)
-		return 1
-	}
-	log.InfoContext(ctx, "stopped")
-	return 0
+	return daemon.Main(ctx, daemon.Service{
+		Name:     "auth",
+		Owner:    maincf.Auth,
+		Validate: auth.Validate,
+		Run: func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error {
+			srv, err := auth.New(auth.Config{Main: cfg, Services: services, Logger: log})
+			if err != nil {
+				return err
+			}
+			return srv.Run(ctx)
+		},
+	}, args, stderr)
 }
 
 // hashPassword prints "{SCHEME}hash" for the first line of stdin, like

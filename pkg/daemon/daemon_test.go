@@ -1,0 +1,67 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+)
+
+func testService(runErr error, ran *bool) Service {
+	return Service{
+		Name:  "test",
+		Owner: maincf.Edge,
+		Validate: func(cfg *maincf.Config, services []maincf.Service) error {
+			return cfg.Validate(maincf.Edge)
+		},
+		Run: func(ctx context.Context, cfg *maincf.Config, _ []maincf.Service, log *slog.Logger) error {
+			*ran = true
+			log.InfoContext(ctx, "running", "host", cfg.Get("myhostname"))
+			return runErr
+		},
+	}
+}
+
+func TestMain(t *testing.T) {
+	good := t.TempDir()
+	if err := os.WriteFile(filepath.Join(good, "main.cf"), []byte("myhostname = mail.example.org\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, "main.cf"), []byte("myhostname = x\nnosuch_parameter = 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		runErr error
+		code   int
+		ran    bool
+		out    string
+	}{
+		{"check ok", []string{"-c", good, "check"}, nil, 0, false, ""},
+		{"check bad", []string{"-c", bad, "check"}, nil, 1, false, "main.cf:2: unknown parameter \"nosuch_parameter\""},
+		{"missing dir", []string{"-c", filepath.Join(good, "nope"), "check"}, nil, 1, false, "main.cf"},
+		{"serve", []string{"-c", good}, nil, 0, true, "host=mail.example.org"},
+		{"serve fails", []string{"-c", good}, errors.New("boom"), 1, true, "boom"},
+		{"serve refuses bad config", []string{"-c", bad}, nil, 1, false, "unknown parameter"},
+		{"unknown command", []string{"-c", good, "frobnicate"}, nil, 2, false, "unknown command"},
+		{"check with extra", []string{"-c", good, "check", "x"}, nil, 2, false, "no arguments"},
+		{"bad flag", []string{"-x"}, nil, 2, false, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var out bytes.Buffer
+			ran := false
+			code := Main(context.Background(), testService(tc.runErr, &ran), tc.args, &out)
+			if code != tc.code || ran != tc.ran || !strings.Contains(out.String(), tc.out) {
+				t.Errorf("Main(%q) = %d ran=%v output:\n%s\nwant %d ran=%v containing %q", tc.args, code, ran, out.String(), tc.code, tc.ran, tc.out)
+			}
+		})
+	}
+}
