@@ -204,7 +204,7 @@ func (k *sink) messages() []string {
 
 // harness runs a listener on loopback with the test seams.
 type harness struct {
-	t      *testing.T
+	t      testing.TB
 	addr   string
 	policy *testPolicy
 	auth   *testAuth
@@ -212,7 +212,7 @@ type harness struct {
 	l      *Listener
 }
 
-func newHarness(t *testing.T, decide func(*policyv1.CheckRequest) (*policyv1.Verdict, error), tune func(*Listener)) *harness {
+func newHarness(t testing.TB, decide func(*policyv1.CheckRequest) (*policyv1.Verdict, error), tune func(*Listener)) *harness {
 	t.Helper()
 	h := &harness{t: t, policy: &testPolicy{decide: decide}, auth: &testAuth{}, sink: &sink{refuse: map[string]bool{}}}
 	h.l = &Listener{Name: "test", Hostname: "mail.example.org", Banner: "mail.example.org ESMTP smtpgate",
@@ -243,7 +243,7 @@ func newHarness(t *testing.T, decide func(*policyv1.CheckRequest) (*policyv1.Ver
 	return h
 }
 
-func testTLS(t *testing.T) *tls.Config {
+func testTLS(t testing.TB) *tls.Config {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), DNSNames: []string{"mail.example.org"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
@@ -256,7 +256,7 @@ func testTLS(t *testing.T) *tls.Config {
 
 // client is a raw SMTP client.
 type client struct {
-	t    *testing.T
+	t    testing.TB
 	conn net.Conn
 	br   *bufio.Reader
 }
