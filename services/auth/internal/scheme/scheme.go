@@ -1,6 +1,7 @@
 // Package scheme verifies and makes passwords stored in Dovecot's
 // "{SCHEME}data" form (https://doc.dovecot.org/configuration_manual/authentication/password_schemes/):
-// {PLAIN}, {SHA256-CRYPT}, {SHA512-CRYPT} and {BLF-CRYPT}. It trusts
+// {PLAIN}, {SHA256-CRYPT}, {SHA512-CRYPT}, {BLF-CRYPT}, {CRAM-MD5},
+// {SCRAM-SHA-256} and {ARGON2ID}. It trusts
 // nothing it is given: a stored value that does not parse is an error, and
 // comparisons take constant time.
 package scheme
@@ -8,10 +9,12 @@ package scheme
 import (
 	"crypto/rand"
 	"crypto/subtle"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"strings"
 
+	"golang.org/x/crypto/argon2"
 	"golang.org/x/crypto/bcrypt"
 )
 
@@ -24,7 +27,9 @@ const (
 )
 
 // Names lists the schemes this package knows.
-func Names() []string { return []string{Plain, SHA256Crypt, SHA512Crypt, BLFCrypt} }
+func Names() []string {
+	return []string{Plain, SHA256Crypt, SHA512Crypt, BLFCrypt, CRAMMD5, SCRAMSHA256, ARGON2ID}
+}
 
 // ErrUnknownScheme is returned for a scheme this package does not know.
 var ErrUnknownScheme = errors.New("unknown password scheme")
@@ -60,6 +65,18 @@ func Parse(s string) (Stored, error) {
 		if _, err := bcrypt.Cost([]byte(st.Data)); err != nil {
 			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
 		}
+	case CRAMMD5:
+		if _, err := parseCRAMContext(st.Data); err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
+		}
+	case SCRAMSHA256:
+		if _, err := parseSCRAM(st.Data); err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
+		}
+	case ARGON2ID:
+		if _, err := parseArgon2(st.Data); err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
+		}
 	default:
 		return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, ErrUnknownScheme)
 	}
@@ -91,6 +108,15 @@ func (s Stored) Verify(password []byte) bool {
 		return subtle.ConstantTimeCompare([]byte(got[strings.LastIndexByte(got, '$')+1:]), []byte(sum)) == 1
 	case BLFCrypt:
 		return bcrypt.CompareHashAndPassword([]byte(s.Data), password) == nil
+	case CRAMMD5:
+		c, err := parseCRAMContext(s.Data)
+		return err == nil && subtle.ConstantTimeCompare([]byte(newCRAMContext(password).encode()), []byte(c.encode())) == 1
+	case SCRAMSHA256:
+		sec, err := parseSCRAM(s.Data)
+		return err == nil && sec.verify(password)
+	case ARGON2ID:
+		a, err := parseArgon2(s.Data)
+		return err == nil && a.verify(password)
 	}
 	return false
 }
@@ -118,6 +144,26 @@ func Hash(schemeName string, password []byte) (Stored, error) {
 		}
 		// Dovecot writes the $2y$ prefix; the algorithm is the same.
 		return Stored{Scheme: BLFCrypt, Data: "$2y$" + string(h[4:])}, nil
+	case CRAMMD5:
+		return Stored{Scheme: CRAMMD5, Data: newCRAMContext(password).encode()}, nil
+	case SCRAMSHA256:
+		salt := make([]byte, 16)
+		if _, err := rand.Read(salt); err != nil {
+			return Stored{}, fmt.Errorf("salt: %w", err)
+		}
+		const iterations = 4096 // Dovecot's default
+		stored, server := scramKeys(password, salt, iterations)
+		enc := base64.StdEncoding.EncodeToString
+		return Stored{Scheme: SCRAMSHA256, Data: fmt.Sprintf("%d,%s,%s,%s", iterations, enc(salt), enc(stored), enc(server))}, nil
+	case ARGON2ID:
+		salt := make([]byte, 16)
+		if _, err := rand.Read(salt); err != nil {
+			return Stored{}, fmt.Errorf("salt: %w", err)
+		}
+		// Dovecot's defaults: 64 MiB, 3 passes, 1 lane, 32-byte hash.
+		h := argon2.IDKey(password, salt, 3, 64*1024, 1, 32)
+		enc := base64.RawStdEncoding.EncodeToString
+		return Stored{Scheme: ARGON2ID, Data: fmt.Sprintf("$argon2id$v=19$m=65536,t=3,p=1$%s$%s", enc(salt), enc(h))}, nil
 	}
 	return Stored{}, fmt.Errorf("{%s}: %w", name, ErrUnknownScheme)
 }

@@ -1,6 +1,7 @@
 package scheme
 
 import (
+	"encoding/hex"
 	"strings"
 	"testing"
 )
@@ -17,6 +18,15 @@ var shaVectors = []struct {
 	{"sha256 rounds", "{SHA256-CRYPT}$5$rounds=10000$saltstringsaltst$3xv.VbSHBb41AL9AvLeujZkZRBAwqFMz2.opqey6IcA", "Hello world!"},
 	{"sha512 rounds below minimum", "{SHA512-CRYPT}$6$rounds=10$roundstoolow$kUMsbe306n21p9R.FRkW3IGn.S9NPN0x50YhH1xhLsPuWGsUSklZt58jaTfF4ZEQpyUNGc0dqbpBYYBaHHrsX.", "the minimum number is still observed"},
 	{"deploy/local john", "{SHA512-CRYPT}$6$smtpgateexample$AccS07bKpUt82ffL8H2Iwha1Q0UC9dnAfuqmOeqePhnmCOo3isfeXvep5XFHvAJWirHQlLVW6bWvaWerkcx9c/", "john-example-password"},
+	{"doveadm cram-md5 0", "{CRAM-MD5}e02d374fde0dc75a17a557039a3a5338c7743304777dccd376f332bee68d2cf6", "test"},
+	{"doveadm scram-sha-256 0", "{SCRAM-SHA-256}4096,iwSrrNWY2nhUAy6rMLpkPQ==,J3b+MW73LWua5SWtpuv9/K/+Bpafli0Ii0Bk93cgyj4=,BYZG8Nk5pCRizf6WmSTlf9IUfGcAv6STLK//2/NzZr0=", "test"},
+	{"doveadm argon2id 0", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$/MqRicTH2WQDryd3n4547Q$pX+pFjj5m3LWEE3oRUriOE44wcSNrYqM0s49E4PjMpA", "test"},
+	{"doveadm cram-md5 1", "{CRAM-MD5}e7a54f24ddec92812f1f52238dc4342c874a9dd748dcf9070ebe02ab073f63f4", "john-example-password"},
+	{"doveadm scram-sha-256 1", "{SCRAM-SHA-256}4096,DLOrofCm82mNyJkuRFFt/Q==,KLpOmR+aHqGj/5v81MgmwFzQ9Lh3ZEGMor3ByQtj2FA=,M29UpQmqtnHn/kP8HzdFllefwI+pLLQkiUFB6bPP/i0=", "john-example-password"},
+	{"doveadm argon2id 1", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$a3Fg61K8RLLUOHGMTD3ZQA$DkWVBn6llOM1VoiARmqqZGA0JevWYlejVTD3V48+UQ0", "john-example-password"},
+	{"doveadm cram-md5 2", "{CRAM-MD5}dfe4ab771df3a4bd26617a51460edd6aae844df78e145ef8882f87e6e55dae23", "pässword with spaces"},
+	{"doveadm scram-sha-256 2", "{SCRAM-SHA-256}4096,1Dpo/9nCfZ+wQN1BaX2g7w==,EqiloPsz8p/VoU+WZ54eeITM3KC/6oaFrvrcBoghn98=,AmQAq8WVNZ1joHC68WhX7KcJiCkGDTufMyuiwq6L55o=", "pässword with spaces"},
+	{"doveadm argon2id 2", "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$wxngknmOC8fJ15Eti0yKlA$vP9l+NL2+85qy1MyVetXEX4ayDy1CibJlg6h5ndX/qM", "pässword with spaces"},
 	{"plain", "{PLAIN}secret", "secret"},
 	{"plain lower-case scheme", "{plain}secret", "secret"},
 	{"bcrypt 2y", "{BLF-CRYPT}$2y$05$fO1a1ZitV5OWTMEcxHk2WOZiN.rhpR.gc8ZueTuRDTIRzOBX8Atky", "secret"},
@@ -74,6 +84,11 @@ func TestParseErrors(t *testing.T) {
 		"{SHA512-CRYPT}$6$salt$short",
 		"{SHA256-CRYPT}$5$rounds=x$salt$5B8vYYiY.CVt1RlTTf8KbXBH3hsxY/GNooZaBBGWEc5",
 		"{BLF-CRYPT}$2y$nope",
+		"{CRAM-MD5}abcd",
+		"{SCRAM-SHA-256}4096,c2FsdA==,short,short",
+		"{SCRAM-SHA-256}0,c2FsdA==,J3b+MW73LWua5SWtpuv9/K/+Bpafli0Ii0Bk93cgyj4=,BYZG8Nk5pCRizf6WmSTlf9IUfGcAv6STLK//2/NzZr0=",
+		"{ARGON2ID}$argon2i$v=19$m=65536,t=3,p=1$/MqRicTH2WQDryd3n4547Q$pX+pFjj5m3LWEE3oRUriOE44wcSNrYqM0s49E4PjMpA",
+		"{ARGON2ID}$argon2id$v=19$m=99999999,t=3,p=1$/MqRicTH2WQDryd3n4547Q$pX+pFjj5m3LWEE3oRUriOE44wcSNrYqM0s49E4PjMpA",
 	} {
 		if _, err := Parse(in); err == nil {
 			t.Errorf("Parse(%q) accepted", in)
@@ -91,7 +106,7 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if st.Scheme == BLFCrypt || strings.Contains(st.Data, "rounds=") {
+		if st.Scheme == BLFCrypt || st.Scheme == ARGON2ID || st.Scheme == SCRAMSHA256 || strings.Contains(st.Data, "rounds=") {
 			return // slow; parsing is what is fuzzed
 		}
 		_ = st.Verify([]byte(password))
@@ -111,5 +126,22 @@ func BenchmarkVerify(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// TestCRAMMD5HMAC checks the HMAC computed from a stored {CRAM-MD5}
+// context against RFC 2195 §2's example.
+func TestCRAMMD5HMAC(t *testing.T) {
+	st, err := Hash(CRAMMD5, []byte("tanstaaftanstaaf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := parseCRAMContext(st.Data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := hex.EncodeToString(c.HMAC([]byte("<1896.697170952@postoffice.reston.mci.net>")))
+	if got != "b913a602c7eda7a495b4e6e7334d3890" {
+		t.Errorf("HMAC = %s, want RFC 2195's b913a602c7eda7a495b4e6e7334d3890", got)
 	}
 }
