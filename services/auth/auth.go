@@ -149,24 +149,41 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	return srv.Serve(ctx, lis)
 }
 
+// lookup finds user in the passwd-file; a failed reload is logged and the
+// previous users are served.
+func (s *Server) lookup(ctx context.Context, user string) (scheme.Stored, bool) {
+	if s.users == nil {
+		return scheme.Stored{}, false
+	}
+	st, ok, reloadErr := s.users.Lookup(user)
+	if reloadErr != nil {
+		s.log.WarnContext(ctx, "passwd-file reload failed; serving the previous users", "err", reloadErr)
+	}
+	return st, ok
+}
+
 // Verify implements sasl.Verifier against the passwd-file. Unknown users
 // are checked against a dummy hash so that they take as long as a wrong
 // password.
 func (s *Server) Verify(ctx context.Context, user string, password []byte) (bool, error) {
-	var st scheme.Stored
-	ok := false
-	if s.users != nil {
-		var reloadErr error
-		st, ok, reloadErr = s.users.Lookup(user)
-		if reloadErr != nil {
-			s.log.WarnContext(ctx, "passwd-file reload failed; serving the previous users", "err", reloadErr)
-		}
-	}
+	st, ok := s.lookup(ctx, user)
 	if !ok {
 		s.dummy.Verify(password)
 		return false, nil
 	}
 	return st.Verify(password), nil
+}
+
+// CRAMMD5 implements sasl.Secrets: the HMAC for users stored as {PLAIN}
+// or {CRAM-MD5}. Other users, and unknown ones, cost the same work and fail.
+func (s *Server) CRAMMD5(ctx context.Context, user string, challenge []byte) ([]byte, bool, error) {
+	st, ok := s.lookup(ctx, user)
+	digest, can := st.CRAMMD5Digest(challenge)
+	if !ok || !can {
+		scheme.Stored{Scheme: scheme.Plain}.CRAMMD5Digest(challenge)
+		return nil, false, nil
+	}
+	return digest, true, nil
 }
 
 func (s *Server) listener(sess *authv1.Session) (listener, error) {
@@ -252,7 +269,7 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 		return end(authv1.Result_RESULT_UNSUPPORTED_MECHANISM, "")
 	}
 
-	ex := m.Start(s)
+	ex := m.Start(s, s.cfg.Main.Get("myhostname"))
 	var resp []byte
 	if start.GetHasInitialResponse() {
 		resp = start.GetInitialResponse()

@@ -3,6 +3,9 @@ package auth
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"encoding/hex"
 	"log/slog"
 	"net"
 	"os"
@@ -50,8 +53,11 @@ func startServer(t *testing.T) (authv1.AuthServiceClient, *grpc.ClientConn, *syn
 	if err != nil {
 		t.Fatal(err)
 	}
+	passwd = append(passwd, "jane@example.org:{PLAIN}jane-pw\n"...)
 	must(t, os.WriteFile(filepath.Join(dir, "passwd"), passwd, 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "main.cf"), []byte(`smtpgate_passwd_file = passwd
+myhostname = mail.example.org
+smtpgate_sasl_mechanisms = PLAIN LOGIN CRAM-MD5
 smtpd_sasl_security_options = noanonymous, noplaintext
 smtpd_sasl_tls_security_options = noanonymous
 `), 0o600))
@@ -163,6 +169,51 @@ func TestAuthenticate(t *testing.T) {
 	}
 }
 
+func TestCRAMMD5(t *testing.T) {
+	c, _, logs := startServer(t)
+	plaintext := &authv1.Session{Id: "c1", ClientAddress: "127.0.0.66"}
+	answer := func(user, pw string) func(ch string) []byte {
+		return func(ch string) []byte {
+			m := hmac.New(md5.New, []byte(pw))
+			m.Write([]byte(ch))
+			return []byte(user + " " + hex.EncodeToString(m.Sum(nil)))
+		}
+	}
+	for _, tc := range []struct {
+		name string
+		resp func(string) []byte
+		want authv1.Result
+	}{
+		{"plain-stored user", answer("jane@example.org", "jane-pw"), authv1.Result_RESULT_SUCCESS},
+		{"wrong password", answer("jane@example.org", "nope"), authv1.Result_RESULT_FAILURE},
+		{"user stored as SHA512-CRYPT cannot do CRAM-MD5", answer("john@example.org", password), authv1.Result_RESULT_FAILURE},
+		{"unknown user", answer("nobody@example.org", "x"), authv1.Result_RESULT_FAILURE},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := c.Authenticate(ctx)
+			must(t, err)
+			must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Start{Start: &authv1.Start{Session: plaintext, Mechanism: "CRAM-MD5"}}}))
+			r, err := st.Recv()
+			must(t, err)
+			ch := string(r.GetChallenge().GetData())
+			if !strings.HasSuffix(ch, "@mail.example.org>") {
+				t.Fatalf("challenge %q", ch)
+			}
+			must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Response{Response: tc.resp(ch)}}))
+			r, err = st.Recv()
+			must(t, err)
+			if got := r.GetOutcome().GetResult(); got != tc.want {
+				t.Errorf("result %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if strings.Contains(logs.String(), "jane-pw") {
+		t.Error("password in the log")
+	}
+}
+
 func TestMechanisms(t *testing.T) {
 	c, conn, _ := startServer(t)
 	ctx := context.Background()
@@ -170,8 +221,8 @@ func TestMechanisms(t *testing.T) {
 		sess *authv1.Session
 		want string
 	}{
-		{&authv1.Session{}, ""},
-		{&authv1.Session{Tls: true}, "PLAIN LOGIN"},
+		{&authv1.Session{}, "CRAM-MD5"},
+		{&authv1.Session{Tls: true}, "PLAIN LOGIN CRAM-MD5"},
 		{&authv1.Session{Listener: "sub", Tls: true}, "LOGIN"},
 	} {
 		resp, err := c.Mechanisms(ctx, &authv1.MechanismsRequest{Session: tc.sess})

@@ -1,14 +1,21 @@
 // Package sasl implements the server side of SASL mechanisms as small
 // state machines that the gRPC stream of smtpgate.auth.v1 drives: PLAIN
-// (RFC 4616) and LOGIN (draft-murchison-sasl-login). Client data arrives
+// (RFC 4616), LOGIN (draft-murchison-sasl-login) and CRAM-MD5 (RFC 2195). Client data arrives
 // already base64-decoded; the package never logs it.
 package sasl
 
 import (
+	"bytes"
 	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 )
 
 // Errors an exchange ends with.
@@ -57,23 +64,40 @@ const (
 	ForwardSecrecy
 )
 
+// Secrets gives challenge-response mechanisms what they compute with. A
+// user the mechanism cannot serve (unknown, or stored in a form it cannot
+// use) is reported as ok == false, and the exchange fails exactly as with a
+// wrong password. A non-nil error is a temporary failure.
+type Secrets interface {
+	// CRAMMD5 returns HMAC-MD5(password, challenge) for user.
+	CRAMMD5(ctx context.Context, user string, challenge []byte) (digest []byte, ok bool, err error)
+}
+
+// Backend is what the mechanisms check credentials against.
+type Backend interface {
+	Verifier
+	Secrets
+}
+
 // Mechanism describes one mechanism.
 type Mechanism struct {
 	Name  string
 	Flags Flags
-	start func(v Verifier) Exchange
+	start func(b Backend, hostname string) Exchange
 }
 
 // Mechanisms lists the known mechanisms by name.
 func Mechanisms() map[string]Mechanism {
 	return map[string]Mechanism{
-		"PLAIN": {Name: "PLAIN", Flags: Plaintext, start: func(v Verifier) Exchange { return &plain{v: v} }},
-		"LOGIN": {Name: "LOGIN", Flags: Plaintext, start: func(v Verifier) Exchange { return &login{v: v} }},
+		"PLAIN":    {Name: "PLAIN", Flags: Plaintext, start: func(b Backend, _ string) Exchange { return &plain{v: b} }},
+		"LOGIN":    {Name: "LOGIN", Flags: Plaintext, start: func(b Backend, _ string) Exchange { return &login{v: b} }},
+		"CRAM-MD5": {Name: "CRAM-MD5", Flags: Dictionary, start: func(b Backend, h string) Exchange { return &cramMD5{b: b, hostname: h} }},
 	}
 }
 
-// Start begins an exchange of m.
-func (m Mechanism) Start(v Verifier) Exchange { return m.start(v) }
+// Start begins an exchange of m; hostname goes into challenges that name
+// the server.
+func (m Mechanism) Start(b Backend, hostname string) Exchange { return m.start(b, hostname) }
 
 // SecurityOptions is a parsed smtpd_sasl_security_options value.
 type SecurityOptions struct {
@@ -182,4 +206,47 @@ func (l *login) Next(ctx context.Context, resp []byte) ([]byte, bool, error) {
 		}
 		return nil, true, verify(ctx, l.v, l.user, resp)
 	}
+}
+
+// cramMD5 is RFC 2195: the server sends "<unique@hostname>", the client
+// answers "user SP hex(HMAC-MD5(password, challenge))".
+type cramMD5 struct {
+	b         Backend
+	hostname  string
+	challenge []byte
+	user      string
+}
+
+func (c *cramMD5) Username() string { return c.user }
+
+func (c *cramMD5) Next(ctx context.Context, resp []byte) ([]byte, bool, error) {
+	if c.challenge == nil {
+		if resp != nil {
+			// RFC 2195 has no initial response.
+			return nil, true, ErrMalformed
+		}
+		var r [8]byte
+		if _, err := rand.Read(r[:]); err != nil {
+			return nil, true, fmt.Errorf("challenge: %w", err)
+		}
+		c.challenge = fmt.Appendf(nil, "<%d.%d@%s>", binary.BigEndian.Uint64(r[:])>>1, time.Now().Unix(), c.hostname)
+		return c.challenge, false, nil
+	}
+	i := bytes.LastIndexByte(resp, ' ')
+	if i <= 0 || len(resp)-i-1 != 2*md5.Size {
+		return nil, true, ErrMalformed
+	}
+	got, err := hex.DecodeString(strings.ToLower(string(resp[i+1:])))
+	if err != nil {
+		return nil, true, ErrMalformed
+	}
+	c.user = string(resp[:i])
+	want, ok, err := c.b.CRAMMD5(ctx, c.user, c.challenge)
+	if err != nil {
+		return nil, true, fmt.Errorf("cram-md5 %s: %w", c.user, err)
+	}
+	if !ok || !hmac.Equal(got, want) {
+		return nil, true, ErrFailed
+	}
+	return nil, true, nil
 }

@@ -2,7 +2,11 @@ package sasl
 
 import (
 	"context"
+	"crypto/hmac"
+	"crypto/md5"
+	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 )
 
@@ -16,13 +20,26 @@ func (u users) Verify(_ context.Context, user string, password []byte) (bool, er
 	return ok && pw == string(password), nil
 }
 
+func (u users) CRAMMD5(_ context.Context, user string, challenge []byte) ([]byte, bool, error) {
+	if user == "broken" {
+		return nil, false, errors.New("database down")
+	}
+	pw, ok := u[user]
+	if !ok {
+		return nil, false, nil
+	}
+	m := hmac.New(md5.New, []byte(pw))
+	m.Write(challenge)
+	return m.Sum(nil), true, nil
+}
+
 var db = users{"john@example.org": "secret"}
 
 // run drives an exchange with the given client responses (nil first entry
 // means no initial response) and returns the challenges seen and the end.
 func run(t *testing.T, mech string, responses ...[]byte) (challenges []string, err error) {
 	t.Helper()
-	ex := Mechanisms()[mech].Start(db)
+	ex := Mechanisms()[mech].Start(db, "mail.example.org")
 	for i, r := range responses {
 		ch, done, err := ex.Next(context.Background(), r)
 		if done {
@@ -88,6 +105,56 @@ func TestLogin(t *testing.T) {
 	}
 }
 
+func TestCRAMMD5(t *testing.T) {
+	ex := Mechanisms()["CRAM-MD5"].Start(db, "mail.example.org")
+	ch, done, err := ex.Next(context.Background(), nil)
+	if done || err != nil || !strings.HasPrefix(string(ch), "<") || !strings.HasSuffix(string(ch), "@mail.example.org>") {
+		t.Fatalf("challenge = %q, %v, %v", ch, done, err)
+	}
+	answer := func(user, pw string) []byte {
+		m := hmac.New(md5.New, []byte(pw))
+		m.Write(ch)
+		return []byte(user + " " + hex.EncodeToString(m.Sum(nil)))
+	}
+	if _, done, err := ex.Next(context.Background(), answer("john@example.org", "secret")); !done || err != nil {
+		t.Errorf("right digest: %v %v", done, err)
+	}
+	for name, tc := range map[string]struct {
+		resp []byte
+		want error
+	}{
+		"wrong password": {answer("john@example.org", "nope"), ErrFailed},
+		"unknown user":   {answer("nobody@example.org", "secret"), ErrFailed},
+		"no digest":      {[]byte("john@example.org"), ErrMalformed},
+		"short digest":   {[]byte("john@example.org abcd"), ErrMalformed},
+		"not hex":        {[]byte("john@example.org " + strings.Repeat("z", 32)), ErrMalformed},
+	} {
+		ex := Mechanisms()["CRAM-MD5"].Start(db, "h")
+		ch, _, _ = ex.Next(context.Background(), nil)
+		if _, done, err := ex.Next(context.Background(), tc.resp); !done || !errors.Is(err, tc.want) {
+			t.Errorf("%s: %v %v, want %v", name, done, err, tc.want)
+		}
+	}
+	ex = Mechanisms()["CRAM-MD5"].Start(db, "h")
+	if _, done, err := ex.Next(context.Background(), []byte("x")); !done || !errors.Is(err, ErrMalformed) {
+		t.Errorf("initial response: %v %v", done, err)
+	}
+}
+
+func FuzzCRAMMD5(f *testing.F) {
+	f.Add([]byte("john@example.org 0123456789abcdef0123456789abcdef"))
+	f.Add([]byte(" "))
+	f.Fuzz(func(t *testing.T, resp []byte) {
+		ex := Mechanisms()["CRAM-MD5"].Start(db, "h")
+		if _, _, err := ex.Next(context.Background(), nil); err != nil {
+			t.Fatal(err)
+		}
+		if _, done, err := ex.Next(context.Background(), resp); !done || err == nil {
+			t.Fatalf("CRAM-MD5 accepted %q without knowing the challenge", resp)
+		}
+	})
+}
+
 func TestSecurityOptions(t *testing.T) {
 	o, err := ParseSecurityOptions([]string{"noanonymous", "noplaintext"})
 	if err != nil {
@@ -113,7 +180,7 @@ func FuzzPlain(f *testing.F) {
 	f.Add([]byte("\x00john@example.org\x00secret"))
 	f.Add([]byte("a\x00b\x00c\x00d"))
 	f.Fuzz(func(t *testing.T, resp []byte) {
-		ex := Mechanisms()["PLAIN"].Start(db)
+		ex := Mechanisms()["PLAIN"].Start(db, "h")
 		_, done, err := ex.Next(context.Background(), resp)
 		if !done {
 			t.Fatal("PLAIN with an initial response did not end")
@@ -127,7 +194,7 @@ func FuzzPlain(f *testing.F) {
 func FuzzLogin(f *testing.F) {
 	f.Add([]byte("john@example.org"), []byte("secret"))
 	f.Fuzz(func(t *testing.T, user, pass []byte) {
-		ex := Mechanisms()["LOGIN"].Start(db)
+		ex := Mechanisms()["LOGIN"].Start(db, "h")
 		_, done, err := ex.Next(context.Background(), user)
 		if done {
 			if err == nil {

@@ -196,3 +196,20 @@ func (a argon2Hash) verify(password []byte) bool {
 	got := argon2.IDKey(password, a.salt, a.time, a.memory, a.threads, uint32(len(a.hash)))
 	return subtle.ConstantTimeCompare(got, a.hash) == 1
 }
+
+// CRAMMD5Digest returns HMAC-MD5(password, challenge) for a user stored as
+// {PLAIN} or {CRAM-MD5}; ok is false when the stored form cannot serve
+// CRAM-MD5 (a one-way hash of another kind).
+func (s Stored) CRAMMD5Digest(challenge []byte) (digest []byte, ok bool) {
+	switch s.Scheme {
+	case Plain:
+		return newCRAMContext([]byte(s.Data)).HMAC(challenge), true
+	case CRAMMD5:
+		c, err := parseCRAMContext(s.Data)
+		if err != nil {
+			return nil, false
+		}
+		return c.HMAC(challenge), true
+	}
+	return nil, false
+}
