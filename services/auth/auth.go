@@ -9,7 +9,9 @@ package auth
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"net"
 	"strings"
 
+	"github.com/xdg-go/scram"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -54,6 +57,9 @@ type Server struct {
 	// dummy is verified for unknown users, so that they cost as much time
 	// as a wrong password.
 	dummy scheme.Stored
+	// secret keys the salts SCRAM uses for {PLAIN} users and the fake
+	// credentials it shows for users it cannot serve.
+	secret []byte
 }
 
 // Validate checks the auth service's part of the configuration.
@@ -125,6 +131,8 @@ func New(cfg Config) (*Server, error) {
 	}
 	pw := make([]byte, 16)
 	_, _ = rand.Read(pw)
+	s.secret = make([]byte, 32)
+	_, _ = rand.Read(s.secret)
 	if s.dummy, err = scheme.Hash(scheme.SHA512Crypt, pw); err != nil {
 		return nil, err
 	}
@@ -184,6 +192,25 @@ func (s *Server) CRAMMD5(ctx context.Context, user string, challenge []byte) ([]
 		return nil, false, nil
 	}
 	return digest, true, nil
+}
+
+// SCRAMSHA256 implements sasl.SCRAMSecrets: the stored credentials of a
+// {SCRAM-SHA-256} user, credentials derived for a {PLAIN} user, and for
+// anyone else fake credentials of the same shape, so the exchange fails at
+// the proof exactly like a wrong password.
+func (s *Server) SCRAMSHA256(ctx context.Context, user string) (scram.StoredCredentials, bool, error) {
+	keyed := func(label string) []byte {
+		m := hmac.New(sha256.New, s.secret)
+		m.Write([]byte(label + "\x00" + user))
+		return m.Sum(nil)
+	}
+	salt := keyed("salt")[:16]
+	if st, ok := s.lookup(ctx, user); ok {
+		if salt, iters, stored, server, can := st.SCRAMCredentials(salt); can {
+			return scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: iters}, StoredKey: stored, ServerKey: server}, true, nil
+		}
+	}
+	return scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: 4096}, StoredKey: keyed("stored"), ServerKey: keyed("server")}, false, nil
 }
 
 func (s *Server) listener(sess *authv1.Session) (listener, error) {

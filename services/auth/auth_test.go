@@ -20,6 +20,8 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 
+	"github.com/xdg-go/scram"
+
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 )
@@ -54,10 +56,12 @@ func startServer(t *testing.T) (authv1.AuthServiceClient, *grpc.ClientConn, *syn
 		t.Fatal(err)
 	}
 	passwd = append(passwd, "jane@example.org:{PLAIN}jane-pw\n"...)
+	// doveadm pw -s SCRAM-SHA-256 -p test
+	passwd = append(passwd, "scram@example.org:{SCRAM-SHA-256}4096,iwSrrNWY2nhUAy6rMLpkPQ==,J3b+MW73LWua5SWtpuv9/K/+Bpafli0Ii0Bk93cgyj4=,BYZG8Nk5pCRizf6WmSTlf9IUfGcAv6STLK//2/NzZr0=\n"...)
 	must(t, os.WriteFile(filepath.Join(dir, "passwd"), passwd, 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "main.cf"), []byte(`smtpgate_passwd_file = passwd
 myhostname = mail.example.org
-smtpgate_sasl_mechanisms = PLAIN LOGIN CRAM-MD5
+smtpgate_sasl_mechanisms = PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256
 smtpd_sasl_security_options = noanonymous, noplaintext
 smtpd_sasl_tls_security_options = noanonymous
 `), 0o600))
@@ -214,6 +218,59 @@ func TestCRAMMD5(t *testing.T) {
 	}
 }
 
+// TestSCRAM drives SCRAM-SHA-256 with xdg-go/scram's client over the real
+// gRPC stream, and checks the server's signature (mutual authentication).
+func TestSCRAM(t *testing.T) {
+	c, _, _ := startServer(t)
+	sess := &authv1.Session{Id: "s1", ClientAddress: "127.0.0.66"}
+	for _, tc := range []struct {
+		name, user, pass string
+		want             authv1.Result
+	}{
+		{"stored as SCRAM-SHA-256 by doveadm", "scram@example.org", "test", authv1.Result_RESULT_SUCCESS},
+		{"stored as PLAIN", "jane@example.org", "jane-pw", authv1.Result_RESULT_SUCCESS},
+		{"wrong password", "scram@example.org", "nope", authv1.Result_RESULT_FAILURE},
+		{"stored as SHA512-CRYPT", "john@example.org", password, authv1.Result_RESULT_FAILURE},
+		{"unknown user", "nobody@example.org", "test", authv1.Result_RESULT_FAILURE},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, err := scram.SHA256.NewClient(tc.user, tc.pass, "")
+			must(t, err)
+			conv := client.NewConversation()
+			first, err := conv.Step("")
+			must(t, err)
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			st, err := c.Authenticate(ctx)
+			must(t, err)
+			must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Start{Start: &authv1.Start{Session: sess, Mechanism: "SCRAM-SHA-256", HasInitialResponse: true, InitialResponse: []byte(first)}}}))
+			var result authv1.Result
+			for {
+				r, err := st.Recv()
+				must(t, err)
+				if o := r.GetOutcome(); o != nil {
+					result = o.GetResult()
+					break
+				}
+				next, err := conv.Step(string(r.GetChallenge().GetData()))
+				if conv.Done() && err == nil && next == "" {
+					// The server-final message verified: answer it empty.
+					must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Response{Response: []byte{}}}))
+					continue
+				}
+				must(t, err)
+				must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Response{Response: []byte(next)}}))
+			}
+			if result != tc.want {
+				t.Errorf("result %v, want %v", result, tc.want)
+			}
+			if result == authv1.Result_RESULT_SUCCESS && !conv.Valid() {
+				t.Error("success without a valid server signature")
+			}
+		})
+	}
+}
+
 func TestMechanisms(t *testing.T) {
 	c, conn, _ := startServer(t)
 	ctx := context.Background()
@@ -221,8 +278,8 @@ func TestMechanisms(t *testing.T) {
 		sess *authv1.Session
 		want string
 	}{
-		{&authv1.Session{}, "CRAM-MD5"},
-		{&authv1.Session{Tls: true}, "PLAIN LOGIN CRAM-MD5"},
+		{&authv1.Session{}, "CRAM-MD5 SCRAM-SHA-256"},
+		{&authv1.Session{Tls: true}, "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256"},
 		{&authv1.Session{Listener: "sub", Tls: true}, "LOGIN"},
 	} {
 		resp, err := c.Mechanisms(ctx, &authv1.MechanismsRequest{Session: tc.sess})

@@ -5,8 +5,11 @@ go 1.26.0
 require (
 	github.com/smtpgate/smtpgate/pkg v0.0.0
 	github.com/smtpgate/smtpgate/proto v0.0.0
+	github.com/xdg-go/scram v1.4.0
 	google.golang.org/grpc v1.85.0
 )
+
+require github.com/xdg-go/stringprep v1.0.4 // indirect
 
 require (
 	golang.org/x/crypto v0.58.0

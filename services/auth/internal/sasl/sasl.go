@@ -1,6 +1,7 @@
 // Package sasl implements the server side of SASL mechanisms as small
 // state machines that the gRPC stream of smtpgate.auth.v1 drives: PLAIN
-// (RFC 4616), LOGIN (draft-murchison-sasl-login) and CRAM-MD5 (RFC 2195). Client data arrives
+// (RFC 4616), LOGIN (draft-murchison-sasl-login), CRAM-MD5 (RFC 2195) and
+// SCRAM-SHA-256 (RFC 7677). Client data arrives
 // already base64-decoded; the package never logs it.
 package sasl
 
@@ -89,9 +90,10 @@ type Mechanism struct {
 // Mechanisms lists the known mechanisms by name.
 func Mechanisms() map[string]Mechanism {
 	return map[string]Mechanism{
-		"PLAIN":    {Name: "PLAIN", Flags: Plaintext, start: func(b Backend, _ string) Exchange { return &plain{v: b} }},
-		"LOGIN":    {Name: "LOGIN", Flags: Plaintext, start: func(b Backend, _ string) Exchange { return &login{v: b} }},
-		"CRAM-MD5": {Name: "CRAM-MD5", Flags: Dictionary, start: func(b Backend, h string) Exchange { return &cramMD5{b: b, hostname: h} }},
+		"PLAIN":         {Name: "PLAIN", Flags: Plaintext, start: func(b Backend, _ string) Exchange { return &plain{v: b} }},
+		"LOGIN":         {Name: "LOGIN", Flags: Plaintext, start: func(b Backend, _ string) Exchange { return &login{v: b} }},
+		"CRAM-MD5":      {Name: "CRAM-MD5", Flags: Dictionary, start: func(b Backend, h string) Exchange { return &cramMD5{b: b, hostname: h} }},
+		"SCRAM-SHA-256": {Name: "SCRAM-SHA-256", Flags: MutualAuth, start: func(b Backend, _ string) Exchange { return &scramSHA256{b: b} }},
 	}
 }
 

@@ -213,3 +213,22 @@ func (s Stored) CRAMMD5Digest(challenge []byte) (digest []byte, ok bool) {
 	}
 	return nil, false
 }
+
+// SCRAMCredentials returns the SCRAM-SHA-256 secrets of a user stored as
+// {SCRAM-SHA-256}, or derived from a {PLAIN} password with the given salt;
+// ok is false for other stored forms.
+func (s Stored) SCRAMCredentials(plainSalt []byte) (salt []byte, iterations int, storedKey, serverKey []byte, ok bool) {
+	switch s.Scheme {
+	case SCRAMSHA256:
+		sec, err := parseSCRAM(s.Data)
+		if err != nil {
+			return nil, 0, nil, nil, false
+		}
+		return sec.salt, sec.iterations, sec.storedKey, sec.serverKey, true
+	case Plain:
+		const iterations = 4096
+		stored, server := scramKeys([]byte(s.Data), plainSalt, iterations)
+		return plainSalt, iterations, stored, server, true
+	}
+	return nil, 0, nil, nil, false
+}
