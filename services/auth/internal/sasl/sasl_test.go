@@ -8,6 +8,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"github.com/xdg-go/scram"
 )
 
 type users map[string]string
@@ -31,6 +33,18 @@ func (u users) CRAMMD5(_ context.Context, user string, challenge []byte) ([]byte
 	m := hmac.New(md5.New, []byte(pw))
 	m.Write(challenge)
 	return m.Sum(nil), true, nil
+}
+
+// SCRAMSHA256 serves every known user as if stored {PLAIN}, with a fixed
+// salt; unknown users get fake credentials.
+func (u users) SCRAMSHA256(_ context.Context, user string) (scram.StoredCredentials, bool, error) {
+	pw, ok := u[user]
+	kf := scram.KeyFactors{Salt: "fixed-test-salt!", Iters: 4096}
+	if !ok {
+		return scram.StoredCredentials{KeyFactors: kf, StoredKey: make([]byte, 32), ServerKey: make([]byte, 32)}, false, nil
+	}
+	c, _ := scram.SHA256.NewClient(user, pw, "")
+	return c.GetStoredCredentials(kf), true, nil
 }
 
 var db = users{"john@example.org": "secret"}
@@ -151,6 +165,59 @@ func FuzzCRAMMD5(f *testing.F) {
 		}
 		if _, done, err := ex.Next(context.Background(), resp); !done || err == nil {
 			t.Fatalf("CRAM-MD5 accepted %q without knowing the challenge", resp)
+		}
+	})
+}
+
+func TestSCRAMExchange(t *testing.T) {
+	for _, tc := range []struct {
+		user, pass string
+		want       error
+	}{
+		{"john@example.org", "secret", nil},
+		{"john@example.org", "wrong", ErrFailed},
+		{"nobody@example.org", "secret", ErrFailed},
+	} {
+		client, _ := scram.SHA256.NewClient(tc.user, tc.pass, "")
+		conv := client.NewConversation()
+		ex := Mechanisms()["SCRAM-SHA-256"].Start(db, "h")
+		msg, _ := conv.Step("")
+		var err error
+		for done := false; !done; {
+			var ch []byte
+			ch, done, err = ex.Next(context.Background(), []byte(msg))
+			if done {
+				break
+			}
+			msg, _ = conv.Step(string(ch))
+		}
+		if !errors.Is(err, tc.want) || (tc.want == nil && err != nil) {
+			t.Errorf("%s/%s: %v, want %v", tc.user, tc.pass, err, tc.want)
+		}
+		if tc.want == nil && !conv.Valid() {
+			t.Errorf("%s: server signature not valid", tc.user)
+		}
+	}
+}
+
+// FuzzSCRAM sends arbitrary client-first and client-final messages: the
+// exchange must end without success unless the proof is right.
+func FuzzSCRAM(f *testing.F) {
+	f.Add([]byte("n,,n=john@example.org,r=abcdef"), []byte("c=biws,r=abcdef,p=AAAA"))
+	f.Add([]byte("y,a=x,n=a,r=b"), []byte(""))
+	f.Add([]byte("p=tls-exporter,,n=u,r=n"), []byte("c=x"))
+	f.Fuzz(func(t *testing.T, first, final []byte) {
+		ex := Mechanisms()["SCRAM-SHA-256"].Start(db, "h")
+		_, done, err := ex.Next(context.Background(), first)
+		if done {
+			if err == nil {
+				t.Fatal("SCRAM succeeded on client-first alone")
+			}
+			return
+		}
+		_, done, err = ex.Next(context.Background(), final)
+		if !done || err == nil {
+			t.Fatalf("SCRAM accepted a forged client-final %q", final)
 		}
 	})
 }
