@@ -43,8 +43,12 @@ func (u users) SCRAMSHA256(_ context.Context, user string) (scram.StoredCredenti
 	if !ok {
 		return scram.StoredCredentials{KeyFactors: kf, StoredKey: make([]byte, 32), ServerKey: make([]byte, 32)}, false, nil
 	}
-	c, _ := scram.SHA256.NewClient(user, pw, "")
-	return c.GetStoredCredentials(kf), true, nil
+	c, err := scram.SHA256.NewClient(user, pw, "")
+	if err != nil {
+		return scram.StoredCredentials{}, false, err
+	}
+	cred, err := c.GetStoredCredentialsWithError(kf)
+	return cred, err == nil, err
 }
 
 var db = users{"john@example.org": "secret"}
