@@ -17,6 +17,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"strings"
 
 	"github.com/xdg-go/scram"
@@ -27,6 +28,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
 	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
@@ -139,14 +141,79 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Run serves gRPC on smtpgate_auth_listen until ctx ends.
+// Run serves gRPC on smtpgate_auth_listen, and the Dovecot auth protocol
+// on smtpgate_dovecot_auth_listen, until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	addr := s.cfg.Main.Get("smtpgate_auth_listen")
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", addr, err)
 	}
-	return s.Serve(ctx, lis)
+	var dovecot []net.Listener
+	for _, a := range s.cfg.Main.List("smtpgate_dovecot_auth_listen") {
+		ln, err := listenDovecot(a)
+		if err != nil {
+			lis.Close()
+			for _, l := range dovecot {
+				l.Close()
+			}
+			return err
+		}
+		dovecot = append(dovecot, ln)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(dovecot)+1)
+	for _, ln := range dovecot {
+		s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "protocol", "dovecot-auth")
+		go func() { errc <- s.ServeDovecot(ctx, ln) }()
+	}
+	go func() { errc <- s.Serve(ctx, lis) }()
+	var first error
+	for range len(dovecot) + 1 {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			cancel()
+		}
+	}
+	return first
+}
+
+// listenDovecot listens on "host:port" or "unix:/path" (a stale socket
+// file is replaced; the socket is made group-writable for the MTA).
+func listenDovecot(a string) (net.Listener, error) {
+	if p, ok := strings.CutPrefix(a, "unix:"); ok {
+		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+			_ = os.Remove(p)
+		}
+		ln, err := net.Listen("unix", p)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+		if err := os.Chmod(p, 0o660); err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("chmod %s: %w", p, err)
+		}
+		return ln, nil
+	}
+	ln, err := net.Listen("tcp", a)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", a, err)
+	}
+	return ln, nil
+}
+
+// ServeDovecot serves the Dovecot auth protocol on ln until ctx ends. The
+// mechanisms and security options are main.cf's (no listener overrides).
+func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
+	l := s.listeners[""]
+	srv := &dovecotauth.Server{
+		Mechanisms: l.offered,
+		Backend:    s,
+		Hostname:   s.cfg.Main.Get("myhostname"),
+		Logger:     s.log.With("protocol", "dovecot-auth"),
+	}
+	return srv.Serve(ctx, ln)
 }
 
 // Serve serves gRPC on lis until ctx ends.

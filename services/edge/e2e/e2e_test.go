@@ -1,8 +1,11 @@
 package e2e
 
 import (
+	"bufio"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/smtp"
 	"os"
 	"os/exec"
@@ -209,6 +212,48 @@ with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=20) as s:
 			return
 		}
 		l.accepted = append(l.accepted, tok)
+	})
+
+	t.Run("Dovecot auth protocol, as Postfix speaks it", func(t *testing.T) {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["dovecot"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		br := bufio.NewReader(c)
+		fmt.Fprintf(c, "VERSION\t1\t0\nCPID\t%d\n", os.Getpid())
+		var mechs []string
+		for {
+			l, err := br.ReadString('\n')
+			if err != nil {
+				t.Fatalf("handshake: %v (mechs so far %q)", err, mechs)
+			}
+			if strings.HasPrefix(l, "MECH\t") {
+				mechs = append(mechs, strings.TrimSpace(l))
+			}
+			if l == "DONE\n" {
+				break
+			}
+		}
+		if len(mechs) == 0 {
+			t.Fatal("no MECH lines")
+		}
+		resp := func(pw string) string {
+			return base64.StdEncoding.EncodeToString([]byte("\x00john@example.org\x00" + pw))
+		}
+		fmt.Fprintf(c, "AUTH\t1\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.7\tsecured\tresp=%s\n", resp(JohnPassword))
+		if l, _ := br.ReadString('\n'); l != "OK\t1\tuser=john@example.org\n" {
+			t.Errorf("right password: %q", l)
+		}
+		fmt.Fprintf(c, "AUTH\t2\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.7\tsecured\tresp=%s\n", resp("wrong-password"))
+		if l, _ := br.ReadString('\n'); !strings.HasPrefix(l, "FAIL\t2") {
+			t.Errorf("wrong password: %q", l)
+		}
+		fmt.Fprintf(c, "AUTH\t3\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.7\tresp=%s\n", resp(JohnPassword))
+		if l, _ := br.ReadString('\n'); !strings.HasPrefix(l, "FAIL\t3") {
+			t.Errorf("plaintext mechanism without TLS: %q", l)
+		}
 	})
 
 	t.Run("policy down: fail closed, then recover", func(t *testing.T) {

@@ -110,7 +110,7 @@ func newStack(t *testing.T, extraMain string) *stack {
 	}
 	s := &stack{t: t, conf: t.TempDir(), port: map[string]int{}, procs: map[string]*exec.Cmd{}, logs: map[string]string{}}
 	s.maildir = filepath.Join(s.conf, "maildir")
-	for _, name := range []string{"mx", "submission", "submissions", "policy", "auth"} {
+	for _, name := range []string{"mx", "submission", "submissions", "policy", "auth", "dovecot"} {
 		s.port[name] = freePort(t)
 	}
 	mainCF, err := os.ReadFile(filepath.Join(root, "deploy/local/main.cf"))
@@ -123,13 +123,14 @@ func newStack(t *testing.T, extraMain string) *stack {
 # --- end-to-end test overrides ---
 smtpgate_policy_listen = 127.0.0.1:%d
 smtpgate_auth_listen = 127.0.0.1:%d
+smtpgate_dovecot_auth_listen = 127.0.0.1:%d
 smtpgate_next_hop = maildir:%s
 smtpd_tls_cert_file = %s
 smtpd_tls_key_file = %s
 smtpgate_policy_timeout = 3s
 smtpgate_auth_timeout = 3s
 %s
-`, s.port["policy"], s.port["auth"], s.maildir, certFile, keyFile, extraMain)...)
+`, s.port["policy"], s.port["auth"], s.port["dovecot"], s.maildir, certFile, keyFile, extraMain)...)
 	write(t, filepath.Join(s.conf, "main.cf"), string(mainCF))
 	masterCF, err := os.ReadFile(filepath.Join(root, "deploy/local/master.cf"))
 	if err != nil {
@@ -211,6 +212,8 @@ func (s *stack) ports(svc string) []int {
 	switch svc {
 	case "edge":
 		return []int{s.port["mx"], s.port["submission"], s.port["submissions"]}
+	case "auth":
+		return []int{s.port["auth"], s.port["dovecot"]}
 	default:
 		return []int{s.port[svc]}
 	}

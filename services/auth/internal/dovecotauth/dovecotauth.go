@@ -1,0 +1,352 @@
+// Package dovecotauth serves the Dovecot authentication protocol (v1.x, the
+// client side Postfix speaks with smtpd_sasl_type = dovecot), so that an
+// existing Postfix can authenticate its SMTP clients through smtpgate-auth.
+// See https://doc.dovecot.org/developer_manual/design/auth_protocol/ and
+// Postfix's xsasl_dovecot_server.c.
+//
+// It trusts the connecting client (Postfix) to report the session
+// honestly (secured, rip, lip): listen only where only the mail server can
+// connect. Everything the SMTP client supplied (resp=, CONT data) is parsed
+// as hostile. Secrets are never logged.
+package dovecotauth
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
+)
+
+// MaxLine is the longest line accepted (Dovecot's limit).
+const MaxLine = 16384
+
+// Server answers Dovecot auth clients.
+type Server struct {
+	// Mechanisms returns the mechanisms offered; secured says whether the
+	// client's SMTP session is TLS-protected.
+	Mechanisms func(secured bool) []sasl.Mechanism
+	Backend    sasl.Backend
+	Hostname   string
+	Logger     *slog.Logger
+
+	mu   sync.Mutex
+	cuid int
+}
+
+// Serve accepts connections on ln until ctx ends.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	go func() { <-ctx.Done(); ln.Close() }()
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("dovecot auth accept: %w", err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			go func() { <-ctx.Done(); c.Close() }()
+			if err := s.serveConn(ctx, c); err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+				s.log().Info("dovecot auth connection ended", "err", err)
+			}
+		}()
+	}
+}
+
+func (s *Server) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// conn is one client connection.
+type conn struct {
+	s         *Server
+	w         *bufio.Writer
+	versionOK bool
+	pending   map[string]*request
+}
+
+// request is one AUTH in progress.
+type request struct {
+	ex     sasl.Exchange
+	mech   string
+	client string
+}
+
+func (s *Server) serveConn(ctx context.Context, c io.ReadWriter) error {
+	br := bufio.NewReaderSize(c, 4096)
+	cn := &conn{s: s, w: bufio.NewWriter(c), pending: map[string]*request{}}
+	// The handshake may be sent before the client's VERSION: Postfix copes
+	// with either order. MECH lines come before SPID (an SPID first means
+	// "wrong socket" to Postfix).
+	s.mu.Lock()
+	s.cuid++
+	cuid := s.cuid
+	s.mu.Unlock()
+	var cookie [16]byte
+	_, _ = rand.Read(cookie[:])
+	fmt.Fprintf(cn.w, "VERSION\t1\t2\n")
+	for _, m := range s.Mechanisms(true) {
+		fmt.Fprintf(cn.w, "MECH\t%s%s\n", m.Name, flags(m.Flags))
+	}
+	fmt.Fprintf(cn.w, "SPID\t%d\nCUID\t%d\nCOOKIE\t%s\nDONE\n", os.Getpid(), cuid, hex.EncodeToString(cookie[:]))
+	if err := cn.w.Flush(); err != nil {
+		return err
+	}
+	for {
+		line, err := readLine(br)
+		if err != nil {
+			return err
+		}
+		if err := cn.handle(ctx, line); err != nil {
+			return err
+		}
+		if err := cn.w.Flush(); err != nil {
+			return err
+		}
+	}
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one LF-terminated line of at most MaxLine bytes.
+func readLine(br *bufio.Reader) (string, error) {
+	var b []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		b = append(b, chunk...)
+		if len(b) > MaxLine+1 {
+			return "", errLineTooLong
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if err != nil {
+			return "", err
+		}
+		return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
+	}
+}
+
+// flags renders mechanism flags as Dovecot names them.
+func flags(f sasl.Flags) string {
+	var out []string
+	for _, x := range []struct {
+		f sasl.Flags
+		n string
+	}{{sasl.Anonymous, "anonymous"}, {sasl.Plaintext, "plaintext"}, {sasl.Dictionary, "dictionary"}, {sasl.Active, "active"}, {sasl.ForwardSecrecy, "forward-secrecy"}, {sasl.MutualAuth, "mutual-auth"}} {
+		if f&x.f != 0 {
+			out = append(out, x.n)
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return "\t" + strings.Join(out, "\t")
+}
+
+// unescape undoes Dovecot's \001 escaping.
+func unescape(s string) (string, bool) {
+	if !strings.ContainsRune(s, '\x01') {
+		return s, true
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] != '\x01' {
+			b.WriteByte(s[i])
+			continue
+		}
+		if i+1 >= len(s) {
+			return "", false
+		}
+		i++
+		switch s[i] {
+		case '0':
+			b.WriteByte(0)
+		case '1':
+			b.WriteByte(1)
+		case 't':
+			b.WriteByte('\t')
+		case 'r':
+			b.WriteByte('\r')
+		case 'n':
+			b.WriteByte('\n')
+		default:
+			return "", false
+		}
+	}
+	return b.String(), true
+}
+
+// escape applies Dovecot's \001 escaping.
+func escape(s string) string {
+	return strings.NewReplacer("\x01", "\x011", "\x00", "\x010", "\t", "\x01t", "\r", "\x01r", "\n", "\x01n").Replace(s)
+}
+
+// handle processes one client line.
+func (cn *conn) handle(ctx context.Context, line string) error {
+	fields := strings.Split(line, "\t")
+	switch fields[0] {
+	case "VERSION":
+		if len(fields) < 3 || fields[1] != "1" {
+			return fmt.Errorf("unsupported protocol version %q", line)
+		}
+		cn.versionOK = true
+		return nil
+	case "CPID":
+		return nil
+	case "AUTH":
+		return cn.auth(ctx, fields[1:])
+	case "CONT":
+		return cn.cont(ctx, fields[1:])
+	}
+	// Unknown commands are ignored, as the protocol asks.
+	return nil
+}
+
+func (cn *conn) fail(id, user string) {
+	fmt.Fprintf(cn.w, "FAIL\t%s", id)
+	if user != "" {
+		fmt.Fprintf(cn.w, "\tuser=%s", escape(user))
+	}
+	cn.w.WriteString("\n")
+}
+
+func validID(id string) bool {
+	n, err := strconv.ParseUint(id, 10, 32)
+	return err == nil && n > 0 || id == "0"
+}
+
+// auth handles AUTH <id> <mech> [params...].
+func (cn *conn) auth(ctx context.Context, f []string) error {
+	if !cn.versionOK {
+		return errors.New("AUTH before VERSION")
+	}
+	if len(f) < 2 || !validID(f[0]) {
+		return fmt.Errorf("malformed AUTH")
+	}
+	id, mechName := f[0], strings.ToUpper(f[1])
+	if _, busy := cn.pending[id]; busy {
+		return fmt.Errorf("AUTH id %s reused", id)
+	}
+	var secured, hasResp bool
+	var resp []byte
+	client := ""
+	for i, p := range f[2:] {
+		k, v, _ := strings.Cut(p, "=")
+		v, ok := unescape(v)
+		if !ok {
+			cn.fail(id, "")
+			return nil
+		}
+		switch k {
+		case "secured":
+			secured = true
+		case "rip":
+			client = v
+		case "resp":
+			// resp= must be the last parameter.
+			if i != len(f[2:])-1 {
+				cn.fail(id, "")
+				return nil
+			}
+			b, err := base64.StdEncoding.DecodeString(v)
+			if err != nil {
+				cn.fail(id, "")
+				return nil
+			}
+			hasResp, resp = true, b
+		}
+	}
+	var mech *sasl.Mechanism
+	for _, m := range cn.s.Mechanisms(secured) {
+		if m.Name == mechName {
+			m := m
+			mech = &m
+		}
+	}
+	if mech == nil {
+		cn.s.log().InfoContext(ctx, "dovecot auth", "mechanism", mechName, "client", client, "result", "UNSUPPORTED_MECHANISM")
+		cn.fail(id, "")
+		return nil
+	}
+	r := &request{ex: mech.Start(cn.s.Backend, cn.s.Hostname), mech: mechName, client: client}
+	if !hasResp {
+		resp = nil
+	} else if resp == nil {
+		resp = []byte{}
+	}
+	cn.step(ctx, id, r, resp)
+	return nil
+}
+
+// cont handles CONT <id> <base64>.
+func (cn *conn) cont(ctx context.Context, f []string) error {
+	if len(f) < 1 {
+		return fmt.Errorf("malformed CONT")
+	}
+	id := f[0]
+	r, ok := cn.pending[id]
+	if !ok {
+		return fmt.Errorf("CONT for unknown id %s", id)
+	}
+	data := ""
+	if len(f) > 1 {
+		data = f[1]
+	}
+	b, err := base64.StdEncoding.DecodeString(data)
+	if err != nil {
+		delete(cn.pending, id)
+		cn.fail(id, r.ex.Username())
+		return nil
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	cn.step(ctx, id, r, b)
+	return nil
+}
+
+// step feeds one response to the exchange and answers.
+func (cn *conn) step(ctx context.Context, id string, r *request, resp []byte) {
+	ch, done, err := r.ex.Next(ctx, resp)
+	if !done {
+		cn.pending[id] = r
+		fmt.Fprintf(cn.w, "CONT\t%s\t%s\n", id, base64.StdEncoding.EncodeToString(ch))
+		return
+	}
+	delete(cn.pending, id)
+	user := r.ex.Username()
+	result := "SUCCESS"
+	switch {
+	case err == nil:
+		fmt.Fprintf(cn.w, "OK\t%s\tuser=%s\n", id, escape(user))
+	case errors.Is(err, sasl.ErrFailed), errors.Is(err, sasl.ErrMalformed):
+		result = "FAILURE"
+		cn.fail(id, "")
+	default:
+		result = "TEMPORARY_FAILURE"
+		cn.s.log().WarnContext(ctx, "dovecot auth could not check credentials", "err", err)
+		fmt.Fprintf(cn.w, "FAIL\t%s\tcode=temp_fail\n", id)
+	}
+	cn.s.log().InfoContext(ctx, "dovecot auth", "mechanism", r.mech, "client", r.client, "username", user, "result", result)
+}
