@@ -63,7 +63,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			defer wg.Done()
 			defer c.Close()
 			go func() { <-ctx.Done(); c.Close() }()
-			if err := s.serveConn(ctx, c); err != nil && !errors.Is(err, io.EOF) && ctx.Err() == nil {
+			if err := s.serveConn(ctx, c); !errors.Is(err, io.EOF) && ctx.Err() == nil {
 				s.log().Info("dovecot auth connection ended", "err", err)
 			}
 		}()
@@ -92,6 +92,8 @@ type request struct {
 	client string
 }
 
+// serveConn runs one connection until it fails or ends (io.EOF); it
+// never returns nil.
 func (s *Server) serveConn(ctx context.Context, c io.ReadWriter) error {
 	br := bufio.NewReaderSize(c, 4096)
 	cn := &conn{s: s, w: bufio.NewWriter(c), pending: map[string]*request{}}
