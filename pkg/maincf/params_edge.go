@@ -19,6 +19,7 @@ func edgeParams() []Def {
 		// Longest command line accepted (Postfix: line_length_limit).
 		{Name: "line_length_limit", Default: "2048", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "smtpd_hard_error_limit", Default: "20", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "smtpd_helo_required", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
 		{Name: "disable_vrfy_command", Default: "yes", Owner: Edge, Listener: true, Check: CheckBool},
 		// Where accepted mail goes: maildir:PATH, smtp://host:port,
 		// lmtp://host:port or lmtp+unix:///path.

@@ -76,6 +76,7 @@ func listener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 		LineLimit:      int(c.Int("line_length_limit")),
 		Timeout:        c.Duration("smtpd_timeout"),
 		DisableVRFY:    c.Bool("disable_vrfy_command"),
+		HELORequired:   c.Bool("smtpd_helo_required"),
 		HardErrorLimit: int(c.Int("smtpd_hard_error_limit")),
 	}
 	if cert := c.Path("smtpd_tls_cert_file"); cert != "" {

@@ -102,7 +102,7 @@ var (
 	NestedMail      = New(503, "5.5.1", "Error: nested MAIL command")
 	NeedMail        = New(503, "5.5.1", "Error: need MAIL command")
 	NeedRcpt        = New(503, "5.5.1", "Error: need RCPT command")
-	Unrecognized    = New(502, "5.5.2", "Error: command not recognized")
+	Unrecognized    = New(500, "5.5.2", "Error: command not recognized")
 	NotImplemented  = New(502, "5.5.1", "Error: command not implemented")
 	BadSyntax       = New(500, "5.5.2", "Error: bad syntax")
 	LineTooLong     = New(500, "5.5.2", "Error: line too long")
@@ -114,7 +114,6 @@ var (
 	SizeSyntax      = New(501, "5.5.4", "Bad message size syntax")
 	TooBig          = New(552, "5.3.4", "Message size exceeds fixed limit")
 	TooManyRcpts    = New(452, "4.5.3", "Error: too many recipients")
-	NoArgs          = New(501, "5.5.4", "Syntax: command takes no arguments")
 	TLSActive       = New(554, "5.5.1", "Error: TLS already active")
 	TLSUnavailable  = New(454, "4.7.0", "TLS not available due to local problem")
 	NeedSTARTTLS    = New(530, "5.7.0", "Must issue a STARTTLS command first")
@@ -140,8 +139,9 @@ func HELOSyntax(verb string) Reply {
 // UnsupportedParam is the reply to an unknown MAIL or RCPT parameter.
 func UnsupportedParam(p string) Reply { return New(555, "5.5.4", "Unsupported option: "+p) }
 
-// BadBody is the reply to a BODY= value other than 7BIT or 8BITMIME.
-func BadBody(v string) Reply { return New(501, "5.5.4", "Bad BODY keyword: "+v) }
+// Syntax is the reply to a command with arguments it does not take
+// ("501 5.5.4 Syntax: RSET").
+func Syntax(verb string) Reply { return New(501, "5.5.4", "Syntax: "+verb) }
 
 // Greeting is the 220 banner.
 func Greeting(banner string) Reply { return Reply{Code: 220, Lines: []string{banner}} }

@@ -179,7 +179,7 @@ type mailParams struct {
 
 // paramError carries the reply kind for a bad parameter.
 type paramError struct {
-	kind  string // "unsupported", "size", "body"
+	kind  string // "unsupported", "size"
 	param string
 }
 
@@ -203,7 +203,8 @@ func parseMailParams(s string) (mailParams, error) {
 			case "8BITMIME":
 				p.body8bit = true
 			default:
-				return p, &paramError{"body", v}
+				// Postfix: "555 5.5.4 Unsupported option: BODY=9BIT".
+				return p, &paramError{"unsupported", f}
 			}
 		case "SMTPUTF8": // RFC 6531
 			if hasV {

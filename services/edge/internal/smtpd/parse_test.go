@@ -60,7 +60,7 @@ func TestMailParams(t *testing.T) {
 		t.Errorf("parseMailParams = %+v, %v", p, err)
 	}
 	for in, kind := range map[string]string{
-		"SIZE=abc": "size", "SIZE": "size", "SIZE=-1": "size", "BODY=9BIT": "body",
+		"SIZE=abc": "size", "SIZE": "size", "SIZE=-1": "size", "BODY=9BIT": "unsupported",
 		"FOO=bar": "unsupported", "SMTPUTF8=x": "unsupported", "AUTH=": "unsupported", "AUTH=a+zz": "unsupported",
 	} {
 		_, err := parseMailParams(in)

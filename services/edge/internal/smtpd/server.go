@@ -69,6 +69,9 @@ type Listener struct {
 	LineLimit      int
 	Timeout        time.Duration // smtpd_timeout
 	DisableVRFY    bool
+	// HELORequired is smtpd_helo_required: MAIL before HELO/EHLO is
+	// refused (Postfix's default, no, accepts it).
+	HELORequired   bool
 	HardErrorLimit int
 	NextHop        handoff.Target
 }

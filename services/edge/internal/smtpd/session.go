@@ -273,7 +273,7 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 		return s.data(ctx, arg)
 	case "RSET":
 		if arg != "" {
-			return reply.NoArgs
+			return reply.Syntax("RSET")
 		}
 		s.resetTx()
 		return reply.OK
@@ -517,7 +517,7 @@ func (s *session) authSession() *authv1.Session {
 // mail handles MAIL FROM (RFC 5321 §4.1.1.2).
 func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 	switch {
-	case !s.greeted:
+	case !s.greeted && s.l.HELORequired:
 		return reply.NeedHELO
 	case s.tx != nil:
 		return reply.NestedMail
@@ -557,8 +557,6 @@ func paramReply(err error) (reply.Reply, bool) {
 	switch pe.kind {
 	case "size":
 		return reply.SizeSyntax, true
-	case "body":
-		return reply.BadBody(pe.param), true
 	}
 	return reply.UnsupportedParam(pe.param), true
 }
@@ -566,8 +564,6 @@ func paramReply(err error) (reply.Reply, bool) {
 // rcpt handles RCPT TO (RFC 5321 §4.1.1.3).
 func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	switch {
-	case !s.greeted:
-		return reply.NeedHELO
 	case s.tx == nil:
 		return reply.NeedMail
 	}
@@ -610,14 +606,12 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 // content, policy at end of data, the hand-off, then the reply.
 func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	switch {
-	case !s.greeted:
-		return reply.NeedHELO
 	case s.tx == nil:
 		return reply.NeedMail
 	case len(s.tx.rcpts) == 0:
 		return reply.NeedRcpt
 	case arg != "":
-		return reply.NoArgs
+		return reply.Syntax("DATA")
 	}
 	one := ""
 	if len(s.tx.rcpts) == 1 {
@@ -711,7 +705,7 @@ func headerSafe(s string) string {
 func (s *session) starttls(arg string) reply.Reply {
 	switch {
 	case arg != "":
-		return reply.NoArgs
+		return reply.Syntax("STARTTLS")
 	case s.tlsState != nil:
 		return reply.TLSActive
 	case s.l.TLS == nil || s.l.TLSLevel == TLSNone:

@@ -312,20 +312,20 @@ func TestDialogue(t *testing.T) {
 	c := h.dial()
 	for _, step := range [][2]string{
 		{"", "220 mail.example.org ESMTP smtpgate"},
-		{"MAIL FROM:<a@example.net>", "503 5.5.1 Error: send HELO/EHLO first"},
 		{"HELO", "501 Syntax: HELO hostname"},
 		{"EHLO", "501 Syntax: EHLO hostname"},
 		{"EHLO client.example.net", "250-mail.example.org"},
 		{"RCPT TO:<john@example.org>", "503 5.5.1 Error: need MAIL command"},
 		{"DATA", "503 5.5.1 Error: need MAIL command"},
-		{"FOO", "502 5.5.2 Error: command not recognized"},
+		{"FOO", "500 5.5.2 Error: command not recognized"},
 		{"VRFY john", "502 5.5.1 VRFY command is disabled"},
 		{"MAIL TO:<a@b>", "501 5.5.4 Syntax: MAIL FROM:<address>"},
 		{"MAIL FROM:<bad address>", "501 5.1.7 Bad sender address syntax"},
 		{"MAIL FROM:<a@example.net> FOO=bar", "555 5.5.4 Unsupported option: FOO=bar"},
 		{"MAIL FROM:<a@example.net> SIZE=abc", "501 5.5.4 Bad message size syntax"},
 		{"MAIL FROM:<a@example.net> SIZE=99999999999", "552 5.3.4 Message size exceeds fixed limit"},
-		{"MAIL FROM:<a@example.net> BODY=9BIT", "501 5.5.4 Bad BODY keyword: 9BIT"},
+		{"MAIL FROM:<a@example.net> BODY=9BIT", "555 5.5.4 Unsupported option: BODY=9BIT"},
+		{"RSET x", "501 5.5.4 Syntax: RSET"},
 		{"MAIL FROM:<a@example.net> SIZE=100 BODY=8BITMIME", "250 2.1.0 Ok"},
 		{"MAIL FROM:<a@example.net>", "503 5.5.1 Error: nested MAIL command"},
 		{"DATA", "503 5.5.1 Error: need RCPT command"},
@@ -340,7 +340,7 @@ func TestDialogue(t *testing.T) {
 		{"RSET", "250 2.0.0 Ok"},
 		{"NOOP", "250 2.0.0 Ok"},
 		{"AUTH PLAIN", "503 5.5.1 Error: authentication not enabled"},
-		{"STARTTLS now", "501 5.5.4"},
+		{"STARTTLS now", "501 5.5.4 Syntax: STARTTLS"},
 		{"\x00", "500 5.5.2 Error: bad syntax"},
 		{"MAIL FROM:<" + strings.Repeat("a", 3000) + "@example.net>", "500 5.5.2 Error: line too long"},
 		{"QUIT", "221 2.0.0 Bye"},
@@ -356,6 +356,20 @@ func TestDialogue(t *testing.T) {
 	if n := len(h.sink.messages()); n != 0 {
 		t.Errorf("%d messages delivered, want none", n)
 	}
+}
+
+// TestHELORequired: Postfix accepts MAIL before HELO unless
+// smtpd_helo_required = yes.
+func TestHELORequired(t *testing.T) {
+	h := newHarness(t, permit, nil)
+	c := h.dial()
+	c.reply()
+	c.do("MAIL FROM:<a@example.net>", "250 2.1.0 Ok")
+	c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
+	h = newHarness(t, permit, func(l *Listener) { l.HELORequired = true })
+	c = h.dial()
+	c.reply()
+	c.do("MAIL FROM:<a@example.net>", "503 5.5.1 Error: send HELO/EHLO first")
 }
 
 func TestEHLOKeywords(t *testing.T) {
@@ -560,7 +574,9 @@ func TestSTARTTLSAndAUTH(t *testing.T) {
 	c.do("EHLO client.example.net", "250-")
 	c.do("MAIL FROM:<john@example.org>", "530 5.7.0 Must issue a STARTTLS command first")
 	c = startTLS(t, c)
-	c.do("MAIL FROM:<john@example.org>", "503 5.5.1 Error: send HELO/EHLO first")
+	// After STARTTLS the session starts over (RFC 3207 §4.2); as in
+	// Postfix, MAIL needs no new EHLO, but EHLO resets the transaction.
+	c.do("MAIL FROM:<john@example.org>", "250 2.1.0 Ok")
 	got := c.do("EHLO client.example.net", "250-")
 	if strings.Contains(got, "STARTTLS") || !strings.Contains(got, "250-AUTH PLAIN LOGIN") {
 		t.Errorf("EHLO after TLS = %q", got)
@@ -609,10 +625,10 @@ func TestErrorLimit(t *testing.T) {
 	h := newHarness(t, permit, func(l *Listener) { l.HardErrorLimit = 3 })
 	c := h.dial()
 	c.reply()
-	c.do("FOO", "502")
-	c.do("FOO", "502")
+	c.do("FOO", "500")
+	c.do("FOO", "500")
 	c.send("FOO\r\n")
-	if got := c.reply(); !strings.HasPrefix(got, "502") {
+	if got := c.reply(); !strings.HasPrefix(got, "500") {
 		t.Errorf("third error: %q", got)
 	}
 	if got := c.reply(); !strings.HasPrefix(got, "421 4.7.0 mail.example.org Error: too many errors") {
