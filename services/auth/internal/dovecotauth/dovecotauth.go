@@ -225,8 +225,11 @@ func (cn *conn) handle(ctx context.Context, line string) error {
 	return nil
 }
 
+// fail answers FAIL with a reason Postfix puts into its reply ("535 5.7.8
+// Error: authentication failed: authentication failure"); the reason never
+// tells an unknown user from a wrong password.
 func (cn *conn) fail(id, user string) {
-	fmt.Fprintf(cn.w, "FAIL\t%s", id)
+	fmt.Fprintf(cn.w, "FAIL\t%s\treason=authentication failure", id)
 	if user != "" {
 		fmt.Fprintf(cn.w, "\tuser=%s", escape(user))
 	}

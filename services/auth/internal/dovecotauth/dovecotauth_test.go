@@ -123,10 +123,10 @@ func TestHandshakeAndAuth(t *testing.T) {
 	}
 	for _, tc := range []struct{ send, want string }{
 		{"AUTH\t1\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.1\tsecured\tresp=" + b64("\x00john@example.org\x00secret"), "OK\t1\tuser=john@example.org"},
-		{"AUTH\t2\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.1\tsecured\tresp=" + b64("\x00john@example.org\x00wrong"), "FAIL\t2"},
-		{"AUTH\t3\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.1\tresp=" + b64("\x00john@example.org\x00secret"), "FAIL\t3"},
-		{"AUTH\t4\tPLAIN\tservice=smtp\tsecured\tresp=!!!", "FAIL\t4"},
-		{"AUTH\t5\tNOPE\tservice=smtp\tsecured", "FAIL\t5"},
+		{"AUTH\t2\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.1\tsecured\tresp=" + b64("\x00john@example.org\x00wrong"), "FAIL\t2\treason=authentication failure"},
+		{"AUTH\t3\tPLAIN\tservice=smtp\tnologin\tlip=127.0.0.1\trip=192.0.2.1\tresp=" + b64("\x00john@example.org\x00secret"), "FAIL\t3\treason=authentication failure"},
+		{"AUTH\t4\tPLAIN\tservice=smtp\tsecured\tresp=!!!", "FAIL\t4\treason=authentication failure"},
+		{"AUTH\t5\tNOPE\tservice=smtp\tsecured", "FAIL\t5\treason=authentication failure"},
 		{"AUTH\t6\tPLAIN\tservice=smtp\tsecured\tresp=" + b64("\x00broken\x00x"), "FAIL\t6\tcode=temp_fail"},
 		{"AUTH\t7\tPLAIN\tservice=smtp\tsecured", "CONT\t7\t"},
 		{"CONT\t7\t" + b64("\x00john@example.org\x00secret"), "OK\t7\tuser=john@example.org"},
@@ -134,7 +134,7 @@ func TestHandshakeAndAuth(t *testing.T) {
 		{"CONT\t8\t" + b64("john@example.org"), "CONT\t8\t" + b64("Password:")},
 		{"CONT\t8\t" + b64("secret"), "OK\t8\tuser=john@example.org"},
 		{"FOO\tbar", ""},
-		{"AUTH\t9\tPLAIN\tservice=smtp\tsecured\tresp=" + b64("\x00john@example.org\x00secret") + "\tlater=x", "FAIL\t9"},
+		{"AUTH\t9\tPLAIN\tservice=smtp\tsecured\tresp=" + b64("\x00john@example.org\x00secret") + "\tlater=x", "FAIL\t9\treason=authentication failure"},
 	} {
 		s.send(tc.send)
 		if tc.want == "" {
