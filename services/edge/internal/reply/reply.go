@@ -91,18 +91,19 @@ func sanitize(s string) string {
 
 // The fixed replies of the protocol engine, as Postfix words them.
 var (
-	OK              = New(250, "2.0.0", "Ok")
-	MailOK          = New(250, "2.1.0", "Ok")
-	RcptOK          = New(250, "2.1.5", "Ok")
-	StartData       = Reply{Code: 354, Lines: []string{"End data with <CR><LF>.<CR><LF>"}}
-	Bye             = Reply{Code: 221, Enhanced: "2.0.0", Lines: []string{"Bye"}, Close: true}
-	ReadyTLS        = New(220, "2.0.0", "Ready to start TLS")
-	AuthOK          = New(235, "2.7.0", "Authentication successful")
-	NeedHELO        = New(503, "5.5.1", "Error: send HELO/EHLO first")
-	NestedMail      = New(503, "5.5.1", "Error: nested MAIL command")
-	NeedMail        = New(503, "5.5.1", "Error: need MAIL command")
-	NeedRcpt        = New(503, "5.5.1", "Error: need RCPT command")
-	Unrecognized    = New(500, "5.5.2", "Error: command not recognized")
+	OK           = New(250, "2.0.0", "Ok")
+	MailOK       = New(250, "2.1.0", "Ok")
+	RcptOK       = New(250, "2.1.5", "Ok")
+	StartData    = Reply{Code: 354, Lines: []string{"End data with <CR><LF>.<CR><LF>"}}
+	Bye          = Reply{Code: 221, Enhanced: "2.0.0", Lines: []string{"Bye"}, Close: true}
+	ReadyTLS     = New(220, "2.0.0", "Ready to start TLS")
+	AuthOK       = New(235, "2.7.0", "Authentication successful")
+	NeedHELO     = New(503, "5.5.1", "Error: send HELO/EHLO first")
+	NestedMail   = New(503, "5.5.1", "Error: nested MAIL command")
+	NeedMail     = New(503, "5.5.1", "Error: need MAIL command")
+	NeedRcpt     = New(503, "5.5.1", "Error: need RCPT command")
+	Unrecognized = New(500, "5.5.2", "Error: command not recognized")
+	// Postfix's exact reply to STARTTLS where TLS is not offered.
 	NotImplemented  = New(502, "5.5.1", "Error: command not implemented")
 	BadSyntax       = New(500, "5.5.2", "Error: bad syntax")
 	LineTooLong     = New(500, "5.5.2", "Error: line too long")
