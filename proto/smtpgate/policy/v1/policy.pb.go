@@ -169,6 +169,10 @@ const (
 	Action_ACTION_REJECT Action = 2
 	// Temporary refusal (4xx).
 	Action_ACTION_DEFER Action = 3
+	// Claim success and silently discard the message (access(5) DISCARD):
+	// the edge says 250 to this and every later command of the transaction
+	// and hands nothing to the next hop.
+	Action_ACTION_DISCARD Action = 4
 )
 
 // Enum value maps for Action.
@@ -178,12 +182,14 @@ var (
 		1: "ACTION_PERMIT",
 		2: "ACTION_REJECT",
 		3: "ACTION_DEFER",
+		4: "ACTION_DISCARD",
 	}
 	Action_value = map[string]int32{
 		"ACTION_UNSPECIFIED": 0,
 		"ACTION_PERMIT":      1,
 		"ACTION_REJECT":      2,
 		"ACTION_DEFER":       3,
+		"ACTION_DISCARD":     4,
 	}
 )
 
@@ -743,7 +749,10 @@ type Verdict struct {
 	// Close the connection after the reply (421 and 521 replies).
 	Disconnect bool `protobuf:"varint,7,opt,name=disconnect,proto3" json:"disconnect,omitempty"`
 	// Header fields the edge prepends to the message.
-	Prepend       []*Header `protobuf:"bytes,8,rep,name=prepend,proto3" json:"prepend,omitempty"`
+	Prepend []*Header `protobuf:"bytes,8,rep,name=prepend,proto3" json:"prepend,omitempty"`
+	// Warnings: what warn_if_reject and WARN actions would have refused,
+	// for the edge to log ("reject_warning: ..."); they change nothing.
+	Warnings      []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -834,6 +843,13 @@ func (x *Verdict) GetPrepend() []*Header {
 	return nil
 }
 
+func (x *Verdict) GetWarnings() []string {
+	if x != nil {
+		return x.Warnings
+	}
+	return nil
+}
+
 // CheckResponse carries the verdict.
 type CheckResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -875,6 +891,297 @@ func (*CheckResponse) Descriptor() ([]byte, []int) {
 func (x *CheckResponse) GetVerdict() *Verdict {
 	if x != nil {
 		return x.Verdict
+	}
+	return nil
+}
+
+// ExplainRequest carries the same facts as a CheckRequest.
+type ExplainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Check         *CheckRequest          `protobuf:"bytes,1,opt,name=check,proto3" json:"check,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainRequest) Reset() {
+	*x = ExplainRequest{}
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainRequest) ProtoMessage() {}
+
+func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
+func (*ExplainRequest) Descriptor() ([]byte, []int) {
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *ExplainRequest) GetCheck() *CheckRequest {
+	if x != nil {
+		return x.Check
+	}
+	return nil
+}
+
+// Step is one restriction evaluated.
+type Step struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The restriction list or restriction class, e.g.
+	// "smtpd_recipient_restrictions".
+	List string `protobuf:"bytes,1,opt,name=list,proto3" json:"list,omitempty"`
+	// The restriction as written, e.g. "check_sender_access hash:/etc/postfix/access".
+	Restriction string `protobuf:"bytes,2,opt,name=restriction,proto3" json:"restriction,omitempty"`
+	// What it looked up, in order (e.g. "user@example.com", "example.com",
+	// "user@"), with the table entry that matched, if any.
+	Lookups []*Lookup `protobuf:"bytes,3,rep,name=lookups,proto3" json:"lookups,omitempty"`
+	// DUNNO, PERMIT or REFUSE (what the restriction said before any
+	// warn_if_reject turned a refusal into a warning).
+	Result string `protobuf:"bytes,4,opt,name=result,proto3" json:"result,omitempty"`
+	// The reply a refusal would give, "554 5.7.1 <...>: ...".
+	Reply string `protobuf:"bytes,5,opt,name=reply,proto3" json:"reply,omitempty"`
+	// Nesting depth: 0 for a top-level list, 1 inside a restriction class
+	// or a restriction named by a table entry, and so on.
+	Depth uint32 `protobuf:"varint,6,opt,name=depth,proto3" json:"depth,omitempty"`
+	// Set when warn_if_reject turned this refusal into a warning.
+	Warned        bool `protobuf:"varint,7,opt,name=warned,proto3" json:"warned,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Step) Reset() {
+	*x = Step{}
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Step) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Step) ProtoMessage() {}
+
+func (x *Step) ProtoReflect() protoreflect.Message {
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Step.ProtoReflect.Descriptor instead.
+func (*Step) Descriptor() ([]byte, []int) {
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *Step) GetList() string {
+	if x != nil {
+		return x.List
+	}
+	return ""
+}
+
+func (x *Step) GetRestriction() string {
+	if x != nil {
+		return x.Restriction
+	}
+	return ""
+}
+
+func (x *Step) GetLookups() []*Lookup {
+	if x != nil {
+		return x.Lookups
+	}
+	return nil
+}
+
+func (x *Step) GetResult() string {
+	if x != nil {
+		return x.Result
+	}
+	return ""
+}
+
+func (x *Step) GetReply() string {
+	if x != nil {
+		return x.Reply
+	}
+	return ""
+}
+
+func (x *Step) GetDepth() uint32 {
+	if x != nil {
+		return x.Depth
+	}
+	return 0
+}
+
+func (x *Step) GetWarned() bool {
+	if x != nil {
+		return x.Warned
+	}
+	return false
+}
+
+// Lookup is one table lookup of a restriction.
+type Lookup struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The table, e.g. "hash:/etc/postfix/sender_access".
+	Table string `protobuf:"bytes,1,opt,name=table,proto3" json:"table,omitempty"`
+	Key   string `protobuf:"bytes,2,opt,name=key,proto3" json:"key,omitempty"`
+	Found bool   `protobuf:"varint,3,opt,name=found,proto3" json:"found,omitempty"`
+	// The value found.
+	Value string `protobuf:"bytes,4,opt,name=value,proto3" json:"value,omitempty"`
+	// Where the entry is, "file:line", when known.
+	Position      string `protobuf:"bytes,5,opt,name=position,proto3" json:"position,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *Lookup) Reset() {
+	*x = Lookup{}
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Lookup) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Lookup) ProtoMessage() {}
+
+func (x *Lookup) ProtoReflect() protoreflect.Message {
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Lookup.ProtoReflect.Descriptor instead.
+func (*Lookup) Descriptor() ([]byte, []int) {
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *Lookup) GetTable() string {
+	if x != nil {
+		return x.Table
+	}
+	return ""
+}
+
+func (x *Lookup) GetKey() string {
+	if x != nil {
+		return x.Key
+	}
+	return ""
+}
+
+func (x *Lookup) GetFound() bool {
+	if x != nil {
+		return x.Found
+	}
+	return false
+}
+
+func (x *Lookup) GetValue() string {
+	if x != nil {
+		return x.Value
+	}
+	return ""
+}
+
+func (x *Lookup) GetPosition() string {
+	if x != nil {
+		return x.Position
+	}
+	return ""
+}
+
+// ExplainResponse is the verdict and how it was reached.
+type ExplainResponse struct {
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Verdict *Verdict               `protobuf:"bytes,1,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// The lists the stage evaluated, in order.
+	Lists         []string `protobuf:"bytes,2,rep,name=lists,proto3" json:"lists,omitempty"`
+	Steps         []*Step  `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ExplainResponse) Reset() {
+	*x = ExplainResponse{}
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ExplainResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ExplainResponse) ProtoMessage() {}
+
+func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
+func (*ExplainResponse) Descriptor() ([]byte, []int) {
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+}
+
+func (x *ExplainResponse) GetVerdict() *Verdict {
+	if x != nil {
+		return x.Verdict
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetLists() []string {
+	if x != nil {
+		return x.Lists
+	}
+	return nil
+}
+
+func (x *ExplainResponse) GetSteps() []*Step {
+	if x != nil {
+		return x.Steps
 	}
 	return nil
 }
@@ -927,7 +1234,7 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"etrnDomain\"2\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\x96\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xb2\x02\n" +
 	"\aVerdict\x122\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x1a.smtpgate.policy.v1.ActionR\x06action\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12#\n" +
@@ -938,9 +1245,30 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\n" +
 	"disconnect\x18\a \x01(\bR\n" +
 	"disconnect\x124\n" +
-	"\aprepend\x18\b \x03(\v2\x1a.smtpgate.policy.v1.HeaderR\aprepend\"F\n" +
+	"\aprepend\x18\b \x03(\v2\x1a.smtpgate.policy.v1.HeaderR\aprepend\x12\x1a\n" +
+	"\bwarnings\x18\t \x03(\tR\bwarnings\"F\n" +
 	"\rCheckResponse\x125\n" +
-	"\averdict\x18\x01 \x01(\v2\x1b.smtpgate.policy.v1.VerdictR\averdict*\xa8\x01\n" +
+	"\averdict\x18\x01 \x01(\v2\x1b.smtpgate.policy.v1.VerdictR\averdict\"H\n" +
+	"\x0eExplainRequest\x126\n" +
+	"\x05check\x18\x01 \x01(\v2 .smtpgate.policy.v1.CheckRequestR\x05check\"\xce\x01\n" +
+	"\x04Step\x12\x12\n" +
+	"\x04list\x18\x01 \x01(\tR\x04list\x12 \n" +
+	"\vrestriction\x18\x02 \x01(\tR\vrestriction\x124\n" +
+	"\alookups\x18\x03 \x03(\v2\x1a.smtpgate.policy.v1.LookupR\alookups\x12\x16\n" +
+	"\x06result\x18\x04 \x01(\tR\x06result\x12\x14\n" +
+	"\x05reply\x18\x05 \x01(\tR\x05reply\x12\x14\n" +
+	"\x05depth\x18\x06 \x01(\rR\x05depth\x12\x16\n" +
+	"\x06warned\x18\a \x01(\bR\x06warned\"x\n" +
+	"\x06Lookup\x12\x14\n" +
+	"\x05table\x18\x01 \x01(\tR\x05table\x12\x10\n" +
+	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
+	"\x05found\x18\x03 \x01(\bR\x05found\x12\x14\n" +
+	"\x05value\x18\x04 \x01(\tR\x05value\x12\x1a\n" +
+	"\bposition\x18\x05 \x01(\tR\bposition\"\x8e\x01\n" +
+	"\x0fExplainResponse\x125\n" +
+	"\averdict\x18\x01 \x01(\v2\x1b.smtpgate.policy.v1.VerdictR\averdict\x12\x14\n" +
+	"\x05lists\x18\x02 \x03(\tR\x05lists\x12.\n" +
+	"\x05steps\x18\x03 \x03(\v2\x18.smtpgate.policy.v1.StepR\x05steps*\xa8\x01\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTAGE_CONNECT\x10\x01\x12\x0e\n" +
@@ -961,14 +1289,16 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rORIGIN_SOCKET\x10\x01\x12\x10\n" +
 	"\fORIGIN_PROXY\x10\x02\x12\x12\n" +
-	"\x0eORIGIN_XCLIENT\x10\x03*X\n" +
+	"\x0eORIGIN_XCLIENT\x10\x03*l\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACTION_PERMIT\x10\x01\x12\x11\n" +
 	"\rACTION_REJECT\x10\x02\x12\x10\n" +
-	"\fACTION_DEFER\x10\x032]\n" +
+	"\fACTION_DEFER\x10\x03\x12\x12\n" +
+	"\x0eACTION_DISCARD\x10\x042\xb1\x01\n" +
 	"\rPolicyService\x12L\n" +
-	"\x05Check\x12 .smtpgate.policy.v1.CheckRequest\x1a!.smtpgate.policy.v1.CheckResponseB@Z>github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1;policyv1b\x06proto3"
+	"\x05Check\x12 .smtpgate.policy.v1.CheckRequest\x1a!.smtpgate.policy.v1.CheckResponse\x12R\n" +
+	"\aExplain\x12\".smtpgate.policy.v1.ExplainRequest\x1a#.smtpgate.policy.v1.ExplainResponseB@Z>github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1;policyv1b\x06proto3"
 
 var (
 	file_smtpgate_policy_v1_policy_proto_rawDescOnce sync.Once
@@ -983,19 +1313,23 @@ func file_smtpgate_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_smtpgate_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_smtpgate_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 8)
+var file_smtpgate_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_smtpgate_policy_v1_policy_proto_goTypes = []any{
-	(Stage)(0),            // 0: smtpgate.policy.v1.Stage
-	(Origin)(0),           // 1: smtpgate.policy.v1.Origin
-	(Action)(0),           // 2: smtpgate.policy.v1.Action
-	(*TLS)(nil),           // 3: smtpgate.policy.v1.TLS
-	(*SASL)(nil),          // 4: smtpgate.policy.v1.SASL
-	(*Session)(nil),       // 5: smtpgate.policy.v1.Session
-	(*Transaction)(nil),   // 6: smtpgate.policy.v1.Transaction
-	(*CheckRequest)(nil),  // 7: smtpgate.policy.v1.CheckRequest
-	(*Header)(nil),        // 8: smtpgate.policy.v1.Header
-	(*Verdict)(nil),       // 9: smtpgate.policy.v1.Verdict
-	(*CheckResponse)(nil), // 10: smtpgate.policy.v1.CheckResponse
+	(Stage)(0),              // 0: smtpgate.policy.v1.Stage
+	(Origin)(0),             // 1: smtpgate.policy.v1.Origin
+	(Action)(0),             // 2: smtpgate.policy.v1.Action
+	(*TLS)(nil),             // 3: smtpgate.policy.v1.TLS
+	(*SASL)(nil),            // 4: smtpgate.policy.v1.SASL
+	(*Session)(nil),         // 5: smtpgate.policy.v1.Session
+	(*Transaction)(nil),     // 6: smtpgate.policy.v1.Transaction
+	(*CheckRequest)(nil),    // 7: smtpgate.policy.v1.CheckRequest
+	(*Header)(nil),          // 8: smtpgate.policy.v1.Header
+	(*Verdict)(nil),         // 9: smtpgate.policy.v1.Verdict
+	(*CheckResponse)(nil),   // 10: smtpgate.policy.v1.CheckResponse
+	(*ExplainRequest)(nil),  // 11: smtpgate.policy.v1.ExplainRequest
+	(*Step)(nil),            // 12: smtpgate.policy.v1.Step
+	(*Lookup)(nil),          // 13: smtpgate.policy.v1.Lookup
+	(*ExplainResponse)(nil), // 14: smtpgate.policy.v1.ExplainResponse
 }
 var file_smtpgate_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: smtpgate.policy.v1.Session.origin:type_name -> smtpgate.policy.v1.Origin
@@ -1007,13 +1341,19 @@ var file_smtpgate_policy_v1_policy_proto_depIdxs = []int32{
 	2,  // 6: smtpgate.policy.v1.Verdict.action:type_name -> smtpgate.policy.v1.Action
 	8,  // 7: smtpgate.policy.v1.Verdict.prepend:type_name -> smtpgate.policy.v1.Header
 	9,  // 8: smtpgate.policy.v1.CheckResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
-	7,  // 9: smtpgate.policy.v1.PolicyService.Check:input_type -> smtpgate.policy.v1.CheckRequest
-	10, // 10: smtpgate.policy.v1.PolicyService.Check:output_type -> smtpgate.policy.v1.CheckResponse
-	10, // [10:11] is the sub-list for method output_type
-	9,  // [9:10] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	7,  // 9: smtpgate.policy.v1.ExplainRequest.check:type_name -> smtpgate.policy.v1.CheckRequest
+	13, // 10: smtpgate.policy.v1.Step.lookups:type_name -> smtpgate.policy.v1.Lookup
+	9,  // 11: smtpgate.policy.v1.ExplainResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
+	12, // 12: smtpgate.policy.v1.ExplainResponse.steps:type_name -> smtpgate.policy.v1.Step
+	7,  // 13: smtpgate.policy.v1.PolicyService.Check:input_type -> smtpgate.policy.v1.CheckRequest
+	11, // 14: smtpgate.policy.v1.PolicyService.Explain:input_type -> smtpgate.policy.v1.ExplainRequest
+	10, // 15: smtpgate.policy.v1.PolicyService.Check:output_type -> smtpgate.policy.v1.CheckResponse
+	14, // 16: smtpgate.policy.v1.PolicyService.Explain:output_type -> smtpgate.policy.v1.ExplainResponse
+	15, // [15:17] is the sub-list for method output_type
+	13, // [13:15] is the sub-list for method input_type
+	13, // [13:13] is the sub-list for extension type_name
+	13, // [13:13] is the sub-list for extension extendee
+	0,  // [0:13] is the sub-list for field type_name
 }
 
 func init() { file_smtpgate_policy_v1_policy_proto_init() }
@@ -1027,7 +1367,7 @@ func file_smtpgate_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_smtpgate_policy_v1_policy_proto_rawDesc), len(file_smtpgate_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   8,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

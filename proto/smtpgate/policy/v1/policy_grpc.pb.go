@@ -23,7 +23,8 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	PolicyService_Check_FullMethodName = "/smtpgate.policy.v1.PolicyService/Check"
+	PolicyService_Check_FullMethodName   = "/smtpgate.policy.v1.PolicyService/Check"
+	PolicyService_Explain_FullMethodName = "/smtpgate.policy.v1.PolicyService/Explain"
 )
 
 // PolicyServiceClient is the client API for PolicyService service.
@@ -38,6 +39,11 @@ const (
 type PolicyServiceClient interface {
 	// Check returns the verdict for one stage of one SMTP session.
 	Check(ctx context.Context, in *CheckRequest, opts ...grpc.CallOption) (*CheckResponse, error)
+	// Explain evaluates like Check, with the same facts, and also returns
+	// every restriction evaluated, in order, with its lookup keys and
+	// results: "why was this refused?" answered from grpcurl. It has no side
+	// effects that Check would not have.
+	Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error)
 }
 
 type policyServiceClient struct {
@@ -58,6 +64,16 @@ func (c *policyServiceClient) Check(ctx context.Context, in *CheckRequest, opts 
 	return out, nil
 }
 
+func (c *policyServiceClient) Explain(ctx context.Context, in *ExplainRequest, opts ...grpc.CallOption) (*ExplainResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(ExplainResponse)
+	err := c.cc.Invoke(ctx, PolicyService_Explain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PolicyServiceServer is the server API for PolicyService service.
 // All implementations must embed UnimplementedPolicyServiceServer
 // for forward compatibility.
@@ -70,6 +86,11 @@ func (c *policyServiceClient) Check(ctx context.Context, in *CheckRequest, opts 
 type PolicyServiceServer interface {
 	// Check returns the verdict for one stage of one SMTP session.
 	Check(context.Context, *CheckRequest) (*CheckResponse, error)
+	// Explain evaluates like Check, with the same facts, and also returns
+	// every restriction evaluated, in order, with its lookup keys and
+	// results: "why was this refused?" answered from grpcurl. It has no side
+	// effects that Check would not have.
+	Explain(context.Context, *ExplainRequest) (*ExplainResponse, error)
 	mustEmbedUnimplementedPolicyServiceServer()
 }
 
@@ -82,6 +103,9 @@ type UnimplementedPolicyServiceServer struct{}
 
 func (UnimplementedPolicyServiceServer) Check(context.Context, *CheckRequest) (*CheckResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Check not implemented")
+}
+func (UnimplementedPolicyServiceServer) Explain(context.Context, *ExplainRequest) (*ExplainResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method Explain not implemented")
 }
 func (UnimplementedPolicyServiceServer) mustEmbedUnimplementedPolicyServiceServer() {}
 func (UnimplementedPolicyServiceServer) testEmbeddedByValue()                       {}
@@ -122,6 +146,24 @@ func _PolicyService_Check_Handler(srv interface{}, ctx context.Context, dec func
 	return interceptor(ctx, in, info, handler)
 }
 
+func _PolicyService_Explain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ExplainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PolicyServiceServer).Explain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: PolicyService_Explain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PolicyServiceServer).Explain(ctx, req.(*ExplainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // PolicyService_ServiceDesc is the grpc.ServiceDesc for PolicyService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -132,6 +174,10 @@ var PolicyService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Check",
 			Handler:    _PolicyService_Check_Handler,
+		},
+		{
+			MethodName: "Explain",
+			Handler:    _PolicyService_Explain_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},
