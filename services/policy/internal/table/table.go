@@ -1,12 +1,81 @@
 // Package table implements the Postfix lookup tables that access
 // restrictions and table-valued parameters name as "type:name": cidr:,
-// regexp:, pcre: (with Go's RE2 engine), hash:, texthash:, lmdb:, btree:
-// and cdb: (read from the text source file that postmap would compile),
-// inline:{...} and static:. The configuration and the table files are
-// trusted; the keys looked up come from SMTP clients and are not.
+// regexp:, pcre: (with Go's RE2 engine), hash:, texthash:, lmdb:, btree:,
+// cdb:, dbm: and sdbm: (read from the text source file that postmap
+// would compile), inline:{...} and static:. The configuration and the
+// table files are trusted; the keys looked up come from SMTP clients and
+// are not.
+//
+// The reference is Postfix 3.7: https://www.postfix.org/DATABASE_README.html,
+// cidr_table(5), regexp_table(5), pcre_table(5) and postmap(1).
+//
+// # Differences from Postfix
+//
+// Postfix skips a bad table line with a warning; smtpgate refuses to
+// open (or reload) the table and names the file and line. This includes
+// a fixed-string table line without a value, a cidr: pattern with
+// non-null host bits, an unknown regexp option, an "if" without "endif"
+// or an "endif" without "if", a bad $n in a result and any pattern that
+// does not compile. A line longer than 64 KiB is an error too.
+// Warnings that Postfix also only warns about (a duplicate key in a
+// fixed-string table, which keeps the first value as postmap does; a
+// regexp rule without a result, which returns the empty string) are
+// logged.
+//
+// hash:, btree:, lmdb:, cdb:, dbm: and sdbm: read the source text file,
+// not the .db/.lmdb/.cdb file that postmap builds, so "postmap" need not
+// be run, and all of them are reread when the file changes (Postfix
+// reads texthash: only at startup). Keys are case-folded with Unicode
+// rules (strings.ToLower).
+//
+// cidr: looks up an IPv4-mapped IPv6 key (::ffff:192.0.2.1) as the IPv4
+// address, and treats an IPv4-mapped pattern with a prefix length of 96
+// or more as the IPv4 network.
+//
+// regexp: patterns are POSIX regular expressions in Postfix; smtpgate
+// translates them to Go's RE2 syntax (https://github.com/google/re2/wiki/Syntax)
+// and matches leftmost-longest as POSIX does:
+//
+//   - backreferences ( .. \9) and GNU's word boundaries \< and \> are
+//     refused (use );
+//   - other backslash escapes have Go's meaning: \d, \w, \s and  work
+//     as in Perl, where glibc would match a plain "d";
+//   - collating elements and equivalence classes in brackets ([[.a.]],
+//     [[=a=]]) are supported only for one character;
+//   - Perl syntax that Go accepts and glibc does not, such as (?i) and
+//     non-greedy quantifiers, is accepted;
+//   - which text a group captures can differ from glibc's choice in
+//     ambiguous patterns.
+//
+// pcre: patterns are PCRE in Postfix; smtpgate translates them to RE2.
+// The flags i, m, s, x, A, E, U and X are supported; x is done by
+// dropping blanks and #-comments outside character classes, A by
+// wrapping the pattern in \A(?:...). These are refused when the table is
+// loaded, with the file:line and the construct:
+//
+//   - backreferences: \1 .. \9, \g, \k, (?P=name);
+//   - lookahead and lookbehind: (?=, (?!, (?<=, (?<!;
+//   - atomic groups (?> and possessive quantifiers *+, ++, ?+, {n}+;
+//   - recursion and subroutine calls: (?R), (?1), (?+1), (?&name), (?P>name);
+//   - conditional groups (?(, branch reset groups (?|, callouts (?C;
+//   - backtracking control verbs and start-of-pattern options: (*...);
+//   - \K, \G, \X and \C.
+//
+// Also: (?#...) comments are removed; (?'name'...) becomes (?P<name>...);
+// \R, \h, \H, \v, \V, \N, \e and \Z are rewritten to RE2 equivalents;
+// inline options other than i, m, s and U (e.g. (?x)) are refused by RE2;
+// \s does not match a vertical tab; the key is matched as UTF-8 text.
 package table
 
-import "context"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+)
 
 // Table is an opened lookup table, safe for concurrent use.
 type Table interface {
@@ -36,4 +105,111 @@ type Entry struct {
 	Key string
 	// Value is the result as written (before any $1 substitution).
 	Value string
+}
+
+// Options says how tables are opened. The zero value works.
+type Options struct {
+	// Dir resolves relative file names (the configuration directory).
+	Dir string
+	// Logger gets load warnings (e.g. postmap's "duplicate entry") and
+	// reload failures; nil discards them.
+	Logger *slog.Logger
+	// ReloadCheck is how often, at most, a lookup stats a table's file to
+	// see whether it changed (default 1s).
+	ReloadCheck time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+func (o Options) withDefaults() Options {
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.DiscardHandler)
+	}
+	if o.ReloadCheck <= 0 {
+		o.ReloadCheck = time.Second
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	return o
+}
+
+// ErrUnsupported is wrapped by the error Open returns for a table type
+// that smtpgate does not implement (mysql:, ldap:, ...).
+var ErrUnsupported = errors.New("table type is not supported")
+
+// Supported lists the table types Open accepts, besides the proxy:
+// prefix, which it strips.
+var Supported = []string{"cidr", "regexp", "pcre", "hash", "texthash", "btree", "lmdb", "cdb", "dbm", "sdbm", "inline", "static"}
+
+type unsupportedError struct{ typ string }
+
+func (e unsupportedError) Error() string {
+	return fmt.Sprintf("table type %q is not supported; supported: %s", e.typ, strings.Join(Supported, ", "))
+}
+
+func (e unsupportedError) Unwrap() error { return ErrUnsupported }
+
+// Open opens the table spec "type:name", e.g.
+// "cidr:/etc/postfix/client.cidr", "inline:{ a=b, { c = d e } }",
+// "static:OK". "proxy:hash:/x" is the same as "hash:/x": there is no
+// proxymap service to go through. File-backed tables read the text file
+// (for hash: and the other indexed types, the source that postmap(1)
+// would compile) and reread it when it changes; see Options.ReloadCheck.
+// Errors name the file:line of the bad entry.
+func Open(spec string, opts Options) (Table, error) {
+	opts = opts.withDefaults()
+	typ, name, err := splitSpec(spec)
+	if err != nil {
+		return nil, err
+	}
+	switch typ {
+	case "inline":
+		return openInline(spec, name)
+	case "static":
+		return openStatic(spec, name)
+	}
+	parse, pattern := parserFor(typ)
+	if parse == nil {
+		return nil, unsupportedError{typ}
+	}
+	if name == "" {
+		return nil, fmt.Errorf("table %q: missing file name after %q", spec, typ+":")
+	}
+	path := name
+	if !filepath.IsAbs(path) && opts.Dir != "" {
+		path = filepath.Join(opts.Dir, path)
+	}
+	return openFile(spec, typ, path, pattern, parse, opts)
+}
+
+// splitSpec splits "type:name", dropping any "proxy:" prefixes.
+func splitSpec(spec string) (typ, name string, err error) {
+	rest := spec
+	for {
+		t, n, ok := strings.Cut(rest, ":")
+		if !ok || t == "" {
+			return "", "", fmt.Errorf("table %q: expected type:name", spec)
+		}
+		if t == "proxy" {
+			rest = n
+			continue
+		}
+		return t, n, nil
+	}
+}
+
+// parserFor returns the parser of a file-backed table type, or nil.
+func parserFor(typ string) (parse parseFunc, pattern bool) {
+	switch typ {
+	case "cidr":
+		return parseCIDR, true
+	case "regexp":
+		return parseRegexp, true
+	case "pcre":
+		return parsePCRE, true
+	case "hash", "texthash", "btree", "lmdb", "cdb", "dbm", "sdbm":
+		return parseHash, false
+	}
+	return nil, false
 }

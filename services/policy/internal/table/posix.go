@@ -1,0 +1,225 @@
+package table
+
+import (
+	"fmt"
+	"strings"
+)
+
+// compilePOSIX turns a regexp: table pattern, a POSIX regular expression
+// as Postfix hands it to regcomp(3), into Go syntax, and applies the
+// flags of regexp_table(5): i toggles case-insensitive matching (on by
+// default), x toggles extended syntax (on by default; off means a POSIX
+// basic regular expression), m toggles multi-line mode (off by default:
+// "." also matches a newline and ^ and $ match only at the ends).
+func compilePOSIX(pattern, flags string) (string, error) {
+	icase, extended, multiline := true, true, false
+	for _, f := range flags {
+		switch f {
+		case 'i':
+			icase = !icase
+		case 'x':
+			extended = !extended
+		case 'm':
+			multiline = !multiline
+		default:
+			return "", fmt.Errorf("unknown regexp option %q: regexp: tables know i, m and x", f)
+		}
+	}
+	var (
+		body string
+		err  error
+	)
+	if extended {
+		body, err = translateERE(pattern)
+	} else {
+		body, err = translateBRE(pattern)
+	}
+	if err != nil {
+		return "", err
+	}
+	prefix := "(?s)"
+	if multiline {
+		prefix = "(?m)"
+	}
+	if icase {
+		prefix = strings.Replace(prefix, "(?", "(?i", 1)
+	}
+	return prefix + body, nil
+}
+
+// translateERE rewrites a POSIX extended regular expression in Go
+// syntax. Most of it is the same; the differences handled are:
+// backslash is an ordinary character inside a bracket expression;
+// "{,n}" means "{0,n}"; GNU's \` and \' are \A and \z. Backreferences
+// and GNU's \< and \> have no RE2 equivalent and are refused. Other
+// backslash escapes are passed to Go, which gives letters its own
+// meanings (\d is a digit in Go, a "d" in glibc).
+func translateERE(p string) (string, error) {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		switch c {
+		case '\\':
+			if i+1 >= len(p) {
+				return "", fmt.Errorf("trailing backslash in regexp")
+			}
+			i++
+			s, err := posixEscape(p[i])
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(s)
+		case '[':
+			s, n, err := translateBracket(p[i:])
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(s)
+			i += n - 1
+		case '{':
+			if strings.HasPrefix(p[i:], "{,") {
+				b.WriteString("{0,")
+				i++
+			} else {
+				b.WriteByte(c)
+			}
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
+
+// posixEscape translates "\c" outside a bracket expression.
+func posixEscape(c byte) (string, error) {
+	switch {
+	case c >= '1' && c <= '9':
+		return "", fmt.Errorf("backreference \\%c is not supported: smtpgate uses Go's RE2 engine (%s)", c, re2Syntax)
+	case c == '<' || c == '>':
+		return "", fmt.Errorf("word boundary \\%c is not supported: use \\b (smtpgate uses Go's RE2 engine, %s)", c, re2Syntax)
+	case c == '`':
+		return `\A`, nil
+	case c == '\'':
+		return `\z`, nil
+	}
+	return `\` + string(c), nil
+}
+
+// translateBracket translates the bracket expression at the start of p
+// and returns how many bytes of p it used.
+func translateBracket(p string) (string, int, error) {
+	var b strings.Builder
+	b.WriteByte('[')
+	i := 1
+	if i < len(p) && p[i] == '^' {
+		b.WriteByte('^')
+		i++
+	}
+	if i < len(p) && p[i] == ']' {
+		b.WriteString(`\]`)
+		i++
+	}
+	for ; i < len(p); i++ {
+		c := p[i]
+		switch {
+		case c == ']':
+			b.WriteByte(']')
+			return b.String(), i + 1, nil
+		case c == '\\':
+			b.WriteString(`\\`)
+		case c == '[' && i+1 < len(p) && (p[i+1] == ':' || p[i+1] == '.' || p[i+1] == '='):
+			kind := p[i+1]
+			end := strings.Index(p[i+2:], string(kind)+"]")
+			if end < 0 {
+				return "", 0, fmt.Errorf("unterminated [%c in bracket expression", kind)
+			}
+			name := p[i+2 : i+2+end]
+			switch {
+			case kind == ':':
+				b.WriteString("[:" + name + ":]")
+			case len(name) == 1:
+				// A one-character collating element or equivalence
+				// class is just that character.
+				if isAlnum(name[0]) {
+					b.WriteString(name)
+				} else {
+					b.WriteString(`\` + name)
+				}
+			default:
+				return "", 0, fmt.Errorf("[%c%s%c] in a bracket expression is not supported", kind, name, kind)
+			}
+			i += 2 + end + 1
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return "", 0, fmt.Errorf("unterminated bracket expression: missing ']'")
+}
+
+// translateBRE rewrites a POSIX basic regular expression (a regexp:
+// pattern with the x flag) in Go syntax: \( \) \{ \} and GNU's \| \+ \?
+// are the operators, while ( ) { } | + ? are ordinary characters; "*"
+// is ordinary at the start of an expression, "^" only anchors at the
+// start and "$" only at the end.
+func translateBRE(p string) (string, error) {
+	var b strings.Builder
+	atStart := true
+	for i := 0; i < len(p); i++ {
+		c := p[i]
+		start := atStart
+		atStart = false
+		switch c {
+		case '\\':
+			if i+1 >= len(p) {
+				return "", fmt.Errorf("trailing backslash in regexp")
+			}
+			i++
+			switch e := p[i]; e {
+			case '(', '|':
+				b.WriteByte(e)
+				atStart = true
+			case ')', '{', '}', '+', '?':
+				b.WriteByte(e)
+			default:
+				s, err := posixEscape(e)
+				if err != nil {
+					return "", err
+				}
+				b.WriteString(s)
+			}
+		case '[':
+			s, n, err := translateBracket(p[i:])
+			if err != nil {
+				return "", err
+			}
+			b.WriteString(s)
+			i += n - 1
+		case '*':
+			if start {
+				b.WriteString(`\*`)
+			} else {
+				b.WriteByte('*')
+			}
+		case '^':
+			if start {
+				b.WriteByte('^')
+				atStart = true
+			} else {
+				b.WriteString(`\^`)
+			}
+		case '$':
+			rest := p[i+1:]
+			if rest == "" || strings.HasPrefix(rest, `\)`) || strings.HasPrefix(rest, `\|`) {
+				b.WriteByte('$')
+			} else {
+				b.WriteString(`\$`)
+			}
+		case '(', ')', '{', '}', '|', '+', '?':
+			b.WriteByte('\\')
+			b.WriteByte(c)
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String(), nil
+}
