@@ -25,5 +25,30 @@ func policyParams() []Def {
 		{Name: "reject_code", Default: "554", Owner: Policy, Listener: true, Check: CheckReplyCode("5")},
 		{Name: "defer_code", Default: "450", Owner: Policy, Listener: true, Check: CheckReplyCode("4")},
 		{Name: "relay_domains_reject_code", Default: "554", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "access_map_reject_code", Default: "554", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "access_map_defer_code", Default: "450", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "invalid_hostname_reject_code", Default: "501", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "non_fqdn_reject_code", Default: "504", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "unknown_local_recipient_reject_code", Default: "550", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "unknown_virtual_mailbox_reject_code", Default: "550", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "unknown_virtual_alias_reject_code", Default: "550", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "unknown_relay_recipient_reject_code", Default: "550", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "show_user_unknown_table_name", Default: "yes", Owner: Policy, Listener: true, Check: CheckBool},
+		{Name: "smtpd_reject_unlisted_sender", Default: "no", Owner: Policy, Listener: true, Check: CheckBool},
+		{Name: "smtpd_reject_unlisted_recipient", Default: "yes", Owner: Policy, Listener: true, Check: CheckBool},
+		// Postfix's access-table knobs.
+		{Name: "smtpd_null_access_lookup_key", Default: "<>", Owner: Policy, Listener: true},
+		list("parent_domain_matches_subdomains", "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains,smtpd_access_maps"),
+		{Name: "recipient_delimiter", Default: "", Owner: Policy, Listener: true},
+		// Valid recipients (reject_unlisted_recipient and
+		// smtpd_reject_unlisted_recipient). Postfix's default for
+		// local_recipient_maps is the UNIX password file and the alias
+		// maps; smtpgate has neither, so the default is empty: every
+		// local recipient is valid unless a table is named.
+		list("local_recipient_maps", ""),
+		list("virtual_alias_maps", ""),
+		list("virtual_mailbox_maps", ""),
+		list("relay_recipient_maps", ""),
+		list("smtpd_sender_login_maps", ""),
 	}
 }

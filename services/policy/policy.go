@@ -58,14 +58,15 @@ type Server struct {
 // overrides, and the restriction lists of main.cf and of every listener.
 // Every problem is reported, joined, each with its file:line.
 func Validate(main *maincf.Config, services []maincf.Service) error {
-	_, err := compileAll(main, services)
+	_, err := compileAll(main, services, nil)
 	return err
 }
 
-func compileAll(main *maincf.Config, services []maincf.Service) (map[string]*restriction.Engine, error) {
+func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger) (map[string]*restriction.Engine, error) {
+	opts := restriction.Options{Logger: log}
 	errs := []error{main.Validate(maincf.Policy), maincf.ValidateServices(main, services, maincf.Policy)}
 	engines := map[string]*restriction.Engine{}
-	e, err := restriction.Compile(main)
+	e, err := restriction.CompileWith(main, opts)
 	if err != nil {
 		errs = append(errs, err)
 	}
@@ -75,7 +76,7 @@ func compileAll(main *maincf.Config, services []maincf.Service) (map[string]*res
 			engines[s.Name] = engines[""]
 			continue
 		}
-		e, err := restriction.Compile(main.WithOverrides(s.Overrides))
+		e, err := restriction.CompileWith(main.WithOverrides(s.Overrides), opts)
 		if err != nil && engines[""] != nil {
 			// Only report what this listener's overrides add: errors of
 			// main.cf alone were reported above.
@@ -109,13 +110,13 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Main == nil {
 		return nil, errors.New("policy: no configuration")
 	}
-	engines, err := compileAll(cfg.Main, cfg.Services)
-	if err != nil {
-		return nil, err
-	}
 	log := cfg.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
+	}
+	engines, err := compileAll(cfg.Main, cfg.Services, log)
+	if err != nil {
+		return nil, err
 	}
 	return &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines}, nil
 }
@@ -173,25 +174,135 @@ func (s *Server) logConfig(ctx context.Context) {
 
 // Check implements PolicyService.Check.
 func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policyv1.CheckResponse, error) {
-	f, err := facts(req)
+	f, e, err := s.prepare(req)
+	if err != nil {
+		return nil, err
+	}
+	v, steps, err := s.evaluate(ctx, e, f, false)
+	if err != nil {
+		return nil, err
+	}
+	s.logVerdict(ctx, req, f, v, steps)
+	return &policyv1.CheckResponse{Verdict: verdict(v)}, nil
+}
+
+// Explain implements PolicyService.Explain: Check with the trace of every
+// restriction evaluated.
+func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*policyv1.ExplainResponse, error) {
+	f, e, err := s.prepare(req.GetCheck())
+	if err != nil {
+		return nil, err
+	}
+	lists, err := e.Lists(f)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
+	}
+	v, steps, err := s.evaluate(ctx, e, f, true)
+	if err != nil {
+		return nil, err
+	}
+	out := &policyv1.ExplainResponse{Verdict: verdict(v)}
+	for _, l := range lists {
+		out.Lists = append(out.Lists, string(l))
+	}
+	for _, st := range steps {
+		out.Steps = append(out.Steps, step(st))
+	}
+	return out, nil
+}
+
+// prepare checks a request and picks the listener's engine.
+func (s *Server) prepare(req *policyv1.CheckRequest) (*restriction.Facts, *restriction.Engine, error) {
+	f, err := facts(req)
+	if err != nil {
+		return nil, nil, status.Error(codes.InvalidArgument, err.Error())
 	}
 	listener := req.GetSession().GetListener()
 	e, ok := s.engines[listener]
 	if !ok {
-		return nil, status.Errorf(codes.InvalidArgument, "unknown listener %q: no such service in master.cf", listener)
+		return nil, nil, status.Errorf(codes.InvalidArgument, "unknown listener %q: no such service in master.cf", listener)
 	}
-	v, err := e.Check(ctx, f)
+	return f, e, nil
+}
+
+// evaluate runs the engine; refusals are always traced, so that the log
+// says how they were reached.
+func (s *Server) evaluate(ctx context.Context, e *restriction.Engine, f *restriction.Facts, trace bool) (restriction.Verdict, []restriction.Step, error) {
+	var (
+		v     restriction.Verdict
+		steps []restriction.Step
+		err   error
+	)
+	if trace {
+		v, steps, err = e.Explain(ctx, f)
+	} else {
+		v, err = e.Check(ctx, f)
+		if err == nil && v.Action != restriction.ActionPermit {
+			// Refusals are rare: evaluate again, traced, for the log.
+			if tv, ts, terr := e.Explain(ctx, f); terr == nil && tv.Action == v.Action {
+				steps = ts
+			}
+		}
+	}
 	if err != nil {
-		s.log.ErrorContext(ctx, "check failed", "session", f.SessionID, "listener", listener, "stage", f.Stage.String(), "err", err)
-		return nil, status.Error(codes.Unavailable, "restriction evaluation failed")
+		s.log.ErrorContext(ctx, "check failed", "session", f.SessionID, "stage", f.Stage.String(), "err", err)
+		return v, nil, status.Error(codes.Unavailable, "restriction evaluation failed")
 	}
-	if v.Action != restriction.ActionPermit {
-		s.log.InfoContext(ctx, "refused", "session", f.SessionID, "listener", listener, "stage", f.Stage.String(),
-			"client", f.NameAddr(), "restriction", v.Restriction, "list", v.List, "reply", v.Reply.String())
+	return v, steps, nil
+}
+
+// logVerdict logs refusals with their trace, and warnings, in the words
+// Postfix uses (reject, reject_warning, warn, discard).
+func (s *Server) logVerdict(ctx context.Context, req *policyv1.CheckRequest, f *restriction.Facts, v restriction.Verdict, steps []restriction.Step) {
+	listener := req.GetSession().GetListener()
+	for _, w := range v.Warnings {
+		s.log.WarnContext(ctx, w, "session", f.SessionID, "listener", listener, "stage", f.Stage.String(), "client", f.NameAddr(),
+			"from", f.Sender, "to", f.Recipient, "helo", f.HELO)
 	}
-	return &policyv1.CheckResponse{Verdict: verdict(v)}, nil
+	if v.Action == restriction.ActionPermit {
+		return
+	}
+	var trace []string
+	for _, st := range steps {
+		trace = append(trace, traceLine(st))
+	}
+	s.log.InfoContext(ctx, "refused", "session", f.SessionID, "listener", listener, "stage", f.Stage.String(),
+		"client", f.NameAddr(), "from", f.Sender, "to", f.Recipient, "helo", f.HELO,
+		"action", v.Action.String(), "restriction", v.Restriction, "list", v.List, "reply", v.Reply.String(), "trace", trace)
+}
+
+// traceLine writes one step for the log: "smtpd_recipient_restrictions:
+// check_sender_access hash:/x [a@b.c=REJECT] -> REFUSE 554 5.7.1 ...".
+func traceLine(st restriction.Step) string {
+	var b strings.Builder
+	b.WriteString(strings.Repeat("  ", st.Depth))
+	b.WriteString(st.List + ": " + st.Restriction)
+	for _, l := range st.Lookups {
+		if l.Found {
+			fmt.Fprintf(&b, " [%s=%s]", l.Key, l.Value)
+		} else {
+			fmt.Fprintf(&b, " [%s?]", l.Key)
+		}
+	}
+	b.WriteString(" -> " + st.Result.String())
+	if st.Warned {
+		b.WriteString(" (warned)")
+	}
+	if st.Reply.Code != 0 {
+		b.WriteString(" " + st.Reply.String())
+	}
+	return b.String()
+}
+
+func step(st restriction.Step) *policyv1.Step {
+	out := &policyv1.Step{List: st.List, Restriction: st.Restriction, Result: st.Result.String(), Depth: uint32(st.Depth), Warned: st.Warned}
+	if st.Reply.Code != 0 {
+		out.Reply = st.Reply.String()
+	}
+	for _, l := range st.Lookups {
+		out.Lookups = append(out.Lookups, &policyv1.Lookup{Table: l.Table, Key: l.Key, Found: l.Found, Value: l.Value, Position: l.Pos})
+	}
+	return out
 }
 
 // facts checks a request and turns it into restriction facts.
@@ -211,7 +322,15 @@ func facts(req *policyv1.CheckRequest) (*restriction.Facts, error) {
 		ReverseClientName: sess.GetReverseClientName(),
 		HELO:              sess.GetHeloName(),
 		SASLUsername:      sess.GetSasl().GetUsername(),
+		SASLMethod:        sess.GetSasl().GetMethod(),
+		UnauthPipelining:  sess.GetUnauthPipelining(),
 		ETRNDomain:        req.GetEtrnDomain(),
+	}
+	if d := req.GetDeferIfPermit(); d != nil {
+		if d.GetCode() < 400 || d.GetCode() > 499 {
+			return nil, fmt.Errorf("defer_if_permit: code %d is not a 4xx code", d.GetCode())
+		}
+		f.DeferIfPermit = &restriction.Reply{Code: int(d.GetCode()), DSN: d.GetEnhancedCode(), Text: d.GetText()}
 	}
 	switch a := sess.GetClientAddress(); a {
 	case "", "unknown":
@@ -279,10 +398,20 @@ func stageOf(s policyv1.Stage) restriction.Stage {
 }
 
 func verdict(v restriction.Verdict) *policyv1.Verdict {
-	out := &policyv1.Verdict{Restriction: v.Restriction, List: v.List, Disconnect: v.Disconnect}
+	out := &policyv1.Verdict{Restriction: v.Restriction, List: v.List, Disconnect: v.Disconnect, Warnings: v.Warnings}
+	for _, h := range v.Prepend {
+		name, value, _ := strings.Cut(h, ":")
+		out.Prepend = append(out.Prepend, &policyv1.Header{Name: name, Value: strings.TrimLeft(value, " \t")})
+	}
+	if d := v.DeferIfPermit; d != nil {
+		out.DeferIfPermit = &policyv1.DeferredReply{Code: uint32(d.Code), EnhancedCode: d.DSN, Text: d.Text}
+	}
 	switch v.Action {
 	case restriction.ActionPermit:
 		out.Action = policyv1.Action_ACTION_PERMIT
+		return out
+	case restriction.ActionDiscard:
+		out.Action = policyv1.Action_ACTION_DISCARD
 		return out
 	case restriction.ActionReject:
 		out.Action = policyv1.Action_ACTION_REJECT

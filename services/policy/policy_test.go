@@ -243,7 +243,7 @@ func TestValidateReportsListenerErrors(t *testing.T) {
 	err = Validate(cfg.Main, services)
 	want := []string{
 		`service 127.0.0.1:2588: master.cf:2: smtpd_client_restrictions: unknown restriction "permit_foo"`,
-		"service 127.0.0.1:2588: master.cf:2: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject or defer",
+		"service 127.0.0.1:2588: master.cf:2: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer or defer_if_permit",
 	}
 	if err == nil {
 		t.Fatal("Validate: no error")

@@ -612,7 +612,12 @@ type CheckRequest struct {
 	// Present from MAIL FROM on.
 	Transaction *Transaction `protobuf:"bytes,3,opt,name=transaction,proto3" json:"transaction,omitempty"`
 	// The ETRN argument at STAGE_ETRN.
-	EtrnDomain    string `protobuf:"bytes,4,opt,name=etrn_domain,json=etrnDomain,proto3" json:"etrn_domain,omitempty"`
+	EtrnDomain string `protobuf:"bytes,4,opt,name=etrn_domain,json=etrnDomain,proto3" json:"etrn_domain,omitempty"`
+	// A defer_if_permit raised by an earlier stage's verdict
+	// (Verdict.defer_if_permit), carried by the edge when
+	// smtpd_delay_reject = no: CONNECT's and HELO's to the next HELO, MAIL
+	// and ETRN; MAIL's to the RCPTs of its transaction.
+	DeferIfPermit *DeferredReply `protobuf:"bytes,5,opt,name=defer_if_permit,json=deferIfPermit,proto3" json:"defer_if_permit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -675,6 +680,75 @@ func (x *CheckRequest) GetEtrnDomain() string {
 	return ""
 }
 
+func (x *CheckRequest) GetDeferIfPermit() *DeferredReply {
+	if x != nil {
+		return x.DeferIfPermit
+	}
+	return nil
+}
+
+// DeferredReply is a refusal waiting for a later permit
+// (defer_if_permit).
+type DeferredReply struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Code          uint32                 `protobuf:"varint,1,opt,name=code,proto3" json:"code,omitempty"`
+	EnhancedCode  string                 `protobuf:"bytes,2,opt,name=enhanced_code,json=enhancedCode,proto3" json:"enhanced_code,omitempty"`
+	Text          string                 `protobuf:"bytes,3,opt,name=text,proto3" json:"text,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *DeferredReply) Reset() {
+	*x = DeferredReply{}
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *DeferredReply) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*DeferredReply) ProtoMessage() {}
+
+func (x *DeferredReply) ProtoReflect() protoreflect.Message {
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use DeferredReply.ProtoReflect.Descriptor instead.
+func (*DeferredReply) Descriptor() ([]byte, []int) {
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *DeferredReply) GetCode() uint32 {
+	if x != nil {
+		return x.Code
+	}
+	return 0
+}
+
+func (x *DeferredReply) GetEnhancedCode() string {
+	if x != nil {
+		return x.EnhancedCode
+	}
+	return ""
+}
+
+func (x *DeferredReply) GetText() string {
+	if x != nil {
+		return x.Text
+	}
+	return ""
+}
+
 // Header is a message header field to prepend (access(5) PREPEND).
 type Header struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -686,7 +760,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -698,7 +772,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -711,7 +785,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *Header) GetName() string {
@@ -752,14 +826,17 @@ type Verdict struct {
 	Prepend []*Header `protobuf:"bytes,8,rep,name=prepend,proto3" json:"prepend,omitempty"`
 	// Warnings: what warn_if_reject and WARN actions would have refused,
 	// for the edge to log ("reject_warning: ..."); they change nothing.
-	Warnings      []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	Warnings []string `protobuf:"bytes,9,rep,name=warnings,proto3" json:"warnings,omitempty"`
+	// An active defer_if_permit for the edge to carry to later stages
+	// (see CheckRequest.defer_if_permit).
+	DeferIfPermit *DeferredReply `protobuf:"bytes,10,opt,name=defer_if_permit,json=deferIfPermit,proto3" json:"defer_if_permit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -771,7 +848,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -784,7 +861,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Verdict) GetAction() Action {
@@ -850,6 +927,13 @@ func (x *Verdict) GetWarnings() []string {
 	return nil
 }
 
+func (x *Verdict) GetDeferIfPermit() *DeferredReply {
+	if x != nil {
+		return x.DeferIfPermit
+	}
+	return nil
+}
+
 // CheckResponse carries the verdict.
 type CheckResponse struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -860,7 +944,7 @@ type CheckResponse struct {
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -872,7 +956,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -885,7 +969,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *CheckResponse) GetVerdict() *Verdict {
@@ -905,7 +989,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -917,7 +1001,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -930,7 +1014,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *ExplainRequest) GetCheck() *CheckRequest {
@@ -967,7 +1051,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -979,7 +1063,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -992,7 +1076,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *Step) GetList() string {
@@ -1061,7 +1145,7 @@ type Lookup struct {
 
 func (x *Lookup) Reset() {
 	*x = Lookup{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1073,7 +1157,7 @@ func (x *Lookup) String() string {
 func (*Lookup) ProtoMessage() {}
 
 func (x *Lookup) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1086,7 +1170,7 @@ func (x *Lookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lookup.ProtoReflect.Descriptor instead.
 func (*Lookup) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Lookup) GetTable() string {
@@ -1137,7 +1221,7 @@ type ExplainResponse struct {
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1149,7 +1233,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1162,7 +1246,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *ExplainResponse) GetVerdict() *Verdict {
@@ -1225,16 +1309,21 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\trecipient\x18\x02 \x01(\tR\trecipient\x12'\n" +
 	"\x0frecipient_count\x18\x03 \x01(\rR\x0erecipientCount\x12\x12\n" +
 	"\x04size\x18\x04 \x01(\x04R\x04size\x12\x19\n" +
-	"\bqueue_id\x18\x05 \x01(\tR\aqueueId\"\xda\x01\n" +
+	"\bqueue_id\x18\x05 \x01(\tR\aqueueId\"\xa5\x02\n" +
 	"\fCheckRequest\x12/\n" +
 	"\x05stage\x18\x01 \x01(\x0e2\x19.smtpgate.policy.v1.StageR\x05stage\x125\n" +
 	"\asession\x18\x02 \x01(\v2\x1b.smtpgate.policy.v1.SessionR\asession\x12A\n" +
 	"\vtransaction\x18\x03 \x01(\v2\x1f.smtpgate.policy.v1.TransactionR\vtransaction\x12\x1f\n" +
 	"\vetrn_domain\x18\x04 \x01(\tR\n" +
-	"etrnDomain\"2\n" +
+	"etrnDomain\x12I\n" +
+	"\x0fdefer_if_permit\x18\x05 \x01(\v2!.smtpgate.policy.v1.DeferredReplyR\rdeferIfPermit\"\\\n" +
+	"\rDeferredReply\x12\x12\n" +
+	"\x04code\x18\x01 \x01(\rR\x04code\x12#\n" +
+	"\renhanced_code\x18\x02 \x01(\tR\fenhancedCode\x12\x12\n" +
+	"\x04text\x18\x03 \x01(\tR\x04text\"2\n" +
 	"\x06Header\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value\"\xb2\x02\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value\"\xfd\x02\n" +
 	"\aVerdict\x122\n" +
 	"\x06action\x18\x01 \x01(\x0e2\x1a.smtpgate.policy.v1.ActionR\x06action\x12\x12\n" +
 	"\x04code\x18\x02 \x01(\rR\x04code\x12#\n" +
@@ -1246,7 +1335,9 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"disconnect\x18\a \x01(\bR\n" +
 	"disconnect\x124\n" +
 	"\aprepend\x18\b \x03(\v2\x1a.smtpgate.policy.v1.HeaderR\aprepend\x12\x1a\n" +
-	"\bwarnings\x18\t \x03(\tR\bwarnings\"F\n" +
+	"\bwarnings\x18\t \x03(\tR\bwarnings\x12I\n" +
+	"\x0fdefer_if_permit\x18\n" +
+	" \x01(\v2!.smtpgate.policy.v1.DeferredReplyR\rdeferIfPermit\"F\n" +
 	"\rCheckResponse\x125\n" +
 	"\averdict\x18\x01 \x01(\v2\x1b.smtpgate.policy.v1.VerdictR\averdict\"H\n" +
 	"\x0eExplainRequest\x126\n" +
@@ -1313,7 +1404,7 @@ func file_smtpgate_policy_v1_policy_proto_rawDescGZIP() []byte {
 }
 
 var file_smtpgate_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_smtpgate_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_smtpgate_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
 var file_smtpgate_policy_v1_policy_proto_goTypes = []any{
 	(Stage)(0),              // 0: smtpgate.policy.v1.Stage
 	(Origin)(0),             // 1: smtpgate.policy.v1.Origin
@@ -1323,13 +1414,14 @@ var file_smtpgate_policy_v1_policy_proto_goTypes = []any{
 	(*Session)(nil),         // 5: smtpgate.policy.v1.Session
 	(*Transaction)(nil),     // 6: smtpgate.policy.v1.Transaction
 	(*CheckRequest)(nil),    // 7: smtpgate.policy.v1.CheckRequest
-	(*Header)(nil),          // 8: smtpgate.policy.v1.Header
-	(*Verdict)(nil),         // 9: smtpgate.policy.v1.Verdict
-	(*CheckResponse)(nil),   // 10: smtpgate.policy.v1.CheckResponse
-	(*ExplainRequest)(nil),  // 11: smtpgate.policy.v1.ExplainRequest
-	(*Step)(nil),            // 12: smtpgate.policy.v1.Step
-	(*Lookup)(nil),          // 13: smtpgate.policy.v1.Lookup
-	(*ExplainResponse)(nil), // 14: smtpgate.policy.v1.ExplainResponse
+	(*DeferredReply)(nil),   // 8: smtpgate.policy.v1.DeferredReply
+	(*Header)(nil),          // 9: smtpgate.policy.v1.Header
+	(*Verdict)(nil),         // 10: smtpgate.policy.v1.Verdict
+	(*CheckResponse)(nil),   // 11: smtpgate.policy.v1.CheckResponse
+	(*ExplainRequest)(nil),  // 12: smtpgate.policy.v1.ExplainRequest
+	(*Step)(nil),            // 13: smtpgate.policy.v1.Step
+	(*Lookup)(nil),          // 14: smtpgate.policy.v1.Lookup
+	(*ExplainResponse)(nil), // 15: smtpgate.policy.v1.ExplainResponse
 }
 var file_smtpgate_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: smtpgate.policy.v1.Session.origin:type_name -> smtpgate.policy.v1.Origin
@@ -1338,22 +1430,24 @@ var file_smtpgate_policy_v1_policy_proto_depIdxs = []int32{
 	0,  // 3: smtpgate.policy.v1.CheckRequest.stage:type_name -> smtpgate.policy.v1.Stage
 	5,  // 4: smtpgate.policy.v1.CheckRequest.session:type_name -> smtpgate.policy.v1.Session
 	6,  // 5: smtpgate.policy.v1.CheckRequest.transaction:type_name -> smtpgate.policy.v1.Transaction
-	2,  // 6: smtpgate.policy.v1.Verdict.action:type_name -> smtpgate.policy.v1.Action
-	8,  // 7: smtpgate.policy.v1.Verdict.prepend:type_name -> smtpgate.policy.v1.Header
-	9,  // 8: smtpgate.policy.v1.CheckResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
-	7,  // 9: smtpgate.policy.v1.ExplainRequest.check:type_name -> smtpgate.policy.v1.CheckRequest
-	13, // 10: smtpgate.policy.v1.Step.lookups:type_name -> smtpgate.policy.v1.Lookup
-	9,  // 11: smtpgate.policy.v1.ExplainResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
-	12, // 12: smtpgate.policy.v1.ExplainResponse.steps:type_name -> smtpgate.policy.v1.Step
-	7,  // 13: smtpgate.policy.v1.PolicyService.Check:input_type -> smtpgate.policy.v1.CheckRequest
-	11, // 14: smtpgate.policy.v1.PolicyService.Explain:input_type -> smtpgate.policy.v1.ExplainRequest
-	10, // 15: smtpgate.policy.v1.PolicyService.Check:output_type -> smtpgate.policy.v1.CheckResponse
-	14, // 16: smtpgate.policy.v1.PolicyService.Explain:output_type -> smtpgate.policy.v1.ExplainResponse
-	15, // [15:17] is the sub-list for method output_type
-	13, // [13:15] is the sub-list for method input_type
-	13, // [13:13] is the sub-list for extension type_name
-	13, // [13:13] is the sub-list for extension extendee
-	0,  // [0:13] is the sub-list for field type_name
+	8,  // 6: smtpgate.policy.v1.CheckRequest.defer_if_permit:type_name -> smtpgate.policy.v1.DeferredReply
+	2,  // 7: smtpgate.policy.v1.Verdict.action:type_name -> smtpgate.policy.v1.Action
+	9,  // 8: smtpgate.policy.v1.Verdict.prepend:type_name -> smtpgate.policy.v1.Header
+	8,  // 9: smtpgate.policy.v1.Verdict.defer_if_permit:type_name -> smtpgate.policy.v1.DeferredReply
+	10, // 10: smtpgate.policy.v1.CheckResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
+	7,  // 11: smtpgate.policy.v1.ExplainRequest.check:type_name -> smtpgate.policy.v1.CheckRequest
+	14, // 12: smtpgate.policy.v1.Step.lookups:type_name -> smtpgate.policy.v1.Lookup
+	10, // 13: smtpgate.policy.v1.ExplainResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
+	13, // 14: smtpgate.policy.v1.ExplainResponse.steps:type_name -> smtpgate.policy.v1.Step
+	7,  // 15: smtpgate.policy.v1.PolicyService.Check:input_type -> smtpgate.policy.v1.CheckRequest
+	12, // 16: smtpgate.policy.v1.PolicyService.Explain:input_type -> smtpgate.policy.v1.ExplainRequest
+	11, // 17: smtpgate.policy.v1.PolicyService.Check:output_type -> smtpgate.policy.v1.CheckResponse
+	15, // 18: smtpgate.policy.v1.PolicyService.Explain:output_type -> smtpgate.policy.v1.ExplainResponse
+	17, // [17:19] is the sub-list for method output_type
+	15, // [15:17] is the sub-list for method input_type
+	15, // [15:15] is the sub-list for extension type_name
+	15, // [15:15] is the sub-list for extension extendee
+	0,  // [0:15] is the sub-list for field type_name
 }
 
 func init() { file_smtpgate_policy_v1_policy_proto_init() }
@@ -1367,7 +1461,7 @@ func file_smtpgate_policy_v1_policy_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_smtpgate_policy_v1_policy_proto_rawDesc), len(file_smtpgate_policy_v1_policy_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   12,
+			NumMessages:   13,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -3,38 +3,81 @@ package restriction
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"strconv"
 	"strings"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/services/policy/internal/matchlist"
+	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
+
+// Options are what Compile needs besides the configuration.
+type Options struct {
+	// OpenTable opens a lookup table "type:name"; nil opens it with
+	// table.Open relative to the configuration directory. Tables named
+	// twice are opened once.
+	OpenTable func(spec string) (table.Table, error)
+	// Logger gets table reload problems; nil discards them.
+	Logger *slog.Logger
+}
 
 // compiler holds what restrictions are built from.
 type compiler struct {
 	cfg     *maincf.Config
+	opts    Options
 	dest    *Destinations
 	nets    *matchlist.Networks
 	classes map[string]*List
+	tables  map[string]table.Table
+	env     *accessEnv
+	valid   *validRecipients
+	logins  maps
 	errs    []error
+	// param is the parameter whose list is being compiled.
+	param string
+	// runtime is set while compiling an access table value during
+	// evaluation: no table may be opened then.
+	runtime bool
 }
 
 // Compile builds the engine for one configuration view. Every problem is
 // reported, joined, each with the file:line and parameter it comes from:
 // an unknown restriction name, a restriction class without a definition or
-// referring to itself, a bad mynetworks or domain list, and Postfix's
+// referring to itself, a bad mynetworks or domain list, a table that cannot
+// be read or holds an action smtpgate cannot honour, and Postfix's
 // start-up safety check (no restriction in the relay or recipient list
 // that refuses mail by default).
 func Compile(cfg *maincf.Config) (*Engine, error) {
-	c := &compiler{cfg: cfg, dest: &Destinations{}, classes: map[string]*List{}}
+	return CompileWith(cfg, Options{})
+}
+
+// CompileWith is Compile with options.
+func CompileWith(cfg *maincf.Config, opts Options) (*Engine, error) {
+	if opts.OpenTable == nil {
+		log := opts.Logger
+		opts.OpenTable = func(spec string) (table.Table, error) {
+			return table.Open(spec, table.Options{Dir: cfg.Dir(), Logger: log})
+		}
+	}
+	c := &compiler{cfg: cfg, opts: opts, dest: &Destinations{}, classes: map[string]*List{}, tables: map[string]table.Table{}}
 	e := &Engine{lists: map[ListKind]*List{}, delayReject: cfg.Bool("smtpd_delay_reject")}
 	e.codes = Codes{
-		Reject:     c.code("reject_code"),
-		Defer:      c.code("defer_code"),
-		Relay:      c.code("relay_domains_reject_code"),
-		SoftBounce: cfg.Bool("soft_bounce"),
+		Reject:                c.code("reject_code"),
+		Defer:                 c.code("defer_code"),
+		Relay:                 c.code("relay_domains_reject_code"),
+		AccessReject:          c.code("access_map_reject_code"),
+		AccessDefer:           c.code("access_map_defer_code"),
+		InvalidHostname:       c.code("invalid_hostname_reject_code"),
+		NonFQDN:               c.code("non_fqdn_reject_code"),
+		UnknownLocal:          c.code("unknown_local_recipient_reject_code"),
+		UnknownVirtualMailbox: c.code("unknown_virtual_mailbox_reject_code"),
+		UnknownVirtualAlias:   c.code("unknown_virtual_alias_reject_code"),
+		UnknownRelay:          c.code("unknown_relay_recipient_reject_code"),
+		SoftBounce:            cfg.Bool("soft_bounce"),
 	}
+	e.unlisted = unlistedPolicy{sender: cfg.Bool("smtpd_reject_unlisted_sender"), recipient: cfg.Bool("smtpd_reject_unlisted_recipient")}
 
 	var err error
 	if c.nets, err = matchlist.ParseNetworks(cfg.List("mynetworks")); err != nil {
@@ -44,7 +87,7 @@ func Compile(cfg *maincf.Config) (*Engine, error) {
 		d, err := matchlist.ParseDomains(cfg.List(name), false)
 		if err != nil {
 			c.errs = append(c.errs, cfg.Errorf(name, "%v", err))
-			continue
+			d, _ = matchlist.ParseDomains(nil, false)
 		}
 		c.dest.Final = append(c.dest.Final, d)
 	}
@@ -54,11 +97,38 @@ func Compile(cfg *maincf.Config) (*Engine, error) {
 		c.errs = append(c.errs, cfg.Errorf("relay_domains", "%v", err))
 	}
 
+	delimiter := cfg.Get("recipient_delimiter")
+	e.values = &valueCache{lists: map[string]*List{}, bad: map[string]bool{}}
+	c.env = &accessEnv{
+		parentStyle: slices.Contains(cfg.List("parent_domain_matches_subdomains"), "smtpd_access_maps"),
+		nullKey:     cfg.Get("smtpd_null_access_lookup_key"),
+		delimiter:   delimiter,
+		values:      e.values,
+	}
+	c.valid = &validRecipients{
+		dest:           c.dest,
+		local:          c.maps("local_recipient_maps"),
+		virtualAlias:   c.maps("virtual_alias_maps"),
+		virtualMailbox: c.maps("virtual_mailbox_maps"),
+		relay:          c.maps("relay_recipient_maps"),
+		delimiter:      delimiter,
+		showTable:      cfg.Bool("show_user_unknown_table_name"),
+	}
+	e.valid = c.valid
+	c.logins = c.maps("smtpd_sender_login_maps")
+
 	for _, name := range cfg.List("smtpd_restriction_classes") {
 		c.class(name, nil)
 	}
 	for _, kind := range allLists() {
 		e.lists[kind] = c.list(string(kind), nil)
+		if kind.defaultAccess() == "" {
+			for _, r := range e.lists[kind].Items {
+				if _, ok := r.(bareTable); ok {
+					c.errs = append(c.errs, cfg.Errorf(string(kind), "table %s: say which access check it is for (check_client_access, check_sender_access...); %s has no default", r.Name(), kind))
+				}
+			}
+		}
 	}
 	if !c.hasRequired(e.lists[RelayList]) && !c.hasRequired(e.lists[RecipientList]) {
 		pos := cfg.Pos(string(RelayList))
@@ -73,15 +143,107 @@ func Compile(cfg *maincf.Config) (*Engine, error) {
 	if len(c.errs) > 0 {
 		return nil, errors.Join(c.errs...)
 	}
+	// From here on, access table values are compiled on first use.
+	rc := *c
+	rc.runtime = true
+	e.values.compile = func(value string) (*List, bool) {
+		vc := rc
+		vc.errs = nil
+		l := &List{Name: value}
+		l.Items = vc.items("", maincf.SplitList(value), nil)
+		return l, len(vc.errs) == 0
+	}
 	return e, nil
+}
+
+// maps opens the tables of a table-list parameter.
+func (c *compiler) maps(param string) maps {
+	m := maps{param: param}
+	for _, spec := range c.cfg.List(param) {
+		if t := c.table(param, spec); t != nil {
+			m.tables = append(m.tables, t)
+		}
+	}
+	return m
+}
+
+// table opens a table once.
+func (c *compiler) table(param, spec string) table.Table {
+	if t, ok := c.tables[spec]; ok {
+		return t
+	}
+	if c.runtime {
+		c.errs = append(c.errs, fmt.Errorf("table %s named at run time", spec))
+		return nil
+	}
+	t, err := c.opts.OpenTable(spec)
+	if err != nil {
+		if param == "" {
+			c.errs = append(c.errs, err)
+		} else {
+			c.errs = append(c.errs, c.cfg.Errorf(param, "%v", err))
+		}
+		return nil
+	}
+	c.tables[spec] = t
+	return t
+}
+
+// accessTable opens a table used as an access map and checks its
+// entries: actions smtpgate cannot honour, lookup tables and unknown
+// restrictions in values are configuration errors, reported at the entry.
+func (c *compiler) accessTable(param, spec string) table.Table {
+	_, seen := c.tables[spec]
+	t := c.table(param, spec)
+	if t == nil || seen {
+		return t
+	}
+	for _, e := range t.Entries() {
+		v := strings.TrimSpace(e.Value)
+		cmd := ""
+		if w := strings.Fields(v); len(w) > 0 {
+			cmd = w[0]
+		}
+		upper := strings.ToUpper(cmd)
+		switch {
+		case strings.Contains(v, "$"):
+			// A regexp substitution: judged when it is looked up.
+		case queueActions[upper]:
+			c.errs = append(c.errs, fmt.Errorf("%s: %s: action %s needs a mail queue, and smtpgate has none; "+
+				"let the next hop do it (e.g. a header_checks or access rule in the Postfix behind smtpgate)", e.Pos, spec, upper))
+		case knownAction(upper, v):
+		case strings.Contains(v, ":"):
+			c.errs = append(c.errs, fmt.Errorf("%s: %s: entry %q names a lookup table; define a restriction class and name it instead", e.Pos, spec, v))
+		default:
+			vc := *c
+			vc.errs = nil
+			vc.items(param, maincf.SplitList(v), nil)
+			for _, err := range vc.errs {
+				c.errs = append(c.errs, fmt.Errorf("%s: %s: entry %q: %w", e.Pos, spec, v, err))
+			}
+		}
+	}
+	return t
+}
+
+// knownAction reports an access(5) action word (upper case) of value.
+func knownAction(upper, value string) bool {
+	switch upper {
+	case "OK", "RELAY", "REJECT", "DEFER", "DUNNO", "WARN", "DISCARD", "DEFER_IF_PERMIT", "DEFER_IF_REJECT", "PREPEND":
+		return true
+	}
+	if allDigits(value) {
+		return true
+	}
+	return len(upper) == 3 && (upper[0] == '4' || upper[0] == '5') && isDigit(upper[1]) && isDigit(upper[2])
 }
 
 // required returns the restrictions of which the relay or the recipient
 // list must hold one, so that an empty-handed evaluation cannot relay
-// (rcpt_required in smtpd_check.c; defer_if_permit joins when implemented,
-// check_relay_domains is gone from Postfix).
+// (rcpt_required in smtpd_check.c; check_relay_domains is gone from
+// Postfix).
 func required() []string {
-	return []string{"reject_unauth_destination", "defer_unauth_destination", "reject", "defer"}
+	return []string{"reject_unauth_destination", "defer_unauth_destination", "reject", "defer", "defer_if_permit"}
 }
 
 func (c *compiler) hasRequired(l *List) bool {
@@ -110,13 +272,42 @@ func (c *compiler) code(name string) int {
 // list compiles the restriction list held by parameter name; stack is the
 // chain of classes being compiled, to catch loops.
 func (c *compiler) list(name string, stack []string) *List {
-	l := &List{Name: name}
-	for _, item := range c.cfg.List(name) {
-		if r := c.restriction(name, item, stack); r != nil {
-			l.Items = append(l.Items, r)
+	return &List{Name: name, Items: c.items(name, c.cfg.List(name), stack)}
+}
+
+// items compiles the words of a restriction list; param is the parameter
+// errors are reported against ("" for a table value).
+func (c *compiler) items(param string, words []string, stack []string) []Restriction {
+	var out []Restriction
+	saved := c.param
+	c.param = param
+	defer func() { c.param = saved }()
+	errorf := func(format string, args ...any) {
+		if param == "" {
+			c.errs = append(c.errs, fmt.Errorf(format, args...))
+			return
+		}
+		c.errs = append(c.errs, c.cfg.Errorf(param, format, args...))
+	}
+	for i := 0; i < len(words); i++ {
+		item := words[i]
+		lower := strings.ToLower(item)
+		if target, ok := accessRestrictions[lower]; ok {
+			if i+1 == len(words) || !strings.Contains(words[i+1], ":") {
+				errorf("restriction %s needs a lookup table (type:name) after it", lower)
+				continue
+			}
+			i++
+			if t := c.accessTable(param, words[i]); t != nil {
+				out = append(out, accessMap{name: lower, spec: words[i], tbl: t, target: target, env: c.env})
+			}
+			continue
+		}
+		if r := c.restriction(errorf, item, stack); r != nil {
+			out = append(out, r)
 		}
 	}
-	return l
+	return out
 }
 
 // class compiles (once) the restriction class name.
@@ -127,6 +318,9 @@ func (c *compiler) class(name string, stack []string) *List {
 	}
 	if l, ok := c.classes[name]; ok {
 		return l
+	}
+	if c.runtime {
+		return nil
 	}
 	if len(c.cfg.List(name)) == 0 {
 		c.errs = append(c.errs, c.cfg.Errorf("smtpd_restriction_classes", "restriction class `%s' needs a definition", name))
@@ -139,14 +333,22 @@ func (c *compiler) class(name string, stack []string) *List {
 }
 
 // restriction builds one list element, or records why it cannot.
-func (c *compiler) restriction(list, item string, stack []string) Restriction {
-	switch strings.ToLower(item) {
+func (c *compiler) restriction(errorf func(string, ...any), item string, stack []string) Restriction {
+	switch name := strings.ToLower(item); name {
 	case "permit":
 		return permitAll()
 	case "reject":
 		return rejectAll()
 	case "defer":
 		return deferAll()
+	case "warn_if_reject":
+		return warnIfReject{}
+	case "defer_if_permit":
+		return deferIfRestriction{permit: true}
+	case "defer_if_reject":
+		return deferIfRestriction{}
+	case "reject_unauth_pipelining":
+		return unauthPipelining{}
 	case "permit_mynetworks":
 		return myNetworks{c.nets}
 	case "permit_sasl_authenticated":
@@ -157,21 +359,60 @@ func (c *compiler) restriction(list, item string, stack []string) Restriction {
 		return rejectUnauthDestination(c.dest)
 	case "defer_unauth_destination":
 		return deferUnauthDestination(c.dest)
+	case "reject_invalid_helo_hostname", "reject_invalid_hostname":
+		return heloCheck{name: name}
+	case "reject_non_fqdn_helo_hostname", "reject_non_fqdn_hostname":
+		return heloCheck{name: name, fqdn: true}
+	case "reject_non_fqdn_sender":
+		return nonFQDNAddress{name: name}
+	case "reject_non_fqdn_recipient":
+		return nonFQDNAddress{name: name, recipient: true}
+	case "reject_unlisted_sender":
+		return unlisted{name: name, sender: true, valid: c.valid}
+	case "reject_unlisted_recipient", "check_recipient_maps":
+		return unlisted{name: name, valid: c.valid}
+	case "reject_authenticated_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
+		"reject_known_sender_login_mismatch", "reject_sender_login_mismatch":
+		if c.logins.empty() {
+			errorf("restriction %s needs smtpd_sender_login_maps", name)
+			return nil
+		}
+		r := senderLogin{name: name, owners: c.logins, delimiter: c.env.delimiter}
+		switch name {
+		case "reject_authenticated_sender_login_mismatch":
+			r.auth = true
+		case "reject_unauthenticated_sender_login_mismatch":
+			r.unauth = true
+		case "reject_known_sender_login_mismatch":
+			r.auth, r.unauth, r.allowUnknown = true, true, true
+		default:
+			r.auth, r.unauth = true, true
+		}
+		return r
 	}
 	// Postfix looks up classes after its built-in names.
 	if c.cfg.IsClass(item) {
 		if l := c.class(item, stack); l != nil {
 			return class{l}
 		}
+		if c.runtime {
+			errorf("restriction class %q is not usable", item)
+		}
 		return nil
 	}
 	switch {
 	case notYet(strings.ToLower(item)):
-		c.errs = append(c.errs, c.cfg.Errorf(list, "restriction %q is not implemented yet", item))
+		errorf("restriction %q is not implemented yet", item)
 	case strings.Contains(item, ":"):
-		c.errs = append(c.errs, c.cfg.Errorf(list, "restriction %q: access tables are not implemented yet", item))
+		if c.runtime {
+			errorf("lookup table %q inside an access table value", item)
+			return nil
+		}
+		if t := c.accessTable(c.param, item); t != nil {
+			return bareTable{spec: item, tbl: t, env: c.env}
+		}
 	default:
-		c.errs = append(c.errs, c.cfg.Errorf(list, "unknown restriction %q", item))
+		errorf("unknown restriction %q", item)
 	}
 	return nil
 }
@@ -180,25 +421,20 @@ func (c *compiler) restriction(list, item string, stack []string) Restriction {
 // yet: a configuration using them is refused rather than half-understood.
 func notYet(name string) bool {
 	switch name {
-	case "check_client_access", "check_reverse_client_hostname_access",
-		"check_helo_access", "check_sender_access", "check_recipient_access",
-		"check_etrn_access", "check_ccert_access", "check_sasl_access",
+	case "check_ccert_access",
 		"check_client_mx_access", "check_client_ns_access", "check_helo_mx_access",
 		"check_helo_ns_access", "check_sender_mx_access", "check_sender_ns_access",
 		"check_recipient_mx_access", "check_recipient_ns_access",
-		"check_policy_service", "warn_if_reject", "defer_if_permit", "defer_if_reject",
+		"check_reverse_client_hostname_mx_access", "check_reverse_client_hostname_ns_access",
+		"check_policy_service",
 		"reject_rbl_client", "reject_rhsbl_client", "reject_rhsbl_reverse_client",
 		"reject_rhsbl_helo", "reject_rhsbl_sender", "reject_rhsbl_recipient",
 		"permit_dnswl_client", "permit_rhswl_client",
 		"reject_unknown_client_hostname", "reject_unknown_reverse_client_hostname",
-		"reject_unknown_helo_hostname", "reject_invalid_helo_hostname",
-		"reject_non_fqdn_helo_hostname", "reject_unknown_sender_domain",
-		"reject_unknown_recipient_domain", "reject_non_fqdn_sender",
-		"reject_non_fqdn_recipient", "reject_unlisted_sender", "reject_unlisted_recipient",
+		"reject_unknown_helo_hostname", "reject_unknown_sender_domain",
+		"reject_unknown_recipient_domain",
 		"reject_unverified_sender", "reject_unverified_recipient",
-		"reject_unauth_pipelining", "reject_multi_recipient_bounce",
-		"reject_sender_login_mismatch", "reject_authenticated_sender_login_mismatch",
-		"reject_known_sender_login_mismatch", "reject_unauthenticated_sender_login_mismatch",
+		"reject_multi_recipient_bounce",
 		"permit_tls_clientcerts", "permit_tls_all_clientcerts", "permit_mx_backup",
 		"permit_inet_interfaces", "reject_plaintext_session", "sleep",
 		"check_relay_domains":

@@ -5,11 +5,11 @@ import (
 	"fmt"
 )
 
-// List is a compiled restriction list: one of the top-level lists or a
-// restriction class.
+// List is a compiled restriction list: one of the top-level lists, a
+// restriction class, or the restrictions an access table entry names.
 type List struct {
 	// Name is the parameter that holds the list (a class is a parameter
-	// too).
+	// too), or the table entry.
 	Name  string
 	Items []Restriction
 }
@@ -18,27 +18,93 @@ type List struct {
 type Step struct {
 	List        string
 	Restriction string
-	Result      Result
-	Reply       Reply
+	// Depth is 0 in a top-level list, 1 inside a class or table entry
+	// named there, and so on.
+	Depth   int
+	Lookups []Lookup
+	Result  Result
+	// Reply is the refusal, or the refusal warn_if_reject turned into a
+	// warning (Warned set).
+	Reply  Reply
+	Warned bool
+}
+
+// Lookup is one table lookup made by a restriction.
+type Lookup struct {
+	Table string
+	Key   string
+	Found bool
+	Value string
+	// Pos is the "file:line" of the entry found, when known.
+	Pos string
+}
+
+// warnIfReject is the pseudo-restriction warn_if_reject: the next
+// restriction logs what it would have refused instead of refusing.
+type warnIfReject struct{}
+
+func (warnIfReject) Name() string { return "warn_if_reject" }
+func (warnIfReject) Eval(context.Context, *Input) (Outcome, error) {
+	return Outcome{}, nil
 }
 
 // eval runs the list left to right until a restriction permits or
 // refuses (generic_checks() in smtpd_check.c). The end of the list is
 // Dunno: it permits this list only.
 func (l *List) eval(ctx context.Context, in *Input) (Outcome, error) {
+	st := in.st
+	st.recursion++
+	defer func() {
+		st.recursion--
+		// A list that ends with warn_if_reject leaves nothing to warn.
+		if st.warnIfReject > st.recursion {
+			st.warnIfReject = 0
+		}
+	}()
 	for _, r := range l.Items {
+		if st.discard {
+			break
+		}
+		if _, ok := r.(warnIfReject); ok {
+			if st.warnIfReject == 0 {
+				st.warnIfReject = st.recursion
+			}
+			if st.trace != nil {
+				*st.trace = append(*st.trace, Step{List: l.Name, Restriction: r.Name(), Depth: st.recursion - 1})
+			}
+			continue
+		}
+		idx := -1
+		saved := st.lookups
+		var lookups []Lookup
+		if st.trace != nil {
+			idx = len(*st.trace)
+			*st.trace = append(*st.trace, Step{List: l.Name, Restriction: r.Name(), Depth: st.recursion - 1})
+			st.lookups = &lookups
+		}
 		o, err := r.Eval(ctx, in)
+		st.lookups = saved
 		if err != nil {
 			return Outcome{}, fmt.Errorf("%s: %s: %w", l.Name, r.Name(), err)
 		}
-		if o.Result != Dunno && o.Restriction == "" {
-			o.Restriction, o.List = r.Name(), l.Name
+		if idx >= 0 {
+			s := &(*st.trace)[idx]
+			s.Lookups, s.Result, s.Reply, s.Warned = lookups, o.Result, o.Reply, o.Warned
+			if o.Result == Dunno && !o.Warned {
+				s.Reply = Reply{}
+			}
 		}
-		if in.trace != nil {
-			*in.trace = append(*in.trace, Step{List: l.Name, Restriction: r.Name(), Result: o.Result, Reply: o.Reply})
+		if st.warnIfReject >= st.recursion {
+			st.warnIfReject = 0
 		}
 		if o.Result != Dunno {
+			if o.Restriction == "" {
+				o.Restriction, o.List = r.Name(), l.Name
+			}
 			return o, nil
+		}
+		if st.deferIfPermit != nil && st.deferIfReject != nil {
+			break
 		}
 	}
 	return Outcome{}, nil
@@ -51,6 +117,16 @@ type Engine struct {
 	lists       map[ListKind]*List
 	delayReject bool
 	codes       Codes
+	unlisted    unlistedPolicy
+	valid       *validRecipients
+	// values compiles the restrictions named by access table entries.
+	values *valueCache
+}
+
+// unlistedPolicy is smtpd_reject_unlisted_sender and
+// smtpd_reject_unlisted_recipient.
+type unlistedPolicy struct {
+	sender, recipient bool
 }
 
 // Check returns the verdict for the stage f is about.
@@ -65,83 +141,188 @@ func (e *Engine) Explain(ctx context.Context, f *Facts) (Verdict, []Step, error)
 	return v, steps, err
 }
 
+// Lists returns the lists a stage evaluates, in order (Explain shows it).
+func (e *Engine) Lists(f *Facts) ([]ListKind, error) {
+	phases, err := e.plan(f)
+	if err != nil {
+		return nil, err
+	}
+	var out []ListKind
+	for _, p := range phases {
+		out = append(out, p.lists...)
+	}
+	return out, nil
+}
+
+// phase is one smtpd_check_*() call of Postfix: lists evaluated in order,
+// then what that call does after them.
+type phase struct {
+	lists []ListKind
+	// after runs when no list refused: the implicit unlisted checks and
+	// defer_if_permit enforcement.
+	after func(ctx context.Context, e *Engine, in *Input) (Outcome, error)
+}
+
 func (e *Engine) check(ctx context.Context, f *Facts, trace *[]Step) (Verdict, error) {
-	plan, err := e.plan(f)
+	phases, err := e.plan(f)
 	if err != nil {
 		return Verdict{}, err
 	}
+	st := &evalState{trace: trace}
+	if f.DeferIfPermit != nil {
+		r := *f.DeferIfPermit
+		st.deferIfPermit = &r
+	}
 	permit := Verdict{Action: ActionPermit}
-	for _, kind := range plan {
-		l := e.lists[kind]
-		if l == nil || len(l.Items) == 0 {
-			continue
+	for _, p := range phases {
+		for _, kind := range p.lists {
+			l := e.lists[kind]
+			if l == nil || len(l.Items) == 0 {
+				continue
+			}
+			o, err := l.eval(ctx, e.input(f, kind, st))
+			if err != nil {
+				return Verdict{}, err
+			}
+			switch o.Result {
+			case Refuse:
+				return e.finish(refusal(o), st), nil
+			case Permit:
+				// A permit ends this list only; remember who said it.
+				permit.Restriction, permit.List = o.Restriction, o.List
+			}
 		}
-		in := &Input{Facts: f, Name: kind.replyName(f), Class: kind.replyClass(), codes: e.codes, trace: trace}
-		o, err := l.eval(ctx, in)
-		if err != nil {
-			return Verdict{}, err
-		}
-		switch o.Result {
-		case Refuse:
-			return refusal(o), nil
-		case Permit:
-			// A permit ends this list only; remember who said it.
-			permit.Restriction, permit.List = o.Restriction, o.List
+		if p.after != nil {
+			in := e.input(f, p.lists[len(p.lists)-1], st)
+			o, err := p.after(ctx, e, in)
+			if err != nil {
+				return Verdict{}, err
+			}
+			if o.Result == Refuse {
+				return e.finish(refusal(o), st), nil
+			}
 		}
 	}
-	return permit, nil
+	if st.discard {
+		permit.Action = ActionDiscard
+	}
+	return e.finish(permit, st), nil
 }
 
-// plan is the lists a stage evaluates, in order (smtpd_check_client(),
+func (e *Engine) input(f *Facts, kind ListKind, st *evalState) *Input {
+	return &Input{Facts: f, Name: kind.replyName(f), Class: kind.replyClass(), defACL: kind.defaultAccess(), codes: e.codes, st: st}
+}
+
+// finish adds what the evaluation collected on the way to a verdict.
+func (e *Engine) finish(v Verdict, st *evalState) Verdict {
+	v.Warnings = st.warnings
+	if v.Action == ActionPermit || v.Action == ActionDiscard {
+		v.Prepend = st.prepend
+		if st.deferIfPermit != nil {
+			r := *st.deferIfPermit
+			v.DeferIfPermit = &r
+		}
+	}
+	return v
+}
+
+// plan is the phases a stage evaluates, in order (smtpd_check_client(),
 // _helo(), _mail(), _rcpt(), _etrn(), _data() and _eod() in
 // smtpd_check.c, called from smtpd.c). With smtpd_delay_reject = yes the
 // client, HELO and sender lists wait for RCPT TO (client and HELO for
 // ETRN), so that the reply can name the recipient and clients that do not
 // expect a refusal at CONNECT or MAIL are not confused
 // (https://www.postfix.org/postconf.5.html#smtpd_delay_reject).
-func (e *Engine) plan(f *Facts) ([]ListKind, error) {
-	delayed := func(withSender bool) []ListKind {
+func (e *Engine) plan(f *Facts) ([]phase, error) {
+	delayed := func(withSender bool) []phase {
 		if !e.delayReject {
 			return nil
 		}
-		p := []ListKind{ClientList}
+		p := []phase{{lists: []ListKind{ClientList}}}
 		if f.HELO != "" {
-			p = append(p, HELOList)
+			p = append(p, phase{lists: []ListKind{HELOList}})
 		}
 		if withSender && f.InTransaction {
-			p = append(p, SenderList)
+			p = append(p, phase{lists: []ListKind{SenderList}, after: afterSender})
 		}
 		return p
 	}
 	switch f.Stage {
 	case Connect:
-		return e.own(ClientList), nil
+		return e.own(ClientList, nil), nil
 	case HELO:
-		return e.own(HELOList), nil
+		return e.own(HELOList, nil), nil
 	case Mail:
-		return e.own(SenderList), nil
+		return e.own(SenderList, afterSender), nil
 	case Rcpt, VRFY:
 		if isPostmaster(f.Recipient) {
 			return nil, nil
 		}
-		return append(delayed(true), RelayList, RecipientList), nil
+		return append(delayed(true), phase{lists: []ListKind{RelayList, RecipientList}, after: afterRecipient}), nil
 	case Data:
-		return []ListKind{DataList}, nil
+		return []phase{{lists: []ListKind{DataList}}}, nil
 	case EndOfData:
-		return []ListKind{EndOfDataList}, nil
+		return []phase{{lists: []ListKind{EndOfDataList}}}, nil
 	case ETRN:
-		return append(delayed(false), ETRNList), nil
+		return append(delayed(false), phase{lists: []ListKind{ETRNList}, after: afterETRN}), nil
 	}
 	return nil, fmt.Errorf("check: unknown stage %d", f.Stage)
 }
 
 // own is the plan of CONNECT, HELO and MAIL: their own list, unless
 // smtpd_delay_reject moves it to RCPT TO.
-func (e *Engine) own(k ListKind) []ListKind {
+func (e *Engine) own(k ListKind, after func(context.Context, *Engine, *Input) (Outcome, error)) []phase {
 	if e.delayReject {
 		return nil
 	}
-	return []ListKind{k}
+	return []phase{{lists: []ListKind{k}, after: after}}
+}
+
+// afterSender is the end of smtpd_check_mail(): the implicit
+// reject_unlisted_sender of smtpd_reject_unlisted_sender.
+func afterSender(ctx context.Context, e *Engine, in *Input) (Outcome, error) {
+	f := in.Facts
+	if !e.unlisted.sender || in.st.senderMapsChecked || in.st.discard || f.Sender == "" {
+		return Outcome{}, nil
+	}
+	in.Name, in.Class = f.Sender, SenderList.replyClass()
+	o, err := e.valid.check(ctx, in, f.Sender, true)
+	o.Restriction = "smtpd_reject_unlisted_sender"
+	return o, err
+}
+
+// afterRecipient is the end of smtpd_check_rcpt(): defer_if_permit, then
+// the implicit reject_unlisted_recipient of
+// smtpd_reject_unlisted_recipient.
+func afterRecipient(ctx context.Context, e *Engine, in *Input) (Outcome, error) {
+	if o, ok := deferIfPermitted(in); ok {
+		return o, nil
+	}
+	if !e.unlisted.recipient || in.st.rcptMapsChecked || in.st.discard {
+		return Outcome{}, nil
+	}
+	o, err := e.valid.check(ctx, in, in.Facts.Recipient, false)
+	o.Restriction = "smtpd_reject_unlisted_recipient"
+	return o, err
+}
+
+// afterETRN is the end of smtpd_check_etrn(): defer_if_permit.
+func afterETRN(_ context.Context, _ *Engine, in *Input) (Outcome, error) {
+	o, _ := deferIfPermitted(in)
+	return o, nil
+}
+
+// deferIfPermitted turns a permit into the waiting defer_if_permit
+// deferral.
+func deferIfPermitted(in *Input) (Outcome, bool) {
+	d := in.st.deferIfPermit
+	if d == nil {
+		return Outcome{}, false
+	}
+	in.st.warnIfReject = 0
+	o := in.Refuse(d.Code, d.DSN, "%s", d.Text)
+	o.Restriction, o.List = "defer_if_permit", ""
+	return o, true
 }
 
 // refusal turns a refusing outcome into a verdict.

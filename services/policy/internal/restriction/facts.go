@@ -20,6 +20,15 @@ type Facts struct {
 	HELO string
 	// SASLUsername is the authenticated user; "" without AUTH.
 	SASLUsername string
+	// SASLMethod is the AUTH mechanism used, e.g. "PLAIN".
+	SASLMethod string
+	// UnauthPipelining reports that the client sent commands ahead of a
+	// reply where RFC 2920 does not allow it (reject_unauth_pipelining).
+	UnauthPipelining bool
+	// DeferIfPermit is a defer_if_permit raised at an earlier stage
+	// (with smtpd_delay_reject = no), carried by the edge: it turns a
+	// later permit at RCPT TO or ETRN into this deferral.
+	DeferIfPermit *Reply
 	// InTransaction reports that MAIL FROM was accepted; Sender is only
 	// meaningful then ("" being the null sender).
 	InTransaction bool

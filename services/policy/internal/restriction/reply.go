@@ -15,6 +15,9 @@ const (
 	ActionPermit Action = iota + 1
 	ActionReject
 	ActionDefer
+	// ActionDiscard: claim success and drop the message (access(5)
+	// DISCARD).
+	ActionDiscard
 )
 
 func (a Action) String() string {
@@ -25,6 +28,8 @@ func (a Action) String() string {
 		return "REJECT"
 	case ActionDefer:
 		return "DEFER"
+	case ActionDiscard:
+		return "DISCARD"
 	}
 	return "UNSPECIFIED"
 }
@@ -52,6 +57,15 @@ type Verdict struct {
 	// Disconnect asks the edge to close the connection after the reply
 	// (421 and 521, as Postfix's smtpd does).
 	Disconnect bool
+	// Prepend are header fields for the edge to prepend (access(5)
+	// PREPEND), "Name: value".
+	Prepend []string
+	// Warnings are what warn_if_reject and WARN turned into log lines,
+	// e.g. "reject_warning: 554 5.7.1 <...>: ...".
+	Warnings []string
+	// DeferIfPermit is an active defer_if_permit for the edge to carry to
+	// later stages (smtpd_delay_reject = no).
+	DeferIfPermit *Reply
 }
 
 // Codes are the reply codes and reply policy from main.cf.
@@ -63,6 +77,17 @@ type Codes struct {
 	// Relay is relay_domains_reject_code (default 554), for
 	// reject_unauth_destination; defer_unauth_destination uses it minus 100.
 	Relay int
+	// AccessReject and AccessDefer are access_map_reject_code (554) and
+	// access_map_defer_code (450), for REJECT and DEFER in access tables.
+	AccessReject int
+	AccessDefer  int
+	// InvalidHostname is invalid_hostname_reject_code (501); NonFQDN is
+	// non_fqdn_reject_code (504).
+	InvalidHostname int
+	NonFQDN         int
+	// The unknown_*_reject_code of reject_unlisted_recipient and
+	// reject_unlisted_sender (550 each).
+	UnknownLocal, UnknownVirtualMailbox, UnknownVirtualAlias, UnknownRelay int
 	// SoftBounce is soft_bounce: every 5xx becomes 4xx.
 	SoftBounce bool
 }

@@ -2,6 +2,7 @@ package restriction
 
 import (
 	"context"
+	"fmt"
 	"strings"
 
 	"github.com/smtpgate/smtpgate/services/policy/internal/address"
@@ -34,16 +35,20 @@ func (r Result) String() string {
 // Outcome is the result of evaluating a restriction or a list.
 type Outcome struct {
 	Result Result
-	// Reply is set with Refuse.
-	Reply Reply
+	// Reply is set with Refuse, and with a refusal that warn_if_reject
+	// turned into a warning (Result Dunno, Warned set).
+	Reply  Reply
+	Warned bool
+	// Discard is set with the Permit of an access(5) DISCARD action.
+	Discard bool
 	// Restriction and List name the restriction that decided and the list
 	// (or restriction class) it is in; the evaluator fills them in.
 	Restriction string
 	List        string
 }
 
-// Input is what a restriction is evaluated with: the facts, and the reply
-// context of the list being evaluated.
+// Input is what a restriction is evaluated with: the facts, the reply
+// context of the list being evaluated, and the state of this evaluation.
 type Input struct {
 	Facts *Facts
 	// Name and Class are Postfix's reply_name and reply_class of the
@@ -51,14 +56,81 @@ type Input struct {
 	// says "<name[addr]>: Client host rejected: ...".
 	Name  string
 	Class string
-	codes Codes
+	// defACL is the access restriction that a bare "type:table" element
+	// stands for in the list being evaluated (check_client_access in
+	// smtpd_client_restrictions...), "" in the DATA lists.
+	defACL string
+	codes  Codes
+	st     *evalState
+}
+
+// evalState is what Postfix keeps in SMTPD_STATE while it evaluates one
+// stage: the warn_if_reject and defer_if_* flags, headers to prepend,
+// warnings, and the Explain trace.
+type evalState struct {
 	trace *[]Step
+	// lookups collects the table lookups of the restriction being
+	// evaluated, for the trace; nil when not tracing.
+	lookups *[]Lookup
+	// recursion is the nesting depth of lists (generic_checks calls).
+	recursion int
+	// warnIfReject is the recursion level at which warn_if_reject was
+	// seen; 0 when not active.
+	warnIfReject  int
+	deferIfPermit *Reply
+	deferIfReject *Reply
+	prepend       []string
+	warnings      []string
+	discard       bool
+	// rcptMapsChecked and senderMapsChecked: reject_unlisted_* ran, so
+	// the implicit check of smtpd_reject_unlisted_* is not repeated.
+	rcptMapsChecked   bool
+	senderMapsChecked bool
 }
 
 // Refuse returns a refusal outcome with a reply formatted and checked as
-// Postfix's smtpd_check_reject() does (see Codes).
+// Postfix's smtpd_check_reject() does (see Codes). Like Postfix, it
+// honours warn_if_reject (the refusal becomes a logged warning) and
+// defer_if_reject (a 5xx refusal becomes the deferral that was waiting).
 func (in *Input) Refuse(code int, dsn, format string, args ...any) Outcome {
-	return Outcome{Result: Refuse, Reply: in.codes.reply(code, dsn, format, args...)}
+	return in.refuse(true, code, dsn, format, args...)
+}
+
+// refuseConfig is a refusal for a configuration error: warn_if_reject
+// cannot turn it into a warning.
+func (in *Input) refuseConfig(code int, dsn, format string, args ...any) Outcome {
+	return in.refuse(false, code, dsn, format, args...)
+}
+
+func (in *Input) refuse(warnable bool, code int, dsn, format string, args ...any) Outcome {
+	r := in.codes.reply(code, dsn, format, args...)
+	st := in.st
+	if warnable && st.warnIfReject != 0 {
+		st.warnings = append(st.warnings, "reject_warning: "+r.String())
+		return Outcome{Result: Dunno, Reply: r, Warned: true}
+	}
+	if st.deferIfReject != nil && r.Code >= 500 {
+		d := *st.deferIfReject
+		st.deferIfReject, st.warnIfReject = nil, 0
+		return Outcome{Result: Refuse, Reply: in.codes.reply(d.Code, d.DSN, "%s", d.Text)}
+	}
+	return Outcome{Result: Refuse, Reply: r}
+}
+
+// deferIf records a defer_if_permit or defer_if_reject reply; the first
+// one of each kind is kept (defer_if() in smtpd_check.c).
+func (in *Input) deferIf(slot **Reply, code int, dsn, format string, args ...any) {
+	if *slot == nil {
+		r := Reply{Code: code, DSN: dsn, Text: fmt.Sprintf(format, args...)}
+		*slot = &r
+	}
+}
+
+// lookup records a table lookup for the trace.
+func (in *Input) lookup(l Lookup) {
+	if in.st.lookups != nil {
+		*in.st.lookups = append(*in.st.lookups, l)
+	}
 }
 
 // Restriction is one element of a restriction list, compiled.

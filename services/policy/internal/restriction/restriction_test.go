@@ -23,6 +23,7 @@ relay_domains = relay.example.net
 virtual_alias_domains = alias.example
 virtual_mailbox_domains = mbox.example
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+smtpd_reject_unlisted_recipient = no
 `
 
 func config(t testing.TB, extra string) *maincf.Config {
@@ -522,27 +523,27 @@ func TestCompileErrors(t *testing.T) {
 		want  []string
 	}{
 		{"unknown restriction", "smtpd_recipient_restrictions = permit_mynetwork",
-			[]string{`main.cf:10: smtpd_recipient_restrictions: unknown restriction "permit_mynetwork"`}},
+			[]string{`main.cf:11: smtpd_recipient_restrictions: unknown restriction "permit_mynetwork"`}},
 		{"not implemented yet", "smtpd_client_restrictions = reject_rbl_client",
-			[]string{`main.cf:10: smtpd_client_restrictions: restriction "reject_rbl_client" is not implemented yet`}},
-		{"access table", "smtpd_sender_restrictions = hash:/etc/postfix/access",
-			[]string{`main.cf:10: smtpd_sender_restrictions: restriction "hash:/etc/postfix/access": access tables are not implemented yet`}},
+			[]string{`main.cf:11: smtpd_client_restrictions: restriction "reject_rbl_client" is not implemented yet`}},
+		{"missing table", "smtpd_sender_restrictions = hash:/nonexistent/access",
+			[]string{`main.cf:11: smtpd_sender_restrictions: table hash:/nonexistent/access: stat /nonexistent/access: no such file or directory`}},
 		{"class without definition", "smtpd_restriction_classes = empty",
-			[]string{"main.cf:10: smtpd_restriction_classes: restriction class `empty' needs a definition"}},
+			[]string{"main.cf:11: smtpd_restriction_classes: restriction class `empty' needs a definition"}},
 		{"class loop", "smtpd_restriction_classes = a, b\na = b\nb = a",
-			[]string{"main.cf:11: a: restriction class a refers to itself (a -> b -> a)"}},
+			[]string{"main.cf:12: a: restriction class a refers to itself (a -> b -> a)"}},
 		{"unknown name in a class", "smtpd_restriction_classes = a\na = nonsense",
-			[]string{`main.cf:11: a: unknown restriction "nonsense"`}},
+			[]string{`main.cf:12: a: unknown restriction "nonsense"`}},
 		{"safety check", "smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated",
-			[]string{"main.cf:10: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject or defer"}},
+			[]string{"main.cf:11: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer or defer_if_permit"}},
 		{"safety check, through a class", "smtpd_restriction_classes = c\nc = permit_mynetworks\nsmtpd_relay_restrictions = c",
-			[]string{"main.cf:12: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject or defer"}},
+			[]string{"main.cf:13: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer or defer_if_permit"}},
 		{"bad mynetworks", "mynetworks = ::1/128",
-			[]string{`main.cf:10: mynetworks: IPv6 network "::1/128" must be written in brackets, e.g. [::1]/128`}},
+			[]string{`main.cf:11: mynetworks: IPv6 network "::1/128" must be written in brackets, e.g. [::1]/128`}},
 		{"table in mydestination", "mydestination = hash:/etc/postfix/domains",
-			[]string{`main.cf:10: mydestination: lookup table "hash:/etc/postfix/domains": lookup tables are not supported yet in domain lists`}},
+			[]string{`main.cf:11: mydestination: lookup table "hash:/etc/postfix/domains": lookup tables are not supported yet in domain lists`}},
 		{"several problems at once", "smtpd_helo_restrictions = x\nsmtpd_data_restrictions = y",
-			[]string{`main.cf:10: smtpd_helo_restrictions: unknown restriction "x"`, `main.cf:11: smtpd_data_restrictions: unknown restriction "y"`}},
+			[]string{`main.cf:11: smtpd_helo_restrictions: unknown restriction "x"`, `main.cf:12: smtpd_data_restrictions: unknown restriction "y"`}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Compile(config(t, tc.extra))

@@ -105,3 +105,22 @@ func (k ListKind) replyName(f *Facts) string {
 	}
 	return ""
 }
+
+// defaultAccess is the access restriction a bare "type:table" element
+// means in this list (the def_acl argument of generic_checks()); the DATA
+// lists have none.
+func (k ListKind) defaultAccess() string {
+	switch k {
+	case ClientList:
+		return "check_client_access"
+	case HELOList:
+		return "check_helo_access"
+	case SenderList:
+		return "check_sender_access"
+	case RelayList, RecipientList:
+		return "check_recipient_access"
+	case ETRNList:
+		return "check_etrn_access"
+	}
+	return ""
+}

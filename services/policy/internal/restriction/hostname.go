@@ -1,0 +1,186 @@
+package restriction
+
+import (
+	"context"
+	"strings"
+
+	"github.com/smtpgate/smtpgate/services/policy/internal/address"
+)
+
+// validHostname is Postfix's valid_hostname(): at most 255 characters,
+// labels of at most 63 letters, digits, "_" and inner "-", no empty
+// label, and not all-numeric (that would be an address).
+func validHostname(name string) bool {
+	if name == "" || len(name) > 255 {
+		return false
+	}
+	label, numeric := 0, true
+	for i := 0; i < len(name); i++ {
+		switch c := name[i]; {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_':
+			label++
+			numeric = false
+		case c >= '0' && c <= '9':
+			label++
+		case c == '-':
+			if label == 0 || i+1 == len(name) || name[i+1] == '.' {
+				return false
+			}
+			label++
+			numeric = false
+		case c == '.':
+			if label == 0 {
+				return false
+			}
+			label = 0
+		default:
+			return false
+		}
+		if label > 63 {
+			return false
+		}
+	}
+	return label > 0 && !numeric
+}
+
+// validMailhostAddr is valid_mailhost_addr(): the inside of an address
+// literal, "192.0.2.1" or "IPv6:2001:db8::1".
+func validMailhostAddr(s string) bool {
+	if len(s) > 5 && strings.EqualFold(s[:5], "IPv6:") {
+		return validHostAddr(s[5:]) && strings.Contains(s[5:], ":")
+	}
+	return validHostAddr(s) && !strings.Contains(s, ":")
+}
+
+// truncateDot removes one trailing dot, not two (dup_if_truncate()).
+func truncateDot(s string) string {
+	if n := len(s); n > 1 && s[n-1] == '.' && s[n-2] != '.' {
+		return s[:n-1]
+	}
+	return s
+}
+
+// heloCheck is reject_invalid_helo_hostname and
+// reject_non_fqdn_helo_hostname (and their old names).
+type heloCheck struct {
+	name string
+	fqdn bool
+}
+
+func (r heloCheck) Name() string { return r.name }
+func (r heloCheck) Eval(_ context.Context, in *Input) (Outcome, error) {
+	helo := in.Facts.HELO
+	if helo == "" {
+		return Outcome{}, nil
+	}
+	if helo[0] == '[' {
+		inner := helo[1:]
+		if n := len(inner); n > 1 && inner[n-1] == ']' {
+			inner = inner[:n-1]
+		}
+		if !validMailhostAddr(inner) {
+			return in.Refuse(in.codes.InvalidHostname, "5.5.2", "<%s>: %s rejected: invalid ip address", helo, classHELO), nil
+		}
+		return Outcome{}, nil
+	}
+	name := truncateDot(helo)
+	if r.fqdn {
+		if !validHostname(name) || !strings.Contains(name, ".") {
+			return in.Refuse(in.codes.NonFQDN, "5.5.2", "<%s>: %s rejected: need fully-qualified hostname", helo, classHELO), nil
+		}
+		return Outcome{}, nil
+	}
+	if !validHostname(name) && !validHostAddr(name) {
+		return in.Refuse(in.codes.InvalidHostname, "5.5.2", "<%s>: %s rejected: Invalid name", helo, classHELO), nil
+	}
+	return Outcome{}, nil
+}
+
+// nonFQDNAddress is reject_non_fqdn_sender and reject_non_fqdn_recipient
+// (reject_non_fqdn_address()): the domain must be a hostname with a dot;
+// address literals pass.
+type nonFQDNAddress struct {
+	name      string
+	recipient bool
+}
+
+func (r nonFQDNAddress) Name() string { return r.name }
+func (r nonFQDNAddress) Eval(_ context.Context, in *Input) (Outcome, error) {
+	f := in.Facts
+	addr, class := f.Sender, classSender
+	if r.recipient {
+		addr, class = f.Recipient, classRecipient
+	} else if !f.InTransaction {
+		return Outcome{}, nil
+	}
+	if addr == "" {
+		return Outcome{}, nil
+	}
+	domain := ""
+	if a, err := address.Parse(addr); err == nil {
+		domain = a.Domain
+	} else if i := strings.LastIndexByte(addr, '@'); i >= 0 {
+		domain = addr[i+1:]
+	}
+	if strings.HasPrefix(domain, "[") && strings.HasSuffix(domain, "]") {
+		return Outcome{}, nil
+	}
+	d := truncateDot(domain)
+	if d == "" || !validUTF8Hostname(d) || !strings.Contains(d, ".") {
+		return in.Refuse(in.codes.NonFQDN, "4.5.2", "<%s>: %s rejected: need fully-qualified address", addr, class), nil
+	}
+	return Outcome{}, nil
+}
+
+// validUTF8Hostname accepts the hostnames of validHostname and, for
+// SMTPUTF8 domains, labels with non-ASCII characters.
+func validUTF8Hostname(name string) bool {
+	ascii := true
+	for i := 0; i < len(name); i++ {
+		if name[i] >= 0x80 {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		return validHostname(name)
+	}
+	return validHostname(strings.Map(func(r rune) rune {
+		if r >= 0x80 {
+			return 'x'
+		}
+		return r
+	}, name))
+}
+
+// unauthPipelining is reject_unauth_pipelining: the client sent commands
+// ahead of a reply where RFC 2920 does not allow it.
+type unauthPipelining struct{}
+
+func (unauthPipelining) Name() string { return "reject_unauth_pipelining" }
+func (unauthPipelining) Eval(_ context.Context, in *Input) (Outcome, error) {
+	if !in.Facts.UnauthPipelining {
+		return Outcome{}, nil
+	}
+	return in.Refuse(503, "5.5.0", "<%s>: %s rejected: Improper use of SMTP command pipelining", in.Name, in.Class), nil
+}
+
+// deferIfRestriction is defer_if_permit and defer_if_reject as
+// restrictions: 450 4.7.0 "... defer_if_permit requested".
+type deferIfRestriction struct{ permit bool }
+
+func (r deferIfRestriction) Name() string {
+	if r.permit {
+		return "defer_if_permit"
+	}
+	return "defer_if_reject"
+}
+
+func (r deferIfRestriction) Eval(_ context.Context, in *Input) (Outcome, error) {
+	slot := &in.st.deferIfReject
+	if r.permit {
+		slot = &in.st.deferIfPermit
+	}
+	in.deferIf(slot, 450, "4.7.0", "<%s>: %s rejected: %s requested", in.Name, in.Class, r.Name())
+	return Outcome{}, nil
+}
