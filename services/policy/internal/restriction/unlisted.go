@@ -68,10 +68,10 @@ func (m maps) find(ctx context.Context, in *Input, a address.Address, delimiter 
 // (check_rcpt_maps() in smtpd_check.c, LOCAL_RECIPIENT_README,
 // VIRTUAL_README).
 type validRecipients struct {
-	dest                                     *Destinations
+	dest                                       *Destinations
 	local, virtualAlias, virtualMailbox, relay maps
-	delimiter                                string
-	showTable                                bool
+	delimiter                                  string
+	showTable                                  bool
 }
 
 // unlisted is reject_unlisted_recipient and reject_unlisted_sender.
