@@ -35,7 +35,7 @@ func (r *cidrRule) match(a netip.Addr) bool {
 // rule, or an if block.
 type cidrItem struct {
 	group *cidrGroup
-	rule  *cidrRule  // a negated rule
+	rule  *cidrRule // a negated rule
 	block *cidrIf
 }
 

@@ -3,6 +3,7 @@ package table
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
@@ -125,6 +126,9 @@ type matcher interface {
 // parseFunc parses a table file.
 type parseFunc func(s *source) (matcher, error)
 
+// errChanged says that a file changed while it was being read.
+var errChanged = errors.New("file changed while being read")
+
 // fileSig identifies a version of a file: what stat said about it.
 type fileSig struct {
 	mtime int64
@@ -171,18 +175,30 @@ func openFile(spec, typ, path string, pattern bool, parse parseFunc, opts Option
 // load stats, reads and parses the file. Stat comes first so that a
 // change made while reading is seen by the next check.
 func (t *fileTable) load() (*snapshot, error) {
-	fi, err := os.Stat(t.path)
-	if err != nil {
-		return nil, fmt.Errorf("table %s: %w", t.spec, err)
+	for try := 1; ; try++ {
+		fi, err := os.Stat(t.path)
+		if err != nil {
+			return nil, fmt.Errorf("table %s: %w", t.spec, err)
+		}
+		snap, err := t.loadSig(fileSig{mtime: fi.ModTime().UnixNano(), size: fi.Size()})
+		if errors.Is(err, errChanged) {
+			if try < 3 {
+				continue
+			}
+			return nil, fmt.Errorf("table %s: %w", t.spec, err)
+		}
+		return snap, err
 	}
-	sig := fileSig{mtime: fi.ModTime().UnixNano(), size: fi.Size()}
-	return t.loadSig(sig)
 }
 
 func (t *fileTable) loadSig(sig fileSig) (*snapshot, error) {
 	data, err := os.ReadFile(t.path)
 	if err != nil {
 		return nil, fmt.Errorf("table %s: %w", t.spec, err)
+	}
+	if fi, err := os.Stat(t.path); err == nil && (fi.ModTime().UnixNano() != sig.mtime || fi.Size() != sig.size) {
+		// Written to while we read it: try again at the next check.
+		return nil, errChanged
 	}
 	s := &source{typ: t.typ, file: t.path, data: data}
 	m, err := t.parse(s)
@@ -224,6 +240,9 @@ func (t *fileTable) maybeReload() {
 		snap, err = t.loadSig(sig)
 	} else {
 		err = fmt.Errorf("table %s: %w", t.spec, err)
+	}
+	if errors.Is(err, errChanged) {
+		return
 	}
 	if err != nil {
 		t.failed = sig

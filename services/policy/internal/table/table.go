@@ -115,7 +115,10 @@ type Options struct {
 	// reload failures; nil discards them.
 	Logger *slog.Logger
 	// ReloadCheck is how often, at most, a lookup stats a table's file to
-	// see whether it changed (default 1s).
+	// see whether it changed (default 1s). A change is seen when the
+	// file's mtime or size differs. Replace table files atomically
+	// (write a new file, then rename it over the old one): a file read
+	// while an editor rewrites it in place can be seen half written.
 	ReloadCheck time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
@@ -180,7 +183,11 @@ func Open(spec string, opts Options) (Table, error) {
 	if !filepath.IsAbs(path) && opts.Dir != "" {
 		path = filepath.Join(opts.Dir, path)
 	}
-	return openFile(spec, typ, path, pattern, parse, opts)
+	t, err := openFile(spec, typ, path, pattern, parse, opts)
+	if err != nil {
+		return nil, err
+	}
+	return t, nil
 }
 
 // splitSpec splits "type:name", dropping any "proxy:" prefixes.
