@@ -217,7 +217,7 @@ func (c *compiler) accessTable(param, spec string) table.Table {
 		default:
 			vc := *c
 			vc.errs = nil
-			vc.items(param, maincf.SplitList(v), nil)
+			vc.items("", maincf.SplitList(v), nil)
 			for _, err := range vc.errs {
 				c.errs = append(c.errs, fmt.Errorf("%s: %s: entry %q: %w", e.Pos, spec, v, err))
 			}

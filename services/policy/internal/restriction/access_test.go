@@ -1,0 +1,588 @@
+package restriction
+
+import (
+	"context"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// withTables compiles base+extra after writing the table files into a
+// temporary directory; "TABLES/" in extra and in the files is that
+// directory.
+func withTables(t *testing.T, files map[string]string, extra string) (*Engine, string) {
+	t.Helper()
+	e, dir, err := compileTables(t, files, extra)
+	if err != nil {
+		t.Fatalf("Compile: %v", err)
+	}
+	return e, dir
+}
+
+func compileTables(t *testing.T, files map[string]string, extra string) (*Engine, string, error) {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(strings.ReplaceAll(content, "TABLES/", dir+"/")), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e, err := Compile(config(t, strings.ReplaceAll(extra, "TABLES/", dir+"/")))
+	return e, dir, err
+}
+
+// fact modifies the facts of a test RCPT TO.
+type fact func(*Facts)
+
+func from(addr string) fact    { return func(f *Facts) { f.ClientAddr = netip.MustParseAddr(addr) } }
+func named(name string) fact   { return func(f *Facts) { f.ClientName = name } }
+func helo(name string) fact    { return func(f *Facts) { f.HELO = name } }
+func sender(addr string) fact  { return func(f *Facts) { f.Sender = addr } }
+func to(addr string) fact      { return func(f *Facts) { f.Recipient = addr } }
+func login(user string) fact   { return func(f *Facts) { f.SASLUsername = user } }
+func pipelining() fact         { return func(f *Facts) { f.UnauthPipelining = true } }
+func stage(s Stage) fact       { return func(f *Facts) { f.Stage = s } }
+func etrn(domain string) fact  { return func(f *Facts) { f.ETRNDomain = domain } }
+func reverse(name string) fact { return func(f *Facts) { f.ReverseClientName = name } }
+
+// facts is a stranger's RCPT TO a local user, modified by fs.
+func facts(fs ...fact) *Facts {
+	f := rcpt(strangerAddr, "john@example.org")
+	for _, fn := range fs {
+		fn(f)
+	}
+	return f
+}
+
+func permitted() Verdict { return Verdict{Action: ActionPermit} }
+
+func refused(code int, dsn, text, restriction, list string) Verdict {
+	a := ActionReject
+	if code < 500 {
+		a = ActionDefer
+	}
+	return Verdict{Action: a, Reply: Reply{code, dsn, text}, Restriction: restriction, List: list}
+}
+
+// verdictOf returns the verdict without the fields a case does not
+// name: the deciding restriction is only compared when the case gives it.
+func verdictOf(t *testing.T, e *Engine, f *Facts, want Verdict) Verdict {
+	t.Helper()
+	got, err := e.Check(context.Background(), f)
+	if err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	if want.Restriction == "" {
+		got.Restriction, got.List = "", ""
+	}
+	return got
+}
+
+// The examples of Postfix's SMTPD_ACCESS_README, access(5) and
+// RESTRICTION_CLASS_README, and the lookup rules of smtpd_check.c.
+func TestAccessTables(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		conf  string
+		facts *Facts
+		want  Verdict
+	}{
+		{
+			name:  "client address REJECT",
+			files: map[string]string{"client": "203.0.113.5 REJECT\n"},
+			conf:  "smtpd_client_restrictions = check_client_access texthash:TABLES/client",
+			facts: facts(),
+			want:  refused(554, "5.7.1", "<unknown[203.0.113.5]>: Client host rejected: Access denied", "check_client_access texthash:TABLES/client", "smtpd_client_restrictions"),
+		},
+		{
+			name:  "client network by octets",
+			files: map[string]string{"client": "203.0.113 REJECT no thanks\n"},
+			conf:  "smtpd_client_restrictions = check_client_access texthash:TABLES/client",
+			facts: facts(from("203.0.113.77")),
+			want:  refused(554, "5.7.1", "<unknown[203.0.113.77]>: Client host rejected: no thanks", "", ""),
+		},
+		{
+			name:  "client name and parent domain before the address",
+			files: map[string]string{"client": "bad.example 550 5.7.9 go away\n203.0.113.5 OK\n"},
+			conf:  "smtpd_client_restrictions = check_client_access texthash:TABLES/client",
+			facts: facts(named("mail.bad.example")),
+			want:  refused(550, "5.7.9", "<mail.bad.example[203.0.113.5]>: Client host rejected: go away", "", ""),
+		},
+		{
+			name:  "client IPv6 by colon parts",
+			files: map[string]string{"client": "2001:db8:1 REJECT\n"},
+			conf:  "smtpd_client_restrictions = check_client_access texthash:TABLES/client",
+			facts: facts(from("2001:db8:1::25")),
+			// Looked up as "2001:db8:1::25", "2001:db8:1:", "2001:db8:1".
+			want: refused(554, "5.7.1", "<unknown[2001:db8:1::25]>: Client host rejected: Access denied", "", ""),
+		},
+		{
+			name:  "client cidr",
+			files: map[string]string{"client.cidr": "203.0.113.0/24 REJECT listed\n"},
+			conf:  "smtpd_client_restrictions = check_client_access cidr:TABLES/client.cidr",
+			facts: facts(),
+			want:  refused(554, "5.7.1", "<unknown[203.0.113.5]>: Client host rejected: listed", "", ""),
+		},
+		{
+			name:  "bare table means the list's access check",
+			files: map[string]string{"client.cidr": "203.0.113.0/24 DEFER busy\n"},
+			conf:  "smtpd_client_restrictions = cidr:TABLES/client.cidr",
+			facts: facts(),
+			want:  refused(450, "4.7.1", "<unknown[203.0.113.5]>: Client host rejected: busy", "", ""),
+		},
+		{
+			name:  "unverified client name OK is refused",
+			files: map[string]string{"rev": "friendly.example OK\n"},
+			conf:  "smtpd_client_restrictions = check_reverse_client_hostname_access texthash:TABLES/rev",
+			facts: facts(reverse("mx.friendly.example")),
+			want:  refused(451, "4.3.5", "Server configuration error", "", ""),
+		},
+		{
+			name:  "HELO localhost.localdomain",
+			files: map[string]string{"helo": "localhost.localdomain REJECT You are not me\n"},
+			conf:  "smtpd_helo_restrictions = check_helo_access texthash:TABLES/helo",
+			facts: facts(helo("localhost.localdomain")),
+			want:  refused(554, "5.7.1", "<localhost.localdomain>: Helo command rejected: You are not me", "", ""),
+		},
+		{
+			name:  "HELO regexp",
+			files: map[string]string{"helo.re": "/^[0-9.]+$/ REJECT numeric HELO\n"},
+			conf:  "smtpd_helo_restrictions = check_helo_access regexp:TABLES/helo.re",
+			facts: facts(helo("192.0.2.1")),
+			want:  refused(554, "5.7.1", "<192.0.2.1>: Helo command rejected: numeric HELO", "", ""),
+		},
+		{
+			name:  "null sender key",
+			files: map[string]string{"sender": "<> 550 no bounces here\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("")),
+			want:  refused(550, "5.7.1", "<>: Sender address rejected: no bounces here", "", ""),
+		},
+		{
+			name:  "sender domain matches subdomains (parent_domain_matches_subdomains)",
+			files: map[string]string{"sender": "spammer.example REJECT\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("a@mail.spammer.example")),
+			want:  refused(554, "5.7.1", "<a@mail.spammer.example>: Sender address rejected: Access denied", "", ""),
+		},
+		{
+			name:  "dot style without smtpd_access_maps in parent_domain_matches_subdomains",
+			files: map[string]string{"sender": "spammer.example REJECT\n"},
+			conf:  "parent_domain_matches_subdomains = relay_domains\nsmtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("a@mail.spammer.example")),
+			want:  permitted(),
+		},
+		{
+			name:  "dot style pattern",
+			files: map[string]string{"sender": ".spammer.example REJECT\n"},
+			conf:  "parent_domain_matches_subdomains = relay_domains\nsmtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("a@mail.spammer.example")),
+			want:  refused(554, "5.7.1", "<a@mail.spammer.example>: Sender address rejected: Access denied", "", ""),
+		},
+		{
+			name:  "user@ matches any domain",
+			files: map[string]string{"sender": "abuse@ REJECT forged\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("abuse@anywhere.example")),
+			want:  refused(554, "5.7.1", "<abuse@anywhere.example>: Sender address rejected: forged", "", ""),
+		},
+		{
+			name:  "DUNNO stops the search in this table",
+			files: map[string]string{"sender": "ok@spammer.example DUNNO\nspammer.example REJECT\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("ok@spammer.example")),
+			want:  permitted(),
+		},
+		{
+			name:  "regexp tables get the whole address only",
+			files: map[string]string{"sender.re": "/^example\\.net$/ REJECT\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access regexp:TABLES/sender.re",
+			facts: facts(sender("user@example.net")),
+			want:  permitted(),
+		},
+		{
+			name:  "access_map_reject_code",
+			files: map[string]string{"rcpt": "john@example.org REJECT\n"},
+			conf:  "access_map_reject_code = 550\nsmtpd_recipient_restrictions = check_recipient_access texthash:TABLES/rcpt",
+			facts: facts(),
+			want:  refused(550, "5.7.1", "<john@example.org>: Recipient address rejected: Access denied", "", ""),
+		},
+		{
+			name:  "recipient OK cannot open a relay through sender-specified routing",
+			files: map[string]string{"rcpt": "example.org OK\n"},
+			conf:  "smtpd_relay_restrictions = check_recipient_access texthash:TABLES/rcpt, reject_unauth_destination",
+			facts: facts(to("lisa%example.com@example.org")),
+			want:  refused(554, "5.7.1", "<lisa%example.com@example.org>: Relay access denied", "reject_unauth_destination", "smtpd_relay_restrictions"),
+		},
+		{
+			name:  "all-numeric value is OK",
+			files: map[string]string{"client": "203.0.113.5 1700000000\n"},
+			conf:  "smtpd_relay_restrictions = check_client_access texthash:TABLES/client, reject_unauth_destination",
+			facts: facts(to("lisa@example.com")),
+			want:  Verdict{Action: ActionPermit, Restriction: "check_client_access texthash:TABLES/client", List: "smtpd_relay_restrictions"},
+		},
+		{
+			name:  "value naming restrictions",
+			files: map[string]string{"sender": "example.net permit_mynetworks, reject\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("a@example.net")),
+			want:  refused(554, "5.7.1", "<a@example.net>: Sender address rejected: Access denied", "", ""),
+		},
+		{
+			name: "RESTRICTION_CLASS_README: protected destination, outsider",
+			files: map[string]string{
+				"protected_destinations": "all@example.org insiders_only\n",
+				"insiders":               "example.org OK\nanother.example OK\n",
+			},
+			conf: "smtpd_restriction_classes = insiders_only\ninsiders_only = check_sender_access texthash:TABLES/insiders, reject\n" +
+				"smtpd_recipient_restrictions = check_recipient_access texthash:TABLES/protected_destinations",
+			facts: facts(to("all@example.org"), sender("someone@example.net")),
+			want:  refused(554, "5.7.1", "<all@example.org>: Recipient address rejected: Access denied", "reject", "insiders_only"),
+		},
+		{
+			name: "RESTRICTION_CLASS_README: protected destination, insider",
+			files: map[string]string{
+				"protected_destinations": "all@example.org insiders_only\n",
+				"insiders":               "example.org OK\nanother.example OK\n",
+			},
+			conf: "smtpd_restriction_classes = insiders_only\ninsiders_only = check_sender_access texthash:TABLES/insiders, reject\n" +
+				"smtpd_recipient_restrictions = check_recipient_access texthash:TABLES/protected_destinations",
+			facts: facts(to("all@example.org"), sender("boss@another.example")),
+			want:  permitted(),
+		},
+		{
+			name:  "warn_if_reject",
+			conf:  "smtpd_sender_restrictions = warn_if_reject, reject_non_fqdn_sender",
+			facts: facts(sender("root@localhost")),
+			want:  Verdict{Action: ActionPermit, Warnings: []string{"reject_warning: 504 5.5.2 <root@localhost>: Sender address rejected: need fully-qualified address"}},
+		},
+		{
+			name:  "warn_if_reject applies to the next restriction only",
+			conf:  "smtpd_sender_restrictions = warn_if_reject, reject_non_fqdn_helo_hostname, reject_non_fqdn_sender",
+			facts: facts(sender("root@localhost"), helo("localhost")),
+			want: Verdict{Action: ActionReject, Reply: Reply{504, "5.5.2", "<root@localhost>: Sender address rejected: need fully-qualified address"},
+				Warnings: []string{"reject_warning: 504 5.5.2 <localhost>: Helo command rejected: need fully-qualified hostname"}},
+		},
+		{
+			name:  "defer_if_permit turns the permit into a deferral",
+			conf:  "smtpd_client_restrictions = defer_if_permit",
+			facts: facts(),
+			want:  refused(450, "4.7.0", "<unknown[203.0.113.5]>: Client host rejected: defer_if_permit requested", "", ""),
+		},
+		{
+			name:  "defer_if_permit does not soften a reject",
+			conf:  "smtpd_client_restrictions = defer_if_permit",
+			facts: facts(to("lisa@example.com")),
+			want:  refused(554, "5.7.1", "<lisa@example.com>: Relay access denied", "", ""),
+		},
+		{
+			name:  "defer_if_reject turns a reject into a deferral",
+			conf:  "smtpd_sender_restrictions = defer_if_reject, reject_non_fqdn_sender",
+			facts: facts(sender("root@localhost")),
+			want:  refused(450, "4.7.0", "<root@localhost>: Sender address rejected: defer_if_reject requested", "", ""),
+		},
+		{
+			name:  "DEFER_IF_PERMIT action",
+			files: map[string]string{"sender": "example.net DEFER_IF_PERMIT try later\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("a@example.net")),
+			want:  refused(450, "4.7.1", "<a@example.net>: Sender address rejected: try later", "", ""),
+		},
+		{
+			name:  "DISCARD",
+			files: map[string]string{"sender": "spam.example DISCARD\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender, reject",
+			facts: facts(sender("a@spam.example")),
+			want:  Verdict{Action: ActionDiscard, Warnings: []string{"discard: <a@spam.example>: Sender address triggers DISCARD action"}},
+		},
+		{
+			name:  "PREPEND",
+			files: map[string]string{"sender": "example.net PREPEND X-Sender-Checked: example.net\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("a@example.net")),
+			want:  Verdict{Action: ActionPermit, Prepend: []string{"X-Sender-Checked: example.net"}},
+		},
+		{
+			name:  "WARN",
+			files: map[string]string{"sender": "example.net WARN watch this one\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			facts: facts(sender("a@example.net")),
+			want:  Verdict{Action: ActionPermit, Warnings: []string{"warn: watch this one"}},
+		},
+		{
+			name:  "invalid HELO",
+			conf:  "smtpd_helo_restrictions = reject_invalid_helo_hostname",
+			facts: facts(helo("bad_host!")),
+			want:  refused(501, "5.5.2", "<bad_host!>: Helo command rejected: Invalid name", "", ""),
+		},
+		{
+			name:  "invalid HELO address literal",
+			conf:  "smtpd_helo_restrictions = reject_invalid_helo_hostname",
+			facts: facts(helo("[192.0.2.999]")),
+			want:  refused(501, "5.5.2", "<[192.0.2.999]>: Helo command rejected: invalid ip address", "", ""),
+		},
+		{
+			name:  "valid HELO address literal",
+			conf:  "smtpd_helo_restrictions = reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname",
+			facts: facts(helo("[192.0.2.1]")),
+			want:  permitted(),
+		},
+		{
+			name:  "non-FQDN HELO",
+			conf:  "smtpd_helo_restrictions = reject_non_fqdn_helo_hostname",
+			facts: facts(helo("localhost")),
+			want:  refused(504, "5.5.2", "<localhost>: Helo command rejected: need fully-qualified hostname", "", ""),
+		},
+		{
+			name:  "non-FQDN recipient",
+			conf:  "smtpd_relay_restrictions = reject_non_fqdn_recipient, reject_unauth_destination",
+			facts: facts(to("lisa")),
+			want:  refused(504, "5.5.2", "<lisa>: Recipient address rejected: need fully-qualified address", "", ""),
+		},
+		{
+			name:  "non_fqdn_reject_code",
+			conf:  "non_fqdn_reject_code = 450\nsmtpd_sender_restrictions = reject_non_fqdn_sender",
+			facts: facts(sender("root@localhost")),
+			want:  refused(450, "4.5.2", "<root@localhost>: Sender address rejected: need fully-qualified address", "", ""),
+		},
+		{
+			name:  "unlisted local recipient (smtpd_reject_unlisted_recipient)",
+			files: map[string]string{"users": "john@example.org x\n"},
+			conf:  "smtpd_reject_unlisted_recipient = yes\nlocal_recipient_maps = texthash:TABLES/users",
+			facts: facts(to("nobody@example.org")),
+			want:  refused(550, "5.1.1", "<nobody@example.org>: Recipient address rejected: User unknown in local recipient table", "smtpd_reject_unlisted_recipient", ""),
+		},
+		{
+			name:  "listed local recipient",
+			files: map[string]string{"users": "john@example.org x\n"},
+			conf:  "smtpd_reject_unlisted_recipient = yes\nlocal_recipient_maps = texthash:TABLES/users",
+			facts: facts(to("John@Example.org")),
+			want:  permitted(),
+		},
+		{
+			name:  "postmaster is always a local recipient",
+			files: map[string]string{"users": "john@example.org x\n"},
+			conf:  "smtpd_recipient_restrictions = reject_unlisted_recipient\nlocal_recipient_maps = texthash:TABLES/users",
+			facts: facts(to("postmaster@example.org")),
+			want:  permitted(),
+		},
+		{
+			name:  "unlisted recipient with an extension",
+			files: map[string]string{"users": "john@example.org x\n"},
+			conf:  "recipient_delimiter = +\nsmtpd_recipient_restrictions = reject_unlisted_recipient\nlocal_recipient_maps = texthash:TABLES/users",
+			facts: facts(to("john+lists@example.org")),
+			want:  permitted(),
+		},
+		{
+			name:  "virtual alias domain without an alias",
+			conf:  "smtpd_reject_unlisted_recipient = yes",
+			facts: facts(to("x@alias.example")),
+			want:  refused(550, "5.1.1", "<x@alias.example>: Recipient address rejected: User unknown in virtual alias table", "", ""),
+		},
+		{
+			name:  "sender not owned by the logged-in user",
+			files: map[string]string{"logins": "john@example.org john\n"},
+			conf:  "smtpd_sender_login_maps = texthash:TABLES/logins\nsmtpd_sender_restrictions = reject_sender_login_mismatch",
+			facts: facts(sender("john@example.org"), login("lisa")),
+			want:  refused(553, "5.7.1", "<john@example.org>: Sender address rejected: not owned by user lisa", "", ""),
+		},
+		{
+			name:  "owned sender",
+			files: map[string]string{"logins": "john@example.org lisa, john\n"},
+			conf:  "smtpd_sender_login_maps = texthash:TABLES/logins\nsmtpd_sender_restrictions = reject_sender_login_mismatch",
+			facts: facts(sender("john@example.org"), login("John")),
+			want:  permitted(),
+		},
+		{
+			name:  "owned sender used without login",
+			files: map[string]string{"logins": "john@example.org john\n"},
+			conf:  "smtpd_sender_login_maps = texthash:TABLES/logins\nsmtpd_sender_restrictions = reject_sender_login_mismatch",
+			facts: facts(sender("john@example.org")),
+			want:  refused(553, "5.7.1", "<john@example.org>: Sender address rejected: not logged in", "", ""),
+		},
+		{
+			name:  "known mismatch lets a user send as an unowned address",
+			files: map[string]string{"logins": "john@example.org john\n"},
+			conf:  "smtpd_sender_login_maps = texthash:TABLES/logins\nsmtpd_sender_restrictions = reject_known_sender_login_mismatch",
+			facts: facts(sender("lisa@example.net"), login("lisa")),
+			want:  permitted(),
+		},
+		{
+			name:  "reject_unauth_pipelining",
+			conf:  "smtpd_data_restrictions = reject_unauth_pipelining",
+			facts: facts(stage(Data), pipelining()),
+			want:  refused(503, "5.5.0", "<DATA>: Data command rejected: Improper use of SMTP command pipelining", "", ""),
+		},
+		{
+			name:  "check_sasl_access",
+			files: map[string]string{"sasl": "mallory REJECT account suspended\n"},
+			conf:  "smtpd_relay_restrictions = check_sasl_access texthash:TABLES/sasl, permit_sasl_authenticated, reject_unauth_destination",
+			facts: facts(login("mallory"), to("lisa@example.com")),
+			want:  refused(554, "5.7.1", "<mallory>: SASL login name rejected: account suspended", "", ""),
+		},
+		{
+			name:  "check_etrn_access",
+			files: map[string]string{"etrn": "example.net REJECT\n"},
+			conf:  "smtpd_etrn_restrictions = check_etrn_access texthash:TABLES/etrn",
+			facts: facts(stage(ETRN), etrn("mail.example.net")),
+			want:  refused(554, "5.7.1", "<mail.example.net>: Etrn command rejected: Access denied", "", ""),
+		},
+		{
+			name:  "soft_bounce turns a table's 5xx into 4xx",
+			files: map[string]string{"client": "203.0.113.5 REJECT\n"},
+			conf:  "soft_bounce = yes\nsmtpd_client_restrictions = check_client_access texthash:TABLES/client",
+			facts: facts(),
+			want:  refused(454, "4.7.1", "<unknown[203.0.113.5]>: Client host rejected: Access denied", "", ""),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, dir := withTables(t, tc.files, tc.conf)
+			got := verdictOf(t, e, tc.facts, tc.want)
+			got.Restriction = strings.ReplaceAll(got.Restriction, dir+"/", "TABLES/")
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("verdict (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// The lookup order of an address in an access table: what Explain shows.
+func TestAccessLookupOrder(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		conf string
+		want []string
+	}{
+		{"parent style", "recipient_delimiter = +",
+			[]string{"user+tag@mail.example.net", "user@mail.example.net", "mail.example.net", "example.net", "net", "user+tag@", "user@"}},
+		{"dot style", "recipient_delimiter = +\nparent_domain_matches_subdomains =",
+			[]string{"user+tag@mail.example.net", "user@mail.example.net", "mail.example.net", ".example.net", ".net", "user+tag@", "user@"}},
+		{"no delimiter", "",
+			[]string{"user+tag@mail.example.net", "mail.example.net", "example.net", "net", "user+tag@"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, _ := withTables(t, map[string]string{"sender": "nothing.example OK\n"},
+				tc.conf+"\nsmtpd_sender_restrictions = check_sender_access texthash:TABLES/sender")
+			_, steps, err := e.Explain(context.Background(), facts(sender("user+tag@mail.example.net")))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, s := range steps {
+				if strings.HasPrefix(s.Restriction, "check_sender_access") {
+					for _, l := range s.Lookups {
+						got = append(got, l.Key)
+					}
+				}
+			}
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("lookup keys (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestClientAddressLookupOrder(t *testing.T) {
+	e, _ := withTables(t, map[string]string{"client": "nothing.example OK\n"}, "smtpd_client_restrictions = check_client_access texthash:TABLES/client")
+	for _, tc := range []struct {
+		facts *Facts
+		want  []string
+	}{
+		{facts(named("mx.example.net")), []string{"mx.example.net", "example.net", "net", "203.0.113.5", "203.0.113", "203.0", "203"}},
+		{facts(from("2001:db8::25")), []string{"unknown", "2001:db8::25", "2001:db8:", "2001:db8", "2001"}},
+	} {
+		_, steps, err := e.Explain(context.Background(), tc.facts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, s := range steps {
+			for _, l := range s.Lookups {
+				got = append(got, l.Key)
+			}
+		}
+		if diff := cmp.Diff(tc.want, got); diff != "" {
+			t.Errorf("lookup keys (-want +got):\n%s", diff)
+		}
+	}
+}
+
+func TestAccessTableErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		conf  string
+		want  string
+	}{
+		{"HOLD needs a queue", map[string]string{"sender": "# comment\nexample.net HOLD\n"},
+			"smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			"sender:2: texthash:TABLES/sender: action HOLD needs a mail queue"},
+		{"REDIRECT needs a queue", map[string]string{"rcpt": "a@example.org REDIRECT b@example.org\n"},
+			"smtpd_recipient_restrictions = check_recipient_access texthash:TABLES/rcpt",
+			"rcpt:1: texthash:TABLES/rcpt: action REDIRECT needs a mail queue"},
+		{"lookup table in a value", map[string]string{"sender": "example.net check_client_access texthash:TABLES/other\n"},
+			"smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			`names a lookup table; define a restriction class and name it instead`},
+		{"unknown restriction in a value", map[string]string{"sender": "example.net permit_mynetwork\n"},
+			"smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",
+			`entry "permit_mynetwork": unknown restriction "permit_mynetwork"`},
+		{"access check without a table", nil,
+			"smtpd_sender_restrictions = check_sender_access, reject",
+			"restriction check_sender_access needs a lookup table (type:name) after it"},
+		{"bare table in the DATA list", map[string]string{"t": "x OK\n"},
+			"smtpd_data_restrictions = texthash:TABLES/t",
+			"say which access check it is for"},
+		{"login mismatch without maps", nil,
+			"smtpd_sender_restrictions = reject_sender_login_mismatch",
+			"restriction reject_sender_login_mismatch needs smtpd_sender_login_maps"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, dir, err := compileTables(t, tc.files, tc.conf)
+			if err == nil {
+				t.Fatal("Compile: no error")
+			}
+			got := strings.ReplaceAll(err.Error(), dir+"/", "TABLES/")
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("error %q does not contain %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestAccessTableReload(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "client")
+	if err := os.WriteFile(path, []byte("203.0.113.5 OK\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	e := compile(t, "smtpd_client_restrictions = check_client_access texthash:"+path+", reject")
+	if v, err := e.Check(context.Background(), facts()); err != nil || v.Action != ActionPermit {
+		t.Fatalf("before the change: %v, %v", v, err)
+	}
+	if err := os.WriteFile(path, []byte("203.0.113.5 REJECT changed my mind\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		v, err := e.Check(context.Background(), facts())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Action == ActionReject {
+			if v.Reply.Text != "<unknown[203.0.113.5]>: Client host rejected: changed my mind" {
+				t.Errorf("reply %q", v.Reply)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the table change was not picked up within 5s")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
