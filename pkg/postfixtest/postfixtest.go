@@ -1,0 +1,318 @@
+// Package postfixtest runs a throwaway Postfix smtpd on loopback for tests
+// that compare smtpgate with the real thing. It is test support only: no
+// non-test code imports it.
+//
+// The instance is a pure front door. It listens on 127.0.0.1 at a free
+// port, keeps its queue, data and log under a temporary directory, and hands
+// every accepted message to the discard transport, so it never delivers
+// anywhere. It trusts nothing but its own configuration; callers add
+// restrictions and lookup tables through Options.
+//
+// Running Postfix needs root and the Debian postfix package installed
+// unconfigured with an /etc/postfix/main.cf (scripts/deps --test does both);
+// docs/postfix-on-loopback.md records why each setting below is there.
+package postfixtest
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/textproto"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// Options configure one instance.
+type Options struct {
+	// Main holds extra main.cf lines (restrictions etc.). They are
+	// appended after the harness's own lines, so they win.
+	Main string
+	// Files are written into the instance directory before Postfix starts
+	// (lookup tables): file name → content.
+	Files map[string]string
+	// Postmap names the Files to compile with "postmap hash:<path>".
+	Postmap []string
+}
+
+// Postfix is a running instance.
+type Postfix struct {
+	dir   string // config directory: main.cf, master.cf, tables, maillog
+	queue string
+	addr  string
+	log   string
+}
+
+// Addr returns the smtpd address, "127.0.0.1:port".
+func (p *Postfix) Addr() string { return p.addr }
+
+// Dir returns the instance directory; the files from Options.Files are at
+// Dir()/name.
+func (p *Postfix) Dir() string { return p.dir }
+
+// Log returns the contents of the instance's maillog_file.
+func (p *Postfix) Log() string {
+	b, _ := os.ReadFile(p.log)
+	return string(b)
+}
+
+// commands are the Postfix programs Start runs.
+var commands = struct{ postfix, postmap string }{"/usr/sbin/postfix", "/usr/sbin/postmap"}
+
+// needs is the hint every set-up failure ends with.
+const needs = "run scripts/deps --test (as root) to install Postfix, and run these tests as root"
+
+// Start runs a throwaway Postfix smtpd on 127.0.0.1:<free port> from a
+// temporary directory and stops it at t.Cleanup. Any problem, including a
+// missing Postfix or not being root, fails the test: it never skips.
+func Start(t testing.TB, o Options) *Postfix {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatalf("postfixtest: Postfix can only be started as root (euid %d); %s", os.Geteuid(), needs)
+	}
+	for _, c := range []string{commands.postfix, commands.postmap} {
+		if _, err := os.Stat(c); err != nil {
+			t.Fatalf("postfixtest: Postfix is not installed (%v); %s", err, needs)
+		}
+	}
+	// The postfix command reads the default main.cf even with -c, and
+	// exits 1 without a word when it is missing.
+	if _, err := os.Stat("/etc/postfix/main.cf"); err != nil {
+		t.Fatalf("postfixtest: %v (an unconfigured install has none); %s", err, needs)
+	}
+
+	// Postfix wants the whole config directory tree owned by root, and the
+	// queue directory's subdirectories owned by postfix, so the queue
+	// lives beside the config directory, not in it. The base is 0755: the
+	// daemons run as postfix and must reach the queue.
+	base, err := os.MkdirTemp("", "postfixtest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = os.RemoveAll(base) })
+	p := &Postfix{dir: filepath.Join(base, "conf"), queue: filepath.Join(base, "queue")}
+	p.log = filepath.Join(p.dir, "maillog")
+	for _, d := range []string{base, p.dir, p.queue} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for name, content := range o.Files {
+		if name != filepath.Base(name) || name == "main.cf" || name == "master.cf" || name == "maillog" {
+			t.Fatalf("postfixtest: file name %q: want a plain name other than main.cf, master.cf and maillog", name)
+		}
+		if err := os.WriteFile(filepath.Join(p.dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.addr = net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+	token := instanceToken()
+	write(t, filepath.Join(p.dir, "main.cf"), mainCF(base, p.dir, p.queue, token)+"\n# --- Options.Main ---\n"+o.Main+"\n")
+	write(t, filepath.Join(p.dir, "master.cf"), masterCF(port))
+	for _, name := range o.Postmap {
+		if _, ok := o.Files[name]; !ok {
+			t.Fatalf("postfixtest: Postmap names %q, which is not in Files", name)
+		}
+		out, err := exec.Command(commands.postmap, "-c", p.dir, "hash:"+filepath.Join(p.dir, name)).CombinedOutput()
+		if err != nil {
+			t.Fatalf("postfixtest: postmap %s: %v\n%s%s", name, err, out, p.Log())
+		}
+	}
+
+	t.Cleanup(func() { p.stop(t) })
+	if out, err := exec.Command(commands.postfix, "-c", p.dir, "start").CombinedOutput(); err != nil {
+		t.Fatalf("postfixtest: postfix -c %s start: %v\n%s\n--- maillog ---\n%s", p.dir, err, out, p.Log())
+	}
+	if err := p.waitReady(token, 15*time.Second); err != nil {
+		t.Fatalf("postfixtest: Postfix does not answer on %s: %v\n--- maillog ---\n%s", p.addr, err, p.Log())
+	}
+	return p
+}
+
+// mainCF is the harness's own main.cf.
+func mainCF(base, dir, queue, token string) string {
+	return fmt.Sprintf(`# postfixtest: a throwaway Postfix that listens on loopback and delivers
+# nowhere. Lines after "Options.Main" below come from the test and win.
+compatibility_level = 3.6
+queue_directory = %[2]s
+data_directory = %[1]s/data
+# Postfix's own log file, written by postlogd; the prefixes must allow it.
+maillog_file = %[3]s/maillog
+maillog_file_prefixes = %[3]s
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = mail.example.org
+mydomain = example.org
+mydestination = $mydomain, localhost
+mynetworks = 127.0.0.1/32
+# Empty: unknown local users are not rejected (smtpgate has no user list).
+local_recipient_maps =
+alias_maps =
+alias_database =
+# Every accepted message is thrown away.
+default_transport = discard
+local_transport = discard
+relay_transport = discard
+virtual_transport = discard
+# The token proves that the port answering is this instance.
+smtpd_banner = $myhostname ESMTP Postfix (postfixtest %[4]s)
+# Scripted dialogues make many errors on purpose: no tarpit, no cut-off.
+smtpd_error_sleep_time = 0
+smtpd_soft_error_limit = 1000
+smtpd_hard_error_limit = 1000
+# No client host name lookup: there is no DNS here, and smtpgate does none
+# either, so both call every client "unknown".
+smtpd_peername_lookup = no
+# The SMTP client never runs (everything is discarded), but say it anyway.
+smtp_dns_support_level = disabled
+`, base, queue, dir, token)
+}
+
+// masterCF runs smtpd on the port and only the services a front door
+// needs, none chrooted (the temporary queue is no chroot jail).
+func masterCF(port int) string {
+	return fmt.Sprintf(`127.0.0.1:%d inet n - n - - smtpd
+pickup    unix  n       -       n       60      1       pickup
+cleanup   unix  n       -       n       -       0       cleanup
+qmgr      unix  n       -       n       300     1       qmgr
+rewrite   unix  -       -       n       -       -       trivial-rewrite
+bounce    unix  -       -       n       -       0       bounce
+defer     unix  -       -       n       -       0       bounce
+trace     unix  -       -       n       -       0       bounce
+verify    unix  -       -       n       -       1       verify
+flush     unix  n       -       n       1000?   0       flush
+proxymap  unix  -       -       n       -       -       proxymap
+error     unix  -       -       n       -       -       error
+retry     unix  -       -       n       -       -       error
+discard   unix  -       -       n       -       -       discard
+anvil     unix  -       -       n       -       1       anvil
+scache    unix  -       -       n       -       1       scache
+postlog   unix-dgram n  -       n       -       1       postlogd
+`, port)
+}
+
+func write(t testing.TB, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+func instanceToken() string {
+	var b [6]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// waitReady waits until the port greets. The master binds with
+// SO_REUSEPORT, so a busy port does not make it fail: a 220 greeting must
+// carry this instance's token. (A client restriction with
+// smtpd_delay_reject = no may replace the greeting with a rejection.)
+func (p *Postfix) waitReady(token string, timeout time.Duration) error {
+	start := time.Now()
+	for {
+		code, msg, err := p.greeting()
+		if err == nil {
+			if code == 220 && !strings.Contains(msg, token) {
+				return fmt.Errorf("another server answers: %q", msg)
+			}
+			return nil
+		}
+		if time.Since(start) > timeout {
+			return err
+		}
+		if _, perr := p.masterPID(); perr != nil && time.Since(start) > 3*time.Second {
+			return fmt.Errorf("%v; master is not running: %v", err, perr)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// greeting connects, reads the greeting and says QUIT.
+func (p *Postfix) greeting() (int, string, error) {
+	c, err := net.DialTimeout("tcp", p.addr, time.Second)
+	if err != nil {
+		return 0, "", err
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(5 * time.Second))
+	tp := textproto.NewConn(c)
+	code, msg, err := tp.ReadResponse(0)
+	if code == 0 {
+		return 0, "", fmt.Errorf("reading the greeting: %w", err)
+	}
+	_ = tp.PrintfLine("QUIT")
+	_, _, _ = tp.ReadResponse(0)
+	return code, msg, nil
+}
+
+// masterPID returns the PID of the instance's master process.
+func (p *Postfix) masterPID() (int, error) {
+	b, err := os.ReadFile(filepath.Join(p.queue, "pid", "master.pid"))
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(string(b)))
+}
+
+// stop runs "postfix stop" and makes sure the master is gone, killing it
+// (that PID only) when it outlives the stop.
+func (p *Postfix) stop(t testing.TB) {
+	pid, pidErr := p.masterPID()
+	out, err := exec.Command(commands.postfix, "-c", p.dir, "stop").CombinedOutput()
+	if err != nil && pidErr == nil {
+		t.Errorf("postfixtest: postfix -c %s stop: %v\n%s", p.dir, err, out)
+	}
+	if pidErr != nil {
+		return // it never started
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("postfixtest: master %d outlived postfix stop by 10s; killed it", pid)
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive tells whether pid runs. A zombie does not: the daemonized master's
+// parent is init, which may be slow to reap it (or never, in a sandbox).
+func alive(pid int) bool {
+	if err := syscall.Kill(pid, 0); err != nil {
+		return !errors.Is(err, syscall.ESRCH)
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// "pid (comm) S ...": the state follows the last ')'.
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
