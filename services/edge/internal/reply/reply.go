@@ -187,12 +187,15 @@ func PolicyUnavailableAtConnect(host string) Reply {
 // ErrNoVerdict means the policy answered without a usable verdict.
 var ErrNoVerdict = errors.New("policy answered without a verdict")
 
-// FromVerdict maps a policy verdict. ok is true for ACTION_PERMIT; err is
-// ErrNoVerdict for anything the edge cannot act on, which the caller must
-// treat as a failed call (fail closed).
+// FromVerdict maps a policy verdict. ok is true for ACTION_PERMIT and for
+// ACTION_DISCARD: access(5) DISCARD claims success to the client, so the
+// caller gives the command its normal positive reply and drops the
+// message itself (Discards). err is ErrNoVerdict for anything the edge
+// cannot act on, an unknown action included, which the caller must treat
+// as a failed call (fail closed).
 func FromVerdict(v *policyv1.Verdict) (r Reply, ok bool, err error) {
 	switch v.GetAction() {
-	case policyv1.Action_ACTION_PERMIT:
+	case policyv1.Action_ACTION_PERMIT, policyv1.Action_ACTION_DISCARD:
 		return Reply{}, true, nil
 	case policyv1.Action_ACTION_REJECT, policyv1.Action_ACTION_DEFER:
 	default:
@@ -214,6 +217,12 @@ func FromVerdict(v *policyv1.Verdict) (r Reply, ok bool, err error) {
 	r = New(code, enh, v.GetText())
 	r.Close = v.GetDisconnect() || code == 421 || code == 521
 	return r, false, nil
+}
+
+// Discards reports whether v is an access(5) DISCARD: "claim successful
+// delivery and silently discard the message". FromVerdict says ok for it.
+func Discards(v *policyv1.Verdict) bool {
+	return v.GetAction() == policyv1.Action_ACTION_DISCARD
 }
 
 func validEnhanced(s string) bool {

@@ -19,6 +19,11 @@ func TestFromVerdict(t *testing.T) {
 		close  bool
 	}{
 		{name: "permit", v: &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT}, permit: true},
+		// DISCARD claims success: never an error reply, whatever else
+		// the verdict carries.
+		{name: "discard", v: &policyv1.Verdict{Action: policyv1.Action_ACTION_DISCARD}, permit: true},
+		{name: "discard with text", v: &policyv1.Verdict{Action: policyv1.Action_ACTION_DISCARD, Code: 554, EnhancedCode: "5.7.1", Text: "spam", Warnings: []string{"discard: <x>: Sender address triggers DISCARD action"}}, permit: true},
+		{name: "unknown action", v: &policyv1.Verdict{Action: policyv1.Action(99), Code: 250}, bad: true},
 		{name: "relay denied", v: &policyv1.Verdict{Action: R, Code: 554, EnhancedCode: "5.7.1", Text: "<lisa@example.com>: Relay access denied"}, want: "554 5.7.1 <lisa@example.com>: Relay access denied\r\n"},
 		{name: "defer", v: &policyv1.Verdict{Action: D, Code: 450, EnhancedCode: "4.7.1", Text: "<x>: Recipient address rejected: Try again"}, want: "450 4.7.1 <x>: Recipient address rejected: Try again\r\n"},
 		{name: "temporary never carries 5.x.x", v: &policyv1.Verdict{Action: D, Code: 451, EnhancedCode: "5.7.1", Text: "t"}, want: "451 4.7.1 t\r\n"},
@@ -47,6 +52,21 @@ func TestFromVerdict(t *testing.T) {
 				t.Errorf("reply %q close=%v, want %q close=%v", r.String(), r.Close, tc.want, tc.close)
 			}
 		})
+	}
+}
+
+func TestDiscards(t *testing.T) {
+	for a, want := range map[policyv1.Action]bool{
+		policyv1.Action_ACTION_DISCARD: true, policyv1.Action_ACTION_PERMIT: false,
+		policyv1.Action_ACTION_REJECT: false, policyv1.Action_ACTION_DEFER: false,
+		policyv1.Action_ACTION_UNSPECIFIED: false, policyv1.Action(99): false,
+	} {
+		if got := Discards(&policyv1.Verdict{Action: a}); got != want {
+			t.Errorf("Discards(%v) = %v, want %v", a, got, want)
+		}
+	}
+	if Discards(nil) {
+		t.Error("Discards(nil) = true")
 	}
 }
 
