@@ -153,6 +153,9 @@ func CompileWith(cfg *maincf.Config, opts Options) (*Engine, error) {
 		l.Items = vc.items("", maincf.SplitList(value), nil)
 		return l, len(vc.errs) == 0
 	}
+	if err := e.relayCheck(func(k ListKind) string { return cfg.Pos(string(k)).String() }); err != nil {
+		return nil, err
+	}
 	return e, nil
 }
 

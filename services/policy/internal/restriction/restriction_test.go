@@ -137,8 +137,8 @@ func TestRestrictions(t *testing.T) {
 	}{
 		{
 			name:  "permit ends the list",
-			extra: "smtpd_relay_restrictions = permit, reject",
-			facts: rcpt(strangerAddr, remote),
+			extra: "smtpd_relay_restrictions = permit, reject\nsmtpd_recipient_restrictions = reject_unauth_destination",
+			facts: rcpt(strangerAddr, "john@example.org"),
 			want:  Verdict{Action: ActionPermit, Restriction: "permit", List: "smtpd_relay_restrictions"},
 		},
 		{
