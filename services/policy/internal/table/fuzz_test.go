@@ -1,0 +1,118 @@
+package table
+
+import (
+	"context"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+// The fuzz targets parse arbitrary table text and, when it parses, look
+// up arbitrary keys. Nothing may panic, and a few invariants must hold.
+// Seeds beyond the f.Add ones are in testdata/fuzz/<FuzzName>/.
+
+func fuzzSource(typ, text string) *source {
+	return &source{typ: typ, file: "fuzz", data: []byte(text)}
+}
+
+func FuzzCIDR(f *testing.F) {
+	f.Add("192.0.2.0/24 REJECT\n!198.51.100.0/24 OK\n", "192.0.2.1")
+	f.Add("if [2001:db8::]/32\n2001:db8::1 x\nendif\n::/0 y\n", "2001:db8::1")
+	f.Add("::ffff:192.0.2.0/120 mapped\n", "192.0.2.9")
+	f.Add("10.0.0.1/8 bad\n", "10.0.0.1")
+	f.Fuzz(func(t *testing.T, text, key string) {
+		m, err := parseCIDR(fuzzSource("cidr", text))
+		if err != nil {
+			if _, ok := err.(*ParseError); !ok {
+				t.Fatalf("error %v is %T, not *ParseError", err, err)
+			}
+			return
+		}
+		_, ok := m.lookup(key)
+		if _, perr := netip.ParseAddr(key); perr != nil && ok {
+			t.Fatalf("non-address key %q matched", key)
+		}
+		for _, e := range m.entries() {
+			m.lookup(strings.TrimPrefix(e.Key, "!"))
+		}
+	})
+}
+
+func FuzzRegexp(f *testing.F) {
+	f.Add("/^(.*)@example\\.com$/ OK $1\n!/x/ REJECT\n", "joe@example.com")
+	f.Add("if /a/\n/b/!/c/ ${1}\nendif\n", "ab")
+	f.Add("/^a\\(b\\)*$/x $1\n", "abb")
+	f.Add("%[[:alpha:]]{,3}% $$\n", "abc")
+	f.Fuzz(func(t *testing.T, text, key string) {
+		m, err := parseRegexp(fuzzSource("regexp", text))
+		if err != nil {
+			return
+		}
+		m.lookup(key)
+		m.lookup(strings.ToUpper(key))
+		m.entries()
+	})
+}
+
+func FuzzPCRE(f *testing.F) {
+	f.Add("/^(\\d+)\\.example$/ digits $1\n", "123.example")
+	f.Add("/ a b # c/x x\n/(?'n'q)\\Q*+\\E/U y\n", "ab")
+	f.Add("/(?=a)/ x\n", "a")
+	f.Add("/a{2,3}+/ x\n/[\\h\\v]/A y\n", "aa")
+	f.Fuzz(func(t *testing.T, text, key string) {
+		m, err := parsePCRE(fuzzSource("pcre", text))
+		if err != nil {
+			return
+		}
+		m.lookup(key)
+		m.entries()
+	})
+}
+
+func FuzzHashText(f *testing.F) {
+	f.Add("example.com OK\n  continued\n# comment\nEXAMPLE.com second\n", "Example.COM")
+	f.Add("a\tb\r\nc d\n", "c")
+	f.Add(" leading x\n", "leading")
+	f.Fuzz(func(t *testing.T, text, key string) {
+		m, err := parseHash(fuzzSource("hash", text))
+		if err != nil {
+			return
+		}
+		m.lookup(key)
+		for _, e := range m.entries() {
+			if e.Value == "" {
+				t.Fatalf("entry %+v has no value", e)
+			}
+			if _, ok := m.lookup(e.Key); !ok {
+				t.Fatalf("entry %+v: its key is not found", e)
+			}
+		}
+	})
+}
+
+func FuzzInline(f *testing.F) {
+	f.Add("{ a=b, { c = d e } }", "C")
+	f.Add("{a=b,c=d}", "a")
+	f.Add("{ {x=} }", "x")
+	f.Add("{ a={b} }", "a")
+	f.Fuzz(func(t *testing.T, text, key string) {
+		for _, typ := range []string{"inline:", "static:"} {
+			tb, err := Open(typ+text, Options{})
+			if err != nil {
+				continue
+			}
+			_, ok, err := tb.Lookup(context.Background(), key)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if typ == "static:" && !ok {
+				t.Fatalf("static table missed %q", key)
+			}
+			for _, e := range tb.Entries() {
+				if _, ok, _ := tb.Lookup(context.Background(), e.Key); !ok {
+					t.Fatalf("entry %+v: its key is not found", e)
+				}
+			}
+		}
+	})
+}
