@@ -365,9 +365,7 @@ func (env *accessEnv) result(ctx context.Context, in *Input, spec, value, name, 
 	if len(l.Items) == 0 {
 		return Outcome{Result: Permit}, nil
 	}
-	sub := *in
-	sub.Name, sub.Class = name, class
-	return l.eval(ctx, &sub)
+	return l.eval(ctx, in.withName(name, class))
 }
 
 // splitDSN splits an optional RFC 3463 code off the front of an access

@@ -153,6 +153,7 @@ func CompileWith(cfg *maincf.Config, opts Options) (*Engine, error) {
 		l.Items = vc.items("", maincf.SplitList(value), nil)
 		return l, len(vc.errs) == 0
 	}
+	e.planAll()
 	if err := e.relayCheck(func(k ListKind) string { return cfg.Pos(string(k)).String() }); err != nil {
 		return nil, err
 	}

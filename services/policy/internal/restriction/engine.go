@@ -121,6 +121,31 @@ type Engine struct {
 	valid       *validRecipients
 	// values compiles the restrictions named by access table entries.
 	values *valueCache
+	// plans are the plans of every stage, computed by Compile.
+	plans map[planKey][]phase
+}
+
+// planAll fills e.plans.
+func (e *Engine) planAll() {
+	e.plans = map[planKey][]phase{}
+	for s := Connect; s <= VRFY; s++ {
+		for _, helo := range []bool{false, true} {
+			for _, tx := range []bool{false, true} {
+				for _, pm := range []bool{false, true} {
+					f := &Facts{Stage: s, InTransaction: tx}
+					if helo {
+						f.HELO = "x"
+					}
+					if pm {
+						f.Recipient = "postmaster"
+					}
+					if p, err := e.plan(f); err == nil {
+						e.plans[planKey{s, helo, tx, pm}] = p
+					}
+				}
+			}
+		}
+	}
 }
 
 // unlistedPolicy is smtpd_reject_unlisted_sender and
@@ -164,7 +189,7 @@ type phase struct {
 }
 
 func (e *Engine) check(ctx context.Context, f *Facts, trace *[]Step) (Verdict, error) {
-	phases, err := e.plan(f)
+	phases, err := e.cachedPlan(f)
 	if err != nil {
 		return Verdict{}, err
 	}
@@ -210,7 +235,7 @@ func (e *Engine) check(ctx context.Context, f *Facts, trace *[]Step) (Verdict, e
 }
 
 func (e *Engine) input(f *Facts, kind ListKind, st *evalState) *Input {
-	return &Input{Facts: f, Name: kind.replyName(f), Class: kind.replyClass(), defACL: kind.defaultAccess(), codes: e.codes, st: st}
+	return &Input{Facts: f, kind: kind, Class: kind.replyClass(), defACL: kind.defaultAccess(), codes: e.codes, st: st}
 }
 
 // finish adds what the evaluation collected on the way to a verdict.
@@ -224,6 +249,22 @@ func (e *Engine) finish(v Verdict, st *evalState) Verdict {
 		}
 	}
 	return v
+}
+
+// planKey is what a plan depends on.
+type planKey struct {
+	stage          Stage
+	helo, inTx     bool
+	postmasterRcpt bool
+}
+
+// cachedPlan is plan, computed once per planKey.
+func (e *Engine) cachedPlan(f *Facts) ([]phase, error) {
+	k := planKey{stage: f.Stage, helo: f.HELO != "", inTx: f.InTransaction, postmasterRcpt: isPostmaster(f.Recipient)}
+	if p, ok := e.plans[k]; ok {
+		return p, nil
+	}
+	return e.plan(f)
 }
 
 // plan is the phases a stage evaluates, in order (smtpd_check_client(),
@@ -285,8 +326,7 @@ func afterSender(ctx context.Context, e *Engine, in *Input) (Outcome, error) {
 	if !e.unlisted.sender || in.st.senderMapsChecked || in.st.discard || f.Sender == "" {
 		return Outcome{}, nil
 	}
-	in.Name, in.Class = f.Sender, SenderList.replyClass()
-	o, err := e.valid.check(ctx, in, f.Sender, true)
+	o, err := e.valid.check(ctx, in.withName(f.Sender, SenderList.replyClass()), f.Sender, true)
 	o.Restriction = "smtpd_reject_unlisted_sender"
 	return o, err
 }

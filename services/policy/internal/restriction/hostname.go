@@ -162,7 +162,7 @@ func (unauthPipelining) Eval(_ context.Context, in *Input) (Outcome, error) {
 	if !in.Facts.UnauthPipelining {
 		return Outcome{}, nil
 	}
-	return in.Refuse(503, "5.5.0", "<%s>: %s rejected: Improper use of SMTP command pipelining", in.Name, in.Class), nil
+	return in.Refuse(503, "5.5.0", "<%s>: %s rejected: Improper use of SMTP command pipelining", in.Name(), in.Class), nil
 }
 
 // deferIfRestriction is defer_if_permit and defer_if_reject as
@@ -181,6 +181,6 @@ func (r deferIfRestriction) Eval(_ context.Context, in *Input) (Outcome, error) 
 	if r.permit {
 		slot = &in.st.deferIfPermit
 	}
-	in.deferIf(slot, 450, "4.7.0", "<%s>: %s rejected: %s requested", in.Name, in.Class, r.Name())
+	in.deferIf(slot, 450, "4.7.0", "<%s>: %s rejected: %s requested", in.Name(), in.Class, r.Name())
 	return Outcome{}, nil
 }

@@ -51,11 +51,15 @@ type Outcome struct {
 // context of the list being evaluated, and the state of this evaluation.
 type Input struct {
 	Facts *Facts
-	// Name and Class are Postfix's reply_name and reply_class of the
-	// top-level list being evaluated: a reject in smtpd_client_restrictions
-	// says "<name[addr]>: Client host rejected: ...".
-	Name  string
+	// Class is Postfix's reply_class of the top-level list being
+	// evaluated, and name (see Name) its reply_name: a reject in
+	// smtpd_client_restrictions says "<name[addr]>: Client host rejected:
+	// ...".
 	Class string
+	name  string
+	// kind is the list; name is computed from it on first use.
+	kind    ListKind
+	nameSet bool
 	// defACL is the access restriction that a bare "type:table" element
 	// stands for in the list being evaluated (check_client_access in
 	// smtpd_client_restrictions...), "" in the DATA lists.
@@ -86,6 +90,21 @@ type evalState struct {
 	// the implicit check of smtpd_reject_unlisted_* is not repeated.
 	rcptMapsChecked   bool
 	senderMapsChecked bool
+}
+
+// Name is Postfix's reply_name of the list being evaluated.
+func (in *Input) Name() string {
+	if !in.nameSet {
+		in.name, in.nameSet = in.kind.replyName(in.Facts), true
+	}
+	return in.name
+}
+
+// withName returns a copy of in that names name and class in replies.
+func (in *Input) withName(name, class string) *Input {
+	sub := *in
+	sub.name, sub.nameSet, sub.Class = name, true, class
+	return &sub
 }
 
 // Refuse returns a refusal outcome with a reply formatted and checked as
@@ -162,7 +181,7 @@ func permitAll() Restriction {
 // Access denied" (generic_checks() in smtpd_check.c).
 func rejectAll() Restriction {
 	return fixed{"reject", func(in *Input) Outcome {
-		return in.Refuse(in.codes.Reject, "5.7.1", "<%s>: %s rejected: Access denied", in.Name, in.Class)
+		return in.Refuse(in.codes.Reject, "5.7.1", "<%s>: %s rejected: Access denied", in.Name(), in.Class)
 	}}
 }
 
@@ -170,7 +189,7 @@ func rejectAll() Restriction {
 // again later".
 func deferAll() Restriction {
 	return fixed{"defer", func(in *Input) Outcome {
-		return in.Refuse(in.codes.Defer, "4.3.2", "<%s>: %s rejected: Try again later", in.Name, in.Class)
+		return in.Refuse(in.codes.Defer, "4.3.2", "<%s>: %s rejected: Try again later", in.Name(), in.Class)
 	}}
 }
 

@@ -45,19 +45,56 @@ type rePattern struct {
 	// found in the lower-cased key.
 	lit     string
 	litFold bool
+	// litGrams has a bit for each trigram of lit, ASCII lower-cased.
+	litGrams trigrams
 }
 
-// keyView is a lookup key with its ASCII lower-case form made on demand.
+// keyView is a lookup key with its ASCII lower-case form and trigram
+// set made on demand.
 type keyView struct {
 	s     string
 	lower string
 	state int8 // 0: not yet; 1: lower is set; 2: the key is not ASCII
+	ascii bool
+	grams trigrams
+}
+
+func newKeyView(key string) keyView {
+	return keyView{s: key, ascii: isASCII(key), grams: trigramsOf(key)}
+}
+
+// trigrams is a 256-bit Bloom filter of the three-byte substrings of a
+// string, with ASCII letters lower-cased. If a is a substring of b (even
+// ignoring ASCII case), trigramsOf(b) has every bit of trigramsOf(a).
+// With a thousand rules, testing the filter of each rule's literal
+// against the key's is much cheaper than a substring search.
+type trigrams [4]uint64
+
+func trigramsOf(s string) trigrams {
+	var t trigrams
+	for i := 0; i+3 <= len(s); i++ {
+		h := uint32(lowerASCII(s[i]))<<16 | uint32(lowerASCII(s[i+1]))<<8 | uint32(lowerASCII(s[i+2]))
+		bit := (h * 0x9E3779B1) >> 24
+		t[bit>>6] |= 1 << (bit & 63)
+	}
+	return t
+}
+
+func (t *trigrams) hasAll(sub *trigrams) bool {
+	return t[0]&sub[0] == sub[0] && t[1]&sub[1] == sub[1] && t[2]&sub[2] == sub[2] && t[3]&sub[3] == sub[3]
+}
+
+func lowerASCII(c byte) byte {
+	if c >= 'A' && c <= 'Z' {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 func (k *keyView) folded() (string, bool) {
 	if k.state == 0 {
 		k.state = 2
-		if isASCII(k.s) {
+		if k.ascii {
 			k.lower, k.state = strings.ToLower(k.s), 1
 		}
 	}
@@ -77,6 +114,14 @@ func isASCII(s string) bool {
 func (p *rePattern) mayMatch(k *keyView) bool {
 	if p.lit == "" {
 		return true
+	}
+	if len(p.lit) >= 3 && !k.grams.hasAll(&p.litGrams) {
+		// With Unicode folding a non-ASCII key can match ASCII text
+		// ("K", the Kelvin sign, matches (?i)k), so only ASCII keys
+		// and case-sensitive literals can be ruled out this way.
+		if !p.litFold || k.ascii {
+			return false
+		}
 	}
 	if !p.litFold {
 		return strings.Contains(k.s, p.lit)
@@ -107,7 +152,7 @@ type reTable struct {
 }
 
 func (t *reTable) lookup(key string) (string, bool) {
-	k := keyView{s: key}
+	k := newKeyView(key)
 	for i := 0; i < len(t.rules); i++ {
 		r := &t.rules[i]
 		switch r.op {
@@ -299,6 +344,7 @@ func parsePattern(s *source, d reDialect, line int, p string) (rePattern, string
 	}
 	pat.re = re
 	pat.lit, pat.litFold = requiredLiteral(expr)
+	pat.litGrams = trigramsOf(pat.lit)
 	return pat, p, nil
 }
 

@@ -217,3 +217,5 @@ func TestConcurrentLookups(t *testing.T) {
 	close(stop)
 	wg.Wait()
 }
+
+func writeFile(path, text string) error { return os.WriteFile(path, []byte(text), 0o644) }
