@@ -52,6 +52,18 @@ type session struct {
 	// prepend are headers policy asked for at session stages.
 	prepend []*policyv1.Header
 
+	// The defer_if_permit carried between stages when policy evaluates
+	// each stage as it happens (smtpd_delay_reject = no), as Postfix's
+	// smtpd_check.c carries defer_if_permit_client and _helo: CONNECT's
+	// goes with HELO/EHLO; HELO's (which includes CONNECT's) or, when
+	// there was no HELO, CONNECT's goes with every MAIL.
+	connectDeferIfPermit *policyv1.DeferredReply
+	heloDeferIfPermit    *policyv1.DeferredReply
+	heloChecked          bool
+	// discardConnect and discardHELO: policy said DISCARD (access(5)) at
+	// CONNECT or at the last HELO/EHLO; every transaction is discarded.
+	discardConnect, discardHELO bool
+
 	tx *transaction
 }
 
@@ -63,6 +75,13 @@ type transaction struct {
 	rcpts   []string
 	prepend []*policyv1.Header
 	hand    handoff.Tx
+	// deferIfPermit is the MAIL verdict's defer_if_permit, carried to
+	// each RCPT of the transaction.
+	deferIfPermit *policyv1.DeferredReply
+	// discard: a DISCARD verdict (this transaction's or the session's)
+	// applies. The client gets the replies of a real delivery, policy is
+	// not asked again, and nothing reaches the next hop.
+	discard bool
 }
 
 func newSession(srv *Server, l *Listener, conn net.Conn) *session {
@@ -324,13 +343,8 @@ func (s *session) handshake() bool {
 // connectCheck asks policy about the new connection. ok is false when the
 // reply r must replace the greeting.
 func (s *session) connectCheck(ctx context.Context) (r reply.Reply, ok bool) {
-	v, err := s.check(ctx, policyv1.Stage_STAGE_CONNECT, nil, "")
+	r, v, permit, err := s.evaluate(ctx, policyv1.Stage_STAGE_CONNECT, nil)
 	if err != nil {
-		return reply.PolicyUnavailableAtConnect(s.l.Hostname), false
-	}
-	r, permit, err := reply.FromVerdict(v)
-	if err != nil {
-		s.log.Error("policy", "stage", "CONNECT", "err", err)
 		return reply.PolicyUnavailableAtConnect(s.l.Hostname), false
 	}
 	if permit {
@@ -345,7 +359,7 @@ func (s *session) connectCheck(ctx context.Context) (r reply.Reply, ok bool) {
 
 // check calls policy with a timeout. An error means the call failed.
 func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, etrn string) (*policyv1.Verdict, error) {
-	req := &policyv1.CheckRequest{Stage: stage, Session: s.facts(), Transaction: tx, EtrnDomain: etrn}
+	req := &policyv1.CheckRequest{Stage: stage, Session: s.facts(), Transaction: tx, EtrnDomain: etrn, DeferIfPermit: s.carried(stage)}
 	if s.srv.PolicyTimeout > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.srv.PolicyTimeout)
@@ -359,22 +373,130 @@ func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.
 	return resp.GetVerdict(), nil
 }
 
-// verdict asks policy and maps the answer to a reply; ok means permit. Any
-// failure is reply.PolicyUnavailable(subject), never a permit.
+// carried is the defer_if_permit an earlier stage raised that goes with
+// a request at stage (Postfix smtpd_check.c): CONNECT's with HELO/EHLO,
+// the session's with MAIL and ETRN, MAIL's with RCPT and VRFY. DATA and
+// END_OF_DATA start afresh.
+func (s *session) carried(stage policyv1.Stage) *policyv1.DeferredReply {
+	switch stage {
+	case policyv1.Stage_STAGE_HELO:
+		return s.connectDeferIfPermit
+	case policyv1.Stage_STAGE_MAIL, policyv1.Stage_STAGE_ETRN:
+		if s.heloChecked {
+			return s.heloDeferIfPermit
+		}
+		return s.connectDeferIfPermit
+	case policyv1.Stage_STAGE_RCPT, policyv1.Stage_STAGE_VRFY:
+		if s.tx != nil {
+			return s.tx.deferIfPermit
+		}
+	}
+	return nil
+}
+
+// verdict asks policy and maps the answer to a reply; ok means go on with
+// the normal positive reply (a permit, or a DISCARD recorded in the
+// session). Any failure is reply.PolicyUnavailable(subject), never a
+// permit.
 func (s *session) verdict(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, subject string) (r reply.Reply, v *policyv1.Verdict, ok bool) {
-	v, err := s.check(ctx, stage, tx, "")
+	r, v, ok, err := s.evaluate(ctx, stage, tx)
 	if err != nil {
 		return reply.PolicyUnavailable(subject), nil, false
+	}
+	return r, v, ok
+}
+
+// evaluate asks policy about stage, logs the verdict's warnings, and
+// keeps what the verdict says for later stages: the defer_if_permit to
+// carry and a DISCARD. err means the call failed or the answer is
+// unusable; the caller fails closed.
+func (s *session) evaluate(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction) (r reply.Reply, v *policyv1.Verdict, ok bool, err error) {
+	v, err = s.check(ctx, stage, tx, "")
+	if err != nil {
+		return reply.Reply{}, nil, false, err
+	}
+	where := s.where(stage)
+	for _, w := range v.GetWarnings() {
+		s.log.WarnContext(ctx, w, "stage", where, "client_name", s.namaddr(), "from", tx.GetSender(), "to", tx.GetRecipient(), "helo", s.helo)
 	}
 	r, ok, err = reply.FromVerdict(v)
 	if err != nil {
-		s.log.Error("policy answer unusable", "stage", stage.String(), "err", err)
-		return reply.PolicyUnavailable(subject), nil, false
+		s.log.ErrorContext(ctx, "policy answer unusable", "stage", where, "err", err)
+		return reply.Reply{}, nil, false, err
 	}
 	if !ok {
-		s.log.Info("reject", "stage", stage.String(), "reply", r.Text(), "restriction", v.GetRestriction(), "list", v.GetList())
+		s.log.InfoContext(ctx, "reject", "stage", where, "reply", r.Text(), "restriction", v.GetRestriction(), "list", v.GetList())
 	}
-	return r, v, ok
+	switch stage {
+	case policyv1.Stage_STAGE_CONNECT:
+		s.connectDeferIfPermit = v.GetDeferIfPermit()
+		s.discardConnect = reply.Discards(v)
+	case policyv1.Stage_STAGE_HELO:
+		// A refused HELO/EHLO leaves the session as it was.
+		if ok {
+			s.heloDeferIfPermit, s.heloChecked = v.GetDeferIfPermit(), true
+			s.discardHELO = reply.Discards(v)
+		}
+	case policyv1.Stage_STAGE_MAIL:
+		if ok && s.tx != nil {
+			s.tx.deferIfPermit = v.GetDeferIfPermit()
+		}
+	}
+	if ok && reply.Discards(v) {
+		s.logDiscard(ctx, where, v, tx)
+		if s.tx != nil && stage != policyv1.Stage_STAGE_CONNECT && stage != policyv1.Stage_STAGE_HELO {
+			// From MAIL on, DISCARD is about this transaction: whatever
+			// the next hop already has of it is dropped.
+			s.tx.discard = true
+			s.tx.drop()
+		}
+	}
+	return r, v, ok, nil
+}
+
+// where names a stage as Postfix's smtpd logs it.
+func (s *session) where(stage policyv1.Stage) string {
+	switch stage {
+	case policyv1.Stage_STAGE_HELO:
+		if s.esmtp {
+			return "EHLO"
+		}
+		return "HELO"
+	case policyv1.Stage_STAGE_END_OF_DATA:
+		return "END-OF-MESSAGE"
+	}
+	return strings.TrimPrefix(stage.String(), "STAGE_")
+}
+
+// logDiscard logs a DISCARD verdict as Postfix does ("discard: RCPT from
+// name[addr]: <rcpt>: Recipient address triggers DISCARD action; from=<>
+// to=<> proto=ESMTP helo=<>"), with the text policy gave in its
+// "discard: ..." warning when there is one.
+func (s *session) logDiscard(ctx context.Context, where string, v *policyv1.Verdict, tx *policyv1.Transaction) {
+	detail := ""
+	for _, w := range v.GetWarnings() {
+		if d, ok := strings.CutPrefix(w, "discard: "); ok {
+			detail = d
+			break
+		}
+	}
+	if detail == "" {
+		detail = v.GetText()
+	}
+	if detail == "" {
+		detail = "triggers DISCARD action"
+	}
+	msg := fmt.Sprintf("discard: %s from %s: %s;", where, s.namaddr(), detail)
+	if tx != nil {
+		msg += " from=<" + tx.GetSender() + ">"
+		if tx.GetRecipient() != "" {
+			msg += " to=<" + tx.GetRecipient() + ">"
+		}
+	}
+	if s.greeted {
+		msg += " proto=" + s.protocol() + " helo=<" + s.helo + ">"
+	}
+	s.log.InfoContext(ctx, msg, "stage", where, "queue_id", tx.GetQueueId(), "restriction", v.GetRestriction(), "list", v.GetList())
 }
 
 // facts describes the session for policy.
@@ -386,10 +508,7 @@ func (s *session) facts() *policyv1.Session {
 		HeloName: s.helo, UnauthPipelining: s.unauthPipelining,
 	}
 	if s.greeted {
-		f.Protocol = "SMTP"
-		if s.esmtp {
-			f.Protocol = "ESMTP"
-		}
+		f.Protocol = s.protocol()
 	}
 	if st := s.tlsState; st != nil {
 		f.Tls = &policyv1.TLS{Version: tlsVersion(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), CipherBits: cipherBits(st.CipherSuite), Sni: st.ServerName}
@@ -401,6 +520,14 @@ func (s *session) facts() *policyv1.Session {
 		}
 	}
 	return f
+}
+
+// protocol is "SMTP" after HELO, "ESMTP" after EHLO.
+func (s *session) protocol() string {
+	if s.esmtp {
+		return "ESMTP"
+	}
+	return "SMTP"
 }
 
 // tlsVersion names a TLS version as Postfix logs it ("TLSv1.3").
@@ -441,11 +568,24 @@ func (s *session) txFacts(rcpt string) *policyv1.Transaction {
 }
 
 func (s *session) resetTx() {
-	if s.tx != nil && s.tx.hand != nil {
-		s.tx.hand.Abort()
+	if s.tx != nil {
+		s.tx.drop()
 	}
 	s.tx = nil
 }
+
+// drop ends the next hop's side of the transaction, if it was opened,
+// without delivering.
+func (t *transaction) drop() {
+	if t.hand != nil {
+		t.hand.Abort()
+		t.hand = nil
+	}
+}
+
+// discarding reports whether a session-stage DISCARD applies to every
+// transaction.
+func (s *session) discarding() bool { return s.discardConnect || s.discardHELO }
 
 // hello handles HELO and EHLO (RFC 5321 §4.1.1.1).
 func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
@@ -540,6 +680,12 @@ func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 		return reply.TooBig
 	}
 	s.tx = &transaction{sender: addr, params: p, queueID: newID()}
+	if s.discarding() {
+		// DISCARD at CONNECT or HELO: no more checks for this
+		// transaction (its 250 is the one a permit gets).
+		s.tx.discard = true
+		return reply.MailOK
+	}
 	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_MAIL, s.txFacts(""), "<"+addr+">")
 	if !ok {
 		s.tx = nil
@@ -581,25 +727,42 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	if s.l.MaxRecipients > 0 && len(s.tx.rcpts) >= s.l.MaxRecipients {
 		return reply.TooManyRcpts
 	}
+	if s.tx.discard {
+		// Counted and answered as if accepted; policy is not asked and
+		// the next hop never hears of it.
+		s.tx.rcpts = append(s.tx.rcpts, addr)
+		return reply.RcptOK
+	}
 	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_RCPT, s.txFacts(addr), "<"+addr+">")
 	if !ok {
 		return r
 	}
+	if !s.tx.discard { // the verdict may have been a DISCARD
+		if r, ok := s.forward(ctx, addr); !ok {
+			return r
+		}
+		s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
+	}
+	s.tx.rcpts = append(s.tx.rcpts, addr)
+	return reply.RcptOK
+}
+
+// forward passes an accepted recipient to the next hop, opening the
+// next hop's transaction at the first one.
+func (s *session) forward(ctx context.Context, addr string) (reply.Reply, bool) {
 	if s.tx.hand == nil {
 		hand, err := s.l.NextHop.Begin(ctx, handoff.Envelope{Sender: s.tx.sender, Size: s.tx.params.size, Body8Bit: s.tx.params.body8bit, SMTPUTF8: s.tx.params.smtputf8, QueueID: s.tx.queueID})
 		if err != nil {
 			s.log.Error("next hop", "queue_id", s.tx.queueID, "err", err)
-			return reply.FromHandoff(err)
+			return reply.FromHandoff(err), false
 		}
 		s.tx.hand = hand
 	}
 	if err := s.tx.hand.Rcpt(ctx, addr); err != nil {
 		s.log.Info("next hop refused recipient", "queue_id", s.tx.queueID, "rcpt", addr, "err", err)
-		return reply.FromHandoff(err)
+		return reply.FromHandoff(err), false
 	}
-	s.tx.rcpts = append(s.tx.rcpts, addr)
-	s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
-	return reply.RcptOK
+	return reply.Reply{}, true
 }
 
 // data handles DATA (RFC 5321 §4.1.1.4): policy before the 354, the
@@ -617,8 +780,10 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	if len(s.tx.rcpts) == 1 {
 		one = s.tx.rcpts[0]
 	}
-	if r, _, ok := s.verdict(ctx, policyv1.Stage_STAGE_DATA, s.txFacts(one), "<DATA>"); !ok {
-		return r
+	if !s.tx.discard {
+		if r, _, ok := s.verdict(ctx, policyv1.Stage_STAGE_DATA, s.txFacts(one), "<DATA>"); !ok {
+			return r
+		}
 	}
 	s.send(reply.StartData)
 	if err := s.flush(); err != nil {
@@ -645,13 +810,23 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	if bareLF {
 		s.log.Info("bare newline in message content, normalised", "queue_id", tx.queueID)
 	}
-	eod := s.txFacts(one)
-	eod.Size = uint64(len(content))
-	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_END_OF_DATA, eod, "<END-OF-MESSAGE>")
-	if !ok {
-		return r
+	var prepend []*policyv1.Header
+	if !tx.discard {
+		eod := s.txFacts(one)
+		eod.Size = uint64(len(content))
+		r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_END_OF_DATA, eod, "<END-OF-MESSAGE>")
+		if !ok {
+			return r
+		}
+		prepend = v.GetPrepend()
 	}
-	msg := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), v.GetPrepend()...), content)
+	if tx.discard { // before this stage, or by its verdict
+		// access(5) DISCARD: "claim successful delivery and silently
+		// discard the message"; the reply is the one a delivery gets.
+		s.log.InfoContext(ctx, "discarded", "queue_id", tx.queueID, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", len(content))
+		return reply.Queued(tx.queueID)
+	}
+	msg := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), prepend...), content)
 	if err := tx.hand.Data(ctx, msg); err != nil {
 		s.log.Error("hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
 		return reply.FromHandoff(err)
@@ -727,6 +902,7 @@ func (s *session) starttls(arg string) reply.Reply {
 	// RFC 3207 §4.2: forget everything learned before TLS.
 	s.resetTx()
 	s.helo, s.esmtp, s.greeted = "", false, false
+	s.heloDeferIfPermit, s.heloChecked, s.discardHELO = nil, false, false
 	s.saslMech, s.saslUser = "", ""
 	return reply.Reply{}
 }
