@@ -32,6 +32,9 @@ type Service struct {
 	Validate func(cfg *maincf.Config, services []maincf.Service) error
 	// Run builds the service and serves until ctx ends.
 	Run func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error
+	// Usage are extra usage lines, for commands the service's main
+	// handles itself before calling Main ("smtpgate-auth hash-password").
+	Usage []string
 }
 
 // Main runs the command line of svc with args (without the program name).
@@ -39,7 +42,14 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 	prog := "smtpgate-" + svc.Name
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("c", "/etc/smtpgate", "configuration directory (main.cf, master.cf)")
+	dir := fs.String("c", "/etc/smtpgate", "configuration `directory` (main.cf, master.cf)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: %s [-c CONFIG_DIR] [check]\n", prog)
+		for _, u := range svc.Usage {
+			fmt.Fprintf(stderr, "       %s\n", u)
+		}
+		fs.PrintDefaults()
+	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -50,10 +60,12 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 		checkOnly = fs.NArg() == 1
 		if !checkOnly {
 			fmt.Fprintf(stderr, "%s: check takes no arguments\n", prog)
+			fs.Usage()
 			return 2
 		}
 	default:
 		fmt.Fprintf(stderr, "%s: unknown command %q (want check)\n", prog, fs.Arg(0))
+		fs.Usage()
 		return 2
 	}
 	cfg, services, err := maincf.Load(maincf.Params(), *dir)

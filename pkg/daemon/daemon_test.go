@@ -51,14 +51,16 @@ func TestMain(t *testing.T) {
 		{"serve", []string{"-c", good}, nil, 0, true, "host=mail.example.org"},
 		{"serve fails", []string{"-c", good}, errors.New("boom"), 1, true, "boom"},
 		{"serve refuses bad config", []string{"-c", bad}, nil, 1, false, "unknown parameter"},
-		{"unknown command", []string{"-c", good, "frobnicate"}, nil, 2, false, "unknown command"},
+		{"unknown command", []string{"-c", good, "frobnicate"}, nil, 2, false, "unknown command \"frobnicate\" (want check)\nusage: smtpgate-test [-c CONFIG_DIR] [check]\n"},
 		{"check with extra", []string{"-c", good, "check", "x"}, nil, 2, false, "no arguments"},
-		{"bad flag", []string{"-x"}, nil, 2, false, ""},
+		{"bad flag", []string{"-x"}, nil, 2, false, "usage: smtpgate-test [-c CONFIG_DIR] [check]\n       smtpgate-test frobnicate\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
 			ran := false
-			code := Main(context.Background(), testService(tc.runErr, &ran), tc.args, &out)
+			svc := testService(tc.runErr, &ran)
+			svc.Usage = []string{"smtpgate-test frobnicate"}
+			code := Main(context.Background(), svc, tc.args, &out)
 			if code != tc.code || ran != tc.ran || !strings.Contains(out.String(), tc.out) {
 				t.Errorf("Main(%q) = %d ran=%v output:\n%s\nwant %d ran=%v containing %q", tc.args, code, ran, out.String(), tc.code, tc.ran, tc.out)
 			}
