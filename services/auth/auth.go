@@ -237,6 +237,27 @@ func (s *Server) lookup(ctx context.Context, user string) (scheme.Stored, bool) 
 	return st, ok
 }
 
+// LookupUser implements AuthService.LookupUser: whether a user exists.
+// The name is tried as given, then with its domain lower-cased, then all
+// lower-case (Dovecot's default auth_username_format is %Lu).
+func (s *Server) LookupUser(ctx context.Context, req *authv1.LookupUserRequest) (*authv1.LookupUserResponse, error) {
+	name := req.GetUsername()
+	if name == "" || len(name) > 1024 || strings.ContainsAny(name, "\x00\r\n") {
+		return nil, status.Error(codes.InvalidArgument, "username: want a user name of at most 1024 octets without NUL, CR or LF")
+	}
+	candidates := []string{name}
+	if i := strings.LastIndexByte(name, '@'); i >= 0 {
+		candidates = append(candidates, name[:i+1]+strings.ToLower(name[i+1:]))
+	}
+	candidates = append(candidates, strings.ToLower(name))
+	for _, c := range candidates {
+		if _, ok := s.lookup(ctx, c); ok {
+			return &authv1.LookupUserResponse{Exists: true, Username: c}, nil
+		}
+	}
+	return &authv1.LookupUserResponse{}, nil
+}
+
 // Verify implements sasl.Verifier against the passwd-file. Unknown users
 // are checked against a dummy hash so that they take as long as a wrong
 // password.

@@ -16,9 +16,11 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
+	"google.golang.org/grpc/status"
 
 	"github.com/xdg-go/scram"
 
@@ -302,5 +304,36 @@ func TestMechanisms(t *testing.T) {
 	must(t, err)
 	if !strings.Contains(r.String(), "smtpgate.auth.v1.AuthService") {
 		t.Errorf("reflection does not list the service: %v", r)
+	}
+}
+
+func TestLookupUser(t *testing.T) {
+	c, _, logs := startServer(t)
+	for _, tc := range []struct {
+		name   string
+		exists bool
+		stored string
+	}{
+		{"john@example.org", true, "john@example.org"},
+		{"john@EXAMPLE.org", true, "john@example.org"},
+		{"JOHN@example.org", true, "john@example.org"},
+		{"lisa@example.org", false, ""},
+		{"john", false, ""},
+	} {
+		resp, err := c.LookupUser(context.Background(), &authv1.LookupUserRequest{Username: tc.name})
+		if err != nil {
+			t.Fatalf("LookupUser(%q): %v", tc.name, err)
+		}
+		if resp.GetExists() != tc.exists || resp.GetUsername() != tc.stored {
+			t.Errorf("LookupUser(%q) = %v %q, want %v %q", tc.name, resp.GetExists(), resp.GetUsername(), tc.exists, tc.stored)
+		}
+	}
+	for _, bad := range []string{"", "a\x00b", strings.Repeat("x", 1025)} {
+		if _, err := c.LookupUser(context.Background(), &authv1.LookupUserRequest{Username: bad}); status.Code(err) != codes.InvalidArgument {
+			t.Errorf("LookupUser(%q): %v, want InvalidArgument", bad, err)
+		}
+	}
+	if strings.Contains(logs.String(), "jane-pw") {
+		t.Error("a password reached the logs")
 	}
 }

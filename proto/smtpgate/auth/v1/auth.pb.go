@@ -699,6 +699,105 @@ func (*AuthenticateResponse_Challenge) isAuthenticateResponse_Step() {}
 
 func (*AuthenticateResponse_Outcome) isAuthenticateResponse_Step() {}
 
+// LookupUserRequest names a user, e.g. "john@example.org".
+type LookupUserRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Username      string                 `protobuf:"bytes,1,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupUserRequest) Reset() {
+	*x = LookupUserRequest{}
+	mi := &file_smtpgate_auth_v1_auth_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupUserRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupUserRequest) ProtoMessage() {}
+
+func (x *LookupUserRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_smtpgate_auth_v1_auth_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupUserRequest.ProtoReflect.Descriptor instead.
+func (*LookupUserRequest) Descriptor() ([]byte, []int) {
+	return file_smtpgate_auth_v1_auth_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *LookupUserRequest) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
+// LookupUserResponse says whether the user exists; username is the name
+// as stored when it does.
+type LookupUserResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Exists        bool                   `protobuf:"varint,1,opt,name=exists,proto3" json:"exists,omitempty"`
+	Username      string                 `protobuf:"bytes,2,opt,name=username,proto3" json:"username,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LookupUserResponse) Reset() {
+	*x = LookupUserResponse{}
+	mi := &file_smtpgate_auth_v1_auth_proto_msgTypes[10]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LookupUserResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LookupUserResponse) ProtoMessage() {}
+
+func (x *LookupUserResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_smtpgate_auth_v1_auth_proto_msgTypes[10]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LookupUserResponse.ProtoReflect.Descriptor instead.
+func (*LookupUserResponse) Descriptor() ([]byte, []int) {
+	return file_smtpgate_auth_v1_auth_proto_rawDescGZIP(), []int{10}
+}
+
+func (x *LookupUserResponse) GetExists() bool {
+	if x != nil {
+		return x.Exists
+	}
+	return false
+}
+
+func (x *LookupUserResponse) GetUsername() string {
+	if x != nil {
+		return x.Username
+	}
+	return ""
+}
+
 var File_smtpgate_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_smtpgate_auth_v1_auth_proto_rawDesc = "" +
@@ -740,7 +839,12 @@ const file_smtpgate_auth_v1_auth_proto_rawDesc = "" +
 	"\x14AuthenticateResponse\x12;\n" +
 	"\tchallenge\x18\x01 \x01(\v2\x1b.smtpgate.auth.v1.ChallengeH\x00R\tchallenge\x125\n" +
 	"\aoutcome\x18\x02 \x01(\v2\x19.smtpgate.auth.v1.OutcomeH\x00R\aoutcomeB\x06\n" +
-	"\x04step*\xd4\x01\n" +
+	"\x04step\"/\n" +
+	"\x11LookupUserRequest\x12\x1a\n" +
+	"\busername\x18\x01 \x01(\tR\busername\"H\n" +
+	"\x12LookupUserResponse\x12\x16\n" +
+	"\x06exists\x18\x01 \x01(\bR\x06exists\x12\x1a\n" +
+	"\busername\x18\x02 \x01(\tR\busername*\xd4\x01\n" +
 	"\x06Result\x12\x16\n" +
 	"\x12RESULT_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eRESULT_SUCCESS\x10\x01\x12\x12\n" +
@@ -749,11 +853,13 @@ const file_smtpgate_auth_v1_auth_proto_rawDesc = "" +
 	"\x1cRESULT_UNSUPPORTED_MECHANISM\x10\x04\x12\x14\n" +
 	"\x10RESULT_MALFORMED\x10\x05\x12\x1e\n" +
 	"\x1aRESULT_ENCRYPTION_REQUIRED\x10\x06\x12\x14\n" +
-	"\x10RESULT_CANCELLED\x10\a2\xc9\x01\n" +
+	"\x10RESULT_CANCELLED\x10\a2\xa2\x02\n" +
 	"\vAuthService\x12W\n" +
 	"\n" +
 	"Mechanisms\x12#.smtpgate.auth.v1.MechanismsRequest\x1a$.smtpgate.auth.v1.MechanismsResponse\x12a\n" +
-	"\fAuthenticate\x12%.smtpgate.auth.v1.AuthenticateRequest\x1a&.smtpgate.auth.v1.AuthenticateResponse(\x010\x01B<Z:github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1;authv1b\x06proto3"
+	"\fAuthenticate\x12%.smtpgate.auth.v1.AuthenticateRequest\x1a&.smtpgate.auth.v1.AuthenticateResponse(\x010\x01\x12W\n" +
+	"\n" +
+	"LookupUser\x12#.smtpgate.auth.v1.LookupUserRequest\x1a$.smtpgate.auth.v1.LookupUserResponseB<Z:github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1;authv1b\x06proto3"
 
 var (
 	file_smtpgate_auth_v1_auth_proto_rawDescOnce sync.Once
@@ -768,7 +874,7 @@ func file_smtpgate_auth_v1_auth_proto_rawDescGZIP() []byte {
 }
 
 var file_smtpgate_auth_v1_auth_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_smtpgate_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_smtpgate_auth_v1_auth_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_smtpgate_auth_v1_auth_proto_goTypes = []any{
 	(Result)(0),                  // 0: smtpgate.auth.v1.Result
 	(*Session)(nil),              // 1: smtpgate.auth.v1.Session
@@ -780,24 +886,28 @@ var file_smtpgate_auth_v1_auth_proto_goTypes = []any{
 	(*Challenge)(nil),            // 7: smtpgate.auth.v1.Challenge
 	(*Outcome)(nil),              // 8: smtpgate.auth.v1.Outcome
 	(*AuthenticateResponse)(nil), // 9: smtpgate.auth.v1.AuthenticateResponse
+	(*LookupUserRequest)(nil),    // 10: smtpgate.auth.v1.LookupUserRequest
+	(*LookupUserResponse)(nil),   // 11: smtpgate.auth.v1.LookupUserResponse
 }
 var file_smtpgate_auth_v1_auth_proto_depIdxs = []int32{
-	1, // 0: smtpgate.auth.v1.MechanismsRequest.session:type_name -> smtpgate.auth.v1.Session
-	1, // 1: smtpgate.auth.v1.Start.session:type_name -> smtpgate.auth.v1.Session
-	4, // 2: smtpgate.auth.v1.AuthenticateRequest.start:type_name -> smtpgate.auth.v1.Start
-	5, // 3: smtpgate.auth.v1.AuthenticateRequest.cancel:type_name -> smtpgate.auth.v1.Cancel
-	0, // 4: smtpgate.auth.v1.Outcome.result:type_name -> smtpgate.auth.v1.Result
-	7, // 5: smtpgate.auth.v1.AuthenticateResponse.challenge:type_name -> smtpgate.auth.v1.Challenge
-	8, // 6: smtpgate.auth.v1.AuthenticateResponse.outcome:type_name -> smtpgate.auth.v1.Outcome
-	2, // 7: smtpgate.auth.v1.AuthService.Mechanisms:input_type -> smtpgate.auth.v1.MechanismsRequest
-	6, // 8: smtpgate.auth.v1.AuthService.Authenticate:input_type -> smtpgate.auth.v1.AuthenticateRequest
-	3, // 9: smtpgate.auth.v1.AuthService.Mechanisms:output_type -> smtpgate.auth.v1.MechanismsResponse
-	9, // 10: smtpgate.auth.v1.AuthService.Authenticate:output_type -> smtpgate.auth.v1.AuthenticateResponse
-	9, // [9:11] is the sub-list for method output_type
-	7, // [7:9] is the sub-list for method input_type
-	7, // [7:7] is the sub-list for extension type_name
-	7, // [7:7] is the sub-list for extension extendee
-	0, // [0:7] is the sub-list for field type_name
+	1,  // 0: smtpgate.auth.v1.MechanismsRequest.session:type_name -> smtpgate.auth.v1.Session
+	1,  // 1: smtpgate.auth.v1.Start.session:type_name -> smtpgate.auth.v1.Session
+	4,  // 2: smtpgate.auth.v1.AuthenticateRequest.start:type_name -> smtpgate.auth.v1.Start
+	5,  // 3: smtpgate.auth.v1.AuthenticateRequest.cancel:type_name -> smtpgate.auth.v1.Cancel
+	0,  // 4: smtpgate.auth.v1.Outcome.result:type_name -> smtpgate.auth.v1.Result
+	7,  // 5: smtpgate.auth.v1.AuthenticateResponse.challenge:type_name -> smtpgate.auth.v1.Challenge
+	8,  // 6: smtpgate.auth.v1.AuthenticateResponse.outcome:type_name -> smtpgate.auth.v1.Outcome
+	2,  // 7: smtpgate.auth.v1.AuthService.Mechanisms:input_type -> smtpgate.auth.v1.MechanismsRequest
+	6,  // 8: smtpgate.auth.v1.AuthService.Authenticate:input_type -> smtpgate.auth.v1.AuthenticateRequest
+	10, // 9: smtpgate.auth.v1.AuthService.LookupUser:input_type -> smtpgate.auth.v1.LookupUserRequest
+	3,  // 10: smtpgate.auth.v1.AuthService.Mechanisms:output_type -> smtpgate.auth.v1.MechanismsResponse
+	9,  // 11: smtpgate.auth.v1.AuthService.Authenticate:output_type -> smtpgate.auth.v1.AuthenticateResponse
+	11, // 12: smtpgate.auth.v1.AuthService.LookupUser:output_type -> smtpgate.auth.v1.LookupUserResponse
+	10, // [10:13] is the sub-list for method output_type
+	7,  // [7:10] is the sub-list for method input_type
+	7,  // [7:7] is the sub-list for extension type_name
+	7,  // [7:7] is the sub-list for extension extendee
+	0,  // [0:7] is the sub-list for field type_name
 }
 
 func init() { file_smtpgate_auth_v1_auth_proto_init() }
@@ -820,7 +930,7 @@ func file_smtpgate_auth_v1_auth_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_smtpgate_auth_v1_auth_proto_rawDesc), len(file_smtpgate_auth_v1_auth_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   9,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

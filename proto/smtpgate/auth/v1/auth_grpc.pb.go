@@ -24,6 +24,7 @@ const _ = grpc.SupportPackageIsVersion9
 const (
 	AuthService_Mechanisms_FullMethodName   = "/smtpgate.auth.v1.AuthService/Mechanisms"
 	AuthService_Authenticate_FullMethodName = "/smtpgate.auth.v1.AuthService/Authenticate"
+	AuthService_LookupUser_FullMethodName   = "/smtpgate.auth.v1.AuthService/LookupUser"
 )
 
 // AuthServiceClient is the client API for AuthService service.
@@ -43,6 +44,10 @@ type AuthServiceClient interface {
 	// sends an outcome. Multi-step mechanisms (LOGIN, CRAM-MD5, SCRAM) keep
 	// their state in the stream, so one exchange is served by one replica.
 	Authenticate(ctx context.Context, opts ...grpc.CallOption) (grpc.BidiStreamingClient[AuthenticateRequest, AuthenticateResponse], error)
+	// LookupUser reports whether a user exists in the user database: policy
+	// asks it for reject_unlisted_recipient, reject_unlisted_sender and
+	// sender login maps ("auth:users" tables). It reveals nothing else.
+	LookupUser(ctx context.Context, in *LookupUserRequest, opts ...grpc.CallOption) (*LookupUserResponse, error)
 }
 
 type authServiceClient struct {
@@ -76,6 +81,16 @@ func (c *authServiceClient) Authenticate(ctx context.Context, opts ...grpc.CallO
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuthService_AuthenticateClient = grpc.BidiStreamingClient[AuthenticateRequest, AuthenticateResponse]
 
+func (c *authServiceClient) LookupUser(ctx context.Context, in *LookupUserRequest, opts ...grpc.CallOption) (*LookupUserResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(LookupUserResponse)
+	err := c.cc.Invoke(ctx, AuthService_LookupUser_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // AuthServiceServer is the server API for AuthService service.
 // All implementations must embed UnimplementedAuthServiceServer
 // for forward compatibility.
@@ -93,6 +108,10 @@ type AuthServiceServer interface {
 	// sends an outcome. Multi-step mechanisms (LOGIN, CRAM-MD5, SCRAM) keep
 	// their state in the stream, so one exchange is served by one replica.
 	Authenticate(grpc.BidiStreamingServer[AuthenticateRequest, AuthenticateResponse]) error
+	// LookupUser reports whether a user exists in the user database: policy
+	// asks it for reject_unlisted_recipient, reject_unlisted_sender and
+	// sender login maps ("auth:users" tables). It reveals nothing else.
+	LookupUser(context.Context, *LookupUserRequest) (*LookupUserResponse, error)
 	mustEmbedUnimplementedAuthServiceServer()
 }
 
@@ -108,6 +127,9 @@ func (UnimplementedAuthServiceServer) Mechanisms(context.Context, *MechanismsReq
 }
 func (UnimplementedAuthServiceServer) Authenticate(grpc.BidiStreamingServer[AuthenticateRequest, AuthenticateResponse]) error {
 	return status.Error(codes.Unimplemented, "method Authenticate not implemented")
+}
+func (UnimplementedAuthServiceServer) LookupUser(context.Context, *LookupUserRequest) (*LookupUserResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method LookupUser not implemented")
 }
 func (UnimplementedAuthServiceServer) mustEmbedUnimplementedAuthServiceServer() {}
 func (UnimplementedAuthServiceServer) testEmbeddedByValue()                     {}
@@ -155,6 +177,24 @@ func _AuthService_Authenticate_Handler(srv interface{}, stream grpc.ServerStream
 // This type alias is provided for backwards compatibility with existing code that references the prior non-generic stream type by name.
 type AuthService_AuthenticateServer = grpc.BidiStreamingServer[AuthenticateRequest, AuthenticateResponse]
 
+func _AuthService_LookupUser_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(LookupUserRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AuthServiceServer).LookupUser(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AuthService_LookupUser_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AuthServiceServer).LookupUser(ctx, req.(*LookupUserRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // AuthService_ServiceDesc is the grpc.ServiceDesc for AuthService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -165,6 +205,10 @@ var AuthService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Mechanisms",
 			Handler:    _AuthService_Mechanisms_Handler,
+		},
+		{
+			MethodName: "LookupUser",
+			Handler:    _AuthService_LookupUser_Handler,
 		},
 	},
 	Streams: []grpc.StreamDesc{
