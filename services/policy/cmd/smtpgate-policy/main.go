@@ -1,13 +1,17 @@
 // Command smtpgate-policy serves smtpgate's restriction lists over gRPC
 // (smtpgate.policy.v1.PolicyService) to the edge.
 //
-//	smtpgate-policy [-c CONFIG_DIR] [check]
+//	smtpgate-policy [-c CONFIG_DIR]          validate, then serve
+//	smtpgate-policy [-c CONFIG_DIR] check    validate the configuration
+//	smtpgate-policy import [-o DIR] MAIN_CF [MASTER_CF]
 //
-// It reads CONFIG_DIR/main.cf and CONFIG_DIR/master.cf (default
-// /etc/smtpgate). With "check" it validates the configuration, prints every
-// problem with its file:line to stderr and exits 1 if there is any, 0 if
-// there is none. Without it, it validates the same way, then serves until
-// SIGINT or SIGTERM and stops gracefully. This file is wiring only.
+// The first two are the command line every service shares (pkg/daemon).
+// import reads an existing Postfix main.cf (and the master.cf beside it,
+// or MASTER_CF) and reports, setting by setting, whether smtpgate takes,
+// ignores, cannot honour or does not know it; with -o it writes the
+// smtpgate main.cf and master.cf made of what was taken. It exits 0 when
+// everything can be taken or ignored, 1 otherwise, 2 on usage errors.
+// This file is wiring only.
 package main
 
 import (
@@ -15,82 +19,79 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
+	"github.com/smtpgate/smtpgate/pkg/daemon"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
-	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	"github.com/smtpgate/smtpgate/services/policy"
+	"github.com/smtpgate/smtpgate/services/policy/internal/importcf"
 )
 
+const importUsage = "smtpgate-policy import [-o DIR] MAIN_CF [MASTER_CF]"
+
 func main() {
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
 // run is the whole program; it returns the exit status.
-func run(ctx context.Context, args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("smtpgate-policy", flag.ContinueOnError)
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "import" {
+		return runImport(args[1:], stdout, stderr)
+	}
+	return daemon.Main(ctx, daemon.Service{
+		Name:     "policy",
+		Owner:    maincf.Policy,
+		Validate: policy.Validate,
+		Run: func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error {
+			srv, err := policy.New(policy.Config{Main: cfg, Services: services, Logger: log})
+			if err != nil {
+				return err
+			}
+			return srv.Run(ctx)
+		},
+		Usage: []string{importUsage},
+	}, args, stderr)
+}
+
+// runImport is "smtpgate-policy import".
+func runImport(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("smtpgate-policy import", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dir := fs.String("c", "/etc/smtpgate", "configuration `directory` (main.cf, master.cf)")
+	out := fs.String("o", "", "write the smtpgate main.cf and master.cf to `directory`")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "usage: smtpgate-policy [-c CONFIG_DIR] [check]")
+		fmt.Fprintf(stderr, "usage: %s\n", importUsage)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
-	checkOnly := false
-	switch {
-	case fs.NArg() == 0:
-	case fs.NArg() == 1 && fs.Arg(0) == "check":
-		checkOnly = true
-	default:
+	if fs.NArg() < 1 || fs.NArg() > 2 {
 		fs.Usage()
 		return 2
 	}
-
-	cfg, services, err := maincf.Load(maincf.Params(), *dir)
+	report, err := importcf.Import(importcf.Options{Main: fs.Arg(0), Master: fs.Arg(1)})
 	if err != nil {
-		fmt.Fprintf(stderr, "smtpgate-policy: %v\n", err)
+		fmt.Fprintf(stderr, "smtpgate-policy: import: %v\n", err)
 		return 1
 	}
-	if err := policy.Validate(cfg, services); err != nil {
-		printErrors(stderr, err)
+	if err := report.WriteText(stdout); err != nil {
+		fmt.Fprintf(stderr, "smtpgate-policy: import: %v\n", err)
 		return 1
 	}
-	if checkOnly {
-		return 0
-	}
-
-	log, err := telemetry.NewLogger(stderr, "policy", cfg.Get("smtpgate_log_format"), cfg.Get("smtpgate_log_level"))
-	if err != nil {
-		fmt.Fprintf(stderr, "smtpgate-policy: %v\n", err)
-		return 1
-	}
-	srv, err := policy.New(policy.Config{Main: cfg, Services: services, Logger: log})
-	if err != nil {
-		printErrors(stderr, err)
-		return 1
-	}
-	if err := srv.Run(ctx); err != nil {
-		log.ErrorContext(ctx, "stopped", "err", err)
-		return 1
-	}
-	log.InfoContext(ctx, "stopped")
-	return 0
-}
-
-// printErrors prints each joined error on its own line.
-func printErrors(w io.Writer, err error) {
-	if joined, ok := err.(interface{ Unwrap() []error }); ok {
-		for _, e := range joined.Unwrap() {
-			printErrors(w, e)
+	if *out != "" {
+		if err := report.WriteConfig(*out); err != nil {
+			fmt.Fprintf(stderr, "smtpgate-policy: import: %v\n", err)
+			return 1
 		}
-		return
 	}
-	fmt.Fprintf(w, "smtpgate-policy: %v\n", err)
+	if !report.OK() {
+		return 1
+	}
+	return 0
 }

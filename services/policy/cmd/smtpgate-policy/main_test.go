@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -54,7 +55,7 @@ func TestCheck(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := configDir(t, tc.main, tc.master)
 			var stderr bytes.Buffer
-			code := run(context.Background(), append([]string{"-c", dir}, tc.args...), &stderr)
+			code := run(context.Background(), append([]string{"-c", dir}, tc.args...), io.Discard, &stderr)
 			if code != tc.wantCode {
 				t.Errorf("exit %d, want %d; stderr:\n%s", code, tc.wantCode, stderr.String())
 			}
@@ -72,7 +73,7 @@ func TestCheck(t *testing.T) {
 
 func TestMissingConfig(t *testing.T) {
 	var stderr bytes.Buffer
-	if code := run(context.Background(), []string{"-c", t.TempDir(), "check"}, &stderr); code != 1 {
+	if code := run(context.Background(), []string{"-c", t.TempDir(), "check"}, io.Discard, &stderr); code != 1 {
 		t.Errorf("exit %d, want 1; stderr:\n%s", code, stderr.String())
 	}
 }
@@ -100,7 +101,7 @@ func TestServeUntilCancelled(t *testing.T) {
 	defer cancel()
 	var stderr syncBuffer
 	done := make(chan int, 1)
-	go func() { done <- run(ctx, []string{"-c", dir}, &stderr) }()
+	go func() { done <- run(ctx, []string{"-c", dir}, io.Discard, &stderr) }()
 	deadline := time.Now().Add(10 * time.Second)
 	for !strings.Contains(stderr.String(), `msg=listening`) {
 		if time.Now().After(deadline) {
