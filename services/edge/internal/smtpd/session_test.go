@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -9,8 +10,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"io"
+	"log/slog"
 	"math/big"
 	"net"
 	"strings"
@@ -157,11 +160,18 @@ type sink struct {
 	rcpts   [][]string
 	refuse  map[string]bool
 	aborted int
+	// begun counts next-hop transactions opened; forwarded lists every
+	// recipient passed on, accepted or not.
+	begun     int
+	forwarded []string
 }
 
 func (k *sink) String() string { return "sink" }
 
 func (k *sink) Begin(context.Context, handoff.Envelope) (handoff.Tx, error) {
+	k.mu.Lock()
+	k.begun++
+	k.mu.Unlock()
 	return &sinkTx{k: k}, nil
 }
 
@@ -172,6 +182,9 @@ type sinkTx struct {
 }
 
 func (t *sinkTx) Rcpt(_ context.Context, a string) error {
+	t.k.mu.Lock()
+	t.k.forwarded = append(t.k.forwarded, a)
+	t.k.mu.Unlock()
 	if t.k.refuse[a] {
 		return reply.NextHopRefused(550, "5.1.1", "<"+a+">: Recipient address rejected: User unknown")
 	}
@@ -210,18 +223,51 @@ type harness struct {
 	auth   *testAuth
 	sink   *sink
 	l      *Listener
+	logs   *logBuffer
+}
+
+// logBuffer collects the engine's JSON log records.
+type logBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *logBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+// records returns the log records written so far.
+func (b *logBuffer) records(t testing.TB) []map[string]any {
+	t.Helper()
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []map[string]any
+	for _, line := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
+		if len(line) == 0 {
+			continue
+		}
+		var rec map[string]any
+		if err := json.Unmarshal(line, &rec); err != nil {
+			t.Fatalf("log line %q: %v", line, err)
+		}
+		out = append(out, rec)
+	}
+	return out
 }
 
 func newHarness(t testing.TB, decide func(*policyv1.CheckRequest) (*policyv1.Verdict, error), tune func(*Listener)) *harness {
 	t.Helper()
-	h := &harness{t: t, policy: &testPolicy{decide: decide}, auth: &testAuth{}, sink: &sink{refuse: map[string]bool{}}}
+	h := &harness{t: t, policy: &testPolicy{decide: decide}, auth: &testAuth{}, sink: &sink{refuse: map[string]bool{}}, logs: &logBuffer{}}
 	h.l = &Listener{Name: "test", Hostname: "mail.example.org", Banner: "mail.example.org ESMTP smtpgate",
 		MaxMessageSize: 10240000, MaxRecipients: 3, LineLimit: 2048, Timeout: 10 * time.Second,
 		DisableVRFY: true, HardErrorLimit: 20, NextHop: h.sink, TLS: testTLS(t), TLSLevel: TLSMay}
 	if tune != nil {
 		tune(h.l)
 	}
-	srv := &Server{Policy: h.policy, Auth: h.auth, PolicyTimeout: 500 * time.Millisecond, AuthTimeout: 500 * time.Millisecond}
+	srv := &Server{Policy: h.policy, Auth: h.auth, PolicyTimeout: 500 * time.Millisecond, AuthTimeout: 500 * time.Millisecond,
+		Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
