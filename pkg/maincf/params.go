@@ -39,8 +39,8 @@ func sharedParams() []Def {
 		{Name: "smtpgate_policy_listen", Default: "127.0.0.1:10040", Owner: Policy},
 		{Name: "smtpgate_auth_listen", Default: "127.0.0.1:10050", Owner: Auth},
 		{Name: "smtpgate_policy_service", Default: "$smtpgate_policy_listen", Owner: Edge},
-		{Name: "smtpgate_auth_service", Default: "$smtpgate_auth_listen", Owner: Edge},
+		{Name: "smtpgate_auth_service", Default: "$smtpgate_auth_listen", Owner: Edge | Policy},
 		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: Edge, Check: CheckDuration},
-		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge, Check: CheckDuration},
+		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge | Policy, Check: CheckDuration},
 	}
 }

@@ -18,9 +18,8 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
-	"google.golang.org/grpc/credentials/insecure"
 
+	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
@@ -127,11 +126,11 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, listeners: ls}
-	pc, err := dial(cfg.Main.Get("smtpgate_policy_service"))
+	pc, err := grpcclient.Dial(cfg.Main.Get("smtpgate_policy_service"))
 	if err != nil {
 		return nil, fmt.Errorf("policy client: %w", err)
 	}
-	ac, err := dial(cfg.Main.Get("smtpgate_auth_service"))
+	ac, err := grpcclient.Dial(cfg.Main.Get("smtpgate_auth_service"))
 	if err != nil {
 		pc.Close()
 		return nil, fmt.Errorf("auth client: %w", err)
@@ -145,16 +144,6 @@ func New(cfg Config) (*Server, error) {
 		AuthTimeout:   cfg.Main.Duration("smtpgate_auth_timeout"),
 	}
 	return s, nil
-}
-
-// dial makes a gRPC client that retries a lost connection within about a
-// second, so the edge recovers by itself when a service returns.
-func dial(target string) (*grpc.ClientConn, error) {
-	bc := backoff.DefaultConfig
-	bc.MaxDelay = time.Second
-	return grpc.NewClient(target,
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second}))
 }
 
 // policyClient adapts the generated client to the engine's seam.

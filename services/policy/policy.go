@@ -9,8 +9,9 @@
 // gets InvalidArgument, and any failure is an error status, never a
 // permit: the edge then answers 451 4.3.0 (fail closed).
 //
-// It talks to nobody else yet; DNS-based checks and shared state in Redis
-// will come with the restrictions that need them.
+// It talks to smtpgate-auth (AuthService/LookupUser) when a table is
+// "auth:users"; DNS-based checks and shared state in Redis will come with
+// the restrictions that need them.
 package policy
 
 import (
@@ -22,13 +23,17 @@ import (
 	"net/netip"
 	"strings"
 
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
+	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
 
 // Config is what the service is built from.
@@ -51,6 +56,8 @@ type Server struct {
 	// engines holds the compiled lists of every listener; "" is main.cf
 	// alone.
 	engines map[string]*restriction.Engine
+	// authConn reaches smtpgate-auth for "auth:users" tables.
+	authConn *grpc.ClientConn
 }
 
 // Validate checks the configuration as smtpgate-policy reads it: unknown
@@ -58,12 +65,18 @@ type Server struct {
 // overrides, and the restriction lists of main.cf and of every listener.
 // Every problem is reported, joined, each with its file:line.
 func Validate(main *maincf.Config, services []maincf.Service) error {
-	_, err := compileAll(main, services, nil)
+	_, err := compileAll(main, services, nil, nil)
 	return err
 }
 
-func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger) (map[string]*restriction.Engine, error) {
-	opts := restriction.Options{Logger: log}
+func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger, auth authv1.AuthServiceClient) (map[string]*restriction.Engine, error) {
+	timeout := main.Duration("smtpgate_auth_timeout")
+	opts := restriction.Options{Logger: log, OpenTable: func(spec string) (table.Table, error) {
+		if strings.HasPrefix(spec, "auth:") {
+			return openAuthTable(spec, auth, timeout)
+		}
+		return table.Open(spec, table.Options{Dir: main.Dir(), Logger: log})
+	}}
 	errs := []error{main.Validate(maincf.Policy), maincf.ValidateServices(main, services, maincf.Policy)}
 	engines := map[string]*restriction.Engine{}
 	e, err := restriction.CompileWith(main, opts)
@@ -114,11 +127,18 @@ func New(cfg Config) (*Server, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	engines, err := compileAll(cfg.Main, cfg.Services, log)
+	// The connection to smtpgate-auth is made on first use, by an
+	// "auth:users" table.
+	conn, err := grpcclient.Dial(cfg.Main.Get("smtpgate_auth_service"))
 	if err != nil {
+		return nil, fmt.Errorf("smtpgate_auth_service: %w", err)
+	}
+	engines, err := compileAll(cfg.Main, cfg.Services, log, authv1.NewAuthServiceClient(conn))
+	if err != nil {
+		conn.Close()
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines}, nil
+	return &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines, authConn: conn}, nil
 }
 
 // Run logs the effective configuration, listens on smtpgate_policy_listen
@@ -136,6 +156,7 @@ func (s *Server) Run(ctx context.Context) error {
 // Serve serves PolicyService, health and reflection on lis until ctx is
 // done.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	defer s.authConn.Close()
 	g := grpcserver.New()
 	policyv1.RegisterPolicyServiceServer(g.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())

@@ -1,0 +1,53 @@
+package policy
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"time"
+
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	"github.com/smtpgate/smtpgate/services/policy/internal/table"
+)
+
+// authTable is the lookup table "auth:users": the users of smtpgate-auth.
+// A lookup asks AuthService/LookupUser; the value is the user name as
+// stored, so the table serves as local_recipient_maps (valid recipients)
+// and as smtpd_sender_login_maps (each address owned by the login of the
+// same name). It matches whole addresses only (Pattern is true): a user
+// is never found by its domain or local part alone. A failed call is an
+// error, so the check fails closed.
+type authTable struct {
+	spec    string
+	client  authv1.AuthServiceClient
+	timeout time.Duration
+}
+
+func (t *authTable) Name() string          { return t.spec }
+func (t *authTable) Pattern() bool         { return true }
+func (t *authTable) Entries() []table.Entry { return nil }
+
+func (t *authTable) Lookup(ctx context.Context, key string) (string, bool, error) {
+	if t.client == nil {
+		return "", false, fmt.Errorf("%s: no connection to smtpgate-auth", t.spec)
+	}
+	if key == "" || strings.HasPrefix(key, "@") || strings.HasSuffix(key, "@") {
+		return "", false, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	resp, err := t.client.LookupUser(ctx, &authv1.LookupUserRequest{Username: key})
+	if err != nil {
+		return "", false, fmt.Errorf("%s: ask smtpgate-auth about %q: %w", t.spec, key, err)
+	}
+	return resp.GetUsername(), resp.GetExists(), nil
+}
+
+// openAuthTable opens "auth:users" with client (nil while only checking
+// the configuration).
+func openAuthTable(spec string, client authv1.AuthServiceClient, timeout time.Duration) (table.Table, error) {
+	if spec != "auth:users" {
+		return nil, fmt.Errorf("table %s: the auth table is auth:users", spec)
+	}
+	return &authTable{spec: spec, client: client, timeout: timeout}, nil
+}
