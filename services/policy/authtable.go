@@ -23,8 +23,8 @@ type authTable struct {
 	timeout time.Duration
 }
 
-func (t *authTable) Name() string          { return t.spec }
-func (t *authTable) Pattern() bool         { return true }
+func (t *authTable) Name() string           { return t.spec }
+func (t *authTable) Pattern() bool          { return true }
 func (t *authTable) Entries() []table.Entry { return nil }
 
 func (t *authTable) Lookup(ctx context.Context, key string) (string, bool, error) {
