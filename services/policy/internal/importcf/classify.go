@@ -148,7 +148,9 @@ var rules = []rule{
 		verdict: CannotHonour, reason: reasonSMTPD},
 	{contains: []string{"_restriction"},
 		verdict: CannotHonour, reason: "restriction list smtpgate does not have"},
-	{suffix: []string{"_reject_code", "_defer_code", "_tempfail_action"},
+	{exact: []string{"mynetworks_style"},
+		verdict: CannotHonour, reason: "smtpgate derives nothing from the network interfaces: its default mynetworks is " + mustDefault("mynetworks") + "; set mynetworks instead"},
+	{suffix: []string{"_reject_code", "_defer_code", "_tempfail_action", "_reject_reason"},
 		verdict: CannotHonour, reason: "reply setting of an smtpd check smtpgate does not implement yet"},
 	{prefix: []string{"smtpd_"},
 		verdict: CannotHonour, reason: reasonSMTPD},
@@ -170,11 +172,11 @@ var rules = []rule{
 		verdict: Ignored, reason: "bounces and notices: smtpgate refuses in the SMTP session and never writes a bounce"},
 	{prefix: []string{"qmgr_", "queue_", "hash_queue_", "maximal_", "minimal_backoff", "default_delivery_slot", "default_destination_",
 		"default_extra_recipient", "default_minimum_delivery", "default_recipient_", "default_transport_rate", "defer_", "deliver_lock_",
-		"initial_destination_concurrency", "destination_concurrency", "transport_", "fast_flush_", "flush_", "in_flow_delay",
+		"initial_destination_concurrency", "destination_concurrency", "transport_retry_time", "fast_flush_", "flush_", "in_flow_delay",
 		"duplicate_filter_limit", "confirm_delay_cleared", "dont_remove"},
 		contains: []string{"_queue_"},
 		verdict:  Ignored, reason: reasonQueue},
-	{prefix: []string{"relay", "default_transport", "fallback_relay", "sender_dependent_", "empty_address_", "address_verify_",
+	{prefix: []string{"relay", "transport_maps", "default_transport", "fallback_relay", "sender_dependent_", "empty_address_", "address_verify_",
 		"default_filter_nexthop", "internal_mail_filter", "best_mx_transport", "disable_dns_lookups", "ignore_mx_lookup_error"},
 		suffix:  []string{"_transport", "_transport_maps"},
 		verdict: Ignored, reason: reasonRouting},
@@ -193,6 +195,12 @@ var rules = []rule{
 			"alternate_config_directories", "mail_version", "mail_release_date", "meta_", "service_", "max_idle", "max_use",
 			"fork_", "transport_retry_time", "line_length", "mydomain_fallback"},
 		verdict: Ignored, reason: "Postfix installation and process management: smtpgate has its own"},
+}
+
+// mustDefault is the default of one of smtpgate's parameters.
+func mustDefault(name string) string {
+	d, _ := maincf.Params().Def(name)
+	return d.Default
 }
 
 // catalogueWithPrefix lists smtpgate's parameters starting with prefix.

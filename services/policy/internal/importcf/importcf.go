@@ -114,6 +114,7 @@ func Import(opts Options) (*Report, error) {
 			return nil, err
 		}
 	}
+	r.userDefined()
 	r.settle()
 	return r, nil
 }
@@ -142,7 +143,7 @@ func (r *Report) readMain(data []byte) error {
 			classes[c] = true
 		}
 	}
-	refs := references(f)
+	_, hasNetworks := f.Lookup("mynetworks")
 	for k, start := range starts {
 		end := len(lines)
 		if k+1 < len(starts) {
@@ -163,14 +164,12 @@ func (r *Report) readMain(data []byte) error {
 		case p.Pos.Line != start+1:
 			s.Verdict, s.Reason = Ignored, fmt.Sprintf("set again at %s, where the last setting wins", p.Pos)
 			s.Value = settingValue(lines[start:end])
+		case pname == "mynetworks_style" && hasNetworks:
+			s.Verdict, s.Reason = Ignored, "mynetworks is set, which overrides it"
 		case classes[pname] && !IsPostfixParam(pname):
 			s.Verdict, s.Reason = Taken, "restriction class (smtpd_restriction_classes)"
 		default:
 			s.Verdict, s.Reason = Classify(pname)
-			if s.Verdict == Unknown && len(refs[pname]) > 0 {
-				s.Verdict = CannotHonour
-				s.Reason = fmt.Sprintf("user-defined parameter (used as $%s in %s): smtpgate refuses names it does not know; write the value in place", pname, strings.Join(refs[pname], ", "))
-			}
 		}
 		r.Settings = append(r.Settings, s)
 	}
@@ -194,17 +193,28 @@ func settingValue(lines []string) string {
 
 var refPattern = regexp.MustCompile(`\$(?:\{|\()?([A-Za-z0-9_]+)`)
 
-// references maps each $name used in a value to the parameters using it.
-func references(f *maincf.File) map[string][]string {
-	out := map[string][]string{}
-	for _, p := range f.Params() {
-		for _, m := range refPattern.FindAllStringSubmatch(p.Value, -1) {
-			if !slices.Contains(out[m[1]], p.Name) {
-				out[m[1]] = append(out[m[1]], p.Name)
+// userDefined moves the unknown main.cf names that other settings use as
+// $name to "cannot honour": they are the operator's own parameters, not
+// typos, but smtpgate refuses names it does not know.
+func (r *Report) userDefined() {
+	users := map[string][]string{}
+	for _, s := range r.Settings {
+		if s.Name == "" {
+			continue
+		}
+		for _, m := range refPattern.FindAllStringSubmatch(s.Value, -1) {
+			if !slices.Contains(users[m[1]], s.Name) {
+				users[m[1]] = append(users[m[1]], s.Name)
 			}
 		}
 	}
-	return out
+	for _, s := range r.Settings {
+		if s.Service == "" && s.Verdict == Unknown && len(users[s.Name]) > 0 {
+			s.Verdict = CannotHonour
+			s.Reason = fmt.Sprintf("user-defined parameter (used as $%s in %s): smtpgate refuses names it does not know; write the value in place",
+				s.Name, strings.Join(users[s.Name], ", "))
+		}
+	}
 }
 
 // lookup returns the main.cf setting of name that wins.
