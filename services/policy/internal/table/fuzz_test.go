@@ -28,9 +28,15 @@ func FuzzCIDR(f *testing.F) {
 			}
 			return
 		}
-		_, ok := m.lookup(key)
+		v, ok := m.lookup(key)
 		if _, perr := netip.ParseAddr(key); perr != nil && ok {
 			t.Fatalf("non-address key %q matched", key)
+		}
+		if a, perr := netip.ParseAddr(key); perr == nil {
+			nv, nok := cidrNaive(m.(*cidrTable).items, a.WithZone("").Unmap())
+			if v != nv || ok != nok {
+				t.Fatalf("lookup(%q) = %q, %v; linear search gives %q, %v", key, v, ok, nv, nok)
+			}
 		}
 		for _, e := range m.entries() {
 			m.lookup(strings.TrimPrefix(e.Key, "!"))
@@ -48,8 +54,12 @@ func FuzzRegexp(f *testing.F) {
 		if err != nil {
 			return
 		}
-		m.lookup(key)
-		m.lookup(strings.ToUpper(key))
+		for _, k := range []string{key, strings.ToUpper(key)} {
+			v, ok := m.lookup(k)
+			if nv, nok := reNaive(m.(*reTable), k); v != nv || ok != nok {
+				t.Fatalf("lookup(%q) = %q, %v; without the literal filters %q, %v", k, v, ok, nv, nok)
+			}
+		}
 		m.entries()
 	})
 }
@@ -64,7 +74,10 @@ func FuzzPCRE(f *testing.F) {
 		if err != nil {
 			return
 		}
-		m.lookup(key)
+		v, ok := m.lookup(key)
+		if nv, nok := reNaive(m.(*reTable), key); v != nv || ok != nok {
+			t.Fatalf("lookup(%q) = %q, %v; without the literal filters %q, %v", key, v, ok, nv, nok)
+		}
 		m.entries()
 	})
 }
@@ -115,4 +128,53 @@ func FuzzInline(f *testing.F) {
 			}
 		}
 	})
+}
+
+// cidrNaive is cidrLookup without the prefix index.
+func cidrNaive(items []cidrItem, a netip.Addr) (string, bool) {
+	for _, it := range items {
+		switch {
+		case it.group != nil:
+			for _, r := range it.group.rules {
+				if r.match(a) {
+					return r.value, true
+				}
+			}
+		case it.rule != nil:
+			if it.rule.match(a) {
+				return it.rule.value, true
+			}
+		case it.block != nil:
+			if it.block.cond.match(a) {
+				if v, ok := cidrNaive(it.block.body, a); ok {
+					return v, true
+				}
+			}
+		}
+	}
+	return "", false
+}
+
+// reNaive is reTable.lookup without the literal filters.
+func reNaive(t *reTable, key string) (string, bool) {
+	match := func(p *rePattern) bool { return p.re.MatchString(key) != p.negate }
+	for i := 0; i < len(t.rules); i++ {
+		r := &t.rules[i]
+		switch r.op {
+		case opMatch:
+			loc := r.first.re.FindStringSubmatchIndex(key)
+			if (loc != nil) == r.first.negate {
+				continue
+			}
+			if r.second != nil && !match(r.second) {
+				continue
+			}
+			return r.tmpl.expand(key, loc), true
+		case opIf:
+			if !match(&r.first) {
+				i = r.endif
+			}
+		}
+	}
+	return "", false
 }
