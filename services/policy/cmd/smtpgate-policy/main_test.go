@@ -50,7 +50,7 @@ func TestCheck(t *testing.T) {
 			wantStderr: []string{"main.cf:5: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of"}},
 		{name: "bad listener override", main: goodMain, master: "127.0.0.1:2587 inet n - n - - smtpd\n  -o soft_bounce=maybe\n", args: []string{"check"}, wantCode: 1,
 			wantStderr: []string{"master.cf:1: service 127.0.0.1:2587: -o soft_bounce=maybe"}},
-		{name: "usage", main: goodMain, args: []string{"serve"}, wantCode: 2, wantStderr: []string{"usage: smtpgate-policy [-c CONFIG_DIR] [check]"}},
+		{name: "usage", main: goodMain, args: []string{"serve"}, wantCode: 2, wantStderr: []string{"usage: smtpgate-policy [-c CONFIG_DIR] [check]\n       smtpgate-policy import [-o DIR] MAIN_CF [MASTER_CF]"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := configDir(t, tc.main, tc.master)
@@ -117,5 +117,93 @@ func TestServeUntilCancelled(t *testing.T) {
 		if !strings.Contains(stderr.String(), want) {
 			t.Errorf("logs lack %q:\n%s", want, stderr.String())
 		}
+	}
+}
+
+// importData is the Postfix configuration the import tests read.
+const importData = "../../internal/importcf/testdata/"
+
+func TestImport(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"import", importData + "postfix/main.cf"}, &stdout, &stderr)
+	if code != 1 {
+		t.Errorf("exit %d, want 1; stderr:\n%s", code, stderr.String())
+	}
+	out := stdout.String()
+	// Each wanted line must sit in its verdict's group.
+	groups := map[string]string{}
+	group := ""
+	for _, l := range strings.Split(out, "\n") {
+		switch {
+		case strings.HasSuffix(l, "):") && !strings.HasPrefix(l, " "):
+			group, _, _ = strings.Cut(l, " (")
+		case strings.HasPrefix(l, "  ") && !strings.HasPrefix(l, "      "):
+			groups[strings.TrimSpace(l)] = group
+		}
+	}
+	for _, tc := range []struct{ group, line string }{
+		{"taken", "main.cf:16: myhostname = mail.example.org — read by smtpgate-edge+policy+auth"},
+		{"taken", "main.cf:17: mydomain = example.org — read by smtpgate-edge+policy+auth"},
+		{"taken", "main.cf:19: mydestination = $myhostname, localhost.$mydomain, $mydomain — read by smtpgate-policy"},
+		{"taken", "main.cf:20: mynetworks = 127.0.0.0/8 [::1]/128 192.0.2.0/24 — read by smtpgate-policy"},
+		{"taken", "main.cf:22: relay_domains = example.net — read by smtpgate-policy"},
+		{"taken", "main.cf:31: smtpd_helo_required = yes — read by smtpgate-edge"},
+		{"taken", "main.cf:32: smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination — read by smtpgate-policy"},
+		{"taken", "master.cf:8: submission inet n - y - - smtpd — smtpd listener"},
+		{"taken", "master.cf:11: smtpd_sasl_auth_enable = yes (service submission) — read by smtpgate-edge"},
+		{"ignored", "main.cf:26: queue_directory = /var/spool/postfix — queue and scheduling: smtpgate has no queue, it hands each message on during the session"},
+		{"ignored", "main.cf:27: alias_maps = hash:/etc/aliases — local delivery: done by the next hop, not by an SMTP front door"},
+		{"ignored", "main.cf:14: smtp_tls_security_level = may — SMTP/LMTP client: smtpgate's hand-off is set with smtpgate_next_hop"},
+		{"ignored", "master.cf:16: pickup unix n - y 60 1 pickup — not an SMTP listener (unix pickup)"},
+		{"cannot honour", "main.cf:34: smtpd_recipient_restrictions = check_sender_access hash:sender_access, reject_rbl_client zen.spamhaus.org — smtpgate refuses it:"},
+		{"cannot honour", "main.cf:39: smtpd_milters = inet:localhost:8891 — milters are not supported"},
+		{"cannot honour", "main.cf:41: header_checks = regexp:/etc/postfix/header_checks — no content inspection in the edge: the message goes to the next hop as received; check it there"},
+		{"cannot honour", "master.cf:15: milter_macro_daemon_name = ORIGINATING (service submission) — milters are not supported"},
+		{"unknown", "main.cf:37: smtpd_helo_restriction = reject_invalid_helo_hostname — not a Postfix 3.7 parameter (did you mean smtpd_helo_restrictions?)"},
+	} {
+		if got, ok := groups[tc.line]; !ok {
+			t.Errorf("no line %q", tc.line)
+		} else if got != tc.group {
+			t.Errorf("%q under %q, want %q", tc.line, got, tc.group)
+		}
+	}
+	// restriction.Compile's exact complaint, under its setting.
+	if want := "\n      main.cf:34: smtpd_recipient_restrictions: restriction \"reject_rbl_client\" is not implemented yet\n"; !strings.Contains(out, want) {
+		t.Errorf("no compile error %q in:\n%s", want, out)
+	}
+	if !strings.Contains(out, "5 cannot honour, 1 unknown") {
+		t.Errorf("no summary in:\n%s", out)
+	}
+}
+
+func TestImportWritesConfig(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "smtpgate")
+	var stdout, stderr bytes.Buffer
+	code := run(context.Background(), []string{"import", "-o", dir, importData + "clean/main.cf", importData + "clean/master.cf"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d, want 0; stdout:\n%s\nstderr:\n%s", code, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "smtpgate can take this configuration.") {
+		t.Errorf("stdout:\n%s", stdout.String())
+	}
+	stderr.Reset()
+	if code := run(context.Background(), []string{"-c", dir, "check"}, io.Discard, &stderr); code != 0 {
+		t.Errorf("check of the written configuration: exit %d:\n%s", code, stderr.String())
+	}
+}
+
+func TestImportUsage(t *testing.T) {
+	for _, args := range [][]string{{"import"}, {"import", "a", "b", "c"}, {"import", "-x", "main.cf"}} {
+		var stderr bytes.Buffer
+		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 {
+			t.Errorf("%q: exit %d, want 2", args, code)
+		}
+		if !strings.Contains(stderr.String(), "usage: smtpgate-policy import [-o DIR] MAIN_CF [MASTER_CF]") {
+			t.Errorf("%q: stderr:\n%s", args, stderr.String())
+		}
+	}
+	var stderr bytes.Buffer
+	if code := run(context.Background(), []string{"import", filepath.Join(t.TempDir(), "main.cf")}, io.Discard, &stderr); code != 1 {
+		t.Errorf("missing main.cf: exit %d, want 1:\n%s", code, stderr.String())
 	}
 }
