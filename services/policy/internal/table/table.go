@@ -92,6 +92,10 @@ type Table interface {
 	Name() string
 	// Entries lists the table's entries in file order, for static
 	// analysis (e.g. the open-relay check) and for explaining a lookup.
+	// For cidr:, regexp: and pcre: tables the list includes the "if"
+	// and "endif" lines (Key "if PATTERN" or "endif", empty Value), so
+	// that a rule's conditions can be told from it. static: has one
+	// entry with an empty Key.
 	Entries() []Entry
 }
 
