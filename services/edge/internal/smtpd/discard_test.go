@@ -91,6 +91,10 @@ func TestDiscardAtRCPT(t *testing.T) {
 	c.do("MAIL FROM:<a@example.net>", "250 2.1.0 Ok")
 	c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
 	c.do("RCPT TO:<spam@example.org>", "250 2.1.5 Ok")
+	// The next hop's transaction, opened for john, ends at once.
+	if begun, aborted := h.sink.counts(); begun != 1 || aborted != 1 {
+		t.Errorf("after the DISCARD: %d next-hop transactions opened, %d aborted; want 1 and 1", begun, aborted)
+	}
 	// No more checks: even a recipient policy would refuse is "accepted".
 	c.do("RCPT TO:<lisa@example.com>", "250 2.1.5 Ok")
 	// Syntax and limits still apply.
