@@ -64,6 +64,8 @@ type Report struct {
 
 	dir       string
 	mainLines int
+	// services are the names of every master.cf service.
+	services  []string
 	listeners []*listener
 }
 
@@ -115,6 +117,7 @@ func Import(opts Options) (*Report, error) {
 		}
 	}
 	r.userDefined()
+	r.perTransport()
 	r.settle()
 	return r, nil
 }
@@ -217,6 +220,20 @@ func (r *Report) userDefined() {
 	}
 }
 
+// perTransport moves the unknown main.cf names that are Postfix's
+// per-transport settings of a master.cf service (any service when there is
+// no master.cf) to "ignored".
+func (r *Report) perTransport() {
+	for _, s := range r.Settings {
+		if s.Service != "" || s.Verdict != Unknown {
+			continue
+		}
+		if t, ok := transportParam(s.Name); ok && (r.MasterPath == "" || slices.Contains(r.services, t)) {
+			s.Verdict, s.Reason = Ignored, fmt.Sprintf("%s (per-transport setting of %s)", reasonQueue, t)
+		}
+	}
+}
+
 // lookup returns the main.cf setting of name that wins.
 func (r *Report) lookup(name string) *Setting {
 	var found *Setting
@@ -252,6 +269,7 @@ func (r *Report) readMaster(data []byte) error {
 	var passOverrides []*Setting
 	var screened []*listener
 	for _, e := range entries {
+		r.services = append(r.services, e.name())
 		line := &Setting{Pos: e.pos, Service: e.name(), Value: strings.Join(e.fields, " ")}
 		r.Settings = append(r.Settings, line)
 		var l *listener
