@@ -1,6 +1,7 @@
 package handoff
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -154,6 +155,82 @@ func TestRelaySMTP(t *testing.T) {
 	}
 	if n := len(h.got()); n != 1 {
 		t.Errorf("%d messages delivered, want 1", n)
+	}
+}
+
+// scriptedHop is a next hop that says yes to everything and records the
+// commands it was sent.
+func scriptedHop(t *testing.T) (addr string, commands func() []string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var got []string
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		conn, err := ln.Accept()
+		if err != nil {
+			return
+		}
+		defer conn.Close()
+		_ = conn.SetDeadline(time.Now().Add(5 * time.Second))
+		br := bufio.NewReader(conn)
+		_, _ = io.WriteString(conn, "220 next.example ESMTP\r\n")
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return
+			}
+			verb, _, _ := strings.Cut(strings.TrimSpace(line), " ")
+			verb = strings.ToUpper(verb)
+			mu.Lock()
+			got = append(got, verb)
+			mu.Unlock()
+			switch verb {
+			case "EHLO":
+				_, _ = io.WriteString(conn, "250-next.example\r\n250 PIPELINING\r\n")
+			case "QUIT":
+				_, _ = io.WriteString(conn, "221 2.0.0 Bye\r\n")
+				return
+			default:
+				_, _ = io.WriteString(conn, "250 2.0.0 Ok\r\n")
+			}
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	return ln.Addr().String(), func() []string {
+		<-done
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]string(nil), got...)
+	}
+}
+
+// TestRelayAbortSendsRSET: a transaction aborted before DATA (the client
+// sent RSET, or policy said DISCARD) ends at the next hop with RSET and a
+// QUIT, not a dropped connection.
+func TestRelayAbortSendsRSET(t *testing.T) {
+	addr, commands := scriptedHop(t)
+	target, err := Parse("smtp://"+addr, nil, Options{Hostname: "mail.example.org", Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	tx, err := target.Begin(ctx, Envelope{Sender: "a@example.net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt(ctx, "john@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	tx.Abort()
+	tx.Abort()
+	got := strings.Join(commands(), " ")
+	if !strings.HasPrefix(got, "EHLO MAIL RCPT RSET ") || !strings.HasSuffix(got, " QUIT") || strings.Contains(got, "DATA") {
+		t.Errorf("next hop saw %q, want EHLO MAIL RCPT RSET ... QUIT", got)
 	}
 }
 

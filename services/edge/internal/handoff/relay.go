@@ -69,7 +69,8 @@ type relayTx struct {
 	r     *Relay
 	c     *smtp.Client
 	rcpts int
-	done  bool
+	// inData: DATA was sent; done: the next hop accepted the message.
+	inData, done bool
 }
 
 func (t *relayTx) Rcpt(_ context.Context, addr string) error {
@@ -82,6 +83,7 @@ func (t *relayTx) Rcpt(_ context.Context, addr string) error {
 
 func (t *relayTx) Data(_ context.Context, msg []byte) error {
 	defer t.Abort()
+	t.inData = true
 	w, err := t.c.Data()
 	if err != nil {
 		return mapErr(err, t.r)
@@ -127,8 +129,15 @@ func (t *relayTx) Abort() {
 	if t.c == nil {
 		return
 	}
-	if t.done {
+	switch {
+	case t.done:
 		_ = t.c.Quit()
+	case !t.inData:
+		// Before DATA, RSET ends the next hop's transaction cleanly
+		// (RFC 5321 §4.1.1.5). go-smtp greets again before the QUIT.
+		if t.c.Reset() == nil {
+			_ = t.c.Quit()
+		}
 	}
 	// Closing without a final QUIT after an unfinished DATA makes the
 	// next hop discard the message (RFC 5321 §4.1.1.4).
