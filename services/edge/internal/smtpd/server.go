@@ -7,6 +7,12 @@
 // 354, end of data), the auth service for every AUTH exchange, and hands
 // each accepted message to the next hop before it says 250. Any failure of
 // those dependencies is a temporary refusal, never a permit.
+//
+// A policy DISCARD (access(5): "claim successful delivery and silently
+// discard the message") gets the replies of a delivery and reaches no
+// next hop: at MAIL, RCPT, DATA or end of data it covers that transaction,
+// at CONNECT or HELO/EHLO every transaction after it. Policy is not asked
+// again about a discarded transaction.
 package smtpd
 
 import (
