@@ -151,7 +151,6 @@ func parseNetwork(p string) (netip.Prefix, error) {
 	if addr.Is4() && bracketed {
 		return netip.Prefix{}, fmt.Errorf("network %q: IPv4 addresses are written without brackets", p)
 	}
-	addr = addr.Unmap()
 	bits := addr.BitLen()
 	if hasMask {
 		n, err := strconv.Atoi(maskPart)
@@ -160,6 +159,16 @@ func parseNetwork(p string) (netip.Prefix, error) {
 		}
 		bits = n
 	}
+	// An IPv4-mapped network ([::ffff:127.0.0.0]/104, in Debian's default
+	// mynetworks) is the IPv4 network it maps: clients are matched
+	// unmapped.
+	if addr.Is4In6() {
+		if bits < 96 {
+			return netip.Prefix{}, fmt.Errorf("network %q: an IPv4-mapped network needs a mask of at least 96 bits", p)
+		}
+		bits -= 96
+	}
+	addr = addr.Unmap()
 	prefix := netip.PrefixFrom(addr, bits)
 	if prefix.Masked().Addr() != addr {
 		return netip.Prefix{}, fmt.Errorf("network %q: non-null host address bits, perhaps you meant %s", p, display(prefix.Masked()))

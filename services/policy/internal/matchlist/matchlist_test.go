@@ -91,6 +91,19 @@ func TestNetworks(t *testing.T) {
 	}
 }
 
+// Debian's default mynetworks holds an IPv4-mapped network.
+func TestIPv4MappedNetwork(t *testing.T) {
+	n, err := ParseNetworks([]string{"127.0.0.0/8", "[::ffff:127.0.0.0]/104", "[::1]/128"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]bool{"127.0.0.9": true, "::ffff:127.0.0.9": true, "::ffff:10.0.0.1": false} {
+		if got := n.Match(netip.MustParseAddr(addr)); got != want {
+			t.Errorf("Match(%s) = %v, want %v", addr, got, want)
+		}
+	}
+}
+
 func TestNetworksErrors(t *testing.T) {
 	for _, tc := range []struct{ pattern, want string }{
 		{"::1/128", "must be written in brackets"},
@@ -106,6 +119,8 @@ func TestNetworksErrors(t *testing.T) {
 		{"[10.0.0.1]", "without brackets"},
 		{"mail.example.org", "host names are not supported"},
 		{"[]", "want an IPv4"},
+		{"[::ffff:127.0.0.0]/64", "at least 96 bits"},
+		{"[::ffff:127.0.0.1]/104", "perhaps you meant 127.0.0.0/8"},
 	} {
 		t.Run(tc.pattern, func(t *testing.T) {
 			_, err := ParseNetworks([]string{tc.pattern})

@@ -289,11 +289,9 @@ var queueActions = map[string]bool{"HOLD": true, "FILTER": true, "REDIRECT": tru
 // result evaluates an access table value (check_table_result()).
 func (env *accessEnv) result(ctx context.Context, in *Input, spec, value, name, class string) (Outcome, error) {
 	value = strings.TrimSpace(value)
-	cmd, text, _ := strings.Cut(value, " ")
+	cmd, text := value, ""
 	if i := strings.IndexAny(value, " \t"); i >= 0 {
 		cmd, text = value[:i], strings.TrimLeft(value[i:], " \t")
-	} else {
-		cmd, text = value, ""
 	}
 	upper := strings.ToUpper(cmd)
 	or := func(s, def string) string {
