@@ -14,5 +14,28 @@ func authParams() []Def {
 		{Name: "smtpd_sasl_security_options", Default: "noanonymous, noplaintext", Owner: Auth, Listener: true},
 		// Unlike Postfix, plaintext mechanisms are refused before TLS by default.
 		{Name: "smtpd_sasl_tls_security_options", Default: "noanonymous", Owner: Auth, Listener: true},
+		// Brute-force throttling. Failed authentications are counted per
+		// client address, per client network (IPv4 /24, IPv6 /64) and per
+		// user name; a count reaching its maximum (0: no maximum) within
+		// the window locks that key for the lockout time, answered with
+		// 454 4.7.0 without checking the password.
+		//
+		// Where the counts are shared by every replica: a Redis URL such as
+		// redis://127.0.0.1:6379/0 (rediss:// for TLS; it may hold a
+		// password). Empty: each process counts alone. When Redis fails,
+		// each process falls back to its own counts.
+		{Name: "smtpgate_auth_redis", Default: "", Owner: Auth, Secret: true},
+		// How long each Redis call may take before the process falls back.
+		{Name: "smtpgate_auth_redis_timeout", Default: "200ms", Owner: Auth, Check: CheckDuration},
+		{Name: "smtpgate_auth_failure_window", Default: "10m", Owner: Auth, Check: CheckDuration},
+		{Name: "smtpgate_auth_max_failures_per_client", Default: "10", Owner: Auth, Check: CheckInt},
+		{Name: "smtpgate_auth_max_failures_per_network", Default: "30", Owner: Auth, Check: CheckInt},
+		{Name: "smtpgate_auth_max_failures_per_user", Default: "10", Owner: Auth, Check: CheckInt},
+		{Name: "smtpgate_auth_lockout_time", Default: "15m", Owner: Auth, Check: CheckDuration},
+		// Wait before answering a failure: none for a client's or user's
+		// first, then smtpgate_auth_failure_delay, doubled for each further
+		// one up to smtpgate_auth_max_failure_delay.
+		{Name: "smtpgate_auth_failure_delay", Default: "1s", Owner: Auth, Check: CheckDuration},
+		{Name: "smtpgate_auth_max_failure_delay", Default: "8s", Owner: Auth, Check: CheckDuration},
 	}
 }

@@ -3,13 +3,18 @@ module github.com/smtpgate/smtpgate/services/auth
 go 1.26.0
 
 require (
+	github.com/redis/go-redis/v9 v9.23.0
 	github.com/smtpgate/smtpgate/pkg v0.0.0
 	github.com/smtpgate/smtpgate/proto v0.0.0
 	github.com/xdg-go/scram v1.4.0
 	google.golang.org/grpc v1.85.0
 )
 
-require github.com/xdg-go/stringprep v1.0.4 // indirect
+require (
+	github.com/cespare/xxhash/v2 v2.3.0 // indirect
+	github.com/xdg-go/stringprep v1.0.4 // indirect
+	go.uber.org/atomic v1.12.0 // indirect
+)
 
 require (
 	golang.org/x/crypto v0.58.0
