@@ -29,6 +29,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -309,13 +310,40 @@ func write(t testing.TB, path, content string) {
 	}
 }
 
+// Ports below the kernel's ephemeral range (32768 and up on Linux), so that
+// a port picked here cannot also be handed to another test's listen on
+// port 0 while the master has yet to bind it; the master binds with
+// SO_REUSEPORT and would not notice a second Postfix on the same port, so
+// each port is used once per process.
+const portLow, portHigh = 20000, 32768
+
+var ports struct {
+	sync.Mutex
+	used map[int]bool
+}
+
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	ports.Lock()
+	defer ports.Unlock()
+	if ports.used == nil {
+		ports.used = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	for range 100 {
+		var b [2]byte
+		_, _ = rand.Read(b[:])
+		port := portLow + (int(b[0])<<8|int(b[1]))%(portHigh-portLow)
+		if ports.used[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		ports.used[port] = true
+		return port, nil
+	}
+	return 0, fmt.Errorf("no free port in %d-%d", portLow, portHigh-1)
 }
 
 func instanceToken() string {
