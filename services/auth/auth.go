@@ -5,6 +5,13 @@
 // smtpd_sasl_security_options. It trusts the edge's word about the session
 // (listener, TLS, client address) and nothing the SMTP client sends: every
 // response is parsed as hostile. Passwords and SASL data are never logged.
+//
+// Failed authentications are throttled (internal/throttle): counted per
+// client address, network and user name, in Redis when smtpgate_auth_redis
+// is set (shared by every replica) or in process memory, answered after a
+// growing delay, and locked out (454 4.7.0, no password checked) for
+// smtpgate_auth_lockout_time once a count reaches its maximum. Talks to
+// Redis only; when Redis fails each replica counts alone.
 package auth
 
 import (
@@ -19,6 +26,8 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/xdg-go/scram"
 	"google.golang.org/grpc"
@@ -32,6 +41,7 @@ import (
 	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
+	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
 )
 
 // Config is what New needs.
@@ -62,6 +72,11 @@ type Server struct {
 	// secret keys the salts SCRAM uses for {PLAIN} users and the fake
 	// credentials it shows for users it cannot serve.
 	secret []byte
+	// limiter throttles failed authentications.
+	limiter   *throttle.Limiter
+	closeOnce sync.Once
+	// sleep holds back the answer to a failure; tests replace it.
+	sleep func(context.Context, time.Duration) error
 }
 
 // Validate checks the auth service's part of the configuration.
@@ -75,6 +90,7 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 			errs = append(errs, fmt.Errorf("%s: smtpgate_passwd_file: %w", main.Pos("smtpgate_passwd_file"), err))
 		}
 	}
+	errs = append(errs, validateThrottle(main))
 	return errors.Join(errs...)
 }
 
@@ -125,25 +141,42 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, listeners: listeners}
+	s := &Server{cfg: cfg, log: cfg.Logger, listeners: listeners, sleep: sleep}
 	if p := cfg.Main.Path("smtpgate_passwd_file"); p != "" {
 		if s.users, err = passwdfile.Open(p); err != nil {
 			return nil, err
 		}
 	}
+	opts := throttleOptions(cfg.Main)
+	opts.Logger = s.log
+	if s.limiter, err = throttle.New(opts); err != nil {
+		return nil, err
+	}
+	s.log.Info("authentication throttling", "shared", s.limiter.Shared(), "window", opts.Window, "lockout", opts.Lockout,
+		"max_per_client", opts.MaxPerClient, "max_per_network", opts.MaxPerNetwork, "max_per_user", opts.MaxPerUser)
 	pw := make([]byte, 16)
 	_, _ = rand.Read(pw)
 	s.secret = make([]byte, 32)
 	_, _ = rand.Read(s.secret)
 	if s.dummy, err = scheme.Hash(scheme.SHA512Crypt, pw); err != nil {
+		s.Close()
 		return nil, err
 	}
 	return s, nil
 }
 
+// Close releases what New opened (the Redis connections); Run calls it
+// when it returns.
+func (s *Server) Close() error {
+	var err error
+	s.closeOnce.Do(func() { err = s.limiter.Close() })
+	return err
+}
+
 // Run serves gRPC on smtpgate_auth_listen, and the Dovecot auth protocol
 // on smtpgate_dovecot_auth_listen, until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
+	defer s.Close()
 	addr := s.cfg.Main.Get("smtpgate_auth_listen")
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -210,6 +243,7 @@ func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 	srv := &dovecotauth.Server{
 		Mechanisms: l.offered,
 		Backend:    s,
+		Start:      s.start,
 		Hostname:   s.cfg.Main.Get("myhostname"),
 		Logger:     s.log.With("protocol", "dovecot-auth"),
 	}
@@ -384,7 +418,7 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 		return end(authv1.Result_RESULT_UNSUPPORTED_MECHANISM, "")
 	}
 
-	ex := m.Start(s, s.cfg.Main.Get("myhostname"))
+	ex := s.start(m, sess.GetClientAddress())
 	var resp []byte
 	if start.GetHasInitialResponse() {
 		resp = start.GetInitialResponse()
@@ -402,6 +436,10 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 				return end(authv1.Result_RESULT_MALFORMED, ex.Username())
 			case errors.Is(err, sasl.ErrFailed):
 				return end(authv1.Result_RESULT_FAILURE, ex.Username())
+			case errors.Is(err, throttle.ErrLocked):
+				// Logged once by the limiter when the lockout began.
+				s.log.DebugContext(ctx, "authentication refused", append(logAttrs, "err", err)...)
+				return end(authv1.Result_RESULT_TEMPORARY_FAILURE, ex.Username())
 			default:
 				s.log.WarnContext(ctx, "authentication could not be checked", append(logAttrs, "err", err)...)
 				return end(authv1.Result_RESULT_TEMPORARY_FAILURE, ex.Username())

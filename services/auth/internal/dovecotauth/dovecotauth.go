@@ -27,6 +27,7 @@ import (
 	"sync"
 
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
+	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
 )
 
 // MaxLine is the longest line accepted (Dovecot's limit).
@@ -38,8 +39,11 @@ type Server struct {
 	// client's SMTP session is TLS-protected.
 	Mechanisms func(secured bool) []sasl.Mechanism
 	Backend    sasl.Backend
-	Hostname   string
-	Logger     *slog.Logger
+	// Start, when set, begins each exchange instead of Mechanism.Start on
+	// Backend; client is the rip= address ("" when not sent).
+	Start    func(m sasl.Mechanism, client string) sasl.Exchange
+	Hostname string
+	Logger   *slog.Logger
 
 	mu   sync.Mutex
 	cuid int
@@ -294,7 +298,12 @@ func (cn *conn) auth(ctx context.Context, f []string) error {
 		cn.fail(id, "")
 		return nil
 	}
-	r := &request{ex: mech.Start(cn.s.Backend, cn.s.Hostname), mech: mechName, client: client}
+	r := &request{mech: mechName, client: client}
+	if cn.s.Start != nil {
+		r.ex = cn.s.Start(*mech, client)
+	} else {
+		r.ex = mech.Start(cn.s.Backend, cn.s.Hostname)
+	}
 	if !hasResp {
 		resp = nil
 	} else if resp == nil {
@@ -348,6 +357,11 @@ func (cn *conn) step(ctx context.Context, id string, r *request, resp []byte) {
 	case errors.Is(err, sasl.ErrFailed), errors.Is(err, sasl.ErrMalformed):
 		result = "FAILURE"
 		cn.fail(id, "")
+	case errors.Is(err, throttle.ErrLocked):
+		// Postfix answers temp_fail with 454 4.7.0; the lockout was logged
+		// when it began.
+		result = "LOCKED"
+		fmt.Fprintf(cn.w, "FAIL\t%s\tcode=temp_fail\n", id)
 	default:
 		result = "TEMPORARY_FAILURE"
 		cn.s.log().WarnContext(ctx, "dovecot auth could not check credentials", "err", err)
