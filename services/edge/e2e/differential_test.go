@@ -233,9 +233,9 @@ func (c *client) send(lines ...string) reply {
 
 // row is one step of the side-by-side table.
 type row struct {
-	step, cmd        string
-	postfix, smtpgat reply
-	verdict          string // "", "DIFFERS", "known D<n>", "not run"
+	step, cmd     string
+	postfix, gate reply
+	verdict       string // "", "DIFFERS", "known D<n>", "not run"
 }
 
 // diffMessage is what the test sends after a 354.
@@ -269,7 +269,7 @@ func (d *dialogue) run(t *testing.T, postfixAddr, smtpgateAddr string) (rows []r
 
 	used := map[string]bool{}
 	add := func(step, cmd string, p, s reply) bool {
-		r := row{step: step, cmd: cmd, postfix: p, smtpgat: s}
+		r := row{step: step, cmd: cmd, postfix: p, gate: s}
 		reason, known := d.differs[step]
 		switch agree := p.agrees(s); {
 		case agree && known:
@@ -323,7 +323,7 @@ func table(rows []row) string {
 		return s
 	}
 	for _, r := range rows {
-		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.step, clip(r.cmd), clip(r.postfix.String()), clip(r.smtpgat.String()), r.verdict)
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\n", r.step, clip(r.cmd), clip(r.postfix.String()), clip(r.gate.String()), r.verdict)
 	}
 	_ = w.Flush()
 	return b.String()
