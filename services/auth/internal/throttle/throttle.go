@@ -109,8 +109,8 @@ type Keys struct {
 // ignored) and the user name tried ("" when none).
 func KeysFor(client, user string) Keys {
 	var k Keys
-	client = strings.Trim(strings.TrimSpace(client), "[]")
-	a, err := netip.ParseAddr(client)
+	client = strings.TrimSpace(client)
+	a, err := netip.ParseAddr(strings.TrimSuffix(strings.TrimPrefix(client, "["), "]"))
 	if err != nil {
 		if ap, err := netip.ParseAddrPort(client); err == nil {
 			a = ap.Addr()
