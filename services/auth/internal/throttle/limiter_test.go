@@ -1,0 +1,293 @@
+package throttle
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smtpgate/smtpgate/services/auth/internal/throttle/redistest"
+)
+
+// logBuffer is a log sink safe for concurrent writes.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
+
+// flaky is a shared Store that fails while down.
+type flaky struct {
+	mu     sync.Mutex
+	down   bool
+	calls  int
+	locked bool
+}
+
+var errDown = errors.New("connection refused")
+
+func (f *flaky) call() error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls++
+	if f.down {
+		return errDown
+	}
+	return nil
+}
+
+func (f *flaky) Check(context.Context, Keys) (Decision, error) {
+	if err := f.call(); err != nil {
+		return Decision{}, err
+	}
+	return Decision{Locked: f.locked, Kind: "client", Key: "shared"}, nil
+}
+
+func (f *flaky) Fail(context.Context, Keys) (Decision, error) {
+	return Decision{}, f.call()
+}
+
+func (f *flaky) Succeed(context.Context, Keys) error { return f.call() }
+
+func (f *flaky) set(down bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.down = down
+}
+
+func (f *flaky) Calls() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.calls
+}
+
+func newLimiter(shared Store) (*Limiter, *clock, *logBuffer) {
+	m, c := newMemory(params)
+	logs := &logBuffer{}
+	return NewLimiter(shared, m, slog.New(slog.NewTextHandler(logs, nil))), c, logs
+}
+
+func TestLimiterFallsBack(t *testing.T) {
+	f := &flaky{down: true}
+	l, c, logs := newLimiter(f)
+	ctx := context.Background()
+	k := KeysFor("192.0.2.1", "frank")
+	for i := range 2 {
+		if d, err := l.Fail(ctx, k); err != nil || d.Locked {
+			t.Fatalf("failure %d: %+v, %v", i+1, d, err)
+		}
+	}
+	d, err := l.Fail(ctx, k)
+	if err != nil || !d.Tripped || d.Kind != "client" {
+		t.Fatalf("third failure with redis down: %+v, %v, want the in-process lockout", d, err)
+	}
+	if d, err := l.Check(ctx, k); err != nil || !d.Locked {
+		t.Errorf("Check with redis down: %+v, %v, want locked", d, err)
+	}
+	if n := f.Calls(); n != 1 {
+		t.Errorf("redis asked %d times within the backoff, want once", n)
+	}
+	if n := logs.count("redis failed"); n != 1 {
+		t.Errorf("degradation logged %d times, want once:\n%s", n, logs)
+	}
+	if n := logs.count("authentication lockout"); n != 1 {
+		t.Errorf("lockout logged %d times, want once:\n%s", n, logs)
+	}
+
+	// A lockout known in process is answered without asking redis; a
+	// stranger's check asks it again once the backoff is over.
+	stranger := KeysFor("198.51.100.1", "judy")
+	c.advance(l.Backoff)
+	l.Check(ctx, stranger)
+	if n := f.Calls(); n != 2 {
+		t.Errorf("redis asked %d times after the backoff, want 2", n)
+	}
+	if n := logs.count("redis failed"); n != 1 {
+		t.Errorf("degradation logged %d times within WarnEvery, want once", n)
+	}
+	c.advance(l.WarnEvery)
+	l.Check(ctx, stranger)
+	if n := logs.count("redis failed"); n != 2 {
+		t.Errorf("degradation logged %d times after WarnEvery, want twice", n)
+	}
+
+	f.set(false)
+	c.advance(l.Backoff)
+	if d, err := l.Check(ctx, KeysFor("192.0.2.200", "grace")); err != nil || d.Locked {
+		t.Errorf("Check of a stranger with redis back: %+v, %v", d, err)
+	}
+	if n := logs.count("redis answers again"); n != 1 {
+		t.Errorf("recovery logged %d times, want once:\n%s", n, logs)
+	}
+	// The in-process lockout still holds while redis knows nothing of it.
+	if d, _ := l.Check(ctx, k); !d.Locked {
+		t.Errorf("in-process lockout forgotten when redis came back: %+v", d)
+	}
+	f.locked = true
+	if d, _ := l.Check(ctx, KeysFor("192.0.2.200", "grace")); !d.Locked || d.Key != "shared" {
+		t.Errorf("a lockout known only to redis: %+v, want it to hold", d)
+	}
+}
+
+func TestLimiterCancelled(t *testing.T) {
+	f := &flaky{}
+	l, _, logs := newLimiter(&cancelled{f})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, err := l.Check(ctx, KeysFor("192.0.2.1", "x")); !errors.Is(err, context.Canceled) {
+		t.Errorf("Check with a cancelled context: %v, want context.Canceled", err)
+	}
+	if logs.count("redis failed") != 0 {
+		t.Errorf("a cancelled caller is blamed on redis:\n%s", logs)
+	}
+}
+
+// cancelled answers with the context's error, as go-redis does.
+type cancelled struct{ *flaky }
+
+func (c cancelled) Check(ctx context.Context, k Keys) (Decision, error) {
+	if err := ctx.Err(); err != nil {
+		return Decision{}, err
+	}
+	return c.flaky.Check(ctx, k)
+}
+
+// TestLimiterRedisSilent: a Redis that accepts connections and never
+// answers costs one timeout, then the in-process counts answer.
+func TestLimiterRedisSilent(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	logs := &logBuffer{}
+	l, err := New(Options{Params: params, RedisURL: "redis://" + ln.Addr().String() + "/0", Timeout: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	k := KeysFor("192.0.2.1", "heidi")
+	for i := range 3 {
+		d, err := l.Fail(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (i == 2) != d.Tripped {
+			t.Fatalf("failure %d: %+v", i+1, d)
+		}
+	}
+	if d, err := l.Check(ctx, k); err != nil || !d.Locked {
+		t.Errorf("Check: %+v, %v, want locked in process", d, err)
+	}
+	if !strings.Contains(logs.String(), "redis failed") {
+		t.Errorf("degradation not logged:\n%s", logs)
+	}
+}
+
+// TestLimiterRedisStopped: redis-server dies between failures; the
+// failures counted before (kept in process too) and after add up.
+func TestLimiterRedisStopped(t *testing.T) {
+	srv := redistest.Start(t)
+	logs := &logBuffer{}
+	l, err := New(Options{Params: params, RedisURL: srv.URL(), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	ctx := context.Background()
+	k := KeysFor("192.0.2.1", "ivan")
+	for i := range 2 {
+		if d, err := l.Fail(ctx, k); err != nil || d.Locked {
+			t.Fatalf("failure %d: %+v, %v", i+1, d, err)
+		}
+	}
+	if strings.Contains(logs.String(), "redis failed") {
+		t.Fatalf("redis failed while up:\n%s", logs)
+	}
+	srv.Stop()
+	d, err := l.Fail(ctx, k)
+	if err != nil || !d.Tripped {
+		t.Errorf("third failure after redis stopped: %+v, %v, want the in-process lockout", d, err)
+	}
+	if d, err := l.Check(ctx, k); err != nil || !d.Locked {
+		t.Errorf("Check after redis stopped: %+v, %v, want locked", d, err)
+	}
+	if !strings.Contains(logs.String(), "redis failed") {
+		t.Errorf("degradation not logged:\n%s", logs)
+	}
+}
+
+func BenchmarkCheckFail(b *testing.B) {
+	run := func(b *testing.B, s Store) {
+		ctx := context.Background()
+		k := KeysFor("192.0.2.1", "bench@example.org")
+		for b.Loop() {
+			if _, err := s.Check(ctx, k); err != nil {
+				b.Fatal(err)
+			}
+			if _, err := s.Fail(ctx, k); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.Run("memory", func(b *testing.B) {
+		run(b, NewMemory(params))
+	})
+	b.Run("redis", func(b *testing.B) {
+		srv := redistest.Start(b)
+		c, err := NewRedisClient(srv.URL(), time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		run(b, NewRedis(c, params))
+	})
+	b.Run("limiter-redis", func(b *testing.B) {
+		srv := redistest.Start(b)
+		l, err := New(Options{Params: params, RedisURL: srv.URL()})
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer l.Close()
+		run(b, l)
+	})
+}
