@@ -21,7 +21,7 @@ func policyParams() []Def {
 		list("smtpd_end_of_data_restrictions", ""),
 		list("smtpd_etrn_restrictions", ""),
 		list("smtpd_restriction_classes", ""),
-		{Name: "soft_bounce", Default: "no", Owner: Policy, Listener: true, Check: CheckBool},
+		{Name: "soft_bounce", Default: "no", Owner: Policy | Edge, Listener: true, Check: CheckBool},
 		{Name: "reject_code", Default: "554", Owner: Policy, Listener: true, Check: CheckReplyCode("5")},
 		{Name: "defer_code", Default: "450", Owner: Policy, Listener: true, Check: CheckReplyCode("4")},
 		{Name: "relay_domains_reject_code", Default: "554", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},

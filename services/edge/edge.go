@@ -77,6 +77,7 @@ func listener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 		DisableVRFY:    c.Bool("disable_vrfy_command"),
 		HELORequired:   c.Bool("smtpd_helo_required"),
 		HardErrorLimit: int(c.Int("smtpd_hard_error_limit")),
+		SoftBounce:     c.Bool("soft_bounce"),
 	}
 	if cert := c.Path("smtpd_tls_cert_file"); cert != "" {
 		kp, err := tls.LoadX509KeyPair(cert, c.Path("smtpd_tls_key_file"))

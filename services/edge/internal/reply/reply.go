@@ -74,6 +74,20 @@ func (r Reply) String() string {
 	return b.String()
 }
 
+// SoftBounced is r as soft_bounce = yes sends it: a 5xx reply becomes
+// 4xx, with its enhanced code (Postfix does this to every reply, protocol
+// errors included).
+func (r Reply) SoftBounced() Reply {
+	if r.Code/100 != 5 {
+		return r
+	}
+	r.Code -= 100
+	if r.Enhanced != "" {
+		r.Enhanced = "4" + r.Enhanced[1:]
+	}
+	return r
+}
+
 // Text returns the reply as one line without CRLF, for logs.
 func (r Reply) Text() string {
 	return strings.TrimRight(strings.ReplaceAll(r.String(), "\r\n", " "), " ")
@@ -91,17 +105,19 @@ func sanitize(s string) string {
 
 // The fixed replies of the protocol engine, as Postfix words them.
 var (
-	OK           = New(250, "2.0.0", "Ok")
-	MailOK       = New(250, "2.1.0", "Ok")
-	RcptOK       = New(250, "2.1.5", "Ok")
-	StartData    = Reply{Code: 354, Lines: []string{"End data with <CR><LF>.<CR><LF>"}}
-	Bye          = Reply{Code: 221, Enhanced: "2.0.0", Lines: []string{"Bye"}, Close: true}
-	ReadyTLS     = New(220, "2.0.0", "Ready to start TLS")
-	AuthOK       = New(235, "2.7.0", "Authentication successful")
-	NeedHELO     = New(503, "5.5.1", "Error: send HELO/EHLO first")
-	NestedMail   = New(503, "5.5.1", "Error: nested MAIL command")
-	NeedMail     = New(503, "5.5.1", "Error: need MAIL command")
-	NeedRcpt     = New(503, "5.5.1", "Error: need RCPT command")
+	OK         = New(250, "2.0.0", "Ok")
+	MailOK     = New(250, "2.1.0", "Ok")
+	RcptOK     = New(250, "2.1.5", "Ok")
+	StartData  = Reply{Code: 354, Lines: []string{"End data with <CR><LF>.<CR><LF>"}}
+	Bye        = Reply{Code: 221, Enhanced: "2.0.0", Lines: []string{"Bye"}, Close: true}
+	ReadyTLS   = New(220, "2.0.0", "Ready to start TLS")
+	AuthOK     = New(235, "2.7.0", "Authentication successful")
+	NeedHELO   = New(503, "5.5.1", "Error: send HELO/EHLO first")
+	NestedMail = New(503, "5.5.1", "Error: nested MAIL command")
+	NeedMail   = New(503, "5.5.1", "Error: need MAIL command")
+	// NoValidRcpts is Postfix's reply to DATA when no RCPT TO was
+	// accepted.
+	NoValidRcpts = New(554, "5.5.1", "Error: no valid recipients")
 	Unrecognized = New(500, "5.5.2", "Error: command not recognized")
 	// Postfix's exact reply to STARTTLS where TLS is not offered.
 	NotImplemented  = New(502, "5.5.1", "Error: command not implemented")

@@ -79,7 +79,9 @@ type Listener struct {
 	// refused (Postfix's default, no, accepts it).
 	HELORequired   bool
 	HardErrorLimit int
-	NextHop        handoff.Target
+	// SoftBounce is soft_bounce: every 5xx reply is sent as 4xx.
+	SoftBounce bool
+	NextHop    handoff.Target
 }
 
 // Server runs sessions.

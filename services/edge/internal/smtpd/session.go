@@ -137,6 +137,9 @@ func (s *session) send(r reply.Reply) {
 	if r.Code == 0 {
 		return // nothing to say (STARTTLS done, or a connection to close)
 	}
+	if s.l.SoftBounce {
+		r = r.SoftBounced()
+	}
 	_, _ = s.bw.WriteString(r.String())
 	if r.Code >= 400 {
 		s.log.Info("reply", "reply", r.Text())
@@ -665,7 +668,7 @@ func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 		return reply.NeedSTARTTLS
 	}
 	rest, ok := cutKeyword(arg, "FROM")
-	if !ok {
+	if !ok || strings.TrimSpace(rest) == "" {
 		return reply.MailSyntax
 	}
 	addr, params, err := parsePath(rest)
@@ -714,7 +717,7 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 		return reply.NeedMail
 	}
 	rest, ok := cutKeyword(arg, "TO")
-	if !ok {
+	if !ok || strings.TrimSpace(rest) == "" {
 		return reply.RcptSyntax
 	}
 	addr, params, err := parsePath(rest)
@@ -772,7 +775,7 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	case s.tx == nil:
 		return reply.NeedMail
 	case len(s.tx.rcpts) == 0:
-		return reply.NeedRcpt
+		return reply.NoValidRcpts
 	case arg != "":
 		return reply.Syntax("DATA")
 	}

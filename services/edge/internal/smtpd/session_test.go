@@ -374,7 +374,7 @@ func TestDialogue(t *testing.T) {
 		{"RSET x", "501 5.5.4 Syntax: RSET"},
 		{"MAIL FROM:<a@example.net> SIZE=100 BODY=8BITMIME", "250 2.1.0 Ok"},
 		{"MAIL FROM:<a@example.net>", "503 5.5.1 Error: nested MAIL command"},
-		{"DATA", "503 5.5.1 Error: need RCPT command"},
+		{"DATA", "554 5.5.1 Error: no valid recipients"},
 		{"RCPT TO:<bad address>", "501 5.1.3 Bad recipient address syntax"},
 		{"RCPT TO:<>", "501 5.1.3 Bad recipient address syntax"},
 		{"RCPT FROM:<x@example.org>", "501 5.5.4 Syntax: RCPT TO:<address>"},
@@ -527,7 +527,7 @@ func TestPolicyFailsClosed(t *testing.T) {
 			c.do("EHLO client.example.net", "250-")
 			c.do("MAIL FROM:<a@example.net>", "250 ")
 			c.do("RCPT TO:<john@example.org>", "451 4.3.0 <john@example.org>: Temporary lookup failure")
-			c.do("DATA", "503 5.5.1 Error: need RCPT command")
+			c.do("DATA", "554 5.5.1 Error: no valid recipients")
 		})
 	}
 	h := newHarness(t, func(*policyv1.CheckRequest) (*policyv1.Verdict, error) { return nil, errors.New("down") }, nil)
