@@ -58,6 +58,7 @@ import (
 // defer_unauth_destination).
 const common = `mydestination = $mydomain, localhost
 mynetworks = 127.0.0.1/32
+local_recipient_maps =
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
 `
 

@@ -85,6 +85,13 @@ func TestEndToEnd(t *testing.T) {
 		l.expectAccepted(t, s, message{from: Stranger, listener: "mx", sender: "", rcpts: []string{"john@example.org"}})
 	})
 
+	t.Run("unknown local users refused (local_recipient_maps = auth:users)", func(t *testing.T) {
+		for _, from := range []string{Trusted, Stranger} {
+			l.expectRefused(t, s, message{from: from, listener: "mx", sender: "someone@example.net", rcpts: []string{"nobody@example.org"}},
+				"550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown in local recipient table")
+		}
+	})
+
 	t.Run("relay refused for the stranger, accepted for the trusted client", func(t *testing.T) {
 		l.expectRefused(t, s, message{from: Stranger, listener: "mx", sender: "someone@example.net", rcpts: []string{"lisa@example.com"}},
 			"554 5.7.1 <lisa@example.com>: Relay access denied")
