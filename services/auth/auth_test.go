@@ -49,8 +49,24 @@ func (s *syncBuffer) String() string {
 }
 
 // startServer runs the real server on 127.0.0.1:0 with deploy/local's
-// passwd-file and a submission listener, and returns a client.
+// passwd-file and a submission listener, and returns a client. Failures
+// are answered without delay (throttle_test.go tests the delays).
 func startServer(t *testing.T) (authv1.AuthServiceClient, *grpc.ClientConn, *syncBuffer) {
+	t.Helper()
+	r := startReplica(t, "smtpgate_auth_failure_delay = 0\n")
+	return r.client, r.conn, r.logs
+}
+
+// replica is one running server.
+type replica struct {
+	srv    *Server
+	client authv1.AuthServiceClient
+	conn   *grpc.ClientConn
+	logs   *syncBuffer
+}
+
+// startReplica is startServer with extra main.cf lines.
+func startReplica(t *testing.T, extra string) *replica {
 	t.Helper()
 	dir := t.TempDir()
 	passwd, err := os.ReadFile("../../deploy/local/passwd")
@@ -66,7 +82,7 @@ myhostname = mail.example.org
 smtpgate_sasl_mechanisms = PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256
 smtpd_sasl_security_options = noanonymous, noplaintext
 smtpd_sasl_tls_security_options = noanonymous
-`), 0o600))
+`+extra), 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "master.cf"), []byte("sub inet n - n - - smtpd\n  -o smtpgate_sasl_mechanisms=LOGIN\n"), 0o600))
 	cfg, services, err := maincf.Load(maincf.Params(), dir)
 	must(t, err)
@@ -74,6 +90,7 @@ smtpd_sasl_tls_security_options = noanonymous
 	logs := &syncBuffer{}
 	srv, err := New(Config{Main: cfg, Services: services, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	must(t, err)
+	t.Cleanup(func() { srv.Close() })
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -88,7 +105,7 @@ smtpd_sasl_tls_security_options = noanonymous
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return authv1.NewAuthServiceClient(conn), conn, logs
+	return &replica{srv: srv, client: authv1.NewAuthServiceClient(conn), conn: conn, logs: logs}
 }
 
 func must(t *testing.T, err error) {
