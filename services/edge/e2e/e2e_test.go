@@ -295,6 +295,15 @@ with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=20) as s:
 		l.checkMaildir(t, s)
 	})
 
+	t.Run("the edge logs SASL logins with the accepted message, as Postfix does", func(t *testing.T) {
+		log := s.log("edge")
+		for _, want := range []string{"sasl_method=PLAIN", "sasl_username=john@example.org", "sasl_method=LOGIN"} {
+			if !strings.Contains(log, want) {
+				t.Errorf("edge log lacks %q", want)
+			}
+		}
+	})
+
 	t.Run("no password in any log", func(t *testing.T) {
 		for _, svc := range []string{"policy", "auth", "edge"} {
 			log := s.log(svc)

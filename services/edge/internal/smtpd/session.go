@@ -834,7 +834,12 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 		s.log.Error("hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
 		return reply.FromHandoff(err)
 	}
-	s.log.Info("accepted", "queue_id", tx.queueID, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", len(msg), "next_hop", s.l.NextHop.String())
+	attrs := []any{"queue_id", tx.queueID, "client", s.namaddr()}
+	if s.saslUser != "" {
+		// As Postfix logs them on the queue id's client= line.
+		attrs = append(attrs, "sasl_method", s.saslMech, "sasl_username", s.saslUser)
+	}
+	s.log.Info("accepted", append(attrs, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", len(msg), "next_hop", s.l.NextHop.String())...)
 	return reply.Queued(tx.queueID)
 }
 
