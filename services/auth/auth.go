@@ -10,8 +10,9 @@
 // client address, network and user name, in Redis when smtpgate_auth_redis
 // is set (shared by every replica) or in process memory, answered after a
 // growing delay, and locked out (454 4.7.0, no password checked) for
-// smtpgate_auth_lockout_time once a count reaches its maximum. Talks to
-// Redis only; when Redis fails each replica counts alone.
+// smtpgate_auth_lockout_time once a count reaches its maximum. Besides its
+// clients it talks only to that Redis, and trusts it with counts, never
+// with passwords; when Redis fails each replica counts alone.
 package auth
 
 import (
