@@ -288,6 +288,23 @@ func TestAccessTables(t *testing.T) {
 			want:  refused(450, "4.7.0", "<root@localhost>: Sender address rejected: defer_if_reject requested", "", ""),
 		},
 		{
+			// Postfix resets defer_if_reject at every smtpd_check_*()
+			// call: the sender list's does not soften the recipient
+			// list's reject (seen in the differential test).
+			name:  "defer_if_reject ends with its phase",
+			files: map[string]string{"sender": "harsh.example DEFER_IF_REJECT soften it\n", "rcpt": "john@example.org REJECT\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender\nsmtpd_recipient_restrictions = check_recipient_access texthash:TABLES/rcpt",
+			facts: facts(sender("a@harsh.example")),
+			want:  refused(554, "5.7.1", "<john@example.org>: Recipient address rejected: Access denied", "", ""),
+		},
+		{
+			name:  "DEFER_IF_REJECT action within its phase",
+			files: map[string]string{"sender": "harsh.example DEFER_IF_REJECT soften it\n"},
+			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender, reject",
+			facts: facts(sender("a@harsh.example")),
+			want:  refused(450, "4.7.1", "<a@harsh.example>: Sender address rejected: soften it", "", ""),
+		},
+		{
 			name:  "DEFER_IF_PERMIT action",
 			files: map[string]string{"sender": "example.net DEFER_IF_PERMIT try later\n"},
 			conf:  "smtpd_sender_restrictions = check_sender_access texthash:TABLES/sender",

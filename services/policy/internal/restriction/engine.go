@@ -200,6 +200,10 @@ func (e *Engine) check(ctx context.Context, f *Facts, trace *[]Step) (Verdict, e
 	}
 	permit := Verdict{Action: ActionPermit}
 	for _, p := range phases {
+		// Each smtpd_check_*() starts with SMTPD_CHECK_RESET(): a
+		// defer_if_reject or warn_if_reject does not outlive its phase
+		// (defer_if_permit does).
+		st.deferIfReject, st.warnIfReject = nil, 0
 		for _, kind := range p.lists {
 			l := e.lists[kind]
 			if l == nil || len(l.Items) == 0 {
