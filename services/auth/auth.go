@@ -321,19 +321,27 @@ func (s *Server) CRAMMD5(ctx context.Context, user string, challenge []byte) ([]
 // {SCRAM-SHA-256} user, credentials derived for a {PLAIN} user, and for
 // anyone else fake credentials of the same shape, so the exchange fails at
 // the proof exactly like a wrong password.
-func (s *Server) SCRAMSHA256(ctx context.Context, user string) (scram.StoredCredentials, bool, error) {
-	keyed := func(label string) []byte {
+func (s *Server) SCRAM(ctx context.Context, hash, user string) (scram.StoredCredentials, bool, error) {
+	keyed := func(label string, n int) []byte {
 		m := hmac.New(sha256.New, s.secret)
-		m.Write([]byte(label + "\x00" + user))
-		return m.Sum(nil)
+		m.Write([]byte(hash + "\x00" + label + "\x00" + user))
+		return m.Sum(nil)[:n]
 	}
-	salt := keyed("salt")[:16]
+	size := sha256.Size
+	if hash == "SHA-1" {
+		size = 20
+	}
+	salt := keyed("salt", 16)
 	if st, ok := s.lookup(ctx, user); ok {
-		if salt, iters, stored, server, can := st.SCRAMCredentials(salt); can {
+		creds := st.SCRAMCredentials
+		if hash == "SHA-1" {
+			creds = st.SCRAMSHA1Credentials
+		}
+		if salt, iters, stored, server, can := creds(salt); can {
 			return scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: iters}, StoredKey: stored, ServerKey: server}, true, nil
 		}
 	}
-	return scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: 4096}, StoredKey: keyed("stored"), ServerKey: keyed("server")}, false, nil
+	return scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: 4096}, StoredKey: keyed("stored", size), ServerKey: keyed("server", size)}, false, nil
 }
 
 func (s *Server) listener(sess *authv1.Session) (listener, error) {
@@ -349,13 +357,19 @@ func (s *Server) listener(sess *authv1.Session) (listener, error) {
 
 // offered returns the mechanisms l offers in the session's TLS state.
 func (l listener) offered(tls bool) []sasl.Mechanism {
+	return l.offeredWith(tls, false)
+}
+
+// offeredWith is offered, with the -PLUS mechanisms when the connection
+// has a channel binding.
+func (l listener) offeredWith(tls, binding bool) []sasl.Mechanism {
 	opts := l.plain
 	if tls {
 		opts = l.tls
 	}
 	var out []sasl.Mechanism
 	for _, m := range l.mechanisms {
-		if opts.Allows(m) {
+		if opts.Allows(m) && (!m.Plus || binding) {
 			out = append(out, m)
 		}
 	}
@@ -369,10 +383,21 @@ func (s *Server) Mechanisms(_ context.Context, req *authv1.MechanismsRequest) (*
 		return nil, err
 	}
 	resp := &authv1.MechanismsResponse{}
-	for _, m := range l.offered(req.GetSession().GetTls()) {
+	_, binding := channelBinding(req.GetSession())
+	for _, m := range l.offeredWith(req.GetSession().GetTls(), binding) {
 		resp.Mechanisms = append(resp.Mechanisms, m.Name)
 	}
 	return resp, nil
+}
+
+// channelBinding returns the session's channel binding: only RFC 9266
+// tls-exporter is taken (tls-unique is unsafe with TLS 1.3 resumption and
+// the edge does not send it).
+func channelBinding(sess *authv1.Session) (scram.ChannelBinding, bool) {
+	if sess.GetChannelBindingType() != string(scram.ChannelBindingTLSExporter) || len(sess.GetChannelBinding()) == 0 || !sess.GetTls() {
+		return scram.ChannelBinding{}, false
+	}
+	return scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: sess.GetChannelBinding()}, true
 }
 
 // Authenticate implements authv1.AuthServiceServer: one SASL exchange per
@@ -401,9 +426,10 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 		return stream.Send(&authv1.AuthenticateResponse{Step: &authv1.AuthenticateResponse_Outcome{Outcome: &authv1.Outcome{Result: r, Username: map[bool]string{true: user}[r == authv1.Result_RESULT_SUCCESS]}}})
 	}
 
+	cb, binding := channelBinding(sess)
 	var m sasl.Mechanism
 	found := false
-	for _, o := range l.offered(sess.GetTls()) {
+	for _, o := range l.offeredWith(sess.GetTls(), binding) {
 		if o.Name == mech {
 			m, found = o, true
 		}
@@ -419,7 +445,7 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 		return end(authv1.Result_RESULT_UNSUPPORTED_MECHANISM, "")
 	}
 
-	ex := s.start(m, sess.GetClientAddress())
+	ex := s.startWith(m, sess.GetClientAddress(), cb)
 	var resp []byte
 	if start.GetHasInitialResponse() {
 		resp = start.GetInitialResponse()

@@ -55,8 +55,13 @@ type attempt struct {
 // start begins an exchange of m for a client at client (an IP address,
 // or "" when unknown).
 func (s *Server) start(m sasl.Mechanism, client string) sasl.Exchange {
+	return s.startWith(m, client, scram.ChannelBinding{})
+}
+
+// startWith is start with the connection's channel binding.
+func (s *Server) startWith(m sasl.Mechanism, client string, cb scram.ChannelBinding) sasl.Exchange {
 	a := &attempt{s: s, client: client}
-	a.ex = m.Start(a, s.cfg.Main.Get("myhostname"))
+	a.ex = m.StartWith(a, sasl.Params{Hostname: s.cfg.Main.Get("myhostname"), ChannelBinding: cb})
 	return a
 }
 
@@ -89,12 +94,12 @@ func (a *attempt) CRAMMD5(ctx context.Context, user string, challenge []byte) ([
 	return a.s.CRAMMD5(ctx, user, challenge)
 }
 
-// SCRAMSHA256 implements sasl.SCRAMSecrets.
-func (a *attempt) SCRAMSHA256(ctx context.Context, user string) (scram.StoredCredentials, bool, error) {
+// SCRAM implements sasl.SCRAMSecrets.
+func (a *attempt) SCRAM(ctx context.Context, hash, user string) (scram.StoredCredentials, bool, error) {
 	if err := a.admit(ctx, user); err != nil {
 		return scram.StoredCredentials{}, false, err
 	}
-	return a.s.SCRAMSHA256(ctx, user)
+	return a.s.SCRAM(ctx, hash, user)
 }
 
 // Username implements sasl.Exchange.

@@ -6,6 +6,7 @@
 package sasl
 
 import (
+	"github.com/xdg-go/scram"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -84,22 +85,49 @@ type Backend interface {
 type Mechanism struct {
 	Name  string
 	Flags Flags
-	start func(b Backend, hostname string) Exchange
+	// Plus marks a channel-binding (-PLUS) mechanism: offered only where
+	// the connection has a channel binding.
+	Plus  bool
+	start func(b Backend, p Params) Exchange
 }
 
-// Mechanisms lists the known mechanisms by name.
+// Params are what an exchange starts with besides the backend.
+type Params struct {
+	// Hostname goes into challenges that name the server.
+	Hostname string
+	// ChannelBinding is the TLS channel binding of the connection (zero
+	// when there is none), for SCRAM.
+	ChannelBinding scram.ChannelBinding
+}
+
+// Mechanisms lists the known mechanisms by name. SCRAM-SHA-1 and the
+// -PLUS variants are known, to be named in smtpgate_sasl_mechanisms; none
+// is offered by default.
 func Mechanisms() map[string]Mechanism {
+	scramMech := func(name, hash string, plus bool) Mechanism {
+		return Mechanism{Name: name, Flags: MutualAuth, Plus: plus, start: func(b Backend, p Params) Exchange {
+			return &scramSHA256{b: b, hash: hash, plus: plus, cb: p.ChannelBinding}
+		}}
+	}
 	return map[string]Mechanism{
-		"PLAIN":         {Name: "PLAIN", Flags: Plaintext, start: func(b Backend, _ string) Exchange { return &plain{v: b} }},
-		"LOGIN":         {Name: "LOGIN", Flags: Plaintext, start: func(b Backend, _ string) Exchange { return &login{v: b} }},
-		"CRAM-MD5":      {Name: "CRAM-MD5", Flags: Dictionary, start: func(b Backend, h string) Exchange { return &cramMD5{b: b, hostname: h} }},
-		"SCRAM-SHA-256": {Name: "SCRAM-SHA-256", Flags: MutualAuth, start: func(b Backend, _ string) Exchange { return &scramSHA256{b: b} }},
+		"PLAIN":              {Name: "PLAIN", Flags: Plaintext, start: func(b Backend, _ Params) Exchange { return &plain{v: b} }},
+		"LOGIN":              {Name: "LOGIN", Flags: Plaintext, start: func(b Backend, _ Params) Exchange { return &login{v: b} }},
+		"CRAM-MD5":           {Name: "CRAM-MD5", Flags: Dictionary, start: func(b Backend, p Params) Exchange { return &cramMD5{b: b, hostname: p.Hostname} }},
+		"SCRAM-SHA-256":      scramMech("SCRAM-SHA-256", "SHA-256", false),
+		"SCRAM-SHA-256-PLUS": scramMech("SCRAM-SHA-256-PLUS", "SHA-256", true),
+		"SCRAM-SHA-1":        scramMech("SCRAM-SHA-1", "SHA-1", false),
+		"SCRAM-SHA-1-PLUS":   scramMech("SCRAM-SHA-1-PLUS", "SHA-1", true),
 	}
 }
 
 // Start begins an exchange of m; hostname goes into challenges that name
 // the server.
-func (m Mechanism) Start(b Backend, hostname string) Exchange { return m.start(b, hostname) }
+func (m Mechanism) Start(b Backend, hostname string) Exchange {
+	return m.start(b, Params{Hostname: hostname})
+}
+
+// StartWith begins an exchange of m with p.
+func (m Mechanism) StartWith(b Backend, p Params) Exchange { return m.start(b, p) }
 
 // SecurityOptions is a parsed smtpd_sasl_security_options value.
 type SecurityOptions struct {

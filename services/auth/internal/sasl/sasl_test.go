@@ -35,15 +35,19 @@ func (u users) CRAMMD5(_ context.Context, user string, challenge []byte) ([]byte
 	return m.Sum(nil), true, nil
 }
 
-// SCRAMSHA256 serves every known user as if stored {PLAIN}, with a fixed
-// salt; unknown users get fake credentials.
-func (u users) SCRAMSHA256(_ context.Context, user string) (scram.StoredCredentials, bool, error) {
+// SCRAM serves every known user as if stored {PLAIN}, with a fixed salt;
+// unknown users get fake credentials.
+func (u users) SCRAM(_ context.Context, hash, user string) (scram.StoredCredentials, bool, error) {
 	pw, ok := u[user]
 	kf := scram.KeyFactors{Salt: "fixed-test-salt!", Iters: 4096}
-	if !ok {
-		return scram.StoredCredentials{KeyFactors: kf, StoredKey: make([]byte, 32), ServerKey: make([]byte, 32)}, false, nil
+	h, size := scram.SHA256, 32
+	if hash == "SHA-1" {
+		h, size = scram.SHA1, 20
 	}
-	c, err := scram.SHA256.NewClient(user, pw, "")
+	if !ok {
+		return scram.StoredCredentials{KeyFactors: kf, StoredKey: make([]byte, size), ServerKey: make([]byte, size)}, false, nil
+	}
+	c, err := h.NewClient(user, pw, "")
 	if err != nil {
 		return scram.StoredCredentials{}, false, err
 	}
@@ -201,6 +205,75 @@ func TestSCRAMExchange(t *testing.T) {
 		if tc.want == nil && !conv.Valid() {
 			t.Errorf("%s: server signature not valid", tc.user)
 		}
+	}
+}
+
+// exchange runs a SCRAM client conversation against mech's exchange.
+func exchange(t *testing.T, mech string, cb scram.ChannelBinding, conv *scram.ClientConversation) error {
+	t.Helper()
+	ex := Mechanisms()[mech].StartWith(db, Params{Hostname: "h", ChannelBinding: cb})
+	msg, err := conv.Step("")
+	if err != nil {
+		t.Fatalf("client-first: %v", err)
+	}
+	for {
+		ch, done, err := ex.Next(context.Background(), []byte(msg))
+		if done {
+			return err
+		}
+		if msg, err = conv.Step(string(ch)); err != nil {
+			// The client refuses the server: answer with garbage so the
+			// server ends the exchange.
+			msg = "*"
+		}
+	}
+}
+
+// SCRAM-SHA-1 (RFC 5802) and the -PLUS variants with RFC 9266
+// tls-exporter channel binding: the binding must match, a -PLUS exchange
+// needs one, and a client that could bind cannot be talked into not
+// binding (the "y" downgrade of RFC 5802 §6).
+func TestSCRAMVariants(t *testing.T) {
+	binding := scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: []byte("0123456789abcdef0123456789abcdef")}
+	other := scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: []byte("fedcba9876543210fedcba9876543210")}
+	client := func(h scram.HashGeneratorFcn, pass string) *scram.Client {
+		c, err := h.NewClient("john@example.org", pass, "")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	for _, tc := range []struct {
+		name      string
+		mech      string
+		serverCB  scram.ChannelBinding
+		conv      *scram.ClientConversation
+		wantError bool
+	}{
+		{"SHA-1", "SCRAM-SHA-1", scram.ChannelBinding{}, client(scram.SHA1, "secret").NewConversation(), false},
+		{"SHA-1 wrong password", "SCRAM-SHA-1", scram.ChannelBinding{}, client(scram.SHA1, "nope").NewConversation(), true},
+		{"SHA-256-PLUS", "SCRAM-SHA-256-PLUS", binding, client(scram.SHA256, "secret").NewConversationWithChannelBinding(binding), false},
+		{"SHA-1-PLUS", "SCRAM-SHA-1-PLUS", binding, client(scram.SHA1, "secret").NewConversationWithChannelBinding(binding), false},
+		{"PLUS with another channel", "SCRAM-SHA-256-PLUS", binding, client(scram.SHA256, "secret").NewConversationWithChannelBinding(other), true},
+		{"PLUS without a channel binding", "SCRAM-SHA-256-PLUS", scram.ChannelBinding{}, client(scram.SHA256, "secret").NewConversationWithChannelBinding(binding), true},
+		{"PLUS with a client that does not bind", "SCRAM-SHA-256-PLUS", binding, client(scram.SHA256, "secret").NewConversation(), true},
+		{"plain SHA-256 on a bindable channel", "SCRAM-SHA-256", binding, client(scram.SHA256, "secret").NewConversation(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := exchange(t, tc.mech, tc.serverCB, tc.conv)
+			if tc.wantError != (err != nil) {
+				t.Fatalf("error %v, want error: %v", err, tc.wantError)
+			}
+			if !tc.wantError && !tc.conv.Valid() {
+				t.Error("the client did not accept the server's signature")
+			}
+		})
+	}
+	// The downgrade: "y" says "I can bind, but I think you cannot". A
+	// server that offers -PLUS must refuse it (RFC 5802 §6).
+	ex := Mechanisms()["SCRAM-SHA-256"].StartWith(db, Params{ChannelBinding: binding})
+	if _, done, err := ex.Next(context.Background(), []byte("y,,n=john@example.org,r=abcdefghijkl")); !done || err == nil {
+		t.Errorf("a downgraded client-first was not refused: done %v, err %v", done, err)
 	}
 }
 

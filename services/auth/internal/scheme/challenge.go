@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/md5"
 	"crypto/pbkdf2"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding"
@@ -144,18 +145,23 @@ func parseSCRAM(s string) (scramSecret, error) {
 
 // scramKeys derives StoredKey and ServerKey from a password (RFC 5802 §3).
 func scramKeys(password, salt []byte, iterations int) (storedKey, serverKey []byte) {
-	salted, err := pbkdf2.Key(sha256.New, string(password), salt, iterations, sha256.Size)
+	return scramKeysHash(sha256.New, password, salt, iterations)
+}
+
+// scramKeysHash is RFC 5802 §3's StoredKey and ServerKey with the hash h.
+func scramKeysHash(h func() hash.Hash, password, salt []byte, iterations int) (storedKey, serverKey []byte) {
+	salted, err := pbkdf2.Key(h, string(password), salt, iterations, h().Size())
 	if err != nil {
 		return nil, nil
 	}
 	mac := func(key []byte, s string) []byte {
-		m := hmac.New(sha256.New, key)
+		m := hmac.New(h, key)
 		m.Write([]byte(s))
 		return m.Sum(nil)
 	}
-	clientKey := mac(salted, "Client Key")
-	sk := sha256.Sum256(clientKey)
-	return sk[:], mac(salted, "Server Key")
+	d := h()
+	d.Write(mac(salted, "Client Key"))
+	return d.Sum(nil), mac(salted, "Server Key")
 }
 
 func (s scramSecret) verify(password []byte) bool {
@@ -212,6 +218,18 @@ func (s Stored) CRAMMD5Digest(challenge []byte) (digest []byte, ok bool) {
 		return c.HMAC(challenge), true
 	}
 	return nil, false
+}
+
+// SCRAMSHA1Credentials returns the SCRAM-SHA-1 secrets of a user, derived
+// from a {PLAIN} password with the given salt; ok is false for every other
+// stored form (SCRAM-SHA-1 is kept for old clients and is off by default).
+func (s Stored) SCRAMSHA1Credentials(plainSalt []byte) (salt []byte, iterations int, storedKey, serverKey []byte, ok bool) {
+	if s.Scheme != Plain {
+		return nil, 0, nil, nil, false
+	}
+	const n = 4096
+	stored, server := scramKeysHash(sha1.New, []byte(s.Data), plainSalt, n)
+	return plainSalt, n, stored, server, true
 }
 
 // SCRAMCredentials returns the SCRAM-SHA-256 secrets of a user stored as
