@@ -6,7 +6,6 @@
 package sasl
 
 import (
-	"github.com/xdg-go/scram"
 	"bytes"
 	"context"
 	"crypto/hmac"
@@ -16,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"github.com/xdg-go/scram"
 	"strings"
 	"time"
 )
