@@ -6,6 +6,7 @@ require github.com/smtpgate/smtpgate/pkg v0.0.0
 
 require (
 	github.com/google/go-cmp v0.7.0
+	github.com/miekg/dns v1.1.73
 	github.com/smtpgate/smtpgate/proto v0.0.0
 	google.golang.org/grpc v1.85.0
 	google.golang.org/protobuf v1.36.12
