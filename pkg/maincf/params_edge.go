@@ -25,5 +25,19 @@ func edgeParams() []Def {
 		// lmtp://host:port or lmtp+unix:///path.
 		{Name: "smtpgate_next_hop", Default: "maildir:var/maildir", Owner: Edge, Listener: true},
 		{Name: "smtpgate_next_hop_timeout", Default: "300s", Owner: Edge, Listener: true, Check: CheckDuration},
+		// PROXY protocol (v1 and v2) from a load balancer before the
+		// first SMTP byte: "" (off) or "haproxy", as Postfix.
+		{Name: "smtpd_upstream_proxy_protocol", Default: "", Owner: Edge, Listener: true, Check: CheckOneOf("", "haproxy")},
+		// How long to wait for the PROXY header.
+		{Name: "smtpd_upstream_proxy_timeout", Default: "5s", Owner: Edge, Listener: true, Check: CheckDuration},
+		// The load balancers whose PROXY headers are believed, a
+		// mynetworks-style list of addresses and networks (no host names
+		// or tables). Empty: nobody, so a listener with the protocol on
+		// drops every connection. Not a Postfix parameter: Postfix
+		// believes any peer of such a listener.
+		{Name: "smtpgate_proxy_networks", Default: "", Owner: Edge, Listener: true},
+		// The clients that may use XCLIENT, a mynetworks-style list as
+		// above. Empty: nobody.
+		{Name: "smtpd_authorized_xclient_hosts", Default: "", Owner: Edge, Listener: true},
 	}
 }

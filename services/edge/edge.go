@@ -24,6 +24,7 @@ import (
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
 	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
 )
 
@@ -52,7 +53,11 @@ func listeners(main *maincf.Config, services []maincf.Service) ([]*smtpd.Listene
 	var out []*smtpd.Listener
 	var errs []error
 	for _, svc := range services {
-		l, err := listener(main.WithOverrides(svc.Overrides), svc.Name)
+		c := main.WithOverrides(svc.Overrides)
+		l, err := newListener(c, svc.Name)
+		if err == nil {
+			_, err = proxyOf(c)
+		}
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: service %s: %w", svc.Pos, svc.Name, err))
 			continue
@@ -62,7 +67,7 @@ func listeners(main *maincf.Config, services []maincf.Service) ([]*smtpd.Listene
 	return out, errors.Join(errs...)
 }
 
-func listener(c *maincf.Config, name string) (*smtpd.Listener, error) {
+func newListener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 	l := &smtpd.Listener{
 		Name:           name,
 		Hostname:       c.Get("myhostname"),
@@ -78,7 +83,15 @@ func listener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 		HELORequired:   c.Bool("smtpd_helo_required"),
 		HardErrorLimit: int(c.Int("smtpd_hard_error_limit")),
 		SoftBounce:     c.Bool("soft_bounce"),
+		// ETRN is advertised where Postfix's submission examples would
+		// not want it: everywhere but on listeners with SASL on.
+		ETRN: !c.Bool("smtpd_sasl_auth_enable"),
 	}
+	xh, err := listener.ParseNetworks(c.List("smtpd_authorized_xclient_hosts"))
+	if err != nil {
+		return nil, c.Errorf("smtpd_authorized_xclient_hosts", "%v", err)
+	}
+	l.XCLIENTHosts = xh
 	if cert := c.Path("smtpd_tls_cert_file"); cert != "" {
 		kp, err := tls.LoadX509KeyPair(cert, c.Path("smtpd_tls_key_file"))
 		if err != nil {
@@ -107,11 +120,31 @@ func listener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 	return l, nil
 }
 
+// proxySettings is a listener's PROXY protocol configuration; nil when
+// the protocol is off.
+type proxySettings struct {
+	trusted *listener.Networks
+	timeout time.Duration
+}
+
+func proxyOf(c *maincf.Config) (*proxySettings, error) {
+	if c.Get("smtpd_upstream_proxy_protocol") == "" {
+		return nil, nil
+	}
+	trusted, err := listener.ParseNetworks(c.List("smtpgate_proxy_networks"))
+	if err != nil {
+		return nil, c.Errorf("smtpgate_proxy_networks", "%v", err)
+	}
+	return &proxySettings{trusted: trusted, timeout: c.Duration("smtpd_upstream_proxy_timeout")}, nil
+}
+
 // Server is the running edge.
 type Server struct {
 	cfg       Config
 	log       *slog.Logger
 	listeners []*smtpd.Listener
+	// proxies[i] is listeners[i]'s PROXY protocol setting, or nil.
+	proxies []*proxySettings
 	engine    *smtpd.Server
 	conns     []*grpc.ClientConn
 }
@@ -127,6 +160,16 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, listeners: ls}
+	for _, svc := range cfg.Services {
+		p, err := proxyOf(cfg.Main.WithOverrides(svc.Overrides))
+		if err != nil {
+			return nil, err
+		}
+		if p != nil && p.trusted.Empty() {
+			s.log.Warn("smtpd_upstream_proxy_protocol is on but smtpgate_proxy_networks is empty: every connection to this listener will be dropped", "listener", svc.Name)
+		}
+		s.proxies = append(s.proxies, p)
+	}
 	pc, err := grpcclient.Dial(cfg.Main.Get("smtpgate_policy_service"))
 	if err != nil {
 		return nil, fmt.Errorf("policy client: %w", err)
@@ -201,7 +244,12 @@ func (s *Server) Serve(ctx context.Context, lns []net.Listener) error {
 	errc := make(chan error, len(lns))
 	for i, ln := range lns {
 		l := s.listeners[i]
-		s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "listener", l.Name)
+		s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "listener", l.Name, "proxy_protocol", s.proxies[i] != nil)
+		if p := s.proxies[i]; p != nil {
+			// A PROXY header is required, from smtpgate_proxy_networks
+			// only; the header is read in the session's goroutine.
+			ln = listener.Proxy(ln, p.trusted, p.timeout, s.log)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()

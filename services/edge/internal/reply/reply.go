@@ -16,6 +16,7 @@ import (
 
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/edge/internal/xclient"
 )
 
 // Reply is one SMTP reply.
@@ -147,6 +148,52 @@ var (
 	BareLF          = New(550, "5.5.2", "Error: bare <LF> received")
 	WriteError      = New(451, "4.3.0", "Error: queue file write error")
 )
+
+// MailInProgress is Postfix's reply to XCLIENT (and AUTH) inside a mail
+// transaction.
+var MailInProgress = AuthInMail
+
+// XCLIENT's replies (Postfix smtpd.c xclient_cmd).
+var (
+	XCLIENTSyntax   = New(501, "5.5.4", "Syntax: XCLIENT attribute=value...")
+	XCLIENTExpected = New(501, "5.5.4", "Error: attribute=value expected")
+	XCLIENTTooLong  = New(501, "5.5.4", "Error: attribute value too long")
+	XCLIENTDenied   = New(550, "5.7.0", "Error: insufficient authorization")
+)
+
+// FromXCLIENT maps a refused XCLIENT command (an *xclient.Error) to its
+// reply.
+func FromXCLIENT(err error) Reply {
+	var xe *xclient.Error
+	if !errors.As(err, &xe) {
+		return XCLIENTExpected
+	}
+	switch xe.Kind {
+	case xclient.NoAttributes:
+		return XCLIENTSyntax
+	case xclient.TooLong:
+		return XCLIENTTooLong
+	case xclient.BadName:
+		return New(501, "5.5.4", "Bad XCLIENT attribute name: "+xe.Attr)
+	case xclient.BadValue:
+		return New(501, "5.5.4", "Bad "+xe.Attr+" syntax: "+xe.Value)
+	}
+	return XCLIENTExpected
+}
+
+// ETRN's replies, as Postfix words them (without enhanced status codes).
+var (
+	ETRNNeedHELO  = Reply{Code: 503, Lines: []string{"Error: send HELO/EHLO first"}}
+	ETRNInMail    = Reply{Code: 503, Lines: []string{"Error: MAIL transaction in progress"}}
+	ETRNSyntax    = Reply{Code: 500, Lines: []string{"Syntax: ETRN domain"}}
+	ETRNBadDomain = Reply{Code: 501, Lines: []string{"Error: invalid parameter syntax"}}
+)
+
+// ETRNUnavailable is Postfix's reply to a permitted ETRN for a domain
+// that is not in fast_flush_domains: smtpgate has no queue to flush.
+func ETRNUnavailable(domain string) Reply {
+	return Reply{Code: 459, Lines: []string{"<" + domain + ">: service unavailable"}}
+}
 
 // HELOSyntax is the reply to HELO or EHLO without a host name.
 func HELOSyntax(verb string) Reply {

@@ -25,6 +25,7 @@ import (
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
 )
 
 // Policy is the policy service as the engine uses it.
@@ -82,6 +83,12 @@ type Listener struct {
 	// SoftBounce is soft_bounce: every 5xx reply is sent as 4xx.
 	SoftBounce bool
 	NextHop    handoff.Target
+	// ETRN: advertise ETRN in the EHLO reply (MX listeners; the
+	// command itself is answered everywhere, policy decides).
+	ETRN bool
+	// XCLIENTHosts is smtpd_authorized_xclient_hosts: the clients that
+	// may use XCLIENT. Nil or empty: nobody.
+	XCLIENTHosts *listener.Networks
 }
 
 // Server runs sessions.
@@ -95,8 +102,25 @@ type Server struct {
 
 // Serve runs one SMTP session on conn to its end and closes conn. ctx
 // ending asks the session to stop after the current command.
+//
+// On a listener wrapped by listener.Proxy (smtpd_upstream_proxy_protocol
+// = haproxy) it first waits for the PROXY header; without a valid one the
+// connection is closed without a word and logged with the peer's address.
 func (s *Server) Serve(ctx context.Context, conn net.Conn, l *Listener) {
-	sess := newSession(s, l, conn)
+	peer, err := listener.Handshake(conn)
+	if err != nil {
+		s.logger().WarnContext(ctx, "PROXY protocol: connection dropped", "peer", peer.Proxy.String(), "listener", l.Name, "err", err)
+		_ = conn.Close()
+		return
+	}
+	sess := newSession(s, l, conn, peer)
 	defer sess.close()
 	sess.run(ctx)
+}
+
+func (s *Server) logger() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
 }

@@ -13,6 +13,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -20,7 +21,9 @@ import (
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
 	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
+	"github.com/smtpgate/smtpgate/services/edge/internal/xclient"
 )
 
 // session is one SMTP connection.
@@ -35,6 +38,23 @@ type session struct {
 
 	clientAddr, clientPort string
 	serverAddr, serverPort string
+	// origin says where clientAddr came from (the socket, a PROXY
+	// header, XCLIENT).
+	origin policyv1.Origin
+	// clientName and reverseName: set only by XCLIENT NAME= and
+	// REVERSE_NAME=; empty, the edge did no lookup and policy resolves
+	// the address itself.
+	clientName, reverseName string
+	// xclientOK: the client that connected (or the one a PROXY header
+	// named) is in smtpd_authorized_xclient_hosts. Decided once per
+	// connection, so that an XCLIENT that names another client does not
+	// take the right to send the next XCLIENT away (XCLIENT_README asks
+	// long values to be split over several commands).
+	xclientOK bool
+	// protoSet: XCLIENT PROTO= set the protocol before any HELO/EHLO.
+	protoSet bool
+	// etrnDomain is the ETRN argument while its stage is evaluated.
+	etrnDomain string
 
 	helo     string
 	esmtp    bool
@@ -86,15 +106,23 @@ type transaction struct {
 	discard bool
 }
 
-func newSession(srv *Server, l *Listener, conn net.Conn) *session {
-	s := &session{srv: srv, l: l, conn: conn, id: newID()}
-	s.clientAddr, s.clientPort = splitHostPort(conn.RemoteAddr())
-	s.serverAddr, s.serverPort = splitHostPort(conn.LocalAddr())
+func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *session {
+	s := &session{srv: srv, l: l, conn: conn, id: newID(), origin: policyv1.Origin_ORIGIN_SOCKET}
+	s.clientAddr, s.clientPort = splitHostPort(peer.Client)
+	s.serverAddr, s.serverPort = splitHostPort(peer.Server)
+	attrs := []any{"session", s.id, "listener", l.Name, "client", s.clientAddr}
+	if peer.Proxied {
+		s.origin = policyv1.Origin_ORIGIN_PROXY
+		attrs = append(attrs, "client_port", s.clientPort, "proxy", peer.Proxy.String())
+	}
+	if ip, err := netip.ParseAddr(s.clientAddr); err == nil {
+		s.xclientOK = l.XCLIENTHosts.Contains(ip)
+	}
 	log := srv.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s.log = log.With("session", s.id, "listener", l.Name, "client", s.clientAddr)
+	s.log = log.With(attrs...)
 	s.setConn(conn)
 	return s
 }
@@ -131,8 +159,16 @@ func (s *session) close() {
 }
 
 // namaddr is Postfix's "name[addr]"; the edge does no DNS, so the name is
-// "unknown".
-func (s *session) namaddr() string { return "unknown[" + s.clientAddr + "]" }
+// "unknown" unless XCLIENT NAME= gave one.
+func (s *session) namaddr() string { return s.name() + "[" + s.clientAddr + "]" }
+
+// name is the client's host name as far as the edge knows it.
+func (s *session) name() string {
+	if s.clientName != "" {
+		return s.clientName
+	}
+	return "unknown"
+}
 
 // send writes r; it is flushed before the next read or at once when close.
 func (s *session) send(r reply.Reply) {
@@ -283,7 +319,10 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 	if s.br.Buffered() > 0 && (!s.esmtp || mustBeLast[verb]) {
 		s.unauthPipelining = true
 	}
-	if s.denied && verb != "QUIT" {
+	// XCLIENT from an authorized client passes a connect-stage refusal:
+	// the refusal was about the proxy, and XCLIENT says whom it speaks
+	// for (the new identity gets its own connect-stage check).
+	if s.denied && verb != "QUIT" && (verb != "XCLIENT" || !s.xclientOK) {
 		return reply.AccessDenied(s.namaddr())
 	}
 	switch verb {
@@ -315,6 +354,10 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 		return s.starttls(arg)
 	case "AUTH":
 		return s.auth(ctx, arg)
+	case "ETRN":
+		return s.etrn(ctx, arg)
+	case "XCLIENT":
+		return s.xclient(ctx, arg)
 	case "":
 		return reply.BadSyntax
 	}
@@ -422,7 +465,11 @@ func (s *session) verdict(ctx context.Context, stage policyv1.Stage, tx *policyv
 // carry and a DISCARD. err means the call failed or the answer is
 // unusable; the caller fails closed.
 func (s *session) evaluate(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction) (r reply.Reply, v *policyv1.Verdict, ok bool, err error) {
-	v, err = s.check(ctx, stage, tx, "")
+	etrn := ""
+	if stage == policyv1.Stage_STAGE_ETRN {
+		etrn = s.etrnDomain
+	}
+	v, err = s.check(ctx, stage, tx, etrn)
 	if err != nil {
 		return reply.Reply{}, nil, false, err
 	}
@@ -513,12 +560,13 @@ func (s *session) logDiscard(ctx context.Context, where string, v *policyv1.Verd
 // facts describes the session for policy.
 func (s *session) facts() *policyv1.Session {
 	f := &policyv1.Session{
-		Id: s.id, Listener: s.l.Name, Origin: policyv1.Origin_ORIGIN_SOCKET,
+		Id: s.id, Listener: s.l.Name, Origin: s.origin,
 		ClientAddress: s.clientAddr, ClientPort: port(s.clientPort),
+		ClientName: s.clientName, ReverseClientName: s.reverseName,
 		ServerAddress: s.serverAddr, ServerPort: port(s.serverPort),
 		HeloName: s.helo, UnauthPipelining: s.unauthPipelining,
 	}
-	if s.greeted {
+	if s.greeted || s.protoSet {
 		f.Protocol = s.protocol()
 	}
 	if st := s.tlsState; st != nil {
@@ -624,11 +672,17 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 	if !s.l.DisableVRFY {
 		lines = append(lines, "VRFY")
 	}
+	if s.l.ETRN {
+		lines = append(lines, "ETRN")
+	}
 	if s.tlsState == nil && s.l.TLS != nil && s.l.TLSLevel != TLSNone {
 		lines = append(lines, "STARTTLS")
 	}
 	if mechs := s.mechanisms(ctx); len(mechs) > 0 {
 		lines = append(lines, "AUTH "+strings.Join(mechs, " "))
+	}
+	if s.xclientOK {
+		lines = append(lines, "XCLIENT "+strings.Join(xclient.Attributes, " "))
 	}
 	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME")
 	return reply.Reply{Code: 250, Lines: lines}
@@ -873,7 +927,7 @@ func (s *session) assemble(tx *transaction, headers []*policyv1.Header, content 
 			proto += "A"
 		}
 	}
-	fmt.Fprintf(&b, "Received: from %s (unknown [%s])\r\n", headerSafe(s.helo), s.clientAddr)
+	fmt.Fprintf(&b, "Received: from %s (%s [%s])\r\n", headerSafe(s.helo), headerSafe(s.name()), s.clientAddr)
 	if st := s.tlsState; st != nil {
 		fmt.Fprintf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
 	}
