@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"time"
 )
 
 // The processing limits of RFC 7208 §4.6.4.
@@ -67,6 +68,11 @@ func isVoid(err error) bool {
 func dnsErr(ctx context.Context, what, name string, err error) error {
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		return tempErr("%s %s: %v", what, name, ctxErr)
+	}
+	// A resolver that sets its socket deadline from ctx may time out a
+	// moment before ctx says so.
+	if dl, ok := ctx.Deadline(); ok && !time.Now().Before(dl) {
+		return tempErr("%s %s: %v", what, name, context.DeadlineExceeded)
 	}
 	return tempErr("%s %s: %v", what, name, err)
 }

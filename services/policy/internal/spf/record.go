@@ -320,10 +320,14 @@ func allDigits(s string) bool {
 
 // validDomain checks a domain name about to be queried (RFC 7208 §4.3):
 // at most 253 octets, more than one label, no empty label, labels of at
-// most 63 octets, and nothing outside printable ASCII.
+// most 63 octets, a top label that is not all digits (so no IPv4
+// address), and nothing outside printable ASCII or in an address literal.
 func validDomain(d string) bool {
 	d = strings.TrimSuffix(d, ".")
-	if d == "" || len(d) > 253 || !strings.Contains(d, ".") {
+	if d == "" || len(d) > 253 || !strings.Contains(d, ".") || strings.ContainsAny(d, "[]") {
+		return false
+	}
+	if allDigits(d[strings.LastIndexByte(d, '.')+1:]) {
 		return false
 	}
 	for label := range strings.SplitSeq(d, ".") {
