@@ -1,0 +1,273 @@
+package resolver_test
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+	"github.com/redis/go-redis/v9"
+	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/smtpgate/smtpgate/pkg/resolver"
+)
+
+const redisServer = "/usr/bin/redis-server"
+
+// redisProc is a throwaway redis-server on 127.0.0.1, without persistence,
+// killed by its process id.
+type redisProc struct {
+	port   int
+	cmd    *exec.Cmd
+	exited chan struct{}
+	out    *bytes.Buffer
+}
+
+func (p *redisProc) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }
+
+// startRedis runs redis-server on port (0: a free one) and waits until it
+// answers. A missing binary fails the test: it is never skipped.
+func startRedis(t testing.TB, port int) *redisProc {
+	t.Helper()
+	if _, err := os.Stat(redisServer); err != nil {
+		t.Fatalf("%s is needed (install it with scripts/deps --test): %v", redisServer, err)
+	}
+	if port == 0 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		port = ln.Addr().(*net.TCPAddr).Port
+		ln.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		p := &redisProc{port: port, exited: make(chan struct{}), out: new(bytes.Buffer)}
+		p.cmd = exec.Command(redisServer, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", "")
+		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
+		if err := p.cmd.Start(); err != nil {
+			t.Fatalf("start %s (install it with scripts/deps --test): %v", redisServer, err)
+		}
+		go func() { _ = p.cmd.Wait(); close(p.exited) }()
+		t.Cleanup(p.Stop)
+		for {
+			if ping(p.Addr()) == nil {
+				return p
+			}
+			select {
+			case <-p.exited: // the port may still be held: start again
+			case <-time.After(10 * time.Millisecond):
+				if time.Now().Before(deadline) {
+					continue
+				}
+				p.Stop()
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("redis-server on port %d does not answer:\n%s", port, p.out)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Stop kills the server by its process id and waits for it to exit.
+func (p *redisProc) Stop() {
+	_ = p.cmd.Process.Kill()
+	<-p.exited
+}
+
+func ping(addr string) error {
+	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, DisableIdentity: true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+	defer c.Close()
+	return c.Ping(context.Background()).Err()
+}
+
+func redisClient(t testing.TB, addr string) *redis.Client {
+	c := redis.NewClient(&redis.Options{
+		Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 100 * time.Millisecond,
+		ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
+		ContextTimeoutEnabled: true, DisableIdentity: true,
+		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
+	})
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// logBuffer collects log lines for assertions.
+type logBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuffer) count(s string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return strings.Count(l.b.String(), s)
+}
+
+func TestRedisShared(t *testing.T) {
+	s := startStub(t)
+	rs := startRedis(t, 0)
+	clk := newClock()
+	logs := new(logBuffer)
+	withRedis := func(c *resolver.Config) {
+		c.Redis = redisClient(t, rs.Addr())
+		c.RedisRetry = time.Second
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	}
+	r1 := newResolver(t, s, clk, withRedis)
+	r2 := newResolver(t, s, clk, withRedis)
+	ctx := context.Background()
+
+	// The first replica asks DNS and writes Redis; the second reads Redis.
+	if a, err := r1.Lookup(ctx, "example.test", dns.TypeMX); err != nil || a.Source != resolver.FromDNS {
+		t.Fatalf("r1: %v from %v", err, a.Source)
+	}
+	clk.Advance(10 * time.Second)
+	a, err := r2.Lookup(ctx, "Example.Test", dns.TypeMX)
+	if err != nil || a.Source != resolver.FromRedis || a.TTL != 290*time.Second || len(a.Records) != 2 {
+		t.Fatalf("r2: %v from %v TTL %v records %q; want redis, 4m50s, 2 records", err, a.Source, a.TTL, a.Records)
+	}
+	if n := s.Count("example.test.", dns.TypeMX); n != 1 {
+		t.Errorf("DNS asked %d times, want 1", n)
+	}
+	// Negative answers are shared too, temporary failures are not.
+	if _, err := r1.Lookup(ctx, "nx.example.test", dns.TypeA); err == nil {
+		t.Fatal("nx: no error")
+	}
+	if a, _ := r2.Lookup(ctx, "nx.example.test", dns.TypeA); a.Source != resolver.FromRedis {
+		t.Errorf("nx from r2: source %v, want redis", a.Source)
+	}
+	r1.Lookup(ctx, "servfail.example.test", dns.TypeA)
+	if a, _ := r2.Lookup(ctx, "servfail.example.test", dns.TypeA); a.Source != resolver.FromDNS {
+		t.Errorf("servfail from r2: source %v, want dns", a.Source)
+	}
+	// The key and its expiry, set with PX.
+	c := redisClient(t, rs.Addr())
+	pttl, err := c.PTTL(ctx, "smtpgate:dns:MX:example.test.").Result()
+	if err != nil || pttl <= 0 || pttl > 300*time.Second {
+		t.Errorf("PTTL of the MX key = %v, %v", pttl, err)
+	}
+
+	// Redis stopped: lookups go to DNS, errors and fallbacks counted, one
+	// warning however many failures.
+	rs.Stop()
+	for _, name := range []string{"a.example.test", "alias2.example.test", "short.example.test", "1.bench.test"} {
+		clk.Advance(2 * time.Second) // past RedisRetry: Redis asked again each time
+		a, err := r2.Lookup(ctx, name, dns.TypeA)
+		if err != nil || a.Source != resolver.FromDNS {
+			t.Fatalf("%s with Redis stopped: %v from %v", name, err, a.Source)
+		}
+	}
+	st := r2.Stats()
+	if st.RedisErrors < 4 || st.RedisFallbacks < 4 {
+		t.Errorf("Stats with Redis stopped: %+v, want at least 4 redis errors and fallbacks", st)
+	}
+	if n := logs.count("redis cache unavailable"); n != 1 {
+		t.Errorf("%d warnings logged, want 1:\n%s", n, logs.b.String())
+	}
+	// Within RedisRetry, Redis is left alone: a fallback without an error.
+	before := r2.Stats()
+	if _, err := r2.Lookup(ctx, "a.example.test", dns.TypeAAAA); err != nil {
+		t.Fatal(err)
+	}
+	if after := r2.Stats(); after.RedisErrors != before.RedisErrors || after.RedisFallbacks != before.RedisFallbacks+1 {
+		t.Errorf("within RedisRetry: errors %d->%d fallbacks %d->%d; want unchanged, +1",
+			before.RedisErrors, after.RedisErrors, before.RedisFallbacks, after.RedisFallbacks)
+	}
+
+	// Redis back on the same port (empty): used again once RedisRetry has
+	// passed.
+	startRedis(t, rs.port)
+	clk.Advance(2 * time.Second)
+	if a, err := r1.Lookup(ctx, "1.2.0.192.in-addr.arpa", dns.TypePTR); err != nil || a.Source != resolver.FromDNS {
+		t.Fatalf("r1 PTR: %v from %v", err, a.Source)
+	}
+	if a, err := r2.Lookup(ctx, "1.2.0.192.in-addr.arpa", dns.TypePTR); err != nil || a.Source != resolver.FromRedis {
+		t.Errorf("r2 PTR after Redis came back: %v from %v, want redis", err, a.Source)
+	}
+	if n := logs.count("redis cache available again"); n < 1 {
+		t.Errorf("recovery not logged:\n%s", logs.b.String())
+	}
+}
+
+// TestRedisSilent: a Redis that accepts connections and never answers
+// costs each lookup at most RedisTimeout, even with a client that waits
+// seconds on its own.
+func TestRedisSilent(t *testing.T) {
+	s := startStub(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var conns []net.Conn
+	var mu sync.Mutex
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	defer func() {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	slow := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: 10 * time.Second,
+		DisableIdentity: true, MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
+	defer slow.Close()
+	r := newResolver(t, s, nil, func(c *resolver.Config) { c.Redis, c.RedisTimeout = slow, 50*time.Millisecond })
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second) // far below the client's 10s
+	defer cancel()
+	a, err := r.Lookup(ctx, "a.example.test", dns.TypeA)
+	if err != nil || a.Source != resolver.FromDNS {
+		t.Fatalf("with Redis silent: %v", err)
+	}
+	if st := r.Stats(); st.RedisErrors != 1 || st.RedisFallbacks != 1 {
+		t.Errorf("Stats: %+v, want 1 redis error and 1 fallback", st)
+	}
+}
+
+// TestRedisGarbage: an entry that does not decode is a miss.
+func TestRedisGarbage(t *testing.T) {
+	s := startStub(t)
+	rs := startRedis(t, 0)
+	c := redisClient(t, rs.Addr())
+	ctx := context.Background()
+	if err := c.Set(ctx, "smtpgate:dns:A:a.example.test.", "\x01garbage", time.Minute).Err(); err != nil {
+		t.Fatal(err)
+	}
+	r := newResolver(t, s, nil, func(cfg *resolver.Config) { cfg.Redis = c })
+	a, err := r.Lookup(ctx, "a.example.test", dns.TypeA)
+	if err != nil || a.Source != resolver.FromDNS || len(a.Records) != 2 {
+		t.Fatalf("over a garbage entry: %v from %v", err, a.Source)
+	}
+	if st := r.Stats(); st.RedisErrors != 1 {
+		t.Errorf("Stats.RedisErrors = %d, want 1", st.RedisErrors)
+	}
+}
