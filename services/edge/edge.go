@@ -145,8 +145,8 @@ type Server struct {
 	listeners []*smtpd.Listener
 	// proxies[i] is listeners[i]'s PROXY protocol setting, or nil.
 	proxies []*proxySettings
-	engine    *smtpd.Server
-	conns     []*grpc.ClientConn
+	engine  *smtpd.Server
+	conns   []*grpc.ClientConn
 }
 
 // New builds the edge and its gRPC clients (which connect lazily and

@@ -35,6 +35,9 @@ func TestValidate(t *testing.T) {
 		{"missing certificate file", "smtpd_tls_cert_file = nosuch.pem\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: smtpd_tls_cert_file: open"},
 		{"bad next hop", "smtpgate_next_hop = ftp://x:1\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: smtpgate_next_hop: next hop \"ftp://x:1\""},
 		{"bad override", "myhostname = h.example\n", "127.0.0.1:25 inet n - n - - smtpd -o smtpd_tls_auth_only=maybe\n", "master.cf:1: service 127.0.0.1:25: -o smtpd_tls_auth_only=maybe: want yes or no"},
+		{"bad proxy networks", "smtpgate_proxy_networks = lb.example\n", "127.0.0.1:25 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=haproxy\n", "main.cf:1: smtpgate_proxy_networks: \"lb.example\": not an address or network"},
+		{"bad proxy protocol", "myhostname = h.example\n", "127.0.0.1:25 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=proxy\n", "smtpd_upstream_proxy_protocol=proxy"},
+		{"bad xclient hosts", "smtpd_authorized_xclient_hosts = 10.0.0.1/8\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: smtpd_authorized_xclient_hosts: \"10.0.0.1/8\": non-null host address bits"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, services := load(t, tc.main, tc.master)
