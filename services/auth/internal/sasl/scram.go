@@ -58,17 +58,17 @@ func (s *scramSHA256) Next(ctx context.Context, resp []byte) ([]byte, bool, erro
 			return nil, true, s.err
 		}
 		if err != nil {
-			return nil, true, ErrMalformed
+			return nil, true, refusal(out)
 		}
 		s.user = s.conv.Username()
 		return []byte(out), false, nil
 	case !s.final:
 		out, err := s.conv.Step(string(resp))
 		if err != nil || !s.conv.Valid() {
-			if strings.HasPrefix(out, "e=invalid-proof") || !s.known {
+			if !s.known {
 				return nil, true, ErrFailed
 			}
-			return nil, true, ErrMalformed
+			return nil, true, refusal(out)
 		}
 		if !s.known {
 			return nil, true, ErrFailed
@@ -81,6 +81,18 @@ func (s *scramSHA256) Next(ctx context.Context, resp []byte) ([]byte, bool, erro
 		}
 		return nil, true, nil
 	}
+}
+
+// refusal classifies a failed step by the server-error the library
+// answered: a refused proof or channel binding (RFC 5802 §7 "e=" values
+// such as invalid-proof, channel-bindings-dont-match,
+// server-does-support-channel-binding) is a failed authentication (535);
+// anything else is a malformed message (501).
+func refusal(serverMessage string) error {
+	if strings.HasPrefix(serverMessage, "e=") {
+		return ErrFailed
+	}
+	return ErrMalformed
 }
 
 // begin starts the library's conversation: with the channel binding
