@@ -98,6 +98,8 @@ type Params struct {
 	// ChannelBinding is the TLS channel binding of the connection (zero
 	// when there is none), for SCRAM.
 	ChannelBinding scram.ChannelBinding
+	// nonce replaces the server nonce generator (RFC test vectors).
+	nonce scram.NonceGeneratorFcn
 }
 
 // Mechanisms lists the known mechanisms by name. SCRAM-SHA-1 and the
@@ -106,7 +108,7 @@ type Params struct {
 func Mechanisms() map[string]Mechanism {
 	scramMech := func(name, hash string, plus bool) Mechanism {
 		return Mechanism{Name: name, Flags: MutualAuth, Plus: plus, start: func(b Backend, p Params) Exchange {
-			return &scramSHA256{b: b, hash: hash, plus: plus, cb: p.ChannelBinding}
+			return &scramSHA256{b: b, hash: hash, plus: plus, cb: p.ChannelBinding, nonce: p.nonce}
 		}}
 	}
 	return map[string]Mechanism{

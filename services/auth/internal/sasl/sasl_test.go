@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/md5"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"strings"
@@ -354,4 +355,63 @@ func FuzzLogin(f *testing.F) {
 			t.Fatalf("LOGIN accepted %q/%q", user, pass)
 		}
 	})
+}
+
+// rfcUser is the user of the RFC 5802 and RFC 7677 examples: "user" with
+// the password "pencil" and the RFCs' salts.
+type rfcUser struct{ users }
+
+func (rfcUser) SCRAM(_ context.Context, hash, user string) (scram.StoredCredentials, bool, error) {
+	h, salt := scram.SHA256, "W22ZaJ0SNY7soEsUEjb6gQ=="
+	if hash == "SHA-1" {
+		h, salt = scram.SHA1, "QSXCR+Q6sek8bf92"
+	}
+	raw, err := base64.StdEncoding.DecodeString(salt)
+	if err != nil {
+		return scram.StoredCredentials{}, false, err
+	}
+	c, err := h.NewClient(user, "pencil", "")
+	if err != nil {
+		return scram.StoredCredentials{}, false, err
+	}
+	cred, err := c.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(raw), Iters: 4096})
+	return cred, err == nil && user == "user", err
+}
+
+// The exchanges of RFC 5802 §5 (SCRAM-SHA-1) and RFC 7677 §3
+// (SCRAM-SHA-256), message for message, with the RFCs' server nonces.
+func TestSCRAMRFCVectors(t *testing.T) {
+	for _, tc := range []struct {
+		mech, serverNonce        string
+		clientFirst, serverFirst string
+		clientFinal, serverFinal string
+	}{
+		{"SCRAM-SHA-1", "3rfcNHYJY1ZVvWVs7j",
+			"n,,n=user,r=fyko+d2lbbFgONRv9qkxdawL",
+			"r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",
+			"c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,p=v0X8v3Bz2T0CJGbJQyF0X+HI4Ts=",
+			"v=rmF9pqV8S7suAoZWja4dJRkFsKQ="},
+		{"SCRAM-SHA-256", "%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0",
+			"n,,n=user,r=rOprNGfwEbeRWgbNEkqO",
+			"r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,s=W22ZaJ0SNY7soEsUEjb6gQ==,i=4096",
+			"c=biws,r=rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0,p=dHzbZapWIk4jUhN+Ute9ytag9zjfMHgsqmmiz7AndVQ=",
+			"v=6rriTRBi23WpRR/wtup+mMhUZUn/dB5nLTJRsjl95G4="},
+	} {
+		t.Run(tc.mech, func(t *testing.T) {
+			nonce := tc.serverNonce
+			ex := Mechanisms()[tc.mech].StartWith(rfcUser{db}, Params{nonce: func() string { return nonce }})
+			ctx := context.Background()
+			got, done, err := ex.Next(ctx, []byte(tc.clientFirst))
+			if done || err != nil || string(got) != tc.serverFirst {
+				t.Fatalf("server-first = %q (done %v, %v), want %q", got, done, err, tc.serverFirst)
+			}
+			got, done, err = ex.Next(ctx, []byte(tc.clientFinal))
+			if done || err != nil || string(got) != tc.serverFinal {
+				t.Fatalf("server-final = %q (done %v, %v), want %q", got, done, err, tc.serverFinal)
+			}
+			if _, done, err = ex.Next(ctx, []byte{}); !done || err != nil || ex.Username() != "user" {
+				t.Fatalf("end: done %v, err %v, user %q", done, err, ex.Username())
+			}
+		})
+	}
 }

@@ -30,6 +30,7 @@ type scramSHA256 struct {
 	// channel's binding (zero when the edge has none).
 	plus  bool
 	cb    scram.ChannelBinding
+	nonce scram.NonceGeneratorFcn
 	conv  *scram.ServerConversation
 	final bool
 	user  string
@@ -107,6 +108,9 @@ func (s *scramSHA256) begin(ctx context.Context) error {
 	srv, err := h.NewServer(s.lookup(ctx))
 	if err != nil {
 		return fmt.Errorf("scram: %w", err)
+	}
+	if s.nonce != nil {
+		srv = srv.WithNonceGenerator(s.nonce)
 	}
 	switch {
 	case s.plus && !s.cb.IsSupported():

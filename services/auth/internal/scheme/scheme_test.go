@@ -1,6 +1,9 @@
 package scheme
 
 import (
+	"crypto/hmac"
+	"crypto/sha1"
+	"encoding/base64"
 	"encoding/hex"
 	"strings"
 	"testing"
@@ -143,5 +146,29 @@ func TestCRAMMD5HMAC(t *testing.T) {
 	got := hex.EncodeToString(c.HMAC([]byte("<1896.697170952@postoffice.reston.mci.net>")))
 	if got != "b913a602c7eda7a495b4e6e7334d3890" {
 		t.Errorf("HMAC = %s, want RFC 2195's b913a602c7eda7a495b4e6e7334d3890", got)
+	}
+}
+
+// SCRAM-SHA-1 keys derived from a {PLAIN} password are RFC 5802's: the
+// StoredKey and ServerKey that its example exchange (user "user",
+// "pencil", salt QSXCR+Q6sek8bf92, 4096 iterations) proves and checks.
+func TestSCRAMSHA1Credentials(t *testing.T) {
+	salt, _ := base64.StdEncoding.DecodeString("QSXCR+Q6sek8bf92")
+	_, iters, stored, server, ok := Stored{Scheme: Plain, Data: "pencil"}.SCRAMSHA1Credentials(salt)
+	if !ok || iters != 4096 {
+		t.Fatalf("ok %v iterations %d", ok, iters)
+	}
+	// ServerSignature = HMAC(ServerKey, AuthMessage) must be RFC 5802's v=.
+	auth := "n=user,r=fyko+d2lbbFgONRv9qkxdawL,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096,c=biws,r=fyko+d2lbbFgONRv9qkxdawL3rfcNHYJY1ZVvWVs7j"
+	m := hmac.New(sha1.New, server)
+	m.Write([]byte(auth))
+	if got := base64.StdEncoding.EncodeToString(m.Sum(nil)); got != "rmF9pqV8S7suAoZWja4dJRkFsKQ=" {
+		t.Errorf("server signature %s, want RFC 5802's rmF9pqV8S7suAoZWja4dJRkFsKQ=", got)
+	}
+	if len(stored) != sha1.Size {
+		t.Errorf("StoredKey of %d bytes", len(stored))
+	}
+	if _, _, _, _, ok := (Stored{Scheme: SHA512Crypt, Data: "x"}).SCRAMSHA1Credentials(salt); ok {
+		t.Error("a one-way hash served SCRAM-SHA-1")
 	}
 }
