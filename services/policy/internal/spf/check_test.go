@@ -284,6 +284,10 @@ why.example.com. TXT "100%"`, "", Fail},
 		{"from include not used", `example.com. TXT "v=spf1 -include:o.example.com"
 o.example.com. TXT "v=spf1 +all exp=why.example.com"
 why.example.com. TXT "inner"`, "", Fail},
+		// The included fail's exp= is not even fetched: 2 queries.
+		{"from include not fetched", `example.com. TXT "v=spf1 include:o.example.com -all"
+o.example.com. TXT "v=spf1 -all exp=why.example.com"
+why.example.com. TXT "inner"`, "", Fail},
 		{"redirect uses target's", `example.com. TXT "v=spf1 redirect=o.example.com exp=outer.example.com"
 o.example.com. TXT "v=spf1 -all exp=inner.example.com"
 outer.example.com. TXT "outer %{d}"
@@ -295,6 +299,9 @@ inner.example.com. TXT "inner %{d}"`, "inner o.example.com", Fail},
 			got := check(t, s, req("192.0.2.1"))
 			if got.Result != tc.result || got.Explanation != tc.want {
 				t.Errorf("Check = %+v, want %s with explanation %q", got, tc.result, tc.want)
+			}
+			if n := s.queries.Load(); tc.name == "from include not fetched" && n != 2 {
+				t.Errorf("%d queries, want 2", n)
 			}
 		})
 	}
