@@ -261,6 +261,22 @@ b.example.com. TXT "v=spf1 redirect=a.example.com"`)
 	}
 }
 
+// TestPMacroLookedUpOnce: many %{p} in a record cost one reverse lookup
+// and one address lookup per name, not one each.
+func TestPMacroLookedUpOnce(t *testing.T) {
+	s := startDNS(t, `example.com. TXT "v=spf1 exists:%{p}.%{p}.%{p}.%{p}.%{p}.x.example.com a:%{p} -all"
+1.2.0.192.in-addr.arpa. PTR h.example.com.
+h.example.com. A 192.0.2.1`)
+	got := check(t, s, req("192.0.2.1"))
+	if got.Result != Pass || got.Mechanism != "a:%{p}" {
+		t.Errorf("Check = %+v", got)
+	}
+	// TXT, PTR, A h, A exists, A a:h.
+	if n := s.queries.Load(); n != 5 {
+		t.Errorf("%d queries, want 5", n)
+	}
+}
+
 // TestExplanation covers exp= (RFC 7208 §6.2).
 func TestExplanation(t *testing.T) {
 	for _, tc := range []struct {

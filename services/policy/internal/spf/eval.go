@@ -24,6 +24,10 @@ type checker struct {
 	env     macroEnv // domain is set per record
 	lookups int
 	voids   int
+	// ptrNames are all validated names of the client, looked up once
+	// for every %{p} of the check, however many there are.
+	ptrNames []string
+	ptrDone  bool
 }
 
 // outcome is what check_host gives for one domain.
@@ -356,8 +360,12 @@ func (c *checker) validatedNames(ctx context.Context, want func(string) bool) ([
 // if it is validated, else a validated subdomain of it, else any
 // validated name, else "unknown".
 func (c *checker) validatedName(ctx context.Context, domain string) string {
-	names, err := c.validatedNames(ctx, func(string) bool { return true })
-	if err != nil || len(names) == 0 {
+	if !c.ptrDone {
+		c.ptrNames, _ = c.validatedNames(ctx, func(string) bool { return true })
+		c.ptrDone = true
+	}
+	names := c.ptrNames
+	if len(names) == 0 {
 		return "unknown"
 	}
 	for _, n := range names {
