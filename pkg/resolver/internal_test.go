@@ -91,7 +91,9 @@ func TestUnescapeTXT(t *testing.T) {
 func TestLRU(t *testing.T) {
 	now := time.Unix(1e9, 0)
 	c := newLRU(2)
-	e := func(ttl time.Duration) *entry { return &entry{kind: positive, records: []string{"x"}, expires: now.Add(ttl)} }
+	e := func(ttl time.Duration) *entry {
+		return &entry{kind: positive, records: []string{"x"}, expires: now.Add(ttl)}
+	}
 	a, b, d := key{"a.", 1}, key{"b.", 1}, key{"d.", 1}
 	c.put(a, e(time.Minute))
 	c.put(b, e(time.Second))
