@@ -45,11 +45,11 @@ type session struct {
 	// REVERSE_NAME=; empty, the edge did no lookup and policy resolves
 	// the address itself.
 	clientName, reverseName string
-	// xclientOK: the client that connected (or the one a PROXY header
-	// named) is in smtpd_authorized_xclient_hosts. Decided once per
-	// connection, so that an XCLIENT that names another client does not
-	// take the right to send the next XCLIENT away (XCLIENT_README asks
-	// long values to be split over several commands).
+	// xclientOK: the client (the socket's, the PROXY header's, or the
+	// one the last XCLIENT named) is in smtpd_authorized_xclient_hosts.
+	// As in Postfix 3.7 (checked by the differential test), an XCLIENT
+	// that names another client takes the right to the next XCLIENT
+	// away unless that client is authorized too.
 	xclientOK bool
 	// protoSet: XCLIENT PROTO= set the protocol before any HELO/EHLO.
 	protoSet bool

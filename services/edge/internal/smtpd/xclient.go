@@ -2,6 +2,7 @@ package smtpd
 
 import (
 	"context"
+	"net/netip"
 	"strings"
 
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
@@ -58,6 +59,11 @@ func (s *session) applyXCLIENT(c *xclient.Command) {
 			// The old name belonged to the old address.
 			s.clientName, s.reverseName = "", ""
 		}
+	}
+	if ip, err := netip.ParseAddr(s.clientAddr); err == nil {
+		s.xclientOK = s.l.XCLIENTHosts.Contains(ip)
+	} else {
+		s.xclientOK = false
 	}
 	if c.Port.Set {
 		s.clientPort = c.Port.Value

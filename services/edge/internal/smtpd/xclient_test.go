@@ -72,10 +72,8 @@ func TestXCLIENTReplies(t *testing.T) {
 		{"XCLIENT ADDR=192.0.2.1", "503 5.5.1 Error: MAIL transaction in progress"},
 		{"RSET", "250"},
 		{"XCLIENT ADDR=192.0.2.1 NAME=client.example.com", "220 mail.example.org ESMTP smtpgate"},
-		// Still allowed after speaking for someone else (authorization is
-		// the connection's): XCLIENT_README splits long values over
-		// several commands.
-		{"XCLIENT HELO=client.example.com PROTO=ESMTP", "220 mail.example.org ESMTP smtpgate"},
+		// Authorization follows the client XCLIENT named (Postfix 3.7).
+		{"XCLIENT HELO=client.example.com PROTO=ESMTP", "550 5.7.0 Error: insufficient authorization"},
 	} {
 		c.do(step[0], step[1])
 	}
@@ -87,7 +85,7 @@ func TestXCLIENTReplies(t *testing.T) {
 }
 
 func TestXCLIENTImpersonates(t *testing.T) {
-	h := newHarness(t, relayDenied, xclientHosts(t, "127.0.0.1"))
+	h := newHarness(t, relayDenied, xclientHosts(t, "127.0.0.1", "[2001:db8::]/32"))
 	c := h.dial()
 	c.reply()
 	c.do("EHLO proxy.example.net", "250")
@@ -160,9 +158,8 @@ func TestXCLIENTRefusedAtConnect(t *testing.T) {
 	c.reply()
 	c.do("XCLIENT ADDR=192.0.2.9", "554 5.7.1 <unknown[192.0.2.9]>: Client host rejected")
 	c.do("HELO x", "503 5.7.0 Error: access denied for unknown[192.0.2.9]")
-	// The proxy may still say it speaks for someone else.
-	c.do("XCLIENT ADDR=192.0.2.10", "220")
-	c.do("HELO x", "250")
+	// 192.0.2.9 may not use XCLIENT.
+	c.do("XCLIENT ADDR=192.0.2.10", "503 5.7.0 Error: access denied for unknown[192.0.2.9]")
 }
 
 func itoa(n uint32) string { return strconv.FormatUint(uint64(n), 10) }
