@@ -50,5 +50,27 @@ func policyParams() []Def {
 		list("virtual_mailbox_maps", ""),
 		list("relay_recipient_maps", ""),
 		list("smtpd_sender_login_maps", ""),
+
+		// DNS: one resolver per smtpgate-policy process, for the DNSBL,
+		// client name, unknown domain and SPF checks.
+		// smtpgate_dns_servers empty: the nameservers of /etc/resolv.conf.
+		{Name: "smtpgate_dns_servers", Default: "", Owner: Policy},
+		{Name: "smtpgate_dns_timeout", Default: "2s", Owner: Policy, Check: CheckDuration},
+		// smtpgate_dns_redis is a redis:// URL (it may hold a password);
+		// empty: an in-process cache only.
+		{Name: "smtpgate_dns_redis", Default: "", Owner: Policy, Secret: true},
+		{Name: "maps_rbl_reject_code", Default: "554", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		list("rbl_reply_maps", ""),
+		{Name: "unknown_client_reject_code", Default: "450", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "unknown_hostname_reject_code", Default: "450", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "unknown_address_reject_code", Default: "450", Owner: Policy, Listener: true, Check: CheckReplyCode("45")},
+		{Name: "reject_tempfail_action", Default: "defer_if_permit", Owner: Policy, Listener: true, Check: CheckOneOf("defer", "defer_if_permit")},
+		{Name: "unknown_address_tempfail_action", Default: "$reject_tempfail_action", Owner: Policy, Listener: true, Check: CheckOneOf("defer", "defer_if_permit")},
+		{Name: "unknown_helo_hostname_tempfail_action", Default: "$reject_tempfail_action", Owner: Policy, Listener: true, Check: CheckOneOf("defer", "defer_if_permit")},
+		// check_spf, smtpgate's own restriction: what each SPF result does.
+		{Name: "smtpgate_spf_fail_action", Default: "reject", Owner: Policy, Listener: true, Check: CheckOneOf("reject", "defer", "warn", "ignore")},
+		{Name: "smtpgate_spf_softfail_action", Default: "warn", Owner: Policy, Listener: true, Check: CheckOneOf("reject", "defer", "warn", "ignore")},
+		{Name: "smtpgate_spf_temperror_action", Default: "defer", Owner: Policy, Listener: true, Check: CheckOneOf("reject", "defer", "warn", "ignore")},
+		{Name: "smtpgate_spf_permerror_action", Default: "ignore", Owner: Policy, Listener: true, Check: CheckOneOf("reject", "defer", "warn", "ignore")},
 	}
 }
