@@ -37,6 +37,9 @@ func sharedParams() []Def {
 		{Name: "smtpgate_log_level", Default: "info", Owner: All, Check: CheckOneOf("debug", "info", "warn", "error")},
 		// Where the services listen and where the edge finds them.
 		{Name: "smtpgate_policy_listen", Default: "127.0.0.1:10040", Owner: Policy},
+		// Where smtpgate-policy serves Postfix's policy delegation protocol
+		// (check_policy_service); empty: not served.
+		{Name: "smtpgate_policy_delegation_listen", Default: "", Owner: Policy},
 		{Name: "smtpgate_auth_listen", Default: "127.0.0.1:10050", Owner: Auth},
 		{Name: "smtpgate_policy_service", Default: "$smtpgate_policy_listen", Owner: Edge},
 		{Name: "smtpgate_auth_service", Default: "$smtpgate_auth_listen", Owner: Edge | Policy},

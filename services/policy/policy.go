@@ -150,7 +150,25 @@ func (s *Server) Run(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s: %w", s.listen, err)
 	}
-	return s.Serve(ctx, lis)
+	addr := s.cfg.Main.Get("smtpgate_policy_delegation_listen")
+	if addr == "" {
+		return s.Serve(ctx, lis)
+	}
+	dl, err := lc.Listen(ctx, "tcp", addr)
+	if err != nil {
+		lis.Close()
+		return fmt.Errorf("smtpgate_policy_delegation_listen %s: %w", addr, err)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- s.ServeDelegation(ctx, dl)
+		cancel() // one server down stops the other
+	}()
+	err = s.Serve(ctx, lis)
+	cancel()
+	return errors.Join(err, <-done)
 }
 
 // Serve serves PolicyService, health and reflection on lis until ctx is

@@ -221,6 +221,21 @@ with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=20) as s:
 		l.accepted = append(l.accepted, tok)
 	})
 
+	t.Run("Postfix policy delegation protocol, as check_policy_service speaks it", func(t *testing.T) {
+		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["delegation"]))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprint(c, "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=192.0.2.7\n"+
+			"client_name=unknown\nhelo_name=x.example.net\nsender=a@example.net\nrecipient=lisa@example.com\n\n")
+		reply, err := bufio.NewReader(c).ReadString('\n')
+		if err != nil || reply != "action=554 5.7.1 Relay access denied\n" {
+			t.Errorf("policy delegation: %q, %v", reply, err)
+		}
+	})
+
 	t.Run("Dovecot auth protocol, as Postfix speaks it", func(t *testing.T) {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["dovecot"]))
 		if err != nil {

@@ -110,7 +110,7 @@ func newStack(t *testing.T, extraMain string) *stack {
 	}
 	s := &stack{t: t, conf: t.TempDir(), port: map[string]int{}, procs: map[string]*exec.Cmd{}, logs: map[string]string{}}
 	s.maildir = filepath.Join(s.conf, "maildir")
-	for _, name := range []string{"mx", "submission", "submissions", "policy", "auth", "dovecot"} {
+	for _, name := range []string{"mx", "submission", "submissions", "policy", "delegation", "auth", "dovecot"} {
 		s.port[name] = freePort(t)
 	}
 	mainCF, err := os.ReadFile(filepath.Join(root, "deploy/local/main.cf"))
@@ -122,6 +122,7 @@ func newStack(t *testing.T, extraMain string) *stack {
 	mainCF = append(mainCF, fmt.Sprintf(`
 # --- end-to-end test overrides ---
 smtpgate_policy_listen = 127.0.0.1:%d
+smtpgate_policy_delegation_listen = 127.0.0.1:%d
 smtpgate_auth_listen = 127.0.0.1:%d
 smtpgate_dovecot_auth_listen = 127.0.0.1:%d
 smtpgate_next_hop = maildir:%s
@@ -130,7 +131,7 @@ smtpd_tls_key_file = %s
 smtpgate_policy_timeout = 3s
 smtpgate_auth_timeout = 3s
 %s
-`, s.port["policy"], s.port["auth"], s.port["dovecot"], s.maildir, certFile, keyFile, extraMain)...)
+`, s.port["policy"], s.port["delegation"], s.port["auth"], s.port["dovecot"], s.maildir, certFile, keyFile, extraMain)...)
 	write(t, filepath.Join(s.conf, "main.cf"), string(mainCF))
 	masterCF, err := os.ReadFile(filepath.Join(root, "deploy/local/master.cf"))
 	if err != nil {
@@ -214,6 +215,8 @@ func (s *stack) ports(svc string) []int {
 		return []int{s.port["mx"], s.port["submission"], s.port["submissions"]}
 	case "auth":
 		return []int{s.port["auth"], s.port["dovecot"]}
+	case "policy":
+		return []int{s.port["policy"], s.port["delegation"]}
 	default:
 		return []int{s.port[svc]}
 	}
