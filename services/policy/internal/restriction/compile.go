@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/resolver"
 	"github.com/smtpgate/smtpgate/services/policy/internal/matchlist"
 	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
@@ -21,6 +22,10 @@ type Options struct {
 	OpenTable func(spec string) (table.Table, error)
 	// Logger gets table reload problems; nil discards them.
 	Logger *slog.Logger
+	// DNS is the resolver of the DNS-based restrictions
+	// (reject_rbl_client, reject_unknown_sender_domain, check_spf...);
+	// without one, naming them is a configuration error.
+	DNS *resolver.Resolver
 }
 
 // compiler holds what restrictions are built from.
@@ -34,7 +39,9 @@ type compiler struct {
 	env     *accessEnv
 	valid   *validRecipients
 	logins  maps
-	errs    []error
+	// rblReplies is rbl_reply_maps, opened on first use.
+	rblReplies *maps
+	errs       []error
 	// param is the parameter whose list is being compiled.
 	param string
 	// runtime is set while compiling an access table value during
@@ -307,6 +314,17 @@ func (c *compiler) items(param string, words []string, stack []string) []Restric
 			}
 			continue
 		}
+		if _, ok := dnsxlRestrictions[lower]; ok {
+			if i+1 == len(words) || strings.Contains(words[i+1], ":") || !strings.Contains(words[i+1], ".") {
+				errorf("restriction %s needs a domain name after it", lower)
+				continue
+			}
+			i++
+			if r := c.dnsxl(errorf, lower, words[i]); r != nil {
+				out = append(out, r)
+			}
+			continue
+		}
 		if r := c.restriction(errorf, item, stack); r != nil {
 			out = append(out, r)
 		}
@@ -394,6 +412,9 @@ func (c *compiler) restriction(errorf func(string, ...any), item string, stack [
 		}
 		return r
 	}
+	if r, ok := c.dnsRestriction(errorf, strings.ToLower(item)); ok {
+		return r
+	}
 	// Postfix looks up classes after its built-in names.
 	if c.cfg.IsClass(item) {
 		if l := c.class(item, stack); l != nil {
@@ -431,12 +452,6 @@ func notYet(name string) bool {
 		"check_recipient_mx_access", "check_recipient_ns_access",
 		"check_reverse_client_hostname_mx_access", "check_reverse_client_hostname_ns_access",
 		"check_policy_service",
-		"reject_rbl_client", "reject_rhsbl_client", "reject_rhsbl_reverse_client",
-		"reject_rhsbl_helo", "reject_rhsbl_sender", "reject_rhsbl_recipient",
-		"permit_dnswl_client", "permit_rhswl_client",
-		"reject_unknown_client_hostname", "reject_unknown_reverse_client_hostname",
-		"reject_unknown_helo_hostname", "reject_unknown_sender_domain",
-		"reject_unknown_recipient_domain",
 		"reject_unverified_sender", "reject_unverified_recipient",
 		"reject_multi_recipient_bounce",
 		"permit_tls_clientcerts", "permit_tls_all_clientcerts", "permit_mx_backup",

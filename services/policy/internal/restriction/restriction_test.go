@@ -524,8 +524,8 @@ func TestCompileErrors(t *testing.T) {
 	}{
 		{"unknown restriction", "smtpd_recipient_restrictions = permit_mynetwork",
 			[]string{`main.cf:11: smtpd_recipient_restrictions: unknown restriction "permit_mynetwork"`}},
-		{"not implemented yet", "smtpd_client_restrictions = reject_rbl_client",
-			[]string{`main.cf:11: smtpd_client_restrictions: restriction "reject_rbl_client" is not implemented yet`}},
+		{"not implemented yet", "smtpd_client_restrictions = reject_unverified_sender",
+			[]string{`main.cf:11: smtpd_client_restrictions: restriction "reject_unverified_sender" is not implemented yet`}},
 		{"missing table", "smtpd_sender_restrictions = hash:/nonexistent/access",
 			[]string{`main.cf:11: smtpd_sender_restrictions: table hash:/nonexistent/access: stat /nonexistent/access: no such file or directory`}},
 		{"class without definition", "smtpd_restriction_classes = empty",

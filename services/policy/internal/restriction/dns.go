@@ -1,0 +1,236 @@
+package restriction
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+	"weak"
+
+	"github.com/miekg/dns"
+
+	"github.com/smtpgate/smtpgate/pkg/resolver"
+)
+
+// The DNS-based restrictions (dnsxl.go, dnsunknown.go, dnsspf.go) share
+// what is here: the outcome classes of a lookup, the trace of lookups for
+// Explain, and the client's names, resolved by the policy itself at most
+// once per check (the edge does no DNS).
+
+// dnsResult is what a restriction branches on, as Postfix's DNS_OK,
+// DNS_NOTFOUND and DNS_RETRY.
+type dnsResult int
+
+const (
+	dnsFound dnsResult = iota
+	// dnsNotFound: NXDOMAIN, NODATA, or a name that cannot be looked up
+	// (permanent).
+	dnsNotFound
+	// dnsTemporary: SERVFAIL, a timeout, a network error.
+	dnsTemporary
+)
+
+// classify maps a resolver error to its class; anything not known to be
+// permanent is temporary, so that a DNS failure never becomes a permit
+// where Postfix would defer.
+func classify(err error) dnsResult {
+	switch {
+	case err == nil:
+		return dnsFound
+	case errors.Is(err, resolver.ErrNotFound), errors.Is(err, resolver.ErrNoData), errors.Is(err, resolver.ErrInvalidName):
+		return dnsNotFound
+	}
+	return dnsTemporary
+}
+
+// traceDNS records one DNS lookup for Explain: table "dns", key
+// "name TYPE", the records (or the error class) as the value.
+func traceDNS(in *Input, name string, qtype uint16, records []string, err error) {
+	if in.st.lookups == nil {
+		return
+	}
+	l := Lookup{Table: "dns", Key: strings.TrimSuffix(name, ".") + " " + dns.TypeToString[qtype]}
+	switch classify(err) {
+	case dnsFound:
+		l.Found, l.Value = true, strings.Join(records, " ")
+	case dnsNotFound:
+		l.Value = "not found"
+		if errors.Is(err, resolver.ErrNoData) {
+			l.Value = "no data"
+		}
+	default:
+		l.Value = "temporary failure"
+	}
+	in.lookup(l)
+}
+
+// lookupAddrs is LookupA or LookupAAAA with the trace.
+func lookupAddrs(ctx context.Context, in *Input, r *resolver.Resolver, name string, qtype uint16) ([]netip.Addr, error) {
+	var (
+		addrs []netip.Addr
+		err   error
+	)
+	if qtype == dns.TypeAAAA {
+		addrs, err = r.LookupAAAA(ctx, name)
+	} else {
+		addrs, err = r.LookupA(ctx, name)
+	}
+	if in.st.lookups != nil {
+		recs := make([]string, len(addrs))
+		for i, a := range addrs {
+			recs[i] = a.String()
+		}
+		traceDNS(in, name, qtype, recs, err)
+	}
+	return addrs, err
+}
+
+func lookupTXT(ctx context.Context, in *Input, r *resolver.Resolver, name string) ([]string, error) {
+	txt, err := r.LookupTXT(ctx, name)
+	traceDNS(in, name, dns.TypeTXT, txt, err)
+	return txt, err
+}
+
+func lookupMX(ctx context.Context, in *Input, r *resolver.Resolver, name string) ([]resolver.MX, error) {
+	mx, err := r.LookupMX(ctx, name)
+	if in.st.lookups != nil {
+		recs := make([]string, len(mx))
+		for i, m := range mx {
+			recs[i] = m.Host
+		}
+		traceDNS(in, name, dns.TypeMX, recs, err)
+	}
+	return mx, err
+}
+
+// peerStatus is how well a client name is known (SMTPD_PEER_CODE_* in
+// Postfix's smtpd_peer.c).
+type peerStatus int
+
+const (
+	peerOK peerStatus = iota
+	// peerTemp: a lookup failed temporarily.
+	peerTemp
+	// peerPerm: no PTR record (or no valid name in it).
+	peerPerm
+	// peerForged: the PTR names do not resolve back to the address.
+	peerForged
+)
+
+// clientNames are the client's names as Postfix's smtpd_peer.c finds
+// them: the reverse name is the PTR name, the name is a PTR name whose
+// A or AAAA records include the address (forward-confirmed reverse DNS).
+type clientNames struct {
+	reverse, name             string // "unknown" when not known
+	reverseStatus, nameStatus peerStatus
+}
+
+// maxPTRNames bounds the PTR names whose addresses are looked up.
+const maxPTRNames = 10
+
+// checkState is what the DNS restrictions remember during one check.
+type checkState struct {
+	client *clientNames
+	// spfDone: check_spf evaluated already in this check.
+	spfDone bool
+}
+
+// checkStates maps the evaluation state of a check in progress to its
+// checkState. Its keys are weak, and an entry goes when its check's state
+// is collected, so nothing needs to be told that a check ended.
+var checkStates = struct {
+	mu sync.Mutex
+	m  map[weak.Pointer[evalState]]*checkState
+}{m: map[weak.Pointer[evalState]]*checkState{}}
+
+// stateOf returns the checkState of the check in is part of.
+func stateOf(in *Input) *checkState {
+	k := weak.Make(in.st)
+	checkStates.mu.Lock()
+	defer checkStates.mu.Unlock()
+	if s, ok := checkStates.m[k]; ok {
+		return s
+	}
+	s := &checkState{}
+	checkStates.m[k] = s
+	runtime.AddCleanup(in.st, func(k weak.Pointer[evalState]) {
+		checkStates.mu.Lock()
+		delete(checkStates.m, k)
+		checkStates.mu.Unlock()
+	}, k)
+	return s
+}
+
+// clientNamesOf resolves the client's names once per check. Names the
+// edge reports (a verified client_name, e.g. from a trusted XCLIENT) are
+// taken as they are; otherwise the policy asks DNS.
+func clientNamesOf(ctx context.Context, in *Input, r *resolver.Resolver) *clientNames {
+	s := stateOf(in)
+	if s.client != nil {
+		return s.client
+	}
+	f := in.Facts
+	c := &clientNames{reverse: "unknown", name: "unknown", reverseStatus: peerPerm, nameStatus: peerPerm}
+	s.client = c
+	if known(f.ClientName) {
+		c.name, c.nameStatus = f.ClientName, peerOK
+		c.reverse, c.reverseStatus = f.ClientName, peerOK
+		if known(f.ReverseClientName) {
+			c.reverse = f.ReverseClientName
+		}
+		return c
+	}
+	addr := f.ClientAddr.Unmap()
+	if !addr.IsValid() {
+		return c
+	}
+	rev, _ := resolver.ReverseName(addr)
+	ptrs, err := r.LookupPTR(ctx, addr)
+	traceDNS(in, rev, dns.TypePTR, ptrs, err)
+	switch classify(err) {
+	case dnsTemporary:
+		c.reverseStatus, c.nameStatus = peerTemp, peerTemp
+		return c
+	case dnsNotFound:
+		return c
+	}
+	var names []string
+	for _, p := range ptrs {
+		if n := strings.TrimSuffix(p, "."); validHostname(n) {
+			names = append(names, n)
+		}
+	}
+	if len(names) == 0 {
+		return c
+	}
+	c.reverse, c.reverseStatus = names[0], peerOK
+	qtype := dns.TypeA
+	if addr.Is6() {
+		qtype = dns.TypeAAAA
+	}
+	c.nameStatus = peerForged
+	for _, n := range names[:min(len(names), maxPTRNames)] {
+		addrs, err := lookupAddrs(ctx, in, r, n, qtype)
+		if classify(err) == dnsTemporary {
+			c.nameStatus = peerTemp
+			continue
+		}
+		for _, a := range addrs {
+			if a.Unmap() == addr {
+				c.name, c.nameStatus = n, peerOK
+				return c
+			}
+		}
+	}
+	return c
+}
+
+// known reports a client name other than "" and "unknown".
+func known(name string) bool { return name != "" && !strings.EqualFold(name, "unknown") }
+
+// needsResolver is the compile error of a DNS restriction without one.
+func needsResolver(name string) string {
+	return "restriction " + name + " needs a resolver (smtpgate-policy builds one from smtpgate_dns_servers; none was given here)"
+}
