@@ -18,7 +18,40 @@ func edgeParams() []Def {
 		{Name: "smtpd_timeout", Default: "300s", Owner: Edge, Listener: true, Check: CheckDuration},
 		// Longest command line accepted (Postfix: line_length_limit).
 		{Name: "line_length_limit", Default: "2048", Owner: Edge, Listener: true, Check: CheckInt},
+		// Error limits as Postfix's smtpd: from smtpd_soft_error_limit
+		// errors on every reply waits smtpd_error_sleep_time; at
+		// smtpd_hard_error_limit the session ends (421 4.7.0); each
+		// HELO/EHLO/RSET/NOOP/VRFY/ETRN past smtpd_junk_command_limit is
+		// an error. 0 turns a limit off (unlike Postfix).
 		{Name: "smtpd_hard_error_limit", Default: "20", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "smtpd_soft_error_limit", Default: "10", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "smtpd_error_sleep_time", Default: "1s", Owner: Edge, Listener: true, Check: CheckDuration},
+		{Name: "smtpd_junk_command_limit", Default: "100", Owner: Edge, Listener: true, Check: CheckInt},
+		// yes: a client that pipelines where RFC 2920 does not allow it
+		// is disconnected (554 5.5.0), as Postfix 3.7.9 and later.
+		{Name: "smtpd_forbid_unauth_pipelining", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
+		// How long to wait before the 220 for a client that talks first
+		// (reported as unauthorized pipelining). Not a Postfix
+		// parameter (postscreen_greet_wait is the nearest). 0: no wait.
+		{Name: "smtpgate_greet_pause", Default: "0s", Owner: Edge, Listener: true, Check: CheckDuration},
+		// Connection limits per client address and listener, counted in
+		// each edge process (not across a cluster). 0: no limit.
+		{Name: "smtpd_client_connection_count_limit", Default: "50", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "smtpd_client_connection_rate_limit", Default: "0", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "anvil_rate_time_unit", Default: "60s", Owner: Edge, Check: CheckDuration},
+		// Clients the connection limits do not apply to: addresses and
+		// networks only (no host names or tables).
+		{Name: "smtpd_client_event_limit_exceptions", Default: "$mynetworks", Owner: Edge, Listener: true},
+		// All connections one edge process serves at once; beyond it
+		// "421 4.3.2 All server ports are busy" (postscreen's words).
+		// Not a Postfix parameter (master.cf's process limit). 0: none.
+		{Name: "smtpgate_max_connections", Default: "1000", Owner: Edge, Check: CheckInt},
+		// Message content above this many bytes is spooled to a file in
+		// smtpgate_spool_directory (mode 0600, removed after the
+		// hand-off) instead of being held in memory.
+		{Name: "smtpgate_memory_message_limit", Default: "1048576", Owner: Edge, Listener: true, Check: CheckInt},
+		// Empty: os.TempDir()/smtpgate.
+		{Name: "smtpgate_spool_directory", Default: "", Owner: Edge},
 		{Name: "smtpd_helo_required", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
 		{Name: "disable_vrfy_command", Default: "yes", Owner: Edge, Listener: true, Check: CheckBool},
 		// Where accepted mail goes: maildir:PATH, smtp://host:port,

@@ -69,20 +69,30 @@ func listeners(main *maincf.Config, services []maincf.Service) ([]*smtpd.Listene
 
 func newListener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 	l := &smtpd.Listener{
-		Name:           name,
-		Hostname:       c.Get("myhostname"),
-		Banner:         c.Get("smtpd_banner"),
-		Wrapper:        c.Bool("smtpd_tls_wrappermode"),
-		SASL:           c.Bool("smtpd_sasl_auth_enable"),
-		TLSAuthOnly:    c.Bool("smtpd_tls_auth_only"),
-		MaxMessageSize: c.Int("message_size_limit"),
-		MaxRecipients:  int(c.Int("smtpd_recipient_limit")),
-		LineLimit:      int(c.Int("line_length_limit")),
-		Timeout:        c.Duration("smtpd_timeout"),
-		DisableVRFY:    c.Bool("disable_vrfy_command"),
-		HELORequired:   c.Bool("smtpd_helo_required"),
-		HardErrorLimit: int(c.Int("smtpd_hard_error_limit")),
-		SoftBounce:     c.Bool("soft_bounce"),
+		Name:                   name,
+		Hostname:               c.Get("myhostname"),
+		Banner:                 c.Get("smtpd_banner"),
+		Wrapper:                c.Bool("smtpd_tls_wrappermode"),
+		SASL:                   c.Bool("smtpd_sasl_auth_enable"),
+		TLSAuthOnly:            c.Bool("smtpd_tls_auth_only"),
+		MaxMessageSize:         c.Int("message_size_limit"),
+		MaxRecipients:          int(c.Int("smtpd_recipient_limit")),
+		LineLimit:              int(c.Int("line_length_limit")),
+		Timeout:                c.Duration("smtpd_timeout"),
+		DisableVRFY:            c.Bool("disable_vrfy_command"),
+		HELORequired:           c.Bool("smtpd_helo_required"),
+		HardErrorLimit:         int(c.Int("smtpd_hard_error_limit")),
+		SoftErrorLimit:         int(c.Int("smtpd_soft_error_limit")),
+		ErrorSleep:             c.Duration("smtpd_error_sleep_time"),
+		JunkCommandLimit:       int(c.Int("smtpd_junk_command_limit")),
+		ForbidUnauthPipelining: c.Bool("smtpd_forbid_unauth_pipelining"),
+		GreetPause:             c.Duration("smtpgate_greet_pause"),
+		ConnectionCountLimit:   int(c.Int("smtpd_client_connection_count_limit")),
+		ConnectionRateLimit:    int(c.Int("smtpd_client_connection_rate_limit")),
+		RateTimeUnit:           c.Duration("anvil_rate_time_unit"),
+		MemoryMessageLimit:     c.Int("smtpgate_memory_message_limit"),
+		SpoolDir:               c.Path("smtpgate_spool_directory"),
+		SoftBounce:             c.Bool("soft_bounce"),
 		// ETRN is advertised where Postfix's submission examples would
 		// not want it: everywhere but on listeners with SASL on.
 		ETRN: !c.Bool("smtpd_sasl_auth_enable"),
@@ -92,6 +102,11 @@ func newListener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 		return nil, c.Errorf("smtpd_authorized_xclient_hosts", "%v", err)
 	}
 	l.XCLIENTHosts = xh
+	ex, err := listener.ParseNetworks(c.List("smtpd_client_event_limit_exceptions"))
+	if err != nil {
+		return nil, c.Errorf("smtpd_client_event_limit_exceptions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err)
+	}
+	l.EventLimitExceptions = ex
 	if cert := c.Path("smtpd_tls_cert_file"); cert != "" {
 		kp, err := tls.LoadX509KeyPair(cert, c.Path("smtpd_tls_key_file"))
 		if err != nil {
@@ -186,6 +201,7 @@ func New(cfg Config) (*Server, error) {
 		Logger:        cfg.Logger,
 		PolicyTimeout: cfg.Main.Duration("smtpgate_policy_timeout"),
 		AuthTimeout:   cfg.Main.Duration("smtpgate_auth_timeout"),
+		Limits:        &smtpd.ConnLimits{Max: int(cfg.Main.Int("smtpgate_max_connections"))},
 	}
 	return s, nil
 }

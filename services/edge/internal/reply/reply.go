@@ -223,6 +223,22 @@ func Timeout(host string) Reply {
 	return Reply{Code: 421, Enhanced: "4.4.2", Lines: []string{host + " Error: timeout exceeded"}, Close: true}
 }
 
+// SyncError closes a session that sent commands ahead of a reply where
+// RFC 2920 does not allow it, with smtpd_forbid_unauth_pipelining = yes
+// (Postfix 3.7.9's smtpd.c; checked by the differential test).
+var SyncError = Reply{Code: 554, Enhanced: "5.5.0", Lines: []string{"Error: SMTP protocol synchronization"}, Close: true}
+
+// TooManyConnections refuses a client over
+// smtpd_client_connection_count_limit or smtpd_client_connection_rate_limit;
+// Postfix's smtpd gives both the same words.
+func TooManyConnections(host, addr string) Reply {
+	return Reply{Code: 421, Enhanced: "4.7.0", Lines: []string{host + " Error: too many connections from " + addr}, Close: true}
+}
+
+// ServerBusy refuses a connection over smtpgate_max_connections, in
+// postscreen's words for a full pool of smtpd processes.
+var ServerBusy = Reply{Code: 421, Enhanced: "4.3.2", Lines: []string{"All server ports are busy"}, Close: true}
+
 // ShuttingDown closes a session when the edge stops.
 func ShuttingDown(host string) Reply {
 	return Reply{Code: 421, Enhanced: "4.3.2", Lines: []string{host + " Service shutting down, closing transmission channel"}, Close: true}

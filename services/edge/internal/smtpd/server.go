@@ -79,7 +79,42 @@ type Listener struct {
 	// HELORequired is smtpd_helo_required: MAIL before HELO/EHLO is
 	// refused (Postfix's default, no, accepts it).
 	HELORequired   bool
-	HardErrorLimit int
+	// HardErrorLimit is smtpd_hard_error_limit: at this many errors the
+	// session ends with "421 4.7.0 <host> Error: too many errors".
+	// SoftErrorLimit is smtpd_soft_error_limit: from this many errors on,
+	// every reply waits ErrorSleep (smtpd_error_sleep_time) first, as
+	// Postfix's smtpd_chat_reply does. JunkCommandLimit is
+	// smtpd_junk_command_limit: each HELO, EHLO, RSET, NOOP, VRFY or ETRN
+	// beyond it counts as an error. Zero turns each off.
+	HardErrorLimit   int
+	SoftErrorLimit   int
+	ErrorSleep       time.Duration
+	JunkCommandLimit int
+	// ForbidUnauthPipelining is smtpd_forbid_unauth_pipelining: a client
+	// that sends ahead where RFC 2920 does not allow it is disconnected
+	// with "554 5.5.0 Error: SMTP protocol synchronization" instead of
+	// only being reported to policy (reject_unauth_pipelining).
+	ForbidUnauthPipelining bool
+	// GreetPause is smtpgate_greet_pause: how long to wait before the
+	// 220 greeting for a client that talks first (a pregreet, reported as
+	// unauthorized pipelining). Zero: no pause.
+	GreetPause time.Duration
+	// ConnectionCountLimit (smtpd_client_connection_count_limit) and
+	// ConnectionRateLimit (smtpd_client_connection_rate_limit per
+	// RateTimeUnit, anvil_rate_time_unit) limit each client address on
+	// this listener, counted in Server.Limits; clients in
+	// EventLimitExceptions (smtpd_client_event_limit_exceptions) and
+	// XCLIENTHosts are exempt, as in Postfix. Zero: no limit.
+	ConnectionCountLimit int
+	ConnectionRateLimit  int
+	RateTimeUnit         time.Duration
+	EventLimitExceptions *listener.Networks
+	// MemoryMessageLimit is smtpgate_memory_message_limit: message
+	// content beyond it is spooled to a file (mode 0600) in SpoolDir
+	// (smtpgate_spool_directory) until the next hop has it. Zero: 1 MiB;
+	// an empty SpoolDir: os.TempDir()/smtpgate.
+	MemoryMessageLimit int64
+	SpoolDir           string
 	// SoftBounce is soft_bounce: every 5xx reply is sent as 4xx.
 	SoftBounce bool
 	NextHop    handoff.Target
@@ -98,6 +133,8 @@ type Server struct {
 	Logger        *slog.Logger
 	PolicyTimeout time.Duration
 	AuthTimeout   time.Duration
+	// Limits counts connections across all listeners; nil: no limits.
+	Limits *ConnLimits
 }
 
 // Serve runs one SMTP session on conn to its end and closes conn. ctx

@@ -70,7 +70,11 @@ type session struct {
 	// unauthPipelining: the client sent ahead where it may not.
 	unauthPipelining bool
 	errors           int
-	commands         int
+	// junk counts smtpd_junk_command_limit's commands.
+	junk     int
+	commands int
+	// release gives back the session's place in Server.Limits.
+	release func()
 	// prepend are headers policy asked for at session stages.
 	prepend []*policyv1.Header
 
@@ -153,6 +157,9 @@ func newID() string {
 
 func (s *session) close() {
 	s.resetTx()
+	if s.release != nil {
+		s.release()
+	}
 	_ = s.bw.Flush()
 	_ = s.conn.Close()
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
@@ -177,6 +184,11 @@ func (s *session) send(r reply.Reply) {
 	}
 	if s.l.SoftBounce {
 		r = r.SoftBounced()
+	}
+	// Postfix's smtpd_chat_reply: past smtpd_soft_error_limit every
+	// reply is delayed.
+	if s.l.SoftErrorLimit > 0 && s.l.ErrorSleep > 0 && s.errors >= s.l.SoftErrorLimit {
+		time.Sleep(s.l.ErrorSleep)
 	}
 	_, _ = s.bw.WriteString(r.String())
 	if r.Code >= 400 {
@@ -246,6 +258,14 @@ func (s *session) run(ctx context.Context) {
 			return
 		}
 	}
+	if r, ok := s.admit(); !ok {
+		s.send(r)
+		return
+	}
+	if s.pregreet() && s.l.ForbidUnauthPipelining {
+		s.send(reply.SyncError)
+		return
+	}
 	if r, ok := s.connectCheck(ctx); !ok {
 		s.send(r)
 		if r.Close {
@@ -255,6 +275,13 @@ func (s *session) run(ctx context.Context) {
 		s.send(reply.Greeting(s.l.Banner))
 	}
 	for {
+		// As Postfix's smtpd_proto: the limit is checked before each
+		// command is read.
+		if s.l.HardErrorLimit > 0 && s.errors >= s.l.HardErrorLimit {
+			s.send(reply.TooManyErrors(s.l.Hostname))
+			s.log.Info("too many errors", "errors", s.errors)
+			return
+		}
 		if ctx.Err() != nil {
 			s.send(reply.ShuttingDown(s.l.Hostname))
 			return
@@ -263,9 +290,7 @@ func (s *session) run(ctx context.Context) {
 		switch {
 		case errors.Is(err, errLineTooLong):
 			s.send(reply.LineTooLong)
-			if s.countError() {
-				return
-			}
+			s.errors++
 			continue
 		case isTimeout(err):
 			s.send(reply.Timeout(s.l.Hostname))
@@ -278,26 +303,61 @@ func (s *session) run(ctx context.Context) {
 			return
 		}
 		s.commands++
+		denied := s.denied
 		r := s.command(ctx, line)
 		s.send(r)
 		if r.Close {
 			return
 		}
-		if r.Code >= 400 && s.countError() {
-			return
+		if r.Code >= 400 {
+			s.errors++
+		}
+		// smtpd_junk_command_limit: commands that can be repeated
+		// without end and cost the client nothing (Postfix's
+		// SMTPD_CMD_FLAG_LIMIT); each one past the limit is an error.
+		if verb, _ := splitCommand(line); junkCommands[verb] && !denied && s.l.JunkCommandLimit > 0 {
+			if s.junk > s.l.JunkCommandLimit {
+				s.errors++
+			}
+			s.junk++
 		}
 	}
 }
 
-// countError counts a refused command and closes the session past
-// smtpd_hard_error_limit.
-func (s *session) countError() bool {
-	s.errors++
-	if s.l.HardErrorLimit > 0 && s.errors >= s.l.HardErrorLimit {
-		s.send(reply.TooManyErrors(s.l.Hostname))
-		return true
+// junkCommands are the commands smtpd_junk_command_limit counts.
+var junkCommands = map[string]bool{"HELO": true, "EHLO": true, "RSET": true, "NOOP": true, "VRFY": true, "ETRN": true}
+
+// admit applies the connection limits (Server.Limits). The session
+// releases its place when it closes.
+func (s *session) admit() (reply.Reply, bool) {
+	exempt := s.xclientOK
+	if ip, err := netip.ParseAddr(s.clientAddr); err == nil && s.l.EventLimitExceptions.Contains(ip) {
+		exempt = true
 	}
-	return false
+	r, ok, release := s.srv.Limits.admit(s.l, s.clientAddr, exempt)
+	s.release = release
+	if !ok {
+		s.log.Warn("connection limit exceeded", "reply", r.Text())
+	}
+	return r, ok
+}
+
+// pregreet waits up to GreetPause before the greeting and reports
+// whether the client talked first; that is unauthorized pipelining
+// (RFC 5321 §4.3.1: the client waits for the greeting).
+func (s *session) pregreet() bool {
+	if s.l.GreetPause <= 0 {
+		return false
+	}
+	_ = s.conn.SetReadDeadline(time.Now().Add(s.l.GreetPause))
+	_, err := s.br.Peek(1)
+	_ = s.conn.SetReadDeadline(time.Time{})
+	if err != nil {
+		return false
+	}
+	s.unauthPipelining = true
+	s.log.Info("pregreet: client talked before the greeting", "bytes", s.br.Buffered())
+	return true
 }
 
 func isTimeout(err error) bool {
@@ -305,8 +365,27 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// mustBeLast are the commands RFC 2920 §3.1 says end a pipelined group.
-var mustBeLast = map[string]bool{"EHLO": true, "HELO": true, "DATA": true, "VRFY": true, "EXPN": true, "TURN": true, "QUIT": true, "NOOP": true, "STARTTLS": true, "AUTH": true}
+// mustBeLast are the commands that end a pipelined group (RFC 2920
+// §3.1) as Postfix's command table flags them (SMTPD_CMD_FLAG_LAST);
+// STARTTLS is judged by starttls itself.
+var mustBeLast = map[string]bool{"EHLO": true, "HELO": true, "DATA": true, "VRFY": true, "NOOP": true}
+
+// knownCommands are the commands the engine implements; pipelining is
+// judged for these only, as in Postfix.
+var knownCommands = map[string]bool{"HELO": true, "EHLO": true, "MAIL": true, "RCPT": true, "DATA": true, "RSET": true, "NOOP": true, "QUIT": true, "VRFY": true, "STARTTLS": true, "AUTH": true, "ETRN": true, "XCLIENT": true}
+
+// peekBuffered returns up to n bytes the client already sent.
+func (s *session) peekBuffered(n int) []byte {
+	n = min(n, s.br.Buffered())
+	b, _ := s.br.Peek(n)
+	return b
+}
+
+// printable escapes control characters for a log line.
+func printable(b []byte) string {
+	q := strconv.Quote(string(b))
+	return q[1 : len(q)-1]
+}
 
 // command dispatches one command line.
 func (s *session) command(ctx context.Context, line string) reply.Reply {
@@ -314,16 +393,23 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 		return reply.BadSyntax
 	}
 	verb, arg := splitCommand(line)
-	// Commands sent ahead of a reply where that is not allowed (RFC 2920):
-	// reported to policy (reject_unauth_pipelining).
-	if s.br.Buffered() > 0 && (!s.esmtp || mustBeLast[verb]) {
-		s.unauthPipelining = true
-	}
 	// XCLIENT from an authorized client passes a connect-stage refusal:
 	// the refusal was about the proxy, and XCLIENT says whom it speaks
 	// for (the new identity gets its own connect-stage check).
 	if s.denied && verb != "QUIT" && (verb != "XCLIENT" || !s.xclientOK) {
 		return reply.AccessDenied(s.namaddr())
+	}
+	// Commands sent ahead of a reply where that is not allowed (RFC 2920
+	// §3.1), judged as Postfix's smtpd_proto does: before EHLO every
+	// command must wait for its reply, after it those that end a group.
+	// Reported to policy (reject_unauth_pipelining), or, with
+	// smtpd_forbid_unauth_pipelining, the end of the session.
+	if knownCommands[verb] && !s.unauthPipelining && s.br.Buffered() > 0 && (!s.esmtp || mustBeLast[verb]) {
+		s.unauthPipelining = true
+		s.log.Info("improper command pipelining after "+verb, "next", printable(s.peekBuffered(100)))
+		if s.l.ForbidUnauthPipelining {
+			return reply.SyncError
+		}
 	}
 	switch verb {
 	case "HELO", "EHLO":
