@@ -10,8 +10,12 @@
 // permit: the edge then answers 451 4.3.0 (fail closed).
 //
 // It talks to smtpgate-auth (AuthService/LookupUser) when a table is
-// "auth:users"; DNS-based checks and shared state in Redis will come with
-// the restrictions that need them.
+// "auth:users", and to the recursive DNS servers of smtpgate_dns_servers
+// (or /etc/resolv.conf) for the DNS-based restrictions, through one
+// resolver per process whose answers may be shared with other replicas
+// in the Redis of smtpgate_dns_redis. DNS answers are untrusted data: a
+// DNS failure defers or gives the benefit of the doubt as Postfix does,
+// never a permit.
 package policy
 
 import (
@@ -23,6 +27,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -30,6 +35,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/resolver"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
@@ -58,6 +64,10 @@ type Server struct {
 	engines map[string]*restriction.Engine
 	// authConn reaches smtpgate-auth for "auth:users" tables.
 	authConn *grpc.ClientConn
+	// dns is the resolver of the DNS restrictions; redis its shared
+	// cache, nil without smtpgate_dns_redis.
+	dns   *resolver.Resolver
+	redis *redis.Client
 }
 
 // Validate checks the configuration as smtpgate-policy reads it: unknown
@@ -65,13 +75,50 @@ type Server struct {
 // overrides, and the restriction lists of main.cf and of every listener.
 // Every problem is reported, joined, each with its file:line.
 func Validate(main *maincf.Config, services []maincf.Service) error {
-	_, err := compileAll(main, services, nil, nil)
+	dns, rc, dnsErr := newResolver(main, nil)
+	if rc != nil {
+		defer rc.Close()
+	}
+	_, err := compileAll(main, services, nil, nil, dns, dnsErr)
 	return err
 }
 
-func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger, auth authv1.AuthServiceClient) (map[string]*restriction.Engine, error) {
+// newResolver builds the resolver of the DNS restrictions from
+// smtpgate_dns_servers, smtpgate_dns_timeout and smtpgate_dns_redis. It
+// connects to nothing yet. Errors never quote the Redis URL: it may hold
+// a password.
+func newResolver(main *maincf.Config, log *slog.Logger) (*resolver.Resolver, *redis.Client, error) {
+	cfg := resolver.Config{
+		Servers: main.List("smtpgate_dns_servers"),
+		Timeout: main.Duration("smtpgate_dns_timeout"),
+		Logger:  log,
+	}
+	var rc *redis.Client
+	if u := main.Get("smtpgate_dns_redis"); u != "" {
+		opt, err := redis.ParseURL(u)
+		if err != nil {
+			return nil, nil, main.Errorf("smtpgate_dns_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
+		}
+		rc = redis.NewClient(opt)
+		cfg.Redis = rc
+	}
+	r, err := resolver.New(cfg)
+	if err != nil {
+		if rc != nil {
+			rc.Close()
+		}
+		return nil, nil, main.Errorf("smtpgate_dns_servers", "%v", err)
+	}
+	return r, rc, nil
+}
+
+// compileAll compiles every listener's lists. dns is nil when it could
+// not be built (dnsErr says why): that is only an error for a
+// configuration that uses a DNS restriction.
+func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger, auth authv1.AuthServiceClient,
+	dns *resolver.Resolver, dnsErr error) (map[string]*restriction.Engine, error) {
 	timeout := main.Duration("smtpgate_auth_timeout")
-	opts := restriction.Options{Logger: log, OpenTable: func(spec string) (table.Table, error) {
+	opts := restriction.Options{Logger: log, DNS: dns, OpenTable: func(spec string) (table.Table, error) {
 		if strings.HasPrefix(spec, "auth:") {
 			return openAuthTable(spec, auth, timeout)
 		}
@@ -100,6 +147,9 @@ func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger
 		engines[s.Name] = e
 	}
 	if err := errors.Join(errs...); err != nil {
+		if dnsErr != nil {
+			err = errors.Join(dnsErr, err)
+		}
 		return nil, err
 	}
 	return engines, nil
@@ -133,12 +183,20 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, fmt.Errorf("smtpgate_auth_service: %w", err)
 	}
-	engines, err := compileAll(cfg.Main, cfg.Services, log, authv1.NewAuthServiceClient(conn))
+	dns, rc, dnsErr := newResolver(cfg.Main, log)
+	engines, err := compileAll(cfg.Main, cfg.Services, log, authv1.NewAuthServiceClient(conn), dns, dnsErr)
 	if err != nil {
 		conn.Close()
+		if rc != nil {
+			rc.Close()
+		}
 		return nil, err
 	}
-	return &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines, authConn: conn}, nil
+	if dnsErr != nil {
+		log.Warn("no resolver: DNS restrictions unavailable", "err", dnsErr)
+	}
+	return &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines, authConn: conn,
+		dns: dns, redis: rc}, nil
 }
 
 // Run logs the effective configuration, listens on smtpgate_policy_listen
@@ -175,6 +233,9 @@ func (s *Server) Run(ctx context.Context) error {
 // done.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	defer s.authConn.Close()
+	if s.redis != nil {
+		defer s.redis.Close()
+	}
 	g := grpcserver.New()
 	policyv1.RegisterPolicyServiceServer(g.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
@@ -185,8 +246,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 }
 
 // logConfig logs the effective configuration: main.cf, then each
-// listener's overrides of policy parameters. smtpgate-policy reads no secrets, but secret
-// parameters would be redacted.
+// listener's overrides of policy parameters, secrets (smtpgate_dns_redis)
+// redacted.
 func (s *Server) logConfig(ctx context.Context) {
 	var attrs []any
 	for _, p := range s.cfg.Main.Effective(maincf.Policy) {
@@ -209,6 +270,15 @@ func (s *Server) logConfig(ctx context.Context) {
 		}
 		s.log.InfoContext(ctx, "listener configuration", attrs...)
 	}
+}
+
+// DNSStats returns the counters of the DNS restrictions' resolver (zero
+// without one).
+func (s *Server) DNSStats() resolver.Stats {
+	if s.dns == nil {
+		return resolver.Stats{}
+	}
+	return s.dns.Stats()
 }
 
 // Check implements PolicyService.Check.
