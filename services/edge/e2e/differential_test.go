@@ -16,6 +16,10 @@ package e2e
 //	differs: 3 D2: why (D2 is a "## D2" heading of the differences doc)
 //	> EHLO client.example.net
 //	> RCPT TO:<b@example.com>
+//	>> MAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>
+//
+// A ">> " line is written at once, its commands separated by a literal
+// \r\n (RFC 2920 pipelining); its replies are steps k, k/2, k/3...
 //
 // "main:" lines go to both servers' main.cf, after a common block (see
 // common); "${tables}" in them is the directory of the "file:" tables
@@ -95,6 +99,15 @@ func parseScenario(path string) (*scenario, error) {
 		line := strings.TrimRight(raw, " \t\r")
 		bad := func(format string, args ...any) error {
 			return fmt.Errorf("%s:%d: %s", sc.file, n, fmt.Sprintf(format, args...))
+		}
+		if group, ok := strings.CutPrefix(line, ">> "); ok {
+			// Several commands in one write, separated by a literal
+			// \r\n: RFC 2920 pipelining, wanted or not.
+			if d == nil {
+				return nil, bad("command outside a dialogue")
+			}
+			d.cmds = append(d.cmds, groupPrefix+group)
+			continue
 		}
 		if cmd, ok := strings.CutPrefix(line, "> "); ok {
 			if d == nil {
@@ -232,6 +245,34 @@ func (c *client) send(lines ...string) reply {
 	return c.read()
 }
 
+// groupPrefix marks a dialogue command written as one pipelined group.
+const groupPrefix = "\x00group:"
+
+// sendGroup writes lines in one write and reads a reply for each, up to a
+// 354 (the lines after it are message content, answered once at the
+// final ".") or the connection's end.
+func (c *client) sendGroup(lines []string) []reply {
+	_ = c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.conn.Write([]byte(strings.Join(lines, "\r\n") + "\r\n")); err != nil {
+		return []reply{{text: "closed"}}
+	}
+	var out []reply
+	for i := range lines {
+		r := c.read()
+		out = append(out, r)
+		if r.code == 0 {
+			break
+		}
+		if r.code == 354 {
+			if slices.Contains(lines[i+1:], ".") {
+				out = append(out, c.read())
+			}
+			break
+		}
+	}
+	return out
+}
+
 // row is one step of the side-by-side table.
 type row struct {
 	step, cmd     string
@@ -289,6 +330,25 @@ func (d *dialogue) run(t *testing.T, postfixAddr, smtpgateAddr string) (rows []r
 	add("0", "(connect)", pf.read(), sg.read())
 	for i, cmd := range d.cmds {
 		step := strconv.Itoa(i + 1)
+		if group, ok := strings.CutPrefix(cmd, groupPrefix); ok {
+			lines := strings.Split(group, `\r\n`)
+			ps, ss := pf.sendGroup(lines), sg.sendGroup(lines)
+			for j := range max(len(ps), len(ss)) {
+				var p, s reply
+				if j < len(ps) {
+					p = ps[j]
+				}
+				if j < len(ss) {
+					s = ss[j]
+				}
+				sub := step
+				if j > 0 {
+					sub = step + "/" + strconv.Itoa(j+1)
+				}
+				add(sub, ">> "+group, p, s)
+			}
+			continue
+		}
 		p, s := pf.send(cmd), sg.send(cmd)
 		add(step, cmd, p, s)
 		if !strings.EqualFold(strings.TrimSpace(cmd), "DATA") || (p.code != 354 && s.code != 354) {

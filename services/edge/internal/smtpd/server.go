@@ -78,7 +78,7 @@ type Listener struct {
 	DisableVRFY    bool
 	// HELORequired is smtpd_helo_required: MAIL before HELO/EHLO is
 	// refused (Postfix's default, no, accepts it).
-	HELORequired   bool
+	HELORequired bool
 	// HardErrorLimit is smtpd_hard_error_limit: at this many errors the
 	// session ends with "421 4.7.0 <host> Error: too many errors".
 	// SoftErrorLimit is smtpd_soft_error_limit: from this many errors on,
