@@ -42,19 +42,20 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 	if len(services) == 0 {
 		errs = append(errs, errors.New("master.cf: no smtpd services: the edge has nothing to listen on"))
 	}
-	if _, err := listeners(main, services); err != nil {
+	if _, _, err := listeners(main, services); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
 // listeners compiles each master.cf service into the engine's settings.
-func listeners(main *maincf.Config, services []maincf.Service) ([]*smtpd.Listener, error) {
+func listeners(main *maincf.Config, services []maincf.Service) ([]*smtpd.Listener, []*certificate, error) {
 	var out []*smtpd.Listener
+	var certs []*certificate
 	var errs []error
 	for _, svc := range services {
 		c := main.WithOverrides(svc.Overrides)
-		l, err := newListener(c, svc.Name)
+		l, cert, err := newListener(c, svc.Name)
 		if err == nil {
 			_, err = proxyOf(c)
 		}
@@ -63,12 +64,17 @@ func listeners(main *maincf.Config, services []maincf.Service) ([]*smtpd.Listene
 			continue
 		}
 		out = append(out, l)
+		if cert != nil {
+			certs = append(certs, cert)
+		}
 	}
-	return out, errors.Join(errs...)
+	return out, certs, errors.Join(errs...)
 }
 
-func newListener(c *maincf.Config, name string) (*smtpd.Listener, error) {
-	l := &smtpd.Listener{
+// newListener compiles one listener; cert is its certificate, nil
+// without TLS.
+func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certificate, err error) {
+	l = &smtpd.Listener{
 		Name:                   name,
 		Hostname:               c.Get("myhostname"),
 		Banner:                 c.Get("smtpd_banner"),
@@ -99,20 +105,20 @@ func newListener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 	}
 	xh, err := listener.ParseNetworks(c.List("smtpd_authorized_xclient_hosts"))
 	if err != nil {
-		return nil, c.Errorf("smtpd_authorized_xclient_hosts", "%v", err)
+		return nil, nil, c.Errorf("smtpd_authorized_xclient_hosts", "%v", err)
 	}
 	l.XCLIENTHosts = xh
 	ex, err := listener.ParseNetworks(c.List("smtpd_client_event_limit_exceptions"))
 	if err != nil {
-		return nil, c.Errorf("smtpd_client_event_limit_exceptions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err)
+		return nil, nil, c.Errorf("smtpd_client_event_limit_exceptions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err)
 	}
 	l.EventLimitExceptions = ex
-	if cert := c.Path("smtpd_tls_cert_file"); cert != "" {
-		kp, err := tls.LoadX509KeyPair(cert, c.Path("smtpd_tls_key_file"))
+	if file := c.Path("smtpd_tls_cert_file"); file != "" {
+		cert, err = loadCertificate(file, c.Path("smtpd_tls_key_file"))
 		if err != nil {
-			return nil, c.Errorf("smtpd_tls_cert_file", "%v", err)
+			return nil, nil, c.Errorf("smtpd_tls_cert_file", "%v", err)
 		}
-		l.TLS = &tls.Config{Certificates: []tls.Certificate{kp}, MinVersion: tls.VersionTLS12}
+		l.TLS = &tls.Config{GetCertificate: cert.get, MinVersion: tls.VersionTLS12}
 	}
 	switch c.Get("smtpd_tls_security_level") {
 	case "may":
@@ -125,14 +131,14 @@ func newListener(c *maincf.Config, name string) (*smtpd.Listener, error) {
 		}
 	}
 	if (l.TLSLevel != smtpd.TLSNone || l.Wrapper) && l.TLS == nil {
-		return nil, c.Errorf("smtpd_tls_cert_file", "TLS is required on this listener but no certificate is configured")
+		return nil, nil, c.Errorf("smtpd_tls_cert_file", "TLS is required on this listener but no certificate is configured")
 	}
 	target, err := handoff.Parse(c.Get("smtpgate_next_hop"), c.Resolve, handoff.Options{Hostname: l.Hostname, Timeout: c.Duration("smtpgate_next_hop_timeout")})
 	if err != nil {
-		return nil, c.Errorf("smtpgate_next_hop", "%v", err)
+		return nil, nil, c.Errorf("smtpgate_next_hop", "%v", err)
 	}
 	l.NextHop = target
-	return l, nil
+	return l, cert, nil
 }
 
 // proxySettings is a listener's PROXY protocol configuration; nil when
@@ -162,6 +168,8 @@ type Server struct {
 	proxies []*proxySettings
 	engine  *smtpd.Server
 	conns   []*grpc.ClientConn
+	// certs are the listeners' certificates, reloaded on SIGHUP.
+	certs []*certificate
 }
 
 // New builds the edge and its gRPC clients (which connect lazily and
@@ -170,11 +178,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ls, err := listeners(cfg.Main, cfg.Services)
+	ls, certs, err := listeners(cfg.Main, cfg.Services)
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, listeners: ls}
+	s := &Server{cfg: cfg, log: cfg.Logger, listeners: ls, certs: certs}
 	for _, svc := range cfg.Services {
 		p, err := proxyOf(cfg.Main.WithOverrides(svc.Overrides))
 		if err != nil {
@@ -248,11 +256,15 @@ func (s *Server) Run(ctx context.Context) error {
 
 const shutdownGrace = 10 * time.Second
 
-// Serve accepts on lns (one per listener, in order) until ctx ends.
+// Serve accepts on lns (one per listener, in order) until ctx ends. A
+// SIGHUP meanwhile reloads the TLS certificates (ReloadCertificates).
 func (s *Server) Serve(ctx context.Context, lns []net.Listener) error {
 	if len(lns) != len(s.listeners) {
 		return fmt.Errorf("serve: %d listeners for %d services", len(lns), len(s.listeners))
 	}
+	hupCtx, stopHUP := context.WithCancel(ctx)
+	defer stopHUP()
+	s.reloadOnHUP(hupCtx)
 	sessCtx, stopSessions := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopSessions()
 	var wg sync.WaitGroup

@@ -51,7 +51,7 @@ func TestValidate(t *testing.T) {
 	if err := Validate(cfg, services); err != nil {
 		t.Fatalf("valid configuration refused: %v", err)
 	}
-	ls, err := listeners(cfg, services)
+	ls, _, err := listeners(cfg, services)
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("listeners = %v, %v", ls, err)
 	}
