@@ -1,0 +1,399 @@
+package restriction
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpgate/smtpgate/pkg/resolver"
+)
+
+// compileDNS compiles base+extra with the resolver r, after writing the
+// table files ("TABLES/" is their directory).
+func compileDNS(t *testing.T, r *resolver.Resolver, files map[string]string, extra string) (*Engine, error) {
+	t.Helper()
+	dir := t.TempDir()
+	for name, content := range files {
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return CompileWith(config(t, strings.ReplaceAll(extra, "TABLES/", dir+"/")), Options{DNS: r})
+}
+
+func deferred(code int, dsn, text string) Verdict {
+	return Verdict{Action: ActionDefer, Reply: Reply{code, dsn, text}, Restriction: "defer_if_permit"}
+}
+
+func TestDNSRestrictions(t *testing.T) {
+	stub := startDNSStub(t)
+	r := testResolver(t, stub)
+	const blReason = "listed: see http://bl.test/127.0.0.2"
+	for _, tc := range []struct {
+		name  string
+		files map[string]string
+		conf  string
+		facts *Facts
+		want  Verdict
+	}{
+		// reject_rbl_client
+		{
+			name:  "rbl: test entry",
+			conf:  "smtpd_client_restrictions = reject_rbl_client bl.test",
+			facts: facts(from("127.0.0.2")),
+			want:  refused(554, "5.7.1", "Service unavailable; Client host [127.0.0.2] blocked using bl.test; "+blReason, "reject_rbl_client bl.test", "smtpd_client_restrictions"),
+		},
+		{
+			name:  "rbl: TXT records joined",
+			conf:  "smtpd_client_restrictions = reject_rbl_client bl.test",
+			facts: facts(),
+			want:  refused(554, "5.7.1", "Service unavailable; Client host [203.0.113.5] blocked using bl.test; spam source / second reason", "", ""),
+		},
+		{
+			name:  "rbl: IPv6 by nibbles, no TXT",
+			conf:  "smtpd_client_restrictions = reject_rbl_client bl.test",
+			facts: facts(from("2001:db8::5")),
+			want:  refused(554, "5.7.1", "Service unavailable; Client host [2001:db8::5] blocked using bl.test", "", ""),
+		},
+		{
+			name:  "rbl: not listed",
+			conf:  "smtpd_client_restrictions = reject_rbl_client bl.test",
+			facts: facts(from("198.51.100.7")),
+			want:  permitted(),
+		},
+		{
+			name:  "rbl: filter that the answer does not match",
+			conf:  "smtpd_client_restrictions = reject_rbl_client bl.test=127.0.0.2",
+			facts: facts(),
+			want:  permitted(),
+		},
+		{
+			name:  "rbl: filter range",
+			conf:  "smtpd_client_restrictions = reject_rbl_client bl.test=127.0.0.[2..4]",
+			facts: facts(),
+			want:  refused(554, "5.7.1", "Service unavailable; Client host [203.0.113.5] blocked using bl.test; spam source / second reason", "reject_rbl_client bl.test=127.0.0.[2..4]", "smtpd_client_restrictions"),
+		},
+		{
+			name:  "rbl: filter list",
+			conf:  "smtpd_client_restrictions = reject_rbl_client bl.test=127.0.[0;1].[1;3;9]",
+			facts: facts(),
+			want:  permitted(),
+		},
+		{
+			name:  "rbl: a list that fails is the benefit of the doubt",
+			conf:  "smtpd_client_restrictions = reject_rbl_client servfail.test, reject_rbl_client timeout.test",
+			facts: facts(),
+			want:  permitted(),
+		},
+		{
+			name:  "rbl: maps_rbl_reject_code and soft_bounce",
+			conf:  "maps_rbl_reject_code = 550\nsoft_bounce = yes\nsmtpd_client_restrictions = reject_rbl_client bl.test",
+			facts: facts(from("127.0.0.2")),
+			want:  refused(450, "4.7.1", "Service unavailable; Client host [127.0.0.2] blocked using bl.test; "+blReason, "", ""),
+		},
+		{
+			name:  "rbl: rbl_reply_maps template",
+			files: map[string]string{"replies": "bl.test 421 4.7.0 Go away, $client_address is listed at $rbl_domain${rbl_reason?: $rbl_reason}\n"},
+			conf:  "rbl_reply_maps = texthash:TABLES/replies\nsmtpd_client_restrictions = reject_rbl_client bl.test",
+			facts: facts(from("127.0.0.2")),
+			want:  Verdict{Action: ActionDefer, Reply: Reply{421, "4.7.0", "Go away, 127.0.0.2 is listed at bl.test: " + blReason}, Disconnect: true},
+		},
+		{
+			name:  "rbl: a bad template falls back to default_rbl_reply",
+			files: map[string]string{"replies": "bl.test $no_such_thing\n"},
+			conf:  "rbl_reply_maps = texthash:TABLES/replies\nsmtpd_client_restrictions = reject_rbl_client bl.test",
+			facts: facts(from("127.0.0.2")),
+			want:  Verdict{Action: ActionReject, Reply: Reply{554, "5.7.1", "Service unavailable; Client host [127.0.0.2] blocked using bl.test; " + blReason}, Warnings: []string{"rbl_reply_maps: bad rbl reply template for domain bl.test: $no_such_thing"}},
+		},
+		// the RHSBL restrictions
+		{
+			name:  "rhsbl sender",
+			conf:  "smtpd_sender_restrictions = reject_rhsbl_sender rhsbl.test",
+			facts: facts(sender("x@bad.example")),
+			want:  refused(554, "5.7.1", "Service unavailable; Sender address [x@bad.example] blocked using rhsbl.test; bad domain", "reject_rhsbl_sender rhsbl.test", "smtpd_sender_restrictions"),
+		},
+		{
+			name:  "rhsbl sender: null sender and literal are not looked up",
+			conf:  "smtpd_sender_restrictions = reject_rhsbl_sender rhsbl.test",
+			facts: facts(sender("")),
+			want:  permitted(),
+		},
+		{
+			name:  "rhsbl helo",
+			conf:  "smtpd_helo_restrictions = reject_rhsbl_helo rhsbl.test",
+			facts: facts(helo("bad.example")),
+			want:  refused(554, "5.7.1", "Service unavailable; Helo command [bad.example] blocked using rhsbl.test; bad domain", "", ""),
+		},
+		{
+			name:  "rhsbl helo: numerical last label skipped",
+			conf:  "smtpd_helo_restrictions = reject_rhsbl_helo rhsbl.test",
+			facts: facts(helo("192.0.2.1")),
+			want:  permitted(),
+		},
+		{
+			name:  "rhsbl recipient",
+			conf:  "smtpd_relay_restrictions = reject_rhsbl_recipient rhsbl.test, reject_unauth_destination",
+			facts: facts(to("john@bad.example")),
+			want:  refused(554, "5.7.1", "Service unavailable; Recipient address [john@bad.example] blocked using rhsbl.test; bad domain", "", ""),
+		},
+		{
+			name:  "rhsbl client: the verified name",
+			conf:  "smtpd_client_restrictions = reject_rhsbl_client rhsbl.test",
+			facts: facts(),
+			want:  refused(554, "5.7.1", "Service unavailable; Client host [mail.good.example] blocked using rhsbl.test", "", ""),
+		},
+		{
+			name:  "rhsbl client: a forged name is not the client's",
+			conf:  "smtpd_client_restrictions = reject_rhsbl_client rhsbl.test",
+			facts: facts(from("203.0.113.6")),
+			want:  permitted(),
+		},
+		{
+			name:  "rhsbl reverse client: the PTR name, verified or not",
+			conf:  "smtpd_client_restrictions = reject_rhsbl_reverse_client rhsbl.test",
+			facts: facts(from("203.0.113.6")),
+			want:  refused(554, "5.7.1", "Service unavailable; Unverified Client host [forged.example] blocked using rhsbl.test", "", ""),
+		},
+		// allow lists
+		{
+			name:  "dnswl permits the client list",
+			conf:  "smtpd_client_restrictions = permit_dnswl_client wl.test, reject_rbl_client bl.test",
+			facts: facts(),
+			want:  permitted(),
+		},
+		{
+			name:  "dnswl does not let a stranger relay",
+			conf:  "smtpd_relay_restrictions = permit_dnswl_client wl.test, reject_unauth_destination",
+			facts: facts(to("x@elsewhere.example")),
+			want:  relayDenied("x@elsewhere.example"),
+		},
+		{
+			name:  "dnswl failing turns a later reject into a deferral",
+			conf:  "smtpd_client_restrictions = permit_dnswl_client servfail.test, reject_rbl_client bl.test",
+			facts: facts(from("127.0.0.2")),
+			want:  refused(450, "4.7.1", "<127.0.0.2>: Client host rejected: Service unavailable", "reject_rbl_client bl.test", "smtpd_client_restrictions"),
+		},
+		{
+			name:  "rhswl permits the verified name",
+			conf:  "smtpd_client_restrictions = permit_rhswl_client wl.test, reject",
+			facts: facts(),
+			want:  permitted(),
+		},
+		// client names
+		{
+			name:  "unknown client: verified",
+			conf:  "smtpd_client_restrictions = reject_unknown_client_hostname",
+			facts: facts(),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown client: verified IPv6",
+			conf:  "smtpd_client_restrictions = reject_unknown_client_hostname",
+			facts: facts(from("2001:db8::5")),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown client: forged",
+			conf:  "smtpd_client_restrictions = reject_unknown_client_hostname",
+			facts: facts(from("203.0.113.6")),
+			want:  refused(450, "4.7.25", "Client host rejected: cannot find your hostname, [203.0.113.6]", "reject_unknown_client_hostname", "smtpd_client_restrictions"),
+		},
+		{
+			name:  "unknown client: no PTR, unknown_client_reject_code",
+			conf:  "unknown_client_reject_code = 550\nsmtpd_client_restrictions = reject_unknown_client",
+			facts: facts(from("203.0.113.7")),
+			want:  refused(550, "5.7.25", "Client host rejected: cannot find your hostname, [203.0.113.7]", "reject_unknown_client", "smtpd_client_restrictions"),
+		},
+		{
+			name:  "unknown client: PTR SERVFAIL is 450 whatever the code",
+			conf:  "unknown_client_reject_code = 550\nsmtpd_client_restrictions = reject_unknown_client_hostname",
+			facts: facts(from("203.0.113.8")),
+			want:  refused(450, "4.7.25", "Client host rejected: cannot find your hostname, [203.0.113.8]", "", ""),
+		},
+		{
+			name:  "unknown client: PTR timeout is 450",
+			conf:  "unknown_client_reject_code = 550\nsmtpd_client_restrictions = reject_unknown_client_hostname",
+			facts: facts(from("203.0.113.10")),
+			want:  refused(450, "4.7.25", "Client host rejected: cannot find your hostname, [203.0.113.10]", "", ""),
+		},
+		{
+			name:  "unknown client: forward lookup timeout is 450",
+			conf:  "unknown_client_reject_code = 550\nsmtpd_client_restrictions = reject_unknown_client_hostname",
+			facts: facts(from("203.0.113.9")),
+			want:  refused(450, "4.7.25", "Client host rejected: cannot find your hostname, [203.0.113.9]", "", ""),
+		},
+		{
+			name:  "unknown reverse client: a forged PTR is a PTR",
+			conf:  "smtpd_client_restrictions = reject_unknown_reverse_client_hostname",
+			facts: facts(from("203.0.113.6")),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown reverse client: no PTR",
+			conf:  "unknown_client_reject_code = 550\nsmtpd_client_restrictions = reject_unknown_reverse_client_hostname",
+			facts: facts(from("203.0.113.7")),
+			want:  refused(550, "5.7.1", "Client host rejected: cannot find your reverse hostname, [203.0.113.7]", "reject_unknown_reverse_client_hostname", "smtpd_client_restrictions"),
+		},
+		{
+			name:  "unknown reverse client: SERVFAIL",
+			conf:  "unknown_client_reject_code = 550\nsmtpd_client_restrictions = reject_unknown_reverse_client_hostname",
+			facts: facts(from("203.0.113.8")),
+			want:  refused(450, "4.7.1", "Client host rejected: cannot find your reverse hostname, [203.0.113.8]", "", ""),
+		},
+		// HELO
+		{
+			name:  "unknown helo: MX only",
+			conf:  "smtpd_helo_restrictions = reject_unknown_helo_hostname",
+			facts: facts(helo("mx.example")),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown helo: null MX is a name",
+			conf:  "smtpd_helo_restrictions = reject_unknown_helo_hostname",
+			facts: facts(helo("nullmx.example")),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown helo: NXDOMAIN",
+			conf:  "smtpd_helo_restrictions = reject_unknown_helo_hostname",
+			facts: facts(helo("nx.example")),
+			want:  refused(450, "4.7.1", "<nx.example>: Helo command rejected: Host not found", "reject_unknown_helo_hostname", "smtpd_helo_restrictions"),
+		},
+		{
+			name:  "unknown helo: unknown_hostname_reject_code",
+			conf:  "unknown_hostname_reject_code = 550\nsmtpd_helo_restrictions = reject_unknown_hostname",
+			facts: facts(helo("nx.example")),
+			want:  refused(550, "5.7.1", "<nx.example>: Helo command rejected: Host not found", "", ""),
+		},
+		{
+			name:  "unknown helo: SERVFAIL is defer_if_permit",
+			conf:  "unknown_hostname_reject_code = 550\nsmtpd_helo_restrictions = reject_unknown_helo_hostname",
+			facts: facts(helo("servfail.example")),
+			want:  deferred(450, "4.7.1", "<servfail.example>: Helo command rejected: Host not found"),
+		},
+		{
+			name:  "unknown helo: defer_if_permit yields to a reject",
+			conf:  "smtpd_helo_restrictions = reject_unknown_helo_hostname, reject",
+			facts: facts(helo("servfail.example")),
+			want:  refused(554, "5.7.1", "<servfail.example>: Helo command rejected: Access denied", "", ""),
+		},
+		{
+			name:  "unknown helo: unknown_helo_hostname_tempfail_action = defer",
+			conf:  "unknown_helo_hostname_tempfail_action = defer\nsmtpd_helo_restrictions = reject_unknown_helo_hostname, reject",
+			facts: facts(helo("host.timeout.example")),
+			want:  refused(450, "4.7.1", "<host.timeout.example>: Helo command rejected: Host not found", "reject_unknown_helo_hostname", "smtpd_helo_restrictions"),
+		},
+		{
+			name:  "unknown helo: bad address literal",
+			conf:  "smtpd_helo_restrictions = reject_unknown_helo_hostname",
+			facts: facts(helo("[192.0.2]")),
+			want:  refused(501, "5.5.2", "<[192.0.2]>: Helo command rejected: invalid ip address", "", ""),
+		},
+		{
+			name:  "unknown helo: address literal",
+			conf:  "smtpd_helo_restrictions = reject_unknown_helo_hostname",
+			facts: facts(helo("[192.0.2.1]")),
+			want:  permitted(),
+		},
+		// sender and recipient domains
+		{
+			name:  "unknown sender domain: MX",
+			conf:  "smtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@mx.example")),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown sender domain: A only",
+			conf:  "smtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@aonly.example")),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown sender domain: NXDOMAIN",
+			conf:  "smtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@nx.example")),
+			want:  refused(450, "4.1.8", "<x@nx.example>: Sender address rejected: Domain not found", "reject_unknown_sender_domain", "smtpd_sender_restrictions"),
+		},
+		{
+			name:  "unknown sender domain: unknown_address_reject_code",
+			conf:  "unknown_address_reject_code = 550\nsmtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@nx.example")),
+			want:  refused(550, "5.1.8", "<x@nx.example>: Sender address rejected: Domain not found", "", ""),
+		},
+		{
+			name:  "unknown sender domain: null MX",
+			conf:  "smtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@nullmx.example")),
+			want:  refused(550, "5.7.27", "<x@nullmx.example>: Sender address rejected: Domain nullmx.example does not accept mail (nullMX)", "", ""),
+		},
+		{
+			name:  "unknown sender domain: SERVFAIL is defer_if_permit",
+			conf:  "unknown_address_reject_code = 550\nsmtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@servfail.example")),
+			want:  deferred(450, "4.1.8", "<x@servfail.example>: Sender address rejected: Domain not found"),
+		},
+		{
+			name:  "unknown sender domain: a server that never answers is defer_if_permit",
+			conf:  "smtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@timeout.example")),
+			want:  deferred(450, "4.1.8", "<x@timeout.example>: Sender address rejected: Domain not found"),
+		},
+		{
+			name:  "unknown sender domain: unknown_address_tempfail_action = defer",
+			conf:  "unknown_address_tempfail_action = defer\nsmtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@timeout.example")),
+			want:  refused(450, "4.1.8", "<x@timeout.example>: Sender address rejected: Domain not found", "reject_unknown_sender_domain", "smtpd_sender_restrictions"),
+		},
+		{
+			name:  "unknown sender domain: our own domain, literals and the null sender are not looked up",
+			conf:  "smtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@example.org")),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown sender domain: address literal",
+			conf:  "smtpd_sender_restrictions = reject_unknown_sender_domain",
+			facts: facts(sender("x@[192.0.2.1]")),
+			want:  permitted(),
+		},
+		{
+			name:  "unknown recipient domain: null MX",
+			conf:  "smtpd_relay_restrictions = reject_unknown_recipient_domain, reject_unauth_destination",
+			facts: facts(to("u@nullmx.example")),
+			want:  refused(556, "5.1.10", "<u@nullmx.example>: Recipient address rejected: Domain nullmx.example does not accept mail (nullMX)", "reject_unknown_recipient_domain", "smtpd_relay_restrictions"),
+		},
+		{
+			name:  "unknown recipient domain: NXDOMAIN",
+			conf:  "smtpd_relay_restrictions = reject_unknown_recipient_domain, reject_unauth_destination",
+			facts: facts(to("u@nx.example")),
+			want:  refused(450, "4.1.2", "<u@nx.example>: Recipient address rejected: Domain not found", "", ""),
+		},
+		// SPF
+		{
+			name:  "spf fail",
+			conf:  "smtpd_recipient_restrictions = check_spf",
+			facts: facts(sender("x@spffail.example")),
+			want:  refused(550, "5.7.23", "<x@spffail.example>: Sender address rejected: SPF fail - not authorized", "check_spf", "smtpd_recipient_restrictions"),
+		},
+		{
+			name:  "spf temperror",
+			conf:  "smtpd_recipient_restrictions = check_spf",
+			facts: facts(sender("x@spftemp.example")),
+			want:  refused(451, "4.7.24", "<x@spftemp.example>: Sender address rejected: SPF temporary error", "", ""),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := compileDNS(t, r, tc.files, tc.conf)
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			got := verdictOf(t, e, tc.facts, tc.want)
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("verdict (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
