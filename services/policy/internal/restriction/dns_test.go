@@ -1,6 +1,8 @@
 package restriction
 
 import (
+	"context"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
 
@@ -395,5 +398,186 @@ func TestDNSRestrictions(t *testing.T) {
 				t.Errorf("verdict (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+func TestCheckSPFHeaderAndActions(t *testing.T) {
+	stub := startDNSStub(t)
+	r := testResolver(t, stub)
+	for _, tc := range []struct {
+		name, conf, sender string
+		action             Action
+		header             string // prefix of the Received-SPF value
+		warnings           []string
+	}{
+		{"pass", "", "x@spfpass.example", ActionPermit, "Received-SPF: pass (mail.example.org: domain of x@spfpass.example designates 203.0.113.5 as permitted sender)", nil},
+		{"softfail warns", "", "x@spfsoft.example", ActionPermit, "Received-SPF: softfail ", []string{"warn: <x@spfsoft.example>: Sender address: SPF softfail - not authorized (203.0.113.5)"}},
+		{"permerror ignored", "", "x@spfperm.example", ActionPermit, "Received-SPF: permerror ", nil},
+		{"none", "", "x@aonly.example", ActionPermit, "Received-SPF: none ", nil},
+		{"fail as a warning", "smtpgate_spf_fail_action = warn\n", "x@spffail.example", ActionPermit, "Received-SPF: fail ", []string{"warn: <x@spffail.example>: Sender address: SPF fail - not authorized (203.0.113.5)"}},
+		{"temperror ignored", "smtpgate_spf_temperror_action = ignore\n", "x@spftemp.example", ActionPermit, "Received-SPF: temperror ", nil},
+		{"softfail rejected", "smtpgate_spf_softfail_action = reject\n", "x@spfsoft.example", ActionReject, "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := compileDNS(t, r, nil, tc.conf+"smtpd_recipient_restrictions = check_spf, check_spf")
+			if err != nil {
+				t.Fatal(err)
+			}
+			v, err := e.Check(context.Background(), facts(sender(tc.sender)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if v.Action != tc.action {
+				t.Fatalf("action %v, want %v (%v)", v.Action, tc.action, v.Reply)
+			}
+			if tc.header == "" {
+				return
+			}
+			// check_spf twice in the list: one evaluation, one header.
+			if len(v.Prepend) != 1 || !strings.HasPrefix(v.Prepend[0], tc.header) {
+				t.Errorf("prepend %q, want one starting %q", v.Prepend, tc.header)
+			}
+			if diff := cmp.Diff(tc.warnings, v.Warnings); diff != "" {
+				t.Errorf("warnings (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestDNSNeedsResolver(t *testing.T) {
+	for _, conf := range []string{
+		"smtpd_client_restrictions = reject_rbl_client bl.test",
+		"smtpd_client_restrictions = reject_unknown_client_hostname",
+		"smtpd_recipient_restrictions = check_spf",
+	} {
+		_, err := CompileWith(config(t, conf), Options{})
+		if err == nil || !strings.Contains(err.Error(), "needs a resolver") {
+			t.Errorf("%s: got %v, want a \"needs a resolver\" error", conf, err)
+		}
+	}
+	r := testResolver(t, startDNSStub(t))
+	for conf, want := range map[string]string{
+		"smtpd_client_restrictions = reject_rbl_client":                               "needs a domain name after it",
+		"smtpd_client_restrictions = reject_rbl_client, reject":                       "needs a domain name after it",
+		"smtpd_client_restrictions = reject_rbl_client bl.test=127.0.0":               "want four octets",
+		"smtpd_client_restrictions = reject_rbl_client bl.test=1.2.3.[9..2]":          "bad octet list",
+		"smtpgate_spf_fail_action = bounce\nsmtpd_recipient_restrictions = check_spf": "want reject, defer, warn or ignore",
+	} {
+		_, err := compileDNS(t, r, nil, conf)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: got %v, want %q", conf, err, want)
+		}
+	}
+}
+
+func TestDNSExplainShowsLookups(t *testing.T) {
+	r := testResolver(t, startDNSStub(t))
+	e, err := compileDNS(t, r, nil, "smtpd_client_restrictions = reject_unknown_client_hostname, reject_rbl_client bl.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, steps, err := e.Explain(context.Background(), facts(from("127.0.0.2")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]Lookup
+	for _, s := range steps {
+		got = append(got, s.Lookups)
+	}
+	want := [][]Lookup{
+		{{Table: "dns", Key: "2.0.0.127.in-addr.arpa PTR", Value: "not found"}},
+		{
+			{Table: "dns", Key: "2.0.0.127.bl.test A", Found: true, Value: "127.0.0.2"},
+			{Table: "dns", Key: "2.0.0.127.bl.test TXT", Found: true, Value: "listed: see http://bl.test/127.0.0.2"},
+		},
+	}
+	// The first step refuses (no PTR): evaluate the second alone.
+	if diff := cmp.Diff(want[:1], got); diff != "" {
+		t.Errorf("lookups (-want +got):\n%s", diff)
+	}
+	e, err = compileDNS(t, r, nil, "smtpd_client_restrictions = reject_rbl_client bl.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, steps, _ = e.Explain(context.Background(), facts(from("127.0.0.2")))
+	if len(steps) != 1 {
+		t.Fatalf("steps %v", steps)
+	}
+	if diff := cmp.Diff(want[1], steps[0].Lookups); diff != "" {
+		t.Errorf("lookups (-want +got):\n%s", diff)
+	}
+}
+
+// The open-relay check accepts allow lists before
+// reject_unauth_destination: they only permit authorised recipients.
+func TestDNSAllowListsDoNotOpenRelay(t *testing.T) {
+	r := testResolver(t, startDNSStub(t))
+	for _, list := range []string{
+		"permit_dnswl_client wl.test, permit_rhswl_client wl.test, reject_unauth_destination",
+		"permit_dnswl_client wl.test, permit_rhswl_client wl.test, permit_auth_destination, reject",
+	} {
+		e, err := compileDNS(t, r, nil, "smtpd_relay_restrictions = "+list)
+		if err != nil {
+			t.Fatalf("%s: %v", list, err)
+		}
+		v, err := e.Check(context.Background(), facts(to("x@elsewhere.example")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if v.Action == ActionPermit {
+			t.Errorf("%s: a listed stranger relays", list)
+		}
+		if v, _ := e.Check(context.Background(), facts()); v.Action != ActionPermit {
+			t.Errorf("%s: listed client to a local user: %v", list, v)
+		}
+	}
+}
+
+func TestFilterParse(t *testing.T) {
+	f, err := parseIPFilter("127.0.[0..2].[2;4;10..12]")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, want := range map[string]bool{"127.0.0.2": true, "127.0.2.11": true, "127.0.3.2": false, "127.0.1.5": false, "::1": false} {
+		if got := f.matchAny([]netip.Addr{netip.MustParseAddr(addr)}); got != want {
+			t.Errorf("%s: %v, want %v", addr, got, want)
+		}
+	}
+}
+
+func TestJoinTXT(t *testing.T) {
+	long := strings.Repeat("x", 300)
+	got := joinTXT([]string{long, long})
+	if len(got) != rblTXTLimit || !strings.HasPrefix(got, long+" / ") {
+		t.Errorf("joinTXT: %d octets %q...", len(got), got[:310])
+	}
+}
+
+// BenchmarkCachedDNSBL is a reject_rbl_client check answered from the
+// in-process cache.
+func BenchmarkCachedDNSBL(b *testing.B) {
+	stub := startDNSStub(b)
+	r, err := resolver.New(resolver.Config{Servers: []string{stub.Addr}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, err := maincf.Parse("main.cf", strings.NewReader(base+"smtpd_client_restrictions = reject_rbl_client bl.test, reject_rhsbl_sender rhsbl.test\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	e, err := CompileWith(maincf.New(maincf.Params(), f, b.TempDir()), Options{DNS: r})
+	if err != nil {
+		b.Fatal(err)
+	}
+	fs := facts(from("198.51.100.7"))
+	ctx := context.Background()
+	if v, _ := e.Check(ctx, fs); v.Action != ActionPermit {
+		b.Fatal(v)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := e.Check(ctx, fs); err != nil {
+			b.Fatal(err)
+		}
 	}
 }
