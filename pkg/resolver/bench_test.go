@@ -7,6 +7,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/smtpgate/smtpgate/pkg/redistest"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
 
@@ -30,8 +31,8 @@ func BenchmarkHitLocal(b *testing.B) {
 // cache of one entry and two names alternating: every lookup misses it).
 func BenchmarkHitRedis(b *testing.B) {
 	s := startStub(b)
-	rs := startRedis(b, 0)
-	r := newResolver(b, s, nil, func(c *resolver.Config) { c.Redis, c.CacheSize = redisClient(b, rs.Addr()), 1 })
+	rs := redistest.Start(b)
+	r := newResolver(b, s, nil, func(c *resolver.Config) { c.Redis, c.CacheSize = redisClient(b, rs.Addr), 1 })
 	ctx := context.Background()
 	names := []string{"a.example.test", "alias.example.test"}
 	for _, n := range names {

@@ -5,9 +5,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"os"
-	"os/exec"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -17,81 +14,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/smtpgate/smtpgate/pkg/redistest"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
-
-const redisServer = "/usr/bin/redis-server"
-
-// redisProc is a throwaway redis-server on 127.0.0.1, without persistence,
-// killed by its process id.
-type redisProc struct {
-	port   int
-	cmd    *exec.Cmd
-	exited chan struct{}
-	out    *bytes.Buffer
-}
-
-func (p *redisProc) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(p.port)) }
-
-// startRedis runs redis-server on port (0: a free one) and waits until it
-// answers. A missing binary fails the test: it is never skipped.
-func startRedis(t testing.TB, port int) *redisProc {
-	t.Helper()
-	if _, err := os.Stat(redisServer); err != nil {
-		t.Fatalf("%s is needed (install it with scripts/deps --test): %v", redisServer, err)
-	}
-	if port == 0 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		p := &redisProc{port: port, exited: make(chan struct{}), out: new(bytes.Buffer)}
-		p.cmd = exec.Command(redisServer, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", "")
-		p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
-		if err := p.cmd.Start(); err != nil {
-			t.Fatalf("start %s (install it with scripts/deps --test): %v", redisServer, err)
-		}
-		go func() { _ = p.cmd.Wait(); close(p.exited) }()
-		t.Cleanup(p.Stop)
-		for {
-			if ping(p.Addr()) == nil {
-				return p
-			}
-			select {
-			case <-p.exited: // the port may still be held: start again
-			case <-time.After(10 * time.Millisecond):
-				if time.Now().Before(deadline) {
-					continue
-				}
-				p.Stop()
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("redis-server on port %d does not answer:\n%s", port, p.out)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// Stop kills the server by its process id and waits for it to exit.
-func (p *redisProc) Stop() {
-	_ = p.cmd.Process.Kill()
-	<-p.exited
-}
-
-func ping(addr string) error {
-	c := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1, DialTimeout: time.Second, DisableIdentity: true,
-		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}})
-	defer c.Close()
-	return c.Ping(context.Background()).Err()
-}
 
 func redisClient(t testing.TB, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{
@@ -124,11 +49,11 @@ func (l *logBuffer) count(s string) int {
 
 func TestRedisShared(t *testing.T) {
 	s := startStub(t)
-	rs := startRedis(t, 0)
+	rs := redistest.Start(t)
 	clk := newClock()
 	logs := new(logBuffer)
 	withRedis := func(c *resolver.Config) {
-		c.Redis = redisClient(t, rs.Addr())
+		c.Redis = redisClient(t, rs.Addr)
 		c.RedisRetry = time.Second
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	}
@@ -160,7 +85,7 @@ func TestRedisShared(t *testing.T) {
 		t.Errorf("servfail from r2: source %v, want dns", a.Source)
 	}
 	// The key and its expiry, set with PX.
-	c := redisClient(t, rs.Addr())
+	c := redisClient(t, rs.Addr)
 	pttl, err := c.PTTL(ctx, "smtpgate:dns:MX:example.test.").Result()
 	if err != nil || pttl <= 0 || pttl > 300*time.Second {
 		t.Errorf("PTTL of the MX key = %v, %v", pttl, err)
@@ -195,7 +120,7 @@ func TestRedisShared(t *testing.T) {
 
 	// Redis back on the same port (empty): used again once RedisRetry has
 	// passed.
-	startRedis(t, rs.port)
+	redistest.StartOn(t, rs.Port)
 	clk.Advance(2 * time.Second)
 	if a, err := r1.Lookup(ctx, "1.2.0.192.in-addr.arpa", dns.TypePTR); err != nil || a.Source != resolver.FromDNS {
 		t.Fatalf("r1 PTR: %v from %v", err, a.Source)
@@ -256,8 +181,8 @@ func TestRedisSilent(t *testing.T) {
 // TestRedisGarbage: an entry that does not decode is a miss.
 func TestRedisGarbage(t *testing.T) {
 	s := startStub(t)
-	rs := startRedis(t, 0)
-	c := redisClient(t, rs.Addr())
+	rs := redistest.Start(t)
+	c := redisClient(t, rs.Addr)
 	ctx := context.Background()
 	if err := c.Set(ctx, "smtpgate:dns:A:a.example.test.", "\x01garbage", time.Minute).Err(); err != nil {
 		t.Fatal(err)

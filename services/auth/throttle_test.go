@@ -17,7 +17,7 @@ import (
 	"github.com/xdg-go/scram"
 
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
-	"github.com/smtpgate/smtpgate/services/auth/internal/throttle/redistest"
+	"github.com/smtpgate/smtpgate/pkg/redistest"
 )
 
 const (

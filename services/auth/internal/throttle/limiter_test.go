@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smtpgate/smtpgate/services/auth/internal/throttle/redistest"
+	"github.com/smtpgate/smtpgate/pkg/redistest"
 )
 
 // logBuffer is a log sink safe for concurrent writes.

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/smtpgate/smtpgate/services/auth/internal/throttle/redistest"
+	"github.com/smtpgate/smtpgate/pkg/redistest"
 )
 
 var params = Params{
