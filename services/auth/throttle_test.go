@@ -16,8 +16,8 @@ import (
 
 	"github.com/xdg-go/scram"
 
-	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	"github.com/smtpgate/smtpgate/pkg/redistest"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 )
 
 const (
