@@ -3,11 +3,13 @@ package smtpd
 import (
 	"bufio"
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -82,7 +84,10 @@ func closed(t *testing.T, c *client) {
 	t.Helper()
 	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
 	b, err := io.ReadAll(bufio.NewReader(c.conn))
-	if len(b) != 0 || err != nil {
+	// A server that closes without reading what the client sent makes the
+	// kernel answer with a reset instead of a clean end of stream: both
+	// are the silent close wanted.
+	if len(b) != 0 || (err != nil && !errors.Is(err, syscall.ECONNRESET)) {
 		t.Errorf("server sent %q (err %v), want a silent close", b, err)
 	}
 }
@@ -145,7 +150,8 @@ func TestProxyProtocolDrops(t *testing.T) {
 	// A peer outside smtpgate_proxy_networks is dropped whatever it sends.
 	h2 := newProxyHarness(t, []string{"192.0.2.0/24"}, time.Second)
 	c := h2.dial()
-	c.send("PROXY TCP4 192.0.2.66 192.0.2.25 40000 25\r\n")
+	// The server may already have closed: a failed write is fine here.
+	_, _ = io.WriteString(c.conn, "PROXY TCP4 192.0.2.66 192.0.2.25 40000 25\r\n")
 	closed(t, c)
 	// Nobody asked policy anything, and the servers still serve.
 	if n := len(h.requests()) + len(h2.requests()); n != 0 {
