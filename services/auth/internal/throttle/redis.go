@@ -7,7 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/redis/go-redis/v9/maintnotifications"
+
+	"github.com/smtpgate/smtpgate/pkg/redisclient"
 )
 
 // KeyPrefix starts every Redis key the package writes.
@@ -26,20 +27,9 @@ type Redis struct {
 func NewRedis(c redis.Cmdable, p Params) *Redis { return &Redis{params: p, c: c} }
 
 // NewRedisClient opens a client for a redis:// or rediss:// URL whose
-// every command gives up after timeout (no retries, one dial attempt).
+// every command gives up after timeout (see pkg/redisclient).
 func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
-	o, err := redis.ParseURL(url)
-	if err != nil {
-		// The URL may hold a password: the error must not quote it.
-		return nil, fmt.Errorf("redis URL: want redis://[user:password@]host:port/db")
-	}
-	o.DialTimeout, o.ReadTimeout, o.WriteTimeout, o.PoolTimeout = timeout, timeout, timeout, timeout
-	o.ContextTimeoutEnabled = true
-	o.MaxRetries = -1
-	o.DialerRetries = 1
-	o.DisableIdentity = true
-	o.MaintNotificationsConfig = &maintnotifications.Config{Mode: maintnotifications.ModeDisabled}
-	return redis.NewClient(o), nil
+	return redisclient.Open(url, timeout)
 }
 
 // failScript counts one failure for each (count key, lock key) pair.
