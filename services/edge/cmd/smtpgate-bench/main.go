@@ -1,0 +1,185 @@
+// Command smtpgate-bench is a load generator for SMTP servers: smtpgate,
+// Postfix or anything else that speaks SMTP. scripts/bench runs it against
+// smtpgate and Postfix side by side (docs/benchmarks.md).
+//
+//	smtpgate-bench [flags] HOST:PORT     send mail and measure
+//	smtpgate-bench -idle N [flags] HOST:PORT
+//	                                     hold N sessions after EHLO, report the server's RSS
+//	smtpgate-bench sink [-listen ADDR]   a bare go-smtp server that accepts and discards
+//	smtpgate-bench ports N               print N free loopback TCP ports
+//
+// Latencies are per message from MAIL FROM to the 250 after DATA, and, for
+// the first message of each session, from the start of the connect to that
+// 250. Exit status 0 when the run completed (errors are counted, not
+// fatal), 2 on bad usage, 1 otherwise.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/smtpgate/smtpgate/services/edge/internal/loadgen"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "sink":
+			return sink(ctx, args[1:], stdout, stderr)
+		case "ports":
+			return ports(args[1:], stdout, stderr)
+		}
+	}
+	fs := flag.NewFlagSet("smtpgate-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var cfg loadgen.Config
+	var sources string
+	fs.IntVar(&cfg.Connections, "c", 20, "concurrent `sessions`")
+	fs.IntVar(&cfg.MessagesPerConn, "m", 1, "messages per session before QUIT")
+	fs.IntVar(&cfg.Size, "size", 1024, "message size in `bytes`, headers included")
+	fs.IntVar(&cfg.Recipients, "rcpts", 1, "recipients per message")
+	fs.StringVar(&sources, "src", "", "local `addresses` to bind sessions to, in turn: a list and/or ranges, e.g. 127.0.0.10-127.0.0.60 (default: the kernel picks)")
+	fs.StringVar(&cfg.Sender, "from", "bench-{c}@example.net", "sender `template`: {c} session, {m} message, {r} recipient number")
+	fs.StringVar(&cfg.Recipient, "to", "rcpt{r}@example.com", "recipient `template` (as -from)")
+	fs.StringVar(&cfg.Helo, "helo", "bench.smtpgate.invalid", "EHLO `name`")
+	fs.StringVar(&cfg.User, "user", "", "AUTH PLAIN as this `user` (none: no AUTH)")
+	fs.StringVar(&cfg.Password, "password", "", "AUTH PLAIN password (or $SMTPGATE_BENCH_PASSWORD)")
+	fs.BoolVar(&cfg.StartTLS, "starttls", false, "STARTTLS after EHLO (certificate not verified)")
+	fs.BoolVar(&cfg.ImplicitTLS, "tls", false, "implicit TLS from the first byte (certificate not verified)")
+	fs.DurationVar(&cfg.Duration, "d", 0, "run this long, warm-up included (default 10s when -n is not given)")
+	fs.Int64Var(&cfg.Messages, "n", 0, "stop after this many messages, warm-up included")
+	fs.DurationVar(&cfg.Warmup, "warmup", 0, "do not count what starts in the first `duration`")
+	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "for each connect and each command")
+	jsonOut := fs.Bool("json", false, "print the result as JSON")
+	idle := fs.Int("idle", 0, "open this many `sessions`, send EHLO and hold them (no mail)")
+	hold := fs.Duration("hold", 5*time.Second, "with -idle: how long to hold them before measuring")
+	parallel := fs.Int("parallel", 100, "with -idle: sessions opened at once")
+	pid := fs.Int("pid", 0, "with -idle: the server `process` whose RSS to report")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: smtpgate-bench [flags] HOST:PORT\n       smtpgate-bench sink [-listen ADDR]\n       smtpgate-bench ports N\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() != 1 {
+		fs.Usage()
+		return 2
+	}
+	cfg.Addr = fs.Arg(0)
+	src, err := loadgen.ParseSources(sources)
+	if err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench:", err)
+		return 2
+	}
+	cfg.Sources = src
+
+	if *idle > 0 {
+		res, err := loadgen.Idle(ctx, loadgen.IdleConfig{
+			Addr: cfg.Addr, Sources: src, Sessions: *idle, Parallel: *parallel,
+			Hold: *hold, Timeout: cfg.Timeout, Helo: cfg.Helo, PID: *pid,
+		})
+		if err != nil {
+			fmt.Fprintln(stderr, "smtpgate-bench:", err)
+			return 1
+		}
+		if *jsonOut {
+			return jsonExit(res, stdout, stderr)
+		}
+		res.WriteText(stdout)
+		return 0
+	}
+
+	if cfg.Password == "" {
+		cfg.Password = os.Getenv("SMTPGATE_BENCH_PASSWORD")
+	}
+	if cfg.Duration == 0 && cfg.Messages == 0 {
+		cfg.Duration = 10 * time.Second
+	}
+	if err := cfg.Check(); err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench:", err)
+		return 2
+	}
+	res, err := loadgen.Run(ctx, cfg)
+	if err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench:", err)
+		return 1
+	}
+	if ctx.Err() != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench: interrupted; the figures cover the run so far")
+	}
+	if *jsonOut {
+		return jsonExit(res, stdout, stderr)
+	}
+	res.WriteText(stdout)
+	return 0
+}
+
+func jsonExit(v interface{ WriteJSON(io.Writer) error }, stdout, stderr io.Writer) int {
+	if err := v.WriteJSON(stdout); err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench:", err)
+		return 1
+	}
+	return 0
+}
+
+// sink serves a bare go-smtp server until interrupted; it prints the
+// address it listens on, then at the end how many messages it accepted.
+func sink(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("smtpgate-bench sink", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "`address` to listen on")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		return 2
+	}
+	l, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench sink:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, l.Addr())
+	s := loadgen.NewSink()
+	if err := s.Serve(ctx, l); err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench sink:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "sink: %d messages accepted\n", s.Messages())
+	return 0
+}
+
+// ports prints free TCP ports on 127.0.0.1, below the kernel's ephemeral
+// range (as pkg/postfixtest: a port from there could be handed to another
+// socket before the server that is given it binds).
+func ports(args []string, stdout, stderr io.Writer) int {
+	n := 1
+	if len(args) == 1 {
+		var err error
+		if n, err = strconv.Atoi(args[0]); err != nil || n < 1 || n > 100 {
+			fmt.Fprintln(stderr, "smtpgate-bench ports: want a count from 1 to 100")
+			return 2
+		}
+	}
+	got, err := loadgen.FreePorts(n)
+	if err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench ports:", err)
+		return 1
+	}
+	for _, p := range got {
+		fmt.Fprintln(stdout, p)
+	}
+	return 0
+}
