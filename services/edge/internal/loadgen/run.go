@@ -66,6 +66,12 @@ func (r *runner) claim(ctx context.Context) bool {
 	return r.cfg.Messages <= 0 || r.claimed.Add(1) <= r.cfg.Messages
 }
 
+// over tells whether the run has ended (a dial may fail on the deadline
+// before the context is cancelled).
+func (r *runner) over(ctx context.Context) bool {
+	return ctx.Err() != nil || (!r.deadline.IsZero() && !time.Now().Before(r.deadline))
+}
+
 // counted tells whether something that started at t is measured.
 func (r *runner) counted(t time.Time) bool { return !t.Before(r.warmEnd) }
 
@@ -95,7 +101,7 @@ func (r *runner) session(ctx context.Context, id int, msgNo *int, t *tally) bool
 	begin := time.Now()
 	c, conn, stage, err := r.open(ctx, id)
 	if err != nil {
-		if r.counted(begin) && ctx.Err() == nil {
+		if r.counted(begin) && !r.over(ctx) {
 			t.fail(errKey(stage, err))
 		}
 		return false
