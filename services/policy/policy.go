@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 	"google.golang.org/grpc"
@@ -35,6 +36,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/redisclient"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
@@ -95,11 +97,11 @@ func newResolver(main *maincf.Config, log *slog.Logger) (*resolver.Resolver, *re
 	}
 	var rc *redis.Client
 	if u := main.Get("smtpgate_dns_redis"); u != "" {
-		opt, err := redis.ParseURL(u)
+		c, err := redisclient.Open(u, time.Second)
 		if err != nil {
 			return nil, nil, main.Errorf("smtpgate_dns_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
 		}
-		rc = redis.NewClient(opt)
+		rc = c
 		cfg.Redis = rc
 	}
 	r, err := resolver.New(cfg)

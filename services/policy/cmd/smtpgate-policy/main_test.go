@@ -155,7 +155,7 @@ func TestImport(t *testing.T) {
 		{"ignored", "main.cf:27: alias_maps = hash:/etc/aliases — local delivery: done by the next hop, not by an SMTP front door"},
 		{"ignored", "main.cf:14: smtp_tls_security_level = may — SMTP/LMTP client: smtpgate's hand-off is set with smtpgate_next_hop"},
 		{"ignored", "master.cf:16: pickup unix n - y 60 1 pickup — not an SMTP listener (unix pickup)"},
-		{"cannot honour", "main.cf:34: smtpd_recipient_restrictions = check_sender_access hash:sender_access, reject_rbl_client zen.spamhaus.org — smtpgate refuses it:"},
+		{"cannot honour", "main.cf:34: smtpd_recipient_restrictions = check_sender_access hash:sender_access, reject_unverified_sender — smtpgate refuses it:"},
 		{"cannot honour", "main.cf:39: smtpd_milters = inet:localhost:8891 — milters are not supported"},
 		{"cannot honour", "main.cf:41: header_checks = regexp:/etc/postfix/header_checks — no content inspection in the edge: the message goes to the next hop as received; check it there"},
 		{"cannot honour", "master.cf:15: milter_macro_daemon_name = ORIGINATING (service submission) — milters are not supported"},
@@ -168,7 +168,7 @@ func TestImport(t *testing.T) {
 		}
 	}
 	// restriction.Compile's exact complaint, under its setting.
-	if want := "\n      main.cf:34: smtpd_recipient_restrictions: restriction \"reject_rbl_client\" is not implemented yet\n"; !strings.Contains(out, want) {
+	if want := "\n      main.cf:34: smtpd_recipient_restrictions: restriction \"reject_unverified_sender\" is not implemented yet\n"; !strings.Contains(out, want) {
 		t.Errorf("no compile error %q in:\n%s", want, out)
 	}
 	if !strings.Contains(out, "5 cannot honour, 1 unknown") {

@@ -28,6 +28,7 @@ import (
 	"strings"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/resolver"
 	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
 )
 
@@ -423,14 +424,20 @@ func (r *Report) check() []string {
 			}
 		}
 	}
-	_, err = restriction.Compile(cfg)
+	// DNS restrictions need a resolver to compile; it is never asked
+	// anything while compiling.
+	opts := restriction.Options{}
+	if dns, err := resolver.New(resolver.Config{Servers: []string{"127.0.0.1:53"}}); err == nil {
+		opts.DNS = dns
+	}
+	_, err = restriction.CompileWith(cfg, opts)
 	errs = append(errs, err)
 	if err == nil {
 		for _, svc := range services {
 			if len(svc.Overrides) == 0 {
 				continue
 			}
-			if _, err := restriction.Compile(cfg.WithOverrides(svc.Overrides)); err != nil {
+			if _, err := restriction.CompileWith(cfg.WithOverrides(svc.Overrides), opts); err != nil {
 				for _, e := range flatten(err) {
 					errs = append(errs, fmt.Errorf("service %s: %w", svc.Name, e))
 				}

@@ -96,7 +96,7 @@ func TestImportPostfix(t *testing.T) {
 	}
 	for _, s := range r.Settings {
 		if s.Name == "smtpd_recipient_restrictions" {
-			want := []string{`main.cf:34: smtpd_recipient_restrictions: restriction "reject_rbl_client" is not implemented yet`}
+			want := []string{`main.cf:34: smtpd_recipient_restrictions: restriction "reject_unverified_sender" is not implemented yet`}
 			if strings.Join(s.Errors, "\n") != strings.Join(want, "\n") {
 				t.Errorf("smtpd_recipient_restrictions errors:\n%s\nwant:\n%s", strings.Join(s.Errors, "\n"), strings.Join(want, "\n"))
 			}
@@ -145,13 +145,13 @@ func TestImportCases(t *testing.T) {
 		},
 		{
 			name: "restriction class not implemented",
-			main: base + "smtpd_restriction_classes = strict\nstrict = reject_non_fqdn_sender, reject_unknown_sender_domain\n" +
+			main: base + "smtpd_restriction_classes = strict\nstrict = reject_non_fqdn_sender, reject_unverified_sender\n" +
 				"smtpd_sender_restrictions = strict\n",
 			// The class cannot be compiled, so neither the list of
 			// classes naming it nor the list using it can be taken.
 			want: verdicts{"main.cf:1 myhostname": T, "main.cf:2 smtpd_restriction_classes": C, "main.cf:3 strict": C,
 				"main.cf:4 smtpd_sender_restrictions": C},
-			wantText: []string{`main.cf:3: strict: restriction "reject_unknown_sender_domain" is not implemented yet`},
+			wantText: []string{`main.cf:3: strict: restriction "reject_unverified_sender" is not implemented yet`},
 		},
 		{
 			name:     "user-defined parameter",

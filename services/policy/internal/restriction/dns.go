@@ -4,10 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
-	"runtime"
 	"strings"
-	"sync"
-	"weak"
 
 	"github.com/miekg/dns"
 
@@ -137,30 +134,12 @@ type checkState struct {
 	spfDone bool
 }
 
-// checkStates maps the evaluation state of a check in progress to its
-// checkState. Its keys are weak, and an entry goes when its check's state
-// is collected, so nothing needs to be told that a check ended.
-var checkStates = struct {
-	mu sync.Mutex
-	m  map[weak.Pointer[evalState]]*checkState
-}{m: map[weak.Pointer[evalState]]*checkState{}}
-
 // stateOf returns the checkState of the check in is part of.
 func stateOf(in *Input) *checkState {
-	k := weak.Make(in.st)
-	checkStates.mu.Lock()
-	defer checkStates.mu.Unlock()
-	if s, ok := checkStates.m[k]; ok {
-		return s
+	if in.st.dns == nil {
+		in.st.dns = &checkState{}
 	}
-	s := &checkState{}
-	checkStates.m[k] = s
-	runtime.AddCleanup(in.st, func(k weak.Pointer[evalState]) {
-		checkStates.mu.Lock()
-		delete(checkStates.m, k)
-		checkStates.mu.Unlock()
-	}, k)
-	return s
+	return in.st.dns
 }
 
 // clientNamesOf resolves the client's names once per check. Names the

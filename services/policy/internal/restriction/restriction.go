@@ -90,6 +90,9 @@ type evalState struct {
 	// the implicit check of smtpd_reject_unlisted_* is not repeated.
 	rcptMapsChecked   bool
 	senderMapsChecked bool
+	// dns is what the DNS restrictions learnt in this check (client
+	// names, whether SPF ran).
+	dns *checkState
 }
 
 // Name is Postfix's reply_name of the list being evaluated.
