@@ -68,6 +68,9 @@ func policyParams() []Def {
 		{Name: "unknown_address_tempfail_action", Default: "$reject_tempfail_action", Owner: Policy, Listener: true, Check: CheckOneOf("defer", "defer_if_permit")},
 		{Name: "unknown_helo_hostname_tempfail_action", Default: "$reject_tempfail_action", Owner: Policy, Listener: true, Check: CheckOneOf("defer", "defer_if_permit")},
 		// check_spf, smtpgate's own restriction: what each SPF result does.
+		// reject_dnsbl_score: postscreen_dnsbl_sites-style weighted lists.
+		list("smtpgate_dnsbl_sites", ""),
+		{Name: "smtpgate_dnsbl_threshold", Default: "1", Owner: Policy, Listener: true, Check: CheckInt},
 		{Name: "smtpgate_spf_fail_action", Default: "reject", Owner: Policy, Listener: true, Check: CheckOneOf("reject", "defer", "warn", "ignore")},
 		{Name: "smtpgate_spf_softfail_action", Default: "warn", Owner: Policy, Listener: true, Check: CheckOneOf("reject", "defer", "warn", "ignore")},
 		{Name: "smtpgate_spf_temperror_action", Default: "defer", Owner: Policy, Listener: true, Check: CheckOneOf("reject", "defer", "warn", "ignore")},

@@ -371,6 +371,8 @@ func (c *compiler) restriction(errorf func(string, ...any), item string, stack [
 		return deferIfRestriction{}
 	case "reject_unauth_pipelining":
 		return unauthPipelining{}
+	case "reject_dnsbl_score":
+		return c.compileDNSBLScore(errorf)
 	case "permit_mynetworks":
 		return myNetworks{c.nets}
 	case "permit_sasl_authenticated":

@@ -25,6 +25,8 @@ test.                 IN SOA ns.test. hostmaster.test. 1 3600 600 86400 60
 5.113.0.203.bl.test.  IN TXT "spam source"
 5.113.0.203.bl.test.  IN TXT "second reason"
 5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.bl.test. IN A 127.0.0.2
+; a second DNSBL listing 203.0.113.5 (for reject_dnsbl_score)
+5.113.0.203.bl2.test. IN A   127.0.0.2
 ; an RHSBL
 bad.example.rhsbl.test.       IN A   127.0.0.2
 bad.example.rhsbl.test.       IN TXT "bad domain"
