@@ -50,7 +50,7 @@ func edgeParams() []Def {
 		// smtpgate_spool_directory (mode 0600, removed after the
 		// hand-off) instead of being held in memory.
 		{Name: "smtpgate_memory_message_limit", Default: "1048576", Owner: Edge, Listener: true, Check: CheckInt},
-		// Empty: os.TempDir()/smtpgate.
+		// Created 0700 if missing. Empty: os.TempDir()/smtpgate-spool.
 		{Name: "smtpgate_spool_directory", Default: "", Owner: Edge},
 		{Name: "smtpd_helo_required", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
 		{Name: "disable_vrfy_command", Default: "yes", Owner: Edge, Listener: true, Check: CheckBool},

@@ -11,6 +11,7 @@ package handoff
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
 	"time"
@@ -41,9 +42,11 @@ type Target interface {
 type Tx interface {
 	// Rcpt adds a recipient; a refusal is the next hop's own reply.
 	Rcpt(ctx context.Context, addr string) error
-	// Data sends the message (CRLF line ends, not dot-stuffed) and returns
-	// nil only when the next hop has accepted it for every recipient.
-	Data(ctx context.Context, msg []byte) error
+	// Data sends the message read from msg (CRLF line ends, not
+	// dot-stuffed) and returns nil only when the next hop has accepted it
+	// for every recipient. msg is read once, in order, and may be a
+	// spooled file: a target must not hold the whole message in memory.
+	Data(ctx context.Context, msg io.Reader) error
 	// Abort ends the transaction without delivering; it is safe to call
 	// after Data and more than once.
 	Abort()

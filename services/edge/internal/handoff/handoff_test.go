@@ -130,7 +130,7 @@ func TestRelaySMTP(t *testing.T) {
 	if got := reply.FromHandoff(err).Text(); got != "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown" {
 		t.Errorf("refused RCPT reply = %q", got)
 	}
-	if err := tx.Data(ctx, []byte(msg)); err != nil {
+	if err := tx.Data(ctx, strings.NewReader(msg)); err != nil {
 		t.Fatal(err)
 	}
 	if got := h.got(); len(got) != 1 || got[0] != "a@example.net>john@example.org|"+msg {
@@ -150,7 +150,7 @@ func TestRelaySMTP(t *testing.T) {
 	h.refuseData = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Message refused"}
 	tx, _ = target.Begin(ctx, Envelope{Sender: "a@example.net"})
 	_ = tx.Rcpt(ctx, "john@example.org")
-	if got := reply.FromHandoff(tx.Data(ctx, []byte(msg))).Text(); got != "554 5.7.1 Message refused" {
+	if got := reply.FromHandoff(tx.Data(ctx, strings.NewReader(msg))).Text(); got != "554 5.7.1 Message refused" {
 		t.Errorf("refused DATA reply = %q", got)
 	}
 	if n := len(h.got()); n != 1 {
@@ -263,7 +263,7 @@ func TestRelayLMTP(t *testing.T) {
 				return err
 			}
 		}
-		return tx.Data(ctx, []byte(msg))
+		return tx.Data(ctx, strings.NewReader(msg))
 	}
 	if err := send("john@example.org", "jane@example.org"); err != nil {
 		t.Fatalf("LMTP delivery: %v", err)
@@ -285,7 +285,7 @@ func TestMaildir(t *testing.T) {
 	tx, _ := target.Begin(ctx, Envelope{Sender: "a@example.net"})
 	_ = tx.Rcpt(ctx, "john@example.org")
 	_ = tx.Rcpt(ctx, "jane@example.org")
-	if err := tx.Data(ctx, []byte(msg)); err != nil {
+	if err := tx.Data(ctx, strings.NewReader(msg)); err != nil {
 		t.Fatal(err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(dir, "new"))
@@ -310,7 +310,7 @@ func TestMaildir(t *testing.T) {
 		t.Fatal(err)
 	}
 	tx, _ = bad.Begin(ctx, Envelope{})
-	err = tx.Data(ctx, []byte(msg))
+	err = tx.Data(ctx, strings.NewReader(msg))
 	var nh *reply.NextHopError
 	if !errors.As(err, &nh) || nh.Reply.Text() != "451 4.3.0 Error: queue file write error" {
 		t.Errorf("unwritable Maildir = %v", err)

@@ -1,11 +1,13 @@
 package handoff
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -44,29 +46,28 @@ func (t *maildirTx) Rcpt(_ context.Context, addr string) error {
 
 func (t *maildirTx) Abort() {}
 
-func (t *maildirTx) Data(_ context.Context, msg []byte) error {
-	var b bytes.Buffer
-	b.Grow(len(msg) + 256)
-	fmt.Fprintf(&b, "Return-Path: <%s>\n", t.env.Sender)
+func (t *maildirTx) Data(_ context.Context, msg io.Reader) error {
+	var head bytes.Buffer
+	fmt.Fprintf(&head, "Return-Path: <%s>\n", t.env.Sender)
 	for _, r := range t.rcpts {
-		fmt.Fprintf(&b, "X-Original-To: <%s>\n", r)
+		fmt.Fprintf(&head, "X-Original-To: <%s>\n", r)
 	}
-	// Maildir files use the local line end (LF).
-	b.Write(bytes.ReplaceAll(msg, []byte("\r\n"), []byte("\n")))
-	if err := t.m.write(b.Bytes()); err != nil {
+	if err := t.m.write(&head, msg); err != nil {
 		return &reply.NextHopError{Reply: reply.WriteError, Err: err}
 	}
 	return nil
 }
 
-// write stores content as a new message.
-func (m *Maildir) write(content []byte) error {
+// write stores head and then msg, its CRLF line ends turned into the
+// local LF, as a new message. It streams: the file is written as msg is
+// read, and named with its size (",S=") when it moves into new/.
+func (m *Maildir) write(head *bytes.Buffer, msg io.Reader) error {
 	for _, sub := range []string{"tmp", "new", "cur"} {
 		if err := os.MkdirAll(filepath.Join(m.Dir, sub), 0o700); err != nil {
 			return fmt.Errorf("maildir: %w", err)
 		}
 	}
-	name, err := m.uniqueName(len(content))
+	name, err := m.uniqueName()
 	if err != nil {
 		return err
 	}
@@ -75,7 +76,19 @@ func (m *Maildir) write(content []byte) error {
 	if err != nil {
 		return fmt.Errorf("maildir: %w", err)
 	}
-	_, werr := f.Write(content)
+	bw := bufio.NewWriterSize(f, 64<<10)
+	lf := &unixLines{w: bw}
+	headLen := int64(head.Len())
+	_, werr := head.WriteTo(bw)
+	if werr == nil {
+		_, werr = io.Copy(lf, msg)
+	}
+	if werr == nil {
+		werr = lf.Close()
+	}
+	if werr == nil {
+		werr = bw.Flush()
+	}
 	if werr == nil {
 		werr = f.Sync()
 	}
@@ -86,7 +99,8 @@ func (m *Maildir) write(content []byte) error {
 		os.Remove(tmp)
 		return fmt.Errorf("maildir: write %s: %w", tmp, werr)
 	}
-	if err := os.Rename(tmp, filepath.Join(m.Dir, "new", name)); err != nil {
+	final := fmt.Sprintf("%s,S=%d", name, headLen+lf.n)
+	if err := os.Rename(tmp, filepath.Join(m.Dir, "new", final)); err != nil {
 		os.Remove(tmp)
 		return fmt.Errorf("maildir: %w", err)
 	}
@@ -98,6 +112,57 @@ func (m *Maildir) write(content []byte) error {
 	return nil
 }
 
+// unixLines writes what it is given with every CRLF turned into LF (a
+// Maildir file uses the local line end). A CR at the end of one Write is
+// held back until the next shows whether an LF follows; n counts the
+// bytes written out.
+type unixLines struct {
+	w  io.Writer
+	cr bool
+	n  int64
+}
+
+func (u *unixLines) Write(p []byte) (int, error) {
+	total := len(p)
+	for len(p) > 0 {
+		if u.cr {
+			u.cr = false
+			if p[0] != '\n' {
+				if err := u.out([]byte{'\r'}); err != nil {
+					return 0, err
+				}
+			}
+		}
+		i := bytes.IndexByte(p, '\r')
+		if i < 0 {
+			if err := u.out(p); err != nil {
+				return 0, err
+			}
+			break
+		}
+		if err := u.out(p[:i]); err != nil {
+			return 0, err
+		}
+		u.cr, p = true, p[i+1:]
+	}
+	return total, nil
+}
+
+// Close writes a CR still held back.
+func (u *unixLines) Close() error {
+	if u.cr {
+		u.cr = false
+		return u.out([]byte{'\r'})
+	}
+	return nil
+}
+
+func (u *unixLines) out(p []byte) error {
+	n, err := u.w.Write(p)
+	u.n += int64(n)
+	return err
+}
+
 func syncDir(dir string) error {
 	d, err := os.Open(dir)
 	if err != nil {
@@ -107,13 +172,14 @@ func syncDir(dir string) error {
 	return d.Sync()
 }
 
-// uniqueName follows the Maildir convention time.MusecPpidRrandom.host,S=size.
-func (m *Maildir) uniqueName(size int) (string, error) {
+// uniqueName follows the Maildir convention time.MusecPpidRrandom.host;
+// write adds ",S=size" when the size is known.
+func (m *Maildir) uniqueName() (string, error) {
 	var rnd [8]byte
 	if _, err := rand.Read(rnd[:]); err != nil {
 		return "", fmt.Errorf("maildir: %w", err)
 	}
 	now := time.Now()
 	host := strings.NewReplacer("/", `\057`, ":", `\072`).Replace(m.Hostname)
-	return fmt.Sprintf("%d.M%dP%dR%s.%s,S=%d", now.Unix(), now.Nanosecond()/1000, os.Getpid(), hex.EncodeToString(rnd[:]), host, size), nil
+	return fmt.Sprintf("%d.M%dP%dR%s.%s", now.Unix(), now.Nanosecond()/1000, os.Getpid(), hex.EncodeToString(rnd[:]), host), nil
 }

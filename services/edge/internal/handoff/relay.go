@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"sort"
 	"strconv"
@@ -81,14 +82,20 @@ func (t *relayTx) Rcpt(_ context.Context, addr string) error {
 	return nil
 }
 
-func (t *relayTx) Data(_ context.Context, msg []byte) error {
+func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 	defer t.Abort()
 	t.inData = true
 	w, err := t.c.Data()
 	if err != nil {
 		return mapErr(err, t.r)
 	}
-	if _, err := w.Write(msg); err != nil {
+	// Streamed with go-smtp's dot-stuffing writer; a failure to read msg
+	// is the edge's own (451 4.3.0), one to write the next hop's.
+	src := &readErr{r: msg}
+	if _, err := io.Copy(w, src); err != nil {
+		if src.err != nil {
+			return fmt.Errorf("read message for %s: %w", t.r, src.err)
+		}
 		return reply.NextHopFailed(fmt.Errorf("send to %s: %w", t.r, err))
 	}
 	err = w.Close()
@@ -101,6 +108,21 @@ func (t *relayTx) Data(_ context.Context, msg []byte) error {
 	}
 	t.done = true
 	return nil
+}
+
+// readErr remembers the error its reader returned, so that a failed copy
+// can tell reading from writing.
+type readErr struct {
+	r   io.Reader
+	err error
+}
+
+func (e *readErr) Read(p []byte) (int, error) {
+	n, err := e.r.Read(p)
+	if err != nil && err != io.EOF {
+		e.err = err
+	}
+	return n, err
 }
 
 // lmtpFailure picks the reply for an LMTP DATA where some recipients

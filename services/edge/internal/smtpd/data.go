@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 )
 
 // errDataTooLong is returned when the client sends an unbounded line; the
@@ -16,7 +17,8 @@ const maxDataLine = 1 << 20
 
 // readData reads message content after the 354 until the end-of-data
 // sequence <CRLF>.<CRLF> (RFC 5321 §4.1.1.4), removes dot-stuffing
-// (§4.5.2), and returns the content with every line ended by CRLF.
+// (§4.5.2), and writes the content to w with every line ended by CRLF,
+// line by line: only one line (at most maxDataLine) is held at a time.
 //
 // Only a "." line that ends in CRLF and follows a line that ended in CRLF
 // (or starts the content) ends the message. A bare LF or a bare CR ends a
@@ -26,18 +28,19 @@ const maxDataLine = 1 << 20
 // content dot-stuffed again, it sees the same single message.
 //
 // Content beyond limit bytes is read and dropped; tooBig reports it.
-// bareLF reports whether any line ended without CRLF.
-func readData(br *bufio.Reader, limit int64, touch func()) (content []byte, tooBig, bareLF bool, err error) {
-	var buf bytes.Buffer
+// size counts the bytes written to w. bareLF reports whether any line
+// ended without CRLF. w's errors are not checked: a w that fails must
+// keep the error itself (as body does) so that the stream stays in step.
+func readData(br *bufio.Reader, w io.Writer, limit int64, touch func()) (size int64, tooBig, bareLF bool, err error) {
 	prevCRLF := true // the 354 reply counts as a line start
-	var size int64
+	var line []byte
 	for {
 		if touch != nil {
 			touch()
 		}
-		line, err := readDataLine(br)
+		line, err = readDataLine(br, line[:0])
 		if err != nil {
-			return nil, false, false, err
+			return size, false, false, err
 		}
 		// line ends in "\r\n", "\n" or "\r" (a bare CR not followed by LF).
 		ending := "\n"
@@ -49,7 +52,7 @@ func readData(br *bufio.Reader, limit int64, touch func()) (content []byte, tooB
 			ending = "\r"
 		}
 		if prevCRLF && ending == "\r\n" && len(body) == 1 && body[0] == '.' {
-			return buf.Bytes(), tooBig, bareLF, nil
+			return size, tooBig, bareLF, nil
 		}
 		if ending != "\r\n" {
 			bareLF = true
@@ -58,20 +61,20 @@ func readData(br *bufio.Reader, limit int64, touch func()) (content []byte, tooB
 			body = body[1:]
 		}
 		prevCRLF = ending == "\r\n"
-		size += int64(len(body)) + 2
-		if size > limit {
+		if tooBig || size+int64(len(body))+2 > limit {
 			tooBig = true
 			continue
 		}
-		buf.Write(body)
-		buf.WriteString("\r\n")
+		size += int64(len(body)) + 2
+		body = append(body, '\r', '\n') // over the old ending: line's own array
+		_, _ = w.Write(body)
 	}
 }
 
-// readDataLine returns the next line including its terminator: LF, or a
-// CR that is not followed by LF. It errors on lines over maxDataLine.
-func readDataLine(br *bufio.Reader) ([]byte, error) {
-	var line []byte
+// readDataLine appends the next line including its terminator to line:
+// LF, or a CR that is not followed by LF. It errors on lines over
+// maxDataLine.
+func readDataLine(br *bufio.Reader, line []byte) ([]byte, error) {
 	for {
 		b, err := br.ReadByte()
 		if err != nil {

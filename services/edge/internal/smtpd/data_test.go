@@ -2,6 +2,8 @@ package smtpd
 
 import (
 	"bufio"
+	"bytes"
+	"io"
 	"strings"
 	"testing"
 )
@@ -24,7 +26,9 @@ func TestReadData(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			br := bufio.NewReader(strings.NewReader(tc.in))
-			got, tooBig, bareLF, err := readData(br, 1<<20, nil)
+			var buf bytes.Buffer
+			_, tooBig, bareLF, err := readData(br, &buf, 1<<20, nil)
+			got := buf.String()
 			if err != nil || tooBig {
 				t.Fatalf("readData: %v tooBig=%v", err, tooBig)
 			}
@@ -42,14 +46,15 @@ func TestReadData(t *testing.T) {
 
 func TestReadDataLimit(t *testing.T) {
 	br := bufio.NewReader(strings.NewReader("0123456789\r\n0123456789\r\n.\r\nNOOP\r\n"))
-	got, tooBig, _, err := readData(br, 15, nil)
-	if err != nil || !tooBig || string(got) != "0123456789\r\n" {
-		t.Errorf("readData over limit = %q, %v, %v", got, tooBig, err)
+	var got bytes.Buffer
+	_, tooBig, _, err := readData(br, &got, 15, nil)
+	if err != nil || !tooBig || got.String() != "0123456789\r\n" {
+		t.Errorf("readData over limit = %q, %v, %v", got.String(), tooBig, err)
 	}
 	if l, _ := br.ReadString('\n'); l != "NOOP\r\n" {
 		t.Errorf("after an over-size message the next command is %q", l)
 	}
-	if _, _, _, err := readData(bufio.NewReader(strings.NewReader("no end")), 100, nil); err == nil {
+	if _, _, _, err := readData(bufio.NewReader(strings.NewReader("no end")), io.Discard, 100, nil); err == nil {
 		t.Error("unterminated content did not fail")
 	}
 }
@@ -62,11 +67,12 @@ func FuzzReadData(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, in string) {
-		got, _, _, err := readData(bufio.NewReader(strings.NewReader(in)), 1<<16, nil)
+		var got bytes.Buffer
+		_, _, _, err := readData(bufio.NewReader(strings.NewReader(in)), &got, 1<<16, nil)
 		if err != nil {
 			return
 		}
-		s := string(got)
+		s := got.String()
 		if s != "" && !strings.HasSuffix(s, "\r\n") {
 			t.Fatalf("content %q does not end in CRLF", s)
 		}

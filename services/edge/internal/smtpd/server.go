@@ -109,10 +109,11 @@ type Listener struct {
 	ConnectionRateLimit  int
 	RateTimeUnit         time.Duration
 	EventLimitExceptions *listener.Networks
-	// MemoryMessageLimit is smtpgate_memory_message_limit: message
-	// content beyond it is spooled to a file (mode 0600) in SpoolDir
-	// (smtpgate_spool_directory) until the next hop has it. Zero: 1 MiB;
-	// an empty SpoolDir: os.TempDir()/smtpgate.
+	// MemoryMessageLimit is smtpgate_memory_message_limit: a message
+	// whose content grows past it is spooled to a file (mode 0600) in
+	// SpoolDir (smtpgate_spool_directory, created 0700) until the next
+	// hop has it, and the file removed then, whatever the outcome. Zero:
+	// 1 MiB; an empty SpoolDir: os.TempDir()/smtpgate-spool.
 	MemoryMessageLimit int64
 	SpoolDir           string
 	// SoftBounce is soft_bounce: every 5xx reply is sent as 4xx.

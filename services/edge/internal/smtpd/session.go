@@ -108,6 +108,9 @@ type transaction struct {
 	// applies. The client gets the replies of a real delivery, policy is
 	// not asked again, and nothing reaches the next hop.
 	discard bool
+	// body is the content read so far (DATA, or the BDAT chunks); drop
+	// removes its spool file.
+	body *body
 }
 
 func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *session {
@@ -160,7 +163,9 @@ func (s *session) close() {
 	if s.release != nil {
 		s.release()
 	}
-	_ = s.bw.Flush()
+	// A fresh write deadline: the last one may have run out while the
+	// session waited for the client (the 421 of a timeout).
+	_ = s.flush()
 	_ = s.conn.Close()
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
 }
@@ -726,6 +731,15 @@ func (t *transaction) drop() {
 		t.hand.Abort()
 		t.hand = nil
 	}
+	t.dropBody()
+}
+
+// dropBody forgets the content and removes its spool file.
+func (t *transaction) dropBody() {
+	if t.body != nil {
+		_ = t.body.Close()
+		t.body = nil
+	}
 }
 
 // discarding reports whether a session-stage DISCARD applies to every
@@ -944,11 +958,8 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	if err := s.flush(); err != nil {
 		return reply.Reply{Close: true}
 	}
-	limit := s.l.MaxMessageSize
-	if limit <= 0 {
-		limit = 1 << 62
-	}
-	content, tooBig, bareLF, err := readData(s.br, limit, s.touch)
+	s.tx.body = newBody(s.l)
+	_, tooBig, bareLF, err := readData(s.br, s.tx.body, s.sizeLimit(), s.touch)
 	if err != nil {
 		s.resetTx()
 		if isTimeout(err) {
@@ -957,18 +968,43 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 		s.log.Info("connection lost in DATA", "err", err)
 		return reply.Reply{Code: 421, Close: true, Lines: []string{s.l.Hostname + " Error: connection lost"}}
 	}
+	if bareLF {
+		s.log.Info("bare newline in message content, normalised", "queue_id", s.tx.queueID)
+	}
+	return s.endOfData(ctx, tooBig)
+}
+
+// sizeLimit is message_size_limit; 0 means none.
+func (s *session) sizeLimit() int64 {
+	if s.l.MaxMessageSize <= 0 {
+		return 1 << 62
+	}
+	return s.l.MaxMessageSize
+}
+
+// endOfData finishes a transaction whose content (DATA's, or BDAT's
+// chunks) is in s.tx.body: policy at end of data, then the hand-off, then
+// the reply. The transaction ends here whatever happens, and with it the
+// spool file.
+func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 	tx := s.tx
 	defer s.resetTx()
 	if tooBig {
 		return reply.TooBig
 	}
-	if bareLF {
-		s.log.Info("bare newline in message content, normalised", "queue_id", tx.queueID)
+	if err := tx.body.Err(); err != nil {
+		s.log.Error("message content could not be stored", "queue_id", tx.queueID, "err", err)
+		return reply.WriteError
 	}
+	one := ""
+	if len(tx.rcpts) == 1 {
+		one = tx.rcpts[0]
+	}
+	size := tx.body.Size()
 	var prepend []*policyv1.Header
 	if !tx.discard {
 		eod := s.txFacts(one)
-		eod.Size = uint64(len(content))
+		eod.Size = uint64(size)
 		r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_END_OF_DATA, eod, "<END-OF-MESSAGE>")
 		if !ok {
 			return r
@@ -978,11 +1014,16 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	if tx.discard { // before this stage, or by its verdict
 		// access(5) DISCARD: "claim successful delivery and silently
 		// discard the message"; the reply is the one a delivery gets.
-		s.log.InfoContext(ctx, "discarded", "queue_id", tx.queueID, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", len(content))
+		s.log.InfoContext(ctx, "discarded", "queue_id", tx.queueID, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", size)
 		return reply.Queued(tx.queueID)
 	}
-	msg := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), prepend...), content)
-	if err := tx.hand.Data(ctx, msg); err != nil {
+	head := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), prepend...))
+	content, err := tx.body.Reader()
+	if err != nil {
+		s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
+		return reply.WriteError
+	}
+	if err := tx.hand.Data(ctx, io.MultiReader(bytes.NewReader(head), content)); err != nil {
 		s.log.Error("hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
 		return reply.FromHandoff(err)
 	}
@@ -991,15 +1032,15 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 		// As Postfix logs them on the queue id's client= line.
 		attrs = append(attrs, "sasl_method", s.saslMech, "sasl_username", s.saslUser)
 	}
-	s.log.Info("accepted", append(attrs, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", len(msg), "next_hop", s.l.NextHop.String())...)
+	s.log.Info("accepted", append(attrs, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", int64(len(head))+size, "spooled", tx.body.Spooled(), "next_hop", s.l.NextHop.String())...)
 	return reply.Queued(tx.queueID)
 }
 
-// assemble prepends the Received header (RFC 5321 §4.4, with the protocol
-// names of RFC 3848) and any policy headers to the content.
-func (s *session) assemble(tx *transaction, headers []*policyv1.Header, content []byte) []byte {
+// assemble returns the headers the edge prepends to the content: any
+// policy headers and the Received header (RFC 5321 §4.4, with the
+// protocol names of RFC 3848).
+func (s *session) assemble(tx *transaction, headers []*policyv1.Header) []byte {
 	var b bytes.Buffer
-	b.Grow(len(content) + 512)
 	for _, h := range headers {
 		fmt.Fprintf(&b, "%s: %s\r\n", h.GetName(), strings.NewReplacer("\r", " ", "\n", " ").Replace(h.GetValue()))
 	}
@@ -1022,7 +1063,6 @@ func (s *session) assemble(tx *transaction, headers []*policyv1.Header, content 
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", headerSafe(tx.rcpts[0]))
 	}
 	fmt.Fprintf(&b, "; %s\r\n", time.Now().Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)"))
-	b.Write(content)
 	return b.Bytes()
 }
 

@@ -192,7 +192,11 @@ func (t *sinkTx) Rcpt(_ context.Context, a string) error {
 	return nil
 }
 
-func (t *sinkTx) Data(_ context.Context, msg []byte) error {
+func (t *sinkTx) Data(_ context.Context, r io.Reader) error {
+	msg, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
 	t.k.mu.Lock()
 	defer t.k.mu.Unlock()
 	t.k.msgs = append(t.k.msgs, string(msg))
