@@ -31,11 +31,15 @@ const configDir = "/etc/smtpgate"
 var smtpgateServices = []string{"edge", "policy", "auth"}
 
 // role returns the smtpgate service a Deployment runs ("edge", "policy",
-// "auth"), "redis" for the shared Redis, or "".
+// "auth"), from its image's last path element (smtpgate-<svc>, whatever the
+// registry and tag), "redis" for the shared Redis, or "".
 func role(d *appsv1.Deployment) string {
 	for _, c := range d.Spec.Template.Spec.Containers {
+		image := c.Image[strings.LastIndex(c.Image, "/")+1:]
+		image, _, _ = strings.Cut(image, "@")
+		image, _, _ = strings.Cut(image, ":")
 		for _, svc := range smtpgateServices {
-			if strings.HasPrefix(c.Image, "smtpgate/smtpgate-"+svc+":") || strings.HasPrefix(c.Image, "smtpgate/smtpgate-"+svc+"@") {
+			if image == "smtpgate-"+svc {
 				return svc
 			}
 		}
@@ -77,7 +81,7 @@ func checkSmtpgate(m *manifest, p *problems) {
 	for _, svc := range smtpgateServices {
 		d := roles[svc]
 		if d == nil {
-			p.add("no Deployment runs smtpgate/smtpgate-%s", svc)
+			p.add("no Deployment runs an image named smtpgate-%s", svc)
 			continue
 		}
 		id := "Deployment " + d.Name
