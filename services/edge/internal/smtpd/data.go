@@ -76,23 +76,45 @@ func readData(br *bufio.Reader, w io.Writer, limit int64, touch func()) (size in
 // maxDataLine.
 func readDataLine(br *bufio.Reader, line []byte) ([]byte, error) {
 	for {
-		b, err := br.ReadByte()
-		if err != nil {
-			return nil, err
-		}
-		line = append(line, b)
-		switch b {
-		case '\n':
-			return line, nil
-		case '\r':
-			next, err := br.Peek(1)
-			if err != nil {
+		if br.Buffered() == 0 {
+			if _, err := br.Peek(1); err != nil {
 				return nil, err
 			}
-			if next[0] != '\n' {
+		}
+		buf, _ := br.Peek(br.Buffered())
+		end := bytes.IndexByte(buf, '\n')
+		scan := buf
+		if end >= 0 {
+			scan = buf[:end]
+		}
+		if cr := bytes.IndexByte(scan, '\r'); cr >= 0 {
+			switch {
+			case cr+1 < len(buf) && buf[cr+1] == '\n':
+				end = cr + 1
+			case cr+1 < len(buf):
+				end = cr // a bare CR ends the line
+			default:
+				// The CR is the last byte buffered: what follows decides.
+				line = append(line, buf...)
+				_, _ = br.Discard(len(buf))
+				next, err := br.Peek(1)
+				if err != nil {
+					return nil, err
+				}
+				if next[0] == '\n' {
+					line = append(line, '\n')
+					_, _ = br.Discard(1)
+				}
 				return line, nil
 			}
 		}
+		if end >= 0 {
+			line = append(line, buf[:end+1]...)
+			_, _ = br.Discard(end + 1)
+			return line, nil
+		}
+		line = append(line, buf...)
+		_, _ = br.Discard(len(buf))
 		if len(line) > maxDataLine {
 			return nil, errDataTooLong
 		}

@@ -286,7 +286,8 @@ func BenchmarkSpooledMessage(b *testing.B) {
 		l.SpoolDir = hop.spool
 		l.NextHop = hop
 	})
-	_, wire := bigMessage(5 << 20)
+	_, w := bigMessage(5 << 20)
+	wire := []byte(w)
 	c := h.dial()
 	c.reply()
 	c.send("EHLO bench.example\r\n")
@@ -302,7 +303,9 @@ func BenchmarkSpooledMessage(b *testing.B) {
 		c.reply()
 		c.send("DATA\r\n")
 		c.reply()
-		c.send(wire)
+		if _, err := c.conn.Write(wire); err != nil {
+			b.Fatal(err)
+		}
 		if r := c.reply(); !strings.HasPrefix(r, "250 2.0.0") {
 			b.Fatalf("end of data: %q", r)
 		}
