@@ -16,7 +16,7 @@ import (
 
 // ErrURL is returned for a URL that does not parse; it does not quote the
 // URL.
-var ErrURL = errors.New("redis URL: want redis://[user:password@]host:port/db or rediss://...")
+var ErrURL = errors.New("redis URL: want redis:// or rediss:// with [user:password@]host:port/db")
 
 // Open returns a client for a redis:// or rediss:// URL whose every
 // command gives up after timeout (no retries, one dial attempt).
