@@ -5,18 +5,28 @@
 //
 // It loads main.cf and master.cf from the configuration directory, runs
 // the service's validation (problems printed with file:line, exit 1), sets
-// up the slog logger from smtpgate_log_format/smtpgate_log_level, logs the
-// effective configuration at debug level (secrets redacted) and serves.
+// up the slog logger from smtpgate_log_format/smtpgate_log_level, tracing
+// from the OTEL_* environment (telemetry.Tracing), the Prometheus registry
+// served on smtpgate_<svc>_metrics_listen when set, logs the effective
+// configuration at debug level (secrets redacted) and serves. Spans not yet
+// exported are flushed on the way out.
 // Exit codes: 0 clean stop or valid configuration, 1 configuration or
 // runtime error, 2 usage error.
 package daemon
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
@@ -30,11 +40,33 @@ type Service struct {
 	Owner maincf.Owner
 	// Validate checks the configuration; all problems, joined.
 	Validate func(cfg *maincf.Config, services []maincf.Service) error
-	// Run builds the service and serves until ctx ends.
+	// Run builds the service and serves until ctx ends. Start, when set,
+	// is used instead: it gets the telemetry as well.
 	Run func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error
+	// Start builds the service from env and serves until ctx ends.
+	Start func(ctx context.Context, env Env) error
 	// Usage are extra usage lines, for commands the service's main
 	// handles itself before calling Main ("smtpgate-auth hash-password").
 	Usage []string
+}
+
+// Env is what Main hands a service's Start.
+type Env struct {
+	Config   *maincf.Config
+	Services []maincf.Service
+	Logger   *slog.Logger
+	// TracerProvider is never nil: a no-op provider when tracing is off
+	// (telemetry.Recording says which).
+	TracerProvider trace.TracerProvider
+	Propagator     propagation.TextMapPropagator
+	// Metrics is the service's registry (telemetry.NewRegistry), served
+	// on smtpgate_<svc>_metrics_listen when that is set.
+	Metrics *prometheus.Registry
+}
+
+// MetricsParam is the parameter naming where service serves its metrics.
+func MetricsParam(service string) string {
+	return "smtpgate_" + service + "_metrics_listen"
 }
 
 // Main runs the command line of svc with args (without the program name).
@@ -87,10 +119,55 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 	for _, p := range cfg.Effective(svc.Owner) {
 		log.DebugContext(ctx, "config", "name", p.Name, "value", p.Value, "at", p.Pos.String())
 	}
-	if err := svc.Run(ctx, cfg, services, log); err != nil {
+	if err := serve(ctx, svc, cfg, services, log); err != nil {
 		log.ErrorContext(ctx, "stopped with an error", "err", err)
 		return 1
 	}
 	log.InfoContext(ctx, "stopped")
 	return 0
+}
+
+// serve sets up tracing and metrics, runs the service and tears them down.
+func serve(ctx context.Context, svc Service, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) (err error) {
+	tp, shutdown, err := telemetry.Tracing(ctx, svc.Name)
+	if err != nil {
+		return fmt.Errorf("tracing: %w", err)
+	}
+	defer func() {
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if serr := shutdown(sctx); serr != nil {
+			log.WarnContext(ctx, "flushing traces", "err", serr)
+		}
+	}()
+	if telemetry.Recording(tp) {
+		log.InfoContext(ctx, "tracing on (OTEL_* environment)")
+	}
+	env := Env{Config: cfg, Services: services, Logger: log, TracerProvider: tp, Propagator: telemetry.Propagator(),
+		Metrics: telemetry.NewRegistry(svc.Name)}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	metricsDone := make(chan error, 1)
+	if addr := cfg.Get(MetricsParam(svc.Name)); addr != "" {
+		var lc net.ListenConfig
+		lis, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return fmt.Errorf("%s %s: %w", MetricsParam(svc.Name), addr, err)
+		}
+		log.InfoContext(ctx, "metrics listening", "addr", lis.Addr().String())
+		go func() {
+			err := telemetry.ServeMetrics(ctx, lis, env.Metrics)
+			cancel() // the metrics server down stops the service
+			metricsDone <- err
+		}()
+	} else {
+		metricsDone <- nil
+	}
+	if svc.Start != nil {
+		err = svc.Start(ctx, env)
+	} else {
+		err = svc.Run(ctx, cfg, services, log)
+	}
+	cancel()
+	return errors.Join(err, <-metricsDone)
 }

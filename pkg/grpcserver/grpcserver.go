@@ -1,6 +1,8 @@
 // Package grpcserver sets up the gRPC servers of the smtpgate services the
 // same way: the standard health service and server reflection are always
-// registered, so grpcurl and health probes work out of the box.
+// registered, so grpcurl and health probes work out of the box; every
+// other call is traced (OpenTelemetry, W3C trace context taken from the
+// caller) and timed (smtpgate_grpc_server_handling_seconds) when asked.
 package grpcserver
 
 import (
@@ -8,11 +10,22 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
+	metricnoop "go.opentelemetry.io/otel/metric/noop"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/status"
+
+	"github.com/smtpgate/smtpgate/pkg/telemetry"
 )
 
 // Server is a gRPC server with health and reflection.
@@ -21,10 +34,96 @@ type Server struct {
 	Health *health.Server
 }
 
+type options struct {
+	tp       trace.TracerProvider
+	prop     propagation.TextMapPropagator
+	reg      prometheus.Registerer
+	grpcOpts []grpc.ServerOption
+}
+
+// Option configures New.
+type Option func(*options)
+
+// WithTracerProvider traces every call but health checks and reflection
+// with tp (a server span per call, child of the caller's span).
+func WithTracerProvider(tp trace.TracerProvider) Option {
+	return func(o *options) { o.tp = tp }
+}
+
+// WithPropagator sets how the caller's trace context is read from the
+// metadata; telemetry.Propagator() (W3C trace context) by default.
+func WithPropagator(p propagation.TextMapPropagator) Option {
+	return func(o *options) { o.prop = p }
+}
+
+// WithMetrics registers smtpgate_grpc_server_handling_seconds{method,code}
+// on r: the latency of every call but health checks and reflection.
+func WithMetrics(r prometheus.Registerer) Option {
+	return func(o *options) { o.reg = r }
+}
+
+// WithServerOptions passes opts to grpc.NewServer.
+func WithServerOptions(opts ...grpc.ServerOption) Option {
+	return func(o *options) { o.grpcOpts = append(o.grpcOpts, opts...) }
+}
+
+// untraced are the services neither traced nor timed: probes and tools.
+func untraced(fullMethod string) bool {
+	return strings.HasPrefix(fullMethod, "/grpc.health.v1.") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
+}
+
 // New returns a server with health and reflection registered. Register the
 // service implementations on s.GRPC, then call Serve.
-func New(opts ...grpc.ServerOption) *Server {
-	g := grpc.NewServer(opts...)
+func New(opts ...Option) *Server {
+	o := options{prop: telemetry.Propagator()}
+	for _, f := range opts {
+		f(&o)
+	}
+	gopts := o.grpcOpts
+	if telemetry.Recording(o.tp) {
+		gopts = append(gopts, grpc.StatsHandler(otelgrpc.NewServerHandler(
+			otelgrpc.WithTracerProvider(o.tp),
+			otelgrpc.WithPropagators(o.prop),
+			// otelgrpc's own metrics are not used (see WithMetrics):
+			// an explicit no-op keeps it off the global provider.
+			otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
+			otelgrpc.WithFilter(filters.None(
+				filters.HealthCheck(),
+				filters.ServicePrefix("grpc.reflection."),
+			)),
+		)))
+	}
+	if o.reg != nil {
+		h := telemetry.Register(o.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "smtpgate_grpc_server_handling_seconds",
+			Help:    "Time the gRPC server took to answer a call, by method and status code.",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"method", "code"}))
+		observe := func(method string, start time.Time, err error) {
+			h.WithLabelValues(method, status.Code(err).String()).Observe(time.Since(start).Seconds())
+		}
+		gopts = append(gopts,
+			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
+				if untraced(info.FullMethod) {
+					return next(ctx, req)
+				}
+				start := time.Now()
+				resp, err := next(ctx, req)
+				observe(info.FullMethod, start, err)
+				return resp, err
+			}),
+			grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
+				if untraced(info.FullMethod) {
+					return next(srv, ss)
+				}
+				start := time.Now()
+				err := next(srv, ss)
+				observe(info.FullMethod, start, err)
+				return err
+			}),
+		)
+	}
+	g := grpc.NewServer(gopts...)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(g, h)
 	reflection.Register(g)

@@ -43,6 +43,11 @@ func sharedParams() []Def {
 		{Name: "smtpgate_auth_listen", Default: "127.0.0.1:10050", Owner: Auth},
 		{Name: "smtpgate_policy_service", Default: "$smtpgate_policy_listen", Owner: Edge},
 		{Name: "smtpgate_auth_service", Default: "$smtpgate_auth_listen", Owner: Edge | Policy},
+		// Where each service serves its Prometheus metrics (GET /metrics,
+		// plain HTTP); empty: not served.
+		{Name: "smtpgate_edge_metrics_listen", Default: "", Owner: Edge},
+		{Name: "smtpgate_policy_metrics_listen", Default: "", Owner: Policy},
+		{Name: "smtpgate_auth_metrics_listen", Default: "", Owner: Auth},
 		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: Edge, Check: CheckDuration},
 		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge | Policy, Check: CheckDuration},
 	}
