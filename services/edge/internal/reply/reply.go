@@ -213,6 +213,36 @@ func Greeting(banner string) Reply { return Reply{Code: 220, Lines: []string{ban
 // Queued is the reply to a message the next hop accepted.
 func Queued(id string) Reply { return New(250, "2.0.0", "Ok: queued as "+id) }
 
+// BDAT's replies (RFC 3030), as Postfix 3.7 words them (checked by the
+// differential test, e2e/testdata/differential/bdat*.txt).
+var (
+	// BDATSyntax ends the session: what follows a BDAT whose size
+	// cannot be read is message content the server cannot skip.
+	BDATSyntax    = Reply{Code: 521, Enhanced: "5.5.4", Lines: []string{"Syntax: BDAT count [LAST]"}, Close: true}
+	NeedRcpt      = New(503, "5.5.1", "Error: need RCPT command")
+	DataAfterBDAT = New(503, "5.5.1", "Error: DATA after BDAT")
+	RcptAfterBDAT = New(503, "5.5.1", "Error: RCPT after BDAT")
+	// ChunkTooBig is the reply to one chunk larger than
+	// message_size_limit; a message whose chunks together pass it gets
+	// TooBig after its last chunk, as after DATA.
+	ChunkTooBig = New(552, "5.3.4", "Chunk exceeds message size limit")
+)
+
+// ChunkOK accepts a BDAT chunk of n octets that is not the last.
+func ChunkOK(n int64) Reply { return New(250, "2.0.0", fmt.Sprintf("Ok: %d bytes", n)) }
+
+// QueuedBytes is the reply to a last BDAT chunk whose message (size
+// bytes in all) the next hop accepted.
+func QueuedBytes(size int64, id string) Reply {
+	return New(250, "2.0.0", fmt.Sprintf("Ok: %d bytes queued as %s", size, id))
+}
+
+// ChunkDiscarded is the reply to each chunk after one that was refused,
+// up to the last.
+func ChunkDiscarded(n int64) Reply {
+	return New(551, "5.0.0", fmt.Sprintf("Discarded %d bytes after earlier error", n))
+}
+
 // TooManyErrors closes a session that made too many errors.
 func TooManyErrors(host string) Reply {
 	return Reply{Code: 421, Enhanced: "4.7.0", Lines: []string{host + " Error: too many errors"}, Close: true}

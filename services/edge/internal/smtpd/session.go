@@ -91,6 +91,11 @@ type session struct {
 	discardConnect, discardHELO bool
 
 	tx *transaction
+	// bdatFailed: a BDAT chunk was refused; the chunks after it, up to
+	// the last, are discarded (RFC 3030 §2, as Postfix).
+	bdatFailed bool
+	// chunkBuf is the buffer BDAT chunks are read through.
+	chunkBuf []byte
 }
 
 // transaction is one mail transaction (MAIL to end of data or RSET).
@@ -111,6 +116,9 @@ type transaction struct {
 	// body is the content read so far (DATA, or the BDAT chunks); drop
 	// removes its spool file.
 	body *body
+	// chunks is set at the first BDAT chunk accepted: the transaction's
+	// content comes by BDAT, and DATA and RCPT are refused.
+	chunks *crlfLines
 }
 
 func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *session {
@@ -377,7 +385,7 @@ var mustBeLast = map[string]bool{"EHLO": true, "HELO": true, "DATA": true, "VRFY
 
 // knownCommands are the commands the engine implements; pipelining is
 // judged for these only, as in Postfix.
-var knownCommands = map[string]bool{"HELO": true, "EHLO": true, "MAIL": true, "RCPT": true, "DATA": true, "RSET": true, "NOOP": true, "QUIT": true, "VRFY": true, "STARTTLS": true, "AUTH": true, "ETRN": true, "XCLIENT": true}
+var knownCommands = map[string]bool{"BDAT": true, "HELO": true, "EHLO": true, "MAIL": true, "RCPT": true, "DATA": true, "RSET": true, "NOOP": true, "QUIT": true, "VRFY": true, "STARTTLS": true, "AUTH": true, "ETRN": true, "XCLIENT": true}
 
 // peekBuffered returns up to n bytes the client already sent.
 func (s *session) peekBuffered(n int) []byte {
@@ -409,7 +417,9 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 	// command must wait for its reply, after it those that end a group.
 	// Reported to policy (reject_unauth_pipelining), or, with
 	// smtpd_forbid_unauth_pipelining, the end of the session.
-	if knownCommands[verb] && !s.unauthPipelining && s.br.Buffered() > 0 && (!s.esmtp || mustBeLast[verb]) {
+	// A BDAT chunk follows its command at once (RFC 3030 §2): it is not
+	// sending ahead.
+	if knownCommands[verb] && verb != "BDAT" && !s.unauthPipelining && s.br.Buffered() > 0 && (!s.esmtp || mustBeLast[verb]) {
 		s.unauthPipelining = true
 		s.log.Info("improper command pipelining after "+verb, "next", printable(s.peekBuffered(100)))
 		if s.l.ForbidUnauthPipelining {
@@ -425,6 +435,8 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 		return s.rcpt(ctx, arg)
 	case "DATA":
 		return s.data(ctx, arg)
+	case "BDAT":
+		return s.bdat(ctx, arg)
 	case "RSET":
 		if arg != "" {
 			return reply.Syntax("RSET")
@@ -722,6 +734,7 @@ func (s *session) resetTx() {
 		s.tx.drop()
 	}
 	s.tx = nil
+	s.bdatFailed = false
 }
 
 // drop ends the next hop's side of the transaction, if it was opened,
@@ -784,7 +797,7 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 	if s.xclientOK {
 		lines = append(lines, "XCLIENT "+strings.Join(xclient.Attributes, " "))
 	}
-	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME")
+	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "CHUNKING")
 	return reply.Reply{Code: 250, Lines: lines}
 }
 
@@ -881,6 +894,8 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	switch {
 	case s.tx == nil:
 		return reply.NeedMail
+	case s.tx.chunks != nil:
+		return reply.RcptAfterBDAT
 	}
 	rest, ok := cutKeyword(arg, "TO")
 	if !ok || strings.TrimSpace(rest) == "" {
@@ -940,6 +955,8 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	switch {
 	case s.tx == nil:
 		return reply.NeedMail
+	case s.tx.chunks != nil:
+		return reply.DataAfterBDAT
 	case len(s.tx.rcpts) == 0:
 		return reply.NoValidRcpts
 	case arg != "":
