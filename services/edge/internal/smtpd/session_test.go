@@ -694,6 +694,9 @@ func FuzzSession(f *testing.F) {
 		"HELO x\nMAIL FROM:a@b\nRCPT TO:c@example.org\nDATA\n.\n",
 		"AUTH PLAIN\r\n*\r\nSTARTTLS\r\n\x00\r\n",
 		"EHLO x\r\nMAIL FROM:<@a,@b:c@d> SIZE=1 BODY=8BITMIME AUTH=<>\r\nRCPT TO:<\"x@y\"@example.org>\r\nDATA\r\n\r.\r\n.\r\n",
+		"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@example.org>\r\nBDAT 4\r\nhi\r\nBDAT 3 LAST\r\n.\r\nDATA\r\nQUIT\r\n",
+		"EHLO x\r\nBDAT 2\r\n\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@example.org>\r\nBDAT 70000 LAST\r\nx\r\n",
+		"EHLO x\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@example.org>\r\nBDAT 1\r\n\rBDAT 0 LAST\r\nBDAT x\r\n",
 	} {
 		f.Add(s)
 	}
