@@ -28,7 +28,11 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -38,6 +42,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/redisclient"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
+	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
@@ -53,6 +58,15 @@ type Config struct {
 	Services []maincf.Service
 	// Logger receives the service's logs; nil discards them.
 	Logger *slog.Logger
+	// TracerProvider traces the gRPC calls (server spans, and client
+	// spans to smtpgate-auth), each restriction evaluated and each Redis
+	// call; nil or a no-op provider: no tracing.
+	TracerProvider trace.TracerProvider
+	// Propagator reads and writes the trace context in gRPC metadata;
+	// nil: W3C trace context.
+	Propagator propagation.TextMapPropagator
+	// Metrics receives the service's Prometheus metrics; nil: none.
+	Metrics prometheus.Registerer
 }
 
 // Server implements policyv1.PolicyServiceServer.
@@ -70,6 +84,8 @@ type Server struct {
 	// cache, nil without smtpgate_dns_redis.
 	dns   *resolver.Resolver
 	redis *redis.Client
+	// metrics are never nil (unregistered without Config.Metrics).
+	metrics *metrics
 }
 
 // Validate checks the configuration as smtpgate-policy reads it: unknown
@@ -181,7 +197,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	// The connection to smtpgate-auth is made on first use, by an
 	// "auth:users" table.
-	conn, err := grpcclient.Dial(cfg.Main.Get("smtpgate_auth_service"))
+	if cfg.Propagator == nil {
+		cfg.Propagator = telemetry.Propagator()
+	}
+	conn, err := grpcclient.Dial(cfg.Main.Get("smtpgate_auth_service"),
+		grpcclient.WithTracerProvider(cfg.TracerProvider), grpcclient.WithPropagator(cfg.Propagator))
 	if err != nil {
 		return nil, fmt.Errorf("smtpgate_auth_service: %w", err)
 	}
@@ -197,8 +217,16 @@ func New(cfg Config) (*Server, error) {
 	if dnsErr != nil {
 		log.Warn("no resolver: DNS restrictions unavailable", "err", dnsErr)
 	}
-	return &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines, authConn: conn,
-		dns: dns, redis: rc}, nil
+	if rc != nil && telemetry.Recording(cfg.TracerProvider) {
+		// Keys are DNS names; commands are not recorded all the same.
+		if err := redisotel.InstrumentTracing(rc, redisotel.WithTracerProvider(cfg.TracerProvider), redisotel.WithDBStatement(false)); err != nil {
+			log.Warn("Redis calls not traced", "err", err)
+		}
+	}
+	s := &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines, authConn: conn,
+		dns: dns, redis: rc}
+	s.metrics = newMetrics(cfg.Metrics, s.DNSStats)
+	return s, nil
 }
 
 // Run logs the effective configuration, listens on smtpgate_policy_listen
@@ -238,7 +266,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	if s.redis != nil {
 		defer s.redis.Close()
 	}
-	g := grpcserver.New()
+	g := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
+		grpcserver.WithMetrics(s.cfg.Metrics))
 	policyv1.RegisterPolicyServiceServer(g.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
 	if err := g.Serve(ctx, lis); err != nil {
@@ -285,14 +314,17 @@ func (s *Server) DNSStats() resolver.Stats {
 
 // Check implements PolicyService.Check.
 func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policyv1.CheckResponse, error) {
+	start := time.Now()
 	f, e, err := s.prepare(req)
 	if err != nil {
 		return nil, err
 	}
 	v, steps, err := s.evaluate(ctx, e, f, false)
 	if err != nil {
+		s.metrics.failed(f.Stage)
 		return nil, err
 	}
+	s.metrics.checked(f.Stage, v, time.Since(start))
 	s.logVerdict(ctx, req, f, v, steps)
 	return &policyv1.CheckResponse{Verdict: verdict(v)}, nil
 }

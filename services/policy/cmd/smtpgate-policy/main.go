@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -48,8 +47,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Name:     "policy",
 		Owner:    maincf.Policy,
 		Validate: policy.Validate,
-		Run: func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error {
-			srv, err := policy.New(policy.Config{Main: cfg, Services: services, Logger: log})
+		Start: func(ctx context.Context, env daemon.Env) error {
+			srv, err := policy.New(policy.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
+				TracerProvider: env.TracerProvider, Propagator: env.Propagator, Metrics: env.Metrics})
 			if err != nil {
 				return err
 			}

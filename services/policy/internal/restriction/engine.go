@@ -3,7 +3,14 @@ package restriction
 import (
 	"context"
 	"fmt"
+
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/trace"
 )
+
+// tracerName is the instrumentation scope of the restriction spans.
+const tracerName = "github.com/smtpgate/smtpgate/services/policy/internal/restriction"
 
 // List is a compiled restriction list: one of the top-level lists, a
 // restriction class, or the restrictions an access table entry names.
@@ -51,8 +58,16 @@ func (warnIfReject) Eval(context.Context, *Input) (Outcome, error) {
 // eval runs the list left to right until a restriction permits or
 // refuses (generic_checks() in smtpd_check.c). The end of the list is
 // Dunno: it permits this list only.
+//
+// When ctx holds a recording span, each restriction evaluated gets a child
+// span named after it (list, depth, result and reply code as attributes);
+// otherwise tracing costs one check per list.
 func (l *List) eval(ctx context.Context, in *Input) (Outcome, error) {
 	st := in.st
+	var tracer trace.Tracer
+	if parent := trace.SpanFromContext(ctx); parent.IsRecording() {
+		tracer = parent.TracerProvider().Tracer(tracerName)
+	}
 	st.recursion++
 	defer func() {
 		st.recursion--
@@ -82,7 +97,13 @@ func (l *List) eval(ctx context.Context, in *Input) (Outcome, error) {
 			*st.trace = append(*st.trace, Step{List: l.Name, Restriction: r.Name(), Depth: st.recursion - 1})
 			st.lookups = &lookups
 		}
-		o, err := r.Eval(ctx, in)
+		var o Outcome
+		var err error
+		if tracer != nil {
+			o, err = l.evalTraced(ctx, tracer, r, in, st.recursion-1)
+		} else {
+			o, err = r.Eval(ctx, in)
+		}
 		st.lookups = saved
 		if err != nil {
 			return Outcome{}, fmt.Errorf("%s: %s: %w", l.Name, r.Name(), err)
@@ -108,6 +129,29 @@ func (l *List) eval(ctx context.Context, in *Input) (Outcome, error) {
 		}
 	}
 	return Outcome{}, nil
+}
+
+// evalTraced evaluates r in a span of its own.
+func (l *List) evalTraced(ctx context.Context, tracer trace.Tracer, r Restriction, in *Input, depth int) (Outcome, error) {
+	ctx, span := tracer.Start(ctx, r.Name(), trace.WithAttributes(
+		attribute.String("smtpgate.restriction.list", l.Name),
+		attribute.Int("smtpgate.restriction.depth", depth),
+	))
+	defer span.End()
+	o, err := r.Eval(ctx, in)
+	if err != nil {
+		span.RecordError(err)
+		span.SetStatus(codes.Error, "restriction failed")
+		return o, err
+	}
+	span.SetAttributes(attribute.String("smtpgate.restriction.result", o.Result.String()))
+	if o.Reply.Code != 0 && (o.Result == Refuse || o.Warned) {
+		span.SetAttributes(attribute.Int("smtpgate.reply.code", o.Reply.Code), attribute.String("smtpgate.reply.dsn", o.Reply.DSN))
+	}
+	if o.Warned {
+		span.SetAttributes(attribute.Bool("smtpgate.restriction.warned", true))
+	}
+	return o, nil
 }
 
 // Engine evaluates the restriction lists of one configuration view (main.cf

@@ -1,0 +1,88 @@
+package policy
+
+import (
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smtpgate/smtpgate/pkg/resolver"
+	"github.com/smtpgate/smtpgate/pkg/telemetry"
+	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
+)
+
+// metrics are smtpgate-policy's Prometheus metrics.
+type metrics struct {
+	checks   *prometheus.CounterVec
+	refusals *prometheus.CounterVec
+	latency  *prometheus.HistogramVec
+}
+
+func newMetrics(r prometheus.Registerer, dns func() resolver.Stats) *metrics {
+	m := &metrics{
+		checks: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpgate_policy_checks_total",
+			Help: "Check calls answered, by SMTP stage and action (permit, reject, defer, discard, error).",
+		}, []string{"stage", "action"})),
+		refusals: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpgate_policy_refusals_total",
+			Help: "Checks refused (reject, defer, discard), by restriction list and the restriction that decided.",
+		}, []string{"list", "restriction"})),
+		latency: telemetry.Register(r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "smtpgate_policy_check_duration_seconds",
+			Help:    "Time to evaluate a Check, by SMTP stage.",
+			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
+		}, []string{"stage"})),
+	}
+	telemetry.Register(r, dnsCollector(dns))
+	return m
+}
+
+func (m *metrics) checked(stage restriction.Stage, v restriction.Verdict, d time.Duration) {
+	st := strings.ToLower(stage.String())
+	m.checks.WithLabelValues(st, strings.ToLower(v.Action.String())).Inc()
+	m.latency.WithLabelValues(st).Observe(d.Seconds())
+	if v.Action != restriction.ActionPermit {
+		m.refusals.WithLabelValues(v.List, v.Restriction).Inc()
+	}
+}
+
+func (m *metrics) failed(stage restriction.Stage) {
+	m.checks.WithLabelValues(strings.ToLower(stage.String()), "error").Inc()
+}
+
+// dnsCollector exports the resolver's counters (resolver.Stats) as they
+// are at scrape time.
+type dnsCollector func() resolver.Stats
+
+var (
+	dnsLookupsDesc = prometheus.NewDesc("smtpgate_policy_dns_lookups_total",
+		"DNS lookups of the restrictions, by result: hit (in-process cache), redis_hit (shared cache), miss (asked DNS), error (temporary failure), invalid (refused name), coalesced (joined a lookup in flight).",
+		[]string{"result"}, nil)
+	dnsQueriesDesc = prometheus.NewDesc("smtpgate_policy_dns_queries_total",
+		"DNS messages sent, TCP retries included.", nil, nil)
+	redisErrorsDesc = prometheus.NewDesc("smtpgate_policy_redis_errors_total",
+		"Failed calls to the Redis of smtpgate_dns_redis, and undecodable entries.", nil, nil)
+	redisFallbacksDesc = prometheus.NewDesc("smtpgate_policy_redis_fallbacks_total",
+		"DNS lookups that went to DNS because Redis failed or was being left alone.", nil, nil)
+)
+
+func (c dnsCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- dnsLookupsDesc
+	ch <- dnsQueriesDesc
+	ch <- redisErrorsDesc
+	ch <- redisFallbacksDesc
+}
+
+func (c dnsCollector) Collect(ch chan<- prometheus.Metric) {
+	s := c()
+	for _, v := range []struct {
+		result string
+		n      uint64
+	}{{"hit", s.Hits}, {"redis_hit", s.RedisHits}, {"miss", s.Misses}, {"error", s.Errors}, {"invalid", s.Invalid}, {"coalesced", s.Coalesced}} {
+		ch <- prometheus.MustNewConstMetric(dnsLookupsDesc, prometheus.CounterValue, float64(v.n), v.result)
+	}
+	ch <- prometheus.MustNewConstMetric(dnsQueriesDesc, prometheus.CounterValue, float64(s.Queries))
+	ch <- prometheus.MustNewConstMetric(redisErrorsDesc, prometheus.CounterValue, float64(s.RedisErrors))
+	ch <- prometheus.MustNewConstMetric(redisFallbacksDesc, prometheus.CounterValue, float64(s.RedisFallbacks))
+}
