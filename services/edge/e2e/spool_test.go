@@ -1,0 +1,87 @@
+package e2e
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestSpoolLargeMessage sends a 5 MiB message with net/smtp through the
+// real stack, with smtpgate_memory_message_limit = 65536 so that the
+// edge spools it: the Maildir file holds the body byte for byte (with
+// LF line ends), and the spool directory is empty after the 250.
+func TestSpoolLargeMessage(t *testing.T) {
+	spool := filepath.Join(t.TempDir(), "spool")
+	s := newStack(t, "smtpgate_memory_message_limit = 65536\nsmtpgate_spool_directory = "+spool+"\n")
+	token := newToken("spool")
+
+	// Lines of random text, some with a leading dot (net/smtp stuffs them).
+	r := rand.New(rand.NewPCG(3, 4))
+	var body bytes.Buffer
+	for body.Len() < 5<<20 {
+		line := make([]byte, 1+r.IntN(300))
+		for i := range line {
+			line[i] = byte(' ' + r.IntN(95))
+		}
+		body.Write(line)
+		body.WriteString("\r\n")
+	}
+	c, err := s.dial(Stranger, "mx", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("someone@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("john@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(w, "Subject: %s\r\n\r\n", token)
+	if _, err := w.Write(body.Bytes()); err != nil {
+		t.Fatal(err)
+	}
+	// While the content is read the message is in the spool, not in
+	// memory; w.Close waits for the 250, given after the hand-off.
+	if err := w.Close(); err != nil {
+		t.Fatalf("end of data: %v", replyOf(err))
+	}
+	_ = c.Quit()
+
+	file := s.maildirFile(token)
+	_, got, ok := strings.Cut(file, "Subject: "+token+"\n\n")
+	want := strings.ReplaceAll(body.String(), "\r\n", "\n")
+	if !ok || sha256.Sum256([]byte(got)) != sha256.Sum256([]byte(want)) {
+		t.Errorf("Maildir body has %d bytes, sha256 %x; sent %d bytes, sha256 %x", len(got), sha256.Sum256([]byte(got)), len(want), sha256.Sum256([]byte(want)))
+	}
+	entries, err := os.ReadDir(spool)
+	if err != nil {
+		t.Fatalf("spool directory: %v (the edge creates it at the first spooled message)", err)
+	}
+	if len(entries) != 0 {
+		t.Errorf("spool directory holds %d files after the hand-off", len(entries))
+	}
+	if fi, _ := os.Stat(spool); fi.Mode().Perm() != 0o700 {
+		t.Errorf("spool directory mode %v, want 0700", fi.Mode().Perm())
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !strings.Contains(s.log("edge"), "spooled=true") && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(s.log("edge"), "spooled=true") {
+		t.Errorf("the edge did not log the message as spooled:\n%s", s.log("edge"))
+	}
+}
