@@ -30,13 +30,17 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xdg-go/scram"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
 	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
@@ -51,6 +55,14 @@ type Config struct {
 	Main     *maincf.Config
 	Services []maincf.Service
 	Logger   *slog.Logger
+	// TracerProvider traces the gRPC calls (a server span per call, child
+	// of the caller's) and the Redis calls; nil or no-op: no tracing.
+	TracerProvider trace.TracerProvider
+	// Propagator reads the trace context from gRPC metadata; nil: W3C
+	// trace context.
+	Propagator propagation.TextMapPropagator
+	// Metrics receives the service's Prometheus metrics; nil: none.
+	Metrics prometheus.Registerer
 }
 
 // listener is one listener's compiled SASL settings.
@@ -76,6 +88,7 @@ type Server struct {
 	// limiter throttles failed authentications.
 	limiter   *throttle.Limiter
 	closeOnce sync.Once
+	metrics   *metrics
 	// sleep holds back the answer to a failure; tests replace it.
 	sleep func(context.Context, time.Duration) error
 }
@@ -148,11 +161,18 @@ func New(cfg Config) (*Server, error) {
 			return nil, err
 		}
 	}
+	if cfg.Propagator == nil {
+		s.cfg.Propagator = telemetry.Propagator()
+	}
 	opts := throttleOptions(cfg.Main)
 	opts.Logger = s.log
+	if telemetry.Recording(cfg.TracerProvider) {
+		opts.TracerProvider = cfg.TracerProvider
+	}
 	if s.limiter, err = throttle.New(opts); err != nil {
 		return nil, err
 	}
+	s.metrics = newMetrics(cfg.Metrics, s.limiter.RedisErrors)
 	s.log.Info("authentication throttling", "shared", s.limiter.Shared(), "window", opts.Window, "lockout", opts.Lockout,
 		"max_per_client", opts.MaxPerClient, "max_per_network", opts.MaxPerNetwork, "max_per_user", opts.MaxPerUser)
 	pw := make([]byte, 16)
@@ -253,7 +273,8 @@ func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 
 // Serve serves gRPC on lis until ctx ends.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
-	srv := grpcserver.New()
+	srv := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
+		grpcserver.WithMetrics(s.cfg.Metrics))
 	authv1.RegisterAuthServiceServer(srv.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
 	return srv.Serve(ctx, lis)
@@ -421,6 +442,7 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 	logAttrs := []any{"session", sess.GetId(), "client", sess.GetClientAddress(), "mechanism", mech}
 
 	end := func(r authv1.Result, user string) error {
+		s.metrics.authenticated(mech, r)
 		lv := slog.LevelInfo
 		s.log.Log(ctx, lv, "authentication", append(logAttrs, "username", user, "result", strings.TrimPrefix(r.String(), "RESULT_"))...)
 		return stream.Send(&authv1.AuthenticateResponse{Step: &authv1.AuthenticateResponse_Outcome{Outcome: &authv1.Outcome{Result: r, Username: map[bool]string{true: user}[r == authv1.Result_RESULT_SUCCESS]}}})
@@ -466,6 +488,7 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 			case errors.Is(err, throttle.ErrLocked):
 				// Logged once by the limiter when the lockout began.
 				s.log.DebugContext(ctx, "authentication refused", append(logAttrs, "err", err)...)
+				s.metrics.lockedOut.Inc()
 				return end(authv1.Result_RESULT_TEMPORARY_FAILURE, ex.Username())
 			default:
 				s.log.WarnContext(ctx, "authentication could not be checked", append(logAttrs, "err", err)...)

@@ -131,6 +131,9 @@ func (a *attempt) Next(ctx context.Context, resp []byte) ([]byte, bool, error) {
 		if ferr != nil {
 			return nil, true, ferr
 		}
+		if d.Tripped {
+			a.s.metrics.lockouts.WithLabelValues(d.Kind).Inc()
+		}
 		if serr := a.s.sleep(ctx, d.Delay); serr != nil {
 			return nil, true, serr
 		}

@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"strings"
@@ -37,8 +36,9 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Name:     "auth",
 		Owner:    maincf.Auth,
 		Validate: auth.Validate,
-		Run: func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error {
-			srv, err := auth.New(auth.Config{Main: cfg, Services: services, Logger: log})
+		Start: func(ctx context.Context, env daemon.Env) error {
+			srv, err := auth.New(auth.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
+				TracerProvider: env.TracerProvider, Propagator: env.Propagator, Metrics: env.Metrics})
 			if err != nil {
 				return err
 			}

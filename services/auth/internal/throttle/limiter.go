@@ -6,7 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/redis/go-redis/extra/redisotel/v9"
+	"go.opentelemetry.io/otel/trace"
 )
 
 // DefaultTimeout bounds each Redis call when Options.Timeout is zero.
@@ -20,6 +24,8 @@ type Options struct {
 	// Timeout bounds each Redis call (DefaultTimeout when zero).
 	Timeout time.Duration
 	Logger  *slog.Logger
+	// TracerProvider traces the Redis calls; nil or no-op: not traced.
+	TracerProvider trace.TracerProvider
 }
 
 // Limiter is the Store smtpgate-auth uses: Redis when configured, with the
@@ -37,6 +43,8 @@ type Limiter struct {
 	close   func() error
 	timeout time.Duration
 	log     *slog.Logger
+
+	redisErrors atomic.Uint64
 
 	mu        sync.Mutex
 	downUntil time.Time
@@ -56,6 +64,13 @@ func New(o Options) (*Limiter, error) {
 	c, err := NewRedisClient(o.RedisURL, o.Timeout)
 	if err != nil {
 		return nil, err
+	}
+	if o.TracerProvider != nil {
+		// Commands carry client addresses and user names: not recorded.
+		if err := redisotel.InstrumentTracing(c, redisotel.WithTracerProvider(o.TracerProvider), redisotel.WithDBStatement(false)); err != nil {
+			c.Close()
+			return nil, fmt.Errorf("tracing redis: %w", err)
+		}
 	}
 	l := NewLimiter(NewRedis(c, o.Params), mem, o.Logger)
 	l.timeout, l.close = o.Timeout, c.Close
@@ -77,6 +92,9 @@ func (l *Limiter) Close() error {
 	}
 	return l.close()
 }
+
+// RedisErrors is how many Redis calls failed (or timed out) so far.
+func (l *Limiter) RedisErrors() uint64 { return l.redisErrors.Load() }
 
 // Shared reports whether the counts are shared through Redis.
 func (l *Limiter) Shared() bool { return l.shared != nil }
@@ -103,6 +121,7 @@ func (l *Limiter) result(ctx context.Context, err error) {
 		}
 		return
 	}
+	l.redisErrors.Add(1)
 	l.downUntil = now.Add(l.Backoff)
 	l.degraded = true
 	if l.warned.IsZero() || now.Sub(l.warned) >= l.WarnEvery {

@@ -1,0 +1,52 @@
+package auth
+
+import (
+	"strings"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smtpgate/smtpgate/pkg/telemetry"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
+)
+
+// metrics are smtpgate-auth's Prometheus metrics.
+type metrics struct {
+	authentications *prometheus.CounterVec
+	lockouts        *prometheus.CounterVec
+	lockedOut       prometheus.Counter
+	// known are the mechanism names smtpgate implements.
+	known map[string]sasl.Mechanism
+}
+
+func newMetrics(r prometheus.Registerer, redisErrors func() uint64) *metrics {
+	m := &metrics{
+		known: sasl.Mechanisms(),
+		authentications: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpgate_auth_authentications_total",
+			Help: "SASL exchanges ended over gRPC, by mechanism (\"other\" for one smtpgate does not know) and result.",
+		}, []string{"mechanism", "result"})),
+		lockouts: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpgate_auth_lockouts_total",
+			Help: "Lockouts started by this replica's failures, by the kind of key locked (client, network, user).",
+		}, []string{"kind"})),
+		lockedOut: telemetry.Register(r, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "smtpgate_auth_locked_out_total",
+			Help: "Authentications refused without checking the credentials because of a lockout.",
+		})),
+	}
+	telemetry.Register(r, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "smtpgate_auth_redis_errors_total",
+		Help: "Failed or timed out calls to the Redis of smtpgate_auth_redis.",
+	}, func() float64 { return float64(redisErrors()) }))
+	return m
+}
+
+// authenticated counts one exchange. The mechanism comes from the client:
+// only the names smtpgate knows become label values.
+func (m *metrics) authenticated(mech string, r authv1.Result) {
+	if _, ok := m.known[mech]; !ok {
+		mech = "other"
+	}
+	m.authentications.WithLabelValues(mech, strings.ToLower(strings.TrimPrefix(r.String(), "RESULT_"))).Inc()
+}
