@@ -17,6 +17,7 @@ import (
 	"sync"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
@@ -33,6 +34,9 @@ type Config struct {
 	Main     *maincf.Config
 	Services []maincf.Service
 	Logger   *slog.Logger
+	// TracerProvider makes the client spans of the calls to policy and
+	// auth and sends them the caller's trace context; nil: none.
+	TracerProvider trace.TracerProvider
 }
 
 // Validate checks the edge's part of the configuration: names and values,
@@ -193,11 +197,12 @@ func New(cfg Config) (*Server, error) {
 		}
 		s.proxies = append(s.proxies, p)
 	}
-	pc, err := grpcclient.Dial(cfg.Main.Get("smtpgate_policy_service"))
+	traced := grpcclient.WithTracerProvider(cfg.TracerProvider)
+	pc, err := grpcclient.Dial(cfg.Main.Get("smtpgate_policy_service"), traced)
 	if err != nil {
 		return nil, fmt.Errorf("policy client: %w", err)
 	}
-	ac, err := grpcclient.Dial(cfg.Main.Get("smtpgate_auth_service"))
+	ac, err := grpcclient.Dial(cfg.Main.Get("smtpgate_auth_service"), traced)
 	if err != nil {
 		pc.Close()
 		return nil, fmt.Errorf("auth client: %w", err)

@@ -6,7 +6,6 @@ package main
 
 import (
 	"context"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,8 +22,9 @@ func main() {
 		Name:     "edge",
 		Owner:    maincf.Edge,
 		Validate: edge.Validate,
-		Run: func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error {
-			srv, err := edge.New(edge.Config{Main: cfg, Services: services, Logger: log})
+		Start: func(ctx context.Context, env daemon.Env) error {
+			srv, err := edge.New(edge.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
+				TracerProvider: env.TracerProvider})
 			if err != nil {
 				return err
 			}
