@@ -31,6 +31,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/redis/go-redis/extra/redisotel/v9"
 	"github.com/redis/go-redis/v9"
+	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
@@ -325,6 +326,13 @@ func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policy
 		return nil, err
 	}
 	s.metrics.checked(f.Stage, v, time.Since(start))
+	if span := trace.SpanFromContext(ctx); span.IsRecording() {
+		span.SetAttributes(attribute.String("smtpgate.stage", f.Stage.String()), attribute.String("smtpgate.action", v.Action.String()))
+		if v.Action != restriction.ActionPermit {
+			span.SetAttributes(attribute.String("smtpgate.restriction", v.Restriction), attribute.String("smtpgate.restriction.list", v.List),
+				attribute.Int("smtpgate.reply.code", v.Reply.Code))
+		}
+	}
 	s.logVerdict(ctx, req, f, v, steps)
 	return &policyv1.CheckResponse{Verdict: verdict(v)}, nil
 }
@@ -370,19 +378,21 @@ func (s *Server) prepare(req *policyv1.CheckRequest) (*restriction.Facts, *restr
 
 // evaluate runs the engine; refusals are always traced, so that the log
 // says how they were reached.
-func (s *Server) evaluate(ctx context.Context, e *restriction.Engine, f *restriction.Facts, trace bool) (restriction.Verdict, []restriction.Step, error) {
+func (s *Server) evaluate(ctx context.Context, e *restriction.Engine, f *restriction.Facts, explain bool) (restriction.Verdict, []restriction.Step, error) {
 	var (
 		v     restriction.Verdict
 		steps []restriction.Step
 		err   error
 	)
-	if trace {
+	if explain {
 		v, steps, err = e.Explain(ctx, f)
 	} else {
 		v, err = e.Check(ctx, f)
 		if err == nil && v.Action != restriction.ActionPermit {
-			// Refusals are rare: evaluate again, traced, for the log.
-			if tv, ts, terr := e.Explain(ctx, f); terr == nil && tv.Action == v.Action {
+			// Refusals are rare: evaluate again, traced, for the log;
+			// without spans, which the first evaluation made.
+			lctx := trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(ctx))
+			if tv, ts, terr := e.Explain(lctx, f); terr == nil && tv.Action == v.Action {
 				steps = ts
 			}
 		}

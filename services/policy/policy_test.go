@@ -41,7 +41,7 @@ const masterCF = `
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
 `
 
-func testConfig(t *testing.T) Config {
+func testConfig(t testing.TB) Config {
 	t.Helper()
 	f, err := maincf.Parse("main.cf", strings.NewReader(mainCF))
 	if err != nil {
