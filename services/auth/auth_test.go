@@ -22,6 +22,7 @@ import (
 	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xdg-go/scram"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
@@ -68,6 +69,12 @@ type replica struct {
 // startReplica is startServer with extra main.cf lines.
 func startReplica(t *testing.T, extra string) *replica {
 	t.Helper()
+	return startReplicaWith(t, extra, nil)
+}
+
+// startReplicaWith is startReplica with metrics registered on reg.
+func startReplicaWith(t *testing.T, extra string, reg prometheus.Registerer) *replica {
+	t.Helper()
 	dir := t.TempDir()
 	passwd, err := os.ReadFile("../../deploy/local/passwd")
 	if err != nil {
@@ -88,7 +95,8 @@ smtpd_sasl_tls_security_options = noanonymous
 	must(t, err)
 	must(t, Validate(cfg, services))
 	logs := &syncBuffer{}
-	srv, err := New(Config{Main: cfg, Services: services, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	srv, err := New(Config{Main: cfg, Services: services, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Metrics: reg})
 	must(t, err)
 	t.Cleanup(func() { srv.Close() })
 	lis, err := net.Listen("tcp", "127.0.0.1:0")

@@ -1,0 +1,55 @@
+package auth
+
+import (
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+
+	"github.com/smtpgate/smtpgate/pkg/telemetry"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+)
+
+// TestMetricsScrape scrapes /metrics over HTTP after a few
+// authentications, one of them tripping a lockout.
+func TestMetricsScrape(t *testing.T) {
+	reg := telemetry.NewRegistry("auth")
+	r := startReplicaWith(t, "smtpgate_auth_failure_delay = 0\nsmtpgate_auth_max_failures_per_client = 2\n", reg)
+	tls := &authv1.Session{Id: "s1", ClientAddress: "127.0.0.66", Tls: true}
+	other := &authv1.Session{Id: "s2", ClientAddress: "127.0.0.67", Tls: true}
+	exchange(t, r.client, other, "PLAIN", []byte("\x00john@example.org\x00"+password))
+	exchange(t, r.client, tls, "X-NOPE", nil)
+	for range 3 { // two failures, then locked out
+		exchange(t, r.client, tls, "PLAIN", []byte("\x00john@example.org\x00wrong"))
+	}
+	web := httptest.NewServer(telemetry.MetricsHandler(reg))
+	defer web.Close()
+	resp, err := http.Get(web.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, want := range []string{
+		`smtpgate_auth_authentications_total{mechanism="PLAIN",result="success"} 1`,
+		`smtpgate_auth_authentications_total{mechanism="PLAIN",result="failure"} 2`,
+		`smtpgate_auth_authentications_total{mechanism="PLAIN",result="temporary_failure"} 1`,
+		`smtpgate_auth_authentications_total{mechanism="other",result="unsupported_mechanism"} 1`,
+		`smtpgate_auth_lockouts_total{kind="client"} 1`,
+		`smtpgate_auth_locked_out_total 1`,
+		`smtpgate_auth_redis_errors_total 0`,
+		`smtpgate_grpc_server_handling_seconds_count{code="OK",method="/smtpgate.auth.v1.AuthService/Authenticate"} 5`,
+	} {
+		if !strings.Contains(string(body), want) {
+			t.Errorf("no %s in /metrics", want)
+		}
+	}
+	if t.Failed() {
+		for _, l := range strings.Split(string(body), "\n") {
+			if strings.HasPrefix(l, "smtpgate_auth") {
+				t.Log(l)
+			}
+		}
+	}
+}
