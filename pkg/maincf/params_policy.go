@@ -68,6 +68,14 @@ func policyParams() []Def {
 		{Name: "unknown_address_tempfail_action", Default: "$reject_tempfail_action", Owner: Policy, Listener: true, Check: CheckOneOf("defer", "defer_if_permit")},
 		{Name: "unknown_helo_hostname_tempfail_action", Default: "$reject_tempfail_action", Owner: Policy, Listener: true, Check: CheckOneOf("defer", "defer_if_permit")},
 		// check_spf, smtpgate's own restriction: what each SPF result does.
+		// check_policy_service (Postfix's defaults).
+		{Name: "smtpd_policy_service_timeout", Default: "100s", Owner: Policy, Listener: true, Check: CheckDuration},
+		{Name: "smtpd_policy_service_max_idle", Default: "300s", Owner: Policy, Listener: true, Check: CheckDuration},
+		{Name: "smtpd_policy_service_max_ttl", Default: "1000s", Owner: Policy, Listener: true, Check: CheckDuration},
+		{Name: "smtpd_policy_service_try_limit", Default: "2", Owner: Policy, Listener: true, Check: CheckInt},
+		{Name: "smtpd_policy_service_retry_delay", Default: "1s", Owner: Policy, Listener: true, Check: CheckDuration},
+		{Name: "smtpd_policy_service_default_action", Default: "451 4.3.5 Server configuration problem", Owner: Policy, Listener: true},
+		{Name: "smtpd_policy_service_policy_context", Default: "", Owner: Policy, Listener: true},
 		// reject_dnsbl_score: postscreen_dnsbl_sites-style weighted lists.
 		list("smtpgate_dnsbl_sites", ""),
 		{Name: "smtpgate_dnsbl_threshold", Default: "1", Owner: Policy, Listener: true, Check: CheckInt},

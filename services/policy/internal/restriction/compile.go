@@ -303,6 +303,30 @@ func (c *compiler) items(param string, words []string, stack []string) []Restric
 	for i := 0; i < len(words); i++ {
 		item := words[i]
 		lower := strings.ToLower(item)
+		if rest, ok := strings.CutPrefix(lower, "check_policy_service"); ok && (rest == "" || strings.HasPrefix(strings.TrimSpace(rest), "{")) {
+			if rest != "" {
+				// "check_policy_service { inet:..., timeout=... }" comes
+				// as one element: split it again.
+				words = append(words[:i+1], append([]string{strings.TrimSpace(item[len("check_policy_service"):])}, words[i+1:]...)...)
+			}
+			if i+1 == len(words) {
+				errorf("restriction check_policy_service needs inet:host:port, unix:/path or { ... } after it")
+				continue
+			}
+			i++
+			if c.runtime {
+				errorf("check_policy_service inside an access table value")
+				continue
+			}
+			p, err := parsePolicyService(words[i], c.cfg.Get)
+			if err != nil {
+				errorf("%v", err)
+				continue
+			}
+			p.env = c.env
+			out = append(out, p)
+			continue
+		}
 		if target, ok := accessRestrictions[lower]; ok {
 			if i+1 == len(words) || !strings.Contains(words[i+1], ":") {
 				errorf("restriction %s needs a lookup table (type:name) after it", lower)
@@ -453,7 +477,6 @@ func notYet(name string) bool {
 		"check_helo_ns_access", "check_sender_mx_access", "check_sender_ns_access",
 		"check_recipient_mx_access", "check_recipient_ns_access",
 		"check_reverse_client_hostname_mx_access", "check_reverse_client_hostname_ns_access",
-		"check_policy_service",
 		"reject_unverified_sender", "reject_unverified_recipient",
 		"reject_multi_recipient_bounce",
 		"permit_tls_clientcerts", "permit_tls_all_clientcerts", "permit_mx_backup",

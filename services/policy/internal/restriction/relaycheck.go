@@ -101,6 +101,10 @@ func (e *Engine) strangerOutcome(r Restriction, depth int) (refuses bool, opens 
 			return false, "restriction class " + p.why
 		}
 		return false, ""
+	case *policyService:
+		// What a policy server answers cannot be known here; Postfix's
+		// documentation says to put it after reject_unauth_destination.
+		return false, r.Name() + " (a policy server may answer OK; put it after reject_unauth_destination)"
 	case accessMap:
 		return false, e.openingEntry(r.name, r.target, r, depth)
 	case bareTable:
