@@ -110,7 +110,8 @@ func newStack(t *testing.T, extraMain string) *stack {
 	}
 	s := &stack{t: t, conf: t.TempDir(), port: map[string]int{}, procs: map[string]*exec.Cmd{}, logs: map[string]string{}}
 	s.maildir = filepath.Join(s.conf, "maildir")
-	for _, name := range []string{"mx", "submission", "submissions", "policy", "delegation", "auth", "dovecot"} {
+	for _, name := range []string{"mx", "submission", "submissions", "policy", "delegation", "auth", "dovecot",
+		"edge-metrics", "policy-metrics", "auth-metrics"} {
 		s.port[name] = freePort(t)
 	}
 	mainCF, err := os.ReadFile(filepath.Join(root, "deploy/local/main.cf"))
@@ -130,8 +131,12 @@ smtpd_tls_cert_file = %s
 smtpd_tls_key_file = %s
 smtpgate_policy_timeout = 3s
 smtpgate_auth_timeout = 3s
+smtpgate_edge_metrics_listen = 127.0.0.1:%d
+smtpgate_policy_metrics_listen = 127.0.0.1:%d
+smtpgate_auth_metrics_listen = 127.0.0.1:%d
 %s
-`, s.port["policy"], s.port["delegation"], s.port["auth"], s.port["dovecot"], s.maildir, certFile, keyFile, extraMain)...)
+`, s.port["policy"], s.port["delegation"], s.port["auth"], s.port["dovecot"], s.maildir, certFile, keyFile,
+		s.port["edge-metrics"], s.port["policy-metrics"], s.port["auth-metrics"], extraMain)...)
 	write(t, filepath.Join(s.conf, "main.cf"), string(mainCF))
 	masterCF, err := os.ReadFile(filepath.Join(root, "deploy/local/master.cf"))
 	if err != nil {
