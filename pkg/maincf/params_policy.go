@@ -76,6 +76,9 @@ func policyParams() []Def {
 		{Name: "smtpd_policy_service_retry_delay", Default: "1s", Owner: Policy, Listener: true, Check: CheckDuration},
 		{Name: "smtpd_policy_service_default_action", Default: "451 4.3.5 Server configuration problem", Owner: Policy, Listener: true},
 		{Name: "smtpd_policy_service_policy_context", Default: "", Owner: Policy, Listener: true},
+		// check_rate_limit definitions and where the counts are kept.
+		list("smtpgate_rate_limits", ""),
+		{Name: "smtpgate_rate_limit_redis", Default: "", Owner: Policy, Secret: true},
 		// reject_dnsbl_score: postscreen_dnsbl_sites-style weighted lists.
 		list("smtpgate_dnsbl_sites", ""),
 		{Name: "smtpgate_dnsbl_threshold", Default: "1", Owner: Policy, Listener: true, Check: CheckInt},

@@ -46,6 +46,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/policy/internal/ratelimit"
 	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
 	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
@@ -137,7 +138,17 @@ func newResolver(main *maincf.Config, log *slog.Logger) (*resolver.Resolver, *re
 func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger, auth authv1.AuthServiceClient,
 	dns *resolver.Resolver, dnsErr error) (map[string]*restriction.Engine, error) {
 	timeout := main.Duration("smtpgate_auth_timeout")
-	opts := restriction.Options{Logger: log, DNS: dns, OpenTable: func(spec string) (table.Table, error) {
+	// One counter for every listener's check_rate_limit: in Redis, shared
+	// by the replicas, or in process.
+	var limits ratelimit.Counter = ratelimit.NewMemory(100000, nil)
+	if u := main.Get("smtpgate_rate_limit_redis"); u != "" {
+		c, err := redisclient.Open(u, 200*time.Millisecond)
+		if err != nil {
+			return nil, main.Errorf("smtpgate_rate_limit_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
+		}
+		limits = ratelimit.NewRedis(c)
+	}
+	opts := restriction.Options{Logger: log, DNS: dns, RateLimits: limits, OpenTable: func(spec string) (table.Table, error) {
 		if strings.HasPrefix(spec, "auth:") {
 			return openAuthTable(spec, auth, timeout)
 		}
@@ -500,6 +511,7 @@ func facts(req *policyv1.CheckRequest) (*restriction.Facts, error) {
 		f.Sender = tx.GetSender()
 		f.Recipient = tx.GetRecipient()
 		f.RecipientCount = int(tx.GetRecipientCount())
+		f.Size = int64(tx.GetSize())
 	}
 	switch stage {
 	case restriction.HELO:

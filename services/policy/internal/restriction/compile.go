@@ -11,6 +11,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 	"github.com/smtpgate/smtpgate/services/policy/internal/matchlist"
+	"github.com/smtpgate/smtpgate/services/policy/internal/ratelimit"
 	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
 
@@ -26,6 +27,9 @@ type Options struct {
 	// (reject_rbl_client, reject_unknown_sender_domain, check_spf...);
 	// without one, naming them is a configuration error.
 	DNS *resolver.Resolver
+	// RateLimits keeps the counts of check_rate_limit; nil counts in
+	// process.
+	RateLimits ratelimit.Counter
 }
 
 // compiler holds what restrictions are built from.
@@ -42,6 +46,8 @@ type compiler struct {
 	// rblReplies is rbl_reply_maps, opened on first use.
 	rblReplies *maps
 	errs       []error
+	// limits are the smtpgate_rate_limits definitions, parsed on first use.
+	limits map[string]rateLimit
 	// param is the parameter whose list is being compiled.
 	param string
 	// runtime is set while compiling an access table value during
@@ -67,6 +73,9 @@ func CompileWith(cfg *maincf.Config, opts Options) (*Engine, error) {
 		opts.OpenTable = func(spec string) (table.Table, error) {
 			return table.Open(spec, table.Options{Dir: cfg.Dir(), Logger: log})
 		}
+	}
+	if opts.RateLimits == nil {
+		opts.RateLimits = ratelimit.NewMemory(100000, nil)
 	}
 	c := &compiler{cfg: cfg, opts: opts, dest: &Destinations{}, classes: map[string]*List{}, tables: map[string]table.Table{}}
 	e := &Engine{lists: map[ListKind]*List{}, delayReject: cfg.Bool("smtpd_delay_reject")}
@@ -303,6 +312,17 @@ func (c *compiler) items(param string, words []string, stack []string) []Restric
 	for i := 0; i < len(words); i++ {
 		item := words[i]
 		lower := strings.ToLower(item)
+		if lower == "check_rate_limit" {
+			if i+1 == len(words) {
+				errorf("restriction check_rate_limit needs the name of a limit of smtpgate_rate_limits after it")
+				continue
+			}
+			i++
+			if r := c.compileRateLimit(errorf, words[i]); r != nil {
+				out = append(out, r)
+			}
+			continue
+		}
 		if rest, ok := strings.CutPrefix(lower, "check_policy_service"); ok && (rest == "" || strings.HasPrefix(strings.TrimSpace(rest), "{")) {
 			if rest != "" {
 				// "check_policy_service { inet:..., timeout=... }" comes

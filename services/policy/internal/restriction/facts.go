@@ -37,6 +37,9 @@ type Facts struct {
 	// END-OF-MESSAGE the only recipient when there is exactly one.
 	Recipient      string
 	RecipientCount int
+	// Size is the message size: the SIZE= of MAIL FROM, the real size at
+	// END-OF-MESSAGE (0 when unknown).
+	Size int64
 	// ETRNDomain is the ETRN argument.
 	ETRNDomain string
 }

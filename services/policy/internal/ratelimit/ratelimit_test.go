@@ -1,0 +1,102 @@
+package ratelimit
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/redisclient"
+	"github.com/smtpgate/smtpgate/pkg/redistest"
+)
+
+func TestMemory(t *testing.T) {
+	now := time.Unix(1000, 0)
+	m := NewMemory(100, func() time.Time { return now })
+	l := Limit{Count: 3, Window: time.Minute}
+	ctx := context.Background()
+	for i := 1; i <= 3; i++ {
+		if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 1, l); !d.Allowed || d.Used != int64(i) {
+			t.Fatalf("event %d: %+v", i, d)
+		}
+	}
+	if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 1, l); d.Allowed {
+		t.Fatalf("fourth event allowed: %+v", d)
+	}
+	if d, _ := m.Allow(ctx, "msgs", "192.0.2.2", 1, l); !d.Allowed {
+		t.Fatal("another key refused")
+	}
+	if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 5, Limit{Count: 10, Window: time.Minute}); !d.Allowed {
+		t.Fatal("cost within a larger limit refused")
+	}
+	now = now.Add(time.Minute)
+	if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 1, l); !d.Allowed || d.Used != 1 {
+		t.Fatalf("new window: %+v", d)
+	}
+}
+
+// Two counters (two policy replicas) on one real redis-server, 50
+// concurrent events each against a limit of 17: exactly 17 pass.
+func TestRedisExactAcrossReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	var counters []Counter
+	for range 2 {
+		c, err := redisclient.Open(srv.URL(), time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		counters = append(counters, NewRedis(c))
+	}
+	l := Limit{Count: 17, Window: time.Minute}
+	var allowed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 100 {
+		wg.Go(func() {
+			d, err := counters[i%2].Allow(context.Background(), "msgs", "john@example.org", 1, l)
+			if err != nil {
+				t.Error(err)
+			}
+			if d.Allowed {
+				allowed.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	if n := allowed.Load(); n != 17 {
+		t.Errorf("%d events allowed, want exactly 17", n)
+	}
+	// Redis gone: allowed (fail open) with ErrStore.
+	srv.Stop()
+	d, err := counters[0].Allow(context.Background(), "msgs", "john@example.org", 1, l)
+	if !errors.Is(err, ErrStore) || !d.Allowed {
+		t.Errorf("Redis down: %+v, %v", d, err)
+	}
+}
+
+func BenchmarkAllow(b *testing.B) {
+	ctx := context.Background()
+	l := Limit{Count: 1 << 40, Window: time.Hour}
+	b.Run("memory", func(b *testing.B) {
+		m := NewMemory(1000, nil)
+		for b.Loop() {
+			_, _ = m.Allow(ctx, "msgs", "192.0.2.1", 1, l)
+		}
+	})
+	b.Run("redis", func(b *testing.B) {
+		srv := redistest.Start(b)
+		c, err := redisclient.Open(srv.URL(), time.Second)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer c.Close()
+		r := NewRedis(c)
+		for b.Loop() {
+			if _, err := r.Allow(ctx, "msgs", "192.0.2.1", 1, l); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
