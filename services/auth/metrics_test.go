@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
@@ -25,13 +26,7 @@ func TestMetricsScrape(t *testing.T) {
 	}
 	web := httptest.NewServer(telemetry.MetricsHandler(reg))
 	defer web.Close()
-	resp, err := http.Get(web.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	for _, want := range []string{
+	wants := []string{
 		`smtpgate_auth_authentications_total{mechanism="PLAIN",result="success"} 1`,
 		`smtpgate_auth_authentications_total{mechanism="PLAIN",result="failure"} 2`,
 		`smtpgate_auth_authentications_total{mechanism="PLAIN",result="temporary_failure"} 1`,
@@ -39,11 +34,31 @@ func TestMetricsScrape(t *testing.T) {
 		`smtpgate_auth_lockouts_total{kind="client"} 1`,
 		`smtpgate_auth_locked_out_total 1`,
 		`smtpgate_auth_redis_errors_total 0`,
+		// Timed when the stream's handler returns, just after the
+		// outcome was sent: scraped again until it shows.
 		`smtpgate_grpc_server_handling_seconds_count{code="OK",method="/smtpgate.auth.v1.AuthService/Authenticate"} 5`,
-	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("no %s in /metrics", want)
+	}
+	var body []byte
+	var missing []string
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		resp, err := http.Get(web.URL)
+		if err != nil {
+			t.Fatal(err)
 		}
+		body, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		missing = missing[:0]
+		for _, want := range wants {
+			if !strings.Contains(string(body), want) {
+				missing = append(missing, want)
+			}
+		}
+		if len(missing) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	for _, want := range missing {
+		t.Errorf("no %s in /metrics", want)
 	}
 	if t.Failed() {
 		for _, l := range strings.Split(string(body), "\n") {

@@ -8,6 +8,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
@@ -78,15 +79,24 @@ func TestTracePipeline(t *testing.T) {
 	if resp.GetVerdict().GetAction() != policyv1.Action_ACTION_REJECT {
 		t.Fatalf("verdict = %v", resp.GetVerdict())
 	}
-	if err := shutdown(context.Background()); err != nil {
-		t.Fatal(err)
-	}
+	t.Cleanup(func() { _ = shutdown(context.Background()) })
 
+	// The server span ends just after the reply is sent: flush until it
+	// arrives.
 	var server *otlptest.Span
-	spans := rcv.Spans()
-	for i, s := range spans {
-		if s.Kind == 2 /* SERVER */ && s.Name == "smtpgate.policy.v1.PolicyService/Check" {
-			server = &spans[i]
+	var spans []otlptest.Span
+	for deadline := time.Now().Add(10 * time.Second); server == nil && time.Now().Before(deadline); {
+		if err := tp.(interface{ ForceFlush(context.Context) error }).ForceFlush(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		spans = rcv.Spans()
+		for i, s := range spans {
+			if s.Kind == 2 /* SERVER */ && s.Name == "smtpgate.policy.v1.PolicyService/Check" {
+				server = &spans[i]
+			}
+		}
+		if server == nil {
+			time.Sleep(10 * time.Millisecond)
 		}
 	}
 	if server == nil {
