@@ -79,6 +79,12 @@ func policyParams() []Def {
 		// check_rate_limit definitions and where the counts are kept.
 		list("smtpgate_rate_limits", ""),
 		{Name: "smtpgate_rate_limit_redis", Default: "", Owner: Policy, Secret: true},
+		// check_greylist (postgrey's defaults) and where its state is kept.
+		{Name: "smtpgate_greylist_delay", Default: "300s", Owner: Policy, Check: CheckDuration},
+		{Name: "smtpgate_greylist_retry_window", Default: "2d", Owner: Policy, Check: CheckDuration},
+		{Name: "smtpgate_greylist_max_age", Default: "35d", Owner: Policy, Check: CheckDuration},
+		{Name: "smtpgate_greylist_auto_allowlist_clients", Default: "5", Owner: Policy, Check: CheckInt},
+		{Name: "smtpgate_greylist_redis", Default: "", Owner: Policy, Secret: true},
 		// reject_dnsbl_score: postscreen_dnsbl_sites-style weighted lists.
 		list("smtpgate_dnsbl_sites", ""),
 		{Name: "smtpgate_dnsbl_threshold", Default: "1", Owner: Policy, Listener: true, Check: CheckInt},

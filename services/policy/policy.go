@@ -46,6 +46,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/policy/internal/greylist"
 	"github.com/smtpgate/smtpgate/services/policy/internal/ratelimit"
 	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
 	"github.com/smtpgate/smtpgate/services/policy/internal/table"
@@ -148,7 +149,20 @@ func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger
 		}
 		limits = ratelimit.NewRedis(c)
 	}
-	opts := restriction.Options{Logger: log, DNS: dns, RateLimits: limits, OpenTable: func(spec string) (table.Table, error) {
+	// One greylisting store for every listener, likewise.
+	gp, err := restriction.GreylistParams(main)
+	if err != nil {
+		return nil, err
+	}
+	var grey greylist.Store = greylist.NewMemory(gp, 1000000)
+	if u := main.Get("smtpgate_greylist_redis"); u != "" {
+		c, err := redisclient.Open(u, 200*time.Millisecond)
+		if err != nil {
+			return nil, main.Errorf("smtpgate_greylist_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
+		}
+		grey = greylist.NewRedis(c, gp)
+	}
+	opts := restriction.Options{Logger: log, DNS: dns, RateLimits: limits, Greylist: grey, OpenTable: func(spec string) (table.Table, error) {
 		if strings.HasPrefix(spec, "auth:") {
 			return openAuthTable(spec, auth, timeout)
 		}

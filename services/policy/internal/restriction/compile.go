@@ -7,9 +7,11 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
+	"github.com/smtpgate/smtpgate/services/policy/internal/greylist"
 	"github.com/smtpgate/smtpgate/services/policy/internal/matchlist"
 	"github.com/smtpgate/smtpgate/services/policy/internal/ratelimit"
 	"github.com/smtpgate/smtpgate/services/policy/internal/table"
@@ -30,6 +32,10 @@ type Options struct {
 	// RateLimits keeps the counts of check_rate_limit; nil counts in
 	// process.
 	RateLimits ratelimit.Counter
+	// Greylist keeps check_greylist's state; nil keeps it in process.
+	Greylist greylist.Store
+	// Now is the clock of check_greylist (nil: time.Now).
+	Now func() time.Time
 }
 
 // compiler holds what restrictions are built from.
@@ -415,6 +421,20 @@ func (c *compiler) restriction(errorf func(string, ...any), item string, stack [
 		return deferIfRestriction{}
 	case "reject_unauth_pipelining":
 		return unauthPipelining{}
+	case "check_greylist":
+		if c.opts.Greylist == nil {
+			p, err := GreylistParams(c.cfg)
+			if err != nil {
+				c.errs = append(c.errs, err)
+				return nil
+			}
+			c.opts.Greylist = greylist.NewMemory(p, 1000000)
+		}
+		now := c.opts.Now
+		if now == nil {
+			now = time.Now
+		}
+		return checkGreylist{store: c.opts.Greylist, nets: c.nets, now: now}
 	case "reject_dnsbl_score":
 		return c.compileDNSBLScore(errorf)
 	case "permit_mynetworks":
@@ -513,4 +533,23 @@ func orList(words []string) string {
 		return strings.Join(words, "")
 	}
 	return strings.Join(words[:len(words)-1], ", ") + " or " + words[len(words)-1]
+}
+
+// GreylistParams reads the smtpgate_greylist_* parameters.
+func GreylistParams(cfg *maincf.Config) (greylist.Params, error) {
+	var errs []error
+	d := func(name string) time.Duration {
+		v, err := maincf.ParseDuration(cfg.Get(name))
+		if err != nil || v <= 0 {
+			errs = append(errs, cfg.Errorf(name, "want a positive time"))
+		}
+		return v
+	}
+	n, err := strconv.Atoi(cfg.Get("smtpgate_greylist_auto_allowlist_clients"))
+	if err != nil || n < 0 {
+		errs = append(errs, cfg.Errorf("smtpgate_greylist_auto_allowlist_clients", "want a whole number"))
+	}
+	p := greylist.Params{Delay: d("smtpgate_greylist_delay"), RetryWindow: d("smtpgate_greylist_retry_window"),
+		MaxAge: d("smtpgate_greylist_max_age"), AutoAllowlist: n}
+	return p, errors.Join(errs...)
 }
