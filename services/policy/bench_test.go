@@ -1,0 +1,98 @@
+package policy
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/redistest"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+)
+
+// reportLatency adds p50 and p99 of ds to the benchmark's output.
+func reportLatency(b *testing.B, ds []time.Duration) {
+	if len(ds) == 0 {
+		return
+	}
+	slices.Sort(ds)
+	b.ReportMetric(float64(ds[len(ds)/2].Microseconds()), "p50-µs")
+	b.ReportMetric(float64(ds[len(ds)*99/100].Microseconds()), "p99-µs")
+}
+
+// BenchmarkCheckRedisRateLimit: Check at end of data with a
+// check_rate_limit counted in a real redis-server.
+func BenchmarkCheckRedisRateLimit(b *testing.B) {
+	srv := redistest.Start(b)
+	f, err := maincf.Parse("main.cf", strings.NewReader(mainCF+"smtpgate_rate_limit_redis = "+srv.URL()+
+		"\nsmtpgate_rate_limits = { name = msgs, key = sender_domain, count = 1000000000, window = 1h }\n"+
+		"smtpd_end_of_data_restrictions = check_rate_limit msgs\n"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Config{Main: maincf.New(maincf.Params(), f, b.TempDir())})
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := &policyv1.CheckRequest{Stage: policyv1.Stage_STAGE_END_OF_DATA,
+		Session:     &policyv1.Session{Id: "s", ClientAddress: "203.0.113.5", HeloName: "x.example.net"},
+		Transaction: &policyv1.Transaction{Sender: "a@bulk.example", Recipient: "john@example.org", RecipientCount: 1, Size: 1000}}
+	ctx := context.Background()
+	var ds []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		resp, err := s.Check(ctx, req)
+		ds = append(ds, time.Since(t0))
+		if err != nil || resp.GetVerdict().GetAction() != policyv1.Action_ACTION_PERMIT {
+			b.Fatalf("%v %v", resp.GetVerdict(), err)
+		}
+	}
+	reportLatency(b, ds)
+}
+
+// BenchmarkDelegation: requests per second of the policy delegation
+// server on one connection, as one Postfix smtpd process uses it.
+func BenchmarkDelegation(b *testing.B) {
+	f, err := maincf.Parse("main.cf", strings.NewReader(mainCF))
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, err := New(Config{Main: maincf.New(maincf.Params(), f, b.TempDir())})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() { _ = s.ServeDelegation(ctx, ln) }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	r := bufio.NewReader(c)
+	req := "request=smtpd_access_policy\nprotocol_state=RCPT\nprotocol_name=ESMTP\nclient_address=203.0.113.5\n" +
+		"client_name=unknown\nhelo_name=x.example.net\nsender=a@example.net\nrecipient=lisa@example.com\n\n"
+	var ds []time.Duration
+	for b.Loop() {
+		t0 := time.Now()
+		fmt.Fprint(c, req)
+		line, err := r.ReadString('\n')
+		if err != nil || line != "action=554 5.7.1 Relay access denied\n" {
+			b.Fatalf("%q %v", line, err)
+		}
+		if _, err := r.ReadString('\n'); err != nil {
+			b.Fatal(err)
+		}
+		ds = append(ds, time.Since(t0))
+	}
+	reportLatency(b, ds)
+}
