@@ -5,12 +5,13 @@
 // exact under concurrency (one atomic Lua script per decision), or in
 // process otherwise.
 //
-// The algorithm is a fixed window per key: the first event of a window
-// starts it and sets its expiry, and every event adds its cost; a
-// decision is "allowed" when the total stays within the limit. A refused
-// event is not counted, so a client that is refused does not use up the
-// next window. Keys come from SMTP clients and are hashed before they
-// reach Redis.
+// The algorithm is GCRA (the generic cell rate algorithm): a limit of
+// Count per Window lets a burst of Count through at once, then one unit
+// every Window/Count, so there is no window edge where twice the limit
+// can pass. Each key keeps one number, its theoretical arrival time; an
+// event of cost c is allowed when that time, moved on by c units, is at
+// most Window ahead of now. A refused event is not counted. Keys come from
+// SMTP clients and are hashed before they reach Redis.
 //
 // Fail mode: when Redis fails, Allow answers allowed (fail open, as the
 // limits protect capacity, not security) and the caller counts and logs
@@ -23,6 +24,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"time"
 
@@ -45,10 +47,10 @@ type Limit struct {
 // Decision is the answer for one event.
 type Decision struct {
 	Allowed bool
-	// Used is the window's total with this event when allowed, without
-	// it when refused.
+	// Used is how much of the budget is taken (with this event when
+	// allowed, without it when refused), rounded up.
 	Used int64
-	// Reset is how long until the window ends.
+	// Reset is how long until the budget is whole again.
 	Reset time.Duration
 }
 
@@ -70,28 +72,27 @@ type Redis struct{ c redis.Cmdable }
 // NewRedis counts in c.
 func NewRedis(c redis.Cmdable) *Redis { return &Redis{c: c} }
 
-// allowScript adds ARGV[1] to KEYS[1] if the total stays within ARGV[2];
-// the window (ARGV[3] ms) starts with the key's first event. Returns
-// {allowed, used, ttl ms}.
+// allowScript is GCRA on Redis's own clock, so that replicas with
+// skewed clocks agree. KEYS[1] holds the theoretical arrival time in ms.
+// ARGV: cost, count, window ms. Returns {allowed, used, reset ms}.
 var allowScript = redis.NewScript(`
-local used = tonumber(redis.call('GET', KEYS[1]) or '0')
-local cost, limit, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if used + cost > limit then
-  local ttl = redis.call('PTTL', KEYS[1])
-  return {0, used, ttl}
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+local cost, count, window = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local unit = window / count
+local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tat < now then tat = now end
+local new = tat + cost * unit
+if new - now > window then
+  return {0, math.ceil((tat - now) / unit), math.ceil(tat - now)}
 end
-used = redis.call('INCRBY', KEYS[1], cost)
-local ttl = redis.call('PTTL', KEYS[1])
-if ttl < 0 then
-  redis.call('PEXPIRE', KEYS[1], window)
-  ttl = window
-end
-return {1, used, ttl}
+redis.call('SET', KEYS[1], string.format('%.3f', new), 'PX', math.ceil(new - now) + 1)
+return {1, math.ceil((new - now) / unit), math.ceil(new - now)}
 `)
 
 // Allow implements Counter.
 func (r *Redis) Allow(ctx context.Context, name, key string, cost int64, l Limit) (Decision, error) {
-	res, err := allowScript.Run(ctx, r.c, []string{redisKey(name, key)}, cost, l.Count, l.Window.Milliseconds()).Int64Slice()
+	res, err := allowScript.Run(ctx, r.c, []string{redisKey(name, key)}, cost, l.Count, float64(l.Window)/float64(time.Millisecond)).Int64Slice()
 	if err != nil || len(res) != 3 {
 		return Decision{Allowed: true}, fmt.Errorf("%w: %s: %v", ErrStore, name, err)
 	}
@@ -102,22 +103,17 @@ func (r *Redis) Allow(ctx context.Context, name, key string, cost int64, l Limit
 type Memory struct {
 	mu  sync.Mutex
 	now func() time.Time
-	m   map[string]*window
+	m   map[string]time.Time // theoretical arrival times
 	max int
 }
 
-type window struct {
-	used int64
-	end  time.Time
-}
-
-// NewMemory counts in process, at most max keys (oldest windows dropped
-// first when full); now is the clock (nil: time.Now).
+// NewMemory counts in process, at most max keys (the ones whose budget is
+// whole again dropped first when full); now is the clock (nil: time.Now).
 func NewMemory(max int, now func() time.Time) *Memory {
 	if now == nil {
 		now = time.Now
 	}
-	return &Memory{now: now, m: map[string]*window{}, max: max}
+	return &Memory{now: now, m: map[string]time.Time{}, max: max}
 }
 
 // Allow implements Counter.
@@ -126,35 +122,34 @@ func (m *Memory) Allow(_ context.Context, name, key string, cost int64, l Limit)
 	defer m.mu.Unlock()
 	now := m.now()
 	k := name + "\x00" + key
-	w, ok := m.m[k]
-	if !ok || !now.Before(w.end) {
-		if len(m.m) >= m.max {
-			m.evict(now)
-		}
-		w = &window{end: now.Add(l.Window)}
-		m.m[k] = w
+	unit := float64(l.Window) / float64(l.Count)
+	tat, ok := m.m[k]
+	if !ok || tat.Before(now) {
+		tat = now
 	}
-	if w.used+cost > l.Count {
-		return Decision{Allowed: false, Used: w.used, Reset: w.end.Sub(now)}, nil
+	used := func(t time.Time) int64 { return int64(math.Ceil(float64(t.Sub(now)) / unit)) }
+	next := tat.Add(time.Duration(float64(cost) * unit))
+	if next.Sub(now) > l.Window {
+		return Decision{Allowed: false, Used: used(tat), Reset: tat.Sub(now)}, nil
 	}
-	w.used += cost
-	return Decision{Allowed: true, Used: w.used, Reset: w.end.Sub(now)}, nil
+	if !ok && len(m.m) >= m.max {
+		m.evict(now)
+	}
+	m.m[k] = next
+	return Decision{Allowed: true, Used: used(next), Reset: next.Sub(now)}, nil
 }
 
-// evict drops ended windows, or the one ending first.
+// evict drops keys whose budget is whole again, or any one.
 func (m *Memory) evict(now time.Time) {
-	var first string
-	var firstEnd time.Time
-	for k, w := range m.m {
-		if !now.Before(w.end) {
+	for k, t := range m.m {
+		if !t.After(now) {
 			delete(m.m, k)
-			continue
-		}
-		if first == "" || w.end.Before(firstEnd) {
-			first, firstEnd = k, w.end
 		}
 	}
-	if len(m.m) >= m.max && first != "" {
-		delete(m.m, first)
+	for k := range m.m {
+		if len(m.m) < m.max {
+			break
+		}
+		delete(m.m, k)
 	}
 }

@@ -28,12 +28,26 @@ func TestMemory(t *testing.T) {
 	if d, _ := m.Allow(ctx, "msgs", "192.0.2.2", 1, l); !d.Allowed {
 		t.Fatal("another key refused")
 	}
-	if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 5, Limit{Count: 10, Window: time.Minute}); !d.Allowed {
-		t.Fatal("cost within a larger limit refused")
+	if d, _ := m.Allow(ctx, "bytes", "192.0.2.1", 5, Limit{Count: 10, Window: time.Minute}); !d.Allowed || d.Used != 5 {
+		t.Fatalf("a cost of 5 in 10: %+v", d)
 	}
-	now = now.Add(time.Minute)
-	if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 1, l); !d.Allowed || d.Used != 1 {
-		t.Fatalf("new window: %+v", d)
+	if d, _ := m.Allow(ctx, "bytes", "192.0.2.1", 6, Limit{Count: 10, Window: time.Minute}); d.Allowed {
+		t.Fatalf("a cost of 6 more in 10: %+v", d)
+	}
+	// GCRA: one unit comes back every 20 s, not the whole budget at a
+	// window's edge.
+	now = now.Add(20 * time.Second)
+	if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 1, l); !d.Allowed {
+		t.Fatalf("after a third of the window: %+v", d)
+	}
+	if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 1, l); d.Allowed {
+		t.Fatalf("a second event after a third of the window: %+v", d)
+	}
+	now = now.Add(time.Hour)
+	for i := range 3 {
+		if d, _ := m.Allow(ctx, "msgs", "192.0.2.1", 1, l); !d.Allowed {
+			t.Fatalf("after an idle hour, event %d: %+v", i, d)
+		}
 	}
 }
 
