@@ -17,9 +17,21 @@ import (
 )
 
 type options struct {
-	tp   trace.TracerProvider
-	prop propagation.TextMapPropagator
+	tp    trace.TracerProvider
+	prop  propagation.TextMapPropagator
+	extra []grpc.DialOption
 }
+
+// WithDialOptions adds gRPC dial options (tests use it for a manual
+// resolver).
+func WithDialOptions(d ...grpc.DialOption) Option {
+	return func(o *options) { o.extra = append(o.extra, d...) }
+}
+
+// roundRobin spreads the calls over every address the target resolves to
+// (several policy or auth replicas behind dns:///name), rather than
+// gRPC's default of sticking to the first.
+const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
 
 // Option configures Dial.
 type Option func(*options)
@@ -37,9 +49,11 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 	return func(o *options) { o.prop = p }
 }
 
-// Dial makes a client for target ("host:port" or a gRPC target URI). It
-// connects lazily and retries a lost connection within about a second, so
-// a caller recovers by itself when the service returns.
+// Dial makes a client for target ("host:port" or a gRPC target URI such
+// as dns:///smtpgate-policy:10040). It connects lazily, balances calls
+// round robin over the target's addresses, and retries a lost connection
+// within about a second, so a caller recovers by itself when a replica
+// returns.
 func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	o := options{prop: telemetry.Propagator()}
 	for _, f := range opts {
@@ -50,6 +64,7 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	dopts := []grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second}),
+		grpc.WithDefaultServiceConfig(roundRobin),
 	}
 	if telemetry.Recording(o.tp) {
 		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(
@@ -58,5 +73,5 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 			otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
 		)))
 	}
-	return grpc.NewClient(target, dopts...)
+	return grpc.NewClient(target, append(dopts, o.extra...)...)
 }
