@@ -373,7 +373,7 @@ func (c *Config) Validate(owner Owner) error {
 func suggest(cat *Catalogue, name string) string {
 	best, bestD := "", 3
 	for _, n := range cat.Names() {
-		if d := editDistance(n, name); d < bestD {
+		if d := EditDistance(n, name); d < bestD {
 			best, bestD = n, d
 		}
 	}
@@ -383,7 +383,9 @@ func suggest(cat *Catalogue, name string) string {
 	return fmt.Sprintf(" (did you mean %s?)", best)
 }
 
-func editDistance(a, b string) int {
+// EditDistance is the Levenshtein distance of a and b (for "did you
+// mean" hints).
+func EditDistance(a, b string) int {
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
 	for j := range prev {

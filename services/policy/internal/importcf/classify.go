@@ -241,7 +241,7 @@ func suggest(name string) string {
 		bestD = 2
 	}
 	consider := func(n string) {
-		if d := editDistance(n, name); d < bestD || d == bestD && n < best {
+		if d := maincf.EditDistance(n, name); d < bestD || d == bestD && n < best {
 			best, bestD = n, d
 		}
 	}
@@ -255,25 +255,4 @@ func suggest(name string) string {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %s?)", best)
-}
-
-// editDistance is the Levenshtein distance of a and b.
-func editDistance(a, b string) int {
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }

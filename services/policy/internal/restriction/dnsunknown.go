@@ -88,15 +88,8 @@ func (r unknownHELO) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	if helo == "" {
 		return Outcome{}, nil
 	}
-	if helo[0] == '[' {
-		inner := helo[1:]
-		if n := len(inner); n > 1 && inner[n-1] == ']' {
-			inner = inner[:n-1]
-		}
-		if !validMailhostAddr(inner) {
-			return in.Refuse(in.codes.InvalidHostname, "5.5.2", "<%s>: %s rejected: invalid ip address", helo, classHELO), nil
-		}
-		return Outcome{}, nil
+	if o, ok := heloLiteral(in, helo); ok {
+		return o, nil
 	}
 	res := dnsNotFound
 	for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA, dns.TypeMX} {

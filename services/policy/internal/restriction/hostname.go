@@ -68,20 +68,30 @@ type heloCheck struct {
 }
 
 func (r heloCheck) Name() string { return r.name }
+
+// heloLiteral judges a HELO address literal "[...]" as Postfix's
+// reject_invalid_hostaddr() does; ok is false for a HELO that is not one.
+func heloLiteral(in *Input, helo string) (o Outcome, ok bool) {
+	if helo == "" || helo[0] != '[' {
+		return Outcome{}, false
+	}
+	inner := helo[1:]
+	if n := len(inner); n > 1 && inner[n-1] == ']' {
+		inner = inner[:n-1]
+	}
+	if !validMailhostAddr(inner) {
+		return in.Refuse(in.codes.InvalidHostname, "5.5.2", "<%s>: %s rejected: invalid ip address", helo, classHELO), true
+	}
+	return Outcome{}, true
+}
+
 func (r heloCheck) Eval(_ context.Context, in *Input) (Outcome, error) {
 	helo := in.Facts.HELO
 	if helo == "" {
 		return Outcome{}, nil
 	}
-	if helo[0] == '[' {
-		inner := helo[1:]
-		if n := len(inner); n > 1 && inner[n-1] == ']' {
-			inner = inner[:n-1]
-		}
-		if !validMailhostAddr(inner) {
-			return in.Refuse(in.codes.InvalidHostname, "5.5.2", "<%s>: %s rejected: invalid ip address", helo, classHELO), nil
-		}
-		return Outcome{}, nil
+	if o, ok := heloLiteral(in, helo); ok {
+		return o, nil
 	}
 	name := truncateDot(helo)
 	if r.fqdn {
