@@ -17,11 +17,13 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
@@ -37,6 +39,9 @@ type Config struct {
 	// TracerProvider makes the client spans of the calls to policy and
 	// auth and sends them the caller's trace context; nil: none.
 	TracerProvider trace.TracerProvider
+	// Metrics is where the edge registers its metrics (connections,
+	// commands, replies, hand-offs, open sessions); nil: none.
+	Metrics prometheus.Registerer
 }
 
 // Validate checks the edge's part of the configuration: names and values,
@@ -215,6 +220,14 @@ func New(cfg Config) (*Server, error) {
 		PolicyTimeout: cfg.Main.Duration("smtpgate_policy_timeout"),
 		AuthTimeout:   cfg.Main.Duration("smtpgate_auth_timeout"),
 		Limits:        &smtpd.ConnLimits{Max: int(cfg.Main.Int("smtpgate_max_connections"))},
+	}
+	if cfg.Metrics != nil {
+		s.engine.Metrics = smtpd.NewMetrics(cfg.Metrics)
+	}
+	// Spans only when they go somewhere: a no-op tracer would still cost
+	// an allocation or two per command.
+	if telemetry.Recording(cfg.TracerProvider) {
+		s.engine.Tracer = cfg.TracerProvider.Tracer("github.com/smtpgate/smtpgate/services/edge")
 	}
 	return s, nil
 }

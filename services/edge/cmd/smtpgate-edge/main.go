@@ -24,7 +24,7 @@ func main() {
 		Validate: edge.Validate,
 		Start: func(ctx context.Context, env daemon.Env) error {
 			srv, err := edge.New(edge.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
-				TracerProvider: env.TracerProvider})
+				TracerProvider: env.TracerProvider, Metrics: env.Metrics})
 			if err != nil {
 				return err
 			}

@@ -23,6 +23,8 @@ import (
 	"net"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
@@ -137,6 +139,14 @@ type Server struct {
 	AuthTimeout   time.Duration
 	// Limits counts connections across all listeners; nil: no limits.
 	Limits *ConnLimits
+	// Tracer makes a span per session, per command and per hand-off, and
+	// the command's context (carrying its span) goes to policy and auth;
+	// nil: no spans (leave it nil when tracing is off, see
+	// telemetry.Recording).
+	Tracer trace.Tracer
+	// Metrics counts connections, commands, replies and hand-offs; nil:
+	// none.
+	Metrics *Metrics
 }
 
 // Serve runs one SMTP session on conn to its end and closes conn. ctx
@@ -153,7 +163,13 @@ func (s *Server) Serve(ctx context.Context, conn net.Conn, l *Listener) {
 		return
 	}
 	sess := newSession(s, l, conn, peer)
-	defer sess.close()
+	ctx = sess.startSession(ctx)
+	s.Metrics.connected(l.Name, originName(sess.origin.String()))
+	defer func() {
+		sess.close()
+		sess.endSession()
+		s.Metrics.disconnected()
+	}()
 	sess.run(ctx)
 }
 

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"time"
 
+	"go.opentelemetry.io/otel/trace"
+
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
@@ -96,6 +98,8 @@ type session struct {
 	bdatFailed bool
 	// chunkBuf is the buffer BDAT chunks are read through.
 	chunkBuf []byte
+	// span is the session's span; nil when the server does not trace.
+	span trace.Span
 }
 
 // transaction is one mail transaction (MAIL to end of data or RSET).
@@ -198,6 +202,7 @@ func (s *session) send(r reply.Reply) {
 	if s.l.SoftBounce {
 		r = r.SoftBounced()
 	}
+	s.srv.Metrics.replied(r.Code)
 	// Postfix's smtpd_chat_reply: past smtpd_soft_error_limit every
 	// reply is delayed.
 	if s.l.SoftErrorLimit > 0 && s.l.ErrorSleep > 0 && s.errors >= s.l.SoftErrorLimit {
@@ -317,8 +322,11 @@ func (s *session) run(ctx context.Context) {
 		}
 		s.commands++
 		denied := s.denied
-		r := s.command(ctx, line)
+		verb, _ := splitCommand(line)
+		cctx, span := s.startCommand(ctx, verb)
+		r := s.command(cctx, line)
 		s.send(r)
+		endCommand(span, r)
 		if r.Close {
 			return
 		}
@@ -328,7 +336,7 @@ func (s *session) run(ctx context.Context) {
 		// smtpd_junk_command_limit: commands that can be repeated
 		// without end and cost the client nothing (Postfix's
 		// SMTPD_CMD_FLAG_LIMIT); each one past the limit is an error.
-		if verb, _ := splitCommand(line); junkCommands[verb] && !denied && s.l.JunkCommandLimit > 0 {
+		if junkCommands[verb] && !denied && s.l.JunkCommandLimit > 0 {
 			if s.junk > s.l.JunkCommandLimit {
 				s.errors++
 			}
@@ -524,7 +532,7 @@ func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.
 	}
 	resp, err := s.srv.Policy.Check(ctx, req)
 	if err != nil {
-		s.log.Error("policy check failed", "stage", stage.String(), "err", err)
+		s.log.ErrorContext(ctx, "policy check failed", "stage", stage.String(), "err", err)
 		return nil, fmt.Errorf("policy %s: %w", stage, err)
 	}
 	return resp.GetVerdict(), nil
@@ -937,7 +945,8 @@ func (s *session) forward(ctx context.Context, addr string) (reply.Reply, bool) 
 	if s.tx.hand == nil {
 		hand, err := s.l.NextHop.Begin(ctx, handoff.Envelope{Sender: s.tx.sender, Size: s.tx.params.size, Body8Bit: s.tx.params.body8bit, SMTPUTF8: s.tx.params.smtputf8, QueueID: s.tx.queueID})
 		if err != nil {
-			s.log.Error("next hop", "queue_id", s.tx.queueID, "err", err)
+			s.srv.Metrics.handoffFailed("begin")
+			s.log.ErrorContext(ctx, "next hop", "queue_id", s.tx.queueID, "err", err)
 			return reply.FromHandoff(err), false
 		}
 		s.tx.hand = hand
@@ -1040,8 +1049,13 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
 		return reply.WriteError
 	}
-	if err := tx.hand.Data(ctx, io.MultiReader(bytes.NewReader(head), content)); err != nil {
-		s.log.Error("hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
+	hctx, span := s.startHandoff(ctx, tx.queueID, int64(len(head))+size)
+	start := time.Now()
+	err = tx.hand.Data(hctx, io.MultiReader(bytes.NewReader(head), content))
+	s.srv.Metrics.handedOff(time.Since(start), err)
+	endHandoff(span, err)
+	if err != nil {
+		s.log.ErrorContext(ctx, "hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
 		return reply.FromHandoff(err)
 	}
 	attrs := []any{"queue_id", tx.queueID, "client", s.namaddr()}
@@ -1049,7 +1063,7 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		// As Postfix logs them on the queue id's client= line.
 		attrs = append(attrs, "sasl_method", s.saslMech, "sasl_username", s.saslUser)
 	}
-	s.log.Info("accepted", append(attrs, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", int64(len(head))+size, "spooled", tx.body.Spooled(), "next_hop", s.l.NextHop.String())...)
+	s.log.InfoContext(ctx, "accepted", append(attrs, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", int64(len(head))+size, "spooled", tx.body.Spooled(), "next_hop", s.l.NextHop.String())...)
 	return reply.Queued(tx.queueID)
 }
 
