@@ -88,7 +88,7 @@ func TestTelemetry(t *testing.T) {
 	}
 	attrs := map[string]string{}
 	for _, a := range sess.Attributes() {
-		attrs[string(a.Key)] = a.Value.Emit()
+		attrs[string(a.Key)] = a.Value.String()
 	}
 	if attrs["smtp.listener"] != "test" || attrs["client.address"] != "127.0.0.1" || attrs["smtp.client.origin"] != "socket" || attrs["smtp.tls"] != "false" {
 		t.Errorf("session attributes %v", attrs)
@@ -109,7 +109,7 @@ func TestTelemetry(t *testing.T) {
 	rejected := byName["smtp.RCPT"][0]
 	got := map[string]string{}
 	for _, a := range rejected.Attributes() {
-		got[string(a.Key)] = a.Value.Emit()
+		got[string(a.Key)] = a.Value.String()
 	}
 	if got["smtp.reply.code"] != "554" || got["smtp.reply.enhanced_code"] != "5.7.1" {
 		t.Errorf("refused RCPT attributes %v", got)
