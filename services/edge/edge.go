@@ -12,6 +12,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -28,6 +29,7 @@ import (
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
+	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
 	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
 )
 
@@ -42,6 +44,9 @@ type Config struct {
 	// Metrics is where the edge registers its metrics (connections,
 	// commands, replies, hand-offs, open sessions); nil: none.
 	Metrics prometheus.Registerer
+	// MailLog, when set, gets a mail log in Postfix smtpd's words and
+	// syslog's format (internal/maillog), for pflogsumm and the like.
+	MailLog io.Writer
 }
 
 // Validate checks the edge's part of the configuration: names and values,
@@ -220,6 +225,9 @@ func New(cfg Config) (*Server, error) {
 		PolicyTimeout: cfg.Main.Duration("smtpgate_policy_timeout"),
 		AuthTimeout:   cfg.Main.Duration("smtpgate_auth_timeout"),
 		Limits:        &smtpd.ConnLimits{Max: int(cfg.Main.Int("smtpgate_max_connections"))},
+	}
+	if cfg.MailLog != nil {
+		s.engine.MailLog = maillog.New(cfg.MailLog, cfg.Main.Get("myhostname"))
 	}
 	if cfg.Metrics != nil {
 		s.engine.Metrics = smtpd.NewMetrics(cfg.Metrics)

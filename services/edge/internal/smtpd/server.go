@@ -29,6 +29,7 @@ import (
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
+	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
 )
 
 // Policy is the policy service as the engine uses it.
@@ -147,6 +148,9 @@ type Server struct {
 	// Metrics counts connections, commands, replies and hand-offs; nil:
 	// none.
 	Metrics *Metrics
+	// MailLog gets Postfix smtpd's lines (connect, reject, client=,
+	// from=, disconnect); nil: none.
+	MailLog *maillog.Log
 }
 
 // Serve runs one SMTP session on conn to its end and closes conn. ctx

@@ -24,6 +24,7 @@ import (
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
+	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
 	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
 	"github.com/smtpgate/smtpgate/services/edge/internal/xclient"
 )
@@ -100,6 +101,8 @@ type session struct {
 	chunkBuf []byte
 	// span is the session's span; nil when the server does not trace.
 	span trace.Span
+	// cmds counts the commands for the mail log's disconnect line.
+	cmds maillog.Commands
 }
 
 // transaction is one mail transaction (MAIL to end of data or RSET).
@@ -180,6 +183,9 @@ func (s *session) close() {
 	_ = s.flush()
 	_ = s.conn.Close()
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
+	if s.srv.MailLog != nil {
+		s.srv.MailLog.Printf("disconnect from %s %s", s.namaddr(), s.cmds.String())
+	}
 }
 
 // namaddr is Postfix's "name[addr]"; the edge does no DNS, so the name is
@@ -271,6 +277,9 @@ func (s *session) readLine() (string, error) {
 
 func (s *session) run(ctx context.Context) {
 	s.log.Info("connect", "server", net.JoinHostPort(s.serverAddr, s.serverPort))
+	if s.srv.MailLog != nil {
+		s.srv.MailLog.Printf("connect from %s", s.namaddr())
+	}
 	if s.l.Wrapper {
 		if !s.handshake() {
 			return
@@ -327,6 +336,9 @@ func (s *session) run(ctx context.Context) {
 		r := s.command(cctx, line)
 		s.send(r)
 		endCommand(span, r)
+		if s.srv.MailLog != nil {
+			s.cmds.Count(verb, r.Code < 400)
+		}
 		if r.Close {
 			return
 		}
@@ -566,9 +578,54 @@ func (s *session) carried(stage policyv1.Stage) *policyv1.DeferredReply {
 func (s *session) verdict(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, subject string) (r reply.Reply, v *policyv1.Verdict, ok bool) {
 	r, v, ok, err := s.evaluate(ctx, stage, tx)
 	if err != nil {
-		return reply.PolicyUnavailable(subject), nil, false
+		r, v, ok = reply.PolicyUnavailable(subject), nil, false
+	}
+	if !ok && s.srv.MailLog != nil {
+		s.logReject(stage, tx, r)
 	}
 	return r, v, ok
+}
+
+// logReject writes Postfix smtpd's reject line: "NOQUEUE: reject: RCPT
+// from unknown[192.0.2.1]: 554 5.7.1 <x@example.net>: Relay access
+// denied; from=<a@example.org> to=<x@example.net> proto=ESMTP
+// helo=<client.example.net>".
+func (s *session) logReject(stage policyv1.Stage, tx *policyv1.Transaction, r reply.Reply) {
+	queueID := "NOQUEUE"
+	if s.tx != nil && len(s.tx.rcpts) > 0 {
+		queueID = s.tx.queueID
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "%s: reject: %s from %s: %s;", queueID, postfixStage(stage, s.esmtp), s.namaddr(), r.Text())
+	if tx != nil {
+		fmt.Fprintf(&b, " from=<%s>", tx.GetSender())
+		if tx.GetRecipient() != "" {
+			fmt.Fprintf(&b, " to=<%s>", tx.GetRecipient())
+		}
+	}
+	proto := "SMTP"
+	if s.esmtp {
+		proto = "ESMTP"
+	}
+	fmt.Fprintf(&b, " proto=%s", proto)
+	if s.helo != "" {
+		fmt.Fprintf(&b, " helo=<%s>", s.helo)
+	}
+	s.srv.MailLog.Printf("%s", printable([]byte(b.String())))
+}
+
+// postfixStage is the word Postfix's reject lines use for a stage.
+func postfixStage(stage policyv1.Stage, esmtp bool) string {
+	switch stage {
+	case policyv1.Stage_STAGE_HELO:
+		if esmtp {
+			return "EHLO"
+		}
+		return "HELO"
+	case policyv1.Stage_STAGE_END_OF_DATA:
+		return "END-OF-MESSAGE"
+	}
+	return strings.TrimPrefix(stage.String(), "STAGE_")
 }
 
 // evaluate asks policy about stage, logs the verdict's warnings, and
@@ -936,6 +993,15 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 		s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
 	}
 	s.tx.rcpts = append(s.tx.rcpts, addr)
+	if len(s.tx.rcpts) == 1 && s.srv.MailLog != nil {
+		// Postfix logs this when it creates the queue file, at the
+		// first recipient accepted.
+		line := s.tx.queueID + ": client=" + s.namaddr()
+		if s.saslUser != "" {
+			line += ", sasl_method=" + s.saslMech + ", sasl_username=" + s.saslUser
+		}
+		s.srv.MailLog.Printf("%s", printable([]byte(line)))
+	}
 	return reply.RcptOK
 }
 
@@ -1062,6 +1128,9 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 	if s.saslUser != "" {
 		// As Postfix logs them on the queue id's client= line.
 		attrs = append(attrs, "sasl_method", s.saslMech, "sasl_username", s.saslUser)
+	}
+	if s.srv.MailLog != nil {
+		s.srv.MailLog.Printf("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", tx.queueID, printable([]byte(tx.sender)), int64(len(head))+size, len(tx.rcpts))
 	}
 	s.log.InfoContext(ctx, "accepted", append(attrs, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", int64(len(head))+size, "spooled", tx.body.Spooled(), "next_hop", s.l.NextHop.String())...)
 	return reply.Queued(tx.queueID)

@@ -1,0 +1,103 @@
+package smtpd
+
+import (
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
+)
+
+// TestMailLog runs two sessions with the Postfix-format mail log on and
+// checks the lines, then has Debian's pflogsumm (scripts/deps --test)
+// count them: two messages received, one recipient rejected.
+func TestMailLog(t *testing.T) {
+	h := newHarness(t, relayDenied, nil)
+	var buf logBuffer
+	srv := &Server{Policy: h.policy, Auth: h.auth, MailLog: maillog.New(&buf, "mail")}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); srv.Serve(context.Background(), c, h.l) }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+	h.addr = ln.Addr().String()
+	dialogue := func(steps [][2]string) {
+		c := h.dial()
+		c.reply()
+		for _, step := range steps {
+			c.send(step[0])
+			if r := c.reply(); !strings.HasPrefix(r, step[1]) {
+				t.Fatalf("%q: %q, want %s", step[0], r, step[1])
+			}
+		}
+	}
+	dialogue([][2]string{
+		{"EHLO client.example.net\r\n", "250"},
+		{"MAIL FROM:<a@example.net>\r\n", "250"},
+		{"RCPT TO:<x@elsewhere.example>\r\n", "554 5.7.1"},
+		{"RCPT TO:<john@example.org>\r\n", "250"},
+		{"DATA\r\n", "354"},
+		{"Subject: t\r\n\r\nhi\r\n.\r\n", "250 2.0.0"},
+		{"QUIT\r\n", "221"},
+	})
+	dialogue([][2]string{
+		{"HELO client.example.net\r\n", "250"},
+		{"MAIL FROM:<>\r\n", "250"},
+		{"RCPT TO:<john@example.org>\r\n", "250"},
+		{"DATA\r\n", "354"},
+		{"Subject: t\r\n\r\nhi\r\n.\r\n", "250 2.0.0"},
+		{"QUIT\r\n", "221"},
+	})
+	ln.Close()
+	wg.Wait()
+
+	log := buf.buf.String()
+	header := `^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d mail smtpgate/smtpd\[\d+\]: `
+	for _, want := range []string{
+		`connect from unknown\[127\.0\.0\.1\]$`,
+		`NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.1\]: 554 5\.7\.1 <x@elsewhere\.example>: Relay access denied; from=<a@example\.net> to=<x@elsewhere\.example> proto=ESMTP helo=<client\.example\.net>$`,
+		`[0-9A-F]{12}: client=unknown\[127\.0\.0\.1\]$`,
+		`[0-9A-F]{12}: from=<a@example\.net>, size=\d+, nrcpt=1 \(queue active\)$`,
+		`disconnect from unknown\[127\.0\.0\.1\] ehlo=1 mail=1 rcpt=1/2 data=1 quit=1 commands=5/6$`,
+		`disconnect from unknown\[127\.0\.0\.1\] helo=1 mail=1 rcpt=1 data=1 quit=1 commands=5$`,
+	} {
+		if !regexp.MustCompile(`(?m)` + header + want).MatchString(log) {
+			t.Errorf("no line %s in\n%s", want, log)
+		}
+	}
+
+	pflogsumm, err := exec.LookPath("pflogsumm")
+	if err != nil {
+		t.Skip("pflogsumm not installed (scripts/deps --test)")
+	}
+	file := filepath.Join(t.TempDir(), "maillog")
+	if err := os.WriteFile(file, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(pflogsumm, "--syslog-name=smtpgate", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pflogsumm: %v\n%s", err, out)
+	}
+	for _, want := range []string{`(?m)^\s+2\s+received$`, `(?m)^\s+1\s+rejected \(`} {
+		if !regexp.MustCompile(want).Match(out) {
+			t.Errorf("pflogsumm: no %s in\n%s", want, out)
+		}
+	}
+}
