@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/big"
+	mrand "math/rand/v2"
 	"net"
 	"net/smtp"
 	"net/textproto"
@@ -89,14 +90,41 @@ type stack struct {
 	logs    map[string]string // service → log file
 }
 
+// handedOut are the ports freePort gave, never given twice in one test
+// binary.
+var handedOut struct {
+	sync.Mutex
+	ports map[int]bool
+}
+
+// freePort returns a port free on 127.0.0.1, below the kernel's ephemeral
+// range (32768 and up), so that no outgoing connection of a parallel test
+// takes it between now and the moment a service binds it, and not given
+// before (parallel stacks start between choosing and binding).
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	handedOut.Lock()
+	defer handedOut.Unlock()
+	if handedOut.ports == nil {
+		handedOut.ports = map[int]bool{}
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	for range 1000 {
+		// 10000-19999: pkg/postfixtest takes its Postfix ports from
+		// 20000-32767.
+		port := 10000 + mrand.IntN(10000)
+		if handedOut.ports[port] {
+			continue
+		}
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		handedOut.ports[port] = true
+		return port
+	}
+	t.Fatal("no free port in 10000-19999")
+	return 0
 }
 
 // newStack copies deploy/local into a temporary directory, moves every

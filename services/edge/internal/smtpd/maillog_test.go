@@ -85,7 +85,7 @@ func TestMailLog(t *testing.T) {
 
 	pflogsumm, err := exec.LookPath("pflogsumm")
 	if err != nil {
-		t.Skip("pflogsumm not installed (scripts/deps --test)")
+		t.Fatal("pflogsumm is not installed: run scripts/deps --test")
 	}
 	file := filepath.Join(t.TempDir(), "maillog")
 	if err := os.WriteFile(file, []byte(log), 0o600); err != nil {
