@@ -72,5 +72,9 @@ func edgeParams() []Def {
 		// The clients that may use XCLIENT, a mynetworks-style list as
 		// above. Empty: nobody.
 		{Name: "smtpd_authorized_xclient_hosts", Default: "", Owner: Edge, Listener: true},
+		// A mail log in Postfix smtpd's words ("connect from ...",
+		// "NOQUEUE: reject: ...", "disconnect from ...") appended to this
+		// file, for pflogsumm and fail2ban; empty: none.
+		{Name: "smtpgate_maillog_file", Default: "", Owner: Edge},
 	}
 }

@@ -6,6 +6,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -23,8 +24,19 @@ func main() {
 		Owner:    maincf.Edge,
 		Validate: edge.Validate,
 		Start: func(ctx context.Context, env daemon.Env) error {
-			srv, err := edge.New(edge.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
-				TracerProvider: env.TracerProvider, Metrics: env.Metrics})
+			cfg := edge.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
+				TracerProvider: env.TracerProvider, Metrics: env.Metrics}
+			// smtpgate_maillog_file: a mail log in Postfix smtpd's words,
+			// for pflogsumm and fail2ban's postfix filters.
+			if path := env.Config.Path("smtpgate_maillog_file"); path != "" {
+				f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+				if err != nil {
+					return fmt.Errorf("smtpgate_maillog_file: %w", err)
+				}
+				defer f.Close()
+				cfg.MailLog = f
+			}
+			srv, err := edge.New(cfg)
 			if err != nil {
 				return err
 			}
