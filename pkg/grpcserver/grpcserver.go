@@ -26,6 +26,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
+	adminv1 "github.com/smtpgate/smtpgate/proto/smtpgate/admin/v1"
 )
 
 // Server is a gRPC server with health and reflection.
@@ -38,6 +39,7 @@ type options struct {
 	tp       trace.TracerProvider
 	prop     propagation.TextMapPropagator
 	reg      prometheus.Registerer
+	admin    *Admin
 	grpcOpts []grpc.ServerOption
 }
 
@@ -127,6 +129,9 @@ func New(opts ...Option) *Server {
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(g, h)
 	reflection.Register(g)
+	if o.admin != nil {
+		adminv1.RegisterAdminServiceServer(g, o.admin)
+	}
 	return &Server{GRPC: g, Health: h}
 }
 

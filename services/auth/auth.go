@@ -274,7 +274,8 @@ func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 // Serve serves gRPC on lis until ctx ends.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	srv := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
-		grpcserver.WithMetrics(s.cfg.Metrics))
+		grpcserver.WithMetrics(s.cfg.Metrics),
+		grpcserver.WithAdmin(&grpcserver.Admin{Service: "auth", Owner: maincf.Auth, Main: s.cfg.Main, Services: s.cfg.Services}))
 	authv1.RegisterAuthServiceServer(srv.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
 	return srv.Serve(ctx, lis)

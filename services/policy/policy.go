@@ -293,7 +293,8 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 		defer s.redis.Close()
 	}
 	g := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
-		grpcserver.WithMetrics(s.cfg.Metrics))
+		grpcserver.WithMetrics(s.cfg.Metrics),
+		grpcserver.WithAdmin(&grpcserver.Admin{Service: "policy", Owner: maincf.Policy, Main: s.cfg.Main, Services: s.cfg.Services}))
 	policyv1.RegisterPolicyServiceServer(g.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
 	if err := g.Serve(ctx, lis); err != nil {

@@ -65,6 +65,25 @@ func TestGRPCurl(t *testing.T) {
 			t.Errorf("health of %s: %s", addr, out)
 		}
 	}
+	// Version and effective configuration, secrets redacted.
+	for addr, svc := range map[string]string{policy: "policy", auth: "auth"} {
+		var st struct {
+			Service, Version, GoVersion string
+			Parameters                  []struct{ Name, Value, Position string }
+		}
+		if err := json.Unmarshal([]byte(run(addr, "smtpgate.admin.v1.AdminService/Status")), &st); err != nil {
+			t.Fatal(err)
+		}
+		found := false
+		for _, p := range st.Parameters {
+			if p.Name == "myhostname" && p.Value == "mail.example.org" && strings.Contains(p.Position, "main.cf:") {
+				found = true
+			}
+		}
+		if st.Service != svc || st.Version == "" || st.GoVersion == "" || !found {
+			t.Errorf("Status of %s: %+v", svc, st)
+		}
+	}
 	if out := run(policy, "describe", "smtpgate.policy.v1.PolicyService"); !strings.Contains(out, "rpc Explain ( .smtpgate.policy.v1.ExplainRequest ) returns ( .smtpgate.policy.v1.ExplainResponse )") {
 		t.Errorf("describe PolicyService:\n%s", out)
 	}
