@@ -231,7 +231,14 @@ func (r *Resolver) Servers() []string { return append([]string(nil), r.servers..
 // the type, ErrTemporary when no server answered usefully or ctx ended
 // first. An invalid name gives ErrInvalidName and a nil Answer. Errors
 // wrap these sentinels (use errors.Is).
-func (r *Resolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+func (r *Resolver) Lookup(ctx context.Context, name string, qtype uint16) (a *Answer, err error) {
+	if sink, ok := ctx.Value(sourceKey{}).(*Source); ok {
+		defer func() {
+			if a != nil {
+				*sink = a.Source
+			}
+		}()
+	}
 	fqdn, err := Canonical(name)
 	if err != nil {
 		r.stats.invalid.Add(1)
@@ -342,4 +349,14 @@ func (r *Resolver) Stats() Stats {
 		Queries: c.queries.Load(), TCPRetries: c.tcpRetries.Load(),
 		RedisErrors: c.redisErrors.Load(), RedisFallbacks: c.redisFallbacks.Load(),
 	}
+}
+
+// sourceKey is the context key of WithSource.
+type sourceKey struct{}
+
+// WithSource returns a context whose lookups (also through LookupA,
+// LookupMX...) write where their answer came from into src, for traces
+// and logs.
+func WithSource(ctx context.Context, src *Source) context.Context {
+	return context.WithValue(ctx, sourceKey{}, src)
 }

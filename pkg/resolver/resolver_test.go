@@ -452,3 +452,18 @@ func TestConfig(t *testing.T) {
 		t.Errorf("servers (-want +got):\n%s", diff)
 	}
 }
+
+func TestWithSource(t *testing.T) {
+	r := newResolver(t, startStub(t), nil, nil)
+	var src resolver.Source = 99
+	ctx := resolver.WithSource(context.Background(), &src)
+	if _, err := r.LookupA(ctx, "a.example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if src != resolver.FromDNS {
+		t.Errorf("first lookup: %v, want dns", src)
+	}
+	if _, err := r.LookupA(ctx, "a.example.test"); err != nil || src != resolver.FromCache {
+		t.Errorf("second lookup: %v %v, want cache", src, err)
+	}
+}

@@ -3,6 +3,8 @@ package restriction
 import (
 	"context"
 	"errors"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
 	"net/netip"
 	"strings"
 
@@ -63,12 +65,37 @@ func traceDNS(in *Input, name string, qtype uint16, records []string, err error)
 	in.lookup(l)
 }
 
+// dnsSpan starts a span for one DNS lookup when the check is traced
+// (name, type, and at the end where the answer came from: the in-process
+// cache, Redis or DNS, and the result); end closes it.
+func dnsSpan(ctx context.Context, name string, qtype uint16) (context.Context, func(err error)) {
+	parent := trace.SpanFromContext(ctx)
+	if !parent.IsRecording() {
+		return ctx, func(error) {}
+	}
+	ctx, span := parent.TracerProvider().Tracer(tracerName).Start(ctx, "dns "+dns.TypeToString[qtype],
+		trace.WithSpanKind(trace.SpanKindClient),
+		trace.WithAttributes(attribute.String("dns.question.name", strings.TrimSuffix(name, ".")), attribute.String("dns.question.type", dns.TypeToString[qtype])))
+	src := resolver.Source(255)
+	ctx = resolver.WithSource(ctx, &src)
+	return ctx, func(err error) {
+		result := map[dnsResult]string{dnsFound: "found", dnsNotFound: "not found", dnsTemporary: "temporary failure"}[classify(err)]
+		span.SetAttributes(attribute.String("dns.result", result))
+		if src != 255 {
+			span.SetAttributes(attribute.String("dns.source", src.String()))
+		}
+		span.End()
+	}
+}
+
 // lookupAddrs is LookupA or LookupAAAA with the trace.
 func lookupAddrs(ctx context.Context, in *Input, r *resolver.Resolver, name string, qtype uint16) ([]netip.Addr, error) {
 	var (
 		addrs []netip.Addr
 		err   error
 	)
+	ctx, end := dnsSpan(ctx, name, qtype)
+	defer func() { end(err) }()
 	if qtype == dns.TypeAAAA {
 		addrs, err = r.LookupAAAA(ctx, name)
 	} else {
@@ -85,13 +112,17 @@ func lookupAddrs(ctx context.Context, in *Input, r *resolver.Resolver, name stri
 }
 
 func lookupTXT(ctx context.Context, in *Input, r *resolver.Resolver, name string) ([]string, error) {
+	ctx, end := dnsSpan(ctx, name, dns.TypeTXT)
 	txt, err := r.LookupTXT(ctx, name)
+	end(err)
 	traceDNS(in, name, dns.TypeTXT, txt, err)
 	return txt, err
 }
 
 func lookupMX(ctx context.Context, in *Input, r *resolver.Resolver, name string) ([]resolver.MX, error) {
+	ctx, end := dnsSpan(ctx, name, dns.TypeMX)
 	mx, err := r.LookupMX(ctx, name)
+	end(err)
 	if in.st.lookups != nil {
 		recs := make([]string, len(mx))
 		for i, m := range mx {
@@ -166,7 +197,9 @@ func clientNamesOf(ctx context.Context, in *Input, r *resolver.Resolver) *client
 		return c
 	}
 	rev, _ := resolver.ReverseName(addr)
-	ptrs, err := r.LookupPTR(ctx, addr)
+	pctx, end := dnsSpan(ctx, rev, dns.TypePTR)
+	ptrs, err := r.LookupPTR(pctx, addr)
+	end(err)
 	traceDNS(in, rev, dns.TypePTR, ptrs, err)
 	switch classify(err) {
 	case dnsTemporary:

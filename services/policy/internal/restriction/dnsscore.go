@@ -80,7 +80,9 @@ func (r dnsblScore) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	var wg sync.WaitGroup
 	for i, s := range r.sites {
 		wg.Go(func() {
-			addrs, err := r.dns.LookupA(ctx, rev+s.domain)
+			lctx, end := dnsSpan(ctx, rev+s.domain, dns.TypeA)
+			addrs, err := r.dns.LookupA(lctx, rev+s.domain)
+			end(err)
 			answers[i] = answer{addrs, err}
 		})
 	}

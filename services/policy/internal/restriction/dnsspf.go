@@ -144,8 +144,11 @@ func (d spfDNS) LookupMX(ctx context.Context, name string) ([]spf.MX, error) {
 }
 
 func (d spfDNS) LookupPTR(ctx context.Context, addr netip.Addr) ([]string, error) {
+	rev, rerr := resolver.ReverseName(addr)
+	ctx, end := dnsSpan(ctx, rev, dns.TypePTR)
 	names, err := d.r.LookupPTR(ctx, addr)
-	if rev, rerr := resolver.ReverseName(addr); rerr == nil {
+	end(err)
+	if rerr == nil {
 		traceDNS(d.in, rev, dns.TypePTR, names, err)
 	}
 	return names, spfErr(err)
