@@ -83,7 +83,12 @@ func TestStart(t *testing.T) {
 		t.Errorf("stranger with a listed HELO name: got %q, want %q", got, want)
 	}
 
+	// Postfix's log daemon writes a moment after the event.
 	log := p.Log()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log, "Helo command rejected: go away") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		log = p.Log()
+	}
 	if log == "" {
 		t.Fatal("empty maillog")
 	}
