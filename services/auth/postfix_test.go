@@ -76,7 +76,13 @@ func TestPostfixAuthenticatesThroughDovecotProtocol(t *testing.T) {
 			t.Errorf("%s with a wrong password through Postfix: want 535 5.7.8\n%s", mech, out)
 		}
 	}
-	if log := pf.Log(); !strings.Contains(log, "sasl_method=PLAIN, sasl_username=john@example.org") {
+	// Postfix's log daemon writes a moment after the event.
+	log := pf.Log()
+	for deadline := time.Now().Add(10 * time.Second); !strings.Contains(log, "sasl_method=PLAIN, sasl_username=john@example.org") && time.Now().Before(deadline); {
+		time.Sleep(100 * time.Millisecond)
+		log = pf.Log()
+	}
+	if !strings.Contains(log, "sasl_method=PLAIN, sasl_username=john@example.org") {
 		t.Errorf("Postfix did not log the SASL login:\n%s", log)
 	}
 }
