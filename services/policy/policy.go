@@ -346,7 +346,7 @@ func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policy
 	if err != nil {
 		return nil, err
 	}
-	v, steps, err := s.evaluate(ctx, e, f, false)
+	v, steps, err := s.evaluate(ctx, e, f)
 	if err != nil {
 		s.metrics.failed(f.Stage)
 		return nil, err
@@ -374,7 +374,7 @@ func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*po
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	v, steps, err := s.evaluate(ctx, e, f, true)
+	v, steps, err := s.evaluate(ctx, e, f)
 	if err != nil {
 		return nil, err
 	}
@@ -402,27 +402,13 @@ func (s *Server) prepare(req *policyv1.CheckRequest) (*restriction.Facts, *restr
 	return f, e, nil
 }
 
-// evaluate runs the engine; refusals are always traced, so that the log
-// says how they were reached.
-func (s *Server) evaluate(ctx context.Context, e *restriction.Engine, f *restriction.Facts, explain bool) (restriction.Verdict, []restriction.Step, error) {
-	var (
-		v     restriction.Verdict
-		steps []restriction.Step
-		err   error
-	)
-	if explain {
-		v, steps, err = e.Explain(ctx, f)
-	} else {
-		v, err = e.Check(ctx, f)
-		if err == nil && v.Action != restriction.ActionPermit {
-			// Refusals are rare: evaluate again, traced, for the log;
-			// without spans, which the first evaluation made.
-			lctx := trace.ContextWithSpanContext(ctx, trace.SpanContextFromContext(ctx))
-			if tv, ts, terr := e.Explain(lctx, f); terr == nil && tv.Action == v.Action {
-				steps = ts
-			}
-		}
-	}
+// evaluate runs the engine, traced, so that the log says how a refusal
+// was reached.
+func (s *Server) evaluate(ctx context.Context, e *restriction.Engine, f *restriction.Facts) (restriction.Verdict, []restriction.Step, error) {
+	// Always traced, once: a refusal is logged with its trace, and
+	// evaluating a second time for the log would repeat what restrictions
+	// do (count a rate limit, ask a policy server, greylist).
+	v, steps, err := e.Explain(ctx, f)
 	if err != nil {
 		s.log.ErrorContext(ctx, "check failed", "session", f.SessionID, "stage", f.Stage.String(), "err", err)
 		return v, nil, status.Error(codes.Unavailable, "restriction evaluation failed")
