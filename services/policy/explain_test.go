@@ -3,15 +3,12 @@ package policy
 import (
 	"context"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
@@ -33,23 +30,7 @@ func TestExplainOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &syncBuffer{}
-	srv, err := New(Config{Main: maincf.New(maincf.Params(), f, dir), Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go func() { _ = srv.Serve(ctx, lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer conn.Close()
-	client := policyv1.NewPolicyServiceClient(conn)
+	client := serveWith(t, Config{Main: maincf.New(maincf.Params(), f, dir), Logger: slog.New(slog.NewTextHandler(logs, nil))})
 
 	req := rcptRequest("", "203.0.113.5", "john@example.org")
 	req.Transaction.Sender = "bob@mail.spammer.example"

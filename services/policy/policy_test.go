@@ -79,6 +79,14 @@ func startServer(t *testing.T) (*grpc.ClientConn, *syncBuffer) {
 	logs := &syncBuffer{}
 	cfg := testConfig(t)
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	return serveConn(t, cfg), logs
+}
+
+// serveConn runs a server built from cfg on 127.0.0.1:0 and returns a
+// connection to it; the server stops when the test ends, and must stop
+// cleanly.
+func serveConn(t testing.TB, cfg Config) *grpc.ClientConn {
+	t.Helper()
 	srv, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -101,7 +109,7 @@ func startServer(t *testing.T) (*grpc.ClientConn, *syncBuffer) {
 			t.Errorf("Serve: %v", err)
 		}
 	})
-	return conn, logs
+	return conn
 }
 
 func rcptRequest(listener, client, recipient string) *policyv1.CheckRequest {

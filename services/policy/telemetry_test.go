@@ -3,7 +3,6 @@ package policy
 import (
 	"context"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -12,8 +11,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/trace"
-	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 
 	"github.com/smtpgate/smtpgate/pkg/otlptest"
@@ -25,27 +22,7 @@ import (
 // client of it; the server stops when the test ends.
 func serveWith(t testing.TB, cfg Config) policyv1.PolicyServiceClient {
 	t.Helper()
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, lis) }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		conn.Close()
-		cancel()
-		<-done
-	})
-	return policyv1.NewPolicyServiceClient(conn)
+	return policyv1.NewPolicyServiceClient(serveConn(t, cfg))
 }
 
 // TestTracePipeline is the whole trace path: a caller's W3C traceparent
