@@ -87,6 +87,8 @@ type Server struct {
 	// cache, nil without smtpgate_dns_redis.
 	dns   *resolver.Resolver
 	redis *redis.Client
+	// shared holds check_rate_limit's and check_greylist's state.
+	shared *shared
 	// metrics are never nil (unregistered without Config.Metrics).
 	metrics *metrics
 }
@@ -100,7 +102,12 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 	if rc != nil {
 		defer rc.Close()
 	}
-	_, err := compileAll(main, services, nil, nil, dns, dnsErr)
+	sh, err := openShared(main)
+	if err != nil {
+		return err
+	}
+	defer sh.Close()
+	_, err = compileAll(main, services, nil, nil, dns, dnsErr, sh)
 	return err
 }
 
@@ -114,13 +121,11 @@ func newResolver(main *maincf.Config, log *slog.Logger) (*resolver.Resolver, *re
 		Timeout: main.Duration("smtpgate_dns_timeout"),
 		Logger:  log,
 	}
-	var rc *redis.Client
-	if u := main.Get("smtpgate_dns_redis"); u != "" {
-		c, err := redisclient.Open(u, time.Second)
-		if err != nil {
-			return nil, nil, main.Errorf("smtpgate_dns_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
-		}
-		rc = c
+	rc, err := openRedis(main, "smtpgate_dns_redis", time.Second)
+	if err != nil {
+		return nil, nil, err
+	}
+	if rc != nil {
 		cfg.Redis = rc
 	}
 	r, err := resolver.New(cfg)
@@ -133,36 +138,68 @@ func newResolver(main *maincf.Config, log *slog.Logger) (*resolver.Resolver, *re
 	return r, rc, nil
 }
 
-// compileAll compiles every listener's lists. dns is nil when it could
-// not be built (dnsErr says why): that is only an error for a
-// configuration that uses a DNS restriction.
-func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger, auth authv1.AuthServiceClient,
-	dns *resolver.Resolver, dnsErr error) (map[string]*restriction.Engine, error) {
-	timeout := main.Duration("smtpgate_auth_timeout")
-	// One counter for every listener's check_rate_limit: in Redis, shared
-	// by the replicas, or in process.
-	var limits ratelimit.Counter = ratelimit.NewMemory(100000, nil)
-	if u := main.Get("smtpgate_rate_limit_redis"); u != "" {
-		c, err := redisclient.Open(u, 200*time.Millisecond)
-		if err != nil {
-			return nil, main.Errorf("smtpgate_rate_limit_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
-		}
-		limits = ratelimit.NewRedis(c)
+// openRedis opens the Redis client of a URL parameter; nil when it is
+// empty. The error never quotes the URL: it may hold a password.
+func openRedis(main *maincf.Config, param string, timeout time.Duration) (*redis.Client, error) {
+	u := main.Get(param)
+	if u == "" {
+		return nil, nil
 	}
-	// One greylisting store for every listener, likewise.
+	c, err := redisclient.Open(u, timeout)
+	if err != nil {
+		return nil, main.Errorf(param, "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
+	}
+	return c, nil
+}
+
+// shared is the state every listener's lists share: check_rate_limit's
+// counts and check_greylist's triplets, in Redis when configured.
+type shared struct {
+	limits  ratelimit.Counter
+	grey    greylist.Store
+	clients []*redis.Client
+}
+
+// openShared builds the shared state from smtpgate_rate_limit_redis,
+// smtpgate_greylist_redis and the smtpgate_greylist_* parameters.
+func openShared(main *maincf.Config) (*shared, error) {
 	gp, err := restriction.GreylistParams(main)
 	if err != nil {
 		return nil, err
 	}
-	var grey greylist.Store = greylist.NewMemory(gp, 1000000)
-	if u := main.Get("smtpgate_greylist_redis"); u != "" {
-		c, err := redisclient.Open(u, 200*time.Millisecond)
-		if err != nil {
-			return nil, main.Errorf("smtpgate_greylist_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
-		}
-		grey = greylist.NewRedis(c, gp)
+	sh := &shared{limits: ratelimit.NewMemory(100000, nil), grey: greylist.NewMemory(gp, 1000000)}
+	rl, err := openRedis(main, "smtpgate_rate_limit_redis", 200*time.Millisecond)
+	if err != nil {
+		return nil, err
 	}
-	opts := restriction.Options{Logger: log, DNS: dns, RateLimits: limits, Greylist: grey, OpenTable: func(spec string) (table.Table, error) {
+	if rl != nil {
+		sh.limits, sh.clients = ratelimit.NewRedis(rl), append(sh.clients, rl)
+	}
+	gr, err := openRedis(main, "smtpgate_greylist_redis", 200*time.Millisecond)
+	if err != nil {
+		sh.Close()
+		return nil, err
+	}
+	if gr != nil {
+		sh.grey, sh.clients = greylist.NewRedis(gr, gp), append(sh.clients, gr)
+	}
+	return sh, nil
+}
+
+// Close closes the Redis clients.
+func (sh *shared) Close() {
+	for _, c := range sh.clients {
+		c.Close()
+	}
+}
+
+// compileAll compiles every listener's lists. dns is nil when it could
+// not be built (dnsErr says why): that is only an error for a
+// configuration that uses a DNS restriction.
+func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger, auth authv1.AuthServiceClient,
+	dns *resolver.Resolver, dnsErr error, sh *shared) (map[string]*restriction.Engine, error) {
+	timeout := main.Duration("smtpgate_auth_timeout")
+	opts := restriction.Options{Logger: log, DNS: dns, RateLimits: sh.limits, Greylist: sh.grey, OpenTable: func(spec string) (table.Table, error) {
 		if strings.HasPrefix(spec, "auth:") {
 			return openAuthTable(spec, auth, timeout)
 		}
@@ -232,14 +269,24 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("smtpgate_auth_service: %w", err)
 	}
 	dns, rc, dnsErr := newResolver(cfg.Main, log)
-	engines, err := compileAll(cfg.Main, cfg.Services, log, authv1.NewAuthServiceClient(conn), dns, dnsErr)
-	if err != nil {
-		conn.Close()
-		if rc != nil {
-			rc.Close()
+	sh, err := openShared(cfg.Main)
+	if err == nil {
+		var engines map[string]*restriction.Engine
+		if engines, err = compileAll(cfg.Main, cfg.Services, log, authv1.NewAuthServiceClient(conn), dns, dnsErr, sh); err == nil {
+			return newServer(cfg, log, conn, engines, dns, rc, dnsErr, sh), nil
 		}
-		return nil, err
+		sh.Close()
 	}
+	conn.Close()
+	if rc != nil {
+		rc.Close()
+	}
+	return nil, err
+}
+
+// newServer finishes New once everything compiled.
+func newServer(cfg Config, log *slog.Logger, conn *grpc.ClientConn, engines map[string]*restriction.Engine,
+	dns *resolver.Resolver, rc *redis.Client, dnsErr error, sh *shared) *Server {
 	if dnsErr != nil {
 		log.Warn("no resolver: DNS restrictions unavailable", "err", dnsErr)
 	}
@@ -250,9 +297,9 @@ func New(cfg Config) (*Server, error) {
 		}
 	}
 	s := &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines, authConn: conn,
-		dns: dns, redis: rc}
+		dns: dns, redis: rc, shared: sh}
 	s.metrics = newMetrics(cfg.Metrics, s.DNSStats)
-	return s, nil
+	return s
 }
 
 // Run logs the effective configuration, listens on smtpgate_policy_listen
@@ -292,6 +339,7 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	if s.redis != nil {
 		defer s.redis.Close()
 	}
+	defer s.shared.Close()
 	g := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
 		grpcserver.WithMetrics(s.cfg.Metrics),
 		grpcserver.WithAdmin(&grpcserver.Admin{Service: "policy", Owner: maincf.Policy, Main: s.cfg.Main, Services: s.cfg.Services}))
