@@ -72,6 +72,20 @@ func edgeParams() []Def {
 		// The clients that may use XCLIENT, a mynetworks-style list as
 		// above. Empty: nobody.
 		{Name: "smtpd_authorized_xclient_hosts", Default: "", Owner: Edge, Listener: true},
+		// Lines ending in a bare LF (Postfix 3.9): normalize (the
+		// default; yes is its alias) takes them as CRLF but ends DATA
+		// only at <CR><LF>.<CR><LF>; reject refuses them with
+		// smtpd_forbid_bare_newline_reject_code ("550 5.5.2 ... Error:
+		// bare <LF> received"; a command line also ends the session);
+		// no takes them as CRLF everywhere, "<LF>.<LF>" ending DATA.
+		// smtpgate treats a bare CR as it treats a bare LF, except that
+		// it never ends DATA.
+		{Name: "smtpd_forbid_bare_newline", Default: "normalize", Owner: Edge, Listener: true, Check: CheckOneOf("normalize", "yes", "reject", "no")},
+		{Name: "smtpd_forbid_bare_newline_reject_code", Default: "550", Owner: Edge, Listener: true, Check: CheckReplyCode("5")},
+		// Clients that get "no" whatever smtpd_forbid_bare_newline says,
+		// a mynetworks-style list of addresses and networks (no host
+		// names or tables).
+		{Name: "smtpd_forbid_bare_newline_exclusions", Default: "$mynetworks", Owner: Edge, Listener: true},
 		// A mail log in Postfix smtpd's words ("connect from ...",
 		// "NOQUEUE: reject: ...", "disconnect from ...") appended to this
 		// file, for pflogsumm and fail2ban; empty: none.

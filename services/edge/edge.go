@@ -15,6 +15,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -127,6 +128,18 @@ func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certif
 		return nil, nil, c.Errorf("smtpd_client_event_limit_exceptions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err)
 	}
 	l.EventLimitExceptions = ex
+	bx, err := listener.ParseNetworks(c.List("smtpd_forbid_bare_newline_exclusions"))
+	if err != nil {
+		return nil, nil, c.Errorf("smtpd_forbid_bare_newline_exclusions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err)
+	}
+	l.BareNewlineExclusions = bx
+	switch strings.ToLower(c.Get("smtpd_forbid_bare_newline")) {
+	case "reject":
+		l.BareNewline = smtpd.BareNewlineReject
+	case "no":
+		l.BareNewline = smtpd.BareNewlineNo
+	}
+	l.BareNewlineCode = int(c.Int("smtpd_forbid_bare_newline_reject_code"))
 	if file := c.Path("smtpd_tls_cert_file"); file != "" {
 		cert, err = loadCertificate(file, c.Path("smtpd_tls_key_file"))
 		if err != nil {

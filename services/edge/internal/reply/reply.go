@@ -243,6 +243,18 @@ func ChunkDiscarded(n int64) Reply {
 	return New(551, "5.0.0", fmt.Sprintf("Discarded %d bytes after earlier error", n))
 }
 
+// BareNewline refuses content or a command line that ended in a bare LF
+// (what is "LF") or, in smtpgate, a bare CR ("CR"), with
+// smtpd_forbid_bare_newline = reject, as Postfix 3.7.11 words it (checked
+// against it): "550 5.5.2 mail.example.org Error: bare <LF> received".
+// A refused command line ends the session whatever the code; refused
+// content ends it only when the code is 521, as in Postfix.
+func BareNewline(code int, host, what string, command bool) Reply {
+	r := New(code, "5.5.2", host+" Error: bare <"+what+"> received")
+	r.Close = command || code == 521
+	return r
+}
+
 // TooManyErrors closes a session that made too many errors.
 func TooManyErrors(host string) Reply {
 	return Reply{Code: 421, Enhanced: "4.7.0", Lines: []string{host + " Error: too many errors"}, Close: true}

@@ -41,7 +41,9 @@ func parseBDAT(arg string) (n int64, last, ok bool) {
 // smtpgate_memory_message_limit), with every bare CR or LF made a CRLF
 // and a CRLF added at the end if missing: CHUNKING without BINARYMIME
 // carries text lines, and normalised lines are what keeps the next hop
-// from seeing a message end that the edge did not see.
+// from seeing a message end that the edge did not see. With
+// smtpd_forbid_bare_newline = reject, a chunk with a bare CR or LF is
+// refused instead (550, as Postfix), and the chunks after it discarded.
 func (s *session) bdat(ctx context.Context, arg string) reply.Reply {
 	n, last, ok := parseBDAT(arg)
 	if !ok {
@@ -78,13 +80,23 @@ func (s *session) bdat(ctx context.Context, arg string) reply.Reply {
 	if r, ok := s.readChunk(n, tx.chunks); !ok {
 		return r
 	}
+	if last {
+		if err := tx.chunks.Close(); err != nil {
+			s.log.Error("message content could not be stored", "queue_id", tx.queueID, "err", err)
+		}
+	}
+	if tx.chunks.bare != 0 && s.bareNewline() == BareNewlineReject {
+		// As Postfix: the chunk with the bare newline is refused, the
+		// chunks after it up to the last are discarded.
+		r := s.refuseBareNewline(bareName(tx.chunks.bare), false)
+		s.resetTx()
+		s.bdatFailed = !last
+		return r
+	}
 	if !last {
 		return reply.ChunkOK(n)
 	}
-	if err := tx.chunks.Close(); err != nil {
-		s.log.Error("message content could not be stored", "queue_id", tx.queueID, "err", err)
-	}
-	if tx.chunks.bare {
+	if tx.chunks.bare != 0 {
 		s.log.Info("bare newline in message content, normalised", "queue_id", tx.queueID)
 	}
 	r := s.endOfData(ctx, tx.chunks.tooBig)
@@ -141,7 +153,7 @@ type crlfLines struct {
 	cr     bool  // a CR is held back
 	last   byte  // the last byte kept
 	tooBig bool
-	bare   bool // a bare CR or LF was seen
+	bare   byte // the first bare line end seen, '\r' or '\n'; 0: none
 	buf    []byte
 }
 
@@ -153,13 +165,13 @@ func (c *crlfLines) Write(p []byte) (int, error) {
 			if b == '\n' {
 				continue
 			}
-			c.bare = true
+			c.sawBare('\r')
 		}
 		switch b {
 		case '\r':
 			c.cr = true
 		case '\n':
-			c.bare = true
+			c.sawBare('\n')
 			c.put('\r', '\n')
 		default:
 			c.put(b)
@@ -173,7 +185,8 @@ func (c *crlfLines) Write(p []byte) (int, error) {
 // has none.
 func (c *crlfLines) Close() error {
 	if c.cr {
-		c.cr, c.bare = false, true
+		c.cr = false
+		c.sawBare('\r')
 		c.put('\r', '\n')
 	}
 	if c.n > 0 && c.last != '\n' {
@@ -181,6 +194,12 @@ func (c *crlfLines) Close() error {
 	}
 	c.flush()
 	return nil
+}
+
+func (c *crlfLines) sawBare(b byte) {
+	if c.bare == 0 {
+		c.bare = b
+	}
 }
 
 func (c *crlfLines) put(b ...byte) {

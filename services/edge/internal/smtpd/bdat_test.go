@@ -30,14 +30,15 @@ func TestCRLFLines(t *testing.T) {
 	for _, tc := range []struct {
 		chunks []string
 		want   string
-		bare   bool
+		bare   byte
 	}{
-		{[]string{"a\r\nb\r\n"}, "a\r\nb\r\n", false},
-		{[]string{"a\r", "\nb"}, "a\r\nb\r\n", false},
-		{[]string{"a\n.\nMAIL"}, "a\r\n.\r\nMAIL\r\n", true},
-		{[]string{"a\r.\r", "\r\n"}, "a\r\n.\r\n\r\n", true},
-		{[]string{"x\r"}, "x\r\n", true},
-		{[]string{""}, "", false},
+		{[]string{"a\r\nb\r\n"}, "a\r\nb\r\n", 0},
+		{[]string{"a\r", "\nb"}, "a\r\nb\r\n", 0},
+		{[]string{"a\n.\nMAIL"}, "a\r\n.\r\nMAIL\r\n", '\n'},
+		{[]string{"a\r.\r", "\r\n"}, "a\r\n.\r\n\r\n", '\r'},
+		{[]string{"x\r"}, "x\r\n", '\r'},
+		{[]string{"a\r\nb\rc\nd"}, "a\r\nb\r\nc\r\nd\r\n", '\r'},
+		{[]string{""}, "", 0},
 	} {
 		var b bytes.Buffer
 		c := &crlfLines{w: &b, limit: 1 << 20}
@@ -46,7 +47,7 @@ func TestCRLFLines(t *testing.T) {
 		}
 		_ = c.Close()
 		if b.String() != tc.want || c.bare != tc.bare || c.n != int64(b.Len()) {
-			t.Errorf("%q: got %q bare=%v n=%d, want %q bare=%v", tc.chunks, b.String(), c.bare, c.n, tc.want, tc.bare)
+			t.Errorf("%q: got %q bare=%q n=%d, want %q bare=%q", tc.chunks, b.String(), c.bare, c.n, tc.want, tc.bare)
 		}
 	}
 }

@@ -25,14 +25,21 @@ const maxDataLine = 1 << 20
 // content line, is normalised to CRLF and never ends the message, so that
 // the "\n.\n", "\r\n.\n", "\n.\r\n" and "\r.\r\n" variants of SMTP
 // smuggling stay inside the one message; since the next hop gets the
-// content dot-stuffed again, it sees the same single message.
+// content dot-stuffed again, it sees the same single message. That is
+// smtpd_forbid_bare_newline = normalize; with reject, content after the
+// first bare LF or CR is read to the end and dropped (bare says which it
+// was, and the caller refuses the message); with no (Postfix's old
+// behaviour), a bare LF also counts as CRLF for the end of the message.
 //
 // Content beyond limit bytes is read and dropped; tooBig reports it.
-// size counts the bytes written to w. bareLF reports whether any line
-// ended without CRLF. w's errors are not checked: a w that fails must
-// keep the error itself (as body does) so that the stream stays in step.
-func readData(br *bufio.Reader, w io.Writer, limit int64, touch func()) (size int64, tooBig, bareLF bool, err error) {
-	prevCRLF := true // the 354 reply counts as a line start
+// size counts the bytes written to w. bare is 0, or '\n' or '\r' for the
+// first line that ended in a bare LF or a bare CR. w's errors are not
+// checked: a w that fails must keep the error itself (as body does) so
+// that the stream stays in step.
+func readData(br *bufio.Reader, w io.Writer, limit int64, mode BareNewline, touch func()) (size int64, tooBig bool, bare byte, err error) {
+	// prevEnd: the last line ended where a "." line can end the
+	// message; the 354 reply counts as such a line end.
+	prevEnd := true
 	var line []byte
 	for {
 		if touch != nil {
@@ -40,7 +47,7 @@ func readData(br *bufio.Reader, w io.Writer, limit int64, touch func()) (size in
 		}
 		line, err = readDataLine(br, line[:0])
 		if err != nil {
-			return size, false, false, err
+			return size, false, bare, err
 		}
 		// line ends in "\r\n", "\n" or "\r" (a bare CR not followed by LF).
 		ending := "\n"
@@ -51,16 +58,20 @@ func readData(br *bufio.Reader, w io.Writer, limit int64, touch func()) (size in
 		case line[len(line)-1] == '\r':
 			ending = "\r"
 		}
-		if prevCRLF && ending == "\r\n" && len(body) == 1 && body[0] == '.' {
-			return size, tooBig, bareLF, nil
+		ends := ending == "\r\n" || (mode == BareNewlineNo && ending == "\n")
+		if prevEnd && ends && len(body) == 1 && body[0] == '.' {
+			return size, tooBig, bare, nil
 		}
-		if ending != "\r\n" {
-			bareLF = true
+		prevEnd = ends
+		if ending != "\r\n" && bare == 0 {
+			bare = ending[0]
+		}
+		if bare != 0 && mode == BareNewlineReject {
+			continue // refused: read to the end, keep nothing
 		}
 		if len(body) > 0 && body[0] == '.' {
 			body = body[1:]
 		}
-		prevCRLF = ending == "\r\n"
 		if tooBig || size+int64(len(body))+2 > limit {
 			tooBig = true
 			continue

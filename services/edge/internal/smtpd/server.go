@@ -129,7 +129,36 @@ type Listener struct {
 	// XCLIENTHosts is smtpd_authorized_xclient_hosts: the clients that
 	// may use XCLIENT. Nil or empty: nobody.
 	XCLIENTHosts *listener.Networks
+	// BareNewline is smtpd_forbid_bare_newline: what a line ending in a
+	// bare LF (or, in smtpgate, a bare CR) does to a command line, DATA
+	// and BDAT content. BareNewlineCode is
+	// smtpd_forbid_bare_newline_reject_code (0: 550). Clients in
+	// BareNewlineExclusions (smtpd_forbid_bare_newline_exclusions) get
+	// BareNewlineNo, as in Postfix.
+	BareNewline           BareNewline
+	BareNewlineCode       int
+	BareNewlineExclusions *listener.Networks
 }
+
+// BareNewline is a smtpd_forbid_bare_newline setting (Postfix 3.9,
+// also in 3.7.10 and later).
+type BareNewline int
+
+// The settings. The zero value is Postfix 3.9's default.
+const (
+	// BareNewlineNormalize ("normalize", or "yes"): a bare LF or bare CR
+	// ends a line as CRLF does, and only <CR><LF>.<CR><LF> ends DATA.
+	BareNewlineNormalize BareNewline = iota
+	// BareNewlineReject ("reject"): a command line ending in a bare LF
+	// is refused and the session ends; content with a bare LF or CR is
+	// read to <CR><LF>.<CR><LF> (or to the end of its BDAT chunk) and
+	// refused; only <CR><LF>.<CR><LF> ends DATA.
+	BareNewlineReject
+	// BareNewlineNo ("no"): a bare LF is a CRLF everywhere, so that
+	// "<LF>.<LF>" ends DATA too (a bare CR still ends no DATA). What a
+	// client in smtpd_forbid_bare_newline_exclusions gets.
+	BareNewlineNo
+)
 
 // Server runs sessions.
 type Server struct {

@@ -233,11 +233,17 @@ func (s *session) touch() {
 	}
 }
 
-var errLineTooLong = errors.New("command line too long")
+var (
+	errLineTooLong = errors.New("command line too long")
+	// errBareLF: a command line ended in a bare LF, with
+	// smtpd_forbid_bare_newline = reject.
+	errBareLF = errors.New("bare <LF> received")
+)
 
 // readLine reads one command line of at most LineLimit bytes; a longer one
 // is consumed to its end and reported as errLineTooLong. A bare LF ends a
-// line as CRLF does (Postfix's normalize).
+// line as CRLF does (Postfix's normalize), or, with
+// smtpd_forbid_bare_newline = reject, is errBareLF.
 func (s *session) readLine() (string, error) {
 	// Flush pending replies first, unless the client already sent the
 	// next command (RFC 2920 §3.2: replies may be grouped).
@@ -272,7 +278,51 @@ func (s *session) readLine() (string, error) {
 	if tooLong {
 		return "", errLineTooLong
 	}
+	if (len(line) < 2 || line[len(line)-2] != '\r') && s.bareNewline() == BareNewlineReject {
+		return "", errBareLF
+	}
 	return strings.TrimRight(string(line), "\r\n"), nil
+}
+
+// bareNewline is the smtpd_forbid_bare_newline setting for this client
+// (the socket's, the PROXY header's or the one XCLIENT named): "no" for
+// one in smtpd_forbid_bare_newline_exclusions, as in Postfix.
+func (s *session) bareNewline() BareNewline {
+	if ip, err := netip.ParseAddr(s.clientAddr); err == nil && s.l.BareNewlineExclusions.Contains(ip) {
+		return BareNewlineNo
+	}
+	return s.l.BareNewline
+}
+
+// refuseBareNewline is the reply to a bare LF ("LF") or bare CR ("CR")
+// with smtpd_forbid_bare_newline = reject, logged as Postfix does.
+func (s *session) refuseBareNewline(what string, command bool) reply.Reply {
+	code := s.l.BareNewlineCode
+	if code == 0 {
+		code = 550
+	}
+	r := reply.BareNewline(code, s.l.Hostname, what, command)
+	s.log.Info("reject: bare <"+what+"> received", "reply", r.Text())
+	if s.srv.MailLog != nil {
+		// Postfix: "NOQUEUE: reject: CONNECT from unknown[192.0.2.1]:
+		// bare <LF> received; proto=SMTP" for a command line,
+		// "QUEUEID: reject: END-OF-MESSAGE from ...; from=<a> to=<b>
+		// proto=ESMTP helo=<x>" for content.
+		queueID, stage, env := "NOQUEUE", "CONNECT", ""
+		if !command && s.tx != nil {
+			queueID, stage = s.tx.queueID, "END-OF-MESSAGE"
+			env = " from=<" + s.tx.sender + ">"
+			if len(s.tx.rcpts) > 0 {
+				env += " to=<" + s.tx.rcpts[0] + ">"
+			}
+		}
+		line := fmt.Sprintf("%s: reject: %s from %s: bare <%s> received;%s proto=%s", queueID, stage, s.namaddr(), what, env, s.protocol())
+		if s.helo != "" {
+			line += " helo=<" + s.helo + ">"
+		}
+		s.srv.MailLog.Printf("%s", printable([]byte(line)))
+	}
+	return r
 }
 
 func (s *session) run(ctx context.Context) {
@@ -319,6 +369,9 @@ func (s *session) run(ctx context.Context) {
 			s.send(reply.LineTooLong)
 			s.errors++
 			continue
+		case errors.Is(err, errBareLF):
+			s.send(s.refuseBareNewline("LF", true))
+			return
 		case isTimeout(err):
 			s.send(reply.Timeout(s.l.Hostname))
 			s.log.Info("timeout", "after", s.l.Timeout)
@@ -1051,7 +1104,8 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 		return reply.Reply{Close: true}
 	}
 	s.tx.body = newBody(s.l)
-	_, tooBig, bareLF, err := readData(s.br, s.tx.body, s.sizeLimit(), s.touch)
+	mode := s.bareNewline()
+	_, tooBig, bare, err := readData(s.br, s.tx.body, s.sizeLimit(), mode, s.touch)
 	if err != nil {
 		s.resetTx()
 		if isTimeout(err) {
@@ -1060,10 +1114,25 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 		s.log.Info("connection lost in DATA", "err", err)
 		return reply.Reply{Code: 421, Close: true, Lines: []string{s.l.Hostname + " Error: connection lost"}}
 	}
-	if bareLF {
+	if bare != 0 {
+		if mode == BareNewlineReject {
+			// The content was read to <CR><LF>.<CR><LF>: nothing of it
+			// is taken for commands, and nothing reaches the next hop.
+			r := s.refuseBareNewline(bareName(bare), false)
+			s.resetTx()
+			return r
+		}
 		s.log.Info("bare newline in message content, normalised", "queue_id", s.tx.queueID)
 	}
 	return s.endOfData(ctx, tooBig)
+}
+
+// bareName names a bare line end for the reply: "LF" or "CR".
+func bareName(b byte) string {
+	if b == '\r' {
+		return "CR"
+	}
+	return "LF"
 }
 
 // sizeLimit is message_size_limit; 0 means none.
@@ -1270,6 +1339,9 @@ func (s *session) auth(ctx context.Context, arg string) reply.Reply {
 		}
 		s.send(reply.Reply{Code: 334, Lines: []string{base64.StdEncoding.EncodeToString(ch.GetData())}})
 		line, err := s.readLine()
+		if errors.Is(err, errBareLF) {
+			return s.refuseBareNewline("LF", true)
+		}
 		if err != nil {
 			return reply.Reply{Close: true}
 		}
