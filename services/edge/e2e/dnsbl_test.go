@@ -8,8 +8,9 @@ import (
 	"github.com/miekg/dns"
 )
 
-// startZone serves records (name → A and TXT) on 127.0.0.1 over UDP as a
-// stand-in recursive server; every other name is NXDOMAIN.
+// startZone serves records (name → A and TXT; several A records separated
+// by spaces) on 127.0.0.1 over UDP as a stand-in recursive server; every
+// other name is NXDOMAIN.
 func startZone(t *testing.T, a, txt map[string]string) string {
 	t.Helper()
 	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
@@ -22,11 +23,13 @@ func startZone(t *testing.T, a, txt map[string]string) string {
 		m.RecursionAvailable = true
 		q := req.Question[0]
 		name := strings.ToLower(q.Name)
-		ip, okA := a[name]
+		ips, okA := a[name]
 		reason, okTXT := txt[name]
 		switch {
 		case q.Qtype == dns.TypeA && okA:
-			m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(ip)})
+			for _, ip := range strings.Fields(ips) {
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 60}, A: net.ParseIP(ip)})
+			}
 		case q.Qtype == dns.TypeTXT && okTXT:
 			m.Answer = append(m.Answer, &dns.TXT{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeTXT, Class: dns.ClassINET, Ttl: 60}, Txt: []string{reason}})
 		case okA || okTXT:

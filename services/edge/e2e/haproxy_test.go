@@ -12,6 +12,81 @@ import (
 	"time"
 )
 
+// haproxyConfig is deploy/haproxy/haproxy.cfg with its frontend bound to
+// 127.0.0.1:port and its backend's server lines replaced by one per
+// address of edges (send-proxy-v2, health checks sending v2 LOCAL
+// headers, with the check timing in check, e.g. "inter 1s").
+func haproxyConfig(t *testing.T, port int, edges []string, check string) string {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(filepath.Join(root, "deploy/haproxy/haproxy.cfg"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	bound, servers := false, false
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 2 && f[0] == "bind":
+			line, bound = fmt.Sprintf("    bind 127.0.0.1:%d", port), true
+		case len(f) > 0 && f[0] == "server":
+			if !servers {
+				for i, e := range edges {
+					out = append(out, fmt.Sprintf("    server edge%d %s send-proxy-v2 check check-send-proxy %s", i+1, e, check))
+				}
+				servers = true
+			}
+			continue
+		}
+		out = append(out, line)
+	}
+	if !bound || !servers {
+		t.Fatalf("deploy/haproxy/haproxy.cfg has no single-address bind line or no server lines:\n%s", b)
+	}
+	return strings.Join(out, "\n")
+}
+
+// startHAProxy runs the real HAProxy on haproxyConfig(port, edges, check),
+// written to dir, until the test ends, waits until it listens, and returns
+// the path of its log.
+func startHAProxy(t *testing.T, dir string, port int, edges []string, check string) string {
+	t.Helper()
+	bin, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Fatal("haproxy is not installed; run scripts/deps --test")
+	}
+	cfgPath := filepath.Join(dir, "haproxy.cfg")
+	write(t, cfgPath, haproxyConfig(t, port, edges, check))
+	logPath := filepath.Join(dir, "haproxy.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "-f", cfgPath, "-db")
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	logFile.Close()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- haproxy log ---\n%s", b)
+		}
+	})
+	if err := waitListening(fmt.Sprintf("127.0.0.1:%d", port), 20*time.Second); err != nil {
+		b, _ := os.ReadFile(logPath)
+		t.Fatalf("haproxy: %v\n%s", err, b)
+	}
+	return logPath
+}
+
 // newHAProxyStack starts the stack with smtpd_upstream_proxy_protocol =
 // haproxy on the MX listener and on a second MX listener ("mx2", the
 // second backend), smtpgate_proxy_networks = 127.0.0.1/32, and a real
@@ -19,10 +94,6 @@ import (
 // checks that send v2 LOCAL headers.
 func newHAProxyStack(t *testing.T) *stack {
 	t.Helper()
-	bin, err := exec.LookPath("haproxy")
-	if err != nil {
-		t.Fatal("haproxy is not installed; run scripts/deps --test")
-	}
 	s := newStack(t, "smtpgate_proxy_networks = 127.0.0.1/32\n")
 	// Policy reads master.cf too (per-listener overrides): both restart.
 	s.kill("edge")
@@ -45,57 +116,8 @@ func newHAProxyStack(t *testing.T) *stack {
 	s.start("policy")
 	s.start("edge")
 
-	cfg := fmt.Sprintf(`global
-    log stderr format short local0 info
-defaults
-    mode tcp
-    log global
-    option tcplog
-    timeout connect 5s
-    timeout client 60s
-    timeout server 60s
-frontend smtp
-    bind 127.0.0.1:%d
-    default_backend edges
-backend edges
-    balance roundrobin
-    server edge1 127.0.0.1:%d send-proxy-v2 check check-send-proxy inter 1s
-    server edge2 127.0.0.1:%d send-proxy-v2 check check-send-proxy inter 1s
-`, s.port["haproxy"], s.port["mx"], s.port["mx2"])
-	cfgPath := filepath.Join(s.conf, "haproxy.cfg")
-	write(t, cfgPath, cfg)
-	logPath := filepath.Join(s.conf, "haproxy.log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "-f", cfgPath, "-db")
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	logFile.Close()
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("--- haproxy log ---\n%s", b)
-		}
-	})
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["haproxy"]), time.Second)
-		if err == nil {
-			c.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("haproxy does not listen: %v\n%s", err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	startHAProxy(t, s.conf, s.port["haproxy"], []string{
+		fmt.Sprintf("127.0.0.1:%d", s.port["mx"]), fmt.Sprintf("127.0.0.1:%d", s.port["mx2"])}, "inter 1s")
 	return s
 }
 

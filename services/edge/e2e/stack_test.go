@@ -233,11 +233,15 @@ func writeCert(t *testing.T, dir string) (certFile, keyFile string) {
 }
 
 // check runs "smtpgate-<svc> -c conf check" and fails the test on a problem.
-func (s *stack) check(svc string) {
+func (s *stack) check(svc string) { s.checkIn(svc, s.conf) }
+
+// checkIn runs "smtpgate-<svc> -c dir check" and fails the test on a
+// problem.
+func (s *stack) checkIn(svc, dir string) {
 	s.t.Helper()
-	out, err := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", s.conf, "check").CombinedOutput()
+	out, err := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", dir, "check").CombinedOutput()
 	if err != nil {
-		s.t.Fatalf("smtpgate-%s check: %v\n%s", svc, err, out)
+		s.t.Fatalf("smtpgate-%s -c %s check: %v\n%s", svc, dir, err, out)
 	}
 }
 
@@ -258,37 +262,57 @@ func (s *stack) ports(svc string) []int {
 // start runs svc and waits until all its ports accept connections.
 func (s *stack) start(svc string) {
 	s.t.Helper()
-	logPath := filepath.Join(s.conf, svc+".log")
+	var addrs []string
+	for _, p := range s.ports(svc) {
+		addrs = append(addrs, fmt.Sprintf("127.0.0.1:%d", p))
+	}
+	s.startAs(svc, svc, s.conf, addrs)
+}
+
+// startAs runs smtpgate-<svc> on the configuration in dir as the process
+// called name (several replicas of one service have several names), and
+// waits until it accepts connections on every address of addrs.
+func (s *stack) startAs(name, svc, dir string, addrs []string) {
+	s.t.Helper()
+	logPath := filepath.Join(dir, name+".log")
 	logFile, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", s.conf)
+	cmd := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", dir)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	if err := cmd.Start(); err != nil {
 		s.t.Fatal(err)
 	}
 	logFile.Close()
 	s.mu.Lock()
-	s.procs[svc], s.logs[svc] = cmd, logPath
+	s.procs[name], s.logs[name] = cmd, logPath
 	s.mu.Unlock()
-	deadline := time.Now().Add(30 * time.Second)
-	for _, p := range s.ports(svc) {
-		for {
-			c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", p), time.Second)
-			if err == nil {
-				c.Close()
-				break
-			}
-			if time.Now().After(deadline) {
-				s.t.Fatalf("smtpgate-%s does not listen on %d: %v\n%s", svc, p, err, s.log(svc))
-			}
-			time.Sleep(50 * time.Millisecond)
+	for _, a := range addrs {
+		if err := waitListening(a, 30*time.Second); err != nil {
+			s.t.Fatalf("%s (smtpgate-%s): %v\n%s", name, svc, err, s.log(name))
 		}
 	}
 }
 
-// kill ends svc at once (SIGKILL), as a crash would.
+// waitListening polls addr until it accepts a TCP connection.
+func waitListening(addr string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("nothing listens on %s after %v: %w", addr, timeout, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// kill ends the process svc (a service, or a replica's name) at once
+// (SIGKILL), as a crash would.
 func (s *stack) kill(svc string) {
 	s.t.Helper()
 	s.mu.Lock()
@@ -314,16 +338,16 @@ func (s *stack) stopAll() {
 		select {
 		case err := <-done:
 			if err != nil && !s.t.Failed() {
-				s.t.Errorf("smtpgate-%s did not exit cleanly on SIGINT: %v\n%s", svc, err, s.log(svc))
+				s.t.Errorf("%s did not exit cleanly on SIGINT: %v\n%s", svc, err, s.log(svc))
 			}
 		case <-time.After(15 * time.Second):
 			_ = cmd.Process.Kill()
-			s.t.Errorf("smtpgate-%s did not stop within 15s of SIGINT", svc)
+			s.t.Errorf("%s did not stop within 15s of SIGINT", svc)
 		}
 	}
 	if s.t.Failed() {
 		for svc := range s.logs {
-			s.t.Logf("--- smtpgate-%s log ---\n%s", svc, s.log(svc))
+			s.t.Logf("--- %s log ---\n%s", svc, s.log(svc))
 		}
 	}
 }
@@ -386,7 +410,22 @@ func (s *stack) send(m message) error {
 	if err != nil {
 		return err
 	}
+	return sendOn(c, m)
+}
+
+// sendOn runs send's transaction on a session already open, and closes
+// it.
+func sendOn(c *smtp.Client, m message) error {
 	defer c.Close()
+	if err := transact(c, m); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// transact runs one transaction (with EHLO, STARTTLS and AUTH as m asks)
+// on an open session: nil means the final dot was answered 250.
+func transact(c *smtp.Client, m message) error {
 	if err := c.Hello("client.example.net"); err != nil {
 		return err
 	}
@@ -400,6 +439,12 @@ func (s *stack) send(m message) error {
 			return err
 		}
 	}
+	return mailTx(c, m)
+}
+
+// mailTx runs MAIL, RCPT and DATA with m's message on a session past
+// EHLO: nil means the final dot was answered 250.
+func mailTx(c *smtp.Client, m message) error {
 	if err := c.Mail(m.sender); err != nil {
 		return err
 	}
@@ -413,10 +458,7 @@ func (s *stack) send(m message) error {
 		return err
 	}
 	fmt.Fprintf(w, "From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\nMessage-ID: <%s@client.example.net>\r\n\r\nbody of %s\r\n", m.sender, strings.Join(m.rcpts, ">, <"), m.token, m.token, m.token)
-	if err := w.Close(); err != nil {
-		return err
-	}
-	return c.Quit()
+	return w.Close()
 }
 
 // replyOf returns "code text" of an SMTP error, or the error text.
