@@ -7,7 +7,8 @@
 // the service's validation (problems printed with file:line, exit 1), sets
 // up the slog logger from smtpgate_log_format/smtpgate_log_level, tracing
 // from the OTEL_* environment (telemetry.Tracing), the Prometheus registry
-// served on smtpgate_<svc>_metrics_listen when set, logs the effective
+// served on smtpgate_<svc>_metrics_listen when set, Go's profiles on
+// smtpgate_<svc>_pprof_listen (loopback only) when set, logs the effective
 // configuration at debug level (secrets redacted) and serves. Spans not yet
 // exported are flushed on the way out.
 // Exit codes: 0 clean stop or valid configuration, 1 configuration or
@@ -67,6 +68,11 @@ type Env struct {
 // MetricsParam is the parameter naming where service serves its metrics.
 func MetricsParam(service string) string {
 	return "smtpgate_" + service + "_metrics_listen"
+}
+
+// PprofParam is the parameter naming where service serves Go's profiles.
+func PprofParam(service string) string {
+	return "smtpgate_" + service + "_pprof_listen"
 }
 
 // Main runs the command line of svc with args (without the program name).
@@ -147,27 +153,47 @@ func serve(ctx context.Context, svc Service, cfg *maincf.Config, services []main
 		Metrics: telemetry.NewRegistry(svc.Name)}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	metricsDone := make(chan error, 1)
-	if addr := cfg.Get(MetricsParam(svc.Name)); addr != "" {
+	var side []chan error // the metrics and pprof servers
+	serveSide := func(param string, serveFn func(context.Context, net.Listener) error) error {
+		addr := cfg.Get(param)
+		if addr == "" {
+			return nil
+		}
 		var lc net.ListenConfig
 		lis, err := lc.Listen(ctx, "tcp", addr)
 		if err != nil {
-			return fmt.Errorf("%s %s: %w", MetricsParam(svc.Name), addr, err)
+			return fmt.Errorf("%s %s: %w", param, addr, err)
 		}
-		log.InfoContext(ctx, "metrics listening", "addr", lis.Addr().String())
+		log.InfoContext(ctx, "listening", "param", param, "addr", lis.Addr().String())
+		done := make(chan error, 1)
+		side = append(side, done)
 		go func() {
-			err := telemetry.ServeMetrics(ctx, lis, env.Metrics)
-			cancel() // the metrics server down stops the service
-			metricsDone <- err
+			err := serveFn(ctx, lis)
+			cancel() // a side server down stops the service
+			done <- err
 		}()
-	} else {
-		metricsDone <- nil
+		return nil
+	}
+	waitSide := func() (err error) {
+		cancel()
+		for _, done := range side {
+			err = errors.Join(err, <-done)
+		}
+		return err
+	}
+	if err := serveSide(MetricsParam(svc.Name), func(ctx context.Context, lis net.Listener) error {
+		return telemetry.ServeMetrics(ctx, lis, env.Metrics)
+	}); err != nil {
+		return errors.Join(err, waitSide())
+	}
+	// Go's profiles, opt-in and on loopback only (maincf.CheckLoopbackAddr).
+	if err := serveSide(PprofParam(svc.Name), telemetry.ServePprof); err != nil {
+		return errors.Join(err, waitSide())
 	}
 	if svc.Start != nil {
 		err = svc.Start(ctx, env)
 	} else {
 		err = svc.Run(ctx, cfg, services, log)
 	}
-	cancel()
-	return errors.Join(err, <-metricsDone)
+	return errors.Join(err, waitSide())
 }

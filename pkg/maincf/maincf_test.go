@@ -247,6 +247,16 @@ func TestValues(t *testing.T) {
 	if err := CheckReplyCode("45")("450"); err != nil {
 		t.Errorf("CheckReplyCode(45)(450) = %v", err)
 	}
+	for _, in := range []string{"", "127.0.0.1:6060", "127.0.0.2:0", "[::1]:6060", "localhost:6060"} {
+		if err := CheckLoopbackAddr(in); err != nil {
+			t.Errorf("CheckLoopbackAddr(%q) = %v", in, err)
+		}
+	}
+	for _, in := range []string{"0.0.0.0:6060", ":6060", "192.0.2.1:6060", "[::]:6060", "mail.example.org:6060", "127.0.0.1"} {
+		if err := CheckLoopbackAddr(in); err == nil {
+			t.Errorf("CheckLoopbackAddr(%q) accepted", in)
+		}
+	}
 }
 
 func TestLoadAndPaths(t *testing.T) {

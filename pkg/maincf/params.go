@@ -48,6 +48,11 @@ func sharedParams() []Def {
 		{Name: "smtpgate_edge_metrics_listen", Default: "", Owner: Edge},
 		{Name: "smtpgate_policy_metrics_listen", Default: "", Owner: Policy},
 		{Name: "smtpgate_auth_metrics_listen", Default: "", Owner: Auth},
+		// Where each service serves Go's runtime profiles (net/http/pprof
+		// under /debug/pprof/, plain HTTP); loopback only; empty: off.
+		{Name: "smtpgate_edge_pprof_listen", Default: "", Owner: Edge, Check: CheckLoopbackAddr},
+		{Name: "smtpgate_policy_pprof_listen", Default: "", Owner: Policy, Check: CheckLoopbackAddr},
+		{Name: "smtpgate_auth_pprof_listen", Default: "", Owner: Auth, Check: CheckLoopbackAddr},
 		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: Edge, Check: CheckDuration},
 		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge | Policy, Check: CheckDuration},
 	}

@@ -3,6 +3,7 @@ package maincf
 import (
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -77,6 +78,25 @@ func CheckOneOf(words ...string) func(string) error {
 		}
 		return fmt.Errorf("want one of %s, got %q", strings.Join(words, ", "), v)
 	}
+}
+
+// CheckLoopbackAddr is a Def.Check for a host:port that must be a
+// loopback address (127.0.0.0/8, ::1 or localhost), or empty.
+func CheckLoopbackAddr(v string) error {
+	if v == "" {
+		return nil
+	}
+	host, _, err := net.SplitHostPort(v)
+	if err != nil {
+		return fmt.Errorf("want host:port on loopback, got %q: %w", v, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	if ip := net.ParseIP(host); ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("want a loopback address (127.0.0.1, [::1] or localhost), got %q", v)
+	}
+	return nil
 }
 
 // CheckReplyCode returns a Def.Check for an SMTP reply code of a class

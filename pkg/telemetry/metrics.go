@@ -41,12 +41,20 @@ func MetricsHandler(g prometheus.Gatherer) http.Handler {
 func ServeMetrics(ctx context.Context, lis net.Listener, g prometheus.Gatherer) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", MetricsHandler(g))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	if err := serveHTTP(ctx, lis, mux); err != nil {
+		return fmt.Errorf("metrics on %s: %w", lis.Addr(), err)
+	}
+	return nil
+}
+
+// serveHTTP serves h at lis until ctx is done, then shuts down.
+func serveHTTP(ctx context.Context, lis net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(lis) }()
 	select {
 	case err := <-errc:
-		return fmt.Errorf("metrics on %s: %w", lis.Addr(), err)
+		return err
 	case <-ctx.Done():
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
