@@ -180,6 +180,9 @@ type Server struct {
 	// MailLog gets Postfix smtpd's lines (connect, reject, client=,
 	// from=, disconnect); nil: none.
 	MailLog *maillog.Log
+
+	// bufs are the sessions' read and write buffers (idle.go).
+	bufs bufPools
 }
 
 // Serve runs one SMTP session on conn to its end and closes conn. ctx

@@ -161,9 +161,9 @@ func splitHostPort(a net.Addr) (host, port string) {
 }
 
 func (s *session) setConn(c net.Conn) {
+	s.srv.bufs.put(s.br, s.bw)
 	s.conn = c
-	s.br = bufio.NewReaderSize(c, 4096)
-	s.bw = bufio.NewWriterSize(c, 4096)
+	s.br, s.bw = s.srv.bufs.reader(c), s.srv.bufs.writer(c)
 }
 
 // newID returns a unique upper-case hex id, used as session and queue id.
@@ -182,6 +182,8 @@ func (s *session) close() {
 	// session waited for the client (the 421 of a timeout).
 	_ = s.flush()
 	_ = s.conn.Close()
+	s.srv.bufs.put(s.br, s.bw)
+	s.br, s.bw = nil, nil
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
 	if s.srv.MailLog != nil {
 		s.srv.MailLog.Printf("disconnect from %s %s", s.namaddr(), s.cmds.String())
@@ -253,6 +255,10 @@ func (s *session) readLine() (string, error) {
 		}
 	}
 	s.touch()
+	// Waiting for the client, an idle session holds no buffers (idle.go).
+	if err := s.idle(); err != nil {
+		return "", err
+	}
 	limit := s.l.LineLimit
 	if limit <= 0 {
 		limit = 2048
