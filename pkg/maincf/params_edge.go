@@ -58,6 +58,11 @@ func edgeParams() []Def {
 		// lmtp://host:port or lmtp+unix:///path.
 		{Name: "smtpgate_next_hop", Default: "maildir:var/maildir", Owner: Edge, Listener: true},
 		{Name: "smtpgate_next_hop_timeout", Default: "300s", Owner: Edge, Listener: true, Check: CheckDuration},
+		// Connections to an SMTP or LMTP next hop kept open between
+		// messages (0: one per message), and how long an unused one is
+		// kept.
+		{Name: "smtpgate_next_hop_idle_connections", Default: "20", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "smtpgate_next_hop_idle_timeout", Default: "10s", Owner: Edge, Listener: true, Check: CheckDuration},
 		// PROXY protocol (v1 and v2) from a load balancer before the
 		// first SMTP byte: "" (off) or "haproxy", as Postfix.
 		{Name: "smtpd_upstream_proxy_protocol", Default: "", Owner: Edge, Listener: true, Check: CheckOneOf("", "haproxy")},

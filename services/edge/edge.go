@@ -160,7 +160,8 @@ func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certif
 	if (l.TLSLevel != smtpd.TLSNone || l.Wrapper) && l.TLS == nil {
 		return nil, nil, c.Errorf("smtpd_tls_cert_file", "TLS is required on this listener but no certificate is configured")
 	}
-	target, err := handoff.Parse(c.Get("smtpgate_next_hop"), c.Resolve, handoff.Options{Hostname: l.Hostname, Timeout: c.Duration("smtpgate_next_hop_timeout")})
+	target, err := handoff.Parse(c.Get("smtpgate_next_hop"), c.Resolve, handoff.Options{Hostname: l.Hostname, Timeout: c.Duration("smtpgate_next_hop_timeout"),
+		IdleConnections: int(c.Int("smtpgate_next_hop_idle_connections")), IdleTimeout: c.Duration("smtpgate_next_hop_idle_timeout")})
 	if err != nil {
 		return nil, nil, c.Errorf("smtpgate_next_hop", "%v", err)
 	}
@@ -354,6 +355,12 @@ func (s *Server) Serve(ctx context.Context, lns []net.Listener) error {
 	case <-done:
 	case <-time.After(shutdownGrace):
 		s.log.Warn("sessions still open after the shutdown grace period")
+	}
+	// The connections kept to the next hop end with QUIT.
+	for _, l := range s.listeners {
+		if c, ok := l.NextHop.(io.Closer); ok {
+			_ = c.Close()
+		}
 	}
 	return err
 }

@@ -58,6 +58,14 @@ type Options struct {
 	Hostname string
 	// Timeout bounds each exchange with the next hop.
 	Timeout time.Duration
+	// IdleConnections is how many connections to an SMTP or LMTP next
+	// hop are kept open between messages for the next ones
+	// (smtpgate_next_hop_idle_connections); zero: a connection per
+	// message, closed with QUIT after it.
+	IdleConnections int
+	// IdleTimeout closes a kept connection nobody took for this long
+	// (smtpgate_next_hop_idle_timeout); zero: 10s.
+	IdleTimeout time.Duration
 }
 
 // Parse reads smtpgate_next_hop: "maildir:PATH", "smtp://host:port",

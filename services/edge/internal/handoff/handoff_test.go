@@ -195,6 +195,18 @@ func scriptedHop(t *testing.T) (addr string, commands func() []string) {
 			case "QUIT":
 				_, _ = io.WriteString(conn, "221 2.0.0 Bye\r\n")
 				return
+			case "DATA":
+				_, _ = io.WriteString(conn, "354 End data with <CR><LF>.<CR><LF>\r\n")
+				for {
+					l, err := br.ReadString('\n')
+					if err != nil {
+						return
+					}
+					if l == ".\r\n" {
+						break
+					}
+				}
+				_, _ = io.WriteString(conn, "250 2.0.0 Ok: queued\r\n")
 			default:
 				_, _ = io.WriteString(conn, "250 2.0.0 Ok\r\n")
 			}

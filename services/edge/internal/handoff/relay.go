@@ -16,11 +16,15 @@ import (
 )
 
 // Relay hands messages to an SMTP (RFC 5321) or LMTP (RFC 2033) server
-// with go-smtp's client.
+// with go-smtp's client. With Opts.IdleConnections it keeps up to that
+// many connections open between messages (the pool in pool.go), as
+// Postfix's smtp(8) caches its connections to a relayhost.
 type Relay struct {
 	Network, Addr string
 	LMTP          bool
 	Opts          Options
+
+	pool pool
 }
 
 func (r *Relay) String() string {
@@ -34,8 +38,53 @@ func (r *Relay) String() string {
 	return scheme + "://" + r.Addr
 }
 
-// Begin opens a connection and sends EHLO/LHLO and MAIL FROM.
+// Begin sends MAIL FROM on a kept connection, or on a new one after
+// EHLO/LHLO. A kept connection that turns out broken at that MAIL (the
+// next hop closed it, or says 421) is closed and MAIL sent again on a
+// new connection: nothing of the message has been accepted on either.
+// Nothing is ever retried once the next hop accepted MAIL.
 func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
+	opts := &smtp.MailOptions{Size: env.Size, UTF8: env.SMTPUTF8}
+	if env.Body8Bit {
+		opts.Body = smtp.Body8BitMIME
+	}
+	if c := r.pool.get(); c != nil {
+		err := c.Mail(env.Sender, opts)
+		if err == nil {
+			return &relayTx{r: r, c: c}, nil
+		}
+		if !broken(err) {
+			// The next hop's own refusal: the client gets it. Abort
+			// sends RSET and keeps the connection, or closes it if
+			// go-smtp's EHLO before the MAIL failed.
+			(&relayTx{r: r, c: c}).Abort()
+			return nil, mapErr(err, r)
+		}
+		// The newest kept connection is dead: the older ones most
+		// likely too (the next hop restarted, or closes idle ones).
+		_ = c.Close()
+		r.pool.closeAll()
+	}
+	c, err := r.dial(ctx)
+	if err != nil {
+		return nil, err
+	}
+	tx := &relayTx{r: r, c: c}
+	if err := c.Hello(r.Opts.Hostname); err != nil {
+		tx.Abort()
+		return nil, mapErr(err, r)
+	}
+	if err := c.Mail(env.Sender, opts); err != nil {
+		tx.dead = broken(err)
+		tx.Abort()
+		return nil, mapErr(err, r)
+	}
+	return tx, nil
+}
+
+// dial opens a connection and reads the greeting; EHLO/LHLO is the
+// caller's.
+func (r *Relay) dial(ctx context.Context) (*smtp.Client, error) {
 	d := net.Dialer{Timeout: r.Opts.Timeout}
 	conn, err := d.DialContext(ctx, r.Network, r.Addr)
 	if err != nil {
@@ -50,32 +99,39 @@ func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 	if r.Opts.Timeout > 0 {
 		c.CommandTimeout, c.SubmissionTimeout = r.Opts.Timeout, r.Opts.Timeout
 	}
-	tx := &relayTx{r: r, c: c}
-	if err := c.Hello(r.Opts.Hostname); err != nil {
-		tx.Abort()
-		return nil, mapErr(err, r)
-	}
-	opts := &smtp.MailOptions{Size: env.Size, UTF8: env.SMTPUTF8}
-	if env.Body8Bit {
-		opts.Body = smtp.Body8BitMIME
-	}
-	if err := c.Mail(env.Sender, opts); err != nil {
-		tx.Abort()
-		return nil, mapErr(err, r)
-	}
-	return tx, nil
+	return c, nil
+}
+
+// Close closes the connections kept for later messages (with QUIT).
+// Transactions in progress are not affected; their connections are
+// closed when they end.
+func (r *Relay) Close() error {
+	r.pool.close()
+	return nil
+}
+
+// broken reports whether err leaves the connection unusable: anything
+// but a reply of the next hop, or its 421 (RFC 5321 §3.8: it is closing
+// the channel).
+func broken(err error) bool {
+	var se *smtp.SMTPError
+	return !errors.As(err, &se) || se.Code == 421
 }
 
 type relayTx struct {
 	r     *Relay
 	c     *smtp.Client
 	rcpts int
-	// inData: DATA was sent; done: the next hop accepted the message.
-	inData, done bool
+	// inData: DATA was sent and the next hop's final reply to the
+	// content is not in; ended: that reply came (the transaction is
+	// over, RFC 5321 §4.1.1.4), whatever it was; dead: the connection
+	// is not to be used again.
+	inData, ended, dead bool
 }
 
 func (t *relayTx) Rcpt(_ context.Context, addr string) error {
 	if err := t.c.Rcpt(addr, nil); err != nil {
+		t.dead = t.dead || broken(err)
 		return mapErr(err, t.r)
 	}
 	t.rcpts++
@@ -84,11 +140,13 @@ func (t *relayTx) Rcpt(_ context.Context, addr string) error {
 
 func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 	defer t.Abort()
-	t.inData = true
 	w, err := t.c.Data()
 	if err != nil {
+		// DATA refused: the transaction is still open (Abort sends RSET).
+		t.dead = broken(err)
 		return mapErr(err, t.r)
 	}
+	t.inData = true
 	// Streamed with go-smtp's dot-stuffing writer; a failure to read msg
 	// is the edge's own (451 4.3.0), one to write the next hop's.
 	src := &readErr{r: msg}
@@ -101,12 +159,16 @@ func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 	err = w.Close()
 	var lmtpErr smtp.LMTPDataError
 	if errors.As(err, &lmtpErr) {
+		t.inData, t.ended = false, true
 		return lmtpFailure(lmtpErr, t.rcpts)
 	}
 	if err != nil {
+		if !broken(err) {
+			t.inData, t.ended = false, true
+		}
 		return mapErr(err, t.r)
 	}
-	t.done = true
+	t.inData, t.ended = false, true
 	return nil
 }
 
@@ -151,20 +213,27 @@ func (t *relayTx) Abort() {
 	if t.c == nil {
 		return
 	}
-	switch {
-	case t.done:
-		_ = t.c.Quit()
-	case !t.inData:
-		// Before DATA, RSET ends the next hop's transaction cleanly
-		// (RFC 5321 §4.1.1.5). go-smtp greets again before the QUIT.
-		if t.c.Reset() == nil {
-			_ = t.c.Quit()
-		}
-	}
-	// Closing without a final QUIT after an unfinished DATA makes the
-	// next hop discard the message (RFC 5321 §4.1.1.4).
-	_ = t.c.Close()
+	c := t.c
 	t.c = nil
+	switch {
+	case t.dead || t.inData:
+		// Closing without a final QUIT after an unfinished DATA makes
+		// the next hop discard the message (RFC 5321 §4.1.1.4).
+		_ = c.Close()
+	case t.ended:
+		// End of data ended the transaction at the next hop; the
+		// connection is ready for the next MAIL as it is.
+		t.r.pool.put(c, t.r.Opts)
+	default:
+		// Before DATA, RSET ends the next hop's transaction cleanly
+		// (RFC 5321 §4.1.1.5). go-smtp sends EHLO again before the
+		// next MAIL on this connection.
+		if c.Reset() != nil {
+			_ = c.Close()
+			return
+		}
+		t.r.pool.put(c, t.r.Opts)
+	}
 }
 
 // mapErr turns a go-smtp client error into the reply for the client.
