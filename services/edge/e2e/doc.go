@@ -3,4 +3,6 @@
 // the example configuration of deploy/local with free loopback ports, and
 // drive them with real SMTP clients (Go's net/smtp, swaks, Python's smtplib)
 // from a trusted (127.0.0.1) and a stranger's (127.0.0.66) source address.
+// TestScale runs them scaled out instead (cluster_test.go): HAProxy, two
+// edges, two replicas each of policy and auth, one redis-server.
 package e2e
