@@ -357,6 +357,9 @@ func (c *Config) Validate(owner Owner) error {
 		}
 		if d.Check != nil {
 			if err := d.Check(v); err != nil {
+				if d.Secret {
+					v = "(value not shown)"
+				}
 				errs = append(errs, fmt.Errorf("%s: %s = %s: %w", c.Pos(name), name, v, err))
 			}
 		}

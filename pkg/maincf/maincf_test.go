@@ -327,3 +327,17 @@ func FuzzParseMaster(f *testing.F) {
 		}
 	})
 }
+
+// A Redis URL that fails its check is reported without its value, which
+// may hold a password.
+func TestRedisURLCheckHidesValue(t *testing.T) {
+	c := New(Params(), mustParse(t, "smtpgate_connection_limit_redis = http://:hunter2@redis:6379\n"), "/x")
+	err := c.Validate(Edge)
+	if err == nil || !strings.Contains(err.Error(), "main.cf:1: smtpgate_connection_limit_redis = (value not shown): want a redis:// or rediss:// URL") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("Validate: %v", err)
+	}
+	ok := New(Params(), mustParse(t, "smtpgate_connection_limit_redis = redis://:hunter2@redis:6379/0\n"), "/x")
+	if err := ok.Validate(Edge); err != nil {
+		t.Errorf("a good URL: %v", err)
+	}
+}

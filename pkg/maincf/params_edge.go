@@ -35,13 +35,18 @@ func edgeParams() []Def {
 		// parameter (postscreen_greet_wait is the nearest). 0: no wait.
 		{Name: "smtpgate_greet_pause", Default: "0s", Owner: Edge, Listener: true, Check: CheckDuration},
 		// Connection limits per client address and listener, counted in
-		// each edge process (not across a cluster). 0: no limit.
+		// each edge process, or across the edges sharing
+		// smtpgate_connection_limit_redis. 0: no limit.
 		{Name: "smtpd_client_connection_count_limit", Default: "50", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "smtpd_client_connection_rate_limit", Default: "0", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "anvil_rate_time_unit", Default: "60s", Owner: Edge, Check: CheckDuration},
 		// Clients the connection limits do not apply to: addresses and
 		// networks only (no host names or tables).
 		{Name: "smtpd_client_event_limit_exceptions", Default: "$mynetworks", Owner: Edge, Listener: true},
+		// A redis:// or rediss:// URL (it may hold a password): count the
+		// two limits above across every edge sharing it. Empty: each edge
+		// counts alone. Redis failing: each edge counts alone meanwhile.
+		{Name: "smtpgate_connection_limit_redis", Default: "", Owner: Edge, Secret: true, Check: CheckRedisURL},
 		// All connections one edge process serves at once; beyond it
 		// "421 4.3.2 All server ports are busy" (postscreen's words).
 		// Not a Postfix parameter (master.cf's process limit). 0: none.

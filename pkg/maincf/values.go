@@ -68,6 +68,15 @@ func CheckDuration(v string) error { _, err := ParseDuration(v); return err }
 // CheckInt is a Def.Check for whole numbers.
 func CheckInt(v string) error { _, err := ParseInt(v); return err }
 
+// CheckRedisURL is a Def.Check for a Redis URL, or nothing. The value may
+// hold a password, so the error does not quote it.
+func CheckRedisURL(v string) error {
+	if v == "" || strings.HasPrefix(v, "redis://") || strings.HasPrefix(v, "rediss://") {
+		return nil
+	}
+	return errors.New("want a redis:// or rediss:// URL (value not shown: it may hold a password)")
+}
+
 // CheckOneOf returns a Def.Check accepting only the given words.
 func CheckOneOf(words ...string) func(string) error {
 	return func(v string) error {

@@ -53,7 +53,7 @@ type Config struct {
 // Validate checks the edge's part of the configuration: names and values,
 // the listeners, their certificates and next hops.
 func Validate(main *maincf.Config, services []maincf.Service) error {
-	errs := []error{main.Validate(maincf.Edge), maincf.ValidateServices(main, services, maincf.Edge)}
+	errs := []error{main.Validate(maincf.Edge), maincf.ValidateServices(main, services, maincf.Edge), checkConnLimitRedis(main)}
 	if len(services) == 0 {
 		errs = append(errs, errors.New("master.cf: no smtpd services: the edge has nothing to listen on"))
 	}
@@ -198,6 +198,8 @@ type Server struct {
 	conns   []*grpc.ClientConn
 	// certs are the listeners' certificates, reloaded on SIGHUP.
 	certs []*certificate
+	// closeLimits stops the connection limits' Redis client.
+	closeLimits func()
 }
 
 // New builds the edge and its gRPC clients (which connect lazily and
@@ -232,13 +234,20 @@ func New(cfg Config) (*Server, error) {
 		return nil, fmt.Errorf("auth client: %w", err)
 	}
 	s.conns = []*grpc.ClientConn{pc, ac}
+	limits, closeLimits, err := connLimits(cfg)
+	if err != nil {
+		pc.Close()
+		ac.Close()
+		return nil, err
+	}
+	s.closeLimits = closeLimits
 	s.engine = &smtpd.Server{
 		Policy:        policyClient{policyv1.NewPolicyServiceClient(pc)},
 		Auth:          authClient{authv1.NewAuthServiceClient(ac)},
 		Logger:        cfg.Logger,
 		PolicyTimeout: cfg.Main.Duration("smtpgate_policy_timeout"),
 		AuthTimeout:   cfg.Main.Duration("smtpgate_auth_timeout"),
-		Limits:        &smtpd.ConnLimits{Max: int(cfg.Main.Int("smtpgate_max_connections"))},
+		Limits:        limits,
 	}
 	if cfg.MailLog != nil {
 		s.engine.MailLog = maillog.New(cfg.MailLog, cfg.Main.Get("myhostname"))
@@ -279,6 +288,7 @@ func (s *Server) Run(ctx context.Context) error {
 		for _, c := range s.conns {
 			c.Close()
 		}
+		s.closeLimits()
 	}()
 	var lns []net.Listener
 	for _, l := range s.listeners {

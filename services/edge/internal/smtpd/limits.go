@@ -1,9 +1,12 @@
 package smtpd
 
 import (
+	"context"
+	"net"
 	"sync"
 	"time"
 
+	"github.com/smtpgate/smtpgate/services/edge/internal/anvil"
 	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
 )
 
@@ -14,12 +17,19 @@ import (
 // and, which Postfix leaves to master.cf's process limit, all connections
 // together (smtpgate_max_connections).
 //
-// The counts are this process's only: several edges behind one address
-// each allow the limits (sharing them, e.g. through Redis, is not done).
+// With Cluster set (smtpgate_connection_limit_redis), the per-client
+// limits are counted across every edge sharing that Redis, keyed by the
+// listener's port and the client address; this process's own counts are
+// kept all along and decide whenever Redis cannot (internal/anvil), so a
+// Redis outage neither lifts the limits nor refuses anyone. The total cap
+// is always this process's own.
 // The zero value has no total cap and is ready to use.
 type ConnLimits struct {
 	// Max is smtpgate_max_connections; 0: no cap.
 	Max int
+	// Cluster shares the per-client counts with other edges; nil: this
+	// process's counts only.
+	Cluster *anvil.Counter
 	// now is time.Now unless a test sets it.
 	now func() time.Time
 
@@ -43,11 +53,43 @@ type clientCount struct {
 // admit counts a new connection and says whether it may go on; release
 // must be called once whatever the answer (anvil also counts refused
 // connections until they close). Clients that are exempt count only
-// towards the total.
-func (c *ConnLimits) admit(l *Listener, addr string, exempt bool) (r reply.Reply, ok bool, release func()) {
+// towards the total. shared tells whether the per-client limits were
+// decided across edges (Cluster) rather than by this process's counts.
+func (c *ConnLimits) admit(ctx context.Context, l *Listener, addr string, exempt bool) (r reply.Reply, ok, shared bool, release func()) {
 	if c == nil {
-		return reply.Reply{}, true, func() {}
+		return reply.Reply{}, true, false, func() {}
 	}
+	r, ok, busy, release := c.admitLocal(l, addr, exempt)
+	if c.Cluster == nil || exempt || busy || (l.ConnectionCountLimit <= 0 && l.ConnectionRateLimit <= 0) {
+		return r, ok, false, release
+	}
+	d, releaseShared, err := c.Cluster.Admit(ctx, clusterKey(l.Name, addr), anvil.Limits{Count: l.ConnectionCountLimit, Rate: l.ConnectionRateLimit, Unit: l.RateTimeUnit})
+	if err != nil {
+		// Logged and counted by the Counter: this process's counts
+		// decide.
+		return r, ok, false, release
+	}
+	releaseLocal := release
+	release = func() { releaseShared(); releaseLocal() }
+	if !d.Admitted {
+		return reply.TooManyConnections(l.Hostname, addr), false, true, release
+	}
+	return reply.Reply{}, true, true, release
+}
+
+// clusterKey is a client's key across edges: the port of the listener
+// (its master.cf name is host:port, and replicas may bind different
+// hosts) and the client address.
+func clusterKey(listener, addr string) string {
+	if _, port, err := net.SplitHostPort(listener); err == nil {
+		listener = port
+	}
+	return listener + "|" + addr
+}
+
+// admitLocal is admit with this process's counts; busy: refused by the
+// total cap.
+func (c *ConnLimits) admitLocal(l *Listener, addr string, exempt bool) (r reply.Reply, ok, busy bool, release func()) {
 	now := time.Now
 	if c.now != nil {
 		now = c.now
@@ -102,14 +144,14 @@ func (c *ConnLimits) admit(l *Listener, addr string, exempt bool) (r reply.Reply
 	}
 	switch {
 	case c.Max > 0 && c.total > c.Max:
-		return reply.ServerBusy, false, release
+		return reply.ServerBusy, false, true, release
 	case cc == nil:
 	case l.ConnectionCountLimit > 0 && cc.conns > l.ConnectionCountLimit:
-		return reply.TooManyConnections(l.Hostname, addr), false, release
+		return reply.TooManyConnections(l.Hostname, addr), false, false, release
 	case l.ConnectionRateLimit > 0 && cc.rate > l.ConnectionRateLimit:
-		return reply.TooManyConnections(l.Hostname, addr), false, release
+		return reply.TooManyConnections(l.Hostname, addr), false, false, release
 	}
-	return reply.Reply{}, true, release
+	return reply.Reply{}, true, false, release
 }
 
 // sweep forgets the clients without connections whose rate window has

@@ -161,7 +161,7 @@ func TestConnLimits(t *testing.T) {
 	c := &ConnLimits{Max: 4, now: func() time.Time { return now }}
 	l := &Listener{Name: "smtp", Hostname: "mx.example", ConnectionCountLimit: 2, ConnectionRateLimit: 3, RateTimeUnit: time.Minute}
 	admit := func(addr string, exempt bool) (string, func()) {
-		r, ok, release := c.admit(l, addr, exempt)
+		r, ok, _, release := c.admit(context.Background(), l, addr, exempt)
 		if ok {
 			return "ok", release
 		}

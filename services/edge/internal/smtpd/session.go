@@ -341,7 +341,7 @@ func (s *session) run(ctx context.Context) {
 			return
 		}
 	}
-	if r, ok := s.admit(); !ok {
+	if r, ok := s.admit(ctx); !ok {
 		s.send(r)
 		return
 	}
@@ -421,15 +421,15 @@ var junkCommands = map[string]bool{"HELO": true, "EHLO": true, "RSET": true, "NO
 
 // admit applies the connection limits (Server.Limits). The session
 // releases its place when it closes.
-func (s *session) admit() (reply.Reply, bool) {
+func (s *session) admit(ctx context.Context) (reply.Reply, bool) {
 	exempt := s.xclientOK
 	if ip, err := netip.ParseAddr(s.clientAddr); err == nil && s.l.EventLimitExceptions.Contains(ip) {
 		exempt = true
 	}
-	r, ok, release := s.srv.Limits.admit(s.l, s.clientAddr, exempt)
+	r, ok, shared, release := s.srv.Limits.admit(ctx, s.l, s.clientAddr, exempt)
 	s.release = release
 	if !ok {
-		s.log.Warn("connection limit exceeded", "reply", r.Text())
+		s.log.Warn("connection limit exceeded", "reply", r.Text(), "shared", shared)
 	}
 	return r, ok
 }
