@@ -1,0 +1,331 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/redistest"
+)
+
+// secondEdge runs another smtpgate-edge, with a policy replica of its
+// own, on a copy of s's configuration: the listeners on host instead of
+// 127.0.0.1 (same ports), so that the policy replica, which knows the
+// listeners by their master.cf names, is another process too. The edge's
+// metrics listen on metricsPort. Both are stopped with SIGINT when the
+// test ends. It returns the edge log's path.
+func (s *stack) secondEdge(host string, metricsPort int) string {
+	s.t.Helper()
+	dir := s.t.TempDir()
+	entries, err := os.ReadDir(s.conf)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	policyPort := freePort(s.t)
+	for _, e := range entries {
+		if e.IsDir() || strings.HasSuffix(e.Name(), ".log") {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(s.conf, e.Name()))
+		if err != nil {
+			s.t.Fatal(err)
+		}
+		switch e.Name() {
+		case "master.cf":
+			b = []byte(strings.ReplaceAll(string(b), "127.0.0.1:", host+":"))
+		case "main.cf":
+			b = append(b, fmt.Sprintf(`
+smtpgate_edge_metrics_listen = 127.0.0.1:%d
+smtpgate_policy_listen = 127.0.0.1:%d
+smtpgate_policy_delegation_listen = 127.0.0.1:%d
+smtpgate_policy_metrics_listen = 127.0.0.1:%d
+`, metricsPort, policyPort, freePort(s.t), freePort(s.t))...)
+		}
+		write(s.t, filepath.Join(dir, e.Name()), string(b))
+	}
+	startIn(s.t, dir, "policy", net.JoinHostPort("127.0.0.1", itoa(policyPort)))
+	return startIn(s.t, dir, "edge", net.JoinHostPort(host, itoa(s.port["mx"])))
+}
+
+// startIn runs smtpgate-svc on the configuration in dir, waits until it
+// accepts connections on addr, and stops it with SIGINT when the test
+// ends. It returns the log's path.
+func startIn(t *testing.T, dir, svc, addr string) string {
+	t.Helper()
+	logPath := filepath.Join(dir, svc+".log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logFile.Close()
+	cmd := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", dir)
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("second smtpgate-%s did not exit cleanly on SIGINT: %v", svc, err)
+			}
+		case <-time.After(15 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Errorf("second smtpgate-%s did not stop within 15s of SIGINT", svc)
+		}
+		if t.Failed() {
+			b, _ := os.ReadFile(logPath)
+			t.Logf("--- second smtpgate-%s log ---\n%s", svc, b)
+		}
+	})
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+			return logPath
+		}
+		if time.Now().After(deadline) {
+			b, _ := os.ReadFile(logPath)
+			t.Fatalf("second smtpgate-%s does not listen on %s: %v\n%s", svc, addr, err, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// greeted is one connection and the first line the server sent.
+type greeted struct {
+	conn  net.Conn
+	r     *bufio.Reader
+	reply string
+}
+
+// connect opens a connection from Stranger to addr and reads the first
+// reply line.
+func connect(t *testing.T, addr string) *greeted {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(Stranger)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
+	g := &greeted{conn: c, r: bufio.NewReader(c)}
+	line, err := g.r.ReadString('\n')
+	if err != nil {
+		c.Close()
+		t.Fatalf("%s: no greeting: %v", addr, err)
+	}
+	g.reply = strings.TrimRight(line, "\r\n")
+	return g
+}
+
+// do sends a command and returns the last line of the reply.
+func (g *greeted) do(t *testing.T, cmd string) string {
+	t.Helper()
+	if _, err := io.WriteString(g.conn, cmd+"\r\n"); err != nil {
+		t.Fatalf("%s: %v", cmd, err)
+	}
+	for {
+		line, err := g.r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		if len(line) < 4 || line[3] != '-' {
+			return strings.TrimRight(line, "\r\n")
+		}
+	}
+}
+
+// quit ends an admitted session politely.
+func (g *greeted) quit(t *testing.T) {
+	t.Helper()
+	if got := g.do(t, "QUIT"); !strings.HasPrefix(got, "221 ") {
+		t.Errorf("QUIT: %q", got)
+	}
+	g.conn.Close()
+}
+
+func admitted(g *greeted) bool { return strings.HasPrefix(g.reply, "220 ") }
+
+const tooMany = "421 4.7.0 mail.example.org Error: too many connections from " + Stranger
+
+// Two smtpgate-edge processes sharing one redis-server hold
+// smtpd_client_connection_count_limit for a client across both: of 10
+// connections at once, spread over the two edges, exactly 3 get the
+// greeting and the others Postfix's 421; after 2 close, exactly 2 more
+// are admitted. With redis-server stopped the sessions go on and each
+// edge applies the limit to its own connections, and says so in its log
+// and its metrics.
+func TestConnectionLimitAcrossEdges(t *testing.T) {
+	const limit = 3
+	redis := redistest.Start(t)
+	s := newStack(t, fmt.Sprintf(`smtpd_client_connection_count_limit = %d
+smtpgate_connection_limit_redis = %s
+`, limit, redis.URL()))
+	secondMetrics := freePort(t)
+	secondLog := s.secondEdge("127.0.0.2", secondMetrics)
+	edges := []string{
+		net.JoinHostPort("127.0.0.1", itoa(s.port["mx"])),
+		net.JoinHostPort("127.0.0.2", itoa(s.port["mx"])),
+	}
+
+	// All at once, alternating between the edges.
+	conns := make([]*greeted, 10)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() { conns[i] = connect(t, edges[i%2]) })
+	}
+	wg.Wait()
+	var open []*greeted
+	for _, g := range conns {
+		switch {
+		case admitted(g):
+			open = append(open, g)
+		case g.reply != tooMany:
+			t.Errorf("refused connection got %q, want %q", g.reply, tooMany)
+			g.conn.Close()
+		default:
+			g.conn.Close()
+		}
+	}
+	if len(open) != limit {
+		t.Fatalf("%d of 10 connections admitted across the two edges, want exactly %d", len(open), limit)
+	}
+
+	// Two close; two new ones are admitted (as soon as the edges have
+	// released the leases), and a third is refused.
+	open[0].quit(t)
+	open[1].quit(t)
+	open = open[2:]
+	for i := range 2 {
+		g := connectUntilAdmitted(t, edges[i%2])
+		open = append(open, g)
+	}
+	for _, addr := range edges {
+		if g := connect(t, addr); g.reply != tooMany {
+			t.Errorf("%s: over the limit again: %q, want %q", addr, g.reply, tooMany)
+			g.conn.Close()
+		}
+	}
+	for _, g := range open {
+		if got := g.do(t, "EHLO client.example.net"); !strings.HasPrefix(got, "250 ") {
+			t.Errorf("EHLO in an admitted session: %q", got)
+		}
+	}
+
+	// Redis stops in the middle: the sessions go on.
+	redis.Stop()
+	for _, g := range open {
+		if got := g.do(t, "MAIL FROM:<someone@example.net>"); !strings.HasPrefix(got, "250 ") {
+			t.Errorf("MAIL with Redis stopped: %q", got)
+		}
+		g.quit(t)
+	}
+	// New connections are counted per edge: each edge admits the limit
+	// of its own while the other holds as many, and refuses the next.
+	var held []*greeted
+	for i, addr := range edges {
+		for range limit {
+			held = append(held, connectUntilAdmitted(t, addr))
+		}
+		if g := connect(t, addr); g.reply != tooMany {
+			t.Errorf("edge %d with Redis down: connection %d got %q, want %q", i+1, limit+1, g.reply, tooMany)
+			g.conn.Close()
+		}
+	}
+	var tokens []string
+	for _, g := range []*greeted{held[0], held[limit]} {
+		tok := newToken("connlimit")
+		tokens = append(tokens, tok)
+		if err := sendOn(t, g, tok); err != nil {
+			t.Errorf("delivery with Redis down: %v", err)
+		}
+	}
+	for _, g := range held {
+		g.quit(t)
+	}
+	got := s.maildirTokens()
+	for _, tok := range tokens {
+		if got[tok] != 1 {
+			t.Errorf("%s delivered %d times, want once", tok, got[tok])
+		}
+	}
+	const degraded = "connection limits: redis failed; counting this process's connections only"
+	for i, log := range []string{s.logs["edge"], secondLog} {
+		b, _ := os.ReadFile(log)
+		if !strings.Contains(string(b), degraded) {
+			t.Errorf("edge %d log lacks %q", i+1, degraded)
+		}
+	}
+	for i, port := range []int{s.port["edge-metrics"], secondMetrics} {
+		if v := metric(t, port, "smtpgate_edge_connection_limit_fallbacks_total"); v == "" || v == "0" {
+			t.Errorf("edge %d: smtpgate_edge_connection_limit_fallbacks_total = %q, want > 0", i+1, v)
+		}
+	}
+}
+
+// connectUntilAdmitted connects until the greeting is a 220: a session
+// just closed gives its place back when the edge has seen the close.
+func connectUntilAdmitted(t *testing.T, addr string) *greeted {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		g := connect(t, addr)
+		if admitted(g) {
+			return g
+		}
+		g.conn.Close()
+		if g.reply != tooMany || time.Now().After(deadline) {
+			t.Fatalf("%s: %q, want a 220 greeting", addr, g.reply)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// sendOn delivers a message to john@example.org in an admitted session.
+func sendOn(t *testing.T, g *greeted, token string) error {
+	t.Helper()
+	for _, step := range []struct{ cmd, want string }{
+		{"EHLO client.example.net", "250 "},
+		{"MAIL FROM:<someone@example.net>", "250 "},
+		{"RCPT TO:<john@example.org>", "250 "},
+		{"DATA", "354 "},
+		{"Subject: " + token + "\r\n\r\nbody\r\n.", "250 "},
+	} {
+		if got := g.do(t, step.cmd); !strings.HasPrefix(got, step.want) {
+			return fmt.Errorf("%q: %q", strings.SplitN(step.cmd, "\r\n", 2)[0], got)
+		}
+	}
+	return nil
+}
+
+// metric returns the value of an unlabelled metric on the /metrics page
+// at port, or "".
+func metric(t *testing.T, port int, name string) string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			return v
+		}
+	}
+	return ""
+}
