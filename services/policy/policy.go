@@ -158,6 +158,8 @@ type shared struct {
 	limits  ratelimit.Counter
 	grey    greylist.Store
 	clients []*redis.Client
+	// failures counts the decisions taken without Redis.
+	failures sharedFailures
 }
 
 // openShared builds the shared state from smtpgate_rate_limit_redis,
@@ -173,7 +175,7 @@ func openShared(main *maincf.Config) (*shared, error) {
 		return nil, err
 	}
 	if rl != nil {
-		sh.limits, sh.clients = ratelimit.NewRedis(rl), append(sh.clients, rl)
+		sh.limits, sh.clients = countedLimits{ratelimit.NewRedis(rl), &sh.failures.rateLimit}, append(sh.clients, rl)
 	}
 	gr, err := openRedis(main, "smtpgate_greylist_redis", 200*time.Millisecond)
 	if err != nil {
@@ -181,7 +183,7 @@ func openShared(main *maincf.Config) (*shared, error) {
 		return nil, err
 	}
 	if gr != nil {
-		sh.grey, sh.clients = greylist.NewRedis(gr, gp), append(sh.clients, gr)
+		sh.grey, sh.clients = countedGreylist{greylist.NewRedis(gr, gp), &sh.failures.greylist}, append(sh.clients, gr)
 	}
 	return sh, nil
 }
@@ -299,6 +301,7 @@ func newServer(cfg Config, log *slog.Logger, conn *grpc.ClientConn, engines map[
 	s := &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines, authConn: conn,
 		dns: dns, redis: rc, shared: sh}
 	s.metrics = newMetrics(cfg.Metrics, s.DNSStats)
+	sh.failures.register(cfg.Metrics)
 	return s
 }
 
