@@ -250,7 +250,7 @@ smtpgate_connection_limit_redis = %s
 	for _, g := range []*greeted{held[0], held[limit]} {
 		tok := newToken("connlimit")
 		tokens = append(tokens, tok)
-		if err := sendOn(t, g, tok); err != nil {
+		if err := deliverRaw(t, g, tok); err != nil {
 			t.Errorf("delivery with Redis down: %v", err)
 		}
 	}
@@ -295,8 +295,8 @@ func connectUntilAdmitted(t *testing.T, addr string) *greeted {
 	}
 }
 
-// sendOn delivers a message to john@example.org in an admitted session.
-func sendOn(t *testing.T, g *greeted, token string) error {
+// deliverRaw delivers a message to john@example.org in an admitted session.
+func deliverRaw(t *testing.T, g *greeted, token string) error {
 	t.Helper()
 	for _, step := range []struct{ cmd, want string }{
 		{"EHLO client.example.net", "250 "},
