@@ -376,7 +376,7 @@ func checkConfig(m *manifest, roles map[string]*appsv1.Deployment, p *problems) 
 				p.add("%s/main.cf: %s = %s names Service %s, want %s", id, name, target, s.Name, want)
 			}
 		}
-		for _, name := range []string{"smtpgate_auth_redis", "smtpgate_dns_redis"} {
+		for _, name := range []string{"smtpgate_auth_redis", "smtpgate_dns_redis", "smtpgate_connection_limit_redis", "smtpgate_rate_limit_redis", "smtpgate_greylist_redis"} {
 			if cf[name] == "" {
 				continue
 			}
@@ -432,7 +432,7 @@ func checkConfig(m *manifest, roles map[string]*appsv1.Deployment, p *problems) 
 
 // checkIngressGraph checks who may reach what: anyone the edge's SMTP
 // ports; only the edge policy; the edge and policy (auth: tables) auth;
-// only policy and auth the Redis; and a default deny for everything else.
+// only policy, auth and the edge the Redis; and a default deny for everything else.
 func checkIngressGraph(m *manifest, roles map[string]*appsv1.Deployment, p *problems) {
 	name := func(r string) string {
 		if d := roles[r]; d != nil {
@@ -444,7 +444,7 @@ func checkIngressGraph(m *manifest, roles map[string]*appsv1.Deployment, p *prob
 		"edge":   {"*"},
 		"policy": {name("edge")},
 		"auth":   {name("edge"), name("policy")},
-		"redis":  {name("auth"), name("policy")},
+		"redis":  {name("auth"), name("edge"), name("policy")},
 	}
 	for r, d := range roles {
 		w := want[r]
