@@ -20,7 +20,9 @@ import (
 )
 
 // edge is one edge process's Counter, with its own Redis client.
-func edge(t *testing.T, srv *redistest.Server) *Counter {
+func edge(t *testing.T, srv *redistest.Server) *Counter { return edgeB(t, srv) }
+
+func edgeB(t testing.TB, srv *redistest.Server) *Counter {
 	t.Helper()
 	rc, err := redisclient.Open(srv.URL(), time.Second)
 	if err != nil {
