@@ -329,3 +329,55 @@ func metric(t *testing.T, port int, name string) string {
 	}
 	return ""
 }
+
+// smtpd_client_connection_rate_limit across two edges sharing one
+// redis-server: 4 connections per anvil_rate_time_unit, whichever edge
+// takes them, then Postfix's 421 from both. With redis-server stopped,
+// each edge goes on from its own count of the connections it saw.
+func TestConnectionRateAcrossEdges(t *testing.T) {
+	redis := redistest.Start(t)
+	s := newStack(t, `smtpd_client_connection_rate_limit = 4
+anvil_rate_time_unit = 1h
+smtpgate_connection_limit_redis = `+redis.URL()+`
+`)
+	s.secondEdge("127.0.0.2", freePort(t))
+	edges := []string{
+		net.JoinHostPort("127.0.0.1", itoa(s.port["mx"])),
+		net.JoinHostPort("127.0.0.2", itoa(s.port["mx"])),
+	}
+	var got []string
+	for i := range 6 {
+		g := connect(t, edges[i%2])
+		got = append(got, g.reply)
+		if admitted(g) {
+			g.quit(t)
+		} else {
+			g.conn.Close()
+		}
+	}
+	for i, r := range got {
+		want := "220 "
+		if i >= 4 {
+			want = tooMany
+		}
+		if !strings.HasPrefix(r, want) {
+			t.Errorf("connection %d (edge %d): %q, want %q", i+1, i%2+1, r, want)
+		}
+	}
+	// Each edge has seen 3 connections of the client; on its own it
+	// allows a fourth, then refuses.
+	redis.Stop()
+	for i, addr := range edges {
+		g := connect(t, addr)
+		if !admitted(g) {
+			t.Errorf("edge %d with Redis down: %q, want the fourth connection it saw admitted", i+1, g.reply)
+			g.conn.Close()
+			continue
+		}
+		g.quit(t)
+		if g := connect(t, addr); g.reply != tooMany {
+			t.Errorf("edge %d with Redis down: %q, want %q", i+1, g.reply, tooMany)
+			g.conn.Close()
+		}
+	}
+}
