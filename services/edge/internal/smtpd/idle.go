@@ -2,6 +2,8 @@ package smtpd
 
 import (
 	"bufio"
+	"context"
+	"log/slog"
 	"net"
 	"sync"
 	"syscall"
@@ -81,4 +83,46 @@ func readable(fd uintptr) bool {
 	var b [1]byte
 	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
 	return err != syscall.EAGAIN && err != syscall.EINTR
+}
+
+// offStack runs f on a goroutine of its own and waits for it. A
+// goroutine's stack grows to what its deepest call needed and shrinks
+// only at a garbage collection, and then only when it uses less than a
+// quarter of it: a session goroutine that once asked policy over gRPC,
+// or logged through log/slog, would keep an 8 or 16 KiB stack for the
+// rest of the session, idle or not. Run on goroutines of their own, what
+// needs deep stacks gives them back when it returns, and the session's
+// goroutine stays at 4 KiB (10,000 idle sessions: 40 MB less).
+func offStack[T, U any](f func() (T, U)) (T, U) {
+	type result struct {
+		t T
+		u U
+	}
+	ch := make(chan result, 1)
+	go func() {
+		t, u := f()
+		ch <- result{t, u}
+	}()
+	r := <-ch
+	return r.t, r.u
+}
+
+// offStackHandler writes a session's log records from a goroutine of
+// their own, for the same reason as offStack: log/slog's handlers need a
+// few KiB of stack, more than the rest of an idle session's goroutine.
+type offStackHandler struct{ h slog.Handler }
+
+func (o offStackHandler) Enabled(ctx context.Context, l slog.Level) bool { return o.h.Enabled(ctx, l) }
+
+func (o offStackHandler) Handle(ctx context.Context, r slog.Record) error {
+	_, err := offStack(func() (struct{}, error) { return struct{}{}, o.h.Handle(ctx, r) })
+	return err
+}
+
+func (o offStackHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	return offStackHandler{o.h.WithAttrs(attrs)}
+}
+
+func (o offStackHandler) WithGroup(name string) slog.Handler {
+	return offStackHandler{o.h.WithGroup(name)}
 }

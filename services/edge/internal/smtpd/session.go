@@ -144,7 +144,8 @@ func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *se
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	s.log = log.With(attrs...)
+	// Records are written off the session's goroutine (idle.go).
+	s.log = slog.New(offStackHandler{log.Handler()}).With(attrs...)
 	s.setConn(conn)
 	return s
 }
@@ -337,7 +338,7 @@ func (s *session) run(ctx context.Context) {
 		s.srv.MailLog.Printf("connect from %s", s.namaddr())
 	}
 	if s.l.Wrapper {
-		if !s.handshake() {
+		if ok, _ := offStack(func() (bool, struct{}) { return s.handshake(), struct{}{} }); !ok {
 			return
 		}
 	}
@@ -349,7 +350,9 @@ func (s *session) run(ctx context.Context) {
 		s.send(reply.SyncError)
 		return
 	}
-	if r, ok := s.connectCheck(ctx); !ok {
+	// Commands, and the connect stage's check, run on goroutines of
+	// their own: the session's keeps a small stack (idle.go).
+	if r, ok := offStack(func() (reply.Reply, bool) { return s.connectCheck(ctx) }); !ok {
 		s.send(r)
 		if r.Close {
 			return
@@ -392,7 +395,7 @@ func (s *session) run(ctx context.Context) {
 		denied := s.denied
 		verb, _ := splitCommand(line)
 		cctx, span := s.startCommand(ctx, verb)
-		r := s.command(cctx, line)
+		r, _ := offStack(func() (reply.Reply, error) { return s.command(cctx, line), nil })
 		s.send(r)
 		endCommand(span, r)
 		if s.srv.MailLog != nil {
