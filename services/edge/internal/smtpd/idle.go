@@ -7,6 +7,7 @@ import (
 	"net"
 	"sync"
 	"syscall"
+	"time"
 )
 
 // ioBufSize is the size of a session's read and write buffers. The read
@@ -85,44 +86,84 @@ func readable(fd uintptr) bool {
 	return err != syscall.EAGAIN && err != syscall.EINTR
 }
 
-// offStack runs f on a goroutine of its own and waits for it. A
-// goroutine's stack grows to what its deepest call needed and shrinks
+// offStack runs f on another goroutine, one of w's, and waits for it.
+// A goroutine's stack grows to what its deepest call needed and shrinks
 // only at a garbage collection, and then only when it uses less than a
 // quarter of it: a session goroutine that once asked policy over gRPC,
 // or logged through log/slog, would keep an 8 or 16 KiB stack for the
-// rest of the session, idle or not. Run on goroutines of their own, what
-// needs deep stacks gives them back when it returns, and the session's
-// goroutine stays at 4 KiB (10,000 idle sessions: 40 MB less).
-func offStack[T, U any](f func() (T, U)) (T, U) {
+// rest of the session, idle or not. Run on w's goroutines, what needs
+// deep stacks uses theirs, and the session's goroutine stays at 4 KiB
+// (10,000 idle sessions: 40 MB less).
+func offStack[T, U any](w *workers, f func() (T, U)) (T, U) {
 	type result struct {
 		t T
 		u U
 	}
 	ch := make(chan result, 1)
-	go func() {
+	w.run(func() {
 		t, u := f()
 		ch <- result{t, u}
-	}()
+	})
 	r := <-ch
 	return r.t, r.u
+}
+
+// workerIdleTime is how long a worker waits for work before it ends.
+const workerIdleTime = 10 * time.Second
+
+// workers run functions for sessions (offStack). A worker keeps the
+// stack it grew for the next function, instead of a new goroutine's
+// growing one again for each; there are as many as functions ran at
+// once lately, each ending after workerIdleTime without work.
+type workers struct {
+	ch chan func()
+}
+
+func newWorkers() *workers { return &workers{ch: make(chan func())} }
+
+// run hands f to an idle worker, or starts a new one for it.
+func (w *workers) run(f func()) {
+	select {
+	case w.ch <- f:
+	default:
+		go w.work(f)
+	}
+}
+
+func (w *workers) work(f func()) {
+	f()
+	t := time.NewTimer(workerIdleTime)
+	defer t.Stop()
+	for {
+		select {
+		case f := <-w.ch:
+			f()
+			t.Reset(workerIdleTime)
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // offStackHandler writes a session's log records from a goroutine of
 // their own, for the same reason as offStack: log/slog's handlers need a
 // few KiB of stack, more than the rest of an idle session's goroutine.
-type offStackHandler struct{ h slog.Handler }
+type offStackHandler struct {
+	h slog.Handler
+	w *workers
+}
 
 func (o offStackHandler) Enabled(ctx context.Context, l slog.Level) bool { return o.h.Enabled(ctx, l) }
 
 func (o offStackHandler) Handle(ctx context.Context, r slog.Record) error {
-	_, err := offStack(func() (struct{}, error) { return struct{}{}, o.h.Handle(ctx, r) })
+	_, err := offStack(o.w, func() (struct{}, error) { return struct{}{}, o.h.Handle(ctx, r) })
 	return err
 }
 
 func (o offStackHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return offStackHandler{o.h.WithAttrs(attrs)}
+	return offStackHandler{o.h.WithAttrs(attrs), o.w}
 }
 
 func (o offStackHandler) WithGroup(name string) slog.Handler {
-	return offStackHandler{o.h.WithGroup(name)}
+	return offStackHandler{o.h.WithGroup(name), o.w}
 }

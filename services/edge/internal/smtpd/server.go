@@ -21,6 +21,7 @@ import (
 	"crypto/tls"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -181,8 +182,16 @@ type Server struct {
 	// from=, disconnect); nil: none.
 	MailLog *maillog.Log
 
-	// bufs are the sessions' read and write buffers (idle.go).
-	bufs bufPools
+	// bufs are the sessions' read and write buffers, work the
+	// goroutines that run their commands (idle.go).
+	bufs     bufPools
+	workOnce sync.Once
+	work     *workers
+}
+
+func (s *Server) workers() *workers {
+	s.workOnce.Do(func() { s.work = newWorkers() })
+	return s.work
 }
 
 // Serve runs one SMTP session on conn to its end and closes conn. ctx

@@ -145,7 +145,7 @@ func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *se
 		log = slog.New(slog.DiscardHandler)
 	}
 	// Records are written off the session's goroutine (idle.go).
-	s.log = slog.New(offStackHandler{log.Handler()}).With(attrs...)
+	s.log = slog.New(offStackHandler{log.Handler(), srv.workers()}).With(attrs...)
 	s.setConn(conn)
 	return s
 }
@@ -338,7 +338,7 @@ func (s *session) run(ctx context.Context) {
 		s.srv.MailLog.Printf("connect from %s", s.namaddr())
 	}
 	if s.l.Wrapper {
-		if ok, _ := offStack(func() (bool, struct{}) { return s.handshake(), struct{}{} }); !ok {
+		if ok, _ := offStack(s.srv.workers(), func() (bool, struct{}) { return s.handshake(), struct{}{} }); !ok {
 			return
 		}
 	}
@@ -352,7 +352,7 @@ func (s *session) run(ctx context.Context) {
 	}
 	// Commands, and the connect stage's check, run on goroutines of
 	// their own: the session's keeps a small stack (idle.go).
-	if r, ok := offStack(func() (reply.Reply, bool) { return s.connectCheck(ctx) }); !ok {
+	if r, ok := offStack(s.srv.workers(), func() (reply.Reply, bool) { return s.connectCheck(ctx) }); !ok {
 		s.send(r)
 		if r.Close {
 			return
@@ -395,7 +395,7 @@ func (s *session) run(ctx context.Context) {
 		denied := s.denied
 		verb, _ := splitCommand(line)
 		cctx, span := s.startCommand(ctx, verb)
-		r, _ := offStack(func() (reply.Reply, error) { return s.command(cctx, line), nil })
+		r, _ := offStack(s.srv.workers(), func() (reply.Reply, error) { return s.command(cctx, line), nil })
 		s.send(r)
 		endCommand(span, r)
 		if s.srv.MailLog != nil {
