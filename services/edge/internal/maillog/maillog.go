@@ -55,7 +55,8 @@ func (l *Log) Printf(format string, args ...any) {
 // Commands counts a session's commands for the disconnect line, in the
 // order Postfix's smtpd prints them.
 type Commands struct {
-	ok, total [len(commandOrder)]int
+	// uint32, not int: every session holds these, idle or not.
+	ok, total [len(commandOrder)]uint32
 }
 
 // commandOrder is Postfix smtpd's command table order; "unknown" is any
@@ -100,10 +101,10 @@ func (c *Commands) String() string {
 		if c.total[i] == 0 {
 			continue
 		}
-		b = appendCount(append(b, name...), c.ok[i], c.total[i])
+		b = appendCount(append(b, name...), int(c.ok[i]), int(c.total[i]))
 		b = append(b, ' ')
-		ok += c.ok[i]
-		total += c.total[i]
+		ok += int(c.ok[i])
+		total += int(c.total[i])
 	}
 	return string(appendCount(append(b, "commands"...), ok, total))
 }

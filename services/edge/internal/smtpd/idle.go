@@ -148,22 +148,41 @@ func (w *workers) work(f func()) {
 // offStackHandler writes a session's log records from a goroutine of
 // their own, for the same reason as offStack: log/slog's handlers need a
 // few KiB of stack, more than the rest of an idle session's goroutine.
+// It also keeps the session's attributes (With) as they are and adds
+// them to each record, where the handlers below would format them ahead
+// for every session, used or not: a few hundred bytes per idle session.
 type offStackHandler struct {
-	h slog.Handler
-	w *workers
+	h     slog.Handler
+	w     *workers
+	attrs []slog.Attr
 }
 
 func (o offStackHandler) Enabled(ctx context.Context, l slog.Level) bool { return o.h.Enabled(ctx, l) }
 
 func (o offStackHandler) Handle(ctx context.Context, r slog.Record) error {
-	_, err := offStack(o.w, func() (struct{}, error) { return struct{}{}, o.h.Handle(ctx, r) })
+	_, err := offStack(o.w, func() (struct{}, error) {
+		if len(o.attrs) > 0 {
+			nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+			nr.AddAttrs(o.attrs...)
+			r.Attrs(func(a slog.Attr) bool {
+				nr.AddAttrs(a)
+				return true
+			})
+			r = nr
+		}
+		return struct{}{}, o.h.Handle(ctx, r)
+	})
 	return err
 }
 
 func (o offStackHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
-	return offStackHandler{o.h.WithAttrs(attrs), o.w}
+	if len(o.attrs) == 0 {
+		return offStackHandler{o.h, o.w, attrs} // the handler owns attrs (slog.Handler)
+	}
+	return offStackHandler{o.h, o.w, append(o.attrs[:len(o.attrs):len(o.attrs)], attrs...)}
 }
 
 func (o offStackHandler) WithGroup(name string) slog.Handler {
-	return offStackHandler{o.h.WithGroup(name), o.w}
+	// The attributes so far go outside the group: to the handler below.
+	return offStackHandler{h: o.h.WithAttrs(o.attrs).WithGroup(name), w: o.w}
 }

@@ -145,7 +145,7 @@ func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *se
 		log = slog.New(slog.DiscardHandler)
 	}
 	// Records are written off the session's goroutine (idle.go).
-	s.log = slog.New(offStackHandler{log.Handler(), srv.workers()}).With(attrs...)
+	s.log = slog.New(offStackHandler{h: log.Handler(), w: srv.workers()}).With(attrs...)
 	s.setConn(conn)
 	return s
 }
