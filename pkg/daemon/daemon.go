@@ -63,6 +63,11 @@ type Env struct {
 	// Metrics is the service's registry (telemetry.NewRegistry), served
 	// on smtpgate_<svc>_metrics_listen when that is set.
 	Metrics *prometheus.Registry
+	// Reload reads main.cf and master.cf again from the configuration
+	// directory and validates them as at start (Service.Validate); the
+	// error lists every problem with its file:line. A service that
+	// reloads on SIGHUP calls it.
+	Reload func() (*maincf.Config, []maincf.Service, error)
 }
 
 // MetricsParam is the parameter naming where service serves its metrics.
@@ -106,10 +111,17 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 		fs.Usage()
 		return 2
 	}
-	cfg, services, err := maincf.Load(maincf.Params(), *dir)
-	if err == nil {
-		err = svc.Validate(cfg, services)
+	load := func() (*maincf.Config, []maincf.Service, error) {
+		cfg, services, err := maincf.Load(maincf.Params(), *dir)
+		if err == nil {
+			err = svc.Validate(cfg, services)
+		}
+		if err != nil {
+			return nil, nil, err
+		}
+		return cfg, services, nil
 	}
+	cfg, services, err := load()
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: configuration errors:\n%v\n", prog, err)
 		return 1
@@ -125,7 +137,7 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 	for _, p := range cfg.Effective(svc.Owner) {
 		log.DebugContext(ctx, "config", "name", p.Name, "value", p.Value, "at", p.Pos.String())
 	}
-	if err := serve(ctx, svc, cfg, services, log); err != nil {
+	if err := serve(ctx, svc, cfg, services, log, load); err != nil {
 		log.ErrorContext(ctx, "stopped with an error", "err", err)
 		return 1
 	}
@@ -134,7 +146,7 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 }
 
 // serve sets up tracing and metrics, runs the service and tears them down.
-func serve(ctx context.Context, svc Service, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) (err error) {
+func serve(ctx context.Context, svc Service, cfg *maincf.Config, services []maincf.Service, log *slog.Logger, reload func() (*maincf.Config, []maincf.Service, error)) (err error) {
 	tp, shutdown, err := telemetry.Tracing(ctx, svc.Name)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
@@ -150,7 +162,7 @@ func serve(ctx context.Context, svc Service, cfg *maincf.Config, services []main
 		log.InfoContext(ctx, "tracing on (OTEL_* environment)")
 	}
 	env := Env{Config: cfg, Services: services, Logger: log, TracerProvider: tp, Propagator: telemetry.Propagator(),
-		Metrics: telemetry.NewRegistry(svc.Name)}
+		Metrics: telemetry.NewRegistry(svc.Name), Reload: reload}
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var side []chan error // the metrics and pprof servers

@@ -51,6 +51,12 @@ func edgeParams() []Def {
 		// "421 4.3.2 All server ports are busy" (postscreen's words).
 		// Not a Postfix parameter (master.cf's process limit). 0: none.
 		{Name: "smtpgate_max_connections", Default: "1000", Owner: Edge, Check: CheckInt},
+		// How long the edge drains on SIGTERM: sessions inside a
+		// transaction may finish it; then every session still waiting
+		// for its client gets "421 4.3.2" (hand-offs under way get 5 s
+		// more). Not a Postfix parameter. 15s fits Kubernetes' default
+		// 30 s terminationGracePeriodSeconds with a 5 s preStop.
+		{Name: "smtpgate_shutdown_timeout", Default: "15s", Owner: Edge, Check: CheckDuration},
 		// Message content above this many bytes is spooled to a file in
 		// smtpgate_spool_directory (mode 0600, removed after the
 		// hand-off) instead of being held in memory.

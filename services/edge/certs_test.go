@@ -1,18 +1,16 @@
 package edge
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
-	"log/slog"
 	"math/big"
 	"os"
 	"path/filepath"
-	"syscall"
+	"strings"
 	"testing"
 	"time"
 )
@@ -41,64 +39,54 @@ func writePair(t *testing.T, certFile, keyFile, name string) {
 	}
 }
 
-func servedName(t *testing.T, c *certificate) string {
-	t.Helper()
-	kp, err := c.get(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	leaf, err := x509.ParseCertificate(kp.Certificate[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	return leaf.DNSNames[0]
-}
-
+// TestReloadCertificates: a reload reads the listeners' certificates
+// again; a pair that does not load fails the reload, is reported with
+// its file and leaves the old pair in use.
 func TestReloadCertificates(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
 	writePair(t, certFile, keyFile, "old.example")
-	c, err := loadCertificate(certFile, keyFile)
+	main := "myhostname = h.example\nsmtpd_tls_cert_file = " + certFile + "\nsmtpd_tls_key_file = " + keyFile + "\n"
+	master := "127.0.0.1:2525 inet n - n - - smtpd\n"
+	cfg, services := load(t, main, master)
+	s, err := New(Config{Main: cfg, Services: services})
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logs bytes.Buffer
-	s := &Server{log: slog.New(slog.NewTextHandler(&logs, nil)), certs: []*certificate{c}}
+	defer s.closeClients()
+	served := func() string {
+		t.Helper()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		kp, err := s.current.bindings[0].l.TLS.GetCertificate(nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := x509.ParseCertificate(kp.Certificate[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		return leaf.DNSNames[0]
+	}
 	ctx := context.Background()
 
 	writePair(t, certFile, keyFile, "new.example")
-	if err := s.ReloadCertificates(ctx); err != nil {
+	cfg, services = load(t, main, master)
+	if err := s.Reload(ctx, cfg, services); err != nil {
 		t.Fatal(err)
 	}
-	if got := servedName(t, c); got != "new.example" {
+	if got := served(); got != "new.example" {
 		t.Errorf("after reload: %s", got)
 	}
 
-	// A key that does not match: the old pair stays, and it is logged.
+	// A key that does not match: the old pair stays.
 	writePair(t, certFile, filepath.Join(dir, "other-key.pem"), "bad.example")
-	if err := s.ReloadCertificates(ctx); err == nil {
-		t.Error("a mismatched pair was accepted")
+	cfg, services = load(t, main, master)
+	err = s.Reload(ctx, cfg, services)
+	if err == nil || !strings.Contains(err.Error(), "main.cf:2: smtpd_tls_cert_file") {
+		t.Errorf("reload with a mismatched pair = %v, want an error at main.cf:2", err)
 	}
-	if got := servedName(t, c); got != "new.example" {
+	if got := served(); got != "new.example" {
 		t.Errorf("after a bad reload: %s", got)
-	}
-	if !bytes.Contains(logs.Bytes(), []byte("the old certificate stays in use")) {
-		t.Errorf("bad reload not logged: %s", logs.String())
-	}
-
-	// SIGHUP to this process reaches reloadOnHUP.
-	writePair(t, certFile, keyFile, "hup.example")
-	hctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	s.reloadOnHUP(hctx)
-	if err := syscall.Kill(os.Getpid(), syscall.SIGHUP); err != nil {
-		t.Fatal(err)
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for servedName(t, c) != "hup.example" {
-		if time.Now().After(deadline) {
-			t.Fatal("SIGHUP did not reload the certificate")
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

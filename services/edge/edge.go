@@ -17,6 +17,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -189,17 +190,58 @@ func proxyOf(c *maincf.Config) (*proxySettings, error) {
 
 // Server is the running edge.
 type Server struct {
-	cfg       Config
-	log       *slog.Logger
-	listeners []*smtpd.Listener
-	// proxies[i] is listeners[i]'s PROXY protocol setting, or nil.
-	proxies []*proxySettings
-	engine  *smtpd.Server
-	conns   []*grpc.ClientConn
-	// certs are the listeners' certificates, reloaded on SIGHUP.
-	certs []*certificate
+	cfg   Config
+	log   *slog.Logger
+	conns []*grpc.ClientConn
+	// engine is the protocol engine with what lives as long as the
+	// process (clients, metrics, connection limits, the drain); each
+	// configuration gets a copy with its own settings (engineFor).
+	engine *smtpd.Server
+	drain  *smtpd.Drain
 	// closeLimits stops the connection limits' Redis client.
 	closeLimits func()
+
+	mu sync.Mutex
+	// current is the configuration new connections get.
+	current *generation
+	// sockets are the open listeners by name (their address), while Run
+	// serves; stopping: Run drains, no listener opens any more.
+	sockets   map[string]*socket
+	stopping  bool
+	accepting sync.WaitGroup
+	sessions  sync.WaitGroup
+	// sessCtx is the sessions' context, cancelled only when the drain
+	// gives up on them; errc gets an accept loop's failure.
+	sessCtx context.Context
+	errc    chan error
+}
+
+// generation is one configuration, compiled: what a reload replaces. A
+// session keeps the listener settings and engine it was accepted with.
+type generation struct {
+	main     *maincf.Config
+	bindings []*binding // one per master.cf service, in order
+}
+
+// binding is what a connection accepted on one listener gets.
+type binding struct {
+	l      *smtpd.Listener
+	proxy  *proxySettings
+	engine *smtpd.Server
+}
+
+// socket is an open listener; cur is the binding of the configuration
+// in use, swapped by a reload.
+type socket struct {
+	name   string
+	ln     net.Listener
+	cur    atomic.Pointer[binding]
+	closed atomic.Bool
+}
+
+func (k *socket) close() {
+	k.closed.Store(true)
+	_ = k.ln.Close()
 }
 
 // New builds the edge and its gRPC clients (which connect lazily and
@@ -208,21 +250,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	ls, certs, err := listeners(cfg.Main, cfg.Services)
-	if err != nil {
-		return nil, err
-	}
-	s := &Server{cfg: cfg, log: cfg.Logger, listeners: ls, certs: certs}
-	for _, svc := range cfg.Services {
-		p, err := proxyOf(cfg.Main.WithOverrides(svc.Overrides))
-		if err != nil {
-			return nil, err
-		}
-		if p != nil && p.trusted.Empty() {
-			s.log.Warn("smtpd_upstream_proxy_protocol is on but smtpgate_proxy_networks is empty: every connection to this listener will be dropped", "listener", svc.Name)
-		}
-		s.proxies = append(s.proxies, p)
-	}
+	s := &Server{cfg: cfg, log: cfg.Logger, drain: &smtpd.Drain{}}
 	traced := grpcclient.WithTracerProvider(cfg.TracerProvider)
 	pc, err := grpcclient.Dial(cfg.Main.Get("smtpgate_policy_service"), traced)
 	if err != nil {
@@ -248,6 +276,7 @@ func New(cfg Config) (*Server, error) {
 		PolicyTimeout: cfg.Main.Duration("smtpgate_policy_timeout"),
 		AuthTimeout:   cfg.Main.Duration("smtpgate_auth_timeout"),
 		Limits:        limits,
+		Drain:         s.drain,
 	}
 	if cfg.MailLog != nil {
 		s.engine.MailLog = maillog.New(cfg.MailLog, cfg.Main.Get("myhostname"))
@@ -260,7 +289,61 @@ func New(cfg Config) (*Server, error) {
 	if telemetry.Recording(cfg.TracerProvider) {
 		s.engine.Tracer = cfg.TracerProvider.Tracer("github.com/smtpgate/smtpgate/services/edge")
 	}
+	g, err := s.compile(cfg.Main, cfg.Services)
+	if err != nil {
+		s.closeClients()
+		return nil, err
+	}
+	s.current = g
 	return s, nil
+}
+
+// compile builds a configuration's listeners and engine.
+func (s *Server) compile(main *maincf.Config, services []maincf.Service) (*generation, error) {
+	ls, _, err := listeners(main, services)
+	if err != nil {
+		return nil, err
+	}
+	eng := s.engineFor(main)
+	g := &generation{main: main}
+	for i, svc := range services {
+		p, err := proxyOf(main.WithOverrides(svc.Overrides))
+		if err != nil {
+			return nil, err
+		}
+		if p != nil && p.trusted.Empty() {
+			s.log.Warn("smtpd_upstream_proxy_protocol is on but smtpgate_proxy_networks is empty: every connection to this listener will be dropped", "listener", svc.Name)
+		}
+		g.bindings = append(g.bindings, &binding{l: ls[i], proxy: p, engine: eng})
+	}
+	return g, nil
+}
+
+// engineFor is the engine with main's settings; what lives as long as
+// the process is shared.
+func (s *Server) engineFor(main *maincf.Config) *smtpd.Server {
+	return s.engine.Reconfigured(main.Duration("smtpgate_policy_timeout"), main.Duration("smtpgate_auth_timeout"))
+}
+
+// closeClients closes the gRPC clients and the connection limits' Redis
+// client.
+func (s *Server) closeClients() {
+	for _, c := range s.conns {
+		c.Close()
+	}
+	if s.closeLimits != nil {
+		s.closeLimits()
+	}
+}
+
+// closeNextHops ends the connections g's next hops keep between
+// messages (with QUIT); sessions still using g go on without them.
+func (g *generation) closeNextHops() {
+	for _, b := range g.bindings {
+		if c, ok := b.l.NextHop.(io.Closer); ok {
+			_ = c.Close()
+		}
+	}
 }
 
 // policyClient adapts the generated client to the engine's seam.
@@ -279,98 +362,4 @@ func (a authClient) Mechanisms(ctx context.Context, req *authv1.MechanismsReques
 
 func (a authClient) Authenticate(ctx context.Context) (smtpd.AuthStream, error) {
 	return a.c.Authenticate(ctx)
-}
-
-// Run listens on every listener and serves until ctx ends; live sessions
-// then get up to shutdownGrace to finish their current command.
-func (s *Server) Run(ctx context.Context) error {
-	defer func() {
-		for _, c := range s.conns {
-			c.Close()
-		}
-		s.closeLimits()
-	}()
-	var lns []net.Listener
-	for _, l := range s.listeners {
-		ln, err := net.Listen("tcp", l.Name)
-		if err != nil {
-			for _, o := range lns {
-				o.Close()
-			}
-			return fmt.Errorf("listen %s: %w", l.Name, err)
-		}
-		lns = append(lns, ln)
-	}
-	return s.Serve(ctx, lns)
-}
-
-const shutdownGrace = 10 * time.Second
-
-// Serve accepts on lns (one per listener, in order) until ctx ends. A
-// SIGHUP meanwhile reloads the TLS certificates (ReloadCertificates).
-func (s *Server) Serve(ctx context.Context, lns []net.Listener) error {
-	if len(lns) != len(s.listeners) {
-		return fmt.Errorf("serve: %d listeners for %d services", len(lns), len(s.listeners))
-	}
-	hupCtx, stopHUP := context.WithCancel(ctx)
-	defer stopHUP()
-	s.reloadOnHUP(hupCtx)
-	sessCtx, stopSessions := context.WithCancel(context.WithoutCancel(ctx))
-	defer stopSessions()
-	var wg sync.WaitGroup
-	var sessions sync.WaitGroup
-	errc := make(chan error, len(lns))
-	for i, ln := range lns {
-		l := s.listeners[i]
-		s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "listener", l.Name, "proxy_protocol", s.proxies[i] != nil)
-		if p := s.proxies[i]; p != nil {
-			// A PROXY header is required, from smtpgate_proxy_networks
-			// only; the header is read in the session's goroutine.
-			ln = listener.Proxy(ln, p.trusted, p.timeout, s.log)
-		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					if ctx.Err() == nil {
-						errc <- fmt.Errorf("accept %s: %w", l.Name, err)
-					}
-					return
-				}
-				sessions.Add(1)
-				go func() {
-					defer sessions.Done()
-					s.engine.Serve(sessCtx, conn, l)
-				}()
-			}
-		}()
-	}
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errc:
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	wg.Wait()
-	// Ask live sessions to finish their current command, then give them
-	// a bounded time.
-	stopSessions()
-	done := make(chan struct{})
-	go func() { sessions.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(shutdownGrace):
-		s.log.Warn("sessions still open after the shutdown grace period")
-	}
-	// The connections kept to the next hop end with QUIT.
-	for _, l := range s.listeners {
-		if c, ok := l.NextHop.(io.Closer); ok {
-			_ = c.Close()
-		}
-	}
-	return err
 }

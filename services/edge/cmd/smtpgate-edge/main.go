@@ -2,6 +2,12 @@
 //
 //	smtpgate-edge [-c CONFIG_DIR]          serve
 //	smtpgate-edge [-c CONFIG_DIR] check    validate the configuration
+//
+// Signals: SIGTERM and SIGINT drain (no new connections, sessions finish
+// their transaction until smtpgate_shutdown_timeout) and exit 0; SIGHUP
+// reloads main.cf, master.cf and the TLS certificates for new sessions,
+// or, when the new configuration is invalid, logs every error with its
+// file:line and keeps the old one.
 package main
 
 import (
@@ -9,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/smtpgate/smtpgate/pkg/daemon"
@@ -17,6 +24,10 @@ import (
 )
 
 func main() {
+	// SIGHUP is caught from the start: its default action ends the
+	// process.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	os.Exit(daemon.Main(ctx, daemon.Service{
@@ -40,7 +51,31 @@ func main() {
 			if err != nil {
 				return err
 			}
+			go reloadOnHUP(ctx, hup, srv, env)
 			return srv.Run(ctx)
 		},
 	}, os.Args[1:], os.Stderr))
+}
+
+// reloadOnHUP reloads the configuration at every SIGHUP until ctx ends.
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *edge.Server, env daemon.Env) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+		}
+		env.Logger.InfoContext(ctx, "SIGHUP: reloading the configuration")
+		main, services, err := env.Reload()
+		if err == nil {
+			err = srv.Reload(ctx, main, services)
+		}
+		if err != nil {
+			// One line per problem, each with its file:line.
+			for _, line := range strings.Split(err.Error(), "\n") {
+				env.Logger.ErrorContext(ctx, "configuration reload failed", "error", line)
+			}
+			env.Logger.ErrorContext(ctx, "configuration reload failed; the configuration in use stays")
+		}
+	}
 }

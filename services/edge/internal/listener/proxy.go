@@ -40,6 +40,24 @@ func Proxy(ln net.Listener, trusted *Networks, timeout time.Duration, log *slog.
 	}
 }
 
+// ProxyConn is Proxy for one accepted connection, for a caller that runs
+// its own accept loop (the edge, whose settings change on SIGHUP): conn
+// from a peer in trusted is returned wrapped, its header read later by
+// Handshake; from anyone else it is logged and closed, and ok is false.
+func ProxyConn(conn net.Conn, trusted *Networks, timeout time.Duration, log *slog.Logger) (c net.Conn, ok bool) {
+	if timeout <= 0 {
+		timeout = DefaultProxyTimeout
+	}
+	if !trusted.ContainsAddr(conn.RemoteAddr()) {
+		if log != nil {
+			log.Warn("PROXY protocol: peer not in smtpgate_proxy_networks, connection dropped", "peer", conn.RemoteAddr().String(), "listener", conn.LocalAddr().String())
+		}
+		_ = conn.Close()
+		return nil, false
+	}
+	return proxyproto.NewConn(conn, proxyproto.WithPolicy(proxyproto.REQUIRE), proxyproto.SetReadHeaderTimeout(timeout)), true
+}
+
 // Peer is who a session talks to.
 type Peer struct {
 	// Client and Server are the SMTP client's and the server's endpoints:

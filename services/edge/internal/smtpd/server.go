@@ -181,6 +181,10 @@ type Server struct {
 	// MailLog gets Postfix smtpd's lines (connect, reject, client=,
 	// from=, disconnect); nil: none.
 	MailLog *maillog.Log
+	// Drain stops the sessions gracefully when the edge shuts down;
+	// nil: they are not tracked. Servers built from one configuration
+	// after another (a reload) share one.
+	Drain *Drain
 
 	// bufs are the sessions' read and write buffers, work the
 	// goroutines that run their commands (idle.go).
@@ -194,8 +198,21 @@ func (s *Server) workers() *workers {
 	return s.work
 }
 
+// Reconfigured returns a Server for a new configuration (a reload): the
+// same seams, logger, limits, tracer, metrics, mail log, drain and
+// worker goroutines, with its own policy and auth timeouts. The sessions
+// of s go on with s.
+func (s *Server) Reconfigured(policyTimeout, authTimeout time.Duration) *Server {
+	r := &Server{Policy: s.Policy, Auth: s.Auth, Logger: s.Logger, PolicyTimeout: policyTimeout, AuthTimeout: authTimeout,
+		Limits: s.Limits, Tracer: s.Tracer, Metrics: s.Metrics, MailLog: s.MailLog, Drain: s.Drain}
+	r.work = s.workers()
+	r.workOnce.Do(func() {})
+	return r
+}
+
 // Serve runs one SMTP session on conn to its end and closes conn. ctx
-// ending asks the session to stop after the current command.
+// ending asks the session to stop after the current command (and cancels
+// what the command waits for); Drain is the graceful way.
 //
 // On a listener wrapped by listener.Proxy (smtpd_upstream_proxy_protocol
 // = haproxy) it first waits for the PROXY header; without a valid one the
@@ -208,6 +225,8 @@ func (s *Server) Serve(ctx context.Context, conn net.Conn, l *Listener) {
 		return
 	}
 	sess := newSession(s, l, conn, peer)
+	s.Drain.add(sess)
+	defer s.Drain.remove(sess)
 	ctx = sess.startSession(ctx)
 	s.Metrics.connected(l.Name, originName(sess.origin.String()))
 	defer func() {

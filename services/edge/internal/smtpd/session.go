@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -103,6 +104,18 @@ type session struct {
 	span trace.Span
 	// cmds counts the commands for the mail log's disconnect line.
 	cmds maillog.Commands
+
+	// raw is the accepted connection (conn may be TLS over it); Drain
+	// sets its read deadline from another goroutine.
+	raw net.Conn
+	// drainMu guards betweenTx and orders touch's read deadline with
+	// Drain's (drain.go).
+	drainMu sync.Mutex
+	// betweenTx: the session waits for a command and has no transaction.
+	betweenTx bool
+	// shutDown: the session ended with reply.ShuttingDown, at the drain's
+	// deadline when shutDownAtDeadline.
+	shutDown, shutDownAtDeadline bool
 }
 
 // transaction is one mail transaction (MAIL to end of data or RSET).
@@ -129,7 +142,7 @@ type transaction struct {
 }
 
 func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *session {
-	s := &session{srv: srv, l: l, conn: conn, id: newID(), origin: policyv1.Origin_ORIGIN_SOCKET}
+	s := &session{srv: srv, l: l, conn: conn, raw: conn, id: newID(), origin: policyv1.Origin_ORIGIN_SOCKET}
 	s.clientAddr, s.clientPort = splitHostPort(peer.Client)
 	s.serverAddr, s.serverPort = splitHostPort(peer.Server)
 	attrs := []any{"session", s.id, "listener", l.Name, "client", s.clientAddr}
@@ -231,8 +244,14 @@ func (s *session) flush() error {
 }
 
 func (s *session) touch() {
+	s.drainMu.Lock()
+	defer s.drainMu.Unlock()
 	if s.l.Timeout > 0 {
 		_ = s.conn.SetReadDeadline(time.Now().Add(s.l.Timeout))
+	}
+	// A draining server may want this read to end at once (drain.go).
+	if s.srv.Drain.stops(s) {
+		_ = s.conn.SetReadDeadline(time.Now())
 	}
 }
 
@@ -368,11 +387,14 @@ func (s *session) run(ctx context.Context) {
 			s.log.Info("too many errors", "errors", s.errors)
 			return
 		}
-		if ctx.Err() != nil {
-			s.send(reply.ShuttingDown(s.l.Hostname))
+		s.waitCommand(true)
+		if ctx.Err() != nil || s.mustStop() {
+			s.send(s.shutdown())
 			return
 		}
 		line, err := s.readLine()
+		stop := s.mustStop()
+		s.waitCommand(false)
 		switch {
 		case errors.Is(err, errLineTooLong):
 			s.send(reply.LineTooLong)
@@ -380,6 +402,9 @@ func (s *session) run(ctx context.Context) {
 			continue
 		case errors.Is(err, errBareLF):
 			s.send(s.refuseBareNewline("LF", true))
+			return
+		case isTimeout(err) && stop:
+			s.send(s.shutdown())
 			return
 		case isTimeout(err):
 			s.send(reply.Timeout(s.l.Hostname))
@@ -396,6 +421,11 @@ func (s *session) run(ctx context.Context) {
 		verb, _ := splitCommand(line)
 		cctx, span := s.startCommand(ctx, verb)
 		r, _ := offStack(s.srv.workers(), func() (reply.Reply, error) { return s.command(cctx, line), nil })
+		if r.Close && (r.Code == 0 || r.Code == 421) && s.srv.Drain.closing() {
+			// The drain's deadline ended the command's wait for the
+			// client (DATA content, a BDAT chunk, an AUTH response).
+			r = s.shutdown()
+		}
 		s.send(r)
 		endCommand(span, r)
 		if s.srv.MailLog != nil {

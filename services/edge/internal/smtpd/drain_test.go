@@ -1,0 +1,160 @@
+package smtpd
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"reflect"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
+)
+
+// gate is a next hop that holds every message's hand-off until release
+// is closed; entered gets a value when a hand-off waits.
+type gate struct {
+	*sink
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (g *gate) Begin(ctx context.Context, env handoff.Envelope) (handoff.Tx, error) {
+	tx, err := g.sink.Begin(ctx, env)
+	return &gateTx{Tx: tx, g: g}, err
+}
+
+type gateTx struct {
+	handoff.Tx
+	g *gate
+}
+
+func (t *gateTx) Data(ctx context.Context, r io.Reader) error {
+	t.g.entered <- struct{}{}
+	<-t.g.release
+	return t.Tx.Data(ctx, r)
+}
+
+// TestDrain runs four sessions through a drain: one between
+// transactions, one inside a transaction waiting for a command, one
+// sending DATA content and one whose message is being handed off.
+func TestDrain(t *testing.T) {
+	h := &harness{t: t, policy: &testPolicy{decide: permit}, auth: &testAuth{}, sink: &sink{refuse: map[string]bool{}}, logs: &logBuffer{}}
+	g := &gate{sink: h.sink, entered: make(chan struct{}, 1), release: make(chan struct{})}
+	h.l = &Listener{Name: "test", Hostname: "mail.example.org", Banner: "mail.example.org ESMTP smtpgate",
+		MaxMessageSize: 10240000, MaxRecipients: 3, LineLimit: 2048, Timeout: 10 * time.Second, NextHop: g}
+	drain := &Drain{}
+	srv := &Server{Policy: h.policy, Auth: h.auth, Logger: slog.New(slog.NewJSONHandler(h.logs, nil)), Drain: drain}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.addr = ln.Addr().String()
+	var wg sync.WaitGroup
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			wg.Add(1)
+			go func() { defer wg.Done(); srv.Serve(context.Background(), c, h.l) }()
+		}
+	}()
+	t.Cleanup(func() { ln.Close(); wg.Wait() })
+
+	start := func() *client {
+		c := h.dial()
+		c.reply()
+		c.do("EHLO client.example.net", "250-")
+		return c
+	}
+	idle := start()
+	inTx := start()
+	inTx.do("MAIL FROM:<a@example.net>", "250 ")
+	inTx.do("RCPT TO:<b@example.org>", "250 ")
+	inData := start()
+	inData.do("MAIL FROM:<a@example.net>", "250 ")
+	inData.do("RCPT TO:<b@example.org>", "250 ")
+	inData.do("DATA", "354 ")
+	inData.send("Subject: never\r\n\r\nhalf a message\r\n")
+	handing := start()
+	handing.do("MAIL FROM:<a@example.net>", "250 ")
+	handing.do("RCPT TO:<b@example.org>", "250 ")
+	handing.do("DATA", "354 ")
+	handing.send("Subject: handed\r\n\r\nbody\r\n.\r\n")
+	<-g.entered
+	if got := drain.Stats().Live; got != 4 {
+		t.Fatalf("live sessions = %d, want 4", got)
+	}
+
+	const bye = "421 4.3.2 mail.example.org Service shutting down, closing transmission channel"
+	drain.Start()
+	if got := idle.reply(); got != bye {
+		t.Errorf("idle session at the start of the drain: %q, want %q", got, bye)
+	}
+	// A transaction goes on.
+	inTx.do("NOOP", "250 ")
+
+	drain.Close()
+	if got := inTx.reply(); got != bye {
+		t.Errorf("session in a transaction at the deadline: %q, want %q", got, bye)
+	}
+	if got := inData.reply(); got != bye {
+		t.Errorf("session in DATA at the deadline: %q, want %q", got, bye)
+	}
+	// The hand-off under way finishes, the client gets its 250, then
+	// the 421.
+	close(g.release)
+	if got := handing.reply(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued as ") {
+		t.Errorf("session in hand-off: %q, want its 250", got)
+	}
+	if got := handing.reply(); got != bye {
+		t.Errorf("session in hand-off after its 250: %q, want %q", got, bye)
+	}
+	for _, c := range []*client{idle, inTx, inData, handing} {
+		if _, err := c.br.ReadString('\n'); err != io.EOF {
+			t.Errorf("connection not closed after the 421: %v", err)
+		}
+	}
+	if msgs := h.sink.messages(); len(msgs) != 1 || !strings.Contains(msgs[0], "Subject: handed") {
+		t.Errorf("next hop got %d messages, want the handed-off one: %q", len(msgs), msgs)
+	}
+	ln.Close()
+	wg.Wait()
+	want := DrainStats{Live: 0, ClosedIdle: 1, ClosedAtDeadline: 3}
+	if got := drain.Stats(); got != want {
+		t.Errorf("stats = %+v, want %+v", got, want)
+	}
+}
+
+// TestReconfigured: a reloaded Server shares everything but the
+// timeouts; a field added to Server and forgotten in Reconfigured fails
+// here.
+func TestReconfigured(t *testing.T) {
+	s := &Server{Policy: &testPolicy{}, Auth: &testAuth{}, Logger: slog.Default(), PolicyTimeout: time.Second, AuthTimeout: time.Second,
+		Limits: &ConnLimits{}, Metrics: &Metrics{}, MailLog: &maillog.Log{}, Drain: &Drain{}, Tracer: noop.NewTracerProvider().Tracer("t")}
+	r := s.Reconfigured(2*time.Second, 3*time.Second)
+	if r.PolicyTimeout != 2*time.Second || r.AuthTimeout != 3*time.Second {
+		t.Errorf("timeouts = %v, %v", r.PolicyTimeout, r.AuthTimeout)
+	}
+	sv, rv := reflect.ValueOf(s).Elem(), reflect.ValueOf(r).Elem()
+	for i := range sv.NumField() {
+		f := sv.Type().Field(i)
+		if !f.IsExported() || f.Name == "PolicyTimeout" || f.Name == "AuthTimeout" {
+			continue
+		}
+		if sv.Field(i).IsZero() {
+			t.Errorf("the test sets no %s", f.Name)
+		}
+		if !rv.Field(i).Equal(sv.Field(i)) {
+			t.Errorf("Reconfigured does not carry %s over", f.Name)
+		}
+	}
+}
