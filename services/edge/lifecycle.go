@@ -155,7 +155,8 @@ func (s *Server) shutdown(ctx context.Context, abort context.CancelFunc) {
 // restartOnly are the parameters a reload cannot apply: they are read
 // once, when the process starts.
 var restartOnly = []string{"smtpgate_policy_service", "smtpgate_auth_service", "smtpgate_max_connections",
-	"smtpgate_maillog_file", "smtpgate_edge_metrics_listen", "smtpgate_log_format", "smtpgate_log_level"}
+	"smtpgate_connection_limit_redis", "smtpgate_maillog_file", "smtpgate_edge_metrics_listen", "smtpgate_edge_pprof_listen",
+	"smtpgate_log_format", "smtpgate_log_level"}
 
 // Reload makes main and services, which must have passed Validate, the
 // configuration of new connections: banner, limits, timeouts, next hop,
@@ -183,8 +184,9 @@ func (s *Server) Reload(ctx context.Context, main *maincf.Config, services []mai
 		}
 	}
 	for _, name := range restartOnly {
-		if old, now := s.current.main.Get(name), main.Get(name); old != now {
-			s.log.WarnContext(ctx, "reload: "+name+" changed; it takes effect at the next restart", "in_use", old, "configured", now)
+		// No values: some are secrets (a Redis URL's password).
+		if s.current.main.Get(name) != main.Get(name) {
+			s.log.WarnContext(ctx, "reload: a parameter read only at start changed; it takes effect at the next restart", "name", name)
 		}
 	}
 	old := s.current
