@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"bytes"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -71,6 +73,18 @@ func (r *lifeSession) do(cmd, want string) string {
 		r.t.Errorf("%s: got %q, want %q", cmd, got, want)
 	}
 	return got
+}
+
+// startTLS runs STARTTLS and returns the certificate the server showed.
+func (r *lifeSession) startTLS() []byte {
+	r.t.Helper()
+	r.do("STARTTLS", "220 ")
+	tc := tls.Client(r.conn, tlsConfig())
+	if err := tc.Handshake(); err != nil {
+		r.t.Fatalf("TLS handshake: %v", err)
+	}
+	r.conn, r.tp = tc, textproto.NewConn(tc)
+	return tc.ConnectionState().PeerCertificates[0].Raw
 }
 
 // message sends DATA and a message of about size bytes whose Subject is
@@ -157,7 +171,7 @@ func ehloSize(t *testing.T, ehlo string) string {
 }
 
 // TestReloadKeepsLiveSessions: a SIGHUP during a session changes nothing
-// for it (banner, SIZE, recipient limit, next hop); a session after it
+// for it (TLS certificate, SIZE, recipient limit); a session after it
 // gets the new values.
 func TestReloadKeepsLiveSessions(t *testing.T) {
 	t.Parallel()
@@ -167,6 +181,11 @@ func TestReloadKeepsLiveSessions(t *testing.T) {
 	if strings.Contains(old.greeting, "reloaded") || oldSize != "10240000" {
 		t.Fatalf("before the reload: greeting %q, SIZE %s", old.greeting, oldSize)
 	}
+	before := session(t, s.port["mx"])
+	before.do("EHLO client.example.net", "250")
+	oldCert := before.startTLS()
+	// A renewed certificate (the same files, a new key), and new limits.
+	writeCert(t, s.conf)
 	s.appendFile("main.cf", "smtpd_banner = $myhostname ESMTP reloaded\nmessage_size_limit = 4000\nsmtpd_recipient_limit = 1\n")
 	if out := s.reload(); !strings.Contains(out, `msg="configuration reloaded"`) {
 		t.Fatalf("reload failed:\n%s", out)
@@ -176,6 +195,10 @@ func TestReloadKeepsLiveSessions(t *testing.T) {
 	fresh := session(t, s.port["mx"])
 	if !strings.Contains(fresh.greeting, "mail.example.org ESMTP reloaded") {
 		t.Errorf("new session's greeting = %q, want the new smtpd_banner", fresh.greeting)
+	}
+	fresh.do("EHLO client.example.net", "250")
+	if bytes.Equal(fresh.startTLS(), oldCert) {
+		t.Error("new session after the reload got the old certificate")
 	}
 	if got := ehloSize(t, fresh.do("EHLO client.example.net", "250")); got != "4000" {
 		t.Errorf("new session's SIZE = %s, want 4000", got)
@@ -189,8 +212,11 @@ func TestReloadKeepsLiveSessions(t *testing.T) {
 	}
 	fresh.do("QUIT", "221")
 
-	// The live session keeps its own: SIZE, two recipients, a message
-	// over the new limit.
+	// The live session keeps its own: its certificate, SIZE, two
+	// recipients, a message over the new limit.
+	if !bytes.Equal(old.startTLS(), oldCert) {
+		t.Error("live session's STARTTLS after the reload showed the new certificate, want the one of its configuration")
+	}
 	if got := ehloSize(t, old.do("EHLO client.example.net", "250")); got != oldSize {
 		t.Errorf("live session's SIZE after the reload = %s, want %s", got, oldSize)
 	}

@@ -159,6 +159,8 @@ smtpd_tls_cert_file = %s
 smtpd_tls_key_file = %s
 smtpgate_policy_timeout = 3s
 smtpgate_auth_timeout = 3s
+# stopAll waits 15 s for each service: the edge's drain must end sooner.
+smtpgate_shutdown_timeout = 5s
 smtpgate_edge_metrics_listen = 127.0.0.1:%d
 smtpgate_policy_metrics_listen = 127.0.0.1:%d
 smtpgate_auth_metrics_listen = 127.0.0.1:%d

@@ -1,7 +1,9 @@
 package smtpd
 
 import (
+	"bufio"
 	"context"
+	"crypto/tls"
 	"io"
 	"log/slog"
 	"net"
@@ -48,7 +50,8 @@ func TestDrain(t *testing.T) {
 	h := &harness{t: t, policy: &testPolicy{decide: permit}, auth: &testAuth{}, sink: &sink{refuse: map[string]bool{}}, logs: &logBuffer{}}
 	g := &gate{sink: h.sink, entered: make(chan struct{}, 1), release: make(chan struct{})}
 	h.l = &Listener{Name: "test", Hostname: "mail.example.org", Banner: "mail.example.org ESMTP smtpgate",
-		MaxMessageSize: 10240000, MaxRecipients: 3, LineLimit: 2048, Timeout: 10 * time.Second, NextHop: g}
+		MaxMessageSize: 10240000, MaxRecipients: 3, LineLimit: 2048, Timeout: 10 * time.Second, NextHop: g,
+		TLS: testTLS(t), TLSLevel: TLSMay}
 	drain := &Drain{}
 	srv := &Server{Policy: h.policy, Auth: h.auth, Logger: slog.New(slog.NewJSONHandler(h.logs, nil)), Drain: drain}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -79,6 +82,13 @@ func TestDrain(t *testing.T) {
 	inTx := start()
 	inTx.do("MAIL FROM:<a@example.net>", "250 ")
 	inTx.do("RCPT TO:<b@example.org>", "250 ")
+	// Over TLS, the read that waits is the TLS connection's.
+	tlsInTx := start()
+	tlsInTx.do("STARTTLS", "220 ")
+	tc := tls.Client(tlsInTx.conn, &tls.Config{InsecureSkipVerify: true})
+	tlsInTx.conn, tlsInTx.br = tc, bufio.NewReader(tc)
+	tlsInTx.do("EHLO client.example.net", "250-")
+	tlsInTx.do("MAIL FROM:<a@example.net>", "250 ")
 	inData := start()
 	inData.do("MAIL FROM:<a@example.net>", "250 ")
 	inData.do("RCPT TO:<b@example.org>", "250 ")
@@ -90,8 +100,8 @@ func TestDrain(t *testing.T) {
 	handing.do("DATA", "354 ")
 	handing.send("Subject: handed\r\n\r\nbody\r\n.\r\n")
 	<-g.entered
-	if got := drain.Stats().Live; got != 4 {
-		t.Fatalf("live sessions = %d, want 4", got)
+	if got := drain.Stats().Live; got != 5 {
+		t.Fatalf("live sessions = %d, want 5", got)
 	}
 
 	const bye = "421 4.3.2 mail.example.org Service shutting down, closing transmission channel"
@@ -106,6 +116,9 @@ func TestDrain(t *testing.T) {
 	if got := inTx.reply(); got != bye {
 		t.Errorf("session in a transaction at the deadline: %q, want %q", got, bye)
 	}
+	if got := tlsInTx.reply(); got != bye {
+		t.Errorf("TLS session in a transaction at the deadline: %q, want %q", got, bye)
+	}
 	if got := inData.reply(); got != bye {
 		t.Errorf("session in DATA at the deadline: %q, want %q", got, bye)
 	}
@@ -118,7 +131,7 @@ func TestDrain(t *testing.T) {
 	if got := handing.reply(); got != bye {
 		t.Errorf("session in hand-off after its 250: %q, want %q", got, bye)
 	}
-	for _, c := range []*client{idle, inTx, inData, handing} {
+	for _, c := range []*client{idle, inTx, tlsInTx, inData, handing} {
 		if _, err := c.br.ReadString('\n'); err != io.EOF {
 			t.Errorf("connection not closed after the 421: %v", err)
 		}
@@ -128,7 +141,7 @@ func TestDrain(t *testing.T) {
 	}
 	ln.Close()
 	wg.Wait()
-	want := DrainStats{Live: 0, ClosedIdle: 1, ClosedAtDeadline: 3}
+	want := DrainStats{Live: 0, ClosedIdle: 1, ClosedAtDeadline: 4}
 	if got := drain.Stats(); got != want {
 		t.Errorf("stats = %+v, want %+v", got, want)
 	}
