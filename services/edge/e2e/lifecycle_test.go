@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/textproto"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -533,4 +534,45 @@ func logLine(log, msg string) string {
 		}
 	}
 	return ""
+}
+
+// TestSecondSIGTERMStops: a second SIGTERM during the drain ends the
+// process at once, by the signal, whatever smtpgate_shutdown_timeout
+// allows.
+func TestSecondSIGTERMStops(t *testing.T) {
+	t.Parallel()
+	s := newStack(t, "smtpgate_shutdown_timeout = 1h\n")
+	inTx := session(t, s.port["mx"])
+	inTx.do("EHLO client.example.net", "250")
+	inTx.do("MAIL FROM:<someone@example.net>", "250 ")
+	s.mu.Lock()
+	cmd := s.procs["edge"]
+	delete(s.procs, "edge")
+	s.mu.Unlock()
+	before := len(s.edgeLog())
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(s.edgeLog()[before:], `msg="drain: started; listeners closed"`) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no drain logged after SIGTERM\n%s", s.log("edge"))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ProcessState.Sys().(syscall.WaitStatus).Signal() != syscall.SIGTERM {
+			t.Errorf("smtpgate-edge after a second SIGTERM: %v, want killed by SIGTERM", err)
+		}
+	case <-time.After(60 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("smtpgate-edge still draining after a second SIGTERM\n%s", s.log("edge"))
+	}
 }

@@ -4,7 +4,8 @@
 //	smtpgate-edge [-c CONFIG_DIR] check    validate the configuration
 //
 // Signals: SIGTERM and SIGINT drain (no new connections, sessions finish
-// their transaction until smtpgate_shutdown_timeout) and exit 0; SIGHUP
+// their transaction until smtpgate_shutdown_timeout) and exit 0, a second
+// one stops at once; SIGHUP
 // reloads main.cf, master.cf and the TLS certificates for new sessions,
 // or, when the new configuration is invalid, logs every error with its
 // file:line and keeps the old one.
@@ -30,6 +31,9 @@ func main() {
 	signal.Notify(hup, syscall.SIGHUP)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	// The first SIGTERM or SIGINT drains; a second one ends the process
+	// at once (the signal's default action).
+	context.AfterFunc(ctx, stop)
 	os.Exit(daemon.Main(ctx, daemon.Service{
 		Name:     "edge",
 		Owner:    maincf.Edge,
