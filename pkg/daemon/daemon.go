@@ -9,8 +9,9 @@
 // from the OTEL_* environment (telemetry.Tracing), the Prometheus registry
 // served on smtpgate_<svc>_metrics_listen when set, Go's profiles on
 // smtpgate_<svc>_pprof_listen (loopback only) when set, logs the effective
-// configuration at debug level (secrets redacted) and serves. Spans not yet
-// exported are flushed on the way out.
+// configuration at debug level (secrets redacted) and serves. Env.Reload
+// reads and validates the directory again, for a service that reloads on
+// SIGHUP (the edge). Spans not yet exported are flushed on the way out.
 // Exit codes: 0 clean stop or valid configuration, 1 configuration or
 // runtime error, 2 usage error.
 package daemon

@@ -67,3 +67,37 @@ func TestMain(t *testing.T) {
 		})
 	}
 }
+
+// TestEnvReload: Env.Reload reads the configuration directory again and
+// validates it as at start; a broken file is an error with its file:line.
+func TestEnvReload(t *testing.T) {
+	dir := t.TempDir()
+	mainCF := filepath.Join(dir, "main.cf")
+	if err := os.WriteFile(mainCF, []byte("myhostname = one.example.org\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	svc := testService(nil, new(bool))
+	svc.Run = nil
+	svc.Start = func(ctx context.Context, env Env) error {
+		for _, content := range []string{"myhostname = two.example.org\n", "myhostname = x\nsmtpd_recipient_limit = lots\n"} {
+			if err := os.WriteFile(mainCF, []byte(content), 0o600); err != nil {
+				return err
+			}
+			cfg, _, err := env.Reload()
+			if err != nil {
+				got = append(got, err.Error())
+				continue
+			}
+			got = append(got, cfg.Get("myhostname"))
+		}
+		return nil
+	}
+	var out bytes.Buffer
+	if code := Main(context.Background(), svc, []string{"-c", dir}, &out); code != 0 {
+		t.Fatalf("Main = %d:\n%s", code, out.String())
+	}
+	if len(got) != 2 || got[0] != "two.example.org" || !strings.Contains(got[1], "main.cf:2: smtpd_recipient_limit") {
+		t.Errorf("reloads = %q, want the new myhostname, then an error at main.cf:2", got)
+	}
+}
