@@ -135,15 +135,22 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
 		return 1
 	}
-	for _, p := range cfg.Effective(svc.Owner) {
-		log.DebugContext(ctx, "config", "name", p.Name, "value", p.Value, "at", p.Pos.String())
-	}
+	LogEffective(ctx, log, cfg, svc.Owner)
 	if err := serve(ctx, svc, cfg, services, log, load); err != nil {
 		log.ErrorContext(ctx, "stopped with an error", "err", err)
 		return 1
 	}
 	log.InfoContext(ctx, "stopped")
 	return 0
+}
+
+// LogEffective logs the configuration owner reads at debug level, a
+// record per parameter with its value (secrets redacted) and where it
+// was set: at start, and after each reload.
+func LogEffective(ctx context.Context, log *slog.Logger, cfg *maincf.Config, owner maincf.Owner) {
+	for _, p := range cfg.Effective(owner) {
+		log.DebugContext(ctx, "config", "name", p.Name, "value", p.Value, "at", p.Pos.String())
+	}
 }
 
 // serve sets up tracing and metrics, runs the service and tears them down.

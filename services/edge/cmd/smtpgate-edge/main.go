@@ -74,12 +74,14 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *edge.Server, en
 		if err == nil {
 			err = srv.Reload(ctx, main, services)
 		}
-		if err != nil {
-			// One line per problem, each with its file:line.
-			for _, line := range strings.Split(err.Error(), "\n") {
-				env.Logger.ErrorContext(ctx, "configuration reload failed", "error", line)
-			}
-			env.Logger.ErrorContext(ctx, "configuration reload failed; the configuration in use stays")
+		if err == nil {
+			daemon.LogEffective(ctx, env.Logger, main, maincf.Edge)
+			continue
 		}
+		// One line per problem, each with its file:line.
+		for _, line := range strings.Split(err.Error(), "\n") {
+			env.Logger.ErrorContext(ctx, "configuration reload failed", "error", line)
+		}
+		env.Logger.ErrorContext(ctx, "configuration reload failed; the configuration in use stays")
 	}
 }
