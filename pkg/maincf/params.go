@@ -54,6 +54,9 @@ func sharedParams() []Def {
 		{Name: "smtpgate_policy_pprof_listen", Default: "", Owner: Policy, Check: CheckLoopbackAddr},
 		{Name: "smtpgate_auth_pprof_listen", Default: "", Owner: Auth, Check: CheckLoopbackAddr},
 		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: Edge, Check: CheckDuration},
+		// For how long the edge answers the stages policy said it always
+		// permits (nothing to evaluate) without asking; 0: always ask.
+		{Name: "smtpgate_policy_skip_time", Default: "5s", Owner: Edge, Check: CheckDuration},
 		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge | Policy, Check: CheckDuration},
 	}
 }

@@ -270,13 +270,14 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.closeLimits = closeLimits
 	s.engine = &smtpd.Server{
-		Policy:        policyClient{policyv1.NewPolicyServiceClient(pc)},
-		Auth:          authClient{authv1.NewAuthServiceClient(ac)},
-		Logger:        cfg.Logger,
-		PolicyTimeout: cfg.Main.Duration("smtpgate_policy_timeout"),
-		AuthTimeout:   cfg.Main.Duration("smtpgate_auth_timeout"),
-		Limits:        limits,
-		Drain:         s.drain,
+		Policy:         policyClient{policyv1.NewPolicyServiceClient(pc)},
+		Auth:           authClient{authv1.NewAuthServiceClient(ac)},
+		Logger:         cfg.Logger,
+		PolicyTimeout:  cfg.Main.Duration("smtpgate_policy_timeout"),
+		PolicySkipTime: cfg.Main.Duration("smtpgate_policy_skip_time"),
+		AuthTimeout:    cfg.Main.Duration("smtpgate_auth_timeout"),
+		Limits:         limits,
+		Drain:          s.drain,
 	}
 	if cfg.MailLog != nil {
 		s.engine.MailLog = maillog.New(cfg.MailLog, cfg.Main.Get("myhostname"))

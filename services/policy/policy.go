@@ -411,7 +411,19 @@ func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policy
 		}
 	}
 	s.logVerdict(ctx, req, f, v, steps)
-	return &policyv1.CheckResponse{Verdict: verdict(v)}, nil
+	return &policyv1.CheckResponse{Verdict: verdict(v), PermitStages: permitStages(e)}, nil
+}
+
+// permitStages lists the stages e always permits (CheckResponse.permit_stages).
+func permitStages(e *restriction.Engine) []policyv1.Stage {
+	var out []policyv1.Stage
+	for _, st := range []policyv1.Stage{policyv1.Stage_STAGE_CONNECT, policyv1.Stage_STAGE_HELO, policyv1.Stage_STAGE_MAIL,
+		policyv1.Stage_STAGE_DATA, policyv1.Stage_STAGE_END_OF_DATA} {
+		if e.AlwaysPermits(stageOf(st)) {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // Explain implements PolicyService.Explain: Check with the trace of every

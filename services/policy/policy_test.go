@@ -279,3 +279,42 @@ func BenchmarkCheck(b *testing.B) {
 		}
 	}
 }
+
+// TestCheckNamesPermitStages: every answer names the stages its listener
+// always permits, per listener (the edge skips asking about them).
+func TestCheckNamesPermitStages(t *testing.T) {
+	cfg := testConfig(t)
+	// One listener where nothing is delayed and the client list has
+	// something to evaluate.
+	services, err := maincf.ParseMaster("master.cf", strings.NewReader(masterCF+`127.0.0.1:2526 inet n - n - - smtpd
+  -o smtpd_delay_reject=no
+  -o smtpd_client_restrictions=permit_mynetworks,reject
+  -o smtpd_data_restrictions=reject_unauth_pipelining
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg.Services = services
+	client := policyv1.NewPolicyServiceClient(serveConn(t, cfg))
+	const (
+		CONNECT = policyv1.Stage_STAGE_CONNECT
+		HELO    = policyv1.Stage_STAGE_HELO
+		MAIL    = policyv1.Stage_STAGE_MAIL
+		DATA    = policyv1.Stage_STAGE_DATA
+		EOD     = policyv1.Stage_STAGE_END_OF_DATA
+	)
+	for listener, want := range map[string][]policyv1.Stage{
+		"127.0.0.1:2525": {CONNECT, HELO, MAIL, DATA, EOD},
+		// smtpd_client_restrictions is set, but delayed to RCPT TO.
+		"127.0.0.1:2587": {CONNECT, HELO, MAIL, DATA, EOD},
+		"127.0.0.1:2526": {HELO, MAIL, EOD},
+	} {
+		resp, err := client.Check(context.Background(), rcptRequest(listener, "203.0.113.5", "john@example.org"))
+		if err != nil {
+			t.Fatalf("Check: %v", err)
+		}
+		if diff := cmp.Diff(want, resp.GetPermitStages()); diff != "" {
+			t.Errorf("%s: permit_stages (-want +got):\n%s", listener, diff)
+		}
+	}
+}

@@ -936,8 +936,17 @@ func (x *Verdict) GetDeferIfPermit() *DeferredReply {
 
 // CheckResponse carries the verdict.
 type CheckResponse struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Verdict       *Verdict               `protobuf:"bytes,1,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	state   protoimpl.MessageState `protogen:"open.v1"`
+	Verdict *Verdict               `protobuf:"bytes,1,opt,name=verdict,proto3" json:"verdict,omitempty"`
+	// The stages of the request's listener whose evaluation is a permit
+	// whatever the facts, in this policy's configuration: every
+	// restriction list they evaluate is empty, or smtpd_delay_reject moves
+	// it to RCPT TO, and nothing implicit follows it (such as
+	// smtpd_reject_unlisted_sender). Asked about such a stage, policy
+	// answers PERMIT with the request's defer_if_permit and nothing else,
+	// and counts, logs and looks up nothing. A client may answer so itself
+	// for a while instead of asking (smtpgate_policy_skip_time at the edge).
+	PermitStages  []Stage `protobuf:"varint,2,rep,packed,name=permit_stages,json=permitStages,proto3,enum=smtpgate.policy.v1.Stage" json:"permit_stages,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -975,6 +984,13 @@ func (*CheckResponse) Descriptor() ([]byte, []int) {
 func (x *CheckResponse) GetVerdict() *Verdict {
 	if x != nil {
 		return x.Verdict
+	}
+	return nil
+}
+
+func (x *CheckResponse) GetPermitStages() []Stage {
+	if x != nil {
+		return x.PermitStages
 	}
 	return nil
 }
@@ -1337,9 +1353,10 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\aprepend\x18\b \x03(\v2\x1a.smtpgate.policy.v1.HeaderR\aprepend\x12\x1a\n" +
 	"\bwarnings\x18\t \x03(\tR\bwarnings\x12I\n" +
 	"\x0fdefer_if_permit\x18\n" +
-	" \x01(\v2!.smtpgate.policy.v1.DeferredReplyR\rdeferIfPermit\"F\n" +
+	" \x01(\v2!.smtpgate.policy.v1.DeferredReplyR\rdeferIfPermit\"\x86\x01\n" +
 	"\rCheckResponse\x125\n" +
-	"\averdict\x18\x01 \x01(\v2\x1b.smtpgate.policy.v1.VerdictR\averdict\"H\n" +
+	"\averdict\x18\x01 \x01(\v2\x1b.smtpgate.policy.v1.VerdictR\averdict\x12>\n" +
+	"\rpermit_stages\x18\x02 \x03(\x0e2\x19.smtpgate.policy.v1.StageR\fpermitStages\"H\n" +
 	"\x0eExplainRequest\x126\n" +
 	"\x05check\x18\x01 \x01(\v2 .smtpgate.policy.v1.CheckRequestR\x05check\"\xce\x01\n" +
 	"\x04Step\x12\x12\n" +
@@ -1435,19 +1452,20 @@ var file_smtpgate_policy_v1_policy_proto_depIdxs = []int32{
 	9,  // 8: smtpgate.policy.v1.Verdict.prepend:type_name -> smtpgate.policy.v1.Header
 	8,  // 9: smtpgate.policy.v1.Verdict.defer_if_permit:type_name -> smtpgate.policy.v1.DeferredReply
 	10, // 10: smtpgate.policy.v1.CheckResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
-	7,  // 11: smtpgate.policy.v1.ExplainRequest.check:type_name -> smtpgate.policy.v1.CheckRequest
-	14, // 12: smtpgate.policy.v1.Step.lookups:type_name -> smtpgate.policy.v1.Lookup
-	10, // 13: smtpgate.policy.v1.ExplainResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
-	13, // 14: smtpgate.policy.v1.ExplainResponse.steps:type_name -> smtpgate.policy.v1.Step
-	7,  // 15: smtpgate.policy.v1.PolicyService.Check:input_type -> smtpgate.policy.v1.CheckRequest
-	12, // 16: smtpgate.policy.v1.PolicyService.Explain:input_type -> smtpgate.policy.v1.ExplainRequest
-	11, // 17: smtpgate.policy.v1.PolicyService.Check:output_type -> smtpgate.policy.v1.CheckResponse
-	15, // 18: smtpgate.policy.v1.PolicyService.Explain:output_type -> smtpgate.policy.v1.ExplainResponse
-	17, // [17:19] is the sub-list for method output_type
-	15, // [15:17] is the sub-list for method input_type
-	15, // [15:15] is the sub-list for extension type_name
-	15, // [15:15] is the sub-list for extension extendee
-	0,  // [0:15] is the sub-list for field type_name
+	0,  // 11: smtpgate.policy.v1.CheckResponse.permit_stages:type_name -> smtpgate.policy.v1.Stage
+	7,  // 12: smtpgate.policy.v1.ExplainRequest.check:type_name -> smtpgate.policy.v1.CheckRequest
+	14, // 13: smtpgate.policy.v1.Step.lookups:type_name -> smtpgate.policy.v1.Lookup
+	10, // 14: smtpgate.policy.v1.ExplainResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
+	13, // 15: smtpgate.policy.v1.ExplainResponse.steps:type_name -> smtpgate.policy.v1.Step
+	7,  // 16: smtpgate.policy.v1.PolicyService.Check:input_type -> smtpgate.policy.v1.CheckRequest
+	12, // 17: smtpgate.policy.v1.PolicyService.Explain:input_type -> smtpgate.policy.v1.ExplainRequest
+	11, // 18: smtpgate.policy.v1.PolicyService.Check:output_type -> smtpgate.policy.v1.CheckResponse
+	15, // 19: smtpgate.policy.v1.PolicyService.Explain:output_type -> smtpgate.policy.v1.ExplainResponse
+	18, // [18:20] is the sub-list for method output_type
+	16, // [16:18] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_smtpgate_policy_v1_policy_proto_init() }

@@ -167,7 +167,12 @@ type Server struct {
 	Auth          Auth
 	Logger        *slog.Logger
 	PolicyTimeout time.Duration
-	AuthTimeout   time.Duration
+	// PolicySkipTime is smtpgate_policy_skip_time: for how long after
+	// an answer of policy the stages it said it always permits (nothing
+	// to evaluate on that listener) are answered without asking, as
+	// policy would (skip.go). Zero: always ask.
+	PolicySkipTime time.Duration
+	AuthTimeout    time.Duration
 	// Limits counts connections across all listeners; nil: no limits.
 	Limits *ConnLimits
 	// Tracer makes a span per session, per command and per hand-off, and
@@ -185,6 +190,9 @@ type Server struct {
 	// nil: they are not tracked. Servers built from one configuration
 	// after another (a reload) share one.
 	Drain *Drain
+
+	// skipped are the stages policy always permits (skip.go).
+	skipped skipped
 
 	// bufs are the sessions' read and write buffers, work the
 	// goroutines that run their commands (idle.go).

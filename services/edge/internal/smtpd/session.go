@@ -628,6 +628,11 @@ func (s *session) connectCheck(ctx context.Context) (r reply.Reply, ok bool) {
 
 // check calls policy with a timeout. An error means the call failed.
 func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, etrn string) (*policyv1.Verdict, error) {
+	// A stage policy said it always permits on this listener is
+	// answered here as policy would (skip.go).
+	if s.srv.PolicySkipTime > 0 && s.srv.skipped.skip(s.l.Name, stage, time.Now()) {
+		return &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT, DeferIfPermit: s.carried(stage)}, nil
+	}
 	req := &policyv1.CheckRequest{Stage: stage, Session: s.facts(), Transaction: tx, EtrnDomain: etrn, DeferIfPermit: s.carried(stage)}
 	if s.srv.PolicyTimeout > 0 {
 		var cancel context.CancelFunc
@@ -638,6 +643,9 @@ func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.
 	if err != nil {
 		s.log.ErrorContext(ctx, "policy check failed", "stage", stage.String(), "err", err)
 		return nil, fmt.Errorf("policy %s: %w", stage, err)
+	}
+	if s.srv.PolicySkipTime > 0 {
+		s.srv.skipped.learn(s.l.Name, resp.GetPermitStages(), time.Now(), s.srv.PolicySkipTime)
 	}
 	return resp.GetVerdict(), nil
 }

@@ -32,11 +32,20 @@ type testPolicy struct {
 	mu     sync.Mutex
 	decide func(*policyv1.CheckRequest) (*policyv1.Verdict, error)
 	reqs   []*policyv1.CheckRequest
+	// permitStages go with every answer (CheckResponse.permit_stages).
+	permitStages []policyv1.Stage
+}
+
+func (p *testPolicy) setPermitStages(stages ...policyv1.Stage) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.permitStages = stages
 }
 
 func (p *testPolicy) Check(ctx context.Context, req *policyv1.CheckRequest) (*policyv1.CheckResponse, error) {
 	p.mu.Lock()
 	p.reqs = append(p.reqs, req)
+	stages := p.permitStages
 	p.mu.Unlock()
 	type answer struct {
 		v   *policyv1.Verdict
@@ -49,7 +58,7 @@ func (p *testPolicy) Check(ctx context.Context, req *policyv1.CheckRequest) (*po
 		if a.err != nil {
 			return nil, a.err
 		}
-		return &policyv1.CheckResponse{Verdict: a.v}, nil
+		return &policyv1.CheckResponse{Verdict: a.v, PermitStages: stages}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err() // as a gRPC client does at its deadline
 	}
@@ -270,7 +279,7 @@ func newHarness(t testing.TB, decide func(*policyv1.CheckRequest) (*policyv1.Ver
 	if tune != nil {
 		tune(h.l)
 	}
-	srv := &Server{Policy: h.policy, Auth: h.auth, PolicyTimeout: 500 * time.Millisecond, AuthTimeout: 500 * time.Millisecond,
+	srv := &Server{Policy: h.policy, Auth: h.auth, PolicyTimeout: 500 * time.Millisecond, AuthTimeout: 500 * time.Millisecond, PolicySkipTime: time.Minute,
 		Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

@@ -210,6 +210,34 @@ func (e *Engine) Explain(ctx context.Context, f *Facts) (Verdict, []Step, error)
 	return v, steps, err
 }
 
+// AlwaysPermits reports whether evaluating stage is a permit whatever
+// the facts: the lists it evaluates are empty, or smtpd_delay_reject
+// moves them to RCPT TO, and nothing implicit follows them. Such an
+// evaluation does nothing (no lookup, no rate limit, no greylisting, no
+// log) and its verdict is PERMIT with the defer_if_permit the facts
+// carried, so a caller may skip asking. RCPT TO, VRFY and ETRN never
+// qualify: their implicit steps depend on the facts.
+func (e *Engine) AlwaysPermits(stage Stage) bool {
+	empty := func(k ListKind) bool {
+		l := e.lists[k]
+		return l == nil || len(l.Items) == 0
+	}
+	switch stage {
+	case Connect:
+		return e.delayReject || empty(ClientList)
+	case HELO:
+		return e.delayReject || empty(HELOList)
+	case Mail:
+		// afterSender: smtpd_reject_unlisted_sender.
+		return e.delayReject || empty(SenderList) && !e.unlisted.sender
+	case Data:
+		return empty(DataList)
+	case EndOfData:
+		return empty(EndOfDataList)
+	}
+	return false
+}
+
 // Lists returns the lists a stage evaluates, in order (Explain shows it).
 func (e *Engine) Lists(f *Facts) ([]ListKind, error) {
 	phases, err := e.plan(f)

@@ -1,0 +1,99 @@
+package smtpd
+
+import (
+	"testing"
+
+	"google.golang.org/protobuf/proto"
+
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+)
+
+// TestPolicySkipsPermitStages: stages policy says it always permits are
+// answered without asking it, as it would answer them: the client sees
+// the same replies, and the defer_if_permit raised at CONNECT still
+// reaches RCPT through the HELO and MAIL that were not asked about.
+func TestPolicySkipsPermitStages(t *testing.T) {
+	const (
+		CONNECT = policyv1.Stage_STAGE_CONNECT
+		HELO    = policyv1.Stage_STAGE_HELO
+		MAIL    = policyv1.Stage_STAGE_MAIL
+		RCPT    = policyv1.Stage_STAGE_RCPT
+		DATA    = policyv1.Stage_STAGE_DATA
+		EOD     = policyv1.Stage_STAGE_END_OF_DATA
+	)
+	connect := deferred("<unknown[127.0.0.1]>: Client host rejected: cannot find your hostname")
+	// As smtpgate-policy with smtpd_delay_reject = no, a client list
+	// that raises defer_if_permit, and nothing else but the recipient
+	// list: HELO, MAIL, DATA and END-OF-DATA always permit, carrying the
+	// defer_if_permit they got; RCPT turns it into the deferral.
+	decide := func(r *policyv1.CheckRequest) (*policyv1.Verdict, error) {
+		v := &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT, DeferIfPermit: r.GetDeferIfPermit()}
+		switch r.GetStage() {
+		case CONNECT:
+			v.DeferIfPermit = connect
+		case RCPT:
+			if d := r.GetDeferIfPermit(); d != nil {
+				return &policyv1.Verdict{Action: policyv1.Action_ACTION_DEFER, Code: d.GetCode(), EnhancedCode: d.GetEnhancedCode(), Text: d.GetText()}, nil
+			}
+		}
+		return v, nil
+	}
+	dialogue := func(t *testing.T, h *harness) {
+		t.Helper()
+		c := h.dial()
+		c.reply()
+		c.do("EHLO client.example.net", "250")
+		c.do("MAIL FROM:<a@example.net>", "250 2.1.0")
+		c.do("RCPT TO:<john@example.org>", "450 4.7.1 <unknown[127.0.0.1]>: Client host rejected: cannot find your hostname")
+		c.do("QUIT", "221")
+	}
+	for _, tc := range []struct {
+		name         string
+		permitStages []policyv1.Stage
+		want         []policyv1.Stage // what policy is asked, two sessions
+	}{
+		{"policy names none", nil, []policyv1.Stage{CONNECT, HELO, MAIL, RCPT, CONNECT, HELO, MAIL, RCPT}},
+		{"policy names HELO MAIL DATA EOD", []policyv1.Stage{HELO, MAIL, DATA, EOD}, []policyv1.Stage{CONNECT, RCPT, CONNECT, RCPT}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, decide, nil)
+			h.policy.setPermitStages(tc.permitStages...)
+			dialogue(t, h)
+			dialogue(t, h)
+			reqs := h.requests()
+			var got []policyv1.Stage
+			for _, r := range reqs {
+				got = append(got, r.GetStage())
+				if r.GetStage() == RCPT && !proto.Equal(r.GetDeferIfPermit(), connect) {
+					t.Errorf("RCPT carried %v, want CONNECT's %v", r.GetDeferIfPermit(), connect)
+				}
+			}
+			if len(got) != len(tc.want) {
+				t.Fatalf("policy asked about %v, want %v", got, tc.want)
+			}
+			for i := range got {
+				if got[i] != tc.want[i] {
+					t.Fatalf("policy asked about %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+
+	// A transaction through to the end: DATA and END-OF-DATA skipped,
+	// the message delivered.
+	h := newHarness(t, permit, nil)
+	h.policy.setPermitStages(CONNECT, HELO, MAIL, DATA, EOD)
+	for range 2 {
+		c := h.dial()
+		c.reply()
+		c.do("EHLO client.example.net", "250")
+		c.do("MAIL FROM:<a@example.net>", "250")
+		c.do("RCPT TO:<john@example.org>", "250")
+		c.do("DATA", "354")
+		c.do("Subject: x\r\n\r\nhi\r\n.", "250 2.0.0")
+		c.do("QUIT", "221")
+	}
+	if got := h.stages(); got != "CONNECT RCPT RCPT" {
+		t.Errorf("policy asked about %v, want CONNECT RCPT RCPT (the first answer names the stages)", got)
+	}
+}
