@@ -323,7 +323,9 @@ func (s *Server) compile(main *maincf.Config, services []maincf.Service) (*gener
 // engineFor is the engine with main's settings; what lives as long as
 // the process is shared.
 func (s *Server) engineFor(main *maincf.Config) *smtpd.Server {
-	return s.engine.Reconfigured(main.Duration("smtpgate_policy_timeout"), main.Duration("smtpgate_auth_timeout"))
+	e := s.engine.Reconfigured(main.Duration("smtpgate_policy_timeout"), main.Duration("smtpgate_auth_timeout"))
+	e.PolicySkipTime = main.Duration("smtpgate_policy_skip_time")
+	return e
 }
 
 // closeClients closes the gRPC clients and the connection limits' Redis

@@ -212,7 +212,7 @@ func (s *Server) workers() *workers {
 // of s go on with s.
 func (s *Server) Reconfigured(policyTimeout, authTimeout time.Duration) *Server {
 	r := &Server{Policy: s.Policy, Auth: s.Auth, Logger: s.Logger, PolicyTimeout: policyTimeout, AuthTimeout: authTimeout,
-		Limits: s.Limits, Tracer: s.Tracer, Metrics: s.Metrics, MailLog: s.MailLog, Drain: s.Drain}
+		Limits: s.Limits, Tracer: s.Tracer, Metrics: s.Metrics, MailLog: s.MailLog, Drain: s.Drain, PolicySkipTime: s.PolicySkipTime}
 	r.work = s.workers()
 	r.workOnce.Do(func() {})
 	return r
