@@ -1,25 +1,56 @@
 // Package grpcclient makes the gRPC client connections smtpgate services
 // use to reach each other (the edge to policy and auth, policy to auth).
+//
+// Every connection balances round robin over the target's addresses,
+// pings an idle connection every 30s (a dead peer is noticed within
+// about 40s), gives every call a deadline, and retries on UNAVAILABLE
+// only the calls that are safe to repeat (see serviceConfig).
 package grpcclient
 
 import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
 	"time"
 
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
+	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	// Registers client-side health checking (healthCheckConfig below).
+	_ "google.golang.org/grpc/health"
+	"google.golang.org/grpc/keepalive"
 
+	"github.com/smtpgate/smtpgate/pkg/grpctls"
+	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 )
 
 type options struct {
-	tp    trace.TracerProvider
-	prop  propagation.TextMapPropagator
-	extra []grpc.DialOption
+	tp      trace.TracerProvider
+	prop    propagation.TextMapPropagator
+	creds   credentials.TransportCredentials
+	timeout time.Duration
+	extra   []grpc.DialOption
+}
+
+// WithCredentials secures the connection with creds (grpctls.Client);
+// without it the client speaks plaintext.
+func WithCredentials(creds credentials.TransportCredentials) Option {
+	return func(o *options) { o.creds = creds }
+}
+
+// WithTimeout is the deadline of every unary call (DefaultTimeout when
+// not given); a caller's earlier deadline wins.
+func WithTimeout(d time.Duration) Option {
+	return func(o *options) { o.timeout = d }
 }
 
 // WithDialOptions adds gRPC dial options (tests use it for a manual
@@ -28,10 +59,83 @@ func WithDialOptions(d ...grpc.DialOption) Option {
 	return func(o *options) { o.extra = append(o.extra, d...) }
 }
 
-// roundRobin spreads the calls over every address the target resolves to
-// (several policy or auth replicas behind dns:///name), rather than
-// gRPC's default of sticking to the first.
-const roundRobin = `{"loadBalancingConfig": [{"round_robin": {}}]}`
+// DefaultTimeout bounds a unary call when WithTimeout is not given.
+const DefaultTimeout = 10 * time.Second
+
+// AuthenticateTimeout bounds a whole AUTH exchange (the Authenticate
+// stream), which waits for the SMTP client between its steps; the edge
+// bounds each wait on smtpgate-auth by smtpgate_auth_timeout.
+const AuthenticateTimeout = 10 * time.Minute
+
+// serviceConfig is the connection's gRPC service config
+// (https://github.com/grpc/grpc/blob/master/doc/service_config.md):
+//
+//   - round_robin spreads the calls over every address the target
+//     resolves to (several policy or auth replicas behind dns:///name),
+//     rather than gRPC's default of sticking to the first;
+//   - health checking per address (grpc.health.v1 Watch) takes a replica
+//     that is shutting down (NOT_SERVING) out of the rotation before its
+//     connection closes;
+//   - every method has a deadline (timeout; AuthenticateTimeout for the
+//     AUTH stream);
+//   - calls that are safe to repeat are retried on UNAVAILABLE, on
+//     another replica when there is one: AuthService Mechanisms and
+//     LookupUser (reads), health checks and AdminService (reads). Never
+//     PolicyService Check or Explain: an evaluation may count a rate
+//     limit, greylist or ask a policy server, and a call that failed with
+//     UNAVAILABLE may have done so before failing; never
+//     AuthService Authenticate, which counts failed AUTHs. gRPC's
+//     transparent retry still applies to every call: a call that never
+//     left this client (the connection was refused or closing) is sent
+//     again, which cannot count anything twice;
+//   - retryThrottling stops retrying while more than half the calls fail.
+func serviceConfig(timeout time.Duration) string {
+	type name struct {
+		Service string `json:"service,omitempty"`
+		Method  string `json:"method,omitempty"`
+	}
+	type retry struct {
+		MaxAttempts          int      `json:"maxAttempts"`
+		InitialBackoff       string   `json:"initialBackoff"`
+		MaxBackoff           string   `json:"maxBackoff"`
+		BackoffMultiplier    float64  `json:"backoffMultiplier"`
+		RetryableStatusCodes []string `json:"retryableStatusCodes"`
+	}
+	type method struct {
+		Name        []name `json:"name"`
+		Timeout     string `json:"timeout"`
+		RetryPolicy *retry `json:"retryPolicy,omitempty"`
+	}
+	secs := func(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
+	authSvc, policySvc := authv1.AuthService_ServiceDesc.ServiceName, policyv1.PolicyService_ServiceDesc.ServiceName
+	sc := map[string]any{
+		"loadBalancingConfig": []any{map[string]any{"round_robin": map[string]any{}}},
+		"healthCheckConfig":   map[string]string{"serviceName": ""},
+		"retryThrottling":     map[string]any{"maxTokens": 10, "tokenRatio": 0.5},
+		"methodConfig": []method{
+			{
+				Name: []name{
+					{Service: authSvc, Method: "Mechanisms"},
+					{Service: authSvc, Method: "LookupUser"},
+					{Service: "grpc.health.v1.Health", Method: "Check"},
+					{Service: "smtpgate.admin.v1.AdminService"},
+				},
+				Timeout: secs(timeout),
+				RetryPolicy: &retry{MaxAttempts: 3, InitialBackoff: "0.05s", MaxBackoff: "0.5s", BackoffMultiplier: 2,
+					RetryableStatusCodes: []string{"UNAVAILABLE"}},
+			},
+			{Name: []name{{Service: policySvc, Method: "Check"}, {Service: policySvc, Method: "Explain"}}, Timeout: secs(timeout)},
+			{Name: []name{{Service: authSvc, Method: "Authenticate"}}, Timeout: secs(AuthenticateTimeout)},
+			// Everything else: a deadline, no retry.
+			{Name: []name{{}}, Timeout: secs(timeout)},
+		},
+	}
+	b, err := json.Marshal(sc)
+	if err != nil {
+		panic("grpcclient: service config: " + err.Error())
+	}
+	return string(b)
+}
 
 // Option configures Dial.
 type Option func(*options)
@@ -53,25 +157,54 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 // as dns:///smtpgate-policy:10040). It connects lazily, balances calls
 // round robin over the target's addresses, and retries a lost connection
 // within about a second, so a caller recovers by itself when a replica
-// returns.
+// returns. The service config of the resolver (DNS TXT records) is
+// ignored: serviceConfig is always used.
 func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
-	o := options{prop: telemetry.Propagator()}
+	o := options{prop: telemetry.Propagator(), creds: insecure.NewCredentials(), timeout: DefaultTimeout}
 	for _, f := range opts {
 		f(&o)
+	}
+	if o.timeout <= 0 {
+		o.timeout = DefaultTimeout
 	}
 	bc := backoff.DefaultConfig
 	bc.MaxDelay = time.Second
 	dopts := []grpc.DialOption{
-		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithTransportCredentials(o.creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second}),
-		grpc.WithDefaultServiceConfig(roundRobin),
+		grpc.WithDisableServiceConfig(),
+		grpc.WithDefaultServiceConfig(serviceConfig(o.timeout)),
+		// Within grpcserver's enforcement policy (10s at least).
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	}
 	if telemetry.Recording(o.tp) {
 		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(
 			otelgrpc.WithTracerProvider(o.tp),
 			otelgrpc.WithPropagators(o.prop),
 			otelgrpc.WithMeterProvider(metricnoop.NewMeterProvider()),
+			otelgrpc.WithFilter(filters.Not(filters.HealthCheck())),
 		)))
 	}
-	return grpc.NewClient(target, append(dopts, o.extra...)...)
+	conn, err := grpc.NewClient(target, append(dopts, o.extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("grpc client for %s: %w", target, err)
+	}
+	return conn, nil
+}
+
+// DialService makes the client of the service whose target main.cf names
+// in param (smtpgate_policy_service, smtpgate_auth_service), secured as
+// the smtpgate_grpc_tls_* parameters say (grpctls.Client), every unary
+// call bounded by the duration in timeoutParam. log gets the certificate
+// reloads. opts come after and may override.
+func DialService(c *maincf.Config, param, timeoutParam string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, error) {
+	creds, mode, err := grpctls.Client(c, param, log)
+	if err != nil {
+		return nil, err
+	}
+	if log != nil {
+		log.Info("gRPC client", "target", c.Get(param), "param", param, "security", string(mode))
+	}
+	base := []Option{WithCredentials(creds), WithTimeout(c.Duration(timeoutParam))}
+	return Dial(c.Get(param), append(base, opts...)...)
 }

@@ -3,6 +3,8 @@
 // registered, so grpcurl and health probes work out of the box; every
 // other call is traced (OpenTelemetry, W3C trace context taken from the
 // caller) and timed (smtpgate_grpc_server_handling_seconds) when asked.
+// Transport security comes from WithCredentials (pkg/grpctls makes it from
+// main.cf); keepalives are the same on every server (see keepaliveOptions).
 package grpcserver
 
 import (
@@ -10,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"strings"
 	"time"
 
@@ -20,8 +23,10 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/grpc/status"
 
@@ -40,6 +45,7 @@ type options struct {
 	prop     propagation.TextMapPropagator
 	reg      prometheus.Registerer
 	admin    *Admin
+	creds    credentials.TransportCredentials
 	grpcOpts []grpc.ServerOption
 }
 
@@ -69,6 +75,62 @@ func WithServerOptions(opts ...grpc.ServerOption) Option {
 	return func(o *options) { o.grpcOpts = append(o.grpcOpts, opts...) }
 }
 
+// WithCredentials secures the server with creds (grpctls.Server); without
+// it the server speaks plaintext.
+func WithCredentials(creds credentials.TransportCredentials) Option {
+	return func(o *options) { o.creds = creds }
+}
+
+// keepaliveOptions are every server's keepalive settings:
+//   - a client may ping every 10s, even with no call open (smtpgate's
+//     clients ping every 30s; more often is answered with GOAWAY
+//     "too_many_pings" by gRPC);
+//   - the server pings a connection idle for a minute and closes it when
+//     the answer takes more than 20s, so a vanished client (a node gone
+//     without a FIN) does not hold it forever;
+//   - a connection is closed gracefully (GOAWAY) after about 5 minutes,
+//     calls in flight given 5 more, so that clients resolve the replicas
+//     again and spread over new ones (an autoscaled policy or auth), and
+//     new connections pick up renewed certificates.
+func keepaliveOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		grpc.KeepaliveParams(keepalive.ServerParameters{
+			Time:                  time.Minute,
+			Timeout:               20 * time.Second,
+			MaxConnectionAge:      5 * time.Minute,
+			MaxConnectionAgeGrace: 5 * time.Minute,
+		}),
+	}
+}
+
+// Listen listens on addr, "host:port" or "unix:/path" (a stale socket
+// file is replaced; the socket is made readable and writable by the
+// group, for clients running under another user of it).
+func Listen(ctx context.Context, addr string) (net.Listener, error) {
+	var lc net.ListenConfig
+	p, unix := strings.CutPrefix(addr, "unix:")
+	if !unix {
+		ln, err := lc.Listen(ctx, "tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", addr, err)
+		}
+		return ln, nil
+	}
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		_ = os.Remove(p)
+	}
+	ln, err := lc.Listen(ctx, "unix", p)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", addr, err)
+	}
+	if err := os.Chmod(p, 0o660); err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("chmod %s: %w", p, err)
+	}
+	return ln, nil
+}
+
 // untraced are the services neither traced nor timed: probes and tools.
 func untraced(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/grpc.health.v1.") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
@@ -81,7 +143,10 @@ func New(opts ...Option) *Server {
 	for _, f := range opts {
 		f(&o)
 	}
-	gopts := o.grpcOpts
+	gopts := append(keepaliveOptions(), o.grpcOpts...)
+	if o.creds != nil {
+		gopts = append(gopts, grpc.Creds(o.creds))
+	}
 	if telemetry.Recording(o.tp) {
 		gopts = append(gopts, grpc.StatsHandler(otelgrpc.NewServerHandler(
 			otelgrpc.WithTracerProvider(o.tp),

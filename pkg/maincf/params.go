@@ -53,10 +53,29 @@ func sharedParams() []Def {
 		{Name: "smtpgate_edge_pprof_listen", Default: "", Owner: Edge, Check: CheckLoopbackAddr},
 		{Name: "smtpgate_policy_pprof_listen", Default: "", Owner: Policy, Check: CheckLoopbackAddr},
 		{Name: "smtpgate_auth_pprof_listen", Default: "", Owner: Auth, Check: CheckLoopbackAddr},
-		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: Edge, Check: CheckDuration},
 		// For how long the edge answers the stages policy said it always
 		// permits (nothing to evaluate) without asking; 0: always ask.
 		{Name: "smtpgate_policy_skip_time", Default: "5s", Owner: Edge, Check: CheckDuration},
-		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge | Policy, Check: CheckDuration},
+		// The deadline of each call to policy / auth (0 is refused: every
+		// call has a deadline).
+		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: Edge, Check: CheckPositiveDuration},
+		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge | Policy, Check: CheckPositiveDuration},
+		// TLS between the services (pkg/grpctls). Server side, every gRPC
+		// listener: TLS when a certificate is set; mutual TLS (a client
+		// certificate signed by these CAs required) with a client CA file.
+		{Name: "smtpgate_grpc_tls_cert_file", Default: "", Owner: Policy | Auth},
+		{Name: "smtpgate_grpc_tls_key_file", Default: "$smtpgate_grpc_tls_cert_file", Owner: Policy | Auth},
+		{Name: "smtpgate_grpc_tls_client_ca_file", Default: "", Owner: Policy | Auth},
+		// Client side (edge to policy and auth, policy to auth): TLS when
+		// a CA file is set (the servers' certificates are verified
+		// against it only), a client certificate for mutual TLS, and the
+		// name to verify instead of the host of the target.
+		{Name: "smtpgate_grpc_tls_ca_file", Default: "", Owner: Edge | Policy},
+		{Name: "smtpgate_grpc_tls_client_cert_file", Default: "", Owner: Edge | Policy},
+		{Name: "smtpgate_grpc_tls_client_key_file", Default: "$smtpgate_grpc_tls_client_cert_file", Owner: Edge | Policy},
+		{Name: "smtpgate_grpc_tls_server_name", Default: "", Owner: Edge | Policy},
+		// Without TLS, gRPC listeners and targets must be loopback or
+		// unix sockets; yes allows plaintext on any address.
+		{Name: "smtpgate_grpc_allow_plaintext", Default: "no", Owner: All, Check: CheckBool},
 	}
 }

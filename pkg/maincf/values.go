@@ -65,6 +65,15 @@ func CheckBool(v string) error { _, err := ParseBool(v); return err }
 // CheckDuration is a Def.Check for time values.
 func CheckDuration(v string) error { _, err := ParseDuration(v); return err }
 
+// CheckPositiveDuration is a Def.Check for time values above zero.
+func CheckPositiveDuration(v string) error {
+	d, err := ParseDuration(v)
+	if err == nil && d == 0 {
+		err = fmt.Errorf("want a time above zero, got %q", v)
+	}
+	return err
+}
+
 // CheckInt is a Def.Check for whole numbers.
 func CheckInt(v string) error { _, err := ParseInt(v); return err }
 
