@@ -36,9 +36,11 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
+	"github.com/smtpgate/smtpgate/pkg/grpctls"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
@@ -91,6 +93,9 @@ type Server struct {
 	metrics   *metrics
 	// sleep holds back the answer to a failure; tests replace it.
 	sleep func(context.Context, time.Duration) error
+	// creds secure the gRPC listener (grpctls.Server); security says how.
+	creds    credentials.TransportCredentials
+	security grpctls.Mode
 }
 
 // Validate checks the auth service's part of the configuration.
@@ -105,6 +110,10 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 		}
 	}
 	errs = append(errs, validateThrottle(main))
+	// The gRPC listener's TLS files, and plaintext only on loopback.
+	if _, _, err := grpctls.Server(main, "smtpgate_auth_listen", nil); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -156,6 +165,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, listeners: listeners, sleep: sleep}
+	if s.creds, s.security, err = grpctls.Server(cfg.Main, "smtpgate_auth_listen", cfg.Logger); err != nil {
+		return nil, err
+	}
 	if p := cfg.Main.Path("smtpgate_passwd_file"); p != "" {
 		if s.users, err = passwdfile.Open(p); err != nil {
 			return nil, err
@@ -198,10 +210,9 @@ func (s *Server) Close() error {
 // on smtpgate_dovecot_auth_listen, until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.Close()
-	addr := s.cfg.Main.Get("smtpgate_auth_listen")
-	lis, err := net.Listen("tcp", addr)
+	lis, err := grpcserver.Listen(ctx, s.cfg.Main.Get("smtpgate_auth_listen"))
 	if err != nil {
-		return fmt.Errorf("listen %s: %w", addr, err)
+		return fmt.Errorf("smtpgate_auth_listen: %w", err)
 	}
 	var dovecot []net.Listener
 	for _, a := range s.cfg.Main.List("smtpgate_dovecot_auth_listen") {
@@ -274,10 +285,10 @@ func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 // Serve serves gRPC on lis until ctx ends.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	srv := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
-		grpcserver.WithMetrics(s.cfg.Metrics),
+		grpcserver.WithMetrics(s.cfg.Metrics), grpcserver.WithCredentials(s.creds),
 		grpcserver.WithAdmin(&grpcserver.Admin{Service: "auth", Owner: maincf.Auth, Main: s.cfg.Main, Services: s.cfg.Services}))
 	authv1.RegisterAuthServiceServer(srv.GRPC, s)
-	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
+	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String(), "security", string(s.security))
 	return srv.Serve(ctx, lis)
 }
 

@@ -25,6 +25,7 @@ import (
 	"google.golang.org/grpc"
 
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
+	"github.com/smtpgate/smtpgate/pkg/grpctls"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
@@ -60,6 +61,12 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 	}
 	if _, _, err := listeners(main, services); err != nil {
 		errs = append(errs, err)
+	}
+	// The gRPC clients' TLS files, and plaintext only to loopback.
+	for _, param := range []string{"smtpgate_policy_service", "smtpgate_auth_service"} {
+		if _, _, err := grpctls.Client(main, param, nil); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -252,11 +259,11 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, drain: &smtpd.Drain{}}
 	traced := grpcclient.WithTracerProvider(cfg.TracerProvider)
-	pc, err := grpcclient.Dial(cfg.Main.Get("smtpgate_policy_service"), traced)
+	pc, err := grpcclient.DialService(cfg.Main, "smtpgate_policy_service", "smtpgate_policy_timeout", cfg.Logger, traced)
 	if err != nil {
 		return nil, fmt.Errorf("policy client: %w", err)
 	}
-	ac, err := grpcclient.Dial(cfg.Main.Get("smtpgate_auth_service"), traced)
+	ac, err := grpcclient.DialService(cfg.Main, "smtpgate_auth_service", "smtpgate_auth_timeout", cfg.Logger, traced)
 	if err != nil {
 		pc.Close()
 		return nil, fmt.Errorf("auth client: %w", err)

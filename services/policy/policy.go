@@ -36,10 +36,12 @@ import (
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
+	"github.com/smtpgate/smtpgate/pkg/grpctls"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/redisclient"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
@@ -91,6 +93,9 @@ type Server struct {
 	shared *shared
 	// metrics are never nil (unregistered without Config.Metrics).
 	metrics *metrics
+	// creds secure the gRPC listener (grpctls.Server); security says how.
+	creds    credentials.TransportCredentials
+	security grpctls.Mode
 }
 
 // Validate checks the configuration as smtpgate-policy reads it: unknown
@@ -108,7 +113,11 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 	}
 	defer sh.Close()
 	_, err = compileAll(main, services, nil, nil, dns, dnsErr, sh)
-	return err
+	// The gRPC listener's and the auth client's TLS files, and plaintext
+	// only on loopback.
+	_, _, serr := grpctls.Server(main, "smtpgate_policy_listen", nil)
+	_, _, cerr := grpctls.Client(main, "smtpgate_auth_service", nil)
+	return errors.Join(err, serr, cerr)
 }
 
 // newResolver builds the resolver of the DNS restrictions from
@@ -265,7 +274,11 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Propagator == nil {
 		cfg.Propagator = telemetry.Propagator()
 	}
-	conn, err := grpcclient.Dial(cfg.Main.Get("smtpgate_auth_service"),
+	creds, mode, err := grpctls.Server(cfg.Main, "smtpgate_policy_listen", log)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := grpcclient.DialService(cfg.Main, "smtpgate_auth_service", "smtpgate_auth_timeout", log,
 		grpcclient.WithTracerProvider(cfg.TracerProvider), grpcclient.WithPropagator(cfg.Propagator))
 	if err != nil {
 		return nil, fmt.Errorf("smtpgate_auth_service: %w", err)
@@ -275,7 +288,9 @@ func New(cfg Config) (*Server, error) {
 	if err == nil {
 		var engines map[string]*restriction.Engine
 		if engines, err = compileAll(cfg.Main, cfg.Services, log, authv1.NewAuthServiceClient(conn), dns, dnsErr, sh); err == nil {
-			return newServer(cfg, log, conn, engines, dns, rc, dnsErr, sh), nil
+			s := newServer(cfg, log, conn, engines, dns, rc, dnsErr, sh)
+			s.creds, s.security = creds, mode
+			return s, nil
 		}
 		sh.Close()
 	}
@@ -310,9 +325,9 @@ func newServer(cfg Config, log *slog.Logger, conn *grpc.ClientConn, engines map[
 func (s *Server) Run(ctx context.Context) error {
 	s.logConfig(ctx)
 	var lc net.ListenConfig
-	lis, err := lc.Listen(ctx, "tcp", s.listen)
+	lis, err := grpcserver.Listen(ctx, s.listen)
 	if err != nil {
-		return fmt.Errorf("listen on %s: %w", s.listen, err)
+		return fmt.Errorf("smtpgate_policy_listen: %w", err)
 	}
 	addr := s.cfg.Main.Get("smtpgate_policy_delegation_listen")
 	if addr == "" {
@@ -344,10 +359,10 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	defer s.shared.Close()
 	g := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
-		grpcserver.WithMetrics(s.cfg.Metrics),
+		grpcserver.WithMetrics(s.cfg.Metrics), grpcserver.WithCredentials(s.creds),
 		grpcserver.WithAdmin(&grpcserver.Admin{Service: "policy", Owner: maincf.Policy, Main: s.cfg.Main, Services: s.cfg.Services}))
 	policyv1.RegisterPolicyServiceServer(g.GRPC, s)
-	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String())
+	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String(), "security", string(s.security))
 	if err := g.Serve(ctx, lis); err != nil {
 		return fmt.Errorf("serve policy: %w", err)
 	}
