@@ -105,11 +105,18 @@ func checkSmtpgate(m *manifest, p *problems) {
 		if svc != "edge" && bind {
 			p.add("%s: only the edge may have NET_BIND_SERVICE", id)
 		}
-		if c.ReadinessProbe != nil && svc != "edge" && c.ReadinessProbe.GRPC == nil {
-			p.add("%s: readinessProbe should be a grpc probe (grpc.health.v1)", id)
-		}
-		if c.LivenessProbe != nil && svc != "edge" && c.LivenessProbe.GRPC == nil {
-			p.add("%s: livenessProbe should be a grpc probe (grpc.health.v1)", id)
+		// The kubelet's grpc probes speak plaintext only: with TLS on the
+		// gRPC listener they would fail, so TCP probes are expected then.
+		files, _ := configFiles(m, d)
+		grpcTLS := mainCF(files["main.cf"])["smtpgate_grpc_tls_cert_file"] != ""
+		for kind, pr := range map[string]*corev1.Probe{"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+			switch {
+			case pr == nil || svc == "edge":
+			case grpcTLS && pr.GRPC != nil:
+				p.add("%s: %s is a grpc probe but smtpgate_grpc_tls_cert_file is set: the kubelet's grpc probes cannot speak TLS; use a tcpSocket probe", id, kind)
+			case !grpcTLS && pr.GRPC == nil:
+				p.add("%s: %s should be a grpc probe (grpc.health.v1)", id, kind)
+			}
 		}
 		has := func(kind string, match func(ns, name string) bool) {
 			if !match(d.Namespace, d.Name) {
