@@ -164,3 +164,33 @@ func TestTLS(t *testing.T) {
 		}
 	})
 }
+
+// A unix socket is local: plaintext is allowed there without the switch,
+// and grpcserver.Listen serves it.
+func TestUnixSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "auth.sock")
+	c := configIn(t, dir, "smtpgate_auth_listen = unix:"+sock+"\nsmtpgate_auth_service = unix:"+sock+"\n")
+	creds, mode, err := grpctls.Server(c, "smtpgate_auth_listen", nil)
+	if err != nil || mode != grpctls.Plaintext {
+		t.Fatalf("server on a unix socket: %v, %v", mode, err)
+	}
+	s := grpcserver.New(grpcserver.WithCredentials(creds))
+	authv1.RegisterAuthServiceServer(s.GRPC, whoAmI{})
+	ctx, cancel := context.WithCancel(context.Background())
+	ln, err := grpcserver.Listen(ctx, c.Get("smtpgate_auth_listen"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx, ln) }()
+	defer func() { cancel(); <-done }()
+	conn, err := DialService(c, "smtpgate_auth_service", "smtpgate_auth_timeout", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if resp, err := authv1.NewAuthServiceClient(conn).Mechanisms(ctx, &authv1.MechanismsRequest{}); err != nil || resp.GetMechanisms()[0] != "-" {
+		t.Errorf("Mechanisms over a unix socket: %v, %v", resp, err)
+	}
+}
