@@ -3,11 +3,13 @@
 //
 // Every connection balances round robin over the target's addresses,
 // pings an idle connection every 30s (a dead peer is noticed within
-// about 40s), gives every call a deadline, and retries on UNAVAILABLE
+// about 40s), gives every call a deadline (the caller's, or one of its
+// own), and retries on UNAVAILABLE
 // only the calls that are safe to repeat (see serviceConfig).
 package grpcclient
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -47,8 +49,10 @@ func WithCredentials(creds credentials.TransportCredentials) Option {
 	return func(o *options) { o.creds = creds }
 }
 
-// WithTimeout is the deadline of every unary call (DefaultTimeout when
-// not given); a caller's earlier deadline wins.
+// WithTimeout is the deadline of every unary call whose caller set none
+// (DefaultTimeout when not given). A caller's own deadline is kept, so
+// that the edge's timeouts, which a reload may change, are the ones that
+// apply.
 func WithTimeout(d time.Duration) Option {
 	return func(o *options) { o.timeout = d }
 }
@@ -76,8 +80,8 @@ const AuthenticateTimeout = 10 * time.Minute
 //   - health checking per address (grpc.health.v1 Watch) takes a replica
 //     that is shutting down (NOT_SERVING) out of the rotation before its
 //     connection closes;
-//   - every method has a deadline (timeout; AuthenticateTimeout for the
-//     AUTH stream);
+//   - the AUTH stream has a deadline (AuthenticateTimeout); unary calls
+//     get theirs from the caller or from deadlineInterceptor;
 //   - calls that are safe to repeat are retried on UNAVAILABLE, on
 //     another replica when there is one: AuthService Mechanisms and
 //     LookupUser (reads), health checks and AdminService (reads). Never
@@ -89,7 +93,7 @@ const AuthenticateTimeout = 10 * time.Minute
 //     left this client (the connection was refused or closing) is sent
 //     again, which cannot count anything twice;
 //   - retryThrottling stops retrying while more than half the calls fail.
-func serviceConfig(timeout time.Duration) string {
+func serviceConfig() string {
 	type name struct {
 		Service string `json:"service,omitempty"`
 		Method  string `json:"method,omitempty"`
@@ -103,7 +107,7 @@ func serviceConfig(timeout time.Duration) string {
 	}
 	type method struct {
 		Name        []name `json:"name"`
-		Timeout     string `json:"timeout"`
+		Timeout     string `json:"timeout,omitempty"`
 		RetryPolicy *retry `json:"retryPolicy,omitempty"`
 	}
 	secs := func(d time.Duration) string { return fmt.Sprintf("%.3fs", d.Seconds()) }
@@ -120,14 +124,12 @@ func serviceConfig(timeout time.Duration) string {
 					{Service: "grpc.health.v1.Health", Method: "Check"},
 					{Service: "smtpgate.admin.v1.AdminService"},
 				},
-				Timeout: secs(timeout),
 				RetryPolicy: &retry{MaxAttempts: 3, InitialBackoff: "0.05s", MaxBackoff: "0.5s", BackoffMultiplier: 2,
 					RetryableStatusCodes: []string{"UNAVAILABLE"}},
 			},
-			{Name: []name{{Service: policySvc, Method: "Check"}, {Service: policySvc, Method: "Explain"}}, Timeout: secs(timeout)},
+			// No retry, stated for the reader: Check, Explain.
+			{Name: []name{{Service: policySvc, Method: "Check"}, {Service: policySvc, Method: "Explain"}}},
 			{Name: []name{{Service: authSvc, Method: "Authenticate"}}, Timeout: secs(AuthenticateTimeout)},
-			// Everything else: a deadline, no retry.
-			{Name: []name{{}}, Timeout: secs(timeout)},
 		},
 	}
 	b, err := json.Marshal(sc)
@@ -173,7 +175,8 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 		grpc.WithTransportCredentials(o.creds),
 		grpc.WithConnectParams(grpc.ConnectParams{Backoff: bc, MinConnectTimeout: 2 * time.Second}),
 		grpc.WithDisableServiceConfig(),
-		grpc.WithDefaultServiceConfig(serviceConfig(o.timeout)),
+		grpc.WithDefaultServiceConfig(serviceConfig()),
+		grpc.WithChainUnaryInterceptor(deadlineInterceptor(o.timeout)),
 		// Within grpcserver's enforcement policy (10s at least).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	}
@@ -192,10 +195,22 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 	return conn, nil
 }
 
+// deadlineInterceptor gives a unary call without a deadline one of d.
+func deadlineInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
+	return func(ctx context.Context, method string, req, reply any, cc *grpc.ClientConn, invoker grpc.UnaryInvoker, opts ...grpc.CallOption) error {
+		if _, ok := ctx.Deadline(); !ok {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		return invoker(ctx, method, req, reply, cc, opts...)
+	}
+}
+
 // DialService makes the client of the service whose target main.cf names
 // in param (smtpgate_policy_service, smtpgate_auth_service), secured as
-// the smtpgate_grpc_tls_* parameters say (grpctls.Client), every unary
-// call bounded by the duration in timeoutParam. log gets the certificate
+// the smtpgate_grpc_tls_* parameters say (grpctls.Client); a unary call
+// whose caller set no deadline gets the duration in timeoutParam. log gets the certificate
 // reloads. opts come after and may override.
 func DialService(c *maincf.Config, param, timeoutParam string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, error) {
 	creds, mode, err := grpctls.Client(c, param, log)

@@ -105,11 +105,23 @@ func TestRetryOnlyWhereSafe(t *testing.T) {
 	if n, _ := f.count("Check"); status.Code(err) != codes.Unavailable || n != 1 {
 		t.Errorf("Check: %v after %d calls; want UNAVAILABLE from the one call the server got", err, n)
 	}
-	// The next Check is a new call, answered.
+	// The next Check is a new call, answered, with the default deadline.
 	if _, err := policy.Check(bg, &policyv1.CheckRequest{}); err != nil {
 		t.Errorf("second Check: %v", err)
 	}
-	for _, m := range []string{"Mechanisms", "LookupUser", "Check"} {
+	if _, d := f.count("Check"); d <= 0 || d > 7*time.Second {
+		t.Errorf("Check reached the server with deadline in %v, want within the 7s timeout", d)
+	}
+	// A caller's own deadline is kept, even a later one.
+	cctx, ccancel := context.WithTimeout(bg, 30*time.Second)
+	defer ccancel()
+	if _, err := policy.Check(cctx, &policyv1.CheckRequest{}); err != nil {
+		t.Errorf("third Check: %v", err)
+	}
+	if _, d := f.count("Check"); d <= 7*time.Second {
+		t.Errorf("Check with a 30s deadline reached the server with %v left", d)
+	}
+	for _, m := range []string{"Mechanisms", "LookupUser"} {
 		if _, d := f.count(m); d <= 0 || d > 7*time.Second {
 			t.Errorf("%s reached the server with deadline in %v, want within the 7s timeout", m, d)
 		}
