@@ -114,8 +114,7 @@ func Server(c *maincf.Config, listenParam string, log *slog.Logger) (credentials
 }
 
 // Client returns the credentials of the client of the target in main.cf's
-// targetParam (a gRPC target: host:port, dns:///host:port, unix:/path,
-// ipv4:addr,addr …).
+// targetParam (a gRPC target: host:port, dns:///host:port, unix:/path).
 func Client(c *maincf.Config, targetParam string, log *slog.Logger) (credentials.TransportCredentials, Mode, error) {
 	ca, cert, key, name := c.Path(CAFile), c.Path(ClientCertFile), c.Path(ClientKeyFile), c.Get(ServerName)
 	switch {
@@ -197,16 +196,6 @@ func localListen(addr string) bool {
 func localTarget(target string) bool {
 	if strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
 		return true
-	}
-	for _, scheme := range []string{"ipv4:", "ipv6:"} {
-		if rest, ok := strings.CutPrefix(target, scheme); ok {
-			for _, a := range strings.Split(rest, ",") {
-				if !loopbackHost(hostOf(a)) {
-					return false
-				}
-			}
-			return rest != ""
-		}
 	}
 	for _, scheme := range []string{"dns:", "passthrough:"} {
 		if rest, ok := strings.CutPrefix(target, scheme); ok {
