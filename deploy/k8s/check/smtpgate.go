@@ -109,7 +109,11 @@ func checkSmtpgate(m *manifest, p *problems) {
 		// gRPC listener they would fail, so TCP probes are expected then.
 		files, _ := configFiles(m, d)
 		grpcTLS := mainCF(files["main.cf"])["smtpgate_grpc_tls_cert_file"] != ""
-		for kind, pr := range map[string]*corev1.Probe{"readinessProbe": c.ReadinessProbe, "livenessProbe": c.LivenessProbe} {
+		for _, probe := range []struct {
+			kind string
+			pr   *corev1.Probe
+		}{{"readinessProbe", c.ReadinessProbe}, {"livenessProbe", c.LivenessProbe}} {
+			kind, pr := probe.kind, probe.pr
 			switch {
 			case pr == nil || svc == "edge":
 			case grpcTLS && pr.GRPC != nil:
