@@ -6,10 +6,14 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/miekg/dns"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -192,5 +196,113 @@ func TestUnixSocket(t *testing.T) {
 	defer conn.Close()
 	if resp, err := authv1.NewAuthServiceClient(conn).Mechanisms(ctx, &authv1.MechanismsRequest{}); err != nil || resp.GetMechanisms()[0] != "-" {
 		t.Errorf("Mechanisms over a unix socket: %v, %v", resp, err)
+	}
+}
+
+// replica counts the calls it answers and the client names it verified.
+type replica struct {
+	authv1.UnimplementedAuthServiceServer
+	mu    sync.Mutex
+	calls map[string]int
+}
+
+func (r *replica) Mechanisms(ctx context.Context, req *authv1.MechanismsRequest) (*authv1.MechanismsResponse, error) {
+	resp, err := whoAmI{}.Mechanisms(ctx, req)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.calls[resp.GetMechanisms()[0]]++
+	return resp, err
+}
+
+// serveZone answers A queries for name with ips (NODATA for other
+// types of name, NXDOMAIN for other names), as the DNS of a headless
+// Kubernetes Service would.
+func serveZone(t *testing.T, name string, ips ...string) string {
+	t.Helper()
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+		m := new(dns.Msg)
+		m.SetReply(req)
+		q := req.Question[0]
+		switch {
+		case !strings.EqualFold(q.Name, name):
+			m.Rcode = dns.RcodeNameError
+		case q.Qtype == dns.TypeA:
+			for _, ip := range ips {
+				m.Answer = append(m.Answer, &dns.A{Hdr: dns.RR_Header{Name: q.Name, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: 5}, A: net.ParseIP(ip)})
+			}
+		}
+		_ = w.WriteMsg(m)
+	})}
+	go func() { _ = srv.ActivateAndServe() }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+	return pc.LocalAddr().String()
+}
+
+// Two replicas behind one DNS name, as with a headless Service: the
+// client verifies each against the name in the target, presents its
+// certificate to both, and spreads its calls over them.
+func TestMutualTLSReplicasByDNS(t *testing.T) {
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	ca.Server(t, "auth", "auth.test")
+	ca.Client(t, "edge")
+	c := configIn(t, dir, "smtpgate_grpc_tls_cert_file = auth.pem\nsmtpgate_grpc_tls_key_file = auth-key.pem\nsmtpgate_grpc_tls_client_ca_file = ca.pem\n")
+	var lns []net.Listener
+	for attempt := 0; len(lns) < 2 && attempt < 20; attempt++ {
+		for _, l := range lns {
+			l.Close()
+		}
+		a, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = []net.Listener{a}
+		if b, err := net.Listen("tcp", net.JoinHostPort("127.0.0.2", strconv.Itoa(a.Addr().(*net.TCPAddr).Port))); err == nil {
+			lns = append(lns, b)
+		}
+	}
+	if len(lns) < 2 {
+		t.Fatal("no port free on both 127.0.0.1 and 127.0.0.2")
+	}
+	var replicas []*replica
+	for _, ln := range lns {
+		creds, _, err := grpctls.Server(c, "smtpgate_auth_listen", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		s := grpcserver.New(grpcserver.WithCredentials(creds))
+		r := &replica{calls: map[string]int{}}
+		authv1.RegisterAuthServiceServer(s.GRPC, r)
+		replicas = append(replicas, r)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- s.Serve(ctx, ln) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	zone := serveZone(t, "auth.test.", "127.0.0.1", "127.0.0.2")
+	port := strconv.Itoa(lns[0].Addr().(*net.TCPAddr).Port)
+	cc := configIn(t, dir, "smtpgate_auth_service = dns://"+zone+"/auth.test:"+port+"\n"+
+		"smtpgate_grpc_tls_ca_file = ca.pem\nsmtpgate_grpc_tls_client_cert_file = edge.pem\nsmtpgate_grpc_tls_client_key_file = edge-key.pem\n")
+	conn, err := DialService(cc, "smtpgate_auth_service", "smtpgate_auth_timeout", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	client := authv1.NewAuthServiceClient(conn)
+	for range 20 {
+		if _, err := client.Mechanisms(context.Background(), &authv1.MechanismsRequest{}, grpc.WaitForReady(true)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, r := range replicas {
+		r.mu.Lock()
+		if r.calls["edge"] < 5 || len(r.calls) != 1 {
+			t.Errorf("replica %d answered %v, want 5 or more calls, all from the verified client edge", i, r.calls)
+		}
+		r.mu.Unlock()
 	}
 }
