@@ -201,3 +201,34 @@ func TestReloadOnChange(t *testing.T) {
 		t.Errorf("broken key logged %d times, want 1:\n%s", n, logs.String())
 	}
 }
+
+// FuzzLocalTarget: any target string is classified without panicking,
+// and a target called local names a loopback host or a unix socket.
+func FuzzLocalTarget(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:10040", "dns:///localhost:1", "dns://8.8.8.8/[::1]:1", "unix:/x", "passthrough:///a:1",
+		"dns:", "dns://", "[", "[::1", "localhost.", "0.0.0.0:1", "xds:///x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, target string) {
+		if !localTarget(target) || strings.HasPrefix(target, "unix:") || strings.HasPrefix(target, "unix-abstract:") {
+			return
+		}
+		rest := target
+		for _, scheme := range []string{"dns:", "passthrough:"} {
+			if r, ok := strings.CutPrefix(rest, scheme); ok {
+				rest = r
+				if r, ok := strings.CutPrefix(rest, "//"); ok {
+					_, rest, _ = strings.Cut(r, "/")
+				}
+				break
+			}
+		}
+		h := hostOf(rest)
+		if ip := net.ParseIP(h); ip != nil && !ip.IsLoopback() {
+			t.Errorf("%q called local, host %q", target, h)
+		}
+		if net.ParseIP(h) == nil && !strings.EqualFold(strings.TrimSuffix(h, "."), "localhost") {
+			t.Errorf("%q called local, host %q", target, h)
+		}
+	})
+}
