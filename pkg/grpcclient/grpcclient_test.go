@@ -47,10 +47,24 @@ func TestRoundRobin(t *testing.T) {
 	}
 	defer conn.Close()
 	c := healthpb.NewHealthClient(conn)
-	for range 20 {
+	call := func() {
+		t.Helper()
 		if _, err := c.Check(context.Background(), &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The first calls go to whichever replica is ready first; wait until
+	// both are in the rotation, then count.
+	for i := 0; servers[0].n.Load() == 0 || servers[1].n.Load() == 0; i++ {
+		if i == 1000 {
+			t.Fatalf("after 1000 calls one replica still has none: %d, %d", servers[0].n.Load(), servers[1].n.Load())
+		}
+		call()
+	}
+	servers[0].n.Store(0)
+	servers[1].n.Store(0)
+	for range 20 {
+		call()
 	}
 	a, b := servers[0].n.Load(), servers[1].n.Load()
 	if a+b != 20 || a < 5 || b < 5 {

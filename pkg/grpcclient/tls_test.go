@@ -293,10 +293,32 @@ func TestMutualTLSReplicasByDNS(t *testing.T) {
 	}
 	defer conn.Close()
 	client := authv1.NewAuthServiceClient(conn)
-	for range 20 {
+	call := func() {
+		t.Helper()
 		if _, err := client.Mechanisms(context.Background(), &authv1.MechanismsRequest{}, grpc.WaitForReady(true)); err != nil {
 			t.Fatal(err)
 		}
+	}
+	answered := func(r *replica) int {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		return r.calls["edge"]
+	}
+	// The first calls go to whichever replica is ready first; wait until
+	// both are in the rotation, then count.
+	for i := 0; answered(replicas[0]) == 0 || answered(replicas[1]) == 0; i++ {
+		if i == 1000 {
+			t.Fatalf("after 1000 calls one replica still has none: %d, %d", answered(replicas[0]), answered(replicas[1]))
+		}
+		call()
+	}
+	for _, r := range replicas {
+		r.mu.Lock()
+		r.calls = map[string]int{}
+		r.mu.Unlock()
+	}
+	for range 20 {
+		call()
 	}
 	for i, r := range replicas {
 		r.mu.Lock()
