@@ -1,8 +1,10 @@
 package grpcclient
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -58,12 +60,34 @@ func configIn(t *testing.T, dir, text string) *maincf.Config {
 	return c
 }
 
+// syncBuffer is a log written by the server's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
+}
+
 // startAuth serves whoAmI, secured as serverMain says, on loopback, and
-// returns its address.
-func startAuth(t *testing.T, dir, serverMain string) string {
+// returns its address; log, when not nil, gets the server's log.
+func startAuth(t *testing.T, dir, serverMain string, log ...*syncBuffer) string {
 	t.Helper()
 	c := configIn(t, dir, serverMain)
-	creds, _, err := grpctls.Server(c, "smtpgate_auth_listen", nil)
+	logger := slog.New(slog.DiscardHandler)
+	if len(log) > 0 {
+		logger = slog.New(slog.NewTextHandler(log[0], nil))
+	}
+	creds, _, err := grpctls.Server(c, "smtpgate_auth_listen", logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +139,8 @@ func TestTLS(t *testing.T) {
 	const clientCert = client + "smtpgate_grpc_tls_client_cert_file = edge.pem\nsmtpgate_grpc_tls_client_key_file = edge-key.pem\n"
 
 	t.Run("mutual TLS", func(t *testing.T) {
-		addr := startAuth(t, dir, mutual)
+		var log syncBuffer
+		addr := startAuth(t, dir, mutual, &log)
 		got, err := ask(t, dir, addr, clientCert)
 		if err != nil || got != "edge" {
 			t.Errorf("with the edge's certificate: %q, %v; want the server to see edge", got, err)
@@ -129,6 +154,19 @@ func TestTLS(t *testing.T) {
 			if got, err := ask(t, dir, addr, cm); status.Code(err) != codes.Unavailable {
 				t.Errorf("%s: %q, %v; want UNAVAILABLE", name, got, err)
 			}
+		}
+		// The server says why (the refusals may be logged a moment after
+		// the clients saw them).
+		for _, want := range []string{"client didn't provide a certificate", "certificate signed by unknown authority"} {
+			for i := 0; !strings.Contains(log.String(), want); i++ {
+				if i == 500 {
+					t.Fatalf("the server's log does not say %q:\n%s", want, log.String())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		}
+		if !strings.Contains(log.String(), "gRPC TLS handshake refused") {
+			t.Errorf("refusals not logged as such:\n%s", log.String())
 		}
 	})
 	t.Run("TLS", func(t *testing.T) {

@@ -29,6 +29,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"os"
@@ -310,8 +311,16 @@ func (r *reloading) ClientHandshake(ctx context.Context, authority string, conn 
 	return r.current().ClientHandshake(ctx, authority, conn)
 }
 
+// A refused client is logged (gRPC itself does not say): a client
+// without a certificate, or with one of another CA, is a configuration
+// problem to see on the server too. A peer that closes before the
+// handshake (a TCP probe) is not.
 func (r *reloading) ServerHandshake(conn net.Conn) (net.Conn, credentials.AuthInfo, error) {
-	return r.current().ServerHandshake(conn)
+	c, info, err := r.current().ServerHandshake(conn)
+	if err != nil && !errors.Is(err, io.EOF) {
+		r.log.Warn("gRPC TLS handshake refused", "client", conn.RemoteAddr().String(), "err", err)
+	}
+	return c, info, err
 }
 
 func (r *reloading) Info() credentials.ProtocolInfo {
