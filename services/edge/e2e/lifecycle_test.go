@@ -464,6 +464,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	cmd := s.procs["edge"]
 	delete(s.procs, "edge") // this test stops it
 	s.mu.Unlock()
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // should the test fail early
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -549,6 +550,7 @@ func TestSecondSIGTERMStops(t *testing.T) {
 	cmd := s.procs["edge"]
 	delete(s.procs, "edge")
 	s.mu.Unlock()
+	t.Cleanup(func() { _ = cmd.Process.Kill() }) // should the test fail early
 	before := len(s.edgeLog())
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)

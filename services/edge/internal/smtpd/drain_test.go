@@ -71,6 +71,9 @@ func TestDrain(t *testing.T) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	var releaseOnce sync.Once
+	release := func() { releaseOnce.Do(func() { close(g.release) }) }
+	t.Cleanup(release) // before the wait above, should the test fail early
 
 	start := func() *client {
 		c := h.dial()
@@ -124,7 +127,7 @@ func TestDrain(t *testing.T) {
 	}
 	// The hand-off under way finishes, the client gets its 250, then
 	// the 421.
-	close(g.release)
+	release()
 	if got := handing.reply(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued as ") {
 		t.Errorf("session in hand-off: %q, want its 250", got)
 	}
