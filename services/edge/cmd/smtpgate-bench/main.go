@@ -6,6 +6,8 @@
 //	smtpgate-bench -idle N [flags] HOST:PORT
 //	                                     hold N sessions after EHLO, report the server's RSS
 //	smtpgate-bench sink [-listen ADDR]   a bare go-smtp server that accepts and discards
+//	smtpgate-bench dns -listen ADDR [-zone Z] [-listed A,B]
+//	                                     a DNSBL zone served over UDP (scenario c)
 //	smtpgate-bench ports N               print N free loopback TCP ports
 //
 // Latencies are per message from MAIL FROM to the 250 after DATA, and, for
@@ -20,9 +22,11 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			return sink(ctx, args[1:], stdout, stderr)
 		case "ports":
 			return ports(args[1:], stdout, stderr)
+		case "dns":
+			return dnsbl(ctx, args[1:], stdout, stderr)
 		}
 	}
 	fs := flag.NewFlagSet("smtpgate-bench", flag.ContinueOnError)
@@ -70,7 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	parallel := fs.Int("parallel", 100, "with -idle: sessions opened at once")
 	pid := fs.Int("pid", 0, "with -idle: the server `process` whose RSS to report")
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: smtpgate-bench [flags] HOST:PORT\n       smtpgate-bench sink [-listen ADDR]\n       smtpgate-bench ports N\n")
+		fmt.Fprintf(stderr, "usage: smtpgate-bench [flags] HOST:PORT\n       smtpgate-bench sink [-listen ADDR]\n       smtpgate-bench dns -listen ADDR [-zone ZONE] [-listed ADDRS]\n       smtpgate-bench ports N\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -158,6 +164,46 @@ func sink(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	fmt.Fprintf(stdout, "sink: %d messages accepted\n", s.Messages())
+	return 0
+}
+
+// dnsbl serves a DNSBL zone over UDP until interrupted, standing in for
+// the recursive resolver smtpgate-policy asks; it prints the address it
+// listens on, then at the end how many queries it answered.
+func dnsbl(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("smtpgate-bench dns", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "UDP `address` to listen on")
+	zone := fs.String("zone", "bl.bench.invalid", "the blocklist's `zone`")
+	listedArg := fs.String("listed", "", "listed IPv4 `addresses`, comma-separated (the rest is not listed)")
+	ttl := fs.Uint("ttl", 3600, "TTL of the answers, in `seconds`")
+	if err := fs.Parse(args); err != nil || fs.NArg() != 0 {
+		return 2
+	}
+	var listed []netip.Addr
+	for _, a := range strings.Split(*listedArg, ",") {
+		if a = strings.TrimSpace(a); a == "" {
+			continue
+		}
+		ip, err := netip.ParseAddr(a)
+		if err != nil || !ip.Is4() {
+			fmt.Fprintf(stderr, "smtpgate-bench dns: -listed %q: want IPv4 addresses\n", a)
+			return 2
+		}
+		listed = append(listed, ip)
+	}
+	pc, err := net.ListenPacket("udp", *listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench dns:", err)
+		return 1
+	}
+	fmt.Fprintln(stdout, pc.LocalAddr())
+	z := loadgen.NewDNSBL(*zone, listed, uint32(*ttl))
+	if err := z.Serve(ctx, pc); err != nil {
+		fmt.Fprintln(stderr, "smtpgate-bench dns:", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "dns: %d queries answered\n", z.Queries())
 	return 0
 }
 

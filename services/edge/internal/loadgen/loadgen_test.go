@@ -15,6 +15,7 @@ import (
 
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
+	"github.com/miekg/dns"
 )
 
 func TestParseSources(t *testing.T) {
@@ -293,3 +294,42 @@ func TestConfigCheck(t *testing.T) {
 }
 
 func osPID() int { return os.Getpid() }
+
+// TestDNSBL: the scenario c zone lists what it was given and nothing
+// else, asked over real UDP.
+func TestDNSBL(t *testing.T) {
+	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	z := NewDNSBL("bl.bench.invalid", []netip.Addr{netip.MustParseAddr("127.0.0.200")}, 300)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- z.Serve(ctx, pc) }()
+	ask := func(name string, qtype uint16) *dns.Msg {
+		t.Helper()
+		m := new(dns.Msg)
+		m.SetQuestion(name, qtype)
+		in, err := dns.Exchange(m, pc.LocalAddr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return in
+	}
+	if in := ask("200.0.0.127.bl.bench.invalid.", dns.TypeA); len(in.Answer) != 1 || in.Answer[0].(*dns.A).A.String() != "127.0.0.2" {
+		t.Errorf("listed: %v", in)
+	}
+	if in := ask("200.0.0.127.BL.bench.invalid.", dns.TypeTXT); len(in.Answer) != 1 {
+		t.Errorf("listed TXT: %v", in)
+	}
+	if in := ask("10.0.0.127.bl.bench.invalid.", dns.TypeA); in.Rcode != dns.RcodeNameError || len(in.Ns) != 1 {
+		t.Errorf("not listed: %v", in)
+	}
+	if z.Queries() != 3 {
+		t.Errorf("%d queries counted, want 3", z.Queries())
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("Serve: %v", err)
+	}
+}
