@@ -121,3 +121,16 @@ func FuzzParse(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkParse parses the addresses a restriction looks at: plain,
+// upper-case with a trailing dot, quoted, and source-routed.
+func BenchmarkParse(b *testing.B) {
+	in := []string{"john@example.org", "Lisa.Smith@MAIL.Example.COM.", `"john doe"@example.org`, "@relay.example:user@example.net"}
+	for b.Loop() {
+		for _, s := range in {
+			if _, err := Parse(s); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+}
