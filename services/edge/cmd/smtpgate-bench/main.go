@@ -1,6 +1,6 @@
 // Command smtpgate-bench is a load generator for SMTP servers: smtpgate,
 // Postfix or anything else that speaks SMTP. scripts/bench runs it against
-// smtpgate and Postfix side by side (docs/benchmarks.md).
+// smtpgate and Postfix side by side (docs/performance.md).
 //
 //	smtpgate-bench [flags] HOST:PORT     send mail and measure
 //	smtpgate-bench -idle N [flags] HOST:PORT

@@ -1,7 +1,7 @@
 // Package loadgen drives an SMTP server with many concurrent sessions and
 // measures it: messages per second, per-message latency percentiles and
 // errors by SMTP reply code. It is the engine of smtpgate-bench, which
-// compares smtpgate with Postfix (docs/benchmarks.md).
+// compares smtpgate with Postfix (docs/performance.md).
 //
 // It trusts nothing it connects to: every reply is checked, and a server
 // that stops answering costs a timeout, never a hang. Each worker keeps its
