@@ -62,7 +62,7 @@ func (p *bufPools) put(br *bufio.Reader, bw *bufio.Writer) {
 // connection closed under it.
 func (s *session) idle() error {
 	sc, ok := s.conn.(syscall.Conn)
-	if !ok || s.br.Buffered() > 0 || s.bw.Buffered() > 0 {
+	if !ok || !rawWait || s.br.Buffered() > 0 || s.bw.Buffered() > 0 {
 		return nil
 	}
 	rc, err := sc.SyscallConn()
@@ -75,15 +75,6 @@ func (s *session) idle() error {
 	err = rc.Read(readable)
 	s.br, s.bw = pools.reader(s.conn), pools.writer(s.conn)
 	return err
-}
-
-// readable reports whether fd has bytes to read, an end of file or an
-// error, without taking any of them: a RawConn.Read callback that lets
-// the runtime's poller wait while it says false.
-func readable(fd uintptr) bool {
-	var b [1]byte
-	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	return err != syscall.EAGAIN && err != syscall.EINTR
 }
 
 // offStack runs f on another goroutine, one of w's, and waits for it.
