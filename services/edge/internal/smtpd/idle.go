@@ -3,6 +3,7 @@ package smtpd
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -67,14 +68,18 @@ func (s *session) idle() error {
 	}
 	rc, err := sc.SyscallConn()
 	if err != nil {
-		return nil //nolint:nilerr // the next read waits instead
+		// No raw access: the next read waits instead, as elsewhere.
+		return nil
 	}
 	pools := &s.srv.bufs
 	pools.put(s.br, s.bw)
 	s.br, s.bw = nil, nil
 	err = rc.Read(readable)
 	s.br, s.bw = pools.reader(s.conn), pools.writer(s.conn)
-	return err
+	if err != nil {
+		return fmt.Errorf("wait for the client: %w", err)
+	}
+	return nil
 }
 
 // offStack runs f on another goroutine, one of w's, and waits for it.
