@@ -1,7 +1,6 @@
 package grpcclient
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"log/slog"
@@ -25,6 +24,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/certtest"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/grpctls"
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 )
@@ -60,27 +60,9 @@ func configIn(t *testing.T, dir, text string) *maincf.Config {
 	return c
 }
 
-// syncBuffer is a log written by the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
-}
-
 // startAuth serves whoAmI, secured as serverMain says, on loopback, and
 // returns its address; log, when not nil, gets the server's log.
-func startAuth(t *testing.T, dir, serverMain string, log ...*syncBuffer) string {
+func startAuth(t *testing.T, dir, serverMain string, log ...*logtest.Buffer) string {
 	t.Helper()
 	c := configIn(t, dir, serverMain)
 	logger := slog.New(slog.DiscardHandler)
@@ -139,7 +121,7 @@ func TestTLS(t *testing.T) {
 	const clientCert = client + "smtpgate_grpc_tls_client_cert_file = edge.pem\nsmtpgate_grpc_tls_client_key_file = edge-key.pem\n"
 
 	t.Run("mutual TLS", func(t *testing.T) {
-		var log syncBuffer
+		var log logtest.Buffer
 		addr := startAuth(t, dir, mutual, &log)
 		got, err := ask(t, dir, addr, clientCert)
 		if err != nil || got != "edge" {

@@ -1,7 +1,6 @@
 package auth
 
 import (
-	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/md5"
@@ -11,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -25,34 +23,17 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xdg-go/scram"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 )
 
 const password = "john-example-password"
 
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startServer runs the real server on 127.0.0.1:0 with deploy/local's
 // passwd-file and a submission listener, and returns a client. Failures
 // are answered without delay (throttle_test.go tests the delays).
-func startServer(t *testing.T) (authv1.AuthServiceClient, *grpc.ClientConn, *syncBuffer) {
+func startServer(t *testing.T) (authv1.AuthServiceClient, *grpc.ClientConn, *logtest.Buffer) {
 	t.Helper()
 	r := startReplica(t, "smtpgate_auth_failure_delay = 0\n")
 	return r.client, r.conn, r.logs
@@ -63,7 +44,7 @@ type replica struct {
 	srv    *Server
 	client authv1.AuthServiceClient
 	conn   *grpc.ClientConn
-	logs   *syncBuffer
+	logs   *logtest.Buffer
 }
 
 // startReplica is startServer with extra main.cf lines.
@@ -94,7 +75,7 @@ smtpd_sasl_tls_security_options = noanonymous
 	cfg, services, err := maincf.Load(maincf.Params(), dir)
 	must(t, err)
 	must(t, Validate(cfg, services))
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	srv, err := New(Config{Main: cfg, Services: services, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: reg})
 	must(t, err)

@@ -12,19 +12,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/postfixtest"
 )
 
 // startDelegation runs a policy Server's delegation listener with mainCF
 // plus extra, and returns its address.
-func startDelegation(t *testing.T, extra string) (string, *syncBuffer) {
+func startDelegation(t *testing.T, extra string) (string, *logtest.Buffer) {
 	t.Helper()
 	f, err := maincf.Parse("main.cf", strings.NewReader(mainCF+extra))
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	srv, err := New(Config{Main: maincf.New(maincf.Params(), f, t.TempDir()), Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)

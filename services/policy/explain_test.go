@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 )
@@ -29,7 +30,7 @@ func TestExplainOverGRPC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	client := serveWith(t, Config{Main: maincf.New(maincf.Params(), f, dir), Logger: slog.New(slog.NewTextHandler(logs, nil))})
 
 	req := rcptRequest("", "203.0.113.5", "john@example.org")

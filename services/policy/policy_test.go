@@ -1,12 +1,10 @@
 package policy
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -20,6 +18,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 )
@@ -54,29 +53,11 @@ func testConfig(t testing.TB) Config {
 	return Config{Main: maincf.New(maincf.Params(), f, t.TempDir()), Services: services}
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // startServer runs the real gRPC server on 127.0.0.1:0 and returns a
 // client connection to it.
-func startServer(t *testing.T) (*grpc.ClientConn, *syncBuffer) {
+func startServer(t *testing.T) (*grpc.ClientConn, *logtest.Buffer) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	cfg := testConfig(t)
 	cfg.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	return serveConn(t, cfg), logs

@@ -1,7 +1,6 @@
 package anvil
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/redisclient"
 	"github.com/smtpgate/smtpgate/pkg/redistest"
 )
@@ -218,7 +218,7 @@ func TestRedisDown(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer rc.Close()
-	var logs syncBuffer
+	var logs logtest.Buffer
 	reg := prometheus.NewRegistry()
 	c := New(rc, slog.New(slog.NewTextHandler(&logs, nil)), reg)
 	defer c.Close()
@@ -253,21 +253,4 @@ func TestRedisDown(t *testing.T) {
 	if _, _, err := c.Admit(ctx, "k", l); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "left alone") {
 		t.Errorf("in backoff: %v", err)
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }

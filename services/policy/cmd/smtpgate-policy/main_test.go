@@ -7,9 +7,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 )
 
 const goodMain = `myhostname = mail.example.org
@@ -78,28 +79,11 @@ func TestMissingConfig(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 func TestServeUntilCancelled(t *testing.T) {
 	dir := configDir(t, goodMain, "")
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	var stderr syncBuffer
+	var stderr logtest.Buffer
 	done := make(chan int, 1)
 	go func() { done <- run(ctx, []string{"-c", dir}, io.Discard, &stderr) }()
 	deadline := time.Now().Add(10 * time.Second)
