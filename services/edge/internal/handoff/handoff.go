@@ -29,7 +29,27 @@ type Envelope struct {
 	SMTPUTF8 bool
 	// QueueID is the edge's id for the message.
 	QueueID string
+	// Return is the DSN RET= value (RFC 3461 §4.3), "FULL" or "HDRS";
+	// EnvelopeID is ENVID= (§4.4), decoded from xtext. Empty when the
+	// client gave none. A relay passes them on only to a next hop that
+	// advertises DSN; the Maildir ignores them.
+	Return     string
+	EnvelopeID string
 }
+
+// RecipientDSN are one recipient's DSN parameters (RFC 3461 §4.1, §4.2).
+type RecipientDSN struct {
+	// Notify is NOTIFY=: "NEVER", or some of "SUCCESS", "FAILURE" and
+	// "DELAY"; nil when the client gave none.
+	Notify []string
+	// OriginalType and Original are ORCPT=: the address type ("rfc822",
+	// "utf-8", ...) and the address decoded from xtext; empty when the
+	// client gave none.
+	OriginalType, Original string
+}
+
+// Empty reports whether the client gave no DSN parameter.
+func (d RecipientDSN) Empty() bool { return d.Notify == nil && d.OriginalType == "" }
 
 // Target is a next hop.
 type Target interface {
@@ -50,6 +70,14 @@ type Tx interface {
 	// Abort ends the transaction without delivering; it is safe to call
 	// after Data and more than once.
 	Abort()
+}
+
+// DSNTx is a Tx that can pass a recipient's DSN parameters on to the next
+// hop (an optional ability: the Maildir has none and takes Rcpt).
+type DSNTx interface {
+	Tx
+	// RcptDSN is Rcpt with the recipient's DSN parameters.
+	RcptDSN(ctx context.Context, addr string, dsn RecipientDSN) error
 }
 
 // Options are the settings every target shares.

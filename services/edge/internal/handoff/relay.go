@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
 
@@ -44,14 +45,11 @@ func (r *Relay) String() string {
 // new connection: nothing of the message has been accepted on either.
 // Nothing is ever retried once the next hop accepted MAIL.
 func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
-	opts := &smtp.MailOptions{Size: env.Size, UTF8: env.SMTPUTF8}
-	if env.Body8Bit {
-		opts.Body = smtp.Body8BitMIME
-	}
 	if c := r.pool.get(); c != nil {
+		opts, dsn := mailOptions(c, env)
 		err := c.Mail(env.Sender, opts)
 		if err == nil {
-			return &relayTx{r: r, c: c}, nil
+			return &relayTx{r: r, c: c, dsn: dsn}, nil
 		}
 		if !broken(err) {
 			// The next hop's own refusal: the client gets it. Abort
@@ -74,12 +72,35 @@ func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 		tx.Abort()
 		return nil, mapErr(err, r)
 	}
+	var opts *smtp.MailOptions
+	opts, tx.dsn = mailOptions(c, env)
 	if err := c.Mail(env.Sender, opts); err != nil {
 		tx.dead = broken(err)
 		tx.Abort()
 		return nil, mapErr(err, r)
 	}
 	return tx, nil
+}
+
+// mailOptions are MAIL's parameters for env on c, whose EHLO/LHLO is
+// done; dsn reports whether the next hop advertised DSN. DSN parameters
+// go only to a next hop that advertises DSN; to one that does not they
+// are dropped, as Postfix's smtp(8) drops them (Postfix then sends a
+// "relayed" notice itself where NOTIFY asked for SUCCESS; the edge has no
+// queue to send one from).
+func mailOptions(c *smtp.Client, env Envelope) (opts *smtp.MailOptions, dsn bool) {
+	opts = &smtp.MailOptions{Size: env.Size, UTF8: env.SMTPUTF8}
+	if env.Body8Bit {
+		opts.Body = smtp.Body8BitMIME
+	}
+	dsn, _ = c.Extension("DSN")
+	if dsn {
+		opts.Return = smtp.DSNReturn(env.Return)
+		if printableASCII(env.EnvelopeID) {
+			opts.EnvelopeID = env.EnvelopeID
+		}
+	}
+	return opts, dsn
 }
 
 // dial opens a connection and reads the greeting; EHLO/LHLO is the
@@ -122,6 +143,8 @@ type relayTx struct {
 	r     *Relay
 	c     *smtp.Client
 	rcpts int
+	// dsn: the next hop advertised DSN.
+	dsn bool
 	// inData: DATA was sent and the next hop's final reply to the
 	// content is not in; ended: that reply came (the transaction is
 	// over, RFC 5321 §4.1.1.4), whatever it was; dead: the connection
@@ -129,13 +152,80 @@ type relayTx struct {
 	inData, ended, dead bool
 }
 
-func (t *relayTx) Rcpt(_ context.Context, addr string) error {
-	if err := t.c.Rcpt(addr, nil); err != nil {
+func (t *relayTx) Rcpt(ctx context.Context, addr string) error {
+	return t.RcptDSN(ctx, addr, RecipientDSN{})
+}
+
+// RcptDSN implements DSNTx.
+func (t *relayTx) RcptDSN(_ context.Context, addr string, dsn RecipientDSN) error {
+	var opts *smtp.RcptOptions
+	if t.dsn && !dsn.Empty() {
+		opts = &smtp.RcptOptions{}
+		for _, n := range dsn.Notify {
+			opts.Notify = append(opts.Notify, smtp.DSNNotify(n))
+		}
+		opts.OriginalRecipientType, opts.OriginalRecipient = originalRecipient(dsn)
+	}
+	if err := t.c.Rcpt(addr, opts); err != nil {
 		t.dead = t.dead || broken(err)
 		return mapErr(err, t.r)
 	}
 	t.rcpts++
 	return nil
+}
+
+// originalRecipient is ORCPT as go-smtp's client sends it: an rfc822
+// address in printable ASCII, or a utf-8 one (RFC 6533, its \x{HEX}
+// escapes undone). go-smtp sends no other address type, so any other
+// ORCPT is dropped.
+func originalRecipient(dsn RecipientDSN) (smtp.DSNAddressType, string) {
+	switch {
+	case dsn.Original == "":
+	case strings.EqualFold(dsn.OriginalType, "rfc822") && printableASCII(dsn.Original):
+		return smtp.DSNAddressTypeRFC822, dsn.Original
+	case strings.EqualFold(dsn.OriginalType, "utf-8"):
+		if a, ok := unescapeUTF8Addr(dsn.Original); ok {
+			return smtp.DSNAddressTypeUTF8, a
+		}
+	}
+	return "", ""
+}
+
+// unescapeUTF8Addr undoes the \x{HEX} escapes of an RFC 6533
+// utf-8-addr-xtext; the result must be printable and valid UTF-8.
+func unescapeUTF8Addr(s string) (string, bool) {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if strings.HasPrefix(s[i:], `\x{`) {
+			end := strings.IndexByte(s[i:], '}')
+			if end < 0 {
+				return "", false
+			}
+			n, err := strconv.ParseUint(s[i+3:i+end], 16, 32)
+			if err != nil || !utf8.ValidRune(rune(n)) || n < 0x20 {
+				return "", false
+			}
+			b.WriteRune(rune(n))
+			i += end
+			continue
+		}
+		if s[i] < 0x20 || s[i] >= 0x7f {
+			return "", false
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String(), true
+}
+
+// printableASCII reports whether s is printable US-ASCII, as go-smtp's
+// client wants ENVID and an rfc822 ORCPT.
+func printableASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] > 0x7e {
+			return false
+		}
+	}
+	return true
 }
 
 func (t *relayTx) Data(_ context.Context, msg io.Reader) error {

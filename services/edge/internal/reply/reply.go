@@ -255,6 +255,15 @@ func BareNewline(code int, host, what string, command bool) Reply {
 	return r
 }
 
+// The replies to malformed DSN parameters (RFC 3461), as Postfix 3.7.11
+// words them (checked against it): MAIL's without "Error:", RCPT's with.
+var (
+	BadRET    = New(501, "5.5.4", "Bad RET parameter syntax")
+	BadENVID  = New(501, "5.5.4", "Bad ENVID parameter syntax")
+	BadNOTIFY = New(501, "5.5.4", "Error: Bad NOTIFY parameter syntax")
+	BadORCPT  = New(501, "5.5.4", "Error: Bad ORCPT parameter syntax")
+)
+
 // TooManyErrors closes a session that made too many errors.
 func TooManyErrors(host string) Reply {
 	return Reply{Code: 421, Enhanced: "4.7.0", Lines: []string{host + " Error: too many errors"}, Close: true}

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 )
 
 // splitCommand splits a command line into its verb (upper-cased) and
@@ -175,11 +177,37 @@ type mailParams struct {
 	// auth is the AUTH= value (RFC 4954 §5), decoded from xtext; nil
 	// when absent.
 	auth *string
+	// ret is RET= (RFC 3461 §4.3), "FULL" or "HDRS"; empty when absent.
+	ret string
+	// envid is ENVID= (RFC 3461 §4.4), decoded from xtext; nil when
+	// absent.
+	envid *string
+}
+
+// rcptParams are the ESMTP parameters of RCPT TO this engine knows: DSN's
+// (RFC 3461 §4.1, §4.2).
+type rcptParams struct {
+	// notify is NOTIFY=: "NEVER", or some of "SUCCESS", "FAILURE" and
+	// "DELAY", each once and in that order; nil when absent.
+	notify []string
+	// orcpt is ORCPT=: set, the address type (as given) and the
+	// address decoded from xtext, which may be empty.
+	orcpt                bool
+	orcptType, orcptAddr string
+}
+
+// dsn is what the next hop is given.
+func (p rcptParams) dsn() handoff.RecipientDSN {
+	d := handoff.RecipientDSN{Notify: p.notify}
+	if p.orcpt {
+		d.OriginalType, d.Original = p.orcptType, p.orcptAddr
+	}
+	return d
 }
 
 // paramError carries the reply kind for a bad parameter.
 type paramError struct {
-	kind  string // "unsupported", "size"
+	kind  string // "unsupported", "size", "ret", "envid", "notify", "orcpt"
 	param string
 }
 
@@ -220,6 +248,24 @@ func parseMailParams(s string) (mailParams, error) {
 				return p, &paramError{"unsupported", f}
 			}
 			p.auth = &dec
+		case "RET": // RFC 3461 §4.3; Postfix: a second one is an error too
+			if !hasV {
+				return p, &paramError{"unsupported", f}
+			}
+			v = strings.ToUpper(v)
+			if p.ret != "" || (v != "FULL" && v != "HDRS") {
+				return p, &paramError{"ret", f}
+			}
+			p.ret = v
+		case "ENVID": // RFC 3461 §4.4
+			if !hasV {
+				return p, &paramError{"unsupported", f}
+			}
+			dec, ok := decodeDSNXtext(v)
+			if p.envid != nil || !ok || dec == "" {
+				return p, &paramError{"envid", f}
+			}
+			p.envid = &dec
 		default:
 			return p, &paramError{"unsupported", f}
 		}
@@ -227,8 +273,85 @@ func parseMailParams(s string) (mailParams, error) {
 	return p, nil
 }
 
+// dsnNotify are NOTIFY's values other than NEVER, in the order kept.
+var dsnNotify = []string{"SUCCESS", "FAILURE", "DELAY"}
+
+// parseRcptParams reads RCPT TO's parameters, with Postfix 3.7.11's
+// tolerance (checked against it): a NOTIFY list may name a value twice
+// and have empty elements, an ORCPT may have any address type and an
+// empty address, and xtext may hold '='.
+func parseRcptParams(s string) (rcptParams, error) {
+	var p rcptParams
+	for _, f := range strings.Fields(s) {
+		k, v, hasV := strings.Cut(f, "=")
+		if !hasV {
+			return p, &paramError{"unsupported", f}
+		}
+		switch strings.ToUpper(k) {
+		case "NOTIFY": // RFC 3461 §4.1
+			if p.notify != nil {
+				return p, &paramError{"notify", f}
+			}
+			seen := map[string]bool{}
+			for _, w := range strings.Split(strings.ToUpper(v), ",") {
+				switch w {
+				case "":
+				case "NEVER", "SUCCESS", "FAILURE", "DELAY":
+					seen[w] = true
+				default:
+					return p, &paramError{"notify", f}
+				}
+			}
+			switch {
+			case len(seen) == 0, seen["NEVER"] && len(seen) > 1:
+				return p, &paramError{"notify", f}
+			case seen["NEVER"]:
+				p.notify = []string{"NEVER"}
+			default:
+				p.notify = []string{}
+				for _, w := range dsnNotify {
+					if seen[w] {
+						p.notify = append(p.notify, w)
+					}
+				}
+			}
+		case "ORCPT": // RFC 3461 §4.2
+			typ, addr, ok := strings.Cut(v, ";")
+			if p.orcpt || !ok || typ == "" {
+				return p, &paramError{"orcpt", f}
+			}
+			dec, ok := decodeDSNXtext(addr)
+			if !ok {
+				return p, &paramError{"orcpt", f}
+			}
+			p.orcpt, p.orcptType, p.orcptAddr = true, typ, dec
+		default:
+			return p, &paramError{"unsupported", f}
+		}
+	}
+	return p, nil
+}
+
+// decodeDSNXtext decodes the xtext of ENVID and ORCPT as Postfix does: '='
+// is taken as itself, and the result must be ASCII.
+func decodeDSNXtext(s string) (string, bool) {
+	dec, ok := xtext(s, true)
+	if !ok {
+		return "", false
+	}
+	for i := 0; i < len(dec); i++ {
+		if dec[i] >= 0x80 {
+			return "", false
+		}
+	}
+	return dec, true
+}
+
 // decodeXtext decodes RFC 3461 §4 xtext ("+HH" escapes).
-func decodeXtext(s string) (string, bool) {
+func decodeXtext(s string) (string, bool) { return xtext(s, false) }
+
+// xtext decodes xtext; equals lets '=' stand for itself.
+func xtext(s string, equals bool) (string, bool) {
 	var b strings.Builder
 	for i := 0; i < len(s); i++ {
 		c := s[i]
@@ -243,7 +366,7 @@ func decodeXtext(s string) (string, bool) {
 			}
 			b.WriteByte(byte(n))
 			i += 2
-		case c < '!' || c > '~' || c == '=':
+		case c < '!' || c > '~' || (c == '=' && !equals):
 			return "", false
 		default:
 			b.WriteByte(c)

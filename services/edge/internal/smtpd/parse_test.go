@@ -1,6 +1,8 @@
 package smtpd
 
 import (
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -62,11 +64,73 @@ func TestMailParams(t *testing.T) {
 	for in, kind := range map[string]string{
 		"SIZE=abc": "size", "SIZE": "size", "SIZE=-1": "size", "BODY=9BIT": "unsupported",
 		"FOO=bar": "unsupported", "SMTPUTF8=x": "unsupported", "AUTH=": "unsupported", "AUTH=a+zz": "unsupported",
+		// DSN, as Postfix 3.7.11 answers them.
+		"RET=XX": "ret", "RET=": "ret", "RET=FULL RET=HDRS": "ret", "RET": "unsupported",
+		"ENVID=": "envid", "ENVID=a+2": "envid", "ENVID=a+g0": "envid", "ENVID=a ENVID=b": "envid", "ENVID=+C3+A9": "envid", "ENVID": "unsupported",
 	} {
 		_, err := parseMailParams(in)
 		pe, ok := err.(*paramError)
 		if !ok || pe.kind != kind {
 			t.Errorf("parseMailParams(%q) = %v, want a %s error", in, err, kind)
+		}
+	}
+}
+
+func TestMailDSNParams(t *testing.T) {
+	p, err := parseMailParams("ret=hdrs ENVID=QQ+2B314159=x")
+	if err != nil || p.ret != "HDRS" || p.envid == nil || *p.envid != "QQ+314159=x" {
+		t.Errorf("parseMailParams = %+v, %v", p, err)
+	}
+	p, err = parseMailParams("RET=Full ENVID=" + strings.Repeat("b", 200))
+	if err != nil || p.ret != "FULL" || p.envid == nil || len(*p.envid) != 200 {
+		t.Errorf("parseMailParams with a long ENVID = %+v, %v", p, err)
+	}
+}
+
+// TestRcptParams: NOTIFY and ORCPT are read as Postfix 3.7.11 reads them
+// (each case was answered by it: 250 for the good ones, "501 5.5.4 Error:
+// Bad NOTIFY parameter syntax" or "... ORCPT ..." for the bad ones).
+func TestRcptParams(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want rcptParams
+		kind string
+	}{
+		{in: "", want: rcptParams{}},
+		{in: "NOTIFY=NEVER", want: rcptParams{notify: []string{"NEVER"}}},
+		{in: "notify=delay,success", want: rcptParams{notify: []string{"SUCCESS", "DELAY"}}},
+		{in: "NOTIFY=success,,failure", want: rcptParams{notify: []string{"SUCCESS", "FAILURE"}}},
+		{in: "NOTIFY=,success", want: rcptParams{notify: []string{"SUCCESS"}}},
+		{in: "NOTIFY=success,success", want: rcptParams{notify: []string{"SUCCESS"}}},
+		{in: "NOTIFY=never,never", want: rcptParams{notify: []string{"NEVER"}}},
+		{in: "ORCPT=rfc822;x+40y", want: rcptParams{orcpt: true, orcptType: "rfc822", orcptAddr: "x@y"}},
+		{in: "ORCPT=rfc822;", want: rcptParams{orcpt: true, orcptType: "rfc822"}},
+		{in: "ORCPT=foo;a@b", want: rcptParams{orcpt: true, orcptType: "foo", orcptAddr: "a@b"}},
+		{in: "ORCPT=rf=c;a", want: rcptParams{orcpt: true, orcptType: "rf=c", orcptAddr: "a"}},
+		{in: `ORCPT=utf-8;a\x{E9}@b`, want: rcptParams{orcpt: true, orcptType: "utf-8", orcptAddr: `a\x{E9}@b`}},
+		{in: "NOTIFY=NEVER ORCPT=RFC822;x@y", want: rcptParams{notify: []string{"NEVER"}, orcpt: true, orcptType: "RFC822", orcptAddr: "x@y"}},
+		{in: "NOTIFY=NEVER,SUCCESS", kind: "notify"},
+		{in: "NOTIFY=success,failure,delay,never", kind: "notify"},
+		{in: "NOTIFY=XX", kind: "notify"},
+		{in: "NOTIFY=", kind: "notify"},
+		{in: "NOTIFY=SUCCESS NOTIFY=DELAY", kind: "notify"},
+		{in: "ORCPT=rfc822", kind: "orcpt"},
+		{in: "ORCPT=;a", kind: "orcpt"},
+		{in: "ORCPT=rfc822;a+zz", kind: "orcpt"},
+		{in: "ORCPT=x;y ORCPT=rfc822;a", kind: "orcpt"},
+		{in: "NOTIFY", kind: "unsupported"},
+		{in: "ORCPT", kind: "unsupported"},
+		{in: "FOO=bar", kind: "unsupported"},
+	} {
+		got, err := parseRcptParams(tc.in)
+		if tc.kind != "" {
+			if pe, ok := err.(*paramError); !ok || pe.kind != tc.kind {
+				t.Errorf("parseRcptParams(%q) = %v, want a %s error", tc.in, err, tc.kind)
+			}
+			continue
+		}
+		if err != nil || !reflect.DeepEqual(got, tc.want) {
+			t.Errorf("parseRcptParams(%q) = %+v, %v; want %+v", tc.in, got, err, tc.want)
 		}
 	}
 }
@@ -92,11 +156,12 @@ func TestSplitCommand(t *testing.T) {
 }
 
 func FuzzParsePath(f *testing.F) {
-	for _, s := range []string{"<john@example.org> SIZE=10", "<@a,@b:c@d>", `<"x y"@z>`, "<>", "a@b", "<a@[1.2.3.4]>"} {
+	for _, s := range []string{"<john@example.org> SIZE=10", "<@a,@b:c@d>", `<"x y"@z>`, "<>", "a@b", "<a@[1.2.3.4]>",
+		"<a@b> RET=HDRS ENVID=x+2By", "<a@b> NOTIFY=SUCCESS,DELAY ORCPT=rfc822;a+40b", "<a@b> NOTIFY=NEVER,SUCCESS ORCPT=utf-8;\\x{E9}"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		addr, _, err := parsePath(s)
+		addr, rest, err := parsePath(s)
 		if err != nil {
 			return
 		}
@@ -107,6 +172,20 @@ func FuzzParsePath(f *testing.F) {
 			t.Fatalf("parsePath(%q) kept a source route: %q", s, addr)
 		}
 		_, _ = parseMailParams(s)
+		// DSN's parameters: NEVER stands alone, and what is handed on
+		// is what the client said (ORCPT's address is decoded ASCII).
+		p, err := parseRcptParams(rest)
+		if err != nil {
+			return
+		}
+		if len(p.notify) > 1 && slices.Contains(p.notify, "NEVER") || p.notify != nil && len(p.notify) == 0 {
+			t.Fatalf("parseRcptParams(%q): NOTIFY %q", rest, p.notify)
+		}
+		for i := 0; i < len(p.orcptAddr); i++ {
+			if p.orcptAddr[i] >= 0x80 {
+				t.Fatalf("parseRcptParams(%q): ORCPT address %q is not ASCII", rest, p.orcptAddr)
+			}
+		}
 	})
 }
 

@@ -1,6 +1,6 @@
 // Package smtpd is smtpgate-edge's SMTP server engine, written from
 // RFC 5321 (SMTP), 3207 (STARTTLS), 4954 (AUTH), 2920 (PIPELINING),
-// 3030 (CHUNKING),
+// 3030 (CHUNKING), 3461 (DSN),
 // 1870 (SIZE) and 6152 (8BITMIME), with Postfix smtpd's replies.
 //
 // It trusts nothing the client sends. It asks the policy service for a

@@ -962,7 +962,7 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 	if s.xclientOK {
 		lines = append(lines, "XCLIENT "+strings.Join(xclient.Attributes, " "))
 	}
-	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "CHUNKING")
+	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "CHUNKING")
 	return reply.Reply{Code: 250, Lines: lines}
 }
 
@@ -1050,6 +1050,14 @@ func paramReply(err error) (reply.Reply, bool) {
 	switch pe.kind {
 	case "size":
 		return reply.SizeSyntax, true
+	case "ret":
+		return reply.BadRET, true
+	case "envid":
+		return reply.BadENVID, true
+	case "notify":
+		return reply.BadNOTIFY, true
+	case "orcpt":
+		return reply.BadORCPT, true
 	}
 	return reply.UnsupportedParam(pe.param), true
 }
@@ -1070,8 +1078,9 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	if err != nil || addr == "" {
 		return reply.BadRecipient
 	}
-	if params != "" {
-		return reply.UnsupportedParam(strings.Fields(params)[0])
+	p, err := parseRcptParams(params)
+	if r, bad := paramReply(err); bad {
+		return r
 	}
 	if s.l.MaxRecipients > 0 && len(s.tx.rcpts) >= s.l.MaxRecipients {
 		return reply.TooManyRcpts
@@ -1087,7 +1096,7 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 		return r
 	}
 	if !s.tx.discard { // the verdict may have been a DISCARD
-		if r, ok := s.forward(ctx, addr); !ok {
+		if r, ok := s.forward(ctx, addr, p.dsn()); !ok {
 			return r
 		}
 		s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
@@ -1105,11 +1114,15 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	return reply.RcptOK
 }
 
-// forward passes an accepted recipient to the next hop, opening the
-// next hop's transaction at the first one.
-func (s *session) forward(ctx context.Context, addr string) (reply.Reply, bool) {
+// forward passes an accepted recipient, with its DSN parameters, to the
+// next hop, opening the next hop's transaction at the first one.
+func (s *session) forward(ctx context.Context, addr string, dsn handoff.RecipientDSN) (reply.Reply, bool) {
 	if s.tx.hand == nil {
-		hand, err := s.l.NextHop.Begin(ctx, handoff.Envelope{Sender: s.tx.sender, Size: s.tx.params.size, Body8Bit: s.tx.params.body8bit, SMTPUTF8: s.tx.params.smtputf8, QueueID: s.tx.queueID})
+		env := handoff.Envelope{Sender: s.tx.sender, Size: s.tx.params.size, Body8Bit: s.tx.params.body8bit, SMTPUTF8: s.tx.params.smtputf8, QueueID: s.tx.queueID, Return: s.tx.params.ret}
+		if s.tx.params.envid != nil {
+			env.EnvelopeID = *s.tx.params.envid
+		}
+		hand, err := s.l.NextHop.Begin(ctx, env)
 		if err != nil {
 			s.srv.Metrics.handoffFailed("begin")
 			s.log.ErrorContext(ctx, "next hop", "queue_id", s.tx.queueID, "err", err)
@@ -1117,7 +1130,11 @@ func (s *session) forward(ctx context.Context, addr string) (reply.Reply, bool) 
 		}
 		s.tx.hand = hand
 	}
-	if err := s.tx.hand.Rcpt(ctx, addr); err != nil {
+	rcpt := s.tx.hand.Rcpt
+	if d, ok := s.tx.hand.(handoff.DSNTx); ok && !dsn.Empty() {
+		rcpt = func(ctx context.Context, addr string) error { return d.RcptDSN(ctx, addr, dsn) }
+	}
+	if err := rcpt(ctx, addr); err != nil {
 		s.log.Info("next hop refused recipient", "queue_id", s.tx.queueID, "rcpt", addr, "err", err)
 		return reply.FromHandoff(err), false
 	}
