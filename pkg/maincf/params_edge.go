@@ -88,6 +88,12 @@ func edgeParams() []Def {
 		// The clients that may use XCLIENT, a mynetworks-style list as
 		// above. Empty: nobody.
 		{Name: "smtpd_authorized_xclient_hosts", Default: "", Owner: Edge, Listener: true},
+		// What a listener is for: mx (mail from the Internet) or
+		// submission (mail from users: a missing Message-Id and Date are
+		// added, as Postfix's cleanup adds them for local clients).
+		// Empty: submission where smtpd_sasl_auth_enable = yes, mx
+		// elsewhere.
+		{Name: "smtpgate_listener_mode", Default: "", Owner: Edge, Listener: true, Check: CheckOneOf("", "mx", "submission")},
 		// Lines ending in a bare LF (Postfix 3.9): normalize (the
 		// default; yes is its alias) takes them as CRLF but ends DATA
 		// only at <CR><LF>.<CR><LF>; reject refuses them with

@@ -148,6 +148,12 @@ func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certif
 		l.BareNewline = smtpd.BareNewlineNo
 	}
 	l.BareNewlineCode = int(c.Int("smtpd_forbid_bare_newline_reject_code"))
+	switch strings.ToLower(c.Get("smtpgate_listener_mode")) {
+	case "submission":
+		l.Submission = true
+	case "":
+		l.Submission = l.SASL
+	}
 	if file := c.Path("smtpd_tls_cert_file"); file != "" {
 		cert, err = loadCertificate(file, c.Path("smtpd_tls_key_file"))
 		if err != nil {

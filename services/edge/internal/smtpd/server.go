@@ -124,6 +124,11 @@ type Listener struct {
 	// SoftBounce is soft_bounce: every 5xx reply is sent as 4xx.
 	SoftBounce bool
 	NextHop    handoff.Target
+	// Submission is smtpgate_listener_mode = submission: a message
+	// without Message-Id or Date (or, resent, Resent-Message-Id or
+	// Resent-Date) gets them, after the Received header, as Postfix's
+	// cleanup adds them. An MX listener never adds them.
+	Submission bool
 	// ETRN: advertise ETRN in the EHLO reply (MX listeners; the
 	// command itself is answered everywhere, policy decides).
 	ETRN bool

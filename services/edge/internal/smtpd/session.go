@@ -123,6 +123,9 @@ type transaction struct {
 	sender  string
 	params  mailParams
 	queueID string
+	// started is the time of MAIL, the message's arrival for the
+	// Message-Id and Date a submission listener adds.
+	started time.Time
 	rcpts   []string
 	prepend []*policyv1.Header
 	hand    handoff.Tx
@@ -1026,7 +1029,7 @@ func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 	if s.l.MaxMessageSize > 0 && p.size > s.l.MaxMessageSize {
 		return reply.TooBig
 	}
-	s.tx = &transaction{sender: addr, params: p, queueID: newID()}
+	s.tx = &transaction{sender: addr, params: p, queueID: newID(), started: time.Now()}
 	if s.discarding() {
 		// DISCARD at CONNECT or HELO: no more checks for this
 		// transaction (its 250 is the one a permit gets).
@@ -1242,7 +1245,26 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		s.log.InfoContext(ctx, "discarded", "queue_id", tx.queueID, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", size)
 		return reply.Queued(tx.queueID)
 	}
-	head := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), prepend...))
+	var added []string
+	if s.l.Submission {
+		// Postfix's cleanup adds a missing Message-Id and Date to mail
+		// from its local clients; smtpgate to what comes through a
+		// submission listener, never to what comes from the Internet.
+		content, err := tx.body.Reader()
+		var names map[string]bool
+		if err == nil {
+			names, err = headerNames(content)
+		}
+		if err != nil {
+			s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
+			return reply.WriteError
+		}
+		added = missingHeaders(names, tx.queueID, s.l.Hostname, tx.started)
+		if len(added) > 0 {
+			s.log.InfoContext(ctx, "added missing headers", "queue_id", tx.queueID, "headers", strings.TrimSpace(strings.ReplaceAll(strings.Join(added, ""), "\r\n", "; ")))
+		}
+	}
+	head := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), prepend...), added)
 	content, err := tx.body.Reader()
 	if err != nil {
 		s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
@@ -1270,9 +1292,9 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 }
 
 // assemble returns the headers the edge prepends to the content: any
-// policy headers and the Received header (RFC 5321 §4.4, with the
-// protocol names of RFC 3848).
-func (s *session) assemble(tx *transaction, headers []*policyv1.Header) []byte {
+// policy headers, the Received header (RFC 5321 §4.4, with the protocol
+// names of RFC 3848), and after it the added lines (each ending in CRLF).
+func (s *session) assemble(tx *transaction, headers []*policyv1.Header, added []string) []byte {
 	var b bytes.Buffer
 	for _, h := range headers {
 		fmt.Fprintf(&b, "%s: %s\r\n", h.GetName(), strings.NewReplacer("\r", " ", "\n", " ").Replace(h.GetValue()))
@@ -1296,6 +1318,9 @@ func (s *session) assemble(tx *transaction, headers []*policyv1.Header) []byte {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", headerSafe(tx.rcpts[0]))
 	}
 	fmt.Fprintf(&b, "; %s\r\n", time.Now().Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)"))
+	for _, a := range added {
+		b.WriteString(a)
+	}
 	return b.Bytes()
 }
 
