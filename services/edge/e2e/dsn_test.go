@@ -9,13 +9,19 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// TestDSN: the real stack, its next hop a go-smtp server that offers DSN.
-// swaks sees DSN in the EHLO reply and gets Postfix's 501 for a bad RET;
-// Python's smtplib sends RET, ENVID, NOTIFY and ORCPT, and the next hop
-// gets them as sent.
-func TestDSN(t *testing.T) {
+// TestSMTPNextHop runs the real stack with a go-smtp server (offering
+// DSN) as its next hop, which records what it gets.
+func TestSMTPNextHop(t *testing.T) {
 	hop := startNextHop(t, true)
 	s := newStack(t, "smtpgate_next_hop = smtp://"+hop.addr+"\n")
+	t.Run("DSN", func(t *testing.T) { testDSN(t, s, hop) })
+	t.Run("submission adds Message-Id and Date", func(t *testing.T) { testSubmissionHeaders(t, s, hop) })
+}
+
+// testDSN: swaks sees DSN in the EHLO reply and gets Postfix's 501 for a
+// bad RET; Python's smtplib sends RET, ENVID, NOTIFY and ORCPT, and the
+// next hop gets them as sent.
+func testDSN(t *testing.T, s *stack, hop *nextHop) {
 	swaks, err := exec.LookPath("swaks")
 	if err != nil {
 		t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")

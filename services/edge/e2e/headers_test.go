@@ -8,14 +8,11 @@ import (
 	"testing"
 )
 
-// TestSubmissionAddsMessageIDAndDate: through the real stack, to a go-smtp
-// next hop. A message without Message-ID and Date sent on the submission
-// listener (STARTTLS, AUTH PLAIN) arrives with both, in Postfix cleanup's
-// forms, right after the edge's Received header; the same message sent to
-// the MX listener arrives with neither.
-func TestSubmissionAddsMessageIDAndDate(t *testing.T) {
-	hop := startNextHop(t, false)
-	s := newStack(t, "smtpgate_next_hop = smtp://"+hop.addr+"\n")
+// testSubmissionHeaders: a message without Message-ID and Date sent on
+// the submission listener (STARTTLS, AUTH PLAIN) arrives at the next hop
+// with both, in Postfix cleanup's forms, right after the edge's Received
+// header; the same message sent to the MX listener arrives with neither.
+func testSubmissionHeaders(t *testing.T, s *stack, hop *nextHop) {
 	send := func(listener string, auth smtp.Auth, sender, rcpt, token string) {
 		t.Helper()
 		c, err := s.dial(Stranger, listener, false)
