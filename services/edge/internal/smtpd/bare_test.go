@@ -56,28 +56,6 @@ func TestSmugglingReject(t *testing.T) {
 	}
 }
 
-// TestSmugglingNormalizeEveryVariant: the default keeps each variant,
-// bare-CR ones included, inside one message (TestSmuggling checks the
-// content).
-func TestSmugglingNormalizeEveryVariant(t *testing.T) {
-	for _, tc := range smuggleSeparators {
-		t.Run(escaped(tc.sep), func(t *testing.T) {
-			h := newHarness(t, permit, nil)
-			c := h.dial()
-			startTx(c)
-			c.do("DATA", "354 ")
-			smuggle(c, tc.sep)
-			expect(c, "250 2.0.0 Ok: queued as ")
-			expect(c, "250 2.0.0 Ok")
-			c.do("QUIT", "221")
-			msgs := h.sink.messages()
-			if len(msgs) != 1 || !strings.Contains(msgs[0], "MAIL FROM:<evil@example.net>\r\n") || !strings.Contains(msgs[0], "Subject: smuggled\r\n") {
-				t.Errorf("next hop got %q, want one message with the smuggled text inside", msgs)
-			}
-		})
-	}
-}
-
 // TestBareNewlineNo: "no", and a client in
 // smtpd_forbid_bare_newline_exclusions whatever the setting, get
 // Postfix's old behaviour: "<LF>.<LF>" ends the message, and what follows

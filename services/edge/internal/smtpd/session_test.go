@@ -470,11 +470,13 @@ func TestPipelinedTransaction(t *testing.T) {
 	}
 }
 
-// TestSmuggling: each smuggling variant yields exactly one message whose
-// content holds the would-be second transaction as text.
+// TestSmuggling: each smuggling variant (smuggleSeparators) yields exactly
+// one message whose content holds the would-be second transaction as text
+// (smtpd_forbid_bare_newline = normalize, the default).
 func TestSmuggling(t *testing.T) {
-	for _, sep := range []string{"\n.\n", "\r\n.\n", "\n.\r\n", "\r.\r\n", "\r\n.\r", "\n..\n"} {
-		t.Run(strings.NewReplacer("\r", `\r`, "\n", `\n`).Replace(sep), func(t *testing.T) {
+	for _, v := range smuggleSeparators {
+		sep := v.sep
+		t.Run(escaped(sep), func(t *testing.T) {
 			h := newHarness(t, permit, nil)
 			c := h.dial()
 			c.reply()
