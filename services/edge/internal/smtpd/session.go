@@ -1261,7 +1261,7 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		}
 		added = missingHeaders(names, tx.queueID, s.l.Hostname, tx.started)
 		if len(added) > 0 {
-			s.log.InfoContext(ctx, "added missing headers", "queue_id", tx.queueID, "headers", strings.TrimSpace(strings.ReplaceAll(strings.Join(added, ""), "\r\n", "; ")))
+			s.log.DebugContext(ctx, "added missing headers", "queue_id", tx.queueID, "headers", strings.TrimSpace(strings.ReplaceAll(strings.Join(added, ""), "\r\n", "; ")))
 		}
 	}
 	head := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), prepend...), added)
