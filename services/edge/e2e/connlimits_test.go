@@ -7,7 +7,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -21,8 +20,8 @@ import (
 // own, on a copy of s's configuration: the listeners on host instead of
 // 127.0.0.1 (same ports), so that the policy replica, which knows the
 // listeners by their master.cf names, is another process too. The edge's
-// metrics listen on metricsPort. Both are stopped with SIGINT when the
-// test ends. It returns the edge log's path.
+// metrics listen on metricsPort. They are the stack's processes edge2
+// and policy2. It returns the edge log's path.
 func (s *stack) secondEdge(host string, metricsPort int) string {
 	s.t.Helper()
 	dir := s.t.TempDir()
@@ -52,57 +51,9 @@ smtpgate_policy_metrics_listen = 127.0.0.1:%d
 		}
 		write(s.t, filepath.Join(dir, e.Name()), string(b))
 	}
-	startIn(s.t, dir, "policy", net.JoinHostPort("127.0.0.1", itoa(policyPort)))
-	return startIn(s.t, dir, "edge", net.JoinHostPort(host, itoa(s.port["mx"])))
-}
-
-// startIn runs smtpgate-svc on the configuration in dir, waits until it
-// accepts connections on addr, and stops it with SIGINT when the test
-// ends. It returns the log's path.
-func startIn(t *testing.T, dir, svc, addr string) string {
-	t.Helper()
-	logPath := filepath.Join(dir, svc+".log")
-	logFile, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logFile.Close()
-	cmd := exec.Command(filepath.Join(binDir, "smtpgate-"+svc), "-c", dir)
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("second smtpgate-%s did not exit cleanly on SIGINT: %v", svc, err)
-			}
-		case <-time.After(15 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Errorf("second smtpgate-%s did not stop within 15s of SIGINT", svc)
-		}
-		if t.Failed() {
-			b, _ := os.ReadFile(logPath)
-			t.Logf("--- second smtpgate-%s log ---\n%s", svc, b)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		c, err := net.DialTimeout("tcp", addr, time.Second)
-		if err == nil {
-			c.Close()
-			return logPath
-		}
-		if time.Now().After(deadline) {
-			b, _ := os.ReadFile(logPath)
-			t.Fatalf("second smtpgate-%s does not listen on %s: %v\n%s", svc, addr, err, b)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	s.startAs("policy2", "policy", dir, []string{net.JoinHostPort("127.0.0.1", itoa(policyPort))})
+	s.startAs("edge2", "edge", dir, []string{net.JoinHostPort(host, itoa(s.port["mx"]))})
+	return s.logs["edge2"]
 }
 
 // greeted is one connection and the first line the server sent.
