@@ -50,6 +50,10 @@ func policyParams() []Def {
 		list("virtual_mailbox_maps", ""),
 		list("relay_recipient_maps", ""),
 		list("smtpd_sender_login_maps", ""),
+		// How long smtpgate-policy remembers that smtpgate-auth said a
+		// user exists (auth:users tables); unknown users and failed calls
+		// are never remembered. 0: always ask.
+		{Name: "smtpgate_auth_users_cache_time", Default: "0s", Owner: Policy, Check: CheckDuration},
 
 		// DNS: one resolver per smtpgate-policy process, for the DNSBL,
 		// client name, unknown domain and SPF checks.

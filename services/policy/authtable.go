@@ -16,11 +16,15 @@ import (
 // and as smtpd_sender_login_maps (each address owned by the login of the
 // same name). It matches whole addresses only (Pattern is true): a user
 // is never found by its domain or local part alone. A failed call is an
-// error, so the check fails closed.
+// error, so the check fails closed. Existing users are remembered in
+// cache (shared by every auth:users table of the process; nil: none);
+// unknown users and errors never are (see userCache).
 type authTable struct {
 	spec    string
 	client  authv1.AuthServiceClient
 	timeout time.Duration
+	cache   *userCache
+	counts  *userLookups
 }
 
 func (t *authTable) Name() string           { return t.spec }
@@ -34,20 +38,37 @@ func (t *authTable) Lookup(ctx context.Context, key string) (string, bool, error
 	if key == "" || strings.HasPrefix(key, "@") || strings.HasSuffix(key, "@") {
 		return "", false, nil
 	}
+	if name, ok := t.cache.get(key); ok {
+		t.counts.hits.Add(1)
+		return name, true, nil
+	}
+	t.counts.misses.Add(1)
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
 	resp, err := t.client.LookupUser(ctx, &authv1.LookupUserRequest{Username: key})
 	if err != nil {
 		return "", false, fmt.Errorf("%s: ask smtpgate-auth about %q: %w", t.spec, key, err)
 	}
+	if resp.GetExists() {
+		t.cache.put(key, resp.GetUsername())
+	}
 	return resp.GetUsername(), resp.GetExists(), nil
 }
 
-// openAuthTable opens "auth:users" with client (nil while only checking
-// the configuration).
-func openAuthTable(spec string, client authv1.AuthServiceClient, timeout time.Duration) (table.Table, error) {
+// authUsers is what every auth:users table of a process shares: the
+// client (nil while only checking the configuration), the call timeout,
+// the cache of existing users (nil: off) and the lookup counts.
+type authUsers struct {
+	client  authv1.AuthServiceClient
+	timeout time.Duration
+	cache   *userCache
+	counts  userLookups
+}
+
+// openAuthTable opens "auth:users" on u.
+func openAuthTable(spec string, u *authUsers) (table.Table, error) {
 	if spec != "auth:users" {
 		return nil, fmt.Errorf("table %s: the auth table is auth:users", spec)
 	}
-	return &authTable{spec: spec, client: client, timeout: timeout}, nil
+	return &authTable{spec: spec, client: u.client, timeout: u.timeout, cache: u.cache, counts: &u.counts}, nil
 }

@@ -72,6 +72,9 @@ type Config struct {
 	Propagator propagation.TextMapPropagator
 	// Metrics receives the service's Prometheus metrics; nil: none.
 	Metrics prometheus.Registerer
+	// Now is the clock of the auth:users cache
+	// (smtpgate_auth_users_cache_time); nil: time.Now.
+	Now func() time.Time
 }
 
 // Server implements policyv1.PolicyServiceServer.
@@ -112,7 +115,7 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 		return err
 	}
 	defer sh.Close()
-	_, err = compileAll(main, services, nil, nil, dns, dnsErr, sh)
+	_, err = compileAll(main, services, nil, &authUsers{}, dns, dnsErr, sh)
 	// The gRPC listener's and the auth client's TLS files, and plaintext
 	// only on loopback.
 	_, _, serr := grpctls.Server(main, "smtpgate_policy_listen", nil)
@@ -207,12 +210,12 @@ func (sh *shared) Close() {
 // compileAll compiles every listener's lists. dns is nil when it could
 // not be built (dnsErr says why): that is only an error for a
 // configuration that uses a DNS restriction.
-func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger, auth authv1.AuthServiceClient,
+func compileAll(main *maincf.Config, services []maincf.Service, log *slog.Logger, auth *authUsers,
 	dns *resolver.Resolver, dnsErr error, sh *shared) (map[string]*restriction.Engine, error) {
-	timeout := main.Duration("smtpgate_auth_timeout")
+	auth.timeout = main.Duration("smtpgate_auth_timeout")
 	opts := restriction.Options{Logger: log, DNS: dns, RateLimits: sh.limits, Greylist: sh.grey, OpenTable: func(spec string) (table.Table, error) {
 		if strings.HasPrefix(spec, "auth:") {
-			return openAuthTable(spec, auth, timeout)
+			return openAuthTable(spec, auth)
 		}
 		return table.Open(spec, table.Options{Dir: main.Dir(), Logger: log})
 	}}
@@ -287,8 +290,11 @@ func New(cfg Config) (*Server, error) {
 	sh, err := openShared(cfg.Main)
 	if err == nil {
 		var engines map[string]*restriction.Engine
-		if engines, err = compileAll(cfg.Main, cfg.Services, log, authv1.NewAuthServiceClient(conn), dns, dnsErr, sh); err == nil {
+		auth := &authUsers{client: authv1.NewAuthServiceClient(conn),
+			cache: newUserCache(cfg.Main.Duration("smtpgate_auth_users_cache_time"), userCacheSize, cfg.Now)}
+		if engines, err = compileAll(cfg.Main, cfg.Services, log, auth, dns, dnsErr, sh); err == nil {
 			s := newServer(cfg, log, conn, engines, dns, rc, dnsErr, sh)
+			auth.counts.register(cfg.Metrics)
 			s.creds, s.security = creds, mode
 			return s, nil
 		}
