@@ -74,8 +74,8 @@ func (c *fakeClock) advance(d time.Duration) {
 
 // userCacheServer starts an auth service with john@example.org and a
 // policy server with local_recipient_maps = auth:users and
-// smtpgate_auth_users_cache_time = 10s on clock.
-func userCacheServer(t *testing.T, clock *fakeClock, reg *prometheus.Registry) (*Server, *countingUsers) {
+// smtpgate_auth_users_cache_time = cacheTime on clock (nil: time.Now).
+func userCacheServer(t testing.TB, cacheTime string, clock *fakeClock, reg *prometheus.Registry) (*Server, *countingUsers) {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -89,13 +89,16 @@ func userCacheServer(t *testing.T, clock *fakeClock, reg *prometheus.Registry) (
 	f, err := maincf.Parse("main.cf", strings.NewReader(mainCF+`
 smtpgate_auth_service = `+lis.Addr().String()+`
 smtpgate_auth_timeout = 2s
-smtpgate_auth_users_cache_time = 10s
+smtpgate_auth_users_cache_time = `+cacheTime+`
 local_recipient_maps = auth:users
 `))
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Main: maincf.New(maincf.Params(), f, t.TempDir()), Now: clock.Now}
+	cfg := Config{Main: maincf.New(maincf.Params(), f, t.TempDir())}
+	if clock != nil {
+		cfg.Now = clock.Now
+	}
 	if reg != nil {
 		cfg.Metrics = reg
 	}
@@ -122,7 +125,7 @@ func rcptVerdict(t *testing.T, srv *Server, rcpt string) (*policyv1.Verdict, err
 func TestAuthUsersCacheHit(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 12, 4, 18, 0, 0, 0, time.UTC)}
 	reg := telemetry.NewRegistry("policy")
-	srv, users := userCacheServer(t, clock, reg)
+	srv, users := userCacheServer(t, "10s", clock, reg)
 
 	for i := range 5 {
 		v, err := rcptVerdict(t, srv, "john@example.org")
@@ -176,7 +179,7 @@ func TestAuthUsersCacheHit(t *testing.T) {
 // user created a moment later is accepted at once.
 func TestAuthUsersCacheNegative(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 12, 4, 18, 0, 0, 0, time.UTC)}
-	srv, users := userCacheServer(t, clock, nil)
+	srv, users := userCacheServer(t, "10s", clock, nil)
 	for i := range 3 {
 		v, err := rcptVerdict(t, srv, "nobody@example.org")
 		if err != nil || v.GetCode() != 550 || v.GetText() != unknownUser {
@@ -197,7 +200,7 @@ func TestAuthUsersCacheNegative(t *testing.T) {
 // after the outage counts.
 func TestAuthUsersCacheError(t *testing.T) {
 	clock := &fakeClock{now: time.Date(2026, 12, 4, 18, 0, 0, 0, time.UTC)}
-	srv, users := userCacheServer(t, clock, nil)
+	srv, users := userCacheServer(t, "10s", clock, nil)
 	users.fail.Store(true)
 	for i := range 3 {
 		v, err := rcptVerdict(t, srv, "john@example.org")
@@ -239,5 +242,29 @@ func TestUserCacheBounded(t *testing.T) {
 	}
 	if newUserCache(0, 100, nil) != nil {
 		t.Error("smtpgate_auth_users_cache_time = 0 gives a cache")
+	}
+}
+
+// BenchmarkCheckAuthUsers is a stranger's RCPT TO to a local user with
+// local_recipient_maps = auth:users, smtpgate-auth on loopback gRPC:
+// every Check asks LookupUser (cache off) or the answer is remembered.
+func BenchmarkCheckAuthUsers(b *testing.B) {
+	for _, c := range []struct{ name, cacheTime string }{{"cache-off", "0"}, {"cache-10s", "10s"}} {
+		b.Run(c.name, func(b *testing.B) {
+			srv, users := userCacheServer(b, c.cacheTime, nil, nil)
+			req := rcptRequest("", "203.0.113.5", "john@example.org")
+			ctx := context.Background()
+			var ds []time.Duration
+			for b.Loop() {
+				t0 := time.Now()
+				resp, err := srv.Check(ctx, req)
+				ds = append(ds, time.Since(t0))
+				if err != nil || resp.GetVerdict().GetAction() != policyv1.Action_ACTION_PERMIT {
+					b.Fatalf("%v %v", resp.GetVerdict(), err)
+				}
+			}
+			reportLatency(b, ds)
+			b.ReportMetric(float64(users.calls.Load())/float64(len(ds)), "lookups/op")
+		})
 	}
 }
