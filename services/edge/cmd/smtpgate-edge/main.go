@@ -29,11 +29,19 @@ func main() {
 	// process.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	// The first SIGTERM or SIGINT drains; a second one ends the process
-	// at once (the signal's default action).
-	context.AfterFunc(ctx, stop)
+	// at once (the signal's default action). The default is restored
+	// before the drain begins, so a second signal sent once the drain is
+	// logged is never swallowed.
+	term := make(chan os.Signal, 1)
+	signal.Notify(term, os.Interrupt, syscall.SIGTERM)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		<-term
+		signal.Reset(os.Interrupt, syscall.SIGTERM)
+		cancel()
+	}()
 	os.Exit(daemon.Main(ctx, daemon.Service{
 		Name:     "edge",
 		Owner:    maincf.Edge,
