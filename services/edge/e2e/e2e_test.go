@@ -337,22 +337,7 @@ with smtplib.SMTP_SSL("127.0.0.1", port, context=ctx, timeout=20) as s:
 // TestCheckRejectsBrokenConfig: each binary's check refuses an unknown
 // parameter and a bad value with the file:line of each.
 func TestCheckRejectsBrokenConfig(t *testing.T) {
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, f := range []string{"master.cf", "passwd"} {
-		b, err := os.ReadFile(filepath.Join(root, "deploy/local", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(t, filepath.Join(dir, f), string(b))
-	}
-	main, err := os.ReadFile(filepath.Join(root, "deploy/local/main.cf"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, main := localConfig(t)
 	lines := strings.Count(string(main), "\n")
 	broken := string(main) + "smtpd_tls_cert_file =\nsmtpd_tls_security_level = may\nsmtpd_delay_reject = perhaps\nsmtpd_relay_restriction = permit\n"
 	write(t, filepath.Join(dir, "main.cf"), broken)
@@ -369,6 +354,30 @@ func TestCheckRejectsBrokenConfig(t *testing.T) {
 			t.Errorf("smtpgate-policy check misses the bad boolean:\n%s", out)
 		}
 	}
+}
+
+// localConfig copies deploy/local's master.cf and passwd into a new
+// directory, for a test to write its own main.cf there, and returns the
+// directory and deploy/local's main.cf.
+func localConfig(t *testing.T) (dir string, main []byte) {
+	t.Helper()
+	root, err := repoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir = t.TempDir()
+	for _, f := range []string{"master.cf", "passwd"} {
+		b, err := os.ReadFile(filepath.Join(root, "deploy/local", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(t, filepath.Join(dir, f), string(b))
+	}
+	main, err = os.ReadFile(filepath.Join(root, "deploy/local/main.cf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return dir, main
 }
 
 func exitCode(err error) int {

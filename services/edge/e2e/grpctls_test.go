@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -82,22 +81,7 @@ smtpgate_grpc_tls_client_key_file = %s
 // not loopback, naming the parameter and the way out; the explicit
 // switch allows them.
 func TestPlaintextOffLoopbackRefused(t *testing.T) {
-	root, err := repoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, f := range []string{"master.cf", "passwd"} {
-		b, err := os.ReadFile(filepath.Join(root, "deploy/local", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		write(t, filepath.Join(dir, f), string(b))
-	}
-	main, err := os.ReadFile(filepath.Join(root, "deploy/local/main.cf"))
-	if err != nil {
-		t.Fatal(err)
-	}
+	dir, main := localConfig(t)
 	certFile, keyFile := writeCert(t, dir)
 	lines := strings.Count(string(main), "\n")
 	open := string(main) + fmt.Sprintf(`smtpd_tls_cert_file = %s
