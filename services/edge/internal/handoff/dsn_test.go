@@ -4,6 +4,8 @@ import (
 	"context"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -78,10 +80,6 @@ func relayDSN(t *testing.T, target Target) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	dtx, ok := tx.(DSNTx)
-	if !ok {
-		t.Fatalf("the relay's transaction %T cannot pass DSN parameters on", tx)
-	}
 	for addr, dsn := range map[string]RecipientDSN{
 		"john@example.org":  {Notify: []string{"SUCCESS", "DELAY"}, OriginalType: "rfc822", Original: "John+Doe@example.org"},
 		"jane@example.org":  {Notify: []string{"NEVER"}},
@@ -89,7 +87,7 @@ func relayDSN(t *testing.T, target Target) {
 		"other@example.org": {OriginalType: "x-local", Original: "someone"},
 		"plain@example.org": {},
 	} {
-		if err := dtx.RcptDSN(ctx, addr, dsn); err != nil {
+		if err := tx.Rcpt(ctx, addr, dsn); err != nil {
 			t.Fatalf("RCPT %s: %v", addr, err)
 		}
 	}
@@ -136,14 +134,27 @@ func TestRelayDSN(t *testing.T) {
 	}
 }
 
-// TestMaildirIgnoresDSN: the Maildir takes recipients with Rcpt only.
+// TestMaildirIgnoresDSN: the Maildir takes recipients with DSN
+// parameters and writes the message as it would without them.
 func TestMaildirIgnoresDSN(t *testing.T) {
-	tx, err := (&Maildir{Dir: t.TempDir(), Hostname: "mail.example.org"}).Begin(context.Background(), Envelope{Sender: "a@example.net", Return: "FULL", EnvelopeID: "x"})
+	dir := t.TempDir()
+	ctx := context.Background()
+	tx, err := (&Maildir{Dir: dir, Hostname: "mail.example.org"}).Begin(ctx, Envelope{Sender: "a@example.net", Return: "FULL", EnvelopeID: "x"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := tx.(DSNTx); ok {
-		t.Error("the Maildir claims to pass DSN parameters on")
+	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{Notify: []string{"SUCCESS"}, OriginalType: "rfc822", Original: "john@example.org"}); err != nil {
+		t.Fatal(err)
 	}
-	tx.Abort()
+	if err := tx.Data(ctx, strings.NewReader(msg)); err != nil {
+		t.Fatal(err)
+	}
+	entries, _ := os.ReadDir(filepath.Join(dir, "new"))
+	if len(entries) != 1 {
+		t.Fatalf("new/ holds %d files, want 1", len(entries))
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "new", entries[0].Name()))
+	if want := "Return-Path: <a@example.net>\nX-Original-To: <john@example.org>\nSubject: test\n\nline\n.dot line\n"; string(b) != want {
+		t.Errorf("file = %q, want %q", b, want)
+	}
 }

@@ -60,8 +60,9 @@ type Target interface {
 
 // Tx is one message on its way to the next hop.
 type Tx interface {
-	// Rcpt adds a recipient; a refusal is the next hop's own reply.
-	Rcpt(ctx context.Context, addr string) error
+	// Rcpt adds a recipient with its DSN parameters (a target without
+	// DSN ignores them); a refusal is the next hop's own reply.
+	Rcpt(ctx context.Context, addr string, dsn RecipientDSN) error
 	// Data sends the message read from msg (CRLF line ends, not
 	// dot-stuffed) and returns nil only when the next hop has accepted it
 	// for every recipient. msg is read once, in order, and may be a
@@ -70,14 +71,6 @@ type Tx interface {
 	// Abort ends the transaction without delivering; it is safe to call
 	// after Data and more than once.
 	Abort()
-}
-
-// DSNTx is a Tx that can pass a recipient's DSN parameters on to the next
-// hop (an optional ability: the Maildir has none and takes Rcpt).
-type DSNTx interface {
-	Tx
-	// RcptDSN is Rcpt with the recipient's DSN parameters.
-	RcptDSN(ctx context.Context, addr string, dsn RecipientDSN) error
 }
 
 // Options are the settings every target shares.

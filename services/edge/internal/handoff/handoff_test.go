@@ -123,10 +123,10 @@ func TestRelaySMTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Rcpt(ctx, "john@example.org"); err != nil {
+	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
 		t.Fatal(err)
 	}
-	err = tx.Rcpt(ctx, "nobody@example.org")
+	err = tx.Rcpt(ctx, "nobody@example.org", RecipientDSN{})
 	if got := reply.FromHandoff(err).Text(); got != "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown" {
 		t.Errorf("refused RCPT reply = %q", got)
 	}
@@ -142,14 +142,14 @@ func TestRelaySMTP(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = tx.Rcpt(ctx, "john@example.org")
+	_ = tx.Rcpt(ctx, "john@example.org", RecipientDSN{})
 	tx.Abort()
 	tx.Abort()
 
 	// A refusal at end of data is passed through.
 	h.refuseData = &smtp.SMTPError{Code: 554, EnhancedCode: smtp.EnhancedCode{5, 7, 1}, Message: "Message refused"}
 	tx, _ = target.Begin(ctx, Envelope{Sender: "a@example.net"})
-	_ = tx.Rcpt(ctx, "john@example.org")
+	_ = tx.Rcpt(ctx, "john@example.org", RecipientDSN{})
 	if got := reply.FromHandoff(tx.Data(ctx, strings.NewReader(msg))).Text(); got != "554 5.7.1 Message refused" {
 		t.Errorf("refused DATA reply = %q", got)
 	}
@@ -235,7 +235,7 @@ func TestRelayAbortSendsRSET(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Rcpt(ctx, "john@example.org"); err != nil {
+	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
 		t.Fatal(err)
 	}
 	tx.Abort()
@@ -271,7 +271,7 @@ func TestRelayLMTP(t *testing.T) {
 			return err
 		}
 		for _, r := range rcpts {
-			if err := tx.Rcpt(ctx, r); err != nil {
+			if err := tx.Rcpt(ctx, r, RecipientDSN{}); err != nil {
 				return err
 			}
 		}
@@ -295,8 +295,8 @@ func TestMaildir(t *testing.T) {
 	}
 	ctx := context.Background()
 	tx, _ := target.Begin(ctx, Envelope{Sender: "a@example.net"})
-	_ = tx.Rcpt(ctx, "john@example.org")
-	_ = tx.Rcpt(ctx, "jane@example.org")
+	_ = tx.Rcpt(ctx, "john@example.org", RecipientDSN{})
+	_ = tx.Rcpt(ctx, "jane@example.org", RecipientDSN{})
 	if err := tx.Data(ctx, strings.NewReader(msg)); err != nil {
 		t.Fatal(err)
 	}

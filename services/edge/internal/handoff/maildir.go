@@ -39,7 +39,8 @@ type maildirTx struct {
 	rcpts []string
 }
 
-func (t *maildirTx) Rcpt(_ context.Context, addr string) error {
+// Rcpt ignores the DSN parameters.
+func (t *maildirTx) Rcpt(_ context.Context, addr string, _ RecipientDSN) error {
 	t.rcpts = append(t.rcpts, addr)
 	return nil
 }

@@ -87,7 +87,7 @@ func send(t *testing.T, target Target, rcpt string) string {
 		return reply.FromHandoff(err).Text()
 	}
 	defer tx.Abort()
-	if err := tx.Rcpt(ctx, rcpt); err != nil {
+	if err := tx.Rcpt(ctx, rcpt, RecipientDSN{}); err != nil {
 		return reply.FromHandoff(err).Text()
 	}
 	if err := tx.Data(ctx, strings.NewReader(msg)); err != nil {
@@ -234,7 +234,7 @@ func TestRelayPoolNeverRetriesData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Rcpt(ctx, "john@example.org"); err != nil {
+	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
 		t.Fatal(err)
 	}
 	// The next hop goes away while the content is on its way.

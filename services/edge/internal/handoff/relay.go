@@ -152,12 +152,9 @@ type relayTx struct {
 	inData, ended, dead bool
 }
 
-func (t *relayTx) Rcpt(ctx context.Context, addr string) error {
-	return t.RcptDSN(ctx, addr, RecipientDSN{})
-}
-
-// RcptDSN implements DSNTx.
-func (t *relayTx) RcptDSN(_ context.Context, addr string, dsn RecipientDSN) error {
+// Rcpt passes the DSN parameters on only to a next hop that advertised
+// DSN.
+func (t *relayTx) Rcpt(_ context.Context, addr string, dsn RecipientDSN) error {
 	var opts *smtp.RcptOptions
 	if t.dsn && !dsn.Empty() {
 		opts = &smtp.RcptOptions{}

@@ -75,7 +75,7 @@ func TestMaildirStreams(t *testing.T) {
 	m := &Maildir{Dir: dir, Hostname: "mail.example.org"}
 	const size = 5 << 20
 	tx, _ := m.Begin(context.Background(), Envelope{Sender: "a@example.net"})
-	_ = tx.Rcpt(context.Background(), "john@example.org")
+	_ = tx.Rcpt(context.Background(), "john@example.org", RecipientDSN{})
 	if err := tx.Data(context.Background(), &lines{left: size}); err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestRelayStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Rcpt(ctx, "john@example.org"); err != nil {
+	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
 		t.Fatal(err)
 	}
 	const size = 5 << 20
@@ -158,7 +158,7 @@ func TestRelayStreams(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := tx.Rcpt(ctx, "john@example.org"); err != nil {
+	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
 		t.Fatal(err)
 	}
 	srv.Close()

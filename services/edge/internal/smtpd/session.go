@@ -1133,11 +1133,7 @@ func (s *session) forward(ctx context.Context, addr string, dsn handoff.Recipien
 		}
 		s.tx.hand = hand
 	}
-	rcpt := s.tx.hand.Rcpt
-	if d, ok := s.tx.hand.(handoff.DSNTx); ok && !dsn.Empty() {
-		rcpt = func(ctx context.Context, addr string) error { return d.RcptDSN(ctx, addr, dsn) }
-	}
-	if err := rcpt(ctx, addr); err != nil {
+	if err := s.tx.hand.Rcpt(ctx, addr, dsn); err != nil {
 		s.log.Info("next hop refused recipient", "queue_id", s.tx.queueID, "rcpt", addr, "err", err)
 		return reply.FromHandoff(err), false
 	}

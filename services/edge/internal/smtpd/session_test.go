@@ -190,7 +190,7 @@ type sinkTx struct {
 	done  bool
 }
 
-func (t *sinkTx) Rcpt(_ context.Context, a string) error {
+func (t *sinkTx) Rcpt(_ context.Context, a string, _ handoff.RecipientDSN) error {
 	t.k.mu.Lock()
 	t.k.forwarded = append(t.k.forwarded, a)
 	t.k.mu.Unlock()

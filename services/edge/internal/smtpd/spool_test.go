@@ -68,8 +68,8 @@ func (h *hashHop) Begin(context.Context, handoff.Envelope) (handoff.Tx, error) {
 
 type hashTx struct{ h *hashHop }
 
-func (t *hashTx) Rcpt(context.Context, string) error { return nil }
-func (t *hashTx) Abort()                             {}
+func (t *hashTx) Rcpt(context.Context, string, handoff.RecipientDSN) error { return nil }
+func (t *hashTx) Abort()                                                   {}
 
 func (t *hashTx) Data(_ context.Context, r io.Reader) error {
 	files := spoolFiles(t.h.spool)
