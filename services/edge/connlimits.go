@@ -2,9 +2,9 @@ package edge
 
 import (
 	"fmt"
-	"time"
 
 	"github.com/redis/go-redis/extra/redisotel/v9"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/redisclient"
@@ -20,13 +20,9 @@ import (
 func connLimits(cfg Config) (limits *smtpd.ConnLimits, stop func(), err error) {
 	limits = &smtpd.ConnLimits{Max: int(cfg.Main.Int("smtpgate_max_connections"))}
 	stop = func() {}
-	url := cfg.Main.Get("smtpgate_connection_limit_redis")
-	if url == "" {
-		return limits, stop, nil
-	}
-	rc, err := redisclient.Open(url, anvil.DefaultTimeout)
-	if err != nil {
-		return nil, nil, cfg.Main.Errorf("smtpgate_connection_limit_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
+	rc, err := connLimitRedis(cfg.Main)
+	if err != nil || rc == nil {
+		return limits, stop, err
 	}
 	if telemetry.Recording(cfg.TracerProvider) {
 		// Commands carry hashed client addresses only; not recorded.
@@ -41,13 +37,23 @@ func connLimits(cfg Config) (limits *smtpd.ConnLimits, stop func(), err error) {
 
 // checkConnLimitRedis checks that smtpgate_connection_limit_redis parses.
 func checkConnLimitRedis(main *maincf.Config) error {
+	rc, err := connLimitRedis(main)
+	if rc != nil {
+		return rc.Close()
+	}
+	return err
+}
+
+// connLimitRedis opens (without connecting) the client of
+// smtpgate_connection_limit_redis; nil when it is not set.
+func connLimitRedis(main *maincf.Config) (*redis.Client, error) {
 	url := main.Get("smtpgate_connection_limit_redis")
 	if url == "" {
-		return nil
+		return nil, nil
 	}
-	rc, err := redisclient.Open(url, time.Second)
+	rc, err := redisclient.Open(url, anvil.DefaultTimeout)
 	if err != nil {
-		return main.Errorf("smtpgate_connection_limit_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
+		return nil, main.Errorf("smtpgate_connection_limit_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
 	}
-	return rc.Close()
+	return rc, nil
 }
