@@ -73,19 +73,39 @@ func (r *Resolver) answer(k key, e *entry, src Source) (*Answer, error) {
 	if a.Final == "" {
 		a.Final = k.name
 	}
+	return a, r.entryErr(k, e, src)
+}
+
+// entryErr is the error that goes with an answer from e: nil for records.
+func (r *Resolver) entryErr(k key, e *entry, src Source) error {
+	if e.err != nil {
+		return e.err
+	}
 	t := typeString(k.qtype)
 	switch e.kind {
-	case notFound:
-		return a, fmt.Errorf("lookup %s %s: %w", k.name, t, ErrNotFound)
-	case noData:
-		return a, fmt.Errorf("lookup %s %s: %w", k.name, t, ErrNoData)
+	case notFound, noData:
+		return negativeErr(k, e.kind)
 	case temporary:
 		if src != FromDNS {
-			return a, fmt.Errorf("lookup %s %s: %s (cached): %w", k.name, t, e.cause, ErrTemporary)
+			return fmt.Errorf("lookup %s %s: %s (cached): %w", k.name, t, e.cause, ErrTemporary)
 		}
-		return a, fmt.Errorf("lookup %s %s: %s: %w", k.name, t, e.cause, ErrTemporary)
+		return fmt.Errorf("lookup %s %s: %s: %w", k.name, t, e.cause, ErrTemporary)
 	}
-	return a, nil
+	return nil
+}
+
+// negativeErr is the error of an NXDOMAIN or NODATA answer for k, nil for
+// other kinds. It is the same for every answer from one entry, so the
+// entry keeps it (an unlisted client's DNSBL lookup, answered from the
+// cache on every RCPT, does not format it again).
+func negativeErr(k key, kd kind) error {
+	switch kd {
+	case notFound:
+		return fmt.Errorf("lookup %s %s: %w", k.name, typeString(k.qtype), ErrNotFound)
+	case noData:
+		return fmt.Errorf("lookup %s %s: %w", k.name, typeString(k.qtype), ErrNoData)
+	}
+	return nil
 }
 
 // LookupA returns name's IPv4 addresses.
@@ -99,15 +119,20 @@ func (r *Resolver) LookupAAAA(ctx context.Context, name string) ([]netip.Addr, e
 }
 
 func (r *Resolver) lookupAddrs(ctx context.Context, name string, qtype uint16) ([]netip.Addr, error) {
-	a, err := r.Lookup(ctx, name, qtype)
-	if err != nil {
+	// From the entry, without the Answer and its copy of the records:
+	// the DNS lists ask this on every RCPT TO.
+	k, e, src, err := r.lookup(ctx, name, qtype)
+	if e == nil {
 		return nil, err
 	}
-	out := make([]netip.Addr, 0, len(a.Records))
-	for _, s := range a.Records {
+	if err := r.entryErr(k, e, src); err != nil {
+		return nil, err
+	}
+	out := make([]netip.Addr, 0, len(e.records))
+	for _, s := range e.records {
 		ip, err := netip.ParseAddr(s)
 		if err != nil {
-			return nil, malformed(a, s)
+			return nil, malformed(k.name, k.qtype, s)
 		}
 		out = append(out, ip)
 	}
@@ -116,11 +141,11 @@ func (r *Resolver) lookupAddrs(ctx context.Context, name string, qtype uint16) (
 
 // malformed is the error for a record this package cannot have written
 // (only a corrupt shared cache holds such): temporary, it may go away.
-func malformed(a *Answer, rec string) error {
+func malformed(name string, qtype uint16, rec string) error {
 	if len(rec) > 64 {
 		rec = rec[:64] + "..."
 	}
-	return fmt.Errorf("lookup %s %s: malformed record %q: %w", a.Name, typeString(a.Type), rec, ErrTemporary)
+	return fmt.Errorf("lookup %s %s: malformed record %q: %w", name, typeString(qtype), rec, ErrTemporary)
 }
 
 // MX is one mail exchanger.
@@ -141,7 +166,7 @@ func (r *Resolver) LookupMX(ctx context.Context, name string) ([]MX, error) {
 		p, h, ok := strings.Cut(s, " ")
 		pref, err := strconv.ParseUint(p, 10, 16)
 		if !ok || err != nil || h == "" {
-			return nil, malformed(a, s)
+			return nil, malformed(a.Name, a.Type, s)
 		}
 		out = append(out, MX{Pref: uint16(pref), Host: h})
 	}

@@ -35,6 +35,9 @@ type entry struct {
 	records []string // presentation form, only for positive
 	expires time.Time
 	cause   string // for temporary: what went wrong
+	// err is the error every answer from this entry returns, for
+	// notFound and noData; set by withErr before the entry is shared.
+	err error
 }
 
 // lru is the bounded in-process cache: least recently used entries are

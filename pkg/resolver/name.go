@@ -60,6 +60,8 @@ func Canonical(name string) (string, error) {
 	}
 	if !lower {
 		s = strings.ToLower(s)
+	} else if len(s) < len(name) {
+		return name, nil // already canonical: no copy
 	}
 	return s + ".", nil
 }

@@ -231,29 +231,43 @@ func (r *Resolver) Servers() []string { return append([]string(nil), r.servers..
 // the type, ErrTemporary when no server answered usefully or ctx ended
 // first. An invalid name gives ErrInvalidName and a nil Answer. Errors
 // wrap these sentinels (use errors.Is).
-func (r *Resolver) Lookup(ctx context.Context, name string, qtype uint16) (a *Answer, err error) {
-	if sink, ok := ctx.Value(sourceKey{}).(*Source); ok {
-		defer func() {
-			if a != nil {
-				*sink = a.Source
-			}
-		}()
+func (r *Resolver) Lookup(ctx context.Context, name string, qtype uint16) (*Answer, error) {
+	k, e, src, err := r.lookup(ctx, name, qtype)
+	if e == nil {
+		if k.name == "" {
+			return nil, err
+		}
+		return &Answer{Name: k.name, Type: qtype, RCode: dns.RcodeServerFailure, Final: k.name, Source: FromDNS}, err
 	}
+	return r.answer(k, e, src)
+}
+
+// lookup finds k's entry for Lookup and its typed variants, and tells the
+// context's WithSource where it came from. It returns a nil entry with the
+// error when the name is invalid (k.name is then empty) or when ctx ended
+// before the answer came.
+func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (key, *entry, Source, error) {
+	sink, _ := ctx.Value(sourceKey{}).(*Source)
 	fqdn, err := Canonical(name)
 	if err != nil {
 		r.stats.invalid.Add(1)
-		return nil, fmt.Errorf("lookup %s: %w", typeString(qtype), err)
+		return key{}, nil, 0, fmt.Errorf("lookup %s: %w", typeString(qtype), err)
 	}
 	k := key{name: fqdn, qtype: qtype}
-	if e, ok := r.local.get(k, r.now()); ok {
+	e, ok := r.local.get(k, r.now())
+	src := FromCache
+	if ok {
 		r.stats.hits.Add(1)
-		return r.answer(k, e, FromCache)
+	} else {
+		e, src, err = r.do(ctx, k)
+		if err != nil {
+			src = FromDNS
+		}
 	}
-	e, src, err := r.do(ctx, k)
-	if err != nil {
-		return &Answer{Name: fqdn, Type: qtype, RCode: dns.RcodeServerFailure, Final: fqdn, Source: FromDNS}, err
+	if sink != nil {
+		*sink = src
 	}
-	return r.answer(k, e, src)
+	return k, e, src, err
 }
 
 // do runs the lookup of k once for all callers asking at the same time.
@@ -288,6 +302,7 @@ func (r *Resolver) do(ctx context.Context, k key) (*entry, Source, error) {
 
 func (r *Resolver) run(ctx context.Context, k key, c *call) {
 	c.e, c.src = r.fetch(ctx, k)
+	c.e.err = negativeErr(k, c.e.kind)
 	r.local.put(k, c.e)
 	r.mu.Lock()
 	delete(r.calls, k)

@@ -60,10 +60,15 @@ type Counter interface {
 	Allow(ctx context.Context, name, key string, cost int64, l Limit) (Decision, error)
 }
 
-// redisKey hashes the untrusted key.
+// redisKey hashes the untrusted key: KeyPrefix, name, ":" and 32 hex
+// digits, written in one allocation.
 func redisKey(name, key string) string {
 	h := sha256.Sum256([]byte(key))
-	return KeyPrefix + name + ":" + hex.EncodeToString(h[:16])
+	var buf [128]byte
+	b := append(buf[:0], KeyPrefix...)
+	b = append(b, name...)
+	b = append(b, ':')
+	return string(hex.AppendEncode(b, h[:16]))
 }
 
 // Redis counts in Redis.
@@ -92,11 +97,22 @@ return {1, math.ceil((new - now) / unit), math.ceil(new - now)}
 
 // Allow implements Counter.
 func (r *Redis) Allow(ctx context.Context, name, key string, cost int64, l Limit) (Decision, error) {
-	res, err := allowScript.Run(ctx, r.c, []string{redisKey(name, key)}, cost, l.Count, float64(l.Window)/float64(time.Millisecond)).Int64Slice()
-	if err != nil || len(res) != 3 {
-		return Decision{Allowed: true}, fmt.Errorf("%w: %s: %v", ErrStore, name, err)
+	res, err := allowScript.Run(ctx, r.c, []string{redisKey(name, key)}, cost, l.Count, float64(l.Window)/float64(time.Millisecond)).Slice()
+	if err != nil {
+		return Decision{Allowed: true}, fmt.Errorf("%w: %s: %w", ErrStore, name, err)
 	}
-	return Decision{Allowed: res[0] == 1, Used: res[1], Reset: time.Duration(res[2]) * time.Millisecond}, nil
+	var v [3]int64
+	if len(res) != len(v) {
+		return Decision{Allowed: true}, fmt.Errorf("%w: %s: script returned %d values, want 3", ErrStore, name, len(res))
+	}
+	for i, x := range res {
+		n, ok := x.(int64)
+		if !ok {
+			return Decision{Allowed: true}, fmt.Errorf("%w: %s: script returned %T, want integers", ErrStore, name, x)
+		}
+		v[i] = n
+	}
+	return Decision{Allowed: v[0] == 1, Used: v[1], Reset: time.Duration(v[2]) * time.Millisecond}, nil
 }
 
 // Memory counts in process: each replica alone.

@@ -19,7 +19,7 @@ func (c *compiler) dnsxl(errorf func(string, ...any), name, arg string) Restrict
 		errorf("restriction %s: %q is not a domain name", name, domain)
 		return nil
 	}
-	r := dnsxl{name: name, arg: arg, domain: domain, target: spec.target, allow: spec.allow, class: spec.class,
+	r := dnsxl{name: name, full: name + " " + arg, arg: arg, domain: domain, target: spec.target, allow: spec.allow, class: spec.class,
 		dns: c.opts.DNS, dest: c.dest, code: c.code("maps_rbl_reject_code")}
 	if hasFilter {
 		f, err := parseIPFilter(filter)

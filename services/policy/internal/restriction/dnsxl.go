@@ -54,6 +54,7 @@ const rblTXTLimit = 500
 // dnsxl is one DNS list restriction with its argument "domain[=filter]".
 type dnsxl struct {
 	name   string
+	full   string // name and arg, what Name returns
 	arg    string // as configured, the key of rbl_reply_maps
 	domain string // without the filter
 	filter *ipFilter
@@ -66,7 +67,7 @@ type dnsxl struct {
 	reply  maps // rbl_reply_maps
 }
 
-func (r dnsxl) Name() string { return r.name + " " + r.arg }
+func (r dnsxl) Name() string { return r.full }
 
 func (r dnsxl) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	f := in.Facts
@@ -76,13 +77,19 @@ func (r dnsxl) Eval(ctx context.Context, in *Input) (Outcome, error) {
 		return Outcome{}, nil
 	}
 	var query, what string
+	a := f.ClientAddr.Unmap()
 	switch r.target {
 	case xlClientAddr:
-		a := f.ClientAddr.Unmap()
 		if !a.IsValid() {
 			return Outcome{}, nil
 		}
-		query, what = reverseLabels(a)+r.domain, a.String()
+		// Built in one piece, with the trailing dot: the resolver takes
+		// it as it is. what (the address) is written only when a reply
+		// needs it.
+		var buf [128]byte
+		b := appendReverseLabels(buf[:0], a)
+		b = append(b, r.domain...)
+		query = string(append(b, '.'))
 	default:
 		what = r.subject(ctx, in)
 		d, ok := rhsDomain(what)
@@ -92,10 +99,14 @@ func (r dnsxl) Eval(ctx context.Context, in *Input) (Outcome, error) {
 		query = d + "." + r.domain
 	}
 	addrs, err := lookupAddrs(ctx, in, r.dns, query, dns.TypeA)
-	switch classify(err) {
-	case dnsNotFound:
+	res := classify(err)
+	if res == dnsNotFound {
 		return Outcome{}, nil
-	case dnsTemporary:
+	}
+	if r.target == xlClientAddr {
+		what = a.String()
+	}
+	if res == dnsTemporary {
 		// A block list gives the benefit of the doubt; an allow list
 		// must not let a refusal through unnoticed.
 		if r.allow {
@@ -165,24 +176,26 @@ func rhsDomain(what string) (string, bool) {
 // reverseLabels writes an address as a DNS list wants it, with the
 // trailing dot: "2.0.0.127." for 127.0.0.2, 32 nibbles for IPv6.
 func reverseLabels(a netip.Addr) string {
-	var b strings.Builder
+	var buf [72]byte
+	return string(appendReverseLabels(buf[:0], a))
+}
+
+// appendReverseLabels appends reverseLabels(a) to b.
+func appendReverseLabels(b []byte, a netip.Addr) []byte {
 	if a.Is4() {
 		o := a.As4()
 		for i := 3; i >= 0; i-- {
-			b.WriteString(strconv.Itoa(int(o[i])))
-			b.WriteByte('.')
+			b = strconv.AppendInt(b, int64(o[i]), 10)
+			b = append(b, '.')
 		}
-		return b.String()
+		return b
 	}
 	const hex = "0123456789abcdef"
 	o := a.As16()
 	for i := 15; i >= 0; i-- {
-		b.WriteByte(hex[o[i]&0xf])
-		b.WriteByte('.')
-		b.WriteByte(hex[o[i]>>4])
-		b.WriteByte('.')
+		b = append(b, hex[o[i]&0xf], '.', hex[o[i]>>4], '.')
 	}
-	return b.String()
+	return b
 }
 
 // refuse formats the reply: the rbl_reply_maps template for the list, or

@@ -31,6 +31,8 @@ import (
 // rateLimit is one check_rate_limit.
 type rateLimit struct {
 	name  string
+	full  string // "check_rate_limit NAME", what Name returns
+	table string // "rate NAME", the table of its Lookup
 	key   string
 	bytes bool
 	limit ratelimit.Limit
@@ -38,7 +40,7 @@ type rateLimit struct {
 	c     ratelimit.Counter
 }
 
-func (r rateLimit) Name() string { return "check_rate_limit " + r.name }
+func (r rateLimit) Name() string { return r.full }
 
 func (r rateLimit) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	key := r.keyOf(in.Facts)
@@ -53,7 +55,9 @@ func (r rateLimit) Eval(ctx context.Context, in *Input) (Outcome, error) {
 		}
 	}
 	d, err := r.c.Allow(ctx, r.name, key, cost, r.limit)
-	in.lookup(Lookup{Table: "rate " + r.name, Key: key, Found: !d.Allowed, Value: strconv.FormatInt(d.Used, 10) + "/" + strconv.FormatInt(r.limit.Count, 10)})
+	if in.st.lookups != nil {
+		in.lookup(Lookup{Table: r.table, Key: key, Found: !d.Allowed, Value: strconv.FormatInt(d.Used, 10) + "/" + strconv.FormatInt(r.limit.Count, 10)})
+	}
 	if err != nil {
 		if errors.Is(err, ratelimit.ErrStore) {
 			// Fail open, counted in the warnings (and the log).
@@ -177,6 +181,7 @@ func (c *compiler) rateLimits() map[string]rateLimit {
 		case out[r.name].name != "":
 			bad("%s is defined twice", r.name)
 		default:
+			r.full, r.table = "check_rate_limit "+r.name, "rate "+r.name
 			out[r.name] = r
 		}
 	}
