@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
@@ -52,27 +53,30 @@ func (r Reply) Temporary() bool { return r.Code/100 == 4 }
 func (r Reply) Positive() bool { return r.Code/100 == 2 || r.Code/100 == 3 }
 
 // String formats r for the wire, CRLF-terminated.
-func (r Reply) String() string {
-	var b strings.Builder
+func (r Reply) String() string { return string(r.AppendTo(nil)) }
+
+// AppendTo appends r as String formats it to b: the session writes its
+// replies this way, into its write buffer, with no string per reply.
+func (r Reply) AppendTo(b []byte) []byte {
 	lines := r.Lines
 	if len(lines) == 0 {
 		lines = []string{""}
 	}
 	for i, l := range lines {
-		sep := "-"
+		b = strconv.AppendInt(b, int64(r.Code), 10)
 		if i == len(lines)-1 {
-			sep = " "
+			b = append(b, ' ')
+		} else {
+			b = append(b, '-')
 		}
-		b.WriteString(strconv.Itoa(r.Code))
-		b.WriteString(sep)
 		if r.Enhanced != "" {
-			b.WriteString(r.Enhanced)
-			b.WriteByte(' ')
+			b = append(b, r.Enhanced...)
+			b = append(b, ' ')
 		}
-		b.WriteString(sanitize(l))
-		b.WriteString("\r\n")
+		b = appendSanitized(b, l)
+		b = append(b, "\r\n"...)
 	}
-	return b.String()
+	return b
 }
 
 // SoftBounced is r as soft_bounce = yes sends it: a 5xx reply becomes
@@ -94,14 +98,24 @@ func (r Reply) Text() string {
 	return strings.TrimRight(strings.ReplaceAll(r.String(), "\r\n", " "), " ")
 }
 
-// sanitize keeps control characters out of reply text.
-func sanitize(s string) string {
-	return strings.Map(func(r rune) rune {
+// appendSanitized appends s to b with its control characters replaced
+// by '?', so that no reply text can end the reply early or smuggle one
+// in.
+func appendSanitized(b []byte, s string) []byte {
+	clean := true
+	for i := 0; i < len(s) && clean; i++ {
+		clean = s[i] >= 0x20 && s[i] < 0x7f
+	}
+	if clean {
+		return append(b, s...)
+	}
+	for _, r := range s {
 		if r < 0x20 || r == 0x7f {
-			return '?'
+			r = '?'
 		}
-		return r
-	}, s)
+		b = utf8.AppendRune(b, r)
+	}
+	return b
 }
 
 // The fixed replies of the protocol engine, as Postfix words them.

@@ -7,8 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
 )
 
 // ioBufSize is the size of a session's read and write buffers. The read
@@ -89,17 +92,19 @@ func (s *session) idle() error {
 // or logged through log/slog, would keep an 8 or 16 KiB stack for the
 // rest of the session, idle or not. Run on w's goroutines, what needs
 // deep stacks uses theirs, and the session's goroutine stays at 4 KiB
-// (10,000 idle sessions: 40 MB less).
+// (10,000 idle sessions: 40 MB less). offStack costs a channel and a
+// closure per call: what runs for every command goes through
+// session.offStack and offStackHandler instead, whose jobs are reused.
 func offStack[T, U any](w *workers, f func() (T, U)) (T, U) {
 	type result struct {
 		t T
 		u U
 	}
 	ch := make(chan result, 1)
-	w.run(func() {
+	w.run(funcJob(func() {
 		t, u := f()
 		ch <- result{t, u}
-	})
+	}))
 	r := <-ch
 	return r.t, r.u
 }
@@ -107,33 +112,46 @@ func offStack[T, U any](w *workers, f func() (T, U)) (T, U) {
 // workerIdleTime is how long a worker waits for work before it ends.
 const workerIdleTime = 10 * time.Second
 
-// workers run functions for sessions (offStack). A worker keeps the
-// stack it grew for the next function, instead of a new goroutine's
-// growing one again for each; there are as many as functions ran at
-// once lately, each ending after workerIdleTime without work.
+// A job is what a worker runs for a session.
+type job interface{ run() }
+
+// funcJob runs a function (offStack's jobs).
+type funcJob func()
+
+func (f funcJob) run() { f() }
+
+// workers run jobs for sessions (offStack). A worker keeps the stack it
+// grew for the next job, instead of a new goroutine's growing one again
+// for each; there are as many as jobs ran at once lately, each ending
+// after workerIdleTime without work. commands and records keep the jobs
+// of session.offStack and offStackHandler for reuse (*commandJob,
+// *logJob): a job is needed only while a session waits for it, so a
+// pool, not every session, holds them.
 type workers struct {
-	ch chan func()
+	ch       chan job
+	commands sync.Pool
+	records  sync.Pool
 }
 
-func newWorkers() *workers { return &workers{ch: make(chan func())} }
+func newWorkers() *workers { return &workers{ch: make(chan job)} }
 
-// run hands f to an idle worker, or starts a new one for it.
-func (w *workers) run(f func()) {
+// run hands j to an idle worker, or starts a new one for it.
+func (w *workers) run(j job) {
 	select {
-	case w.ch <- f:
+	case w.ch <- j:
 	default:
-		go w.work(f)
+		go w.work(j)
 	}
 }
 
-func (w *workers) work(f func()) {
-	f()
+func (w *workers) work(j job) {
+	j.run()
 	t := time.NewTimer(workerIdleTime)
 	defer t.Stop()
 	for {
 		select {
-		case f := <-w.ch:
-			f()
+		case j := <-w.ch:
+			j.run()
 			t.Reset(workerIdleTime)
 		case <-t.C:
 			return
@@ -141,44 +159,131 @@ func (w *workers) work(f func()) {
 	}
 }
 
+// commandJob is a session's command line, or its connect stage's check,
+// run on a worker; done gets a value when r and ok are set.
+type commandJob struct {
+	s       *session
+	ctx     context.Context
+	line    string
+	connect bool
+	r       reply.Reply
+	ok      bool
+	done    chan struct{}
+}
+
+func (j *commandJob) run() {
+	if j.connect {
+		j.r, j.ok = j.s.connectCheck(j.ctx)
+	} else {
+		j.r, j.ok = j.s.command(j.ctx, j.line), true
+	}
+	j.done <- struct{}{}
+}
+
+// offStack runs the command line on a worker (connect: the connect
+// stage's check instead) and returns its reply; ok is connectCheck's.
+// While it runs, the session's records are written by the worker itself
+// (offStackHandler): the session's goroutine only waits.
+func (s *session) offStack(ctx context.Context, line string, connect bool) (r reply.Reply, ok bool) {
+	w := s.srv.workers()
+	j, _ := w.commands.Get().(*commandJob)
+	if j == nil {
+		j = &commandJob{done: make(chan struct{}, 1)}
+	}
+	j.s, j.ctx, j.line, j.connect = s, ctx, line, connect
+	s.onWorker.Store(true)
+	w.run(j)
+	<-j.done
+	s.onWorker.Store(false)
+	r, ok = j.r, j.ok
+	j.s, j.ctx, j.line, j.r = nil, nil, "", reply.Reply{}
+	w.commands.Put(j)
+	return r, ok
+}
+
 // offStackHandler writes a session's log records from a goroutine of
 // their own, for the same reason as offStack: log/slog's handlers need a
 // few KiB of stack, more than the rest of an idle session's goroutine.
-// It also keeps the session's attributes (With) as they are and adds
-// them to each record, where the handlers below would format them ahead
-// for every session, used or not: a few hundred bytes per idle session.
+// A record logged while the session's command runs on a worker
+// (onWorker) is written there and then: that goroutine's stack is not
+// the session's. The handler also keeps the session's attributes (With)
+// as they are and adds them to each record, where the handlers below
+// would format them ahead for every session, used or not: a few hundred
+// bytes per idle session.
 type offStackHandler struct {
-	h     slog.Handler
-	w     *workers
-	attrs []slog.Attr
+	h        slog.Handler
+	w        *workers
+	attrs    []slog.Attr
+	onWorker *atomic.Bool // nil: never
 }
 
-func (o offStackHandler) Enabled(ctx context.Context, l slog.Level) bool { return o.h.Enabled(ctx, l) }
+func (o *offStackHandler) Enabled(ctx context.Context, l slog.Level) bool {
+	return o.h.Enabled(ctx, l)
+}
 
-func (o offStackHandler) Handle(ctx context.Context, r slog.Record) error {
-	_, err := offStack(o.w, func() (struct{}, error) {
-		if len(o.attrs) > 0 {
-			nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-			nr.AddAttrs(o.attrs...)
-			r.Attrs(func(a slog.Attr) bool {
-				nr.AddAttrs(a)
-				return true
-			})
-			r = nr
-		}
-		return struct{}{}, o.h.Handle(ctx, r)
-	})
+// Handle is kept small: on the session's goroutine, its frame and
+// handOff's are all the logging that stack holds.
+func (o *offStackHandler) Handle(ctx context.Context, r slog.Record) error {
+	if o.onWorker != nil && o.onWorker.Load() {
+		return o.handle(ctx, &r)
+	}
+	return o.handOff(ctx, &r)
+}
+
+// handOff has a worker write *r, and waits.
+func (o *offStackHandler) handOff(ctx context.Context, r *slog.Record) error {
+	j, _ := o.w.records.Get().(*logJob)
+	if j == nil {
+		j = &logJob{done: make(chan struct{}, 1)}
+	}
+	j.o, j.ctx, j.r = o, ctx, *r
+	o.w.run(j)
+	<-j.done
+	err := j.err
+	j.o, j.ctx, j.r, j.err = nil, nil, slog.Record{}, nil
+	o.w.records.Put(j)
 	return err
 }
 
-func (o offStackHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+// handle writes *r with the session's attributes first.
+func (o *offStackHandler) handle(ctx context.Context, r *slog.Record) error {
 	if len(o.attrs) == 0 {
-		return offStackHandler{o.h, o.w, attrs} // the handler owns attrs (slog.Handler)
+		return o.h.Handle(ctx, *r)
 	}
-	return offStackHandler{o.h, o.w, append(o.attrs[:len(o.attrs):len(o.attrs)], attrs...)}
+	nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	nr.AddAttrs(o.attrs...)
+	r.Attrs(func(a slog.Attr) bool {
+		nr.AddAttrs(a)
+		return true
+	})
+	return o.h.Handle(ctx, nr)
 }
 
-func (o offStackHandler) WithGroup(name string) slog.Handler {
+// logJob is a record offStackHandler has a worker write.
+type logJob struct {
+	o    *offStackHandler
+	ctx  context.Context
+	r    slog.Record
+	err  error
+	done chan struct{}
+}
+
+func (j *logJob) run() {
+	j.err = j.o.handle(j.ctx, &j.r)
+	j.done <- struct{}{}
+}
+
+func (o *offStackHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
+	c := *o
+	if len(o.attrs) == 0 {
+		c.attrs = attrs // the handler owns attrs (slog.Handler)
+	} else {
+		c.attrs = append(o.attrs[:len(o.attrs):len(o.attrs)], attrs...)
+	}
+	return &c
+}
+
+func (o *offStackHandler) WithGroup(name string) slog.Handler {
 	// The attributes so far go outside the group: to the handler below.
-	return offStackHandler{h: o.h.WithAttrs(o.attrs).WithGroup(name), w: o.w}
+	return &offStackHandler{h: o.h.WithAttrs(o.attrs).WithGroup(name), w: o.w, onWorker: o.onWorker}
 }

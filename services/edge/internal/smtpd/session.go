@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.opentelemetry.io/otel/trace"
@@ -116,6 +117,9 @@ type session struct {
 	// shutDown: the session ended with reply.ShuttingDown, at the drain's
 	// deadline when shutDownAtDeadline.
 	shutDown, shutDownAtDeadline bool
+	// onWorker: a command of the session runs on a worker (offStack),
+	// whose goroutine then writes the session's log records itself.
+	onWorker atomic.Bool
 }
 
 // transaction is one mail transaction (MAIL to end of data or RSET).
@@ -148,10 +152,10 @@ func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *se
 	s := &session{srv: srv, l: l, conn: conn, raw: conn, id: newID(), origin: policyv1.Origin_ORIGIN_SOCKET}
 	s.clientAddr, s.clientPort = splitHostPort(peer.Client)
 	s.serverAddr, s.serverPort = splitHostPort(peer.Server)
-	attrs := []any{"session", s.id, "listener", l.Name, "client", s.clientAddr}
+	attrs := []slog.Attr{slog.String("session", s.id), slog.String("listener", l.Name), slog.String("client", s.clientAddr)}
 	if peer.Proxied {
 		s.origin = policyv1.Origin_ORIGIN_PROXY
-		attrs = append(attrs, "client_port", s.clientPort, "proxy", peer.Proxy.String())
+		attrs = append(attrs, slog.String("client_port", s.clientPort), slog.String("proxy", peer.Proxy.String()))
 	}
 	if ip, err := netip.ParseAddr(s.clientAddr); err == nil {
 		s.xclientOK = l.XCLIENTHosts.Contains(ip)
@@ -161,7 +165,7 @@ func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *se
 		log = slog.New(slog.DiscardHandler)
 	}
 	// Records are written off the session's goroutine (idle.go).
-	s.log = slog.New(offStackHandler{h: log.Handler(), w: srv.workers()}).With(attrs...)
+	s.log = slog.New(&offStackHandler{h: log.Handler(), w: srv.workers(), attrs: attrs, onWorker: &s.onWorker})
 	s.setConn(conn)
 	return s
 }
@@ -233,7 +237,9 @@ func (s *session) send(r reply.Reply) {
 	if s.l.SoftErrorLimit > 0 && s.l.ErrorSleep > 0 && s.errors >= s.l.SoftErrorLimit {
 		time.Sleep(s.l.ErrorSleep)
 	}
-	_, _ = s.bw.WriteString(r.String())
+	// Formatted straight into the write buffer's free space (or a new
+	// slice, when a long reply does not fit; Write copies it then).
+	_, _ = s.bw.Write(r.AppendTo(s.bw.AvailableBuffer()))
 	if r.Code >= 400 {
 		s.log.Info("reply", "reply", r.Text())
 	}
@@ -286,10 +292,18 @@ func (s *session) readLine() (string, error) {
 	if limit <= 0 {
 		limit = 2048
 	}
+	// Most lines are in the buffer whole: one string, made from the
+	// buffer itself.
+	chunk, err := s.br.ReadSlice('\n')
+	if err == nil && len(chunk) <= limit+2 {
+		if (len(chunk) < 2 || chunk[len(chunk)-2] != '\r') && s.bareNewline() == BareNewlineReject {
+			return "", errBareLF
+		}
+		return string(bytes.TrimRight(chunk, "\r\n")), nil
+	}
 	var line []byte
 	tooLong := false
 	for {
-		chunk, err := s.br.ReadSlice('\n')
 		if !tooLong {
 			line = append(line, chunk...)
 			if len(line) > limit+2 {
@@ -297,6 +311,7 @@ func (s *session) readLine() (string, error) {
 			}
 		}
 		if errors.Is(err, bufio.ErrBufferFull) {
+			chunk, err = s.br.ReadSlice('\n')
 			continue
 		}
 		if err != nil {
@@ -374,7 +389,7 @@ func (s *session) run(ctx context.Context) {
 	}
 	// Commands, and the connect stage's check, run on goroutines of
 	// their own: the session's keeps a small stack (idle.go).
-	if r, ok := offStack(s.srv.workers(), func() (reply.Reply, bool) { return s.connectCheck(ctx) }); !ok {
+	if r, ok := s.offStack(ctx, "", true); !ok {
 		s.send(r)
 		if r.Close {
 			return
@@ -423,7 +438,7 @@ func (s *session) run(ctx context.Context) {
 		denied := s.denied
 		verb, _ := splitCommand(line)
 		cctx, span := s.startCommand(ctx, verb)
-		r, _ := offStack(s.srv.workers(), func() (reply.Reply, error) { return s.command(cctx, line), nil })
+		r, _ := s.offStack(cctx, line, false)
 		if r.Close && (r.Code == 0 || r.Code == 421) && s.srv.Drain.closing() {
 			// The drain's deadline ended the command's wait for the
 			// client (DATA content, a BDAT chunk, an AUTH response).
@@ -489,6 +504,9 @@ func (s *session) pregreet() bool {
 }
 
 func isTimeout(err error) bool {
+	if err == nil {
+		return false
+	}
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
 }
