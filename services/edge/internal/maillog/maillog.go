@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -22,6 +23,8 @@ type Log struct {
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	buf []byte
+	// tag is " host smtpgate/smtpd[pid]: ", made once by New.
+	tag string
 }
 
 // New returns a log writing to w with host as the syslog host name
@@ -30,7 +33,9 @@ func New(w io.Writer, host string) *Log {
 	if host == "" {
 		host = "localhost"
 	}
-	return &Log{w: w, host: host, pid: os.Getpid()}
+	l := &Log{w: w, host: host, pid: os.Getpid()}
+	l.tag = fmt.Sprintf(" %s smtpgate/smtpd[%d]: ", l.host, l.pid)
+	return l
 }
 
 // Printf writes one line: the syslog header, then the message.
@@ -46,7 +51,11 @@ func (l *Log) Printf(format string, args ...any) {
 	defer l.mu.Unlock()
 	// RFC 3164's timestamp, as syslogd writes Postfix's lines.
 	l.buf = now().AppendFormat(l.buf[:0], time.Stamp)
-	l.buf = fmt.Appendf(l.buf, " %s smtpgate/smtpd[%d]: ", l.host, l.pid)
+	if l.tag != "" {
+		l.buf = append(l.buf, l.tag...)
+	} else {
+		l.buf = fmt.Appendf(l.buf, " %s smtpgate/smtpd[%d]: ", l.host, l.pid)
+	}
 	l.buf = fmt.Appendf(l.buf, format, args...)
 	l.buf = append(l.buf, '\n')
 	_, _ = l.w.Write(l.buf)
@@ -110,8 +119,9 @@ func (c *Commands) String() string {
 }
 
 func appendCount(b []byte, ok, total int) []byte {
-	if ok == total {
-		return fmt.Appendf(b, "=%d", total)
+	b = append(b, '=')
+	if ok != total {
+		b = append(strconv.AppendInt(b, int64(ok), 10), '/')
 	}
-	return fmt.Appendf(b, "=%d/%d", ok, total)
+	return strconv.AppendInt(b, int64(total), 10)
 }

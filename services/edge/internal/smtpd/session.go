@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"encoding/base64"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -19,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"go.opentelemetry.io/otel/trace"
 
@@ -189,9 +189,14 @@ func (s *session) setConn(c net.Conn) {
 
 // newID returns a unique upper-case hex id, used as session and queue id.
 func newID() string {
+	const digits = "0123456789ABCDEF"
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return strings.ToUpper(hex.EncodeToString(b[:]))
+	var id [2 * len(b)]byte
+	for i, c := range b {
+		id[2*i], id[2*i+1] = digits[c>>4], digits[c&0xf]
+	}
+	return string(id[:])
 }
 
 func (s *session) close() {
@@ -364,7 +369,7 @@ func (s *session) refuseBareNewline(what string, command bool) reply.Reply {
 		if s.helo != "" {
 			line += " helo=<" + s.helo + ">"
 		}
-		s.srv.MailLog.Printf("%s", printable([]byte(line)))
+		s.srv.MailLog.Printf("%s", printableString(line))
 	}
 	return r
 }
@@ -533,6 +538,18 @@ func printable(b []byte) string {
 	return q[1 : len(q)-1]
 }
 
+// printableString is printable for a string; one with nothing to escape
+// is returned as it is.
+func printableString(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q := strconv.Quote(s)
+			return q[1 : len(q)-1]
+		}
+	}
+	return s
+}
+
 // command dispatches one command line.
 func (s *session) command(ctx context.Context, line string) reply.Reply {
 	if strings.IndexByte(line, 0) >= 0 {
@@ -652,7 +669,10 @@ func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.
 	// A stage policy said it always permits on this listener is
 	// answered here as policy would (skip.go).
 	if s.srv.PolicySkipTime > 0 && s.srv.skipped.skip(s.l.Name, stage, time.Now()) {
-		return &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT, DeferIfPermit: s.carried(stage)}, nil
+		if d := s.carried(stage); d != nil {
+			return &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT, DeferIfPermit: d}, nil
+		}
+		return permitVerdict, nil
 	}
 	req := &policyv1.CheckRequest{Stage: stage, Session: s.facts(), Transaction: tx, EtrnDomain: etrn, DeferIfPermit: s.carried(stage)}
 	if s.srv.PolicyTimeout > 0 {
@@ -670,6 +690,10 @@ func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.
 	}
 	return resp.GetVerdict(), nil
 }
+
+// permitVerdict is a skipped stage's verdict when it carries no
+// defer_if_permit. It is shared and never modified.
+var permitVerdict = &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT}
 
 // carried is the defer_if_permit an earlier stage raised that goes with
 // a request at stage (Postfix smtpd_check.c): CONNECT's with HELO/EHLO,
@@ -732,7 +756,7 @@ func (s *session) logReject(stage policyv1.Stage, tx *policyv1.Transaction, r re
 	if s.helo != "" {
 		fmt.Fprintf(&b, " helo=<%s>", s.helo)
 	}
-	s.srv.MailLog.Printf("%s", printable([]byte(b.String())))
+	s.srv.MailLog.Printf("%s", printableString(b.String()))
 }
 
 // postfixStage is the word Postfix's reject lines use for a stage.
@@ -962,9 +986,11 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 	if verb == "HELO" {
 		return reply.Reply{Code: 250, Lines: []string{s.l.Hostname}}
 	}
-	lines := []string{s.l.Hostname, "PIPELINING"}
+	lines := make([]string, 0, 14)
+	lines = append(lines, s.l.Hostname, "PIPELINING")
 	if s.l.MaxMessageSize > 0 {
-		lines = append(lines, "SIZE "+strconv.FormatInt(s.l.MaxMessageSize, 10))
+		var b [32]byte
+		lines = append(lines, string(strconv.AppendInt(append(b[:0], "SIZE "...), s.l.MaxMessageSize, 10)))
 	} else {
 		lines = append(lines, "SIZE")
 	}
@@ -1064,6 +1090,9 @@ func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 }
 
 func paramReply(err error) (reply.Reply, bool) {
+	if err == nil {
+		return reply.Reply{}, false
+	}
 	var pe *paramError
 	if !errors.As(err, &pe) {
 		return reply.Reply{}, false
@@ -1130,7 +1159,7 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 		if s.saslUser != "" {
 			line += ", sasl_method=" + s.saslMech + ", sasl_username=" + s.saslUser
 		}
-		s.srv.MailLog.Printf("%s", printable([]byte(line)))
+		s.srv.MailLog.Printf("%s", printableString(line))
 	}
 	return reply.RcptOK
 }
@@ -1293,15 +1322,21 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		s.log.ErrorContext(ctx, "hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
 		return reply.FromHandoff(err)
 	}
-	attrs := []any{"queue_id", tx.queueID, "client", s.namaddr()}
-	if s.saslUser != "" {
-		// As Postfix logs them on the queue id's client= line.
-		attrs = append(attrs, "sasl_method", s.saslMech, "sasl_username", s.saslUser)
-	}
+	total := int64(len(head)) + size
 	if s.srv.MailLog != nil {
-		s.srv.MailLog.Printf("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", tx.queueID, printable([]byte(tx.sender)), int64(len(head))+size, len(tx.rcpts))
+		s.srv.MailLog.Printf("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", tx.queueID, printableString(tx.sender), total, len(tx.rcpts))
 	}
-	s.log.InfoContext(ctx, "accepted", append(attrs, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", int64(len(head))+size, "spooled", tx.body.Spooled(), "next_hop", s.l.NextHop.String())...)
+	if s.log.Enabled(ctx, slog.LevelInfo) {
+		attrs := make([]slog.Attr, 0, 10)
+		attrs = append(attrs, slog.String("queue_id", tx.queueID), slog.String("client", s.namaddr()))
+		if s.saslUser != "" {
+			// As Postfix logs them on the queue id's client= line.
+			attrs = append(attrs, slog.String("sasl_method", s.saslMech), slog.String("sasl_username", s.saslUser))
+		}
+		attrs = append(attrs, slog.String("from", tx.sender), slog.Int("nrcpt", len(tx.rcpts)), slog.Int64("size", total),
+			slog.Bool("spooled", tx.body.Spooled()), slog.String("next_hop", s.l.NextHop.String()))
+		s.log.LogAttrs(ctx, slog.LevelInfo, "accepted", attrs...)
+	}
 	return reply.Queued(tx.queueID)
 }
 
@@ -1309,43 +1344,61 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 // policy headers, the Received header (RFC 5321 §4.4, with the protocol
 // names of RFC 3848), and after it the added lines (each ending in CRLF).
 func (s *session) assemble(tx *transaction, headers []*policyv1.Header, added []string) []byte {
-	var b bytes.Buffer
+	b := make([]byte, 0, 256)
 	for _, h := range headers {
-		fmt.Fprintf(&b, "%s: %s\r\n", h.GetName(), strings.NewReplacer("\r", " ", "\n", " ").Replace(h.GetValue()))
+		b = fmt.Appendf(b, "%s: %s\r\n", h.GetName(), strings.NewReplacer("\r", " ", "\n", " ").Replace(h.GetValue()))
 	}
-	proto := "SMTP"
+	b = append(b, "Received: from "...)
+	b = appendHeaderSafe(b, s.helo)
+	b = append(b, " ("...)
+	b = appendHeaderSafe(b, s.name())
+	b = append(b, " ["...)
+	b = append(b, s.clientAddr...)
+	b = append(b, "])\r\n"...)
+	if st := s.tlsState; st != nil {
+		b = fmt.Appendf(b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
+	}
+	b = append(b, "\tby "...)
+	b = append(b, s.l.Hostname...)
+	b = append(b, " (smtpgate) with "...)
+	// The protocol names of RFC 3848.
 	if s.esmtp {
-		proto = "ESMTP"
+		b = append(b, "ESMTP"...)
 		if s.tlsState != nil {
-			proto += "S"
+			b = append(b, 'S')
 		}
 		if s.saslUser != "" {
-			proto += "A"
+			b = append(b, 'A')
 		}
+	} else {
+		b = append(b, "SMTP"...)
 	}
-	fmt.Fprintf(&b, "Received: from %s (%s [%s])\r\n", headerSafe(s.helo), headerSafe(s.name()), s.clientAddr)
-	if st := s.tlsState; st != nil {
-		fmt.Fprintf(&b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
-	}
-	fmt.Fprintf(&b, "\tby %s (%s) with %s id %s", s.l.Hostname, "smtpgate", proto, tx.queueID)
+	b = append(b, " id "...)
+	b = append(b, tx.queueID...)
 	if len(tx.rcpts) == 1 {
-		fmt.Fprintf(&b, "\r\n\tfor <%s>", headerSafe(tx.rcpts[0]))
+		b = append(b, "\r\n\tfor <"...)
+		b = appendHeaderSafe(b, tx.rcpts[0])
+		b = append(b, '>')
 	}
-	fmt.Fprintf(&b, "; %s\r\n", time.Now().Format("Mon, 2 Jan 2006 15:04:05 -0700 (MST)"))
+	b = append(b, "; "...)
+	b = time.Now().AppendFormat(b, "Mon, 2 Jan 2006 15:04:05 -0700 (MST)")
+	b = append(b, "\r\n"...)
 	for _, a := range added {
-		b.WriteString(a)
+		b = append(b, a...)
 	}
-	return b.Bytes()
+	return b
 }
 
-// headerSafe keeps client-supplied text from breaking the header.
-func headerSafe(s string) string {
-	return strings.Map(func(r rune) rune {
+// appendHeaderSafe appends s to b with what could break the header
+// (control characters, parentheses) made '?'.
+func appendHeaderSafe(b []byte, s string) []byte {
+	for _, r := range s {
 		if r < 0x20 || r == 0x7f || r == '(' || r == ')' {
-			return '?'
+			r = '?'
 		}
-		return r
-	}, s)
+		b = utf8.AppendRune(b, r)
+	}
+	return b
 }
 
 // starttls handles STARTTLS (RFC 3207).

@@ -13,6 +13,9 @@ import (
 // defaultMemoryLimit is smtpgate_memory_message_limit's default.
 const defaultMemoryLimit = 1 << 20
 
+// memoryStart is what a message's memory buffer starts with.
+const memoryStart = 4096
+
 // spoolDir is smtpgate_spool_directory, or its default.
 func (l *Listener) spoolDir() string {
 	if l.SpoolDir != "" {
@@ -32,7 +35,7 @@ func (l *Listener) spoolDir() string {
 // read, so that the session stays in step with the client and can answer
 // "451 4.3.0 Error: queue file write error" as Postfix does.
 type body struct {
-	dir   string
+	l     *Listener
 	limit int64
 	mem   bytes.Buffer
 	f     *os.File
@@ -46,7 +49,7 @@ func newBody(l *Listener) *body {
 	if limit <= 0 {
 		limit = defaultMemoryLimit
 	}
-	return &body{dir: l.spoolDir(), limit: limit}
+	return &body{l: l, limit: limit}
 }
 
 func (b *body) Write(p []byte) (int, error) {
@@ -55,6 +58,11 @@ func (b *body) Write(p []byte) (int, error) {
 	}
 	b.size += int64(len(p))
 	if b.f == nil && int64(b.mem.Len()+len(p)) <= b.limit {
+		if b.mem.Cap() == 0 {
+			// Room for a small message at once, rather than the
+			// buffer's growing from 64 bytes line by line.
+			b.mem.Grow(int(min(b.limit, memoryStart)))
+		}
 		return b.mem.Write(p)
 	}
 	if b.f == nil {
@@ -71,10 +79,11 @@ func (b *body) Write(p []byte) (int, error) {
 
 // spill moves what is in memory to a new spool file; the rest goes there.
 func (b *body) spill() error {
-	if err := os.MkdirAll(b.dir, 0o700); err != nil {
+	dir := b.l.spoolDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
-	f, err := os.CreateTemp(b.dir, "msg-*") // mode 0600
+	f, err := os.CreateTemp(dir, "msg-*") // mode 0600
 	if err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
