@@ -104,7 +104,7 @@ func equalFold(lower, s string) bool {
 // String is the disconnect line's tail: "ehlo=1 mail=1 rcpt=0/1 quit=1
 // commands=3/4", a command written ok/total when some of it failed.
 func (c *Commands) String() string {
-	var b []byte
+	b := make([]byte, 0, 96)
 	ok, total := 0, 0
 	for i, name := range commandOrder {
 		if c.total[i] == 0 {

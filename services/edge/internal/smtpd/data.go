@@ -40,7 +40,7 @@ func readData(br *bufio.Reader, w io.Writer, limit int64, mode BareNewline, touc
 	// prevEnd: the last line ended where a "." line can end the
 	// message; the 354 reply counts as such a line end.
 	prevEnd := true
-	var line []byte
+	line := make([]byte, 0, 1024)
 	for {
 		if touch != nil {
 			touch()

@@ -31,3 +31,41 @@ func BenchmarkIdleSession(b *testing.B) {
 	b.ReportMetric(float64(ms.StackInuse-stack0)/float64(b.N), "stack-B/session")
 	b.ReportMetric(float64(ms.HeapAlloc-heap0)/float64(b.N), "heap-B/session")
 }
+
+// nopJob does nothing on a worker but say it is done.
+type nopJob struct{ done chan struct{} }
+
+func (j *nopJob) run() { j.done <- struct{}{} }
+
+// BenchmarkHandOff is what handing one job to a worker and waiting for
+// it costs (a session does it for every command and for each record it
+// logs itself): reused, as session.offStack and offStackHandler do, and
+// through offStack, with a channel and a closure per call.
+func BenchmarkHandOff(b *testing.B) {
+	b.Run("reused", func(b *testing.B) {
+		w := newWorkers()
+		j := &nopJob{done: make(chan struct{}, 1)}
+		b.ReportAllocs()
+		for b.Loop() {
+			w.run(j)
+			<-j.done
+		}
+	})
+	b.Run("offStack", func(b *testing.B) {
+		w := newWorkers()
+		b.ReportAllocs()
+		for b.Loop() {
+			if n, _ := offStack(w, func() (int, error) { return 1, nil }); n != 1 {
+				b.Fatal("offStack lost the result")
+			}
+		}
+	})
+	b.Run("direct", func(b *testing.B) {
+		j := &nopJob{done: make(chan struct{}, 1)}
+		b.ReportAllocs()
+		for b.Loop() {
+			j.run()
+			<-j.done
+		}
+	})
+}
