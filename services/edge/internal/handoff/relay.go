@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -26,6 +27,9 @@ type Relay struct {
 	Opts          Options
 
 	pool pool
+	// bufs keeps Data's copy buffers: io.Copy would make one of 32 KiB
+	// per message.
+	bufs sync.Pool
 }
 
 func (r *Relay) String() string {
@@ -237,19 +241,25 @@ func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 	// Streamed with go-smtp's dot-stuffing writer; a failure to read msg
 	// is the edge's own (451 4.3.0), one to write the next hop's.
 	src := &readErr{r: msg}
-	if _, err := io.Copy(w, src); err != nil {
+	buf, _ := t.r.bufs.Get().(*[]byte)
+	if buf == nil {
+		b := make([]byte, copyBufSize)
+		buf = &b
+	}
+	_, err = io.CopyBuffer(w, src, *buf)
+	t.r.bufs.Put(buf)
+	if err != nil {
 		if src.err != nil {
 			return fmt.Errorf("read message for %s: %w", t.r, src.err)
 		}
 		return reply.NextHopFailed(fmt.Errorf("send to %s: %w", t.r, err))
 	}
-	err = w.Close()
-	var lmtpErr smtp.LMTPDataError
-	if errors.As(err, &lmtpErr) {
-		t.inData, t.ended = false, true
-		return lmtpFailure(lmtpErr, t.rcpts)
-	}
-	if err != nil {
+	if err := w.Close(); err != nil {
+		var lmtpErr smtp.LMTPDataError
+		if errors.As(err, &lmtpErr) {
+			t.inData, t.ended = false, true
+			return lmtpFailure(lmtpErr, t.rcpts)
+		}
 		if !broken(err) {
 			t.inData, t.ended = false, true
 		}
@@ -258,6 +268,9 @@ func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 	t.inData, t.ended = false, true
 	return nil
 }
+
+// copyBufSize is the size of Data's copy buffers, io.Copy's own.
+const copyBufSize = 32 << 10
 
 // readErr remembers the error its reader returned, so that a failed copy
 // can tell reading from writing.
