@@ -5,7 +5,9 @@
 // pings an idle connection every 30s (a dead peer is noticed within
 // about 40s), gives every call a deadline (the caller's, or one of its
 // own), and retries on UNAVAILABLE
-// only the calls that are safe to repeat (see serviceConfig).
+// only the calls that are safe to repeat (see serviceConfig). Its HTTP/2
+// flow-control windows are static (grpcserver.WindowSize), so no
+// bandwidth-delay PINGs follow the calls.
 package grpcclient
 
 import (
@@ -28,6 +30,7 @@ import (
 	_ "google.golang.org/grpc/health"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/grpctls"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
@@ -177,6 +180,8 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 		grpc.WithDisableServiceConfig(),
 		grpc.WithDefaultServiceConfig(serviceConfig()),
 		grpc.WithChainUnaryInterceptor(deadlineInterceptor(o.timeout)),
+		grpc.WithStaticStreamWindowSize(grpcserver.WindowSize),
+		grpc.WithStaticConnWindowSize(grpcserver.WindowSize),
 		// Within grpcserver's enforcement policy (10s at least).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	}

@@ -4,7 +4,9 @@
 // other call is traced (OpenTelemetry, W3C trace context taken from the
 // caller) and timed (smtpgate_grpc_server_handling_seconds) when asked.
 // Transport security comes from WithCredentials (pkg/grpctls makes it from
-// main.cf); keepalives are the same on every server (see keepaliveOptions).
+// main.cf); keepalives are the same on every server (see keepaliveOptions),
+// and so is the transport's tuning for many small calls (see
+// transportOptions).
 package grpcserver
 
 import (
@@ -13,7 +15,9 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"runtime"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +27,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -104,6 +109,38 @@ func keepaliveOptions() []grpc.ServerOption {
 	}
 }
 
+// WindowSize is the static HTTP/2 flow-control window, per stream and per
+// connection, of every smtpgate server and client (pkg/grpcclient uses it
+// too). smtpgate's messages are a few hundred bytes, so 1 MiB lets
+// thousands of calls pass before a WINDOW_UPDATE, and a static window
+// turns off gRPC's bandwidth-delay estimation, which otherwise sends a
+// PING (and gets a PING ack) for bursts of received data: a frame each
+// way, a write system call and allocations on both sides for nothing
+// that a loopback or LAN link needs.
+const WindowSize = 1 << 20
+
+// transportOptions tune every server for many small unary calls:
+//   - static flow-control windows (WindowSize), without BDP pings;
+//   - stream workers: a call runs on one of a pool of goroutines that
+//     live for many calls (gRPC renews each after 65536), not on a new
+//     goroutine whose stack starts small and is copied as it grows
+//     (runtime.copystack was a tenth of smtpgate-policy's CPU). A call
+//     that finds every worker busy gets a goroutine of its own, as
+//     before, so the pool never queues a call.
+func transportOptions() []grpc.ServerOption {
+	return []grpc.ServerOption{
+		grpc.StaticStreamWindowSize(WindowSize),
+		grpc.StaticConnWindowSize(WindowSize),
+		grpc.NumStreamWorkers(streamWorkers()),
+	}
+}
+
+// streamWorkers is the size of the stream worker pool: 8 per CPU, at
+// least 16, enough for the edge's concurrent calls on a small machine.
+func streamWorkers() uint32 {
+	return uint32(max(16, 8*runtime.GOMAXPROCS(0)))
+}
+
 // Listen listens on addr, "host:port" or "unix:/path" (a stale socket
 // file is replaced; the socket is made readable and writable by the
 // group, for clients running under another user of it).
@@ -143,7 +180,7 @@ func New(opts ...Option) *Server {
 	for _, f := range opts {
 		f(&o)
 	}
-	gopts := append(keepaliveOptions(), o.grpcOpts...)
+	gopts := append(append(keepaliveOptions(), transportOptions()...), o.grpcOpts...)
 	if o.creds != nil {
 		gopts = append(gopts, grpc.Creds(o.creds))
 	}
@@ -166,8 +203,9 @@ func New(opts ...Option) *Server {
 			Help:    "Time the gRPC server took to answer a call, by method and status code.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"method", "code"}))
+		observers := &observerCache{h: h}
 		observe := func(method string, start time.Time, err error) {
-			h.WithLabelValues(method, status.Code(err).String()).Observe(time.Since(start).Seconds())
+			observers.get(method, status.Code(err)).Observe(time.Since(start).Seconds())
 		}
 		gopts = append(gopts,
 			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
@@ -198,6 +236,27 @@ func New(opts ...Option) *Server {
 		adminv1.RegisterAdminServiceServer(g, o.admin)
 	}
 	return &Server{GRPC: g, Health: h}
+}
+
+// observerCache holds the histogram's observer of each method and code
+// seen, so that timing a call looks up no labels and allocates nothing.
+type observerCache struct {
+	h *prometheus.HistogramVec
+	m sync.Map // observerKey → prometheus.Observer
+}
+
+type observerKey struct {
+	method string
+	code   codes.Code
+}
+
+func (c *observerCache) get(method string, code codes.Code) prometheus.Observer {
+	k := observerKey{method, code}
+	if o, ok := c.m.Load(k); ok {
+		return o.(prometheus.Observer)
+	}
+	o, _ := c.m.LoadOrStore(k, c.h.WithLabelValues(method, code.String()))
+	return o.(prometheus.Observer)
 }
 
 // Serve marks every registered service SERVING and serves on lis until ctx

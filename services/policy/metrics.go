@@ -2,6 +2,7 @@ package policy
 
 import (
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -16,6 +17,53 @@ type metrics struct {
 	checks   *prometheus.CounterVec
 	refusals *prometheus.CounterVec
 	latency  *prometheus.HistogramVec
+	// stages caches the children of checks and latency by stage (and
+	// action), made on first use, so that a Check looks up no labels.
+	stages [restriction.VRFY + 1]stageMetrics
+}
+
+// stageMetrics are one stage's children of checks (by action; index 0
+// is "error") and latency.
+type stageMetrics struct {
+	checks  [restriction.ActionDiscard + 1]atomic.Pointer[prometheus.Counter]
+	latency atomic.Pointer[prometheus.Observer]
+}
+
+// stage returns the cache of st (StageUnspecified for values out of range).
+func (m *metrics) stage(st restriction.Stage) *stageMetrics {
+	if st < 0 || int(st) >= len(m.stages) {
+		st = restriction.StageUnspecified
+	}
+	return &m.stages[st]
+}
+
+// counter returns the child of checks for st and a (0: "error").
+func (m *metrics) counter(st restriction.Stage, a restriction.Action) prometheus.Counter {
+	if a < 0 || int(a) >= len(m.stages[0].checks) {
+		a = 0
+	}
+	p := &m.stage(st).checks[a]
+	if c := p.Load(); c != nil {
+		return *c
+	}
+	action := "error"
+	if a != 0 {
+		action = strings.ToLower(a.String())
+	}
+	c := m.checks.WithLabelValues(strings.ToLower(st.String()), action)
+	p.Store(&c)
+	return c
+}
+
+// observer returns the child of latency for st.
+func (m *metrics) observer(st restriction.Stage) prometheus.Observer {
+	p := &m.stage(st).latency
+	if o := p.Load(); o != nil {
+		return *o
+	}
+	o := m.latency.WithLabelValues(strings.ToLower(st.String()))
+	p.Store(&o)
+	return o
 }
 
 func newMetrics(r prometheus.Registerer, dns func() resolver.Stats) *metrics {
@@ -39,16 +87,15 @@ func newMetrics(r prometheus.Registerer, dns func() resolver.Stats) *metrics {
 }
 
 func (m *metrics) checked(stage restriction.Stage, v restriction.Verdict, d time.Duration) {
-	st := strings.ToLower(stage.String())
-	m.checks.WithLabelValues(st, strings.ToLower(v.Action.String())).Inc()
-	m.latency.WithLabelValues(st).Observe(d.Seconds())
+	m.counter(stage, v.Action).Inc()
+	m.observer(stage).Observe(d.Seconds())
 	if v.Action != restriction.ActionPermit {
 		m.refusals.WithLabelValues(v.List, v.Restriction).Inc()
 	}
 }
 
 func (m *metrics) failed(stage restriction.Stage) {
-	m.checks.WithLabelValues(strings.ToLower(stage.String()), "error").Inc()
+	m.counter(stage, 0).Inc()
 }
 
 // dnsCollector exports the resolver's counters (resolver.Stats) as they

@@ -26,6 +26,7 @@ import (
 	"net"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -86,6 +87,9 @@ type Server struct {
 	// engines holds the compiled lists of every listener; "" is main.cf
 	// alone.
 	engines map[string]*restriction.Engine
+	// permits are permitStages of each engine, computed once; responses
+	// share them and nothing may change them.
+	permits map[*restriction.Engine][]policyv1.Stage
 	// authConn reaches smtpgate-auth for "auth:users" tables.
 	authConn *grpc.ClientConn
 	// dns is the resolver of the DNS restrictions; redis its shared
@@ -96,6 +100,9 @@ type Server struct {
 	shared *shared
 	// metrics are never nil (unregistered without Config.Metrics).
 	metrics *metrics
+	// steps holds *[]restriction.Step buffers for Check's trace, which
+	// is only read before Check returns.
+	steps sync.Pool
 	// creds secure the gRPC listener (grpctls.Server); security says how.
 	creds    credentials.TransportCredentials
 	security grpctls.Mode
@@ -321,6 +328,10 @@ func newServer(cfg Config, log *slog.Logger, conn *grpc.ClientConn, engines map[
 	}
 	s := &Server{cfg: cfg, log: log, listen: cfg.Main.Get("smtpgate_policy_listen"), engines: engines, authConn: conn,
 		dns: dns, redis: rc, shared: sh}
+	s.permits = map[*restriction.Engine][]policyv1.Stage{}
+	for _, e := range engines {
+		s.permits[e] = permitStages(e)
+	}
 	s.metrics = newMetrics(cfg.Metrics, s.DNSStats)
 	sh.failures.register(cfg.Metrics)
 	return s
@@ -418,7 +429,17 @@ func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policy
 	if err != nil {
 		return nil, err
 	}
-	v, steps, err := s.evaluate(ctx, e, f)
+	buf, _ := s.steps.Get().(*[]restriction.Step)
+	if buf == nil {
+		buf = &[]restriction.Step{}
+	}
+	defer func() {
+		clear(*buf) // drop the strings and lookups of this check
+		*buf = (*buf)[:0]
+		s.steps.Put(buf)
+	}()
+	v, steps, err := s.evaluate(ctx, e, f, *buf)
+	*buf = steps
 	if err != nil {
 		s.metrics.failed(f.Stage)
 		return nil, err
@@ -432,7 +453,7 @@ func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policy
 		}
 	}
 	s.logVerdict(ctx, req, f, v, steps)
-	return &policyv1.CheckResponse{Verdict: verdict(v), PermitStages: permitStages(e)}, nil
+	return &policyv1.CheckResponse{Verdict: verdict(v), PermitStages: s.permits[e]}, nil
 }
 
 // permitStages lists the stages e always permits (CheckResponse.permit_stages).
@@ -458,7 +479,7 @@ func (s *Server) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*po
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
 	}
-	v, steps, err := s.evaluate(ctx, e, f)
+	v, steps, err := s.evaluate(ctx, e, f, []restriction.Step{})
 	if err != nil {
 		return nil, err
 	}
@@ -487,15 +508,15 @@ func (s *Server) prepare(req *policyv1.CheckRequest) (*restriction.Facts, *restr
 }
 
 // evaluate runs the engine, traced, so that the log says how a refusal
-// was reached.
-func (s *Server) evaluate(ctx context.Context, e *restriction.Engine, f *restriction.Facts) (restriction.Verdict, []restriction.Step, error) {
+// was reached; the steps are appended to buf.
+func (s *Server) evaluate(ctx context.Context, e *restriction.Engine, f *restriction.Facts, buf []restriction.Step) (restriction.Verdict, []restriction.Step, error) {
 	// Always traced, once: a refusal is logged with its trace, and
 	// evaluating a second time for the log would repeat what restrictions
 	// do (count a rate limit, ask a policy server, greylist).
-	v, steps, err := e.Explain(ctx, f)
+	v, steps, err := e.ExplainAppend(ctx, f, buf)
 	if err != nil {
 		s.log.ErrorContext(ctx, "check failed", "session", f.SessionID, "stage", f.Stage.String(), "err", err)
-		return v, nil, status.Error(codes.Unavailable, "restriction evaluation failed")
+		return v, steps[:0], status.Error(codes.Unavailable, "restriction evaluation failed")
 	}
 	return v, steps, nil
 }

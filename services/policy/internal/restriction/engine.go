@@ -205,9 +205,15 @@ func (e *Engine) Check(ctx context.Context, f *Facts) (Verdict, error) {
 
 // Explain is Check that also returns every restriction evaluated, in order.
 func (e *Engine) Explain(ctx context.Context, f *Facts) (Verdict, []Step, error) {
-	steps := []Step{}
-	v, err := e.check(ctx, f, &steps)
-	return v, steps, err
+	return e.ExplainAppend(ctx, f, []Step{})
+}
+
+// ExplainAppend is Explain that appends the steps to buf, so that a
+// caller evaluating many checks may reuse one buffer (buf[:0]) once it is
+// done with the steps of the previous one. buf must not be nil.
+func (e *Engine) ExplainAppend(ctx context.Context, f *Facts, buf []Step) (Verdict, []Step, error) {
+	v, err := e.check(ctx, f, &buf)
+	return v, buf, err
 }
 
 // AlwaysPermits reports whether evaluating stage is a permit whatever
@@ -265,7 +271,13 @@ func (e *Engine) check(ctx context.Context, f *Facts, trace *[]Step) (Verdict, e
 	if err != nil {
 		return Verdict{}, err
 	}
-	st := &evalState{trace: trace}
+	// One allocation for the state and the input of every list: a list
+	// does not keep its input once evaluated.
+	sc := &struct {
+		st evalState
+		in Input
+	}{st: evalState{trace: trace}}
+	st := &sc.st
 	if f.DeferIfPermit != nil {
 		r := *f.DeferIfPermit
 		st.deferIfPermit = &r
@@ -281,7 +293,7 @@ func (e *Engine) check(ctx context.Context, f *Facts, trace *[]Step) (Verdict, e
 			if l == nil || len(l.Items) == 0 {
 				continue
 			}
-			o, err := l.eval(ctx, e.input(f, kind, st))
+			o, err := l.eval(ctx, e.input(&sc.in, f, kind, st))
 			if err != nil {
 				return Verdict{}, err
 			}
@@ -294,7 +306,7 @@ func (e *Engine) check(ctx context.Context, f *Facts, trace *[]Step) (Verdict, e
 			}
 		}
 		if p.after != nil {
-			in := e.input(f, p.lists[len(p.lists)-1], st)
+			in := e.input(&sc.in, f, p.lists[len(p.lists)-1], st)
 			o, err := p.after(ctx, e, in)
 			if err != nil {
 				return Verdict{}, err
@@ -310,8 +322,10 @@ func (e *Engine) check(ctx context.Context, f *Facts, trace *[]Step) (Verdict, e
 	return e.finish(permit, st), nil
 }
 
-func (e *Engine) input(f *Facts, kind ListKind, st *evalState) *Input {
-	return &Input{Facts: f, kind: kind, Class: kind.replyClass(), defACL: kind.defaultAccess(), codes: e.codes, st: st}
+// input sets in to the input of list kind and returns it.
+func (e *Engine) input(in *Input, f *Facts, kind ListKind, st *evalState) *Input {
+	*in = Input{Facts: f, kind: kind, Class: kind.replyClass(), defACL: kind.defaultAccess(), codes: e.codes, st: st}
+	return in
 }
 
 // finish adds what the evaluation collected on the way to a verdict.
