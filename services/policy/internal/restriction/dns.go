@@ -47,7 +47,7 @@ func classify(err error) dnsResult {
 // traceDNS records one DNS lookup for Explain: table "dns", key
 // "name TYPE", the records (or the error class) as the value.
 func traceDNS(in *Input, name string, qtype uint16, records []string, err error) {
-	if in.st.lookups == nil {
+	if !in.st.tracingLookups() {
 		return
 	}
 	l := Lookup{Table: "dns", Key: strings.TrimSuffix(name, ".") + " " + dns.TypeToString[qtype]}
@@ -101,7 +101,7 @@ func lookupAddrs(ctx context.Context, in *Input, r *resolver.Resolver, name stri
 	} else {
 		addrs, err = r.LookupA(ctx, name)
 	}
-	if in.st.lookups != nil {
+	if in.st.tracingLookups() {
 		recs := make([]string, len(addrs))
 		for i, a := range addrs {
 			recs[i] = a.String()
@@ -123,7 +123,7 @@ func lookupMX(ctx context.Context, in *Input, r *resolver.Resolver, name string)
 	ctx, end := dnsSpan(ctx, name, dns.TypeMX)
 	mx, err := r.LookupMX(ctx, name)
 	end(err)
-	if in.st.lookups != nil {
+	if in.st.tracingLookups() {
 		recs := make([]string, len(mx))
 		for i, m := range mx {
 			recs[i] = m.Host

@@ -91,7 +91,7 @@ func (r dnsblScore) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	var listed []string
 	for i, s := range r.sites {
 		ans := answers[i]
-		if in.st.lookups != nil {
+		if in.st.tracingLookups() {
 			recs := make([]string, len(ans.addrs))
 			for j, x := range ans.addrs {
 				recs[j] = x.String()

@@ -90,12 +90,11 @@ func (l *List) eval(ctx context.Context, in *Input) (Outcome, error) {
 			continue
 		}
 		idx := -1
-		saved := st.lookups
-		var lookups []Lookup
+		saved := st.lookupStep
 		if st.trace != nil {
 			idx = len(*st.trace)
 			*st.trace = append(*st.trace, Step{List: l.Name, Restriction: r.Name(), Depth: st.recursion - 1})
-			st.lookups = &lookups
+			st.lookupStep = idx + 1
 		}
 		var o Outcome
 		var err error
@@ -104,13 +103,13 @@ func (l *List) eval(ctx context.Context, in *Input) (Outcome, error) {
 		} else {
 			o, err = r.Eval(ctx, in)
 		}
-		st.lookups = saved
+		st.lookupStep = saved
 		if err != nil {
 			return Outcome{}, fmt.Errorf("%s: %s: %w", l.Name, r.Name(), err)
 		}
 		if idx >= 0 {
 			s := &(*st.trace)[idx]
-			s.Lookups, s.Result, s.Reply, s.Warned = lookups, o.Result, o.Reply, o.Warned
+			s.Result, s.Reply, s.Warned = o.Result, o.Reply, o.Warned
 			if o.Result == Dunno && !o.Warned {
 				s.Reply = Reply{}
 			}

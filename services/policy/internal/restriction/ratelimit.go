@@ -55,7 +55,7 @@ func (r rateLimit) Eval(ctx context.Context, in *Input) (Outcome, error) {
 		}
 	}
 	d, err := r.c.Allow(ctx, r.name, key, cost, r.limit)
-	if in.st.lookups != nil {
+	if in.st.tracingLookups() {
 		in.lookup(Lookup{Table: r.table, Key: key, Found: !d.Allowed, Value: strconv.FormatInt(d.Used, 10) + "/" + strconv.FormatInt(r.limit.Count, 10)})
 	}
 	if err != nil {

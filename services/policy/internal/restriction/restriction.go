@@ -73,9 +73,11 @@ type Input struct {
 // warnings, and the Explain trace.
 type evalState struct {
 	trace *[]Step
-	// lookups collects the table lookups of the restriction being
-	// evaluated, for the trace; nil when not tracing.
-	lookups *[]Lookup
+	// lookupStep is 1 + the index in *trace of the step of the
+	// restriction being evaluated, which collects its table lookups; 0
+	// when not tracing. (An index, not a pointer: the trace grows while
+	// nested lists are evaluated.)
+	lookupStep int
 	// recursion is the nesting depth of lists (generic_checks calls).
 	recursion int
 	// warnIfReject is the recursion level at which warn_if_reject was
@@ -148,10 +150,15 @@ func (in *Input) deferIf(slot **Reply, code int, dsn, format string, args ...any
 	}
 }
 
+// tracingLookups reports whether table lookups are recorded for the
+// trace.
+func (st *evalState) tracingLookups() bool { return st.lookupStep > 0 }
+
 // lookup records a table lookup for the trace.
 func (in *Input) lookup(l Lookup) {
-	if in.st.lookups != nil {
-		*in.st.lookups = append(*in.st.lookups, l)
+	if in.st.tracingLookups() {
+		s := &(*in.st.trace)[in.st.lookupStep-1]
+		s.Lookups = append(s.Lookups, l)
 	}
 }
 

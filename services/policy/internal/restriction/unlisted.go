@@ -26,7 +26,8 @@ func (m maps) find(ctx context.Context, in *Input, a address.Address, delimiter 
 		k       string
 		partial bool
 	}
-	var keys []key
+	// At most five keys: room for them on the stack.
+	keys := make([]key, 0, 5)
 	at := func(l string) string {
 		if a.HasDomain {
 			return l + "@" + a.Domain
