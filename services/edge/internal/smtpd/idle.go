@@ -250,12 +250,16 @@ func (o *offStackHandler) handle(ctx context.Context, r *slog.Record) error {
 	if len(o.attrs) == 0 {
 		return o.h.Handle(ctx, *r)
 	}
-	nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
-	nr.AddAttrs(o.attrs...)
+	// The attributes are gathered first and added at once: the record
+	// then grows its storage once, not attribute by attribute.
+	var buf [16]slog.Attr
+	attrs := append(buf[:0], o.attrs...)
 	r.Attrs(func(a slog.Attr) bool {
-		nr.AddAttrs(a)
+		attrs = append(attrs, a)
 		return true
 	})
+	nr := slog.NewRecord(r.Time, r.Level, r.Message, r.PC)
+	nr.AddAttrs(attrs...)
 	return o.h.Handle(ctx, nr)
 }
 

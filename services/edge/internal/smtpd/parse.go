@@ -155,7 +155,7 @@ func validDomain(d string) bool {
 	if d == "" || len(d) > 255 {
 		return false
 	}
-	for _, label := range strings.Split(d, ".") {
+	for label := range strings.SplitSeq(d, ".") {
 		if label == "" || len(label) > 63 {
 			return false
 		}
