@@ -3,6 +3,7 @@ package resolver_test
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"net"
 	"strings"
@@ -194,5 +195,52 @@ func TestRedisGarbage(t *testing.T) {
 	}
 	if st := r.Stats(); st.RedisErrors != 1 {
 		t.Errorf("Stats.RedisErrors = %d, want 1", st.RedisErrors)
+	}
+}
+
+// TestCachedAnswersStayInProcess: a DNSBL-style lookup answered from the
+// in-process cache (an unlisted client, NXDOMAIN, on every RCPT TO) asks
+// neither DNS nor Redis again, and gives the same error as the first
+// answer.
+func TestCachedAnswersStayInProcess(t *testing.T) {
+	s := startStub(t)
+	rs := redistest.Start(t)
+	clk := newClock()
+	r := newResolver(t, s, clk, func(c *resolver.Config) { c.Redis = redisClient(t, rs.Addr) })
+	ctx := context.Background()
+	_, first := r.LookupA(ctx, "nx.example.test.")
+	if !errors.Is(first, resolver.ErrNotFound) {
+		t.Fatalf("first lookup: %v, want ErrNotFound", first)
+	}
+	calls := func() map[string]string {
+		info, err := redisClient(t, rs.Addr).Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]string{}
+		for _, line := range strings.Split(info, "\r\n") {
+			if name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":calls="); ok && line != name {
+				out[name], _, _ = strings.Cut(rest, ",")
+			}
+		}
+		return out
+	}
+	before := calls()
+	if before["get"] != "1" || before["set"] != "1" {
+		t.Fatalf("Redis after the first lookup: %v, want one GET and one SET", before)
+	}
+	for i := range 50 {
+		clk.Advance(time.Second)
+		var src resolver.Source
+		_, err := r.LookupA(resolver.WithSource(ctx, &src), "NX.example.test")
+		if !errors.Is(err, resolver.ErrNotFound) || err.Error() != first.Error() || src != resolver.FromCache {
+			t.Fatalf("lookup %d: %v from %v, want %q from cache", i, err, src, first)
+		}
+	}
+	if after := calls(); after["get"] != before["get"] || after["set"] != before["set"] {
+		t.Errorf("Redis commands after 50 cached lookups: %v, before: %v", after, before)
+	}
+	if n := s.Count("nx.example.test.", dns.TypeA); n != 1 {
+		t.Errorf("DNS asked %d times, want 1", n)
 	}
 }
