@@ -3,6 +3,9 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"maps"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -87,6 +90,68 @@ func TestRedisExactAcrossReplicas(t *testing.T) {
 	d, err := counters[0].Allow(context.Background(), "msgs", "john@example.org", 1, l)
 	if !errors.Is(err, ErrStore) || !d.Allowed {
 		t.Errorf("Redis down: %+v, %v", d, err)
+	}
+}
+
+// TestRedisOneCommandPerDecision: each decision is one EVALSHA (one round
+// trip): no EVAL with the script's text and no SCRIPT EXISTS or LOAD,
+// except once after Redis lost its scripts (SCRIPT FLUSH, a restart).
+func TestRedisOneCommandPerDecision(t *testing.T) {
+	srv := redistest.Start(t)
+	c, err := redisclient.Open(srv.URL(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	ctx := context.Background()
+	r := NewRedis(c)
+	l := Limit{Count: 1000, Window: time.Hour}
+	calls := func() map[string]int {
+		info, err := c.Info(ctx, "commandstats").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]int{}
+		for _, line := range strings.Split(info, "\r\n") {
+			name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":calls=")
+			if ok && name != line {
+				n, _, _ := strings.Cut(rest, ",")
+				out[name], _ = strconv.Atoi(n)
+			}
+		}
+		return out
+	}
+	decide := func(n int) {
+		for i := range n {
+			if d, err := r.Allow(ctx, "msgs", "192.0.2.1", 1, l); err != nil || !d.Allowed {
+				t.Fatalf("decision %d: %+v, %v", i, d, err)
+			}
+		}
+	}
+	diff := func(before, after map[string]int) map[string]int {
+		out := map[string]int{}
+		for _, k := range []string{"evalsha", "eval", "script|exists", "script|load"} {
+			if d := after[k] - before[k]; d != 0 {
+				out[k] = d
+			}
+		}
+		return out
+	}
+	decide(1) // loads the script
+	before := calls()
+	decide(20)
+	if got, want := diff(before, calls()), map[string]int{"evalsha": 20}; !maps.Equal(got, want) {
+		t.Errorf("commands for 20 decisions: %v, want %v", got, want)
+	}
+	if err := c.ScriptFlush(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	before = calls()
+	decide(20)
+	// The first EVALSHA fails with NOSCRIPT and is followed by an EVAL;
+	// the next 19 are EVALSHA again.
+	if got, want := diff(before, calls()), map[string]int{"evalsha": 20, "eval": 1}; !maps.Equal(got, want) {
+		t.Errorf("commands for 20 decisions after SCRIPT FLUSH: %v, want %v", got, want)
 	}
 }
 
