@@ -56,7 +56,10 @@ func (r rateLimit) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	}
 	d, err := r.c.Allow(ctx, r.name, key, cost, r.limit)
 	if in.st.tracingLookups() {
-		in.lookup(Lookup{Table: r.table, Key: key, Found: !d.Allowed, Value: strconv.FormatInt(d.Used, 10) + "/" + strconv.FormatInt(r.limit.Count, 10)})
+		var buf [48]byte
+		b := strconv.AppendInt(buf[:0], d.Used, 10)
+		b = strconv.AppendInt(append(b, '/'), r.limit.Count, 10)
+		in.lookup(Lookup{Table: r.table, Key: key, Found: !d.Allowed, Value: string(b)})
 	}
 	if err != nil {
 		if errors.Is(err, ratelimit.ErrStore) {
