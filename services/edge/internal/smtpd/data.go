@@ -35,17 +35,15 @@ const maxDataLine = 1 << 20
 // size counts the bytes written to w. bare is 0, or '\n' or '\r' for the
 // first line that ended in a bare LF or a bare CR. w's errors are not
 // checked: a w that fails must keep the error itself (as body does) so
-// that the stream stays in step.
+// that the stream stays in step. touch runs before each read from the
+// connection (readDataLine).
 func readData(br *bufio.Reader, w io.Writer, limit int64, mode BareNewline, touch func()) (size int64, tooBig bool, bare byte, err error) {
 	// prevEnd: the last line ended where a "." line can end the
 	// message; the 354 reply counts as such a line end.
 	prevEnd := true
 	line := make([]byte, 0, 1024)
 	for {
-		if touch != nil {
-			touch()
-		}
-		line, err = readDataLine(br, line[:0])
+		line, err = readDataLine(br, line[:0], touch)
 		if err != nil {
 			return size, false, bare, err
 		}
@@ -84,10 +82,15 @@ func readData(br *bufio.Reader, w io.Writer, limit int64, mode BareNewline, touc
 
 // readDataLine appends the next line including its terminator to line:
 // LF, or a CR that is not followed by LF. It errors on lines over
-// maxDataLine.
-func readDataLine(br *bufio.Reader, line []byte) ([]byte, error) {
+// maxDataLine. touch, when not nil, runs before each read from the
+// connection (it renews the read deadline), not for what is buffered:
+// a deadline per line would cost a timer update per line.
+func readDataLine(br *bufio.Reader, line []byte, touch func()) ([]byte, error) {
 	for {
 		if br.Buffered() == 0 {
+			if touch != nil {
+				touch()
+			}
 			if _, err := br.Peek(1); err != nil {
 				return nil, err
 			}
@@ -108,6 +111,9 @@ func readDataLine(br *bufio.Reader, line []byte) ([]byte, error) {
 				// The CR is the last byte buffered: what follows decides.
 				line = append(line, buf...)
 				_, _ = br.Discard(len(buf))
+				if touch != nil {
+					touch()
+				}
 				next, err := br.Peek(1)
 				if err != nil {
 					return nil, err

@@ -97,3 +97,51 @@ func FuzzReadData(f *testing.F) {
 		}
 	})
 }
+
+// segments is a client connection that delivers its content in the
+// given pieces, one per Read, and counts the reads; renewals counts the
+// deadline renewals, and a read not preceded by one is an error.
+type segments struct {
+	t               *testing.T
+	parts           []string
+	reads, renewals int
+}
+
+func (s *segments) Read(p []byte) (int, error) {
+	if s.renewals <= s.reads {
+		s.t.Errorf("read %d from the connection without a renewed deadline", s.reads+1)
+	}
+	s.reads++
+	if len(s.parts) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, s.parts[0])
+	s.parts[0] = s.parts[0][n:]
+	if s.parts[0] == "" {
+		s.parts = s.parts[1:]
+	}
+	return n, nil
+}
+
+// TestReadDataRenewsDeadline: the read deadline (smtpd_timeout) is
+// renewed before every read from the connection, also where a line or
+// its CR LF is split between two segments, and not for the lines read
+// from the buffer.
+func TestReadDataRenewsDeadline(t *testing.T) {
+	conn := &segments{t: t, parts: []string{
+		"Subject: x\r\n\r\none\r\ntwo\r\nthr", // three lines buffered, one split
+		"ee\r",                                // CR at the end of the segment
+		"\nfour\r\n.\r\n",
+	}}
+	var got bytes.Buffer
+	_, _, _, err := readData(bufio.NewReaderSize(conn, 64), &got, 1<<20, BareNewlineNormalize, func() { conn.renewals++ })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "Subject: x\r\n\r\none\r\ntwo\r\nthree\r\nfour\r\n"; got.String() != want {
+		t.Errorf("content %q, want %q", got.String(), want)
+	}
+	if conn.reads != 3 || conn.renewals != 3 {
+		t.Errorf("%d reads and %d deadline renewals, want 3 and 3 (one per segment)", conn.reads, conn.renewals)
+	}
+}
