@@ -21,7 +21,7 @@ import (
 // with key client_address, client_network (/24 or /64), sasl_username,
 // sender or sender_domain; unit events (1 per evaluation, the default) or
 // bytes (the message size: put it in smtpd_end_of_data_restrictions); and
-// code (450 by default, 452 for recipients). Each evaluation where the key
+// code (450 by default; a recipient limit may say 452). Each evaluation where the key
 // is known counts; over the limit it refuses with a 4xx
 // "<name>: Class rejected: Rate limit exceeded (...)". Where it counts
 // decides what it counts: messages in smtpd_end_of_data_restrictions (or
