@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
@@ -55,10 +54,9 @@ func (s *Server) Run(ctx context.Context) error {
 
 // listen opens b's listener.
 func listen(ctx context.Context, b *binding) (*socket, error) {
-	var lc net.ListenConfig
-	ln, err := lc.Listen(ctx, "tcp", b.l.Name)
+	ln, err := listener.Listen(ctx, b.l.Name)
 	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", b.l.Name, err)
+		return nil, err
 	}
 	k := &socket{name: b.l.Name, ln: ln}
 	k.cur.Store(b)

@@ -1,5 +1,6 @@
 // Package listener prepares accepted connections for the SMTP engine: it
-// matches peers against mynetworks-style lists (Networks) and, on
+// opens the TCP listeners (Listen, with TCP keepalive as Postfix's
+// smtpd has it), matches peers against mynetworks-style lists (Networks) and, on
 // listeners with smtpd_upstream_proxy_protocol = haproxy, reads the PROXY
 // protocol header (v1 or v2) that a trusted load balancer sends before the
 // first SMTP byte (Proxy, Handshake).
