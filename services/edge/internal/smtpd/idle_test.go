@@ -1,8 +1,11 @@
 package smtpd
 
 import (
+	"net"
 	"runtime"
+	"strings"
 	"testing"
+	"time"
 )
 
 // BenchmarkIdleSession opens b.N sessions that greet, say EHLO and NOOP
@@ -68,4 +71,102 @@ func BenchmarkHandOff(b *testing.B) {
 			<-j.done
 		}
 	})
+}
+
+// TestIdleRead: the client's bytes that idle reads (prefetch) reach the
+// session as if it had read the socket itself: in order, whatever their
+// size, and with what the client sent ahead still seen as sent ahead.
+func TestIdleRead(t *testing.T) {
+	t.Run("group larger than the buffer", func(t *testing.T) {
+		h := newHarness(t, permit, nil)
+		c := h.dial()
+		c.reply()
+		c.do("EHLO client.example.net", "250")
+		const n = 1000 // 6,000 bytes in one write: more than ioBufSize
+		c.send(strings.Repeat("RSET\r\n", n) + "NOOP\r\n")
+		for i := range n {
+			if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+				t.Fatalf("RSET %d: got %q, want 250", i+1, got)
+			}
+		}
+		if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+			t.Fatalf("NOOP: got %q, want 250", got)
+		}
+		c.do("QUIT", "221")
+		waitLogged(t, h, "disconnect")
+		if h.logged("improper command pipelining after RSET") {
+			t.Error("RSET in a pipelined group after EHLO logged as improper pipelining")
+		}
+	})
+	t.Run("command in pieces", func(t *testing.T) {
+		h := newHarness(t, permit, nil)
+		c := h.dial()
+		c.reply()
+		c.send("EH")
+		c.send("LO client.exa")
+		c.send("mple.net\r\n")
+		if got := c.reply(); !strings.HasPrefix(got, "250") {
+			t.Fatalf("EHLO in three writes: got %q, want 250", got)
+		}
+		c.do("NOOP", "250")
+	})
+	t.Run("sent ahead before EHLO's reply", func(t *testing.T) {
+		h := newHarness(t, permit, nil)
+		c := h.dial()
+		c.reply()
+		c.send("EHLO client.example.net\r\nNOOP\r\n")
+		c.reply()
+		if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+			t.Fatalf("NOOP: got %q, want 250", got)
+		}
+		c.do("QUIT", "221")
+		waitLogged(t, h, "disconnect")
+		var next any
+		for _, r := range h.logs.records(t) {
+			if r["msg"] == "improper command pipelining after EHLO" {
+				next = r["next"]
+			}
+		}
+		if next != `NOOP\r\n` {
+			t.Errorf("improper pipelining after EHLO logged with next %v, want NOOP\\r\\n", next)
+		}
+	})
+	t.Run("connection reset while idle", func(t *testing.T) {
+		h := newHarness(t, permit, nil)
+		c := h.dial()
+		c.reply()
+		c.do("EHLO client.example.net", "250")
+		// A close with SO_LINGER 0 sends RST: the idle session's read
+		// fails with ECONNRESET.
+		if err := c.conn.(*net.TCPConn).SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.conn.Close()
+		waitLogged(t, h, "disconnect")
+		found := false
+		for _, r := range h.logs.records(t) {
+			if err, _ := r["err"].(string); r["msg"] == "read" && strings.Contains(err, "read: connection reset by peer") {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("no read error \"connection reset by peer\" logged; records: %v", h.logs.records(t))
+		}
+		// The server goes on.
+		c2 := h.dial()
+		c2.reply()
+		c2.do("EHLO client.example.net", "250")
+	})
+}
+
+// waitLogged polls until a record with message msg is logged.
+func waitLogged(t *testing.T, h *harness, msg string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !h.logged(msg) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %q logged in 10 s", msg)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 }

@@ -4,14 +4,16 @@ package smtpd
 
 import "syscall"
 
-// rawWait: idle can wait for readability without a buffer here.
+// rawWait: idle can wait for, and read, the client's next bytes through
+// the socket's RawConn here.
 const rawWait = true
 
-// readable reports whether fd has bytes to read, an end of file or an
-// error, without taking any of them: a RawConn.Read callback that lets
-// the runtime's poller wait while it says false.
-func readable(fd uintptr) bool {
-	var b [1]byte
-	_, _, err := syscall.Recvfrom(int(fd), b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
-	return err != syscall.EAGAIN && err != syscall.EINTR
+// readRaw is one read(2) on the non-blocking fd; syscall.EAGAIN says
+// there is nothing to read yet. An error is a syscall.Errno.
+func readRaw(fd uintptr, b []byte) (int, error) {
+	n, err := syscall.Read(int(fd), b)
+	if err != nil {
+		return 0, err
+	}
+	return n, nil
 }

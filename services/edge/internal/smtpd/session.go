@@ -38,8 +38,10 @@ type session struct {
 	conn net.Conn
 	br   *bufio.Reader
 	bw   *bufio.Writer
-	id   string
-	log  *slog.Logger
+	// front is what br reads a plain conn through after idle.
+	front prefetch
+	id    string
+	log   *slog.Logger
 
 	clientAddr, clientPort string
 	serverAddr, serverPort string
