@@ -80,25 +80,25 @@ func (s *session) idle() error {
 	if !rawWait || s.br.Buffered() > 0 || s.bw.Buffered() > 0 {
 		return nil
 	}
-	// After STARTTLS, s.conn is a *tls.Conn, no syscall.Conn: the raw
-	// conn is the only one idle reads, and its RawConn is made once.
 	sc, ok := s.conn.(syscall.Conn)
 	if !ok {
 		return nil
 	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		// No raw access: the next read waits instead, as elsewhere.
+		return nil
+	}
 	f := &s.front
-	if f.rc == nil {
-		rc, err := sc.SyscallConn()
-		if err != nil {
-			// No raw access: the next read waits instead, as elsewhere.
-			return nil
-		}
-		f.s, f.rc, f.fill = s, rc, f.readFd
+	if f.fill == nil {
+		// Made once: a method value passed to RawConn.Read would be
+		// allocated for every wait.
+		f.s, f.fill = s, f.readFd
 	}
 	pools := &s.srv.bufs
 	pools.put(s.br, s.bw)
 	s.br, s.bw = nil, nil
-	err := f.rc.Read(f.fill)
+	err = rc.Read(f.fill)
 	s.br, s.bw = pools.reader(f), pools.writer(s.conn)
 	if err != nil {
 		f.release()
@@ -118,10 +118,8 @@ func (s *session) idle() error {
 // (reject_unauth_pipelining). It is part of the session, kept small:
 // 10,000 idle sessions hold 10,000 of them.
 type prefetch struct {
-	s  *session
-	rc syscall.RawConn
-	// fill is readFd as a func value, made once: a method value passed
-	// to RawConn.Read would be allocated for every command.
+	s *session
+	// fill is readFd as a func value, RawConn.Read's callback.
 	fill func(fd uintptr) bool
 	// buf[off:end] are the bytes read and not yet handed out.
 	buf      *[ioBufSize]byte
@@ -152,7 +150,11 @@ func (f *prefetch) readFd(fd uintptr) bool {
 			return false
 		case err != nil:
 			pools.raw.Put(b)
-			f.failed = uint32(err.(syscall.Errno))
+			errno, ok := err.(syscall.Errno)
+			if !ok || errno == 0 {
+				errno = syscall.EIO
+			}
+			f.failed = uint32(errno)
 			return true
 		case n == 0:
 			pools.raw.Put(b)
@@ -391,10 +393,7 @@ func (j *logJob) run() {
 func (o *offStackHandler) WithAttrs(attrs []slog.Attr) slog.Handler {
 	c := *o
 	if len(o.attrs) == 0 {
-		// The handler owns attrs (slog.Handler), but Logger.With grew
-		// them by append: a copy of their length is what each session
-		// keeps (3 attributes: 128 bytes, not 160).
-		c.attrs = append([]slog.Attr(nil), attrs...)
+		c.attrs = attrs // the handler owns attrs (slog.Handler)
 	} else {
 		c.attrs = append(o.attrs[:len(o.attrs):len(o.attrs)], attrs...)
 	}

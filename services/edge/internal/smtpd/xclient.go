@@ -92,5 +92,5 @@ func (s *session) applyXCLIENT(c *xclient.Command) {
 	s.prepend = nil
 	s.connectDeferIfPermit, s.heloDeferIfPermit, s.heloChecked = nil, nil, false
 	s.discardConnect, s.discardHELO = false, false
-	s.log = s.log.With("xclient_client", s.clientAddr)
+	s.log = *s.log.With("xclient_client", s.clientAddr)
 }
