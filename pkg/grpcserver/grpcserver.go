@@ -126,7 +126,9 @@ const WindowSize = 1 << 20
 //     goroutine whose stack starts small and is copied as it grows
 //     (runtime.copystack was a tenth of smtpgate-policy's CPU). A call
 //     that finds every worker busy gets a goroutine of its own, as
-//     before, so the pool never queues a call.
+//     before, so the pool never queues a call. A stream holds its worker
+//     while it lasts: each client connection's health Watch (see
+//     pkg/grpcclient) and each AUTH exchange take one.
 func transportOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{
 		grpc.StaticStreamWindowSize(WindowSize),
@@ -135,10 +137,12 @@ func transportOptions() []grpc.ServerOption {
 	}
 }
 
-// streamWorkers is the size of the stream worker pool: 8 per CPU, at
-// least 16, enough for the edge's concurrent calls on a small machine.
+// streamWorkers is the size of the stream worker pool: 16 per CPU, at
+// least 32, room for the calls in flight from several edges and their
+// health Watch streams. An idle worker is a goroutine blocked on a
+// channel.
 func streamWorkers() uint32 {
-	return uint32(max(16, 8*runtime.GOMAXPROCS(0)))
+	return uint32(max(32, 16*runtime.GOMAXPROCS(0)))
 }
 
 // Listen listens on addr, "host:port" or "unix:/path" (a stale socket
