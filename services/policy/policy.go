@@ -434,7 +434,9 @@ func (s *Server) Check(ctx context.Context, req *policyv1.CheckRequest) (*policy
 		buf = &[]restriction.Step{}
 	}
 	defer func() {
-		clear(*buf) // drop the strings and lookups of this check
+		// Drop the strings and lookups of this check, also those of a
+		// failed one (whose steps are not returned).
+		clear((*buf)[:cap(*buf)])
 		*buf = (*buf)[:0]
 		s.steps.Put(buf)
 	}()
