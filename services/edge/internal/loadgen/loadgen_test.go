@@ -258,6 +258,33 @@ func TestRunRefused(t *testing.T) {
 	}
 }
 
+// TestRunRefusedCount: a message count ends the run even when no
+// connection succeeds (each failed session spends one message); it used
+// to retry forever.
+func TestRunRefusedCount(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := Run(ctx, Config{
+		Addr: addr, Connections: 3, MessagesPerConn: 2, Recipients: 1, Sender: "s@example.net",
+		Recipient: "r@example.com", Messages: 10, Timeout: time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ctx.Err() != nil {
+		t.Fatal("the run did not end by itself")
+	}
+	if res.Messages != 0 || res.Errors["connect "+"connection refused"] != 10 {
+		t.Errorf("messages %d, errors %v; want 10 refused connections", res.Messages, res.Errors)
+	}
+}
+
 func TestIdle(t *testing.T) {
 	s, addr := sink(t)
 	_ = s

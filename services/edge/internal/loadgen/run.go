@@ -79,7 +79,10 @@ func (r *runner) counted(t time.Time) bool { return !t.Before(r.warmEnd) }
 func (r *runner) worker(ctx context.Context, id int, t *tally) {
 	msgNo := 0
 	for ctx.Err() == nil {
-		if r.cfg.Messages > 0 && r.claimed.Load() >= r.cfg.Messages {
+		// A session claims its first message before it connects, so
+		// that a session that fails before it spends the budget too: a
+		// message count ends the run even when every connection fails.
+		if !r.claim(ctx) {
 			return
 		}
 		ok := r.session(ctx, id, &msgNo, t)
@@ -94,8 +97,9 @@ func (r *runner) worker(ctx context.Context, id int, t *tally) {
 }
 
 // session runs one SMTP session: connect, EHLO, STARTTLS and AUTH as
-// configured, up to MessagesPerConn messages, QUIT. It returns false when
-// the session failed before its first message.
+// configured, up to MessagesPerConn messages (the first already claimed by
+// the caller), QUIT. It returns false when the session failed before its
+// first message.
 func (r *runner) session(ctx context.Context, id int, msgNo *int, t *tally) bool {
 	cfg := &r.cfg
 	begin := time.Now()
@@ -113,7 +117,7 @@ func (r *runner) session(ctx context.Context, id int, msgNo *int, t *tally) bool
 		t.sessions++
 	}
 	for m := 0; m < cfg.MessagesPerConn; m++ {
-		if !r.claim(ctx) {
+		if m > 0 && !r.claim(ctx) {
 			break
 		}
 		n := *msgNo
