@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -149,19 +148,7 @@ func newSessionBench(b *testing.B) (string, *benchSink) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); srv.Serve(ctx, c, l) }()
-		}
-	}()
-	b.Cleanup(func() { ln.Close(); cancel(); wg.Wait() })
+	serveAll(b, srv, ln, l)
 	return ln.Addr().String(), k
 }
 

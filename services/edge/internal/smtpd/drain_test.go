@@ -59,18 +59,7 @@ func TestDrain(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.addr = ln.Addr().String()
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); srv.Serve(context.Background(), c, h.l) }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); wg.Wait() })
+	stop := serveAll(t, srv, ln, h.l)
 	var releaseOnce sync.Once
 	release := func() { releaseOnce.Do(func() { close(g.release) }) }
 	t.Cleanup(release) // before the wait above, should the test fail early
@@ -142,8 +131,7 @@ func TestDrain(t *testing.T) {
 	if msgs := h.sink.messages(); len(msgs) != 1 || !strings.Contains(msgs[0], "Subject: handed") {
 		t.Errorf("next hop got %d messages, want the handed-off one: %q", len(msgs), msgs)
 	}
-	ln.Close()
-	wg.Wait()
+	stop()
 	want := DrainStats{Live: 0, ClosedIdle: 1, ClosedAtDeadline: 4}
 	if got := drain.Stats(); got != want {
 		t.Errorf("stats = %+v, want %+v", got, want)

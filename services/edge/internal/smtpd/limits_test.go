@@ -4,7 +4,6 @@ import (
 	"context"
 	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -225,17 +224,7 @@ func TestConnLimitsSession(t *testing.T) {
 			t.Fatal(err)
 		}
 		h.addr = ln.Addr().String()
-		var wg sync.WaitGroup
-		go func() {
-			for {
-				conn, err := ln.Accept()
-				if err != nil {
-					return
-				}
-				wg.Add(1)
-				go func() { defer wg.Done(); srv.Serve(context.Background(), conn, h.l) }()
-			}
-		}()
+		stop := serveAll(t, srv, ln, h.l)
 		first := h.dial()
 		first.reply()
 		second := h.dial()
@@ -250,7 +239,6 @@ func TestConnLimitsSession(t *testing.T) {
 			second.do("QUIT", "221")
 		}
 		first.do("QUIT", "221")
-		ln.Close()
-		wg.Wait()
+		stop()
 	}
 }

@@ -1,14 +1,12 @@
 package smtpd
 
 import (
-	"context"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
@@ -25,18 +23,7 @@ func TestMailLog(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); srv.Serve(context.Background(), c, h.l) }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close() })
+	stop := serveAll(t, srv, ln, h.l)
 	h.addr = ln.Addr().String()
 	dialogue := func(steps [][2]string) {
 		c := h.dial()
@@ -65,8 +52,7 @@ func TestMailLog(t *testing.T) {
 		{"Subject: t\r\n\r\nhi\r\n.\r\n", "250 2.0.0"},
 		{"QUIT\r\n", "221"},
 	})
-	ln.Close()
-	wg.Wait()
+	stop()
 
 	log := buf.buf.String()
 	header := `^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d mail smtpgate/smtpd\[\d+\]: `

@@ -2,13 +2,11 @@ package smtpd
 
 import (
 	"bufio"
-	"context"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -36,19 +34,7 @@ func newProxyHarness(t *testing.T, trusted []string, timeout time.Duration) *har
 	}
 	ln := listener.Proxy(raw, nets, timeout, srv.Logger)
 	h.addr = raw.Addr().String()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			wg.Add(1)
-			go func() { defer wg.Done(); srv.Serve(ctx, c, h.l) }()
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); cancel(); wg.Wait() })
+	serveAll(t, srv, ln, h.l)
 	return h
 }
 

@@ -286,6 +286,14 @@ func newHarness(t testing.TB, decide func(*policyv1.CheckRequest) (*policyv1.Ver
 		t.Fatal(err)
 	}
 	h.addr = ln.Addr().String()
+	serveAll(t, srv, ln, h.l)
+	return h
+}
+
+// serveAll runs srv on listener l for every connection ln accepts. The
+// function it returns, also called when the test ends, closes ln, cancels
+// the sessions' context and waits for the sessions to end.
+func serveAll(tb testing.TB, srv *Server, ln net.Listener, l *Listener) (stop func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
 	go func() {
@@ -295,11 +303,12 @@ func newHarness(t testing.TB, decide func(*policyv1.CheckRequest) (*policyv1.Ver
 				return
 			}
 			wg.Add(1)
-			go func() { defer wg.Done(); srv.Serve(ctx, c, h.l) }()
+			go func() { defer wg.Done(); srv.Serve(ctx, c, l) }()
 		}
 	}()
-	t.Cleanup(func() { ln.Close(); cancel(); wg.Wait() })
-	return h
+	stop = sync.OnceFunc(func() { ln.Close(); cancel(); wg.Wait() })
+	tb.Cleanup(stop)
+	return stop
 }
 
 func testTLS(t testing.TB) *tls.Config {

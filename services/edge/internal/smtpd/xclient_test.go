@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
 )
