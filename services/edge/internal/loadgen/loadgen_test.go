@@ -239,13 +239,18 @@ func TestRunErrors(t *testing.T) {
 	}
 }
 
-func TestRunRefused(t *testing.T) {
+// closedAddr is a loopback address where nothing listens.
+func closedAddr(t *testing.T) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	addr := l.Addr().String()
-	l.Close()
+	defer l.Close()
+	return l.Addr().String()
+}
+
+func TestRunRefused(t *testing.T) {
+	addr := closedAddr(t)
 	res, err := Run(context.Background(), Config{
 		Addr: addr, Connections: 2, MessagesPerConn: 1, Recipients: 1, Sender: "s@example.net",
 		Recipient: "r@example.com", Duration: 200 * time.Millisecond, Timeout: time.Second,
@@ -262,12 +267,7 @@ func TestRunRefused(t *testing.T) {
 // connection succeeds (each failed session spends one message); it used
 // to retry forever.
 func TestRunRefusedCount(t *testing.T) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := l.Addr().String()
-	l.Close()
+	addr := closedAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	res, err := Run(ctx, Config{
