@@ -67,7 +67,14 @@ type greeted struct {
 // reply line.
 func connect(t *testing.T, addr string) *greeted {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(Stranger)}, Timeout: 10 * time.Second}
+	return connectFrom(t, Stranger, addr)
+}
+
+// connectFrom opens a connection from the source address from to addr
+// and reads the first reply line.
+func connectFrom(t *testing.T, from, addr string) *greeted {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
 	c, err := d.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)

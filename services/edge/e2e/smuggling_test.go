@@ -133,14 +133,9 @@ func TestSmugglingEndToEnd(t *testing.T) {
 			t.Error("the edge did not log the refusal")
 		}
 		// A command line ending in a bare LF ends the session.
-		conn, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer conn.Close()
-		_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-		br := bufio.NewReader(conn)
-		_, _ = br.ReadString('\n')
+		g := connectFrom(t, Trusted, fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
+		defer g.conn.Close()
+		conn, br := g.conn, g.r
 		_, _ = conn.Write([]byte("HELO client.example.net\r\n"))
 		_, _ = br.ReadString('\n')
 		// From 127.0.0.1, in mynetworks: excluded, so this one is taken.
@@ -162,15 +157,9 @@ func TestSmugglingEndToEnd(t *testing.T) {
 		// A stranger's command line ending in a bare LF gets the 550 and
 		// the end of the session.
 		func() {
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(Stranger)}}
-			conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-			br := bufio.NewReader(conn)
-			_, _ = br.ReadString('\n')
+			g := connect(t, fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
+			defer g.conn.Close()
+			conn, br := g.conn, g.r
 			_, _ = conn.Write([]byte("HELO client.example.net\n"))
 			if l, _ := br.ReadString('\n'); l != "550 5.5.2 mail.example.org Error: bare <LF> received\r\n" {
 				t.Errorf("bare-LF HELO: %q", l)

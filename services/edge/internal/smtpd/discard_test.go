@@ -355,14 +355,6 @@ func TestDeferIfPermitCarried(t *testing.T) {
 			}
 		}
 	}
-	const (
-		CONNECT = policyv1.Stage_STAGE_CONNECT
-		HELO    = policyv1.Stage_STAGE_HELO
-		MAIL    = policyv1.Stage_STAGE_MAIL
-		RCPT    = policyv1.Stage_STAGE_RCPT
-		DATA    = policyv1.Stage_STAGE_DATA
-		EOD     = policyv1.Stage_STAGE_END_OF_DATA
-	)
 	mailA := deferred("<a@example.net>: Sender address rejected: Domain not found")
 	mailB := deferred("<b@example.net>: Sender address rejected: Domain not found")
 	helo := deferred("<raise.example.net>: Helo command rejected: Host not found")

@@ -8,19 +8,21 @@ import (
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 )
 
+// Short names of the stages, for the tables of expected policy requests.
+const (
+	CONNECT = policyv1.Stage_STAGE_CONNECT
+	HELO    = policyv1.Stage_STAGE_HELO
+	MAIL    = policyv1.Stage_STAGE_MAIL
+	RCPT    = policyv1.Stage_STAGE_RCPT
+	DATA    = policyv1.Stage_STAGE_DATA
+	EOD     = policyv1.Stage_STAGE_END_OF_DATA
+)
+
 // TestPolicySkipsPermitStages: stages policy says it always permits are
 // answered without asking it, as it would answer them: the client sees
 // the same replies, and the defer_if_permit raised at CONNECT still
 // reaches RCPT through the HELO and MAIL that were not asked about.
 func TestPolicySkipsPermitStages(t *testing.T) {
-	const (
-		CONNECT = policyv1.Stage_STAGE_CONNECT
-		HELO    = policyv1.Stage_STAGE_HELO
-		MAIL    = policyv1.Stage_STAGE_MAIL
-		RCPT    = policyv1.Stage_STAGE_RCPT
-		DATA    = policyv1.Stage_STAGE_DATA
-		EOD     = policyv1.Stage_STAGE_END_OF_DATA
-	)
 	connect := deferred("<unknown[127.0.0.1]>: Client host rejected: cannot find your hostname")
 	// As smtpgate-policy with smtpd_delay_reject = no, a client list
 	// that raises defer_if_permit, and nothing else but the recipient
