@@ -2,69 +2,22 @@ package handoff
 
 import (
 	"context"
-	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff/handofftest"
 )
 
-// dsnHop is a go-smtp next hop that records the MAIL and RCPT options it
-// got.
-type dsnHop struct {
-	mu    sync.Mutex
-	mail  []smtp.MailOptions
-	rcpts map[string]smtp.RcptOptions
-	data  int
-}
-
-func (h *dsnHop) NewSession(*smtp.Conn) (smtp.Session, error) { return &dsnSession{h: h}, nil }
-
-type dsnSession struct{ h *dsnHop }
-
-func (s *dsnSession) Reset()        {}
-func (s *dsnSession) Logout() error { return nil }
-func (s *dsnSession) Mail(_ string, o *smtp.MailOptions) error {
-	s.h.mu.Lock()
-	defer s.h.mu.Unlock()
-	s.h.mail = append(s.h.mail, *o)
-	return nil
-}
-
-func (s *dsnSession) Rcpt(to string, o *smtp.RcptOptions) error {
-	s.h.mu.Lock()
-	defer s.h.mu.Unlock()
-	s.h.rcpts[to] = *o
-	return nil
-}
-
-func (s *dsnSession) Data(r io.Reader) error {
-	_, _ = io.Copy(io.Discard, r)
-	s.h.mu.Lock()
-	defer s.h.mu.Unlock()
-	s.h.data++
-	return nil
-}
-
-func startDSNHop(t *testing.T, dsn bool) (*dsnHop, Target) {
+func startDSNHop(t *testing.T, dsn bool) (*handofftest.Hop, Target) {
 	t.Helper()
-	h := &dsnHop{rcpts: map[string]smtp.RcptOptions{}}
-	srv := smtp.NewServer(h)
-	srv.Domain = "next.example"
-	srv.EnableDSN = dsn
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	target, err := Parse("smtp://"+ln.Addr().String(), nil, Options{Hostname: "mail.example.org", Timeout: 5 * time.Second})
+	h := handofftest.Start(t, "127.0.0.1:0", dsn)
+	target, err := Parse("smtp://"+h.Addr(), nil, Options{Hostname: "mail.example.org", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -102,7 +55,7 @@ func relayDSN(t *testing.T, target Target) {
 func TestRelayDSN(t *testing.T) {
 	h, target := startDSNHop(t, true)
 	relayDSN(t, target)
-	if diff := cmp.Diff([]smtp.MailOptions{{Body: smtp.Body8BitMIME, Return: smtp.DSNReturnHeaders, EnvelopeID: "QQ314159 x=y"}}, h.mail); diff != "" {
+	if diff := cmp.Diff([]smtp.MailOptions{{Body: smtp.Body8BitMIME, Return: smtp.DSNReturnHeaders, EnvelopeID: "QQ314159 x=y"}}, h.MailOptions()); diff != "" {
 		t.Errorf("MAIL options (-want +got):\n%s", diff)
 	}
 	want := map[string]smtp.RcptOptions{
@@ -112,25 +65,25 @@ func TestRelayDSN(t *testing.T) {
 		"other@example.org": {},
 		"plain@example.org": {},
 	}
-	if diff := cmp.Diff(want, h.rcpts); diff != "" {
+	if diff := cmp.Diff(want, h.RcptOptions()); diff != "" {
 		t.Errorf("RCPT options (-want +got):\n%s", diff)
 	}
-	if h.data != 1 {
-		t.Errorf("%d messages delivered, want 1", h.data)
+	if n := h.Messages(); n != 1 {
+		t.Errorf("%d messages delivered, want 1", n)
 	}
 
 	h, target = startDSNHop(t, false)
 	relayDSN(t, target)
-	if diff := cmp.Diff([]smtp.MailOptions{{Body: smtp.Body8BitMIME}}, h.mail); diff != "" {
+	if diff := cmp.Diff([]smtp.MailOptions{{Body: smtp.Body8BitMIME}}, h.MailOptions()); diff != "" {
 		t.Errorf("MAIL options to a next hop without DSN (-want +got):\n%s", diff)
 	}
-	for addr, o := range h.rcpts {
+	for addr, o := range h.RcptOptions() {
 		if diff := cmp.Diff(smtp.RcptOptions{}, o); diff != "" {
 			t.Errorf("RCPT %s options to a next hop without DSN (-want +got):\n%s", addr, diff)
 		}
 	}
-	if len(h.rcpts) != 5 || h.data != 1 {
-		t.Errorf("next hop without DSN: %d recipients, %d messages; want 5, 1", len(h.rcpts), h.data)
+	if rcpts, n := len(h.RcptOptions()), h.Messages(); rcpts != 5 || n != 1 {
+		t.Errorf("next hop without DSN: %d recipients, %d messages; want 5, 1", rcpts, n)
 	}
 }
 

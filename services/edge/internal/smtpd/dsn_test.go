@@ -1,11 +1,8 @@
 package smtpd
 
 import (
-	"io"
-	"net"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -13,51 +10,14 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff/handofftest"
 )
-
-// optionsHop is a go-smtp next hop (with DSN) that records the MAIL and
-// RCPT options it got.
-type optionsHop struct {
-	mu    sync.Mutex
-	mail  []smtp.MailOptions
-	rcpts map[string]smtp.RcptOptions
-}
-
-func (h *optionsHop) NewSession(*smtp.Conn) (smtp.Session, error) { return &optionsSession{h: h}, nil }
-
-type optionsSession struct{ h *optionsHop }
-
-func (s *optionsSession) Reset()        {}
-func (s *optionsSession) Logout() error { return nil }
-func (s *optionsSession) Mail(_ string, o *smtp.MailOptions) error {
-	s.h.mu.Lock()
-	defer s.h.mu.Unlock()
-	s.h.mail = append(s.h.mail, *o)
-	return nil
-}
-
-func (s *optionsSession) Rcpt(to string, o *smtp.RcptOptions) error {
-	s.h.mu.Lock()
-	defer s.h.mu.Unlock()
-	s.h.rcpts[to] = *o
-	return nil
-}
-
-func (s *optionsSession) Data(r io.Reader) error { _, err := io.Copy(io.Discard, r); return err }
 
 // TestDSN: DSN is advertised, its parameters are checked with Postfix's
 // replies, and the good ones reach an SMTP next hop that offers DSN.
 func TestDSN(t *testing.T) {
-	hop := &optionsHop{rcpts: map[string]smtp.RcptOptions{}}
-	srv := smtp.NewServer(hop)
-	srv.Domain, srv.EnableDSN = "next.example", true
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { srv.Close() })
-	target, err := handoff.Parse("smtp://"+ln.Addr().String(), nil, handoff.Options{Hostname: "mail.example.org", Timeout: 5 * time.Second})
+	hop := handofftest.Start(t, "127.0.0.1:0", true)
+	target, err := handoff.Parse("smtp://"+hop.Addr(), nil, handoff.Options{Hostname: "mail.example.org", Timeout: 5 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,16 +59,14 @@ func TestDSN(t *testing.T) {
 	expect(c, "250 2.0.0 Ok: queued as ")
 	c.do("QUIT", "221")
 
-	hop.mu.Lock()
-	defer hop.mu.Unlock()
-	if diff := cmp.Diff([]smtp.MailOptions{{Body: smtp.Body8BitMIME, Return: smtp.DSNReturnHeaders, EnvelopeID: "QQ+314159=x"}}, hop.mail); diff != "" {
+	if diff := cmp.Diff([]smtp.MailOptions{{Body: smtp.Body8BitMIME, Return: smtp.DSNReturnHeaders, EnvelopeID: "QQ+314159=x"}}, hop.MailOptions()); diff != "" {
 		t.Errorf("next hop's MAIL options (-want +got):\n%s", diff)
 	}
 	want := map[string]smtp.RcptOptions{
 		"john@example.org": {Notify: []smtp.DSNNotify{smtp.DSNNotifySuccess, smtp.DSNNotifyDelayed}},
 		"jane@example.org": {Notify: []smtp.DSNNotify{smtp.DSNNotifyNever}, OriginalRecipientType: smtp.DSNAddressTypeRFC822, OriginalRecipient: "Jane+Doe@example.org"},
 	}
-	if diff := cmp.Diff(want, hop.rcpts); diff != "" {
+	if diff := cmp.Diff(want, hop.RcptOptions()); diff != "" {
 		t.Errorf("next hop's RCPT options (-want +got):\n%s", diff)
 	}
 }

@@ -1,0 +1,136 @@
+// Package handofftest serves a real go-smtp next hop on loopback for the
+// edge's tests: it records the MAIL and RCPT options it was given and the
+// messages it took, counts the connections it accepted, and can die.
+package handofftest
+
+import (
+	"io"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/emersion/go-smtp"
+)
+
+// Hop is a running next hop.
+type Hop struct {
+	ln   net.Listener
+	srv  *smtp.Server
+	done chan struct{}
+
+	mu       sync.Mutex
+	conns    []net.Conn
+	mail     []smtp.MailOptions
+	rcpts    map[string]smtp.RcptOptions
+	messages int
+}
+
+// Start serves a next hop on addr ("127.0.0.1:0" for any free port) until
+// the test ends; dsn makes it offer DSN.
+func Start(tb testing.TB, addr string, dsn bool) *Hop {
+	tb.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h := &Hop{ln: ln, rcpts: map[string]smtp.RcptOptions{}, done: make(chan struct{})}
+	h.srv = smtp.NewServer(h)
+	h.srv.Domain = "next.example"
+	h.srv.EnableDSN = dsn
+	go func() { defer close(h.done); _ = h.srv.Serve(listener{h}) }()
+	tb.Cleanup(h.Die)
+	return h
+}
+
+// Addr is the address the next hop listens on.
+func (h *Hop) Addr() string { return h.ln.Addr().String() }
+
+// Die stops the next hop: no new connection, and the open ones closed.
+func (h *Hop) Die() {
+	_ = h.srv.Close()
+	<-h.done
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.conns {
+		_ = c.Close()
+	}
+}
+
+// Conns is the number of connections accepted so far.
+func (h *Hop) Conns() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.conns)
+}
+
+// Messages is the number of messages taken so far.
+func (h *Hop) Messages() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.messages
+}
+
+// MailOptions are the options of every MAIL FROM so far, in order.
+func (h *Hop) MailOptions() []smtp.MailOptions {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]smtp.MailOptions(nil), h.mail...)
+}
+
+// RcptOptions are the options of the last RCPT TO of each recipient.
+func (h *Hop) RcptOptions() map[string]smtp.RcptOptions {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make(map[string]smtp.RcptOptions, len(h.rcpts))
+	for k, v := range h.rcpts {
+		out[k] = v
+	}
+	return out
+}
+
+// NewSession implements smtp.Backend.
+func (h *Hop) NewSession(*smtp.Conn) (smtp.Session, error) { return session{h}, nil }
+
+// listener counts and keeps the connections its Hop accepts.
+type listener struct{ h *Hop }
+
+func (l listener) Accept() (net.Conn, error) {
+	c, err := l.h.ln.Accept()
+	if err == nil {
+		l.h.mu.Lock()
+		l.h.conns = append(l.h.conns, c)
+		l.h.mu.Unlock()
+	}
+	return c, err
+}
+func (l listener) Close() error   { return l.h.ln.Close() }
+func (l listener) Addr() net.Addr { return l.h.ln.Addr() }
+
+type session struct{ h *Hop }
+
+func (session) Reset()        {}
+func (session) Logout() error { return nil }
+
+func (s session) Mail(_ string, o *smtp.MailOptions) error {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	s.h.mail = append(s.h.mail, *o)
+	return nil
+}
+
+func (s session) Rcpt(to string, o *smtp.RcptOptions) error {
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	s.h.rcpts[to] = *o
+	return nil
+}
+
+func (s session) Data(r io.Reader) error {
+	if _, err := io.Copy(io.Discard, r); err != nil {
+		return err
+	}
+	s.h.mu.Lock()
+	defer s.h.mu.Unlock()
+	s.h.messages++
+	return nil
+}
