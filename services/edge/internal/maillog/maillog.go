@@ -88,6 +88,12 @@ func (c *Commands) Count(verb string, ok bool) {
 	}
 }
 
+// Quit tells whether the client sent QUIT.
+func (c *Commands) Quit() bool { return c.total[quitIndex] > 0 }
+
+// quitIndex is QUIT's place in commandOrder.
+const quitIndex = 13
+
 func equalFold(lower, s string) bool {
 	for i := 0; i < len(s); i++ {
 		b := s[i]

@@ -41,3 +41,21 @@ func TestCommands(t *testing.T) {
 		}
 	}
 }
+
+// TestCommandsQuit: Quit tells a session that ended with QUIT from one
+// the server closed.
+func TestCommandsQuit(t *testing.T) {
+	if commandOrder[quitIndex] != "quit" {
+		t.Fatalf("quitIndex %d is %q in commandOrder", quitIndex, commandOrder[quitIndex])
+	}
+	var c Commands
+	c.Count("EHLO", true)
+	c.Count("MAIL", false)
+	if c.Quit() {
+		t.Error("Quit before QUIT")
+	}
+	c.Count("quit", true)
+	if !c.Quit() {
+		t.Error("no Quit after QUIT")
+	}
+}

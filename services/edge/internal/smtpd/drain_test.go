@@ -123,9 +123,9 @@ func TestDrain(t *testing.T) {
 	if got := handing.reply(); got != bye {
 		t.Errorf("session in hand-off after its 250: %q, want %q", got, bye)
 	}
-	for _, c := range []*client{idle, inTx, tlsInTx, inData, handing} {
+	for name, c := range map[string]*client{"idle": idle, "in a transaction": inTx, "TLS": tlsInTx, "in DATA": inData, "in hand-off": handing} {
 		if _, err := c.br.ReadString('\n'); err != io.EOF {
-			t.Errorf("connection not closed after the 421: %v", err)
+			t.Errorf("%s session: connection not closed after the 421: %v", name, err)
 		}
 	}
 	if msgs := h.sink.messages(); len(msgs) != 1 || !strings.Contains(msgs[0], "Subject: handed") {

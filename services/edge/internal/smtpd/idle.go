@@ -198,6 +198,47 @@ func (f *prefetch) release() {
 	}
 }
 
+// maxDiscard bounds what discardPending reads.
+const maxDiscard = 16 * ioBufSize
+
+// discardPending reads and drops, without waiting, what the client sent
+// that the session has not read, before the server closes a session the
+// client did not end with QUIT (a 421, too many errors). Closing a
+// socket with unread input sends a reset instead of a FIN, and the reset
+// may destroy the last reply in the client's receive queue. On a plain
+// socket only, as idle; a TLS session's close sends its close_notify.
+func (s *session) discardPending() {
+	if !rawWait {
+		return
+	}
+	sc, ok := s.conn.(syscall.Conn)
+	if !ok {
+		return
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return
+	}
+	// The read deadline may have passed (the 421 of a timeout or of a
+	// drain); the reads below never wait.
+	_ = s.conn.SetReadDeadline(time.Time{})
+	b := s.srv.bufs.rawBuf()
+	defer s.srv.bufs.raw.Put(b)
+	_ = rc.Read(func(fd uintptr) bool {
+		for read := 0; read < maxDiscard; {
+			n, err := readRaw(fd, b[:])
+			if err == syscall.EINTR {
+				continue
+			}
+			if err != nil || n == 0 {
+				break
+			}
+			read += n
+		}
+		return true
+	})
+}
+
 // offStack runs f on another goroutine, one of w's, and waits for it.
 // A goroutine's stack grows to what its deepest call needed and shrinks
 // only at a garbage collection, and then only when it uses less than a

@@ -211,6 +211,9 @@ func (s *session) close() {
 	// A fresh write deadline: the last one may have run out while the
 	// session waited for the client (the 421 of a timeout).
 	_ = s.flush()
+	if !s.cmds.Quit() {
+		s.discardPending()
+	}
 	_ = s.conn.Close()
 	s.srv.bufs.put(s.br, s.bw)
 	s.br, s.bw = nil, nil
