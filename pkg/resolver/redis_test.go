@@ -1,7 +1,6 @@
 package resolver_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,6 +14,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/redis/go-redis/v9/maintnotifications"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/redistest"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
@@ -31,22 +31,9 @@ func redisClient(t testing.TB, addr string) *redis.Client {
 }
 
 // logBuffer collects log lines for assertions.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+type logBuffer struct{ logtest.Buffer }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
+func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
 
 func TestRedisShared(t *testing.T) {
 	s := startStub(t)
@@ -107,7 +94,7 @@ func TestRedisShared(t *testing.T) {
 		t.Errorf("Stats with Redis stopped: %+v, want at least 4 redis errors and fallbacks", st)
 	}
 	if n := logs.count("redis cache unavailable"); n != 1 {
-		t.Errorf("%d warnings logged, want 1:\n%s", n, logs.b.String())
+		t.Errorf("%d warnings logged, want 1:\n%s", n, logs.String())
 	}
 	// Within RedisRetry, Redis is left alone: a fallback without an error.
 	before := r2.Stats()
@@ -130,7 +117,7 @@ func TestRedisShared(t *testing.T) {
 		t.Errorf("r2 PTR after Redis came back: %v from %v, want redis", err, a.Source)
 	}
 	if n := logs.count("redis cache available again"); n < 1 {
-		t.Errorf("recovery not logged:\n%s", logs.b.String())
+		t.Errorf("recovery not logged:\n%s", logs.String())
 	}
 }
 

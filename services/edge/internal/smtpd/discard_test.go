@@ -143,7 +143,7 @@ func TestDiscardAtRCPT(t *testing.T) {
 		}
 	}
 	if !discard || !discarded {
-		t.Errorf("discard logged: %v, discarded logged: %v; logs:\n%s", discard, discarded, h.logs.buf.String())
+		t.Errorf("discard logged: %v, discarded logged: %v; logs:\n%s", discard, discarded, h.logs.String())
 	}
 }
 

@@ -54,7 +54,7 @@ func TestMailLog(t *testing.T) {
 	})
 	stop()
 
-	log := buf.buf.String()
+	log := buf.String()
 	header := `^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d mail smtpgate/smtpd\[\d+\]: `
 	for _, want := range []string{
 		`connect from unknown\[127\.0\.0\.1\]$`,

@@ -2,7 +2,6 @@ package smtpd
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -21,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
@@ -240,29 +240,18 @@ type harness struct {
 }
 
 // logBuffer collects the engine's JSON log records.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+type logBuffer struct{ logtest.Buffer }
 
 // records returns the log records written so far.
 func (b *logBuffer) records(t testing.TB) []map[string]any {
 	t.Helper()
-	b.mu.Lock()
-	defer b.mu.Unlock()
 	var out []map[string]any
-	for _, line := range bytes.Split(bytes.TrimSpace(b.buf.Bytes()), []byte("\n")) {
+	for _, line := range strings.Split(strings.TrimSpace(b.String()), "\n") {
 		if len(line) == 0 {
 			continue
 		}
 		var rec map[string]any
-		if err := json.Unmarshal(line, &rec); err != nil {
+		if err := json.Unmarshal([]byte(line), &rec); err != nil {
 			t.Fatalf("log line %q: %v", line, err)
 		}
 		out = append(out, rec)
