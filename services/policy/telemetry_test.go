@@ -121,14 +121,7 @@ func TestMetricsScrape(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	web := httptest.NewServer(telemetry.MetricsHandler(reg))
-	defer web.Close()
-	resp, err := http.Get(web.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape(t, reg)
 	for _, want := range []string{
 		`smtpgate_policy_checks_total{action="reject",stage="rcpt"} 2`,
 		`smtpgate_policy_checks_total{action="permit",stage="rcpt"} 1`,
@@ -138,13 +131,30 @@ func TestMetricsScrape(t *testing.T) {
 		`smtpgate_grpc_server_handling_seconds_count{code="OK",method="/smtpgate.policy.v1.PolicyService/Check"} 3`,
 		`smtpgate_build_info{`,
 	} {
-		if !strings.Contains(string(body), want) {
+		if !strings.Contains(body, want) {
 			t.Errorf("no %s in /metrics", want)
 		}
 	}
 	if t.Failed() {
-		t.Logf("/metrics:\n%s", grepSmtpgate(string(body)))
+		t.Logf("/metrics:\n%s", grepSmtpgate(body))
 	}
+}
+
+// scrape returns what /metrics serves for g.
+func scrape(t *testing.T, g prometheus.Gatherer) string {
+	t.Helper()
+	web := httptest.NewServer(telemetry.MetricsHandler(g))
+	defer web.Close()
+	resp, err := http.Get(web.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(body)
 }
 
 func grepSmtpgate(s string) string {

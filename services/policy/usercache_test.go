@@ -3,10 +3,7 @@ package policy
 import (
 	"context"
 	"fmt"
-	"io"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -157,20 +154,13 @@ func TestAuthUsersCacheHit(t *testing.T) {
 		t.Errorf("LookupUser calls after expiry: %d, want 2", n)
 	}
 
-	web := httptest.NewServer(telemetry.MetricsHandler(reg))
-	defer web.Close()
-	resp, err := http.Get(web.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
+	body := scrape(t, reg)
 	for _, want := range []string{
 		`smtpgate_policy_auth_user_lookups_total{result="hit"} 5`,
 		`smtpgate_policy_auth_user_lookups_total{result="miss"} 2`,
 	} {
-		if !strings.Contains(string(body), want) {
-			t.Errorf("no %s in /metrics:\n%s", want, grepSmtpgate(string(body)))
+		if !strings.Contains(body, want) {
+			t.Errorf("no %s in /metrics:\n%s", want, grepSmtpgate(body))
 		}
 	}
 }
