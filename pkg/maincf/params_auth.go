@@ -18,7 +18,9 @@ func authParams() []Def {
 		// client address, per client network (IPv4 /24, IPv6 /64) and per
 		// user name; a count reaching its maximum (0: no maximum) within
 		// the window locks that key for the lockout time, answered with
-		// 454 4.7.0 without checking the password.
+		// 454 4.7.0 without checking the password. A user's known sources
+		// count against their own address only (see
+		// services/auth/README.md).
 		//
 		// Where the counts are shared by every replica: a Redis URL such as
 		// redis://127.0.0.1:6379/0 (rediss:// for TLS; it may hold a
@@ -37,5 +39,10 @@ func authParams() []Def {
 		// one up to smtpgate_auth_max_failure_delay.
 		{Name: "smtpgate_auth_failure_delay", Default: "1s", Owner: Auth, Check: CheckDuration},
 		{Name: "smtpgate_auth_max_failure_delay", Default: "8s", Owner: Auth, Check: CheckDuration},
+		// An address from which a user authenticated successfully stays a
+		// known source of that user this long after the last success: the
+		// failures of other addresses (and the user's count) never lock the
+		// user out from there; 0: no source is ever known.
+		{Name: "smtpgate_auth_known_source_time", Default: "30d", Owner: Auth, Check: CheckDuration},
 	}
 }

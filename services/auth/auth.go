@@ -453,7 +453,13 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 	mech := strings.ToUpper(start.GetMechanism())
 	logAttrs := []any{"session", sess.GetId(), "client", sess.GetClientAddress(), "mechanism", mech}
 
+	var ex *attempt
 	end := func(r authv1.Result, user string) error {
+		if ex != nil {
+			// Before the answer: the caller's next attempt finds the
+			// place given back.
+			ex.End(ctx)
+		}
 		s.metrics.authenticated(mech, r)
 		lv := slog.LevelInfo
 		s.log.Log(ctx, lv, "authentication", append(logAttrs, "username", user, "result", strings.TrimPrefix(r.String(), "RESULT_"))...)
@@ -479,7 +485,8 @@ func (s *Server) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 		return end(authv1.Result_RESULT_UNSUPPORTED_MECHANISM, "")
 	}
 
-	ex := s.startWith(m, sess.GetClientAddress(), cb)
+	ex = s.startWith(m, sess.GetClientAddress(), cb)
+	defer ex.End(ctx)
 	var resp []byte
 	if start.GetHasInitialResponse() {
 		resp = start.GetInitialResponse()

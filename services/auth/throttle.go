@@ -24,6 +24,7 @@ func throttleOptions(c *maincf.Config) throttle.Options {
 			Lockout:       c.Duration("smtpgate_auth_lockout_time"),
 			Delay:         c.Duration("smtpgate_auth_failure_delay"),
 			MaxDelay:      c.Duration("smtpgate_auth_max_failure_delay"),
+			KnownSource:   c.Duration("smtpgate_auth_known_source_time"),
 		},
 		RedisURL: c.Get("smtpgate_auth_redis"),
 		Timeout:  c.Duration("smtpgate_auth_redis_timeout"),
@@ -41,15 +42,16 @@ func validateThrottle(c *maincf.Config) error {
 }
 
 // attempt is one SASL exchange under the throttle. Its mechanism checks
-// credentials through it, so that a locked client, network or user is
-// refused before any password is looked at, whether the user exists or
-// not; when the exchange fails the failure is counted and the answer held
-// back by the delay the limiter asks for.
+// credentials through it, so that each check first reserves its place in
+// the counts (a locked or full client, network or user is refused before
+// any password is looked at, whether the user exists or not); the
+// exchange's end turns the reservation into a failure (answered after the
+// delay the limiter asks for), a success, or gives it back.
 type attempt struct {
-	s       *Server
-	ex      sasl.Exchange
-	client  string
-	checked bool
+	s      *Server
+	ex     sasl.Exchange
+	client string
+	hold   *throttle.Hold // the reservation of the check in progress
 }
 
 // start begins an exchange of m for a client at client (an IP address,
@@ -59,22 +61,27 @@ func (s *Server) start(m sasl.Mechanism, client string) sasl.Exchange {
 }
 
 // startWith is start with the connection's channel binding.
-func (s *Server) startWith(m sasl.Mechanism, client string, cb scram.ChannelBinding) sasl.Exchange {
+func (s *Server) startWith(m sasl.Mechanism, client string, cb scram.ChannelBinding) *attempt {
 	a := &attempt{s: s, client: client}
 	a.ex = m.StartWith(a, sasl.Params{Hostname: s.cfg.Main.Get("myhostname"), ChannelBinding: cb})
 	return a
 }
 
-// admit asks the limiter whether user may try from the client.
+// admit reserves user's check from the client, or refuses it.
 func (a *attempt) admit(ctx context.Context, user string) error {
-	a.checked = true
-	d, err := a.s.limiter.Check(ctx, throttle.KeysFor(a.client, user))
+	a.hold.Release(ctx) // a mechanism asks once; never leak a place
+	h, d, err := a.s.limiter.Reserve(ctx, throttle.KeysFor(a.client, user))
 	if err != nil {
 		return err
 	}
 	if d.Locked {
-		return fmt.Errorf("%s %s: %w", d.Kind, d.Key, throttle.ErrLocked)
+		what := "locked"
+		if d.Full {
+			what = "at its maximum with attempts in flight"
+		}
+		return fmt.Errorf("%s %s %s: %w", d.Kind, d.Key, what, throttle.ErrLocked)
 	}
+	a.hold = h
 	return nil
 }
 
@@ -113,33 +120,34 @@ func (a *attempt) Next(ctx context.Context, resp []byte) ([]byte, bool, error) {
 	if !done {
 		return ch, done, err
 	}
-	k := throttle.KeysFor(a.client, a.ex.Username())
 	switch {
 	case err == nil:
-		if serr := a.s.limiter.Succeed(ctx, k); serr != nil {
-			return nil, true, serr
-		}
+		a.hold.Succeed(ctx)
 	case errors.Is(err, sasl.ErrFailed):
-		if !a.checked {
+		if a.hold == nil {
 			// Failed before asking for credentials (PLAIN acting as
-			// another user): a locked client still hears 454.
+			// another user): it counts as a failure, and a locked
+			// client still hears 454.
 			if lerr := a.admit(ctx, a.ex.Username()); lerr != nil {
 				return nil, true, lerr
 			}
 		}
-		d, ferr := a.s.limiter.Fail(ctx, k)
-		if ferr != nil {
-			return nil, true, ferr
-		}
+		d := a.hold.Fail(ctx)
 		if d.Tripped {
 			a.s.metrics.lockouts.WithLabelValues(d.Kind).Inc()
 		}
 		if serr := a.s.sleep(ctx, d.Delay); serr != nil {
 			return nil, true, serr
 		}
+	default:
+		a.hold.Release(ctx)
 	}
 	return ch, done, err
 }
+
+// End gives back the reservation of an exchange abandoned before its end
+// (the client cancelled or went away); after the end it does nothing.
+func (a *attempt) End(ctx context.Context) { a.hold.Release(ctx) }
 
 // sleep waits d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {

@@ -28,10 +28,10 @@ type Options struct {
 	TracerProvider trace.TracerProvider
 }
 
-// Limiter is the Store smtpgate-auth uses: Redis when configured, with the
-// in-process counts kept alongside and answering whenever Redis cannot (see
-// the package documentation). Lockouts are logged once, by the replica
-// whose failure started them. It is safe for concurrent use.
+// Limiter is what smtpgate-auth throttles with: Redis when configured,
+// with the in-process counts kept alongside and answering whenever Redis
+// cannot (see the package documentation). Lockouts are logged once, by the
+// replica whose failure started them. It is safe for concurrent use.
 type Limiter struct {
 	// Backoff is how long Redis is left alone after it failed.
 	Backoff time.Duration
@@ -149,50 +149,116 @@ func (l *Limiter) ask(ctx context.Context, f func(context.Context) error) (ok bo
 	return ferr == nil, nil
 }
 
-// Check implements Store. A lockout known to Redis or to this process
-// holds.
-func (l *Limiter) Check(ctx context.Context, k Keys) (Decision, error) {
-	d, _ := l.mem.Check(ctx, k)
-	if d.Locked {
-		return d, nil
-	}
-	var rd Decision
-	ok, err := l.ask(ctx, func(ctx context.Context) (err error) {
-		rd, err = l.shared.Check(ctx, k)
-		return err
-	})
-	if err != nil {
-		return Decision{}, err
-	}
-	if ok {
-		return rd, nil
-	}
-	return d, nil
+// Hold is an attempt Reserve admitted: its places in the counts, in
+// process memory and, when Redis answered, in Redis. Exactly one of Fail,
+// Succeed and Release ends it; later calls do nothing. It is not safe for
+// concurrent use.
+type Hold struct {
+	l      *Limiter
+	mem    Reservation
+	shared *Reservation // nil: Redis did not take part
+	ended  bool
 }
 
-// Fail implements Store.
-func (l *Limiter) Fail(ctx context.Context, k Keys) (Decision, error) {
-	d, _ := l.mem.Fail(ctx, k)
+// Known reports whether the attempt came from a known source of its user.
+func (h *Hold) Known() bool { return h.mem.Known }
+
+// Reserve admits one attempt for k, or refuses it (Decision.Locked, nil
+// Hold) because a key is locked or full, in Redis or in this process.
+// Redis decides whether the source is known when it answers (a source
+// known to this process only is known too).
+func (l *Limiter) Reserve(ctx context.Context, k Keys) (*Hold, Decision, error) {
+	h := &Hold{l: l}
+	known := l.mem.Known(k)
+	var rr Reservation
 	var rd Decision
 	ok, err := l.ask(ctx, func(ctx context.Context) (err error) {
-		rd, err = l.shared.Fail(ctx, k)
+		rr, rd, err = l.shared.Reserve(ctx, k, known)
 		return err
 	})
 	if err != nil {
-		return d, err
+		return nil, Decision{}, err
 	}
 	if ok {
-		d = rd
+		if rd.Locked {
+			return nil, rd, nil
+		}
+		h.shared, known = &rr, rr.Known
+	}
+	mr, md, _ := l.mem.Reserve(ctx, k, known)
+	if md.Locked {
+		if h.shared != nil {
+			_, _ = l.ask(ctx, func(ctx context.Context) error { return l.shared.Release(ctx, *h.shared) })
+		}
+		return nil, md, nil
+	}
+	h.mem = mr
+	return h, Decision{}, nil
+}
+
+// end marks h ended and reports whether it already was.
+func (h *Hold) end() bool {
+	if h == nil || h.ended {
+		return true
+	}
+	h.ended = true
+	return false
+}
+
+// Fail records the attempt as a failure: how long to wait before
+// answering it, and whether it started a lockout.
+func (h *Hold) Fail(ctx context.Context) Decision {
+	if h.end() {
+		return Decision{}
+	}
+	l := h.l
+	// A password was checked: it counts even if the caller went away.
+	ctx = context.WithoutCancel(ctx)
+	d, _ := l.mem.Fail(ctx, h.mem)
+	ok := false
+	if h.shared != nil {
+		var rd Decision
+		ok, _ = l.ask(ctx, func(ctx context.Context) (err error) {
+			rd, err = l.shared.Fail(ctx, *h.shared)
+			return err
+		})
+		if ok {
+			d = rd
+		}
 	}
 	if d.Tripped {
 		l.log.WarnContext(ctx, "authentication lockout", "kind", d.Kind, "key", d.Key, "for", d.RetryAfter, "shared", ok)
 	}
-	return d, nil
+	return d
 }
 
-// Succeed implements Store.
-func (l *Limiter) Succeed(ctx context.Context, k Keys) error {
-	_ = l.mem.Succeed(ctx, k)
-	_, err := l.ask(ctx, func(ctx context.Context) error { return l.shared.Succeed(ctx, k) })
-	return err
+// Succeed records the attempt as a success: the client's failures are
+// forgotten and the address becomes a known source of the user.
+func (h *Hold) Succeed(ctx context.Context) {
+	if h.end() {
+		return
+	}
+	l := h.l
+	ctx = context.WithoutCancel(ctx)
+	_ = l.mem.Succeed(ctx, h.mem)
+	if h.shared == nil {
+		return
+	}
+	_, _ = l.ask(ctx, func(ctx context.Context) error { return l.shared.Succeed(ctx, *h.shared) })
+}
+
+// Release gives the attempt's places back: the exchange ended without a
+// verdict on the credentials. Fail, Succeed and Release run even when ctx
+// has ended (the caller went away), within the Redis timeout; a Redis
+// failure is logged and counted, and leaves the in-process counts.
+func (h *Hold) Release(ctx context.Context) {
+	if h.end() {
+		return
+	}
+	l := h.l
+	ctx = context.WithoutCancel(ctx)
+	_ = l.mem.Release(ctx, h.mem)
+	if h.shared != nil {
+		_, _ = l.ask(ctx, func(ctx context.Context) error { return l.shared.Release(ctx, *h.shared) })
+	}
 }

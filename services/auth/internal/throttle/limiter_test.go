@@ -54,18 +54,23 @@ func (f *flaky) call() error {
 	return nil
 }
 
-func (f *flaky) Check(context.Context, Keys) (Decision, error) {
+func (f *flaky) Reserve(_ context.Context, k Keys, known bool) (Reservation, Decision, error) {
 	if err := f.call(); err != nil {
-		return Decision{}, err
+		return Reservation{}, Decision{}, err
 	}
-	return Decision{Locked: f.locked, Kind: "client", Key: "shared"}, nil
+	if f.locked {
+		return Reservation{}, Decision{Locked: true, Kind: "client", Key: "shared"}, nil
+	}
+	return Reservation{Keys: k, Known: known}, Decision{}, nil
 }
 
-func (f *flaky) Fail(context.Context, Keys) (Decision, error) {
+func (f *flaky) Fail(context.Context, Reservation) (Decision, error) {
 	return Decision{}, f.call()
 }
 
-func (f *flaky) Succeed(context.Context, Keys) error { return f.call() }
+func (f *flaky) Succeed(context.Context, Reservation) error { return f.call() }
+
+func (f *flaky) Release(context.Context, Reservation) error { return f.call() }
 
 func (f *flaky) set(down bool) {
 	f.mu.Lock()
@@ -85,21 +90,39 @@ func newLimiter(shared Store) (*Limiter, *clock, *logBuffer) {
 	return NewLimiter(shared, m, slog.New(slog.NewTextHandler(logs, nil))), c, logs
 }
 
+// lfail runs one failing attempt through l.
+func lfail(l *Limiter, ctx context.Context, k Keys) (Decision, error) {
+	h, d, err := l.Reserve(ctx, k)
+	if err != nil || d.Locked {
+		return d, err
+	}
+	return h.Fail(ctx), nil
+}
+
+// lcheck reports whether l admits k, and gives the place back.
+func lcheck(l *Limiter, ctx context.Context, k Keys) (Decision, error) {
+	h, d, err := l.Reserve(ctx, k)
+	if h != nil {
+		h.Release(ctx)
+	}
+	return d, err
+}
+
 func TestLimiterFallsBack(t *testing.T) {
 	f := &flaky{down: true}
 	l, c, logs := newLimiter(f)
 	ctx := context.Background()
 	k := KeysFor("192.0.2.1", "frank")
 	for i := range 2 {
-		if d, err := l.Fail(ctx, k); err != nil || d.Locked {
+		if d, err := lfail(l, ctx, k); err != nil || d.Locked {
 			t.Fatalf("failure %d: %+v, %v", i+1, d, err)
 		}
 	}
-	d, err := l.Fail(ctx, k)
+	d, err := lfail(l, ctx, k)
 	if err != nil || !d.Tripped || d.Kind != "client" {
 		t.Fatalf("third failure with redis down: %+v, %v, want the in-process lockout", d, err)
 	}
-	if d, err := l.Check(ctx, k); err != nil || !d.Locked {
+	if d, err := lcheck(l, ctx, k); err != nil || !d.Locked {
 		t.Errorf("Check with redis down: %+v, %v, want locked", d, err)
 	}
 	if n := f.Calls(); n != 1 {
@@ -116,7 +139,7 @@ func TestLimiterFallsBack(t *testing.T) {
 	// stranger's check asks it again once the backoff is over.
 	stranger := KeysFor("198.51.100.1", "judy")
 	c.advance(l.Backoff)
-	l.Check(ctx, stranger)
+	lcheck(l, ctx, stranger)
 	if n := f.Calls(); n != 2 {
 		t.Errorf("redis asked %d times after the backoff, want 2", n)
 	}
@@ -124,25 +147,25 @@ func TestLimiterFallsBack(t *testing.T) {
 		t.Errorf("degradation logged %d times within WarnEvery, want once", n)
 	}
 	c.advance(l.WarnEvery)
-	l.Check(ctx, stranger)
+	lcheck(l, ctx, stranger)
 	if n := logs.count("redis failed"); n != 2 {
 		t.Errorf("degradation logged %d times after WarnEvery, want twice", n)
 	}
 
 	f.set(false)
 	c.advance(l.Backoff)
-	if d, err := l.Check(ctx, KeysFor("192.0.2.200", "grace")); err != nil || d.Locked {
+	if d, err := lcheck(l, ctx, KeysFor("192.0.2.200", "grace")); err != nil || d.Locked {
 		t.Errorf("Check of a stranger with redis back: %+v, %v", d, err)
 	}
 	if n := logs.count("redis answers again"); n != 1 {
 		t.Errorf("recovery logged %d times, want once:\n%s", n, logs)
 	}
 	// The in-process lockout still holds while redis knows nothing of it.
-	if d, _ := l.Check(ctx, k); !d.Locked {
+	if d, _ := lcheck(l, ctx, k); !d.Locked {
 		t.Errorf("in-process lockout forgotten when redis came back: %+v", d)
 	}
 	f.locked = true
-	if d, _ := l.Check(ctx, KeysFor("192.0.2.200", "grace")); !d.Locked || d.Key != "shared" {
+	if d, _ := lcheck(l, ctx, KeysFor("192.0.2.200", "grace")); !d.Locked || d.Key != "shared" {
 		t.Errorf("a lockout known only to redis: %+v, want it to hold", d)
 	}
 }
@@ -152,7 +175,7 @@ func TestLimiterCancelled(t *testing.T) {
 	l, _, logs := newLimiter(&cancelled{f})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if _, err := l.Check(ctx, KeysFor("192.0.2.1", "x")); !errors.Is(err, context.Canceled) {
+	if _, err := lcheck(l, ctx, KeysFor("192.0.2.1", "x")); !errors.Is(err, context.Canceled) {
 		t.Errorf("Check with a cancelled context: %v, want context.Canceled", err)
 	}
 	if logs.count("redis failed") != 0 {
@@ -163,11 +186,11 @@ func TestLimiterCancelled(t *testing.T) {
 // cancelled answers with the context's error, as go-redis does.
 type cancelled struct{ *flaky }
 
-func (c cancelled) Check(ctx context.Context, k Keys) (Decision, error) {
+func (c cancelled) Reserve(ctx context.Context, k Keys, known bool) (Reservation, Decision, error) {
 	if err := ctx.Err(); err != nil {
-		return Decision{}, err
+		return Reservation{}, Decision{}, err
 	}
-	return c.flaky.Check(ctx, k)
+	return c.flaky.Reserve(ctx, k, known)
 }
 
 // TestLimiterRedisSilent: a Redis that accepts connections and never
@@ -207,7 +230,7 @@ func TestLimiterRedisSilent(t *testing.T) {
 	ctx := context.Background()
 	k := KeysFor("192.0.2.1", "heidi")
 	for i := range 3 {
-		d, err := l.Fail(ctx, k)
+		d, err := lfail(l, ctx, k)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -215,7 +238,7 @@ func TestLimiterRedisSilent(t *testing.T) {
 			t.Fatalf("failure %d: %+v", i+1, d)
 		}
 	}
-	if d, err := l.Check(ctx, k); err != nil || !d.Locked {
+	if d, err := lcheck(l, ctx, k); err != nil || !d.Locked {
 		t.Errorf("Check: %+v, %v, want locked in process", d, err)
 	}
 	if !strings.Contains(logs.String(), "redis failed") {
@@ -236,7 +259,7 @@ func TestLimiterRedisStopped(t *testing.T) {
 	ctx := context.Background()
 	k := KeysFor("192.0.2.1", "ivan")
 	for i := range 2 {
-		if d, err := l.Fail(ctx, k); err != nil || d.Locked {
+		if d, err := lfail(l, ctx, k); err != nil || d.Locked {
 			t.Fatalf("failure %d: %+v, %v", i+1, d, err)
 		}
 	}
@@ -244,11 +267,11 @@ func TestLimiterRedisStopped(t *testing.T) {
 		t.Fatalf("redis failed while up:\n%s", logs)
 	}
 	srv.Stop()
-	d, err := l.Fail(ctx, k)
+	d, err := lfail(l, ctx, k)
 	if err != nil || !d.Tripped {
 		t.Errorf("third failure after redis stopped: %+v, %v, want the in-process lockout", d, err)
 	}
-	if d, err := l.Check(ctx, k); err != nil || !d.Locked {
+	if d, err := lcheck(l, ctx, k); err != nil || !d.Locked {
 		t.Errorf("Check after redis stopped: %+v, %v, want locked", d, err)
 	}
 	if !strings.Contains(logs.String(), "redis failed") {
@@ -256,21 +279,22 @@ func TestLimiterRedisStopped(t *testing.T) {
 	}
 }
 
-func BenchmarkCheckFail(b *testing.B) {
-	run := func(b *testing.B, s Store) {
-		ctx := context.Background()
-		k := KeysFor("192.0.2.1", "bench@example.org")
+func BenchmarkReserveFail(b *testing.B) {
+	ctx := context.Background()
+	k := KeysFor("192.0.2.1", "bench@example.org")
+	store := func(b *testing.B, s Store) {
 		for b.Loop() {
-			if _, err := s.Check(ctx, k); err != nil {
+			r, _, err := s.Reserve(ctx, k, false)
+			if err != nil {
 				b.Fatal(err)
 			}
-			if _, err := s.Fail(ctx, k); err != nil {
+			if _, err := s.Fail(ctx, r); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
 	b.Run("memory", func(b *testing.B) {
-		run(b, NewMemory(params))
+		store(b, NewMemory(params))
 	})
 	b.Run("redis", func(b *testing.B) {
 		srv := redistest.Start(b)
@@ -279,7 +303,7 @@ func BenchmarkCheckFail(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer c.Close()
-		run(b, NewRedis(c, params))
+		store(b, NewRedis(c, params))
 	})
 	b.Run("limiter-redis", func(b *testing.B) {
 		srv := redistest.Start(b)
@@ -288,6 +312,10 @@ func BenchmarkCheckFail(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer l.Close()
-		run(b, l)
+		for b.Loop() {
+			if _, err := lfail(l, ctx, k); err != nil {
+				b.Fatal(err)
+			}
+		}
 	})
 }

@@ -10,31 +10,37 @@ import (
 const DefaultMaxEntries = 100_000
 
 // Memory counts failures in process memory: one replica's view only. It is
-// safe for concurrent use.
+// safe for concurrent use; each call holds one mutex, so a reservation is
+// atomic.
 type Memory struct {
 	params Params
 	// Now is the clock (time.Now when nil); tests set it.
 	Now func() time.Time
-	// MaxEntries bounds the keys remembered (DefaultMaxEntries when zero).
-	// When full, expired keys are dropped, then counts that are not
-	// lockouts; lockouts are kept, so new keys are not counted until some
-	// expire.
+	// MaxEntries bounds the keys remembered, and separately the known
+	// sources (DefaultMaxEntries when zero). When the keys are full,
+	// expired ones are dropped, then counts that are neither lockouts nor
+	// in flight; lockouts are kept, so new keys are not counted until some
+	// expire. When the known sources are full, expired ones are dropped,
+	// then the one that expires first (only successes add them).
 	MaxEntries int
 
 	mu      sync.Mutex
 	entries map[string]*entry
+	known   map[string]time.Time // knownID → expiry
 }
 
 // entry is one key's state.
 type entry struct {
-	count     int64
-	windowEnd time.Time // the count's expiry
-	lockEnd   time.Time // zero unless locked
+	count       int64     // failures
+	windowEnd   time.Time // the failures' expiry
+	inflight    int64     // reserved attempts not yet ended
+	inflightEnd time.Time // their expiry (a forgotten reservation)
+	lockEnd     time.Time // zero unless locked
 }
 
 // NewMemory returns an empty in-process store.
 func NewMemory(p Params) *Memory {
-	return &Memory{params: p, entries: map[string]*entry{}}
+	return &Memory{params: p, entries: map[string]*entry{}, known: map[string]time.Time{}}
 }
 
 func (m *Memory) now() time.Time {
@@ -42,6 +48,13 @@ func (m *Memory) now() time.Time {
 		return m.Now()
 	}
 	return time.Now()
+}
+
+func (m *Memory) limit() int {
+	if m.MaxEntries <= 0 {
+		return DefaultMaxEntries
+	}
+	return m.MaxEntries
 }
 
 // live returns the entry of id with its expired parts cleared, or nil.
@@ -56,34 +69,95 @@ func (m *Memory) live(id string, now time.Time) *entry {
 	if e.count > 0 && !now.Before(e.windowEnd) {
 		e.count = 0
 	}
-	if e.count == 0 && e.lockEnd.IsZero() {
+	if e.inflight > 0 && !now.Before(e.inflightEnd) {
+		e.inflight = 0
+	}
+	if e.count == 0 && e.inflight == 0 && e.lockEnd.IsZero() {
 		delete(m.entries, id)
 		return nil
 	}
 	return e
 }
 
-// Check implements Store.
-func (m *Memory) Check(_ context.Context, k Keys) (Decision, error) {
+// Known reports whether k's client address is a known source of k's user
+// in this process.
+func (m *Memory) Known(k Keys) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.isKnown(k, m.now())
+}
+
+func (m *Memory) isKnown(k Keys, now time.Time) bool {
+	id := k.knownID()
+	if id == "" || m.params.KnownSource <= 0 {
+		return false
+	}
+	end, ok := m.known[id]
+	if ok && !now.Before(end) {
+		delete(m.known, id)
+		return false
+	}
+	return ok
+}
+
+// Reserve implements Store.
+func (m *Memory) Reserve(_ context.Context, k Keys, known bool) (Reservation, Decision, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
-	for _, key := range k.list(m.params) {
+	r := Reservation{Keys: k, Known: k.knownID() != "" && m.params.KnownSource > 0 && (known || m.isKnown(k, now))}
+	keys := k.list(m.params, r.Known)
+	for _, key := range keys {
 		if e := m.live(key.kind+":"+key.id, now); e != nil && !e.lockEnd.IsZero() {
-			return Decision{Locked: true, Kind: key.kind, Key: key.name, RetryAfter: e.lockEnd.Sub(now)}, nil
+			return r, Decision{Locked: true, Kind: key.kind, Key: key.name, RetryAfter: e.lockEnd.Sub(now)}, nil
 		}
 	}
-	return Decision{}, nil
+	for _, key := range keys {
+		if e := m.entries[key.kind+":"+key.id]; e != nil && key.limit > 0 && e.count+e.inflight >= key.limit {
+			return r, Decision{Locked: true, Full: true, Kind: key.kind, Key: key.name}, nil
+		}
+	}
+	var held []*entry
+	for _, key := range keys {
+		id := key.kind + ":" + key.id
+		e := m.entries[id]
+		if e == nil {
+			if !m.makeRoom(now) {
+				// Full of lockouts: what cannot be counted is refused.
+				for _, e := range held {
+					e.inflight--
+				}
+				return r, Decision{Locked: true, Full: true, Kind: key.kind, Key: key.name}, nil
+			}
+			e = &entry{}
+			m.entries[id] = e
+		}
+		// An entry in flight is never evicted by makeRoom.
+		e.inflight++
+		e.inflightEnd = now.Add(m.params.Window)
+		held = append(held, e)
+	}
+	return r, Decision{}, nil
+}
+
+// release gives back r's places (those it holds).
+func (m *Memory) release(r Reservation, now time.Time) {
+	for _, key := range r.list(m.params, r.Known) {
+		if e := m.live(key.kind+":"+key.id, now); e != nil && e.inflight > 0 {
+			e.inflight--
+			m.live(key.kind+":"+key.id, now)
+		}
+	}
 }
 
 // Fail implements Store.
-func (m *Memory) Fail(_ context.Context, k Keys) (Decision, error) {
+func (m *Memory) Fail(_ context.Context, r Reservation) (Decision, error) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	now := m.now()
 	var d Decision
 	var worst int64
-	for _, key := range k.list(m.params) {
+	for _, key := range r.list(m.params, r.Known) {
 		id := key.kind + ":" + key.id
 		e := m.live(id, now)
 		if e == nil {
@@ -92,6 +166,9 @@ func (m *Memory) Fail(_ context.Context, k Keys) (Decision, error) {
 			}
 			e = &entry{}
 			m.entries[id] = e
+		}
+		if e.inflight > 0 {
+			e.inflight--
 		}
 		if e.count == 0 {
 			e.windowEnd = now.Add(m.params.Window)
@@ -107,6 +184,7 @@ func (m *Memory) Fail(_ context.Context, k Keys) (Decision, error) {
 				d = Decision{Locked: true, Tripped: true, Kind: key.kind, Key: key.name, RetryAfter: m.params.Lockout}
 			}
 		}
+		m.live(id, now)
 	}
 	d.Delay = m.params.delay(worst)
 	return d, nil
@@ -114,10 +192,7 @@ func (m *Memory) Fail(_ context.Context, k Keys) (Decision, error) {
 
 // makeRoom reports whether a new entry fits, evicting if needed.
 func (m *Memory) makeRoom(now time.Time) bool {
-	limit := m.MaxEntries
-	if limit <= 0 {
-		limit = DefaultMaxEntries
-	}
+	limit := m.limit()
 	if len(m.entries) < limit {
 		return true
 	}
@@ -129,7 +204,7 @@ func (m *Memory) makeRoom(now time.Time) bool {
 	}
 	// Map order is random: a random count goes.
 	for id, e := range m.entries {
-		if e.lockEnd.IsZero() {
+		if e.lockEnd.IsZero() && e.inflight == 0 {
 			delete(m.entries, id)
 			return true
 		}
@@ -138,20 +213,51 @@ func (m *Memory) makeRoom(now time.Time) bool {
 }
 
 // Succeed implements Store.
-func (m *Memory) Succeed(_ context.Context, k Keys) error {
+func (m *Memory) Succeed(_ context.Context, r Reservation) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	for _, key := range k.list(m.params) {
-		if key.kind == "network" {
-			continue
-		}
-		if e := m.entries[key.kind+":"+key.id]; e != nil {
+	now := m.now()
+	m.release(r, now)
+	if r.client.IsValid() {
+		id := "client:" + r.client.String()
+		if e := m.entries[id]; e != nil {
 			e.count = 0
-			if e.lockEnd.IsZero() {
-				delete(m.entries, key.kind+":"+key.id)
-			}
+			m.live(id, now)
 		}
 	}
+	if id := r.knownID(); id != "" && m.params.KnownSource > 0 {
+		if _, ok := m.known[id]; !ok && len(m.known) >= m.limit() {
+			m.evictKnown(now)
+		}
+		m.known[id] = now.Add(m.params.KnownSource)
+	}
+	return nil
+}
+
+// evictKnown drops the expired known sources, or else the one that
+// expires first.
+func (m *Memory) evictKnown(now time.Time) {
+	var first string
+	var firstEnd time.Time
+	for id, end := range m.known {
+		if !now.Before(end) {
+			delete(m.known, id)
+			continue
+		}
+		if first == "" || end.Before(firstEnd) {
+			first, firstEnd = id, end
+		}
+	}
+	if len(m.known) >= m.limit() && first != "" {
+		delete(m.known, first)
+	}
+}
+
+// Release implements Store.
+func (m *Memory) Release(_ context.Context, r Reservation) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.release(r, m.now())
 	return nil
 }
 

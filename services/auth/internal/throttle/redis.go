@@ -32,19 +32,56 @@ func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
 	return redisclient.Open(url, timeout)
 }
 
-// failScript counts one failure for each (count key, lock key) pair.
-// ARGV: window ms, lockout ms, then one limit per pair (0: never lock).
-// Returns, per pair, the count with this failure and 1 when this failure
+// reserveScript admits one attempt or refuses it, atomically.
+// KEYS[1]: the known-source key (any key when there is none); then, per
+// counted key, its count, in-flight and lock keys.
+// ARGV: window ms, 1 when the caller already knows the source, how many
+// leading keys count for a known source (0: the source cannot be known),
+// then one limit per key (0: never full).
+// Returns {admitted, known, index of the refusing key, its lock's ms (-3
+// when full)}.
+var reserveScript = redis.NewScript(`
+local n = (#KEYS - 1) / 3
+local known = 0
+local forKnown = tonumber(ARGV[3])
+if forKnown > 0 and (ARGV[2] == '1' or redis.call('EXISTS', KEYS[1]) == 1) then
+  known = 1
+  n = forKnown
+end
+for i = 1, n do
+  local ttl = redis.call('PTTL', KEYS[3 * i + 1])
+  if ttl > 0 or ttl == -1 then return {0, known, i, ttl} end
+end
+for i = 1, n do
+  local limit = tonumber(ARGV[3 + i])
+  if limit > 0 then
+    local f = tonumber(redis.call('GET', KEYS[3 * i - 1]) or '0')
+    local fl = tonumber(redis.call('GET', KEYS[3 * i]) or '0')
+    if f + fl >= limit then return {0, known, i, -3} end
+  end
+end
+for i = 1, n do
+  redis.call('INCR', KEYS[3 * i])
+  redis.call('PEXPIRE', KEYS[3 * i], ARGV[1])
+end
+return {1, known, 0, 0}
+`)
+
+// failScript turns a reservation into one failure for each (count,
+// in-flight, lock) triple.
+// ARGV: window ms, lockout ms, then one limit per triple (0: never lock).
+// Returns, per triple, the count with this failure and 1 when this failure
 // locked the key (its count then starts again).
 var failScript = redis.NewScript(`
 local out = {}
-for i = 1, #KEYS, 2 do
+for i = 1, #KEYS, 3 do
+  if redis.call('DECR', KEYS[i + 1]) <= 0 then redis.call('DEL', KEYS[i + 1]) end
   local n = redis.call('INCR', KEYS[i])
   if n == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
-  local limit = tonumber(ARGV[2 + (i + 1) / 2])
+  local limit = tonumber(ARGV[2 + (i + 2) / 3])
   local tripped = 0
   if limit > 0 and n >= limit then
-    redis.call('SET', KEYS[i + 1], '1', 'PX', ARGV[2])
+    redis.call('SET', KEYS[i + 2], '1', 'PX', ARGV[2])
     redis.call('DEL', KEYS[i])
     tripped = 1
   end
@@ -54,62 +91,91 @@ end
 return out
 `)
 
-// checkScript returns the remaining milliseconds of each lock key (-2 when
-// absent).
-var checkScript = redis.NewScript(`
-local out = {}
-for i = 1, #KEYS do out[i] = redis.call('PTTL', KEYS[i]) end
-return out
+// releaseScript gives back the places of a reservation.
+// KEYS: the in-flight keys; then, with ARGV[1] = 1, the count of the
+// client to reset and the known-source key to set for ARGV[2] ms.
+var releaseScript = redis.NewScript(`
+local n = #KEYS
+if ARGV[1] == '1' then n = n - 2 end
+for i = 1, n do
+  if redis.call('DECR', KEYS[i]) <= 0 then redis.call('DEL', KEYS[i]) end
+end
+if ARGV[1] == '1' then
+  redis.call('DEL', KEYS[n + 1])
+  if KEYS[n + 2] ~= '' and tonumber(ARGV[2]) > 0 then
+    redis.call('SET', KEYS[n + 2], '1', 'PX', ARGV[2])
+  end
+end
+return 0
 `)
 
-func countKey(k key) string { return KeyPrefix + "fail:" + k.kind + ":" + k.id }
-func lockKey(k key) string  { return KeyPrefix + "lock:" + k.kind + ":" + k.id }
+func countKey(k key) string    { return KeyPrefix + "fail:" + k.kind + ":" + k.id }
+func inflightKey(k key) string { return KeyPrefix + "inflight:" + k.kind + ":" + k.id }
+func lockKey(k key) string     { return KeyPrefix + "lock:" + k.kind + ":" + k.id }
+func knownKey(k Keys) string   { return KeyPrefix + "known:" + k.knownID() }
 
-// Check implements Store.
-func (r *Redis) Check(ctx context.Context, k Keys) (Decision, error) {
-	keys := k.list(r.params)
+// Reserve implements Store.
+func (r *Redis) Reserve(ctx context.Context, k Keys, known bool) (Reservation, Decision, error) {
+	res := Reservation{Keys: k}
+	keys := k.list(r.params, false)
 	if len(keys) == 0 {
-		return Decision{}, nil
+		return res, Decision{}, nil
 	}
-	names := make([]string, len(keys))
-	for i, key := range keys {
-		names[i] = lockKey(key)
+	names := []string{knownKey(k)}
+	forKnown := 0
+	if k.knownID() != "" && r.params.KnownSource > 0 {
+		forKnown = 1 // the client key comes first
 	}
-	ttls, err := checkScript.Run(ctx, r.c, names).Int64Slice()
+	hint := "0"
+	if known {
+		hint = "1"
+	}
+	args := []any{ms(r.params.Window), hint, forKnown}
+	for _, key := range keys {
+		names = append(names, countKey(key), inflightKey(key), lockKey(key))
+		args = append(args, strconv.FormatInt(key.limit, 10))
+	}
+	out, err := reserveScript.Run(ctx, r.c, names, args...).Int64Slice()
 	if err != nil {
-		return Decision{}, fmt.Errorf("redis check: %w", err)
+		return res, Decision{}, fmt.Errorf("redis reserve: %w", err)
 	}
-	for i, ms := range ttls {
-		if ms > 0 || ms == -1 {
-			return Decision{Locked: true, Kind: keys[i].kind, Key: keys[i].name, RetryAfter: max(0, time.Duration(ms)*time.Millisecond)}, nil
-		}
+	if len(out) != 4 || out[2] < 0 || out[2] > int64(len(keys)) {
+		return res, Decision{}, fmt.Errorf("redis reserve: unexpected answer %v", out)
 	}
-	return Decision{}, nil
+	res.Known = out[1] == 1
+	if out[0] == 1 {
+		return res, Decision{}, nil
+	}
+	key := keys[out[2]-1]
+	if out[3] == -3 {
+		return res, Decision{Locked: true, Full: true, Kind: key.kind, Key: key.name}, nil
+	}
+	return res, Decision{Locked: true, Kind: key.kind, Key: key.name, RetryAfter: max(0, time.Duration(out[3])*time.Millisecond)}, nil
 }
 
 // Fail implements Store.
-func (r *Redis) Fail(ctx context.Context, k Keys) (Decision, error) {
-	keys := k.list(r.params)
+func (r *Redis) Fail(ctx context.Context, res Reservation) (Decision, error) {
+	keys := res.list(r.params, res.Known)
 	if len(keys) == 0 {
 		return Decision{}, nil
 	}
-	names := make([]string, 0, 2*len(keys))
+	names := make([]string, 0, 3*len(keys))
 	args := []any{ms(r.params.Window), ms(r.params.Lockout)}
 	for _, key := range keys {
-		names = append(names, countKey(key), lockKey(key))
+		names = append(names, countKey(key), inflightKey(key), lockKey(key))
 		args = append(args, strconv.FormatInt(key.limit, 10))
 	}
-	res, err := failScript.Run(ctx, r.c, names, args...).Int64Slice()
+	out, err := failScript.Run(ctx, r.c, names, args...).Int64Slice()
 	if err != nil {
 		return Decision{}, fmt.Errorf("redis fail: %w", err)
 	}
-	if len(res) != 2*len(keys) {
-		return Decision{}, fmt.Errorf("redis fail: script returned %d values, want %d", len(res), 2*len(keys))
+	if len(out) != 2*len(keys) {
+		return Decision{}, fmt.Errorf("redis fail: script returned %d values, want %d", len(out), 2*len(keys))
 	}
 	var d Decision
 	var worst int64
 	for i, key := range keys {
-		n, tripped := res[2*i], res[2*i+1] == 1
+		n, tripped := out[2*i], out[2*i+1] == 1
 		if key.kind != "network" {
 			worst = max(worst, n)
 		}
@@ -121,19 +187,41 @@ func (r *Redis) Fail(ctx context.Context, k Keys) (Decision, error) {
 	return d, nil
 }
 
-// Succeed implements Store.
-func (r *Redis) Succeed(ctx context.Context, k Keys) error {
-	var names []string
-	for _, key := range k.list(r.params) {
-		if key.kind != "network" {
-			names = append(names, countKey(key))
-		}
-	}
-	if len(names) == 0 {
+// end runs releaseScript for res; succeeded also resets the client's
+// count and makes the source known.
+func (r *Redis) end(ctx context.Context, res Reservation, succeeded bool) error {
+	keys := res.list(r.params, res.Known)
+	if len(keys) == 0 {
 		return nil
 	}
-	if err := r.c.Del(ctx, names...).Err(); err != nil {
+	var names []string
+	for _, key := range keys {
+		names = append(names, inflightKey(key))
+	}
+	flag := "0"
+	if succeeded && keys[0].kind == "client" {
+		flag = "1"
+		known := ""
+		if res.knownID() != "" && r.params.KnownSource > 0 {
+			known = knownKey(res.Keys)
+		}
+		names = append(names, countKey(keys[0]), known)
+	}
+	return releaseScript.Run(ctx, r.c, names, flag, ms(r.params.KnownSource)).Err()
+}
+
+// Succeed implements Store.
+func (r *Redis) Succeed(ctx context.Context, res Reservation) error {
+	if err := r.end(ctx, res, true); err != nil {
 		return fmt.Errorf("redis succeed: %w", err)
+	}
+	return nil
+}
+
+// Release implements Store.
+func (r *Redis) Release(ctx context.Context, res Reservation) error {
+	if err := r.end(ctx, res, false); err != nil {
+		return fmt.Errorf("redis release: %w", err)
 	}
 	return nil
 }

@@ -1,12 +1,37 @@
-// Package throttle slows down and then locks out password guessing. Failed
-// authentications are counted per client address, per client network (the
-// /24 of an IPv4 address, the /64 of an IPv6 one) and per user name; each
-// count lives for a fixed window (smtpgate_auth_failure_window) from its
-// first failure. When a count reaches its limit the key is locked for
-// smtpgate_auth_lockout_time and the count starts again. Every failure
-// after the first is answered late: smtpgate_auth_failure_delay, doubled
-// for each further failure of the same client or user, up to
-// smtpgate_auth_max_failure_delay.
+// Package throttle slows down and then locks out password guessing,
+// without handing the attacker a way to lock the user out.
+//
+// Keys. Every attempt is counted against its client address, its client
+// network (the /24 of an IPv4 address, the /64 of an IPv6 one) and the
+// user name tried. Each key has a count of failures, living for a fixed
+// window (smtpgate_auth_failure_window) from its first failure; when it
+// reaches its maximum (smtpgate_auth_max_failures_per_client, _network,
+// _user; 0: none) the key is locked for smtpgate_auth_lockout_time and
+// its count starts again. Every failure after the first is answered late:
+// smtpgate_auth_failure_delay, doubled for each further failure of the
+// same client or user, up to smtpgate_auth_max_failure_delay.
+//
+// Known sources. An address from which a user authenticated successfully
+// within smtpgate_auth_known_source_time is a known source of that user.
+// An attempt of a user from one of its known sources is counted against
+// the client address only: failures elsewhere (other addresses, even in
+// the same network, and the user's count) never lock it; only its own
+// address's failures do. So the user lock is a lock of the user's unknown
+// sources: an attacker who guesses at a user from anywhere can keep the
+// user from logging in from a new address while the attack lasts, never
+// from where the user logged in before. A success resets the client's
+// count, never the user's or the network's (a legitimate login must not
+// re-arm the attacker's guesses).
+//
+// Exact limits. An attempt reserves its place in every count before any
+// credential is looked at (Limiter.Reserve): a key is refused when it is
+// locked or when its failures plus the attempts in flight reach its
+// maximum, so that a maximum of 10 lets exactly 10 passwords be checked,
+// however many attempts arrive at once. The reservation becomes a failure
+// (Hold.Fail), is dropped by a success (Hold.Succeed), or is given back
+// when the exchange ends without a verdict on the credentials
+// (Hold.Release). Reservations a crashed replica never gave back expire
+// with the failure window.
 //
 // The counts live in Redis (smtpgate_auth_redis) so that every replica of
 // smtpgate-auth sees every failure, or in process memory, where each replica
@@ -45,14 +70,31 @@ var ErrLocked = errors.New("too many failed authentications; locked out")
 // Store counts failures. Memory and Redis implement it; Limiter is the
 // decorator that picks between them.
 type Store interface {
-	// Check reports whether any of the keys is locked.
-	Check(ctx context.Context, k Keys) (Decision, error)
-	// Fail records a failed authentication and returns how long to wait
-	// before answering it, and whether it started a lockout.
-	Fail(ctx context.Context, k Keys) (Decision, error)
-	// Succeed forgets the failures of the client and of the user (not
-	// those of the network, shared with strangers).
-	Succeed(ctx context.Context, k Keys) error
+	// Reserve admits one attempt or refuses it (Decision.Locked) because
+	// a key is locked or full (its failures and the attempts in flight
+	// reach its maximum). An admitted attempt holds a place in the counts
+	// of r.Keys until Fail, Succeed or Release. known, when set, treats
+	// the client address as a known source of the user (the caller knows
+	// it from elsewhere).
+	Reserve(ctx context.Context, k Keys, known bool) (r Reservation, d Decision, err error)
+	// Fail turns r into a failure and returns how long to wait before
+	// answering it, and whether it started a lockout.
+	Fail(ctx context.Context, r Reservation) (Decision, error)
+	// Succeed drops r, forgets the failures of its client (never those of
+	// the network or the user) and remembers its client address as a
+	// known source of its user.
+	Succeed(ctx context.Context, r Reservation) error
+	// Release drops r: the exchange ended without a verdict on the
+	// credentials.
+	Release(ctx context.Context, r Reservation) error
+}
+
+// Reservation is an admitted attempt: the keys it was counted against.
+type Reservation struct {
+	Keys
+	// Known: the client address is a known source of the user, and the
+	// attempt is counted against the client address only.
+	Known bool
 }
 
 // Decision is a Store's answer.
@@ -62,6 +104,9 @@ type Decision struct {
 	// Kind and Key name the locked key (when Locked): Kind is "client",
 	// "network" or "user"; Key the address, network or user name.
 	Kind, Key string
+	// Full: not locked, but the key's failures and attempts in flight
+	// have reached its maximum (Reserve only).
+	Full bool
 	// RetryAfter is how long the lockout still lasts, when known.
 	RetryAfter time.Duration
 	// Tripped: this failure started the lockout (Fail only).
@@ -82,6 +127,9 @@ type Params struct {
 	// Delay is the wait after the second failure of a client or user,
 	// doubled for each further one up to MaxDelay. 0 disables delays.
 	Delay, MaxDelay time.Duration
+	// KnownSource is how long an address stays a known source of a user
+	// after the user's last success from it; 0: no address is ever known.
+	KnownSource time.Duration
 }
 
 // delay is the wait after the n-th failure (n counts from 1): none for
@@ -140,17 +188,34 @@ type key struct {
 	limit int64
 }
 
-// list returns the keys present in k with their limits, client first.
-func (k Keys) list(p Params) []key {
+// userID is what is stored for the user: a hash of its name.
+func (k Keys) userID() string {
+	h := sha256.Sum256([]byte(k.user))
+	return hex.EncodeToString(h[:16])
+}
+
+// knownID names the (user, address) pair a success makes known; "" when
+// the attempt lacks either.
+func (k Keys) knownID() string {
+	if !k.client.IsValid() || k.user == "" {
+		return ""
+	}
+	return k.userID() + ":" + k.client.String()
+}
+
+// list returns the keys present in k with their limits, client first;
+// for a known source, the client only.
+func (k Keys) list(p Params, known bool) []key {
 	var out []key
 	if k.client.IsValid() {
-		out = append(out,
-			key{"client", k.client.String(), k.client.String(), p.MaxPerClient},
-			key{"network", k.network.String(), k.network.String(), p.MaxPerNetwork})
+		out = append(out, key{"client", k.client.String(), k.client.String(), p.MaxPerClient})
+		if known {
+			return out
+		}
+		out = append(out, key{"network", k.network.String(), k.network.String(), p.MaxPerNetwork})
 	}
 	if k.user != "" {
-		h := sha256.Sum256([]byte(k.user))
-		out = append(out, key{"user", k.user, hex.EncodeToString(h[:16]), p.MaxPerUser})
+		out = append(out, key{"user", k.user, k.userID(), p.MaxPerUser})
 	}
 	return out
 }

@@ -19,6 +19,7 @@ var params = Params{
 	Lockout:       15 * time.Minute,
 	Delay:         time.Second,
 	MaxDelay:      8 * time.Second,
+	KnownSource:   30 * 24 * time.Hour,
 }
 
 func TestKeysFor(t *testing.T) {
@@ -108,20 +109,55 @@ func stores(t *testing.T, p Params) map[string]Store {
 	return map[string]Store{"memory": m, "redis": NewRedis(c, p)}
 }
 
-func mustCheck(t *testing.T, s Store, k Keys) Decision {
+// try runs one attempt of k against s: refused (the refusal), or
+// admitted and then failed (the failure's decision).
+func try(t *testing.T, s Store, k Keys) Decision {
 	t.Helper()
-	d, err := s.Check(context.Background(), k)
+	ctx := context.Background()
+	r, d, err := s.Reserve(ctx, k, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d.Locked {
+		return d
+	}
+	d, err = s.Fail(ctx, r)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
 }
 
-func mustFail(t *testing.T, s Store, k Keys) Decision {
+// login runs one successful attempt of k against s; it reports the
+// refusal when there is one.
+func login(t *testing.T, s Store, k Keys) Decision {
 	t.Helper()
-	d, err := s.Fail(context.Background(), k)
+	ctx := context.Background()
+	r, d, err := s.Reserve(ctx, k, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if d.Locked {
+		return d
+	}
+	if err := s.Succeed(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	return Decision{}
+}
+
+// admitted reports whether s would admit k now, without counting it.
+func admitted(t *testing.T, s Store, k Keys) Decision {
+	t.Helper()
+	ctx := context.Background()
+	r, d, err := s.Reserve(ctx, k, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !d.Locked {
+		if err := s.Release(ctx, r); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return d
 }
@@ -134,16 +170,16 @@ func TestStores(t *testing.T) {
 				k := KeysFor("192.0.2.1", "alice@example.org")
 				var delays []time.Duration
 				for i := range 2 {
-					d := mustFail(t, s, KeysFor("192.0.2.1", fmt.Sprintf("user%d@example.org", i)))
+					d := try(t, s, KeysFor("192.0.2.1", fmt.Sprintf("user%d@example.org", i)))
 					if d.Locked {
 						t.Fatalf("failure %d locked: %+v", i+1, d)
 					}
 					delays = append(delays, d.Delay)
-					if d := mustCheck(t, s, k); d.Locked {
+					if d := admitted(t, s, k); d.Locked {
 						t.Fatalf("locked after %d failures: %+v", i+1, d)
 					}
 				}
-				d := mustFail(t, s, k)
+				d := try(t, s, k)
 				delays = append(delays, d.Delay)
 				if !d.Locked || !d.Tripped || d.Kind != "client" || d.Key != "192.0.2.1" || d.RetryAfter != params.Lockout {
 					t.Errorf("third failure: %+v, want the client locked for %v", d, params.Lockout)
@@ -152,35 +188,35 @@ func TestStores(t *testing.T) {
 					t.Errorf("delays %v, want %v", delays, want)
 				}
 				for _, user := range []string{"", "bob@example.org", "alice@example.org"} {
-					if d := mustCheck(t, s, KeysFor("192.0.2.1", user)); !d.Locked || d.Kind != "client" {
-						t.Errorf("Check(client, %q) = %+v, want locked by client", user, d)
+					if d := admitted(t, s, KeysFor("192.0.2.1", user)); !d.Locked || d.Full || d.Kind != "client" {
+						t.Errorf("Reserve(client, %q) = %+v, want locked by client", user, d)
 					}
 				}
-				if d := mustCheck(t, s, KeysFor("192.0.2.2", "bob@example.org")); d.Locked {
+				if d := admitted(t, s, KeysFor("192.0.2.2", "bob@example.org")); d.Locked {
 					t.Errorf("a neighbour is locked: %+v", d)
 				}
 			})
 			t.Run("network lockout", func(t *testing.T) {
 				for i := range 4 {
-					if d := mustFail(t, s, KeysFor(fmt.Sprintf("198.51.100.%d", i+1), fmt.Sprintf("n%d", i))); d.Locked {
+					if d := try(t, s, KeysFor(fmt.Sprintf("198.51.100.%d", i+1), fmt.Sprintf("n%d", i))); d.Locked {
 						t.Fatalf("failure %d locked: %+v", i+1, d)
 					}
 				}
-				d := mustFail(t, s, KeysFor("198.51.100.200", "n5"))
+				d := try(t, s, KeysFor("198.51.100.200", "n5"))
 				if !d.Tripped || d.Kind != "network" || d.Key != "198.51.100.0/24" {
 					t.Errorf("fifth failure in the network: %+v", d)
 				}
-				if d := mustCheck(t, s, KeysFor("198.51.100.99", "")); !d.Locked || d.Kind != "network" {
+				if d := admitted(t, s, KeysFor("198.51.100.99", "")); !d.Locked || d.Kind != "network" {
 					t.Errorf("another address of the network: %+v, want locked", d)
 				}
-				if d := mustCheck(t, s, KeysFor("198.51.101.1", "")); d.Locked {
+				if d := admitted(t, s, KeysFor("198.51.101.1", "")); d.Locked {
 					t.Errorf("the next network is locked: %+v", d)
 				}
 			})
 			t.Run("user lockout across networks and spellings", func(t *testing.T) {
 				spellings := []string{"carol@example.org", "Carol@Example.org", " CAROL@EXAMPLE.ORG", "carol@example.ORG"}
 				for i, u := range spellings {
-					d := mustFail(t, s, KeysFor(fmt.Sprintf("203.0.%d.1", i), u))
+					d := try(t, s, KeysFor(fmt.Sprintf("203.0.%d.1", i), u))
 					if (i == 3) != d.Tripped {
 						t.Fatalf("failure %d: %+v", i+1, d)
 					}
@@ -188,67 +224,178 @@ func TestStores(t *testing.T) {
 						t.Errorf("fourth failure: %+v, want the user locked", d)
 					}
 				}
-				if d := mustCheck(t, s, KeysFor("2001:db8::5", "CAROL@example.org")); !d.Locked || d.Kind != "user" {
+				if d := admitted(t, s, KeysFor("2001:db8::5", "CAROL@example.org")); !d.Locked || d.Kind != "user" {
 					t.Errorf("the user from elsewhere: %+v, want locked", d)
 				}
 			})
-			t.Run("success resets client and user, not network", func(t *testing.T) {
+			t.Run("success resets the client, not the user or network", func(t *testing.T) {
 				k := KeysFor("10.1.1.77", "dave@example.org")
 				for range 2 {
-					mustFail(t, s, k)
+					try(t, s, k)
 				}
-				if err := s.Succeed(context.Background(), k); err != nil {
-					t.Fatal(err)
+				if d := login(t, s, k); d.Locked {
+					t.Fatalf("login refused: %+v", d)
 				}
+				// From another network: the client count of 10.1.1.77 does
+				// not apply; dave's count (2) still does.
+				if d := try(t, s, KeysFor("10.9.9.9", "dave@example.org")); d.Locked || d.Delay != 2*time.Second {
+					t.Errorf("dave's third failure, elsewhere: %+v, want a delay of 2s (his count kept)", d)
+				}
+				// 10.1.1.77 is a known source of dave: client count only.
 				for i := range 2 {
-					d := mustFail(t, s, k)
+					d := try(t, s, k)
 					if want := time.Duration(i) * time.Second; d.Locked || d.Delay != want {
 						t.Errorf("failure %d after a success: %+v, want no lock and a delay of %v", i+1, d, want)
 					}
 				}
-				// 2 + 2 failures in 10.1.1.0/24: the fifth locks it.
-				if d := mustFail(t, s, KeysFor("10.1.1.78", "")); !d.Tripped || d.Kind != "network" {
-					t.Errorf("network after a success: %+v, want it still counted (locked)", d)
+				// 2 failures in 10.1.1.0/24 before the success; the two of
+				// the known source were not counted there.
+				for i := range 2 {
+					if d := try(t, s, KeysFor(fmt.Sprintf("10.1.1.%d", 100+i), "")); d.Locked {
+						t.Fatalf("network failure %d: %+v", 3+i, d)
+					}
+				}
+				if d := try(t, s, KeysFor("10.1.1.78", "")); !d.Tripped || d.Kind != "network" {
+					t.Errorf("fifth network failure: %+v, want the network locked", d)
+				}
+			})
+			t.Run("known source outlives an attack on its user", func(t *testing.T) {
+				home, attacker, travel := KeysFor("100.64.0.50", "erin@example.org"), KeysFor("203.0.113.66", "erin@example.org"), KeysFor("198.18.0.9", "erin@example.org")
+				if d := login(t, s, home); d.Locked {
+					t.Fatalf("first login: %+v", d)
+				}
+				// The attacker's 3rd failure locks it (client); the 4th user
+				// failure needs a second address.
+				for range 3 {
+					try(t, s, attacker)
+				}
+				if d := try(t, s, KeysFor("203.0.113.67", "erin@example.org")); !d.Tripped || d.Kind != "user" {
+					t.Fatalf("fourth failure for erin: %+v, want the user locked", d)
+				}
+				if d := admitted(t, s, travel); !d.Locked || d.Kind != "user" {
+					t.Errorf("erin from a new address: %+v, want locked (user)", d)
+				}
+				if d := login(t, s, home); d.Locked {
+					t.Errorf("erin from her known source: %+v, want admitted", d)
+				}
+				// Known sources are per user: someone else there is not.
+				if d := admitted(t, s, KeysFor("100.64.0.50", "frank@example.org")); d.Locked {
+					t.Errorf("frank from erin's address: %+v", d)
+				}
+				// Only the known source's own failures lock it.
+				for i := range 2 {
+					if d := try(t, s, home); d.Locked {
+						t.Fatalf("erin's typo %d at home: %+v", i+1, d)
+					}
+				}
+				if d := try(t, s, home); !d.Tripped || d.Kind != "client" {
+					t.Errorf("third failure from the known source: %+v, want its client locked", d)
 				}
 			})
 			t.Run("no keys", func(t *testing.T) {
-				if d := mustFail(t, s, KeysFor("", "")); d.Locked || d.Delay != 0 {
-					t.Errorf("Fail without keys: %+v", d)
-				}
-				if d := mustCheck(t, s, KeysFor("", "")); d.Locked {
-					t.Errorf("Check without keys: %+v", d)
+				if d := try(t, s, KeysFor("", "")); d.Locked || d.Delay != 0 {
+					t.Errorf("an attempt without keys: %+v", d)
 				}
 			})
 		})
 	}
 }
 
-// TestConcurrentFailures: concurrent failures are each counted once, so a
-// limit of 10 trips exactly 10 times in 100 failures.
-func TestConcurrentFailures(t *testing.T) {
+// TestConcurrentReservations: 60 attempts at once against a maximum of
+// 10 (the client's and the user's): exactly 10 are admitted, and all fail,
+// so exactly one lockout starts and every later attempt is refused.
+func TestConcurrentReservations(t *testing.T) {
 	p := params
-	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 10, 0, 0
+	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 10, 0, 10
 	for name, s := range stores(t, p) {
 		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			k := KeysFor("192.0.2.9", "john@example.org")
 			var wg sync.WaitGroup
 			var mu sync.Mutex
-			trips := 0
-			for range 100 {
+			var held []Reservation
+			refused := 0
+			start := make(chan struct{})
+			for range 60 {
 				wg.Go(func() {
-					d, err := s.Fail(context.Background(), KeysFor("192.0.2.9", "x"))
+					<-start
+					r, d, err := s.Reserve(ctx, k, false)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					mu.Lock()
+					defer mu.Unlock()
+					if d.Locked {
+						if !d.Full {
+							t.Errorf("refused as locked before any failure: %+v", d)
+						}
+						refused++
+						return
+					}
+					held = append(held, r)
+				})
+			}
+			close(start)
+			wg.Wait()
+			if len(held) != 10 || refused != 50 {
+				t.Fatalf("%d admitted and %d refused of 60 at once, want 10 and 50", len(held), refused)
+			}
+			trips := 0
+			for _, r := range held {
+				wg.Go(func() {
+					d, err := s.Fail(ctx, r)
 					if err != nil {
 						t.Error(err)
 					}
+					mu.Lock()
+					defer mu.Unlock()
 					if d.Tripped {
-						mu.Lock()
 						trips++
-						mu.Unlock()
 					}
 				})
 			}
 			wg.Wait()
-			if trips != 10 {
-				t.Errorf("%d lockouts in 100 failures with a limit of 10, want 10", trips)
+			if trips != 1 {
+				t.Errorf("%d lockouts started by the 10 failures, want 1", trips)
+			}
+			if d := admitted(t, s, k); !d.Locked || d.Full {
+				t.Errorf("after 10 failures: %+v, want locked", d)
+			}
+		})
+	}
+}
+
+// TestReleaseGivesBack: an attempt that ends without a verdict frees its
+// place, and successes free theirs.
+func TestReleaseGivesBack(t *testing.T) {
+	p := params
+	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 2, 0, 0
+	for name, s := range stores(t, p) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			k := KeysFor("192.0.2.10", "x")
+			for range 20 {
+				r, d, err := s.Reserve(ctx, k, false)
+				if err != nil || d.Locked {
+					t.Fatalf("Reserve: %+v, %v", d, err)
+				}
+				if err := s.Release(ctx, r); err != nil {
+					t.Fatal(err)
+				}
+				if d := login(t, s, k); d.Locked {
+					t.Fatalf("login: %+v", d)
+				}
+			}
+			r1, _, _ := s.Reserve(ctx, k, false)
+			r2, _, _ := s.Reserve(ctx, k, false)
+			if d := admitted(t, s, k); !d.Full {
+				t.Errorf("a third attempt while two are in flight: %+v, want full", d)
+			}
+			s.Release(ctx, r1)
+			s.Release(ctx, r2)
+			if d := admitted(t, s, k); d.Locked {
+				t.Errorf("after both were released: %+v", d)
 			}
 		})
 	}
@@ -257,30 +404,31 @@ func TestConcurrentFailures(t *testing.T) {
 func TestMemoryExpiry(t *testing.T) {
 	m, c := newMemory(params)
 	k := KeysFor("192.0.2.1", "eve")
-	mustFail(t, m, k)
-	mustFail(t, m, k)
+	try(t, m, k)
+	try(t, m, k)
 	c.advance(params.Window)
-	if d := mustFail(t, m, k); d.Locked || d.Delay != 0 {
+	if d := try(t, m, k); d.Locked || d.Delay != 0 {
 		t.Errorf("failure after the window: %+v, want a fresh count", d)
 	}
-	mustFail(t, m, k)
-	if d := mustFail(t, m, k); !d.Tripped {
+	try(t, m, k)
+	if d := try(t, m, k); !d.Tripped {
 		t.Fatalf("third failure in the window: %+v, want a lockout", d)
 	}
 	c.advance(params.Lockout - time.Second)
-	if d := mustCheck(t, m, k); !d.Locked || d.RetryAfter != time.Second {
+	if d := admitted(t, m, k); !d.Locked || d.RetryAfter != time.Second {
 		t.Errorf("a second before the end: %+v, want locked for 1s more", d)
 	}
 	c.advance(time.Second)
-	if d := mustCheck(t, m, k); d.Locked {
+	if d := admitted(t, m, k); d.Locked {
 		t.Errorf("after the lockout: %+v", d)
 	}
 	// The counts' window (10m) ended during the lockout (15m).
-	if d := mustFail(t, m, k); d.Locked || d.Delay != 0 {
+	if d := try(t, m, k); d.Locked || d.Delay != 0 {
 		t.Errorf("first failure after the lockout: %+v", d)
 	}
+	login(t, m, KeysFor("192.0.2.2", "eve"))
 	c.advance(params.Window)
-	m.Check(context.Background(), k)
+	admitted(t, m, k)
 	if n := m.Len(); n != 0 {
 		t.Errorf("%d entries after everything expired, want 0", n)
 	}
@@ -292,20 +440,20 @@ func TestMemoryBounded(t *testing.T) {
 	m, _ := newMemory(p)
 	m.MaxEntries = 10
 	for i := range 5 {
-		if d := mustFail(t, m, KeysFor("", fmt.Sprintf("locked%d", i))); !d.Tripped {
+		if d := try(t, m, KeysFor("", fmt.Sprintf("locked%d", i))); !d.Tripped {
 			t.Fatalf("user %d not locked: %+v", i, d)
 		}
 	}
 	p.MaxPerUser = 0
 	m.params = p
 	for i := range 100 {
-		mustFail(t, m, KeysFor("", fmt.Sprintf("u%d", i)))
+		try(t, m, KeysFor("", fmt.Sprintf("u%d", i)))
 	}
 	if n := m.Len(); n > 10 {
 		t.Errorf("%d entries, want at most 10", n)
 	}
 	for i := range 5 {
-		if d := mustCheck(t, m, KeysFor("", fmt.Sprintf("locked%d", i))); !d.Locked {
+		if d := admitted(t, m, KeysFor("", fmt.Sprintf("locked%d", i))); !d.Locked {
 			t.Errorf("lockout %d evicted to make room for counts", i)
 		}
 	}
@@ -321,9 +469,10 @@ func TestRedisKeys(t *testing.T) {
 	defer c.Close()
 	s := NewRedis(c, params)
 	ctx := context.Background()
-	mustFail(t, s, KeysFor("192.0.2.1", "Secret.Name@Example.org"))
+	try(t, s, KeysFor("192.0.2.1", "Secret.Name@Example.org"))
+	login(t, s, KeysFor("192.0.2.2", "Secret.Name@Example.org"))
 	for range 3 {
-		mustFail(t, s, KeysFor("192.0.2.3", "other"))
+		try(t, s, KeysFor("192.0.2.3", "other"))
 	}
 	keys, err := c.Keys(ctx, "*").Result()
 	if err != nil {
@@ -332,7 +481,7 @@ func TestRedisKeys(t *testing.T) {
 	if len(keys) == 0 {
 		t.Fatal("nothing stored")
 	}
-	locks := 0
+	locks, known := 0, 0
 	for _, k := range keys {
 		if !strings.HasPrefix(k, KeyPrefix) {
 			t.Errorf("key %q outside %s", k, KeyPrefix)
@@ -345,16 +494,22 @@ func TestRedisKeys(t *testing.T) {
 			t.Fatal(err)
 		}
 		limit := params.Window
-		if strings.Contains(k, ":lock:") {
+		switch {
+		case strings.Contains(k, ":lock:"):
 			limit = params.Lockout
 			locks++
+		case strings.Contains(k, ":known:"):
+			limit = params.KnownSource
+			known++
+		case strings.Contains(k, ":inflight:"):
+			t.Errorf("key %q: a reservation left in flight", k)
 		}
 		if ttl <= 0 || ttl > limit {
 			t.Errorf("key %q expires in %v, want within %v", k, ttl, limit)
 		}
 	}
-	if locks != 1 {
-		t.Errorf("%d lock keys, want 1 (the client 192.0.2.3): %v", locks, keys)
+	if locks != 1 || known != 1 {
+		t.Errorf("%d lock keys and %d known sources, want 1 (the client 192.0.2.3) and 1: %v", locks, known, keys)
 	}
 }
 
