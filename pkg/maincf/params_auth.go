@@ -7,6 +7,20 @@ func authParams() []Def {
 		// (smtpd_sasl_type = dovecot): host:port and/or unix:/path; empty
 		// for none.
 		{Name: "smtpgate_dovecot_auth_listen", Default: "", Owner: Auth},
+		// The only TCP callers of smtpgate_dovecot_auth_listen: addresses
+		// and networks as in mynetworks (no host names or tables). Anyone
+		// else is logged and disconnected: a caller it lets in is trusted
+		// to report each SMTP client's address (rip=), which the
+		// brute-force throttle counts. Unix sockets are governed by the
+		// three parameters below instead.
+		{Name: "smtpgate_dovecot_auth_clients", Default: "127.0.0.0/8 [::1]/128", Owner: Auth},
+		// The owner, group (names or numeric ids; empty: the process's) and
+		// permissions of the unix sockets of smtpgate_dovecot_auth_listen,
+		// as Dovecot's unix_listener mode/user/group for Postfix's
+		// private/auth socket. Set before the socket appears at its path.
+		{Name: "smtpgate_dovecot_auth_socket_mode", Default: "0660", Owner: Auth, Check: CheckFileMode},
+		{Name: "smtpgate_dovecot_auth_socket_user", Default: "", Owner: Auth},
+		{Name: "smtpgate_dovecot_auth_socket_group", Default: "", Owner: Auth},
 		// Users in Dovecot passwd-file format.
 		{Name: "smtpgate_passwd_file", Default: "", Owner: Auth},
 		// Mechanisms offered, in order, before the security options filter them.

@@ -74,6 +74,18 @@ func CheckPositiveDuration(v string) error {
 	return err
 }
 
+// ParseFileMode reads octal permissions such as 0660 (at most 0777).
+func ParseFileMode(v string) (os.FileMode, error) {
+	n, err := strconv.ParseUint(strings.TrimSpace(v), 8, 32)
+	if err != nil || n > 0o777 {
+		return 0, fmt.Errorf("want octal permissions such as 0660, got %q", v)
+	}
+	return os.FileMode(n), nil
+}
+
+// CheckFileMode is a Def.Check for octal permissions.
+func CheckFileMode(v string) error { _, err := ParseFileMode(v); return err }
+
 // CheckInt is a Def.Check for whole numbers.
 func CheckInt(v string) error { _, err := ParseInt(v); return err }
 

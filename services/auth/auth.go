@@ -25,7 +25,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"sync"
 	"time"
@@ -96,6 +95,8 @@ type Server struct {
 	// creds secure the gRPC listener (grpctls.Server); security says how.
 	creds    credentials.TransportCredentials
 	security grpctls.Mode
+	// dovecot are the Dovecot-protocol listener's settings.
+	dovecot dovecotSettings
 }
 
 // Validate checks the auth service's part of the configuration.
@@ -110,6 +111,9 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 		}
 	}
 	errs = append(errs, validateThrottle(main))
+	if _, err := parseDovecot(main); err != nil {
+		errs = append(errs, err)
+	}
 	// The gRPC listener's TLS files, and plaintext only on loopback.
 	if _, _, err := grpctls.Server(main, "smtpgate_auth_listen", nil); err != nil {
 		errs = append(errs, err)
@@ -165,6 +169,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, listeners: listeners, sleep: sleep}
+	if s.dovecot, err = parseDovecot(cfg.Main); err != nil {
+		return nil, err
+	}
 	if s.creds, s.security, err = grpctls.Server(cfg.Main, "smtpgate_auth_listen", cfg.Logger); err != nil {
 		return nil, err
 	}
@@ -216,7 +223,7 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	var dovecot []net.Listener
 	for _, a := range s.cfg.Main.List("smtpgate_dovecot_auth_listen") {
-		ln, err := listenDovecot(a)
+		ln, err := s.listenDovecot(a)
 		if err != nil {
 			lis.Close()
 			for _, l := range dovecot {
@@ -231,6 +238,8 @@ func (s *Server) Run(ctx context.Context) error {
 	errc := make(chan error, len(dovecot)+1)
 	for _, ln := range dovecot {
 		s.log.InfoContext(ctx, "listening", "addr", ln.Addr().String(), "protocol", "dovecot-auth")
+		// Closed again once served: a unix socket's file goes with it.
+		defer ln.Close()
 		go func() { errc <- s.ServeDovecot(ctx, ln) }()
 	}
 	go func() { errc <- s.Serve(ctx, lis) }()
@@ -244,32 +253,11 @@ func (s *Server) Run(ctx context.Context) error {
 	return first
 }
 
-// listenDovecot listens on "host:port" or "unix:/path" (a stale socket
-// file is replaced; the socket is made group-writable for the MTA).
-func listenDovecot(a string) (net.Listener, error) {
-	if p, ok := strings.CutPrefix(a, "unix:"); ok {
-		if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket != 0 {
-			_ = os.Remove(p)
-		}
-		ln, err := net.Listen("unix", p)
-		if err != nil {
-			return nil, fmt.Errorf("listen %s: %w", a, err)
-		}
-		if err := os.Chmod(p, 0o660); err != nil {
-			ln.Close()
-			return nil, fmt.Errorf("chmod %s: %w", p, err)
-		}
-		return ln, nil
-	}
-	ln, err := net.Listen("tcp", a)
-	if err != nil {
-		return nil, fmt.Errorf("listen %s: %w", a, err)
-	}
-	return ln, nil
-}
-
 // ServeDovecot serves the Dovecot auth protocol on ln until ctx ends. The
 // mechanisms and security options are main.cf's (no listener overrides).
+// Only the TCP callers of smtpgate_dovecot_auth_clients, and those of unix
+// sockets, are let in; they are trusted with the rip= address the
+// throttle counts.
 func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 	l := s.listeners[""]
 	srv := &dovecotauth.Server{
@@ -278,6 +266,7 @@ func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 		Start:      s.start,
 		Hostname:   s.cfg.Main.Get("myhostname"),
 		Logger:     s.log.With("protocol", "dovecot-auth"),
+		Clients:    s.dovecot.clients,
 	}
 	return srv.Serve(ctx, ln)
 }

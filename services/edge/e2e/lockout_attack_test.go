@@ -1,11 +1,14 @@
 package e2e
 
 import (
+	"bufio"
 	"crypto/tls"
+	"encoding/base64"
 	"fmt"
 	"net"
 	"net/smtp"
 	"net/textproto"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -191,5 +194,68 @@ func TestLockoutAttackConcurrent(t *testing.T) {
 				t.Errorf("60 guesses at once got %v, want exactly 10 × 535 (checked) and 50 × 454", replies)
 			}
 		})
+	}
+}
+
+// dovecotGuesses connects to the stack's Dovecot-protocol port from the
+// source address from and sends 30 AUTH PLAINs with wrong passwords for
+// john, each claiming another SMTP client (rip=) in another network. It
+// returns the FAIL/OK answers it got before the server closed or all 30
+// were answered.
+func (s *stack) dovecotGuesses(t *testing.T, from string) []string {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+	c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["dovecot"]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
+	var b strings.Builder
+	b.WriteString("VERSION\t1\t2\nCPID\t4242\n")
+	for i := range 30 {
+		resp := base64.StdEncoding.EncodeToString([]byte("\x00john@example.org\x00guess-" + strconv.Itoa(i)))
+		fmt.Fprintf(&b, "AUTH\t%d\tPLAIN\tservice=smtp\tsecured\tlip=127.0.0.1\trip=10.%d.0.1\tresp=%s\n", i+1, i, resp)
+	}
+	_, _ = c.Write([]byte(b.String()))
+	var answers []string
+	br := bufio.NewReader(c)
+	for len(answers) < 30 {
+		l, err := br.ReadString('\n')
+		if err != nil {
+			break
+		}
+		if strings.HasPrefix(l, "FAIL\t") || strings.HasPrefix(l, "OK\t") {
+			answers = append(answers, strings.TrimSuffix(l, "\n"))
+		}
+	}
+	return answers
+}
+
+// TestDovecotRipRotationAttack: on the Dovecot-protocol port, a caller
+// that is not in smtpgate_dovecot_auth_clients and claims a new SMTP
+// client address (rip=) for each guess gets no guess at all: it is
+// disconnected before the handshake, and the refusal is logged. The
+// trusted caller (the Postfix at 127.0.0.1) is believed about rip=, and
+// rotating it gets exactly john's 10 checks.
+func TestDovecotRipRotationAttack(t *testing.T) {
+	s := newStack(t, lockoutMain+"smtpgate_dovecot_auth_clients = 127.0.0.1\n")
+	if got := s.dovecotGuesses(t, attackerIP); len(got) != 0 {
+		t.Errorf("an untrusted caller rotating rip= got %d of 30 guesses answered (%q …), want none", len(got), got[0])
+	}
+	if l := s.log("auth"); !strings.Contains(l, "dovecot auth connection refused") || !strings.Contains(l, attackerIP) {
+		t.Errorf("the refused caller is not logged with its address:\n%s", l)
+	}
+	checked, refused := 0, 0
+	for _, a := range s.dovecotGuesses(t, Trusted) {
+		switch {
+		case strings.Contains(a, "reason=authentication failure"):
+			checked++
+		case strings.Contains(a, "code=temp_fail"):
+			refused++
+		}
+	}
+	if checked != 10 || refused != 20 {
+		t.Errorf("the trusted caller's 30 guesses with 30 rip= networks: %d checked, %d refused, want 10 and 20 (john's maximum)", checked, refused)
 	}
 }

@@ -4,10 +4,16 @@
 // See https://doc.dovecot.org/developer_manual/design/auth_protocol/ and
 // Postfix's xsasl_dovecot_server.c.
 //
-// It trusts the connecting client (Postfix) to report the session
-// honestly (secured, rip, lip): listen only where only the mail server can
-// connect. Everything the SMTP client supplied (resp=, CONT data) is parsed
-// as hostile. Secrets are never logged.
+// It lets in only the callers it is told to trust: TCP callers from the
+// networks of Server.Clients (smtpgate_dovecot_auth_clients), and whoever
+// can open a unix socket it listens on (the socket's owner, group and mode
+// decide). Every other caller is logged and closed before a byte is
+// sent. It trusts the callers it lets in (Postfix) to report the session
+// honestly (secured, rip, lip): the throttle counts failures against the
+// rip= address, so an untrusted caller inventing one per attempt would
+// otherwise escape the per-client and per-network limits. Everything the
+// SMTP client supplied (resp=, CONT data) is parsed as hostile. Secrets
+// are never logged.
 package dovecotauth
 
 import (
@@ -21,6 +27,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -44,9 +51,72 @@ type Server struct {
 	Start    func(m sasl.Mechanism, client string) sasl.Exchange
 	Hostname string
 	Logger   *slog.Logger
+	// Clients are the networks a TCP caller must connect from; the zero
+	// value lets in no TCP caller. Callers on unix sockets are let in.
+	Clients Clients
 
 	mu   sync.Mutex
 	cuid int
+}
+
+// Clients is a list of addresses and networks as Postfix's mynetworks
+// takes them ("127.0.0.1", "192.0.2.0/24", "[::1]", "[2001:db8::]/32";
+// brackets optional). Host names and tables are not supported.
+type Clients struct {
+	prefixes []netip.Prefix
+}
+
+// ParseClients parses a list as maincf.SplitList returns it.
+func ParseClients(items []string) (Clients, error) {
+	var c Clients
+	for _, it := range items {
+		host, bits, hasBits := strings.Cut(it, "/")
+		host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+		a, err := netip.ParseAddr(host)
+		if err != nil || a.Zone() != "" {
+			return Clients{}, fmt.Errorf("%q: not an address or network (host names and tables are not supported here)", it)
+		}
+		p := netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		if hasBits {
+			n, err := strconv.Atoi(bits)
+			if err != nil {
+				return Clients{}, fmt.Errorf("%q: bad network", it)
+			}
+			if a.Is4In6() {
+				n -= 96
+			}
+			if p, err = a.Unmap().Prefix(n); err != nil || n < 0 {
+				return Clients{}, fmt.Errorf("%q: bad network", it)
+			}
+			if p.Addr() != a.Unmap() {
+				// As Postfix: "non-null host address bits".
+				return Clients{}, fmt.Errorf("%q: non-null host address bits, perhaps %s was meant", it, p)
+			}
+		}
+		c.prefixes = append(c.prefixes, p)
+	}
+	return c, nil
+}
+
+// Allows reports whether a caller at a may connect: a unix socket peer,
+// or a TCP peer in the list.
+func (c Clients) Allows(a net.Addr) bool {
+	switch a := a.(type) {
+	case *net.UnixAddr:
+		return true
+	case *net.TCPAddr:
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if !ok {
+			return false
+		}
+		ip = ip.Unmap()
+		for _, p := range c.prefixes {
+			if p.Contains(ip) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Serve accepts connections on ln until ctx ends.
@@ -61,6 +131,13 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				return nil
 			}
 			return fmt.Errorf("dovecot auth accept: %w", err)
+		}
+		if !s.Clients.Allows(c.RemoteAddr()) {
+			// Before a byte is sent: a stranger learns nothing and tries
+			// no password.
+			s.log().WarnContext(ctx, "dovecot auth connection refused: client not in smtpgate_dovecot_auth_clients", "client", c.RemoteAddr().String())
+			c.Close()
+			continue
 		}
 		wg.Add(1)
 		go func() {
@@ -96,11 +173,28 @@ type request struct {
 	client string
 }
 
+// ender is an exchange that holds something until it ends (the
+// throttle's reservation): End gives it back when the exchange is dropped
+// unanswered.
+type ender interface{ End(ctx context.Context) }
+
+// drop ends r's exchange when it is dropped unanswered.
+func drop(ctx context.Context, r *request) {
+	if e, ok := r.ex.(ender); ok {
+		e.End(ctx)
+	}
+}
+
 // serveConn runs one connection until it fails or ends (io.EOF); it
 // never returns nil.
 func (s *Server) serveConn(ctx context.Context, c io.ReadWriter) error {
 	br := bufio.NewReaderSize(c, 4096)
 	cn := &conn{s: s, w: bufio.NewWriter(c), pending: map[string]*request{}}
+	defer func() {
+		for _, r := range cn.pending {
+			drop(ctx, r)
+		}
+	}()
 	// The handshake may be sent before the client's VERSION: Postfix copes
 	// with either order. MECH lines come before SPID (an SPID first means
 	// "wrong socket" to Postfix).
@@ -330,6 +424,7 @@ func (cn *conn) cont(ctx context.Context, f []string) error {
 	b, err := base64.StdEncoding.DecodeString(data)
 	if err != nil {
 		delete(cn.pending, id)
+		drop(ctx, r)
 		cn.fail(id, r.ex.Username())
 		return nil
 	}

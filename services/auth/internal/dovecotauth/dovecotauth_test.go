@@ -28,7 +28,9 @@ func (u users) CRAMMD5(context.Context, string, []byte) ([]byte, bool, error) { 
 
 func newServer() *Server {
 	all := sasl.Mechanisms()
+	loopback, _ := ParseClients([]string{"127.0.0.0/8", "[::1]"})
 	return &Server{
+		Clients:  loopback,
 		Backend:  users{"john@example.org": "secret"},
 		Hostname: "mail.example.org",
 		Mechanisms: func(secured bool) []sasl.Mechanism {

@@ -1,0 +1,134 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
+)
+
+// dovecotSettings are the Dovecot-protocol listener's parameters.
+type dovecotSettings struct {
+	// clients is smtpgate_dovecot_auth_clients.
+	clients dovecotauth.Clients
+	// mode, uid and gid are the unix sockets' permissions and owner (-1:
+	// the process's).
+	mode     os.FileMode
+	uid, gid int
+}
+
+// parseDovecot reads the smtpgate_dovecot_auth_* parameters.
+func parseDovecot(c *maincf.Config) (dovecotSettings, error) {
+	d := dovecotSettings{uid: -1, gid: -1}
+	var errs []error
+	var err error
+	if d.clients, err = dovecotauth.ParseClients(c.List("smtpgate_dovecot_auth_clients")); err != nil {
+		errs = append(errs, c.Errorf("smtpgate_dovecot_auth_clients", "%v", err))
+	}
+	if d.mode, err = maincf.ParseFileMode(c.Get("smtpgate_dovecot_auth_socket_mode")); err != nil {
+		errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_mode", "%v", err))
+	}
+	if v := c.Get("smtpgate_dovecot_auth_socket_user"); v != "" {
+		if d.uid, err = lookupID(v, func(n string) (string, error) {
+			u, err := user.Lookup(n)
+			if err != nil {
+				return "", err
+			}
+			return u.Uid, nil
+		}); err != nil {
+			errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_user", "%v", err))
+		}
+	}
+	if v := c.Get("smtpgate_dovecot_auth_socket_group"); v != "" {
+		if d.gid, err = lookupID(v, func(n string) (string, error) {
+			g, err := user.LookupGroup(n)
+			if err != nil {
+				return "", err
+			}
+			return g.Gid, nil
+		}); err != nil {
+			errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_group", "%v", err))
+		}
+	}
+	return d, errors.Join(errs...)
+}
+
+// lookupID reads a numeric id, or looks a name up.
+func lookupID(v string, lookup func(string) (string, error)) (int, error) {
+	id := v
+	if _, err := strconv.Atoi(v); err != nil {
+		if id, err = lookup(v); err != nil {
+			return -1, err
+		}
+	}
+	n, err := strconv.Atoi(id)
+	if err != nil || n < 0 {
+		return -1, fmt.Errorf("%q: not a user or group id", v)
+	}
+	return n, nil
+}
+
+// listenDovecot listens on "host:port" or "unix:/path". A unix socket is
+// made under a temporary name in its directory, given its owner, group
+// and mode, and only then renamed to its path (replacing a stale socket,
+// never another kind of file), so that nobody can connect to it before
+// its permissions are set; it is removed when the listener closes.
+func (s *Server) listenDovecot(a string) (net.Listener, error) {
+	p, ok := strings.CutPrefix(a, "unix:")
+	if !ok {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			return nil, fmt.Errorf("listen %s: %w", a, err)
+		}
+		return ln, nil
+	}
+	if fi, err := os.Lstat(p); err == nil && fi.Mode()&os.ModeSocket == 0 {
+		return nil, fmt.Errorf("listen %s: %s exists and is not a socket", a, p)
+	}
+	tmp := filepath.Join(filepath.Dir(p), fmt.Sprintf(".%s.%d.tmp", filepath.Base(p), os.Getpid()))
+	_ = os.Remove(tmp)
+	ln, err := net.Listen("unix", tmp)
+	if err != nil {
+		return nil, fmt.Errorf("listen %s: %w", a, err)
+	}
+	ul := ln.(*net.UnixListener)
+	ul.SetUnlinkOnClose(false)
+	fail := func(err error) (net.Listener, error) {
+		ln.Close()
+		_ = os.Remove(tmp)
+		return nil, fmt.Errorf("listen %s: %w", a, err)
+	}
+	d := s.dovecot
+	if d.uid >= 0 || d.gid >= 0 {
+		if err := os.Lchown(tmp, d.uid, d.gid); err != nil {
+			return fail(err)
+		}
+	}
+	if err := os.Chmod(tmp, d.mode); err != nil {
+		return fail(err)
+	}
+	if err := os.Rename(tmp, p); err != nil {
+		return fail(err)
+	}
+	return &unixListener{UnixListener: ul, path: p}, nil
+}
+
+// unixListener removes its socket file when it closes.
+type unixListener struct {
+	*net.UnixListener
+	path string
+}
+
+// Close implements net.Listener.
+func (l *unixListener) Close() error {
+	err := l.UnixListener.Close()
+	_ = os.Remove(l.path)
+	return err
+}
