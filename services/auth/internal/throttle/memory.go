@@ -134,7 +134,7 @@ func (m *Memory) Reserve(_ context.Context, k Keys, known bool) (Reservation, De
 		}
 		// An entry in flight is never evicted by makeRoom.
 		e.inflight++
-		e.inflightEnd = now.Add(m.params.Window)
+		e.inflightEnd = now.Add(m.params.maxHold())
 		held = append(held, e)
 	}
 	return r, Decision{}, nil

@@ -2,6 +2,8 @@ package throttle
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"strconv"
 	"time"
@@ -32,15 +34,22 @@ func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
 	return redisclient.Open(url, timeout)
 }
 
-// reserveScript admits one attempt or refuses it, atomically.
+// reserveScript admits one attempt or refuses it, atomically. The
+// attempts in flight of a key are a sorted set of reservation ids scored
+// by their expiry (Redis's clock), so that each reservation never given
+// back expires on its own.
 // KEYS[1]: the known-source key (any key when there is none); then, per
 // counted key, its count, in-flight and lock keys.
-// ARGV: window ms, 1 when the caller already knows the source, how many
-// leading keys count for a known source (0: the source cannot be known),
-// then one limit per key (0: never full).
+// ARGV: the reservation's life in ms, 1 when the caller already knows the
+// source, how many leading keys count for a known source (0: the source
+// cannot be known), the reservation id, then one limit per key (0: never
+// full).
 // Returns {admitted, known, index of the refusing key, its lock's ms (-3
 // when full)}.
 var reserveScript = redis.NewScript(`
+redis.replicate_commands()
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local n = (#KEYS - 1) / 3
 local known = 0
 local forKnown = tonumber(ARGV[3])
@@ -53,15 +62,15 @@ for i = 1, n do
   if ttl > 0 or ttl == -1 then return {0, known, i, ttl} end
 end
 for i = 1, n do
-  local limit = tonumber(ARGV[3 + i])
+  redis.call('ZREMRANGEBYSCORE', KEYS[3 * i], '-inf', now)
+  local limit = tonumber(ARGV[4 + i])
   if limit > 0 then
     local f = tonumber(redis.call('GET', KEYS[3 * i - 1]) or '0')
-    local fl = tonumber(redis.call('GET', KEYS[3 * i]) or '0')
-    if f + fl >= limit then return {0, known, i, -3} end
+    if f + redis.call('ZCARD', KEYS[3 * i]) >= limit then return {0, known, i, -3} end
   end
 end
 for i = 1, n do
-  redis.call('INCR', KEYS[3 * i])
+  redis.call('ZADD', KEYS[3 * i], now + tonumber(ARGV[1]), ARGV[4])
   redis.call('PEXPIRE', KEYS[3 * i], ARGV[1])
 end
 return {1, known, 0, 0}
@@ -69,16 +78,17 @@ return {1, known, 0, 0}
 
 // failScript turns a reservation into one failure for each (count,
 // in-flight, lock) triple.
-// ARGV: window ms, lockout ms, then one limit per triple (0: never lock).
+// ARGV: window ms, lockout ms, the reservation id, then one limit per
+// triple (0: never lock).
 // Returns, per triple, the count with this failure and 1 when this failure
 // locked the key (its count then starts again).
 var failScript = redis.NewScript(`
 local out = {}
 for i = 1, #KEYS, 3 do
-  if redis.call('DECR', KEYS[i + 1]) <= 0 then redis.call('DEL', KEYS[i + 1]) end
+  redis.call('ZREM', KEYS[i + 1], ARGV[3])
   local n = redis.call('INCR', KEYS[i])
   if n == 1 then redis.call('PEXPIRE', KEYS[i], ARGV[1]) end
-  local limit = tonumber(ARGV[2 + (i + 2) / 3])
+  local limit = tonumber(ARGV[3 + (i + 2) / 3])
   local tripped = 0
   if limit > 0 and n >= limit then
     redis.call('SET', KEYS[i + 2], '1', 'PX', ARGV[2])
@@ -94,11 +104,12 @@ return out
 // releaseScript gives back the places of a reservation.
 // KEYS: the in-flight keys; then, with ARGV[1] = 1, the count of the
 // client to reset and the known-source key to set for ARGV[2] ms.
+// ARGV[3]: the reservation id.
 var releaseScript = redis.NewScript(`
 local n = #KEYS
 if ARGV[1] == '1' then n = n - 2 end
 for i = 1, n do
-  if redis.call('DECR', KEYS[i]) <= 0 then redis.call('DEL', KEYS[i]) end
+  redis.call('ZREM', KEYS[i], ARGV[3])
 end
 if ARGV[1] == '1' then
   redis.call('DEL', KEYS[n + 1])
@@ -130,7 +141,10 @@ func (r *Redis) Reserve(ctx context.Context, k Keys, known bool) (Reservation, D
 	if known {
 		hint = "1"
 	}
-	args := []any{ms(r.params.Window), hint, forKnown}
+	var id [12]byte
+	_, _ = rand.Read(id[:])
+	res.id = hex.EncodeToString(id[:])
+	args := []any{ms(r.params.maxHold()), hint, forKnown, res.id}
 	for _, key := range keys {
 		names = append(names, countKey(key), inflightKey(key), lockKey(key))
 		args = append(args, strconv.FormatInt(key.limit, 10))
@@ -160,7 +174,7 @@ func (r *Redis) Fail(ctx context.Context, res Reservation) (Decision, error) {
 		return Decision{}, nil
 	}
 	names := make([]string, 0, 3*len(keys))
-	args := []any{ms(r.params.Window), ms(r.params.Lockout)}
+	args := []any{ms(r.params.Window), ms(r.params.Lockout), res.id}
 	for _, key := range keys {
 		names = append(names, countKey(key), inflightKey(key), lockKey(key))
 		args = append(args, strconv.FormatInt(key.limit, 10))
@@ -207,7 +221,7 @@ func (r *Redis) end(ctx context.Context, res Reservation, succeeded bool) error 
 		}
 		names = append(names, countKey(keys[0]), known)
 	}
-	return releaseScript.Run(ctx, r.c, names, flag, ms(r.params.KnownSource)).Err()
+	return releaseScript.Run(ctx, r.c, names, flag, ms(r.params.KnownSource), res.id).Err()
 }
 
 // Succeed implements Store.

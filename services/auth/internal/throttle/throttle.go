@@ -30,8 +30,8 @@
 // however many attempts arrive at once. The reservation becomes a failure
 // (Hold.Fail), is dropped by a success (Hold.Succeed), or is given back
 // when the exchange ends without a verdict on the credentials
-// (Hold.Release). Reservations a crashed replica never gave back expire
-// with the failure window.
+// (Hold.Release). A reservation a crashed replica never gave back expires
+// on its own after DefaultMaxHold.
 //
 // The counts live in Redis (smtpgate_auth_redis) so that every replica of
 // smtpgate-auth sees every failure, or in process memory, where each replica
@@ -95,7 +95,15 @@ type Reservation struct {
 	// Known: the client address is a known source of the user, and the
 	// attempt is counted against the client address only.
 	Known bool
+	// id names the reservation in Redis.
+	id string
 }
+
+// DefaultMaxHold is how long a reservation lasts when its exchange never
+// ends (its replica crashed, or Redis failed as it ended) and
+// Params.MaxHold is zero: longer than any SASL exchange, whose steps the
+// edge bounds by smtpd_timeout (300s).
+const DefaultMaxHold = 10 * time.Minute
 
 // Decision is a Store's answer.
 type Decision struct {
@@ -130,6 +138,17 @@ type Params struct {
 	// KnownSource is how long an address stays a known source of a user
 	// after the user's last success from it; 0: no address is ever known.
 	KnownSource time.Duration
+	// MaxHold is how long a reservation never given back holds its place
+	// (DefaultMaxHold when zero).
+	MaxHold time.Duration
+}
+
+// maxHold is MaxHold or its default.
+func (p Params) maxHold() time.Duration {
+	if p.MaxHold > 0 {
+		return p.MaxHold
+	}
+	return DefaultMaxHold
 }
 
 // delay is the wait after the n-th failure (n counts from 1): none for

@@ -401,6 +401,46 @@ func TestReleaseGivesBack(t *testing.T) {
 	}
 }
 
+// TestLostReservationExpires: a reservation never given back (its
+// replica died) holds its place for MaxHold, each one on its own: later
+// attempts of the same key do not keep it alive.
+func TestLostReservationExpires(t *testing.T) {
+	p := params
+	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 2, 0, 0
+	p.MaxHold = time.Second
+	srv := redistest.Start(t)
+	c, err := NewRedisClient(srv.URL(), time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	s := NewRedis(c, p)
+	ctx := context.Background()
+	k := KeysFor("192.0.2.11", "x")
+	if _, d, err := s.Reserve(ctx, k, false); err != nil || d.Locked {
+		t.Fatalf("Reserve: %+v, %v", d, err) // lost: never ended
+	}
+	time.Sleep(500 * time.Millisecond)
+	// One place left; taken and given back, it refreshes the key.
+	if d := admitted(t, s, k); d.Locked {
+		t.Fatalf("the second place: %+v", d)
+	}
+	r, d, err := s.Reserve(ctx, k, false)
+	if err != nil || d.Locked {
+		t.Fatalf("Reserve: %+v, %v", d, err)
+	}
+	if d := admitted(t, s, k); !d.Full {
+		t.Fatalf("with the lost reservation and one in flight: %+v, want full", d)
+	}
+	time.Sleep(600 * time.Millisecond) // the lost one is 1.1s old, the other 0.6s
+	if d := admitted(t, s, k); d.Locked {
+		t.Errorf("after the lost reservation's MaxHold: %+v, want a place free", d)
+	}
+	if err := s.Release(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestMemoryExpiry(t *testing.T) {
 	m, c := newMemory(params)
 	k := KeysFor("192.0.2.1", "eve")
