@@ -141,6 +141,10 @@ func TestDovecotRipFromTrustedOnly(t *testing.T) {
 	if !strings.Contains(r.logs.String(), "dovecot auth connection refused") {
 		t.Errorf("the refusal is not logged:\n%s", r.logs)
 	}
+	// john logged in from 10.99.0.1 before (over gRPC).
+	if got := plainAuth(t, r, "10.99.0.1", "john@example.org", password); got != success {
+		t.Fatalf("john from home: %v", got)
+	}
 	checked, refused := 0, 0
 	for _, a := range guesses("127.0.0.1") {
 		switch {
@@ -152,5 +156,20 @@ func TestDovecotRipFromTrustedOnly(t *testing.T) {
 	}
 	if checked != 10 || refused != 20 {
 		t.Errorf("the trusted caller's 30 guesses over 30 rip= networks: %d checked, %d refused; want 10 and 20 (the user's maximum)", checked, refused)
+	}
+	// Through Postfix, from home, john still gets in; from elsewhere not.
+	c, err := net.Dial("tcp", ln.Addr().String())
+	must(t, err)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	d := &dovecot{t: t, c: c, br: bufio.NewReader(c)}
+	fmt.Fprintf(c, "VERSION\t1\t2\nCPID\t1\n")
+	for d.line() != "DONE" {
+	}
+	if got := d.plain("1", "10.99.0.1", "john@example.org", password); !strings.HasPrefix(got, "OK\t1\t") {
+		t.Errorf("john from home through the Dovecot port: %q, want OK", got)
+	}
+	if got := d.plain("2", "10.98.0.1", "john@example.org", password); !strings.Contains(got, "code=temp_fail") {
+		t.Errorf("john from a new address through the Dovecot port: %q, want FAIL code=temp_fail", got)
 	}
 }

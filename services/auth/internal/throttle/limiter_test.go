@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"strings"
@@ -318,4 +319,61 @@ func BenchmarkReserveFail(b *testing.B) {
 			}
 		}
 	})
+}
+
+// TestLimiterKnownAcrossReplicas: a source made known through one replica
+// is known to another that shares its Redis, and a source known only in
+// process (made known while Redis was down) stays known when Redis is
+// back.
+func TestLimiterKnownAcrossReplicas(t *testing.T) {
+	srv := redistest.Start(t)
+	p := params
+	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 3, 0, 2
+	replica := func() *Limiter {
+		l, err := New(Options{Params: p, RedisURL: srv.URL()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		return l
+	}
+	a, b := replica(), replica()
+	ctx := context.Background()
+	home := KeysFor("198.51.100.7", "kim@example.org")
+	h, d, err := a.Reserve(ctx, home)
+	if err != nil || d.Locked {
+		t.Fatalf("kim at home through a: %+v, %v", d, err)
+	}
+	h.Succeed(ctx)
+	// Two failures through b from elsewhere lock kim's unknown sources.
+	for i := range 2 {
+		if d, err := lfail(b, ctx, KeysFor(fmt.Sprintf("203.0.113.%d", i+1), "kim@example.org")); err != nil || d.Locked != (i == 1) {
+			t.Fatalf("failure %d through b: %+v, %v", i+1, d, err)
+		}
+	}
+	if d, _ := lcheck(b, ctx, KeysFor("192.0.2.99", "kim@example.org")); !d.Locked || d.Kind != "user" {
+		t.Errorf("kim from a new address through b: %+v, want locked (user)", d)
+	}
+	h, d, err = b.Reserve(ctx, home)
+	if err != nil || d.Locked || !h.Known() {
+		t.Fatalf("kim at home through b, which never saw her log in: %+v, %v, known %v; want admitted as a known source", d, err, h != nil && h.Known())
+	}
+	h.Succeed(ctx)
+
+	// A source made known while Redis is down stays known after.
+	f := &flaky{down: true}
+	l, c, _ := newLimiter(f)
+	cafe := KeysFor("192.0.2.50", "lee@example.org")
+	h, d, err = l.Reserve(ctx, cafe)
+	if err != nil || d.Locked || h.shared != nil {
+		t.Fatalf("lee with redis down: %+v, %v", d, err)
+	}
+	h.Succeed(ctx)
+	f.set(false)
+	c.advance(l.Backoff)
+	h, d, err = l.Reserve(ctx, cafe)
+	if err != nil || d.Locked || h.shared == nil || !h.shared.Known || !h.Known() {
+		t.Fatalf("lee with redis back: %+v, %v; want the reservation known in redis too", d, err)
+	}
+	h.Release(ctx)
 }
