@@ -21,8 +21,8 @@ import (
 
 func redisClient(t testing.TB, addr string) *redis.Client {
 	c := redis.NewClient(&redis.Options{
-		Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 100 * time.Millisecond,
-		ReadTimeout: 100 * time.Millisecond, WriteTimeout: 100 * time.Millisecond,
+		Addr: addr, MaxRetries: -1, DialerRetries: 1, DialTimeout: 2 * time.Second,
+		ReadTimeout: 2 * time.Second, WriteTimeout: 2 * time.Second,
 		ContextTimeoutEnabled: true, DisableIdentity: true,
 		MaintNotificationsConfig: &maintnotifications.Config{Mode: maintnotifications.ModeDisabled},
 	})
@@ -43,6 +43,10 @@ func TestRedisShared(t *testing.T) {
 	withRedis := func(c *resolver.Config) {
 		c.Redis = redisClient(t, rs.Addr)
 		c.RedisRetry = time.Second
+		// Far above the 75ms default: on a loaded machine a Redis call
+		// that took longer fell back to DNS and failed the test. A
+		// stopped Redis refuses at once, whatever the timeout.
+		c.RedisTimeout = 5 * time.Second
 		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
 	}
 	r1 := newResolver(t, s, clk, withRedis)
