@@ -61,6 +61,18 @@ func edgeParams() []Def {
 		// smtpgate_spool_directory (mode 0600, removed after the
 		// hand-off) instead of being held in memory.
 		{Name: "smtpgate_memory_message_limit", Default: "1048576", Owner: Edge, Listener: true, Check: CheckInt},
+		// The memory (bytes) the edge process is to stay under; set it
+		// below the container's or unit's memory limit. Go's garbage
+		// collector is held to it less 24 MiB for the program's own
+		// pages (as by GOMEMLIMIT, unless that is lower), and the
+		// sessions together may hold a
+		// quarter of it of what clients sent: recipients, headers, and
+		// message content (an eighth at most; beyond that content is
+		// spooled to disk). When that quarter is held, MAIL and RCPT get
+		// "452 4.3.1 Insufficient system storage". Not a Postfix
+		// parameter. 0: no budget. The default (768 MiB) fits
+		// deploy/k8s's 1 GiB limit.
+		{Name: "smtpgate_memory_budget", Default: "805306368", Owner: Edge, Check: CheckInt},
 		// Created 0700 if missing. Empty: os.TempDir()/smtpgate-spool.
 		{Name: "smtpgate_spool_directory", Default: "", Owner: Edge},
 		{Name: "smtpd_helo_required", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
@@ -69,6 +81,12 @@ func edgeParams() []Def {
 		// lmtp://host:port or lmtp+unix:///path.
 		{Name: "smtpgate_next_hop", Default: "maildir:var/maildir", Owner: Edge, Listener: true},
 		{Name: "smtpgate_next_hop_timeout", Default: "300s", Owner: Edge, Listener: true, Check: CheckDuration},
+		// Lines of content longer than this many bytes (CRLF not
+		// counted) are broken with <CR><LF><SPACE> on their way to an
+		// SMTP (smtp_) or LMTP (lmtp_) next hop, as Postfix's smtp(8)
+		// does; 0: sent whole. A Maildir gets every line whole.
+		{Name: "smtp_line_length_limit", Default: "998", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "lmtp_line_length_limit", Default: "998", Owner: Edge, Listener: true, Check: CheckInt},
 		// Connections to an SMTP or LMTP next hop kept open between
 		// messages (0: one per message), and how long an unused one is
 		// kept.

@@ -175,7 +175,8 @@ func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certif
 		return nil, nil, c.Errorf("smtpd_tls_cert_file", "TLS is required on this listener but no certificate is configured")
 	}
 	target, err := handoff.Parse(c.Get("smtpgate_next_hop"), c.Resolve, handoff.Options{Hostname: l.Hostname, Timeout: c.Duration("smtpgate_next_hop_timeout"),
-		IdleConnections: int(c.Int("smtpgate_next_hop_idle_connections")), IdleTimeout: c.Duration("smtpgate_next_hop_idle_timeout")})
+		IdleConnections: int(c.Int("smtpgate_next_hop_idle_connections")), IdleTimeout: c.Duration("smtpgate_next_hop_idle_timeout"),
+		LineLengthLimit: int(c.Int("smtp_line_length_limit")), LMTPLineLengthLimit: int(c.Int("lmtp_line_length_limit"))})
 	if err != nil {
 		return nil, nil, c.Errorf("smtpgate_next_hop", "%v", err)
 	}
@@ -290,6 +291,7 @@ func New(cfg Config) (*Server, error) {
 		PolicySkipTime: cfg.Main.Duration("smtpgate_policy_skip_time"),
 		AuthTimeout:    cfg.Main.Duration("smtpgate_auth_timeout"),
 		Limits:         limits,
+		Memory:         memoryBudget(cfg.Main.Int("smtpgate_memory_budget")),
 		Drain:          s.drain,
 	}
 	if cfg.MailLog != nil {

@@ -87,6 +87,14 @@ type Options struct {
 	// IdleTimeout closes a kept connection nobody took for this long
 	// (smtpgate_next_hop_idle_timeout); zero: 10s.
 	IdleTimeout time.Duration
+	// LineLengthLimit is smtp_line_length_limit, LMTPLineLengthLimit
+	// lmtp_line_length_limit (Postfix's, both 998 by default): a line of
+	// content longer than this many bytes (its CRLF not counted) is
+	// broken with "<CR><LF><SPACE>" on its way to an SMTP or LMTP next
+	// hop, as Postfix's smtp(8) breaks it (fold.go). Zero: not broken.
+	// A Maildir gets every line whole, as Postfix's local(8) and
+	// virtual(8) write them.
+	LineLengthLimit, LMTPLineLengthLimit int
 }
 
 // Parse reads smtpgate_next_hop: "maildir:PATH", "smtp://host:port",

@@ -107,6 +107,15 @@ func mailOptions(c *smtp.Client, env Envelope) (opts *smtp.MailOptions, dsn bool
 	return opts, dsn
 }
 
+// lineLimit is smtp_line_length_limit, or lmtp_line_length_limit for
+// an LMTP next hop; 0: lines go as they are.
+func (r *Relay) lineLimit() int {
+	if r.LMTP {
+		return r.Opts.LMTPLineLengthLimit
+	}
+	return r.Opts.LineLengthLimit
+}
+
 // dial opens a connection and reads the greeting; EHLO/LHLO is the
 // caller's.
 func (r *Relay) dial(ctx context.Context) (*smtp.Client, error) {
@@ -246,7 +255,11 @@ func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 		b := make([]byte, copyBufSize)
 		buf = &b
 	}
-	_, err = io.CopyBuffer(w, src, *buf)
+	var out io.Writer = w
+	if limit := t.r.lineLimit(); limit > 0 {
+		out = &foldLines{w: w, limit: limit}
+	}
+	_, err = io.CopyBuffer(out, src, *buf)
 	t.r.bufs.Put(buf)
 	if err != nil {
 		if src.err != nil {

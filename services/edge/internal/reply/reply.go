@@ -137,7 +137,6 @@ var (
 	// Postfix's exact reply to STARTTLS where TLS is not offered.
 	NotImplemented  = New(502, "5.5.1", "Error: command not implemented")
 	BadSyntax       = New(500, "5.5.2", "Error: bad syntax")
-	LineTooLong     = New(500, "5.5.2", "Error: line too long")
 	VRFYDisabled    = New(502, "5.5.1", "VRFY command is disabled")
 	MailSyntax      = New(501, "5.5.4", "Syntax: MAIL FROM:<address>")
 	RcptSyntax      = New(501, "5.5.4", "Syntax: RCPT TO:<address>")
@@ -161,7 +160,18 @@ var (
 	AuthNeedsTLS    = New(538, "5.7.11", "Encryption required for requested authentication mechanism")
 	BareLF          = New(550, "5.5.2", "Error: bare <LF> received")
 	WriteError      = New(451, "4.3.0", "Error: queue file write error")
+	// InsufficientStorage is Postfix's reply to MAIL when the queue file
+	// system is short of space (queue_minfree); the edge gives it to MAIL
+	// and RCPT when its sessions hold smtpgate_memory_budget's share.
+	InsufficientStorage = New(452, "4.3.1", "Insufficient system storage")
 )
+
+// CommandTooLong answers a command line longer than line_length_limit,
+// as Postfix 3.12's smtpd ("500 5.5.2 <myhostname> Error: command too
+// long"); the session goes on.
+func CommandTooLong(host string) Reply {
+	return New(500, "5.5.2", host+" Error: command too long")
+}
 
 // MailInProgress is Postfix's reply to XCLIENT (and AUTH) inside a mail
 // transaction.

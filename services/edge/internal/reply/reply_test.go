@@ -104,3 +104,32 @@ func TestMultiline(t *testing.T) {
 		t.Errorf("multi-line = %q", got)
 	}
 }
+
+// TestLimitReplies: the replies of the per-session limits and of the
+// memory budget, in Postfix's words.
+func TestLimitReplies(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		r     Reply
+		want  string
+		close bool
+	}{
+		{"smtpd_recipient_limit", TooManyRcpts, "452 4.5.3 Error: too many recipients", false},
+		{"message_size_limit", TooBig, "552 5.3.4 Message size exceeds fixed limit", false},
+		{"line_length_limit (Postfix 3.12)", CommandTooLong("mail.example.org"), "500 5.5.2 mail.example.org Error: command too long", false},
+		{"smtpgate_memory_budget (queue_minfree's reply)", InsufficientStorage, "452 4.3.1 Insufficient system storage", false},
+		{"spool write failed", WriteError, "451 4.3.0 Error: queue file write error", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.r.Text(); got != tc.want {
+				t.Errorf("%q, want %q", got, tc.want)
+			}
+			if tc.r.Close != tc.close {
+				t.Errorf("Close = %v, want %v", tc.r.Close, tc.close)
+			}
+			if tc.r.SoftBounced().Code != tc.r.Code && tc.r.Temporary() {
+				t.Errorf("soft_bounce changed a temporary reply: %v", tc.r.SoftBounced())
+			}
+		})
+	}
+}

@@ -71,7 +71,7 @@ func (s *session) bdat(ctx context.Context, arg string) reply.Reply {
 				return s.refuseChunk(n, last, r)
 			}
 		}
-		tx.body = newBody(s.l)
+		tx.body = newBody(s.l, s.srv.Memory)
 		tx.chunks = &crlfLines{w: tx.body, limit: s.sizeLimit()}
 	}
 	if n > s.sizeLimit() {

@@ -143,7 +143,7 @@ func TestDrain(t *testing.T) {
 // here.
 func TestReconfigured(t *testing.T) {
 	s := &Server{Policy: &testPolicy{}, Auth: &testAuth{}, Logger: slog.Default(), PolicyTimeout: time.Second, AuthTimeout: time.Second, PolicySkipTime: time.Second,
-		Limits: &ConnLimits{}, Metrics: &Metrics{}, MailLog: &maillog.Log{}, Drain: &Drain{}, Tracer: noop.NewTracerProvider().Tracer("t")}
+		Limits: &ConnLimits{}, Memory: NewMemory(1 << 20), Metrics: &Metrics{}, MailLog: &maillog.Log{}, Drain: &Drain{}, Tracer: noop.NewTracerProvider().Tracer("t")}
 	r := s.Reconfigured(2*time.Second, 3*time.Second)
 	if r.PolicyTimeout != 2*time.Second || r.AuthTimeout != 3*time.Second {
 		t.Errorf("timeouts = %v, %v", r.PolicyTimeout, r.AuthTimeout)

@@ -180,6 +180,9 @@ type Server struct {
 	AuthTimeout    time.Duration
 	// Limits counts connections across all listeners; nil: no limits.
 	Limits *ConnLimits
+	// Memory is smtpgate_memory_budget, shared by all listeners; nil:
+	// no budget (memory.go).
+	Memory *Memory
 	// Tracer makes a span per session, per command and per hand-off, and
 	// the command's context (carrying its span) goes to policy and auth;
 	// nil: no spans (leave it nil when tracing is off, see
@@ -217,7 +220,7 @@ func (s *Server) workers() *workers {
 // of s go on with s.
 func (s *Server) Reconfigured(policyTimeout, authTimeout time.Duration) *Server {
 	r := &Server{Policy: s.Policy, Auth: s.Auth, Logger: s.Logger, PolicyTimeout: policyTimeout, AuthTimeout: authTimeout,
-		Limits: s.Limits, Tracer: s.Tracer, Metrics: s.Metrics, MailLog: s.MailLog, Drain: s.Drain, PolicySkipTime: s.PolicySkipTime}
+		Limits: s.Limits, Memory: s.Memory, Tracer: s.Tracer, Metrics: s.Metrics, MailLog: s.MailLog, Drain: s.Drain, PolicySkipTime: s.PolicySkipTime}
 	r.work = s.workers()
 	r.workOnce.Do(func() {})
 	return r

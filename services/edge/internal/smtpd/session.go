@@ -150,6 +150,10 @@ type transaction struct {
 	// chunks is set at the first BDAT chunk accepted: the transaction's
 	// content comes by BDAT, and DATA and RCPT are refused.
 	chunks *crlfLines
+	// mem and held: what the transaction's recipients and headers took
+	// from the memory budget, given back when it ends (memory.go).
+	mem  *Memory
+	held int64
 }
 
 func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *session {
@@ -427,7 +431,7 @@ func (s *session) run(ctx context.Context) {
 		s.waitCommand(false)
 		switch {
 		case errors.Is(err, errLineTooLong):
-			s.send(reply.LineTooLong)
+			s.send(reply.CommandTooLong(s.l.Hostname))
 			s.errors++
 			continue
 		case errors.Is(err, errBareLF):
@@ -949,6 +953,7 @@ func (s *session) txFacts(rcpt string) *policyv1.Transaction {
 func (s *session) resetTx() {
 	if s.tx != nil {
 		s.tx.drop()
+		s.tx.unhold(s.tx.held)
 	}
 	s.tx = nil
 	s.bdatFailed = false
@@ -962,6 +967,31 @@ func (t *transaction) drop() {
 		t.hand = nil
 	}
 	t.dropBody()
+}
+
+// hold takes n bytes of the memory budget for the transaction; false
+// when the budget is spent.
+func (t *transaction) hold(n int64) bool {
+	if !t.mem.hold(n) {
+		return false
+	}
+	t.held += n
+	return true
+}
+
+// unhold gives back n bytes taken with hold.
+func (t *transaction) unhold(n int64) {
+	t.mem.release(n)
+	t.held -= n
+}
+
+// holdHeaders takes the memory of headers policy asked to prepend.
+func (t *transaction) holdHeaders(hs []*policyv1.Header) bool {
+	n := int64(0)
+	for _, h := range hs {
+		n += int64(len(h.GetName())+len(h.GetValue())) + 64
+	}
+	return t.hold(n)
 }
 
 // dropBody forgets the content and removes its spool file.
@@ -1080,7 +1110,14 @@ func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 	if s.l.MaxMessageSize > 0 && p.size > s.l.MaxMessageSize {
 		return reply.TooBig
 	}
-	s.tx = &transaction{sender: addr, params: p, queueID: newID(), started: time.Now()}
+	tx := &transaction{params: p, queueID: newID(), started: time.Now(), mem: s.srv.Memory}
+	if !tx.hold(txCost + int64(len(addr))) {
+		s.log.Warn("memory budget spent: MAIL refused", "held", s.srv.Memory.Held())
+		return reply.InsufficientStorage
+	}
+	// A copy: addr is part of the command line, which need not stay.
+	tx.sender = strings.Clone(addr)
+	s.tx = tx
 	if s.discarding() {
 		// DISCARD at CONNECT or HELO: no more checks for this
 		// transaction (its 250 is the one a permit gets).
@@ -1089,7 +1126,7 @@ func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 	}
 	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_MAIL, s.txFacts(""), "<"+addr+">")
 	if !ok {
-		s.tx = nil
+		s.resetTx()
 		return r
 	}
 	s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
@@ -1142,6 +1179,15 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	if s.l.MaxRecipients > 0 && len(s.tx.rcpts) >= s.l.MaxRecipients {
 		return reply.TooManyRcpts
 	}
+	// What the session keeps of a recipient is its address, copied out
+	// of the command line (whose parameters, ORCPT up to the line's
+	// length, go to the next hop and are not kept); it is taken from
+	// the memory budget before anything is asked.
+	if !s.tx.hold(rcptCost + int64(len(addr))) {
+		s.log.Warn("memory budget spent: RCPT refused", "held", s.srv.Memory.Held())
+		return reply.InsufficientStorage
+	}
+	addr = strings.Clone(addr)
 	if s.tx.discard {
 		// Counted and answered as if accepted; policy is not asked and
 		// the next hop never hears of it.
@@ -1150,13 +1196,21 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	}
 	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_RCPT, s.txFacts(addr), "<"+addr+">")
 	if !ok {
+		s.tx.unhold(rcptCost + int64(len(addr)))
 		return r
 	}
 	if !s.tx.discard { // the verdict may have been a DISCARD
 		if r, ok := s.forward(ctx, addr, p.dsn()); !ok {
+			s.tx.unhold(rcptCost + int64(len(addr)))
 			return r
 		}
-		s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
+		if !s.tx.holdHeaders(v.GetPrepend()) {
+			// The recipient is the next hop's already: its headers
+			// are dropped rather than the recipient refused.
+			s.log.Warn("memory budget spent: policy headers dropped", "queue_id", s.tx.queueID, "held", s.srv.Memory.Held())
+		} else {
+			s.tx.prepend = append(s.tx.prepend, v.GetPrepend()...)
+		}
 	}
 	s.tx.rcpts = append(s.tx.rcpts, addr)
 	if len(s.tx.rcpts) == 1 && s.srv.MailLog != nil {
@@ -1220,7 +1274,7 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	if err := s.flush(); err != nil {
 		return reply.Reply{Close: true}
 	}
-	s.tx.body = newBody(s.l)
+	s.tx.body = newBody(s.l, s.srv.Memory)
 	mode := s.bareNewline()
 	_, tooBig, bare, err := readData(s.br, s.tx.body, s.sizeLimit(), mode, s.touch)
 	if err != nil {

@@ -399,7 +399,7 @@ func TestDialogue(t *testing.T) {
 		{"AUTH PLAIN", "503 5.5.1 Error: authentication not enabled"},
 		{"STARTTLS now", "501 5.5.4 Syntax: STARTTLS"},
 		{"\x00", "500 5.5.2 Error: bad syntax"},
-		{"MAIL FROM:<" + strings.Repeat("a", 3000) + "@example.net>", "500 5.5.2 Error: line too long"},
+		{"MAIL FROM:<" + strings.Repeat("a", 3000) + "@example.net>", "500 5.5.2 mail.example.org Error: command too long"},
 		{"QUIT", "221 2.0.0 Bye"},
 	} {
 		if step[0] == "" {

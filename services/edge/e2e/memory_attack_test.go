@@ -1,0 +1,352 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// The memory attacks of issue 16, played against the real edge with a
+// memory budget, while its resident memory is read from /proc: many
+// sessions that each hold a thousand recipients with large ORCPT
+// parameters, or a thousand long recipient addresses, or an unfinished
+// megabyte of DATA, or a line of several megabytes. The edge must stay
+// under smtpgate_memory_budget all along (VmHWM, the peak), answer the
+// attacker as Postfix would (452 4.5.3 past smtpd_recipient_limit,
+// 452 4.3.1 when the budget is spent, content spilled to the spool
+// directory), and deliver a legitimate client's message afterwards.
+
+// memoryBudget is the budget the attacks run against: about three times
+// the edge's resident size at rest.
+const memoryBudget = 64 << 20
+
+// attackSessions is how many sessions attack at once.
+const attackSessions = 100
+
+func TestMemoryBudgetAttacks(t *testing.T) {
+	spool := filepath.Join(t.TempDir(), "spool")
+	s := newStack(t, fmt.Sprintf("smtpgate_memory_budget = %d\nsmtpgate_spool_directory = %s\nmessage_size_limit = 4000000\n", memoryBudget, spool))
+	pid := s.procs["edge"].Process.Pid
+	before := procMemory(t, pid)
+	t.Logf("edge at rest: VmRSS %d KiB, VmHWM %d KiB", before["VmRSS"]>>10, before["VmHWM"]>>10)
+
+	t.Run("RecipientsWithORCPT", func(t *testing.T) {
+		// RCPT TO:<john@example.org> ORCPT=rfc822;<1.9 KB>: the
+		// command line is far larger than what the session needs to
+		// keep of it.
+		orcpt := "rfc822;" + strings.Repeat("x", 1900) + "@example.org"
+		replies := attack(t, s, attackSessions, func(i int) []string {
+			lines := make([]string, 0, 1001)
+			for range 1001 {
+				lines = append(lines, "RCPT TO:<john@example.org> ORCPT="+orcpt)
+			}
+			return lines
+		}, nil, nil)
+		for i, r := range replies {
+			// smtpd_recipient_limit = 1000: the 1001st is refused as
+			// Postfix refuses it.
+			if got := r[len(r)-1]; got != "452 4.5.3 Error: too many recipients" {
+				t.Errorf("session %d: 1001st RCPT answered %q, want 452 4.5.3 Error: too many recipients", i, got)
+				break
+			}
+			if ok := count(r, "250 "); ok != 1000 {
+				t.Errorf("session %d: %d recipients accepted, want 1000", i, ok)
+				break
+			}
+		}
+		s.assertUnderBudget(t, pid)
+	})
+
+	t.Run("LongRecipientAddresses", func(t *testing.T) {
+		// Addresses of 1,000 bytes (the most a mailbox may have) to
+		// another domain, relayed for a client in mynetworks: 100 ×
+		// 1,000 of them would be 100 MB.
+		replies := attack(t, s, attackSessions, func(i int) []string {
+			lines := make([]string, 0, 1000)
+			for j := range 1000 {
+				local := fmt.Sprintf("s%dr%d-", i, j) + strings.Repeat("y", 988)
+				lines = append(lines, "RCPT TO:<"+local[:988]+"@example.net>")
+			}
+			return lines
+		}, nil, nil)
+		storage := 0
+		for _, r := range replies {
+			storage += count(r, "452 4.3.1 Insufficient system storage")
+		}
+		if storage == 0 {
+			t.Errorf("no RCPT was answered 452 4.3.1 Insufficient system storage; first session's replies: %q ... %q", replies[0][:3], last(replies[0]))
+		}
+		s.assertUnderBudget(t, pid)
+	})
+
+	t.Run("UnfinishedData", func(t *testing.T) {
+		// A megabyte of content each (under smtpgate_memory_message_limit,
+		// so that each would be kept in memory), the final dot never
+		// sent. While they wait, all but the few the budget has room
+		// for are in the spool directory, and a legitimate client's
+		// message goes through.
+		body := strings.Repeat(strings.Repeat("z", 76)+"\r\n", 1000000/78)
+		attack(t, s, attackSessions, func(int) []string {
+			return []string{"RCPT TO:<john@example.org>"}
+		}, func(w *bufio.Writer) bool {
+			fmt.Fprintf(w, "Subject: unfinished\r\n\r\n%s", body)
+			return false
+		}, func() {
+			entries, _ := os.ReadDir(spool)
+			// The budget's eighth (8 MiB) holds 8 of them at most.
+			if len(entries) < attackSessions-8 {
+				t.Errorf("%d of %d unfinished messages spilled to %s, want all but 8 at most", len(entries), attackSessions, spool)
+			}
+			t.Logf("%d of %d unfinished messages spilled to the spool directory", len(entries), attackSessions)
+			token := newToken("memory-during")
+			if err := s.send(message{from: Trusted, listener: "mx", sender: "alice@example.net", rcpts: []string{"john@example.org"}, token: token}); err != nil {
+				t.Errorf("legitimate message during the attack: %s", replyOf(err))
+			} else if n := s.maildirTokens()[token]; n != 1 {
+				t.Errorf("legitimate message delivered %d times, want once", n)
+			}
+		})
+		s.assertUnderBudget(t, pid)
+	})
+
+	t.Run("HugeLines", func(t *testing.T) {
+		// One line of 5 MB each, then the final dot: past
+		// message_size_limit (4 MB here), it is refused as Postfix
+		// refuses it, and never held whole.
+		line := strings.Repeat("L", 5<<20)
+		replies := attack(t, s, attackSessions/2, func(int) []string {
+			return []string{"RCPT TO:<john@example.org>"}
+		}, func(w *bufio.Writer) bool {
+			fmt.Fprintf(w, "Subject: huge\r\n\r\n%s\r\n.\r\n", line)
+			return true
+		}, nil)
+		for i, r := range replies {
+			if want := []string{"250 2.1.5 Ok", "552 5.3.4 Message size exceeds fixed limit"}; strings.Join(r, "|") != strings.Join(want, "|") {
+				t.Fatalf("session %d: RCPT and end of data answered %q, want %q", i, r, want)
+			}
+		}
+		s.assertUnderBudget(t, pid)
+	})
+
+	t.Run("LongLineDelivered", func(t *testing.T) {
+		// A message with a line of 1 MB under the size limit is taken
+		// and written whole to the Maildir, as Postfix's local(8) and
+		// virtual(8) write it.
+		c, err := s.dial(Trusted, "mx", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		token := newToken("longline")
+		line := strings.Repeat("0123456789", 1<<17)
+		if err := c.Hello("client.example.net"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Mail("alice@example.net"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt("john@example.org"); err != nil {
+			t.Fatal(err)
+		}
+		w, err := c.Data()
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(w, "Subject: %s\r\n\r\n%s\r\n", token, line)
+		if err := w.Close(); err != nil {
+			t.Fatalf("message with a 1.3 MB line: %s", replyOf(err))
+		}
+		_ = c.Quit()
+		if got := s.maildirFile(token); !strings.Contains(got, "\n"+line+"\n") {
+			t.Errorf("the Maildir file does not hold the line whole (%d bytes)", len(got))
+		}
+		s.assertUnderBudget(t, pid)
+	})
+
+	// The edge is still there for everyone else, and the spool was
+	// emptied when the attackers left.
+	token := newToken("memory")
+	if err := s.send(message{from: Trusted, listener: "mx", sender: "alice@example.net", rcpts: []string{"john@example.org"}, token: token}); err != nil {
+		t.Fatalf("legitimate message after the attacks: %s", replyOf(err))
+	}
+	if n := s.maildirTokens()[token]; n != 1 {
+		t.Errorf("legitimate message delivered %d times, want once", n)
+	}
+	if entries, _ := os.ReadDir(spool); len(entries) != 0 {
+		t.Errorf("spool directory holds %d files after the attackers left", len(entries))
+	}
+	s.assertUnderBudget(t, pid)
+}
+
+// assertUnderBudget fails the test when the edge's resident memory ever
+// passed the budget.
+func (s *stack) assertUnderBudget(t *testing.T, pid int) {
+	t.Helper()
+	m := procMemory(t, pid)
+	t.Logf("edge: VmRSS %d KiB, VmHWM %d KiB (budget %d KiB)", m["VmRSS"]>>10, m["VmHWM"]>>10, memoryBudget>>10)
+	if m["VmHWM"] >= memoryBudget {
+		t.Errorf("the edge's resident memory reached %d KiB, over smtpgate_memory_budget = %d KiB", m["VmHWM"]>>10, memoryBudget>>10)
+	}
+}
+
+// procMemory reads the Vm* lines of /proc/PID/status, in bytes.
+func procMemory(t *testing.T, pid int) map[string]int64 {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatalf("reading the edge's memory: %v", err)
+	}
+	m := map[string]int64{}
+	for _, line := range strings.Split(string(b), "\n") {
+		name, v, ok := strings.Cut(line, ":")
+		if !ok || !strings.HasPrefix(name, "Vm") {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) == 2 && f[1] == "kB" {
+			n, _ := strconv.ParseInt(f[0], 10, 64)
+			m[name] = n << 10
+		}
+	}
+	if m["VmHWM"] == 0 {
+		t.Fatalf("no VmHWM in /proc/%d/status", pid)
+	}
+	return m
+}
+
+// attack opens n sessions from Trusted on the MX listener; each sends
+// EHLO and MAIL, then the lines rcpts(i) gives, pipelined, and reads
+// their replies; with content, it then sends DATA and content, and when
+// content says it finished the message, adds the reply to the final dot
+// to the session's replies. When every session has done so (all of them hold what they
+// sent at the same time), during runs, then they all close. It returns each session's
+// replies to its lines.
+func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content func(w *bufio.Writer) (finished bool), during func()) [][]string {
+	t.Helper()
+	replies := make([][]string, n)
+	errs := make([]error, n)
+	var ready, done sync.WaitGroup
+	release := make(chan struct{})
+	ready.Add(n)
+	done.Add(n)
+	for i := range n {
+		go func() {
+			defer done.Done()
+			readied := false
+			defer func() {
+				if !readied {
+					ready.Done()
+				}
+			}()
+			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(Trusted)}, Timeout: 10 * time.Second}
+			conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			defer conn.Close()
+			_ = conn.SetDeadline(time.Now().Add(5 * time.Minute))
+			br, bw := bufio.NewReader(conn), bufio.NewWriterSize(conn, 64<<10)
+			if r := readReply(br); !strings.HasPrefix(r, "220") {
+				errs[i] = fmt.Errorf("greeting %q", r)
+				return
+			}
+			for _, c := range []string{"EHLO attacker.example.net", "MAIL FROM:<attacker@example.net>"} {
+				fmt.Fprintf(bw, "%s\r\n", c)
+				_ = bw.Flush()
+				if r := readReply(br); !strings.HasPrefix(r, "250") {
+					errs[i] = fmt.Errorf("%s: %q", c, r)
+					return
+				}
+			}
+			lines := rcpts(i)
+			// The replies are read while the commands are written, so
+			// that neither side waits for the other's buffer.
+			got := make(chan []string, 1)
+			go func() {
+				rs := make([]string, 0, len(lines))
+				for range lines {
+					rs = append(rs, readReply(br))
+				}
+				got <- rs
+			}()
+			for _, l := range lines {
+				fmt.Fprintf(bw, "%s\r\n", l)
+			}
+			_ = bw.Flush()
+			replies[i] = <-got
+			if content != nil {
+				fmt.Fprintf(bw, "DATA\r\n")
+				_ = bw.Flush()
+				if r := readReply(br); !strings.HasPrefix(r, "354") {
+					errs[i] = fmt.Errorf("DATA: %q", r)
+					return
+				}
+				finished := content(bw)
+				if err := bw.Flush(); err != nil {
+					errs[i] = fmt.Errorf("content: %w", err)
+					return
+				}
+				if finished {
+					replies[i] = append(replies[i], readReply(br))
+				}
+			}
+			readied = true
+			ready.Done()
+			<-release
+		}()
+	}
+	ready.Wait()
+	// Every session holds its part now; the edge has read what the
+	// sessions wrote once it answered or once the content is in its
+	// buffers: give it a moment to take in the last bytes.
+	time.Sleep(2 * time.Second)
+	if during != nil {
+		during()
+	}
+	close(release)
+	done.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("attacking session %d: %v", i, err)
+		}
+	}
+	return replies
+}
+
+// readReply reads one whole reply and returns its last line ("" on a
+// read error).
+func readReply(br *bufio.Reader) string {
+	for {
+		line, err := br.ReadString('\n')
+		if err != nil {
+			return ""
+		}
+		line = strings.TrimRight(line, "\r\n")
+		if len(line) < 4 || line[3] != '-' {
+			return line
+		}
+	}
+}
+
+func count(rs []string, prefix string) int {
+	n := 0
+	for _, r := range rs {
+		if strings.HasPrefix(r, prefix) {
+			n++
+		}
+	}
+	return n
+}
+
+func last(rs []string) string {
+	if len(rs) == 0 {
+		return ""
+	}
+	return rs[len(rs)-1]
+}

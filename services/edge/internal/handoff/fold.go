@@ -1,0 +1,65 @@
+package handoff
+
+import (
+	"bytes"
+	"io"
+)
+
+// foldLines writes message content (CRLF line ends, not dot-stuffed) to
+// w with every line longer than limit bytes broken as Postfix's smtp(8)
+// breaks it for smtp_line_length_limit (smtp_proto.c, smtp_text_out):
+// after limit bytes, "<CR><LF><SPACE>" is inserted and the line goes on,
+// the space counting towards the next piece's limit. Header and body
+// lines are treated alike, bytes are counted (a multi-byte character may
+// be split), and the CRLF at the end of a line does not count: a line of
+// exactly limit bytes is left whole. Since every piece after the first
+// starts with a space, none can start with a dot, and none can make an
+// end-of-data line.
+type foldLines struct {
+	w     io.Writer
+	limit int
+	// col counts the bytes of the current output line.
+	col int
+}
+
+var foldBreak = []byte("\r\n ")
+
+func (f *foldLines) Write(p []byte) (int, error) {
+	// A limit of 1 would leave no room after the space.
+	f.limit = max(f.limit, 2)
+	start := 0 // p[start:] is not written yet
+	for i := 0; i < len(p); {
+		j := bytes.IndexByte(p[i:], '\n')
+		end := len(p)
+		if j >= 0 {
+			end = i + j
+		}
+		// The line's bytes in p[i:end]; a CR before the LF (or at the
+		// end of p, with its LF in the next Write) is its end, not its
+		// content.
+		c := end
+		if c > i && p[c-1] == '\r' {
+			c--
+		}
+		for c-i > f.limit-f.col {
+			cut := i + f.limit - f.col
+			if _, err := f.w.Write(p[start:cut]); err != nil {
+				return start, err
+			}
+			if _, err := f.w.Write(foldBreak); err != nil {
+				return cut, err
+			}
+			start, i, f.col = cut, cut, 1
+		}
+		f.col += c - i
+		if j < 0 {
+			break
+		}
+		f.col = 0
+		i = end + 1
+	}
+	if _, err := f.w.Write(p[start:]); err != nil {
+		return start, err
+	}
+	return len(p), nil
+}

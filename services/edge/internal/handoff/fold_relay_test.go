@@ -1,0 +1,114 @@
+package handoff
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-smtp"
+)
+
+// recorder is a go-smtp next hop that keeps the content it receives;
+// like go-smtp's server by default, it refuses lines over 2000 bytes.
+type recorder struct {
+	mu   sync.Mutex
+	data []string
+}
+
+func (r *recorder) NewSession(*smtp.Conn) (smtp.Session, error) { return &recSession{r: r}, nil }
+
+type recSession struct{ r *recorder }
+
+func (*recSession) Reset()                               {}
+func (*recSession) Logout() error                        { return nil }
+func (*recSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (*recSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
+func (s *recSession) Data(r io.Reader) error {
+	b, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	s.r.mu.Lock()
+	defer s.r.mu.Unlock()
+	s.r.data = append(s.r.data, string(b))
+	return nil
+}
+
+// TestRelayFoldsLongLines: a line of a megabyte reaches an SMTP or LMTP
+// next hop broken into lines of at most smtp_line_length_limit (or
+// lmtp_line_length_limit) bytes with <CR><LF><SPACE>, as Postfix sends
+// it, and a next hop that refuses lines over 2000 bytes takes it. With
+// the limit off, the line goes whole and that next hop refuses it.
+func TestRelayFoldsLongLines(t *testing.T) {
+	line := strings.Repeat("0123456789", 1<<17) // 1,310,720 bytes
+	msg := "Subject: long\r\n\r\n" + line + "\r\n.leading dot\r\n"
+	for _, tc := range []struct {
+		name  string
+		lmtp  bool
+		opts  Options
+		limit int
+	}{
+		{"smtp", false, Options{LineLengthLimit: 998, LMTPLineLengthLimit: 500}, 998},
+		{"lmtp", true, Options{LineLengthLimit: 500, LMTPLineLengthLimit: 998}, 998},
+		{"off", false, Options{}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			srv := smtp.NewServer(rec)
+			srv.Domain, srv.LMTP = "next.example", tc.lmtp
+			srv.MaxMessageBytes, srv.ReadTimeout, srv.WriteTimeout = 4<<20, 10*time.Second, 10*time.Second
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			go func() { _ = srv.Serve(ln) }()
+			t.Cleanup(func() { _ = srv.Close() })
+			tc.opts.Hostname, tc.opts.Timeout = "edge.example", 10*time.Second
+			r := &Relay{Network: "tcp", Addr: ln.Addr().String(), LMTP: tc.lmtp, Opts: tc.opts}
+			ctx := context.Background()
+			tx, err := r.Begin(ctx, Envelope{Sender: "a@example.net"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Rcpt(ctx, "b@example.org", RecipientDSN{}); err != nil {
+				t.Fatal(err)
+			}
+			err = tx.Data(ctx, strings.NewReader(msg))
+			if tc.limit == 0 {
+				if err == nil {
+					t.Fatal("a 1.3 MB line went whole and the next hop took it; want its refusal")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Data: %v", err)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			if len(rec.data) != 1 {
+				t.Fatalf("next hop got %d messages", len(rec.data))
+			}
+			got := strings.ReplaceAll(rec.data[0], "\r\n", "\n")
+			lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
+			for i, l := range lines {
+				if len(l) > tc.limit {
+					t.Fatalf("line %d has %d bytes, over %d", i, len(l), tc.limit)
+				}
+				if i > 2 && i < len(lines)-1 && !strings.HasPrefix(l, " ") {
+					t.Fatalf("continuation line %d does not start with a space: %.20q", i, l)
+				}
+			}
+			// Undoing the folds gives the message back.
+			if unfolded := strings.ReplaceAll(got, "\n ", ""); unfolded != strings.ReplaceAll(msg, "\r\n", "\n") {
+				t.Errorf("unfolded content differs from what was sent")
+			}
+			if last := lines[len(lines)-1]; last != ".leading dot" {
+				t.Errorf("last line %q, want the dot-led line whole", last)
+			}
+		})
+	}
+}
