@@ -154,7 +154,7 @@ func (s *Server) shutdown(ctx context.Context, abort context.CancelFunc) {
 // once, when the process starts. (The gRPC TLS files themselves are read
 // again at each new gRPC connection: a renewed certificate needs no
 // reload; only a new file name does.)
-var restartOnly = []string{"smtpgate_policy_service", "smtpgate_auth_service", "smtpgate_max_connections",
+var restartOnly = []string{"smtpgate_policy_service", "smtpgate_auth_service", "smtpgate_max_connections", "smtpgate_memory_budget",
 	"smtpgate_grpc_tls_ca_file", "smtpgate_grpc_tls_client_cert_file", "smtpgate_grpc_tls_client_key_file",
 	"smtpgate_grpc_tls_server_name", "smtpgate_grpc_allow_plaintext",
 	"smtpgate_connection_limit_redis", "smtpgate_maillog_file", "smtpgate_edge_metrics_listen", "smtpgate_edge_pprof_listen",

@@ -29,7 +29,7 @@ const dataPiece = 2048
 // content dot-stuffed again, it sees the same single message. That is
 // smtpd_forbid_bare_newline = normalize; with reject, content after the
 // first bare LF or CR is read to the end and dropped (bare says which it
-// was, and the caller refuses the message); with no (Postfix's old
+// was, and the caller refuses the message and drops what w got); with no (Postfix's old
 // behaviour), a bare LF also counts as CRLF for the end of the message.
 //
 // Content beyond limit bytes is read and dropped; tooBig reports it.
@@ -39,14 +39,20 @@ const dataPiece = 2048
 // that the stream stays in step. touch runs before each read from the
 // connection (readDataLine).
 func readData(br *bufio.Reader, w io.Writer, limit int64, mode BareNewline, touch func()) (size int64, tooBig bool, bare byte, err error) {
+	return readDataPieces(br, w, limit, mode, touch, dataPiece)
+}
+
+// readDataPieces is readData with lines read in pieces of at most piece
+// bytes: 3 or more, so that a "." line with its CRLF is one piece.
+func readDataPieces(br *bufio.Reader, w io.Writer, limit int64, mode BareNewline, touch func(), piece int) (size int64, tooBig bool, bare byte, err error) {
 	// prevEnd: the last line ended where a "." line can end the
 	// message; the 354 reply counts as such a line end. start: the
 	// next piece starts a line.
 	prevEnd, start := true, true
-	line := make([]byte, 0, dataPiece)
+	line := make([]byte, 0, piece)
 	for {
 		var whole bool
-		line, whole, err = readDataLine(br, line[:0], dataPiece, touch)
+		line, whole, err = readDataLine(br, line[:0], piece, touch)
 		if err != nil {
 			return size, false, bare, err
 		}
