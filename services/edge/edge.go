@@ -299,6 +299,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.Metrics != nil {
 		s.engine.Metrics = smtpd.NewMetrics(cfg.Metrics)
+		memoryMetrics(cfg.Metrics, s.engine.Memory)
 	}
 	// Spans only when they go somewhere: a no-op tracer would still cost
 	// an allocation or two per command.

@@ -3,6 +3,9 @@ package edge
 import (
 	"runtime/debug"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
 )
 
@@ -29,3 +32,15 @@ func memoryBudget(budget int64) *smtpd.Memory {
 // programPages is what the edge's resident memory holds besides what Go's
 // memory limit counts.
 const programPages = 24 << 20
+
+// memoryMetrics exports what the sessions hold of the budget
+// (smtpgate_edge_memory_held_bytes); with no budget, nothing.
+func memoryMetrics(r prometheus.Registerer, m *smtpd.Memory) {
+	if m == nil {
+		return
+	}
+	telemetry.Register(r, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "smtpgate_edge_memory_held_bytes",
+		Help: "Bytes the SMTP sessions hold of smtpgate_memory_budget's sessions' share (recipients, headers, message content in memory).",
+	}, func() float64 { return float64(m.Held()) }))
+}
