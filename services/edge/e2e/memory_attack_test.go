@@ -357,3 +357,59 @@ func last(rs []string) string {
 	}
 	return rs[len(rs)-1]
 }
+
+// TestLongLinesFoldedForNextHop: a message with a 1.3 MB body line and a
+// 3,000-byte header line reaches an SMTP next hop (go-smtp's server,
+// which refuses lines over 2,000 bytes) with every line broken at
+// smtp_line_length_limit (998) bytes by <CR><LF><SPACE>, as Postfix's
+// smtp(8) sends it; joined again, the lines are the client's.
+func TestLongLinesFoldedForNextHop(t *testing.T) {
+	hop := startNextHop(t, false)
+	s := newStack(t, "smtpgate_next_hop = smtp://"+hop.addr+"\n")
+	token := newToken("folded")
+	header := "X-Long: " + strings.Repeat("h", 3000)
+	body := strings.Repeat("0123456789", 1<<17)
+	c, err := s.dial(Trusted, "mx", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail("alice@example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("john@example.org"); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	fmt.Fprintf(w, "Subject: %s\r\n%s\r\n\r\n%s\r\n.dot-led line\r\n", token, header, body)
+	if err := w.Close(); err != nil {
+		t.Fatalf("message with long lines: %s", replyOf(err))
+	}
+	_ = c.Quit()
+	data := hop.message(t, token).data
+	lines := strings.Split(strings.TrimSuffix(data, "\r\n"), "\r\n")
+	long := 0
+	for i, l := range lines {
+		if len(l) > 998 {
+			t.Fatalf("line %d reached the next hop with %d bytes", i, len(l))
+		}
+		if len(l) == 998 {
+			long++
+		}
+	}
+	if long < len(body)/998 {
+		t.Errorf("%d lines of 998 bytes, want the body line broken into at least %d", long, len(body)/998)
+	}
+	joined := strings.ReplaceAll(data, "\r\n ", "")
+	for _, want := range []string{"\r\n" + header + "\r\n", "\r\n" + body + "\r\n", "\r\n.dot-led line\r\n"} {
+		if !strings.Contains(joined, want) {
+			t.Errorf("joined again, the content lacks the line %.40q… (%d bytes)", want, len(want)-4)
+		}
+	}
+}
