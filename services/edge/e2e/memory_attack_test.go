@@ -95,10 +95,10 @@ func TestMemoryBudgetAttacks(t *testing.T) {
 		body := strings.Repeat(strings.Repeat("z", 76)+"\r\n", 1000000/78)
 		attack(t, s, attackSessions, func(int) []string {
 			return []string{"RCPT TO:<john@example.org>"}
-		}, func(w *bufio.Writer) bool {
+		}, viaDATA(func(w *bufio.Writer) bool {
 			fmt.Fprintf(w, "Subject: unfinished\r\n\r\n%s", body)
 			return false
-		}, func() {
+		}), func() {
 			entries, _ := os.ReadDir(spool)
 			// The budget's eighth (8 MiB) holds 8 of them at most.
 			if len(entries) < attackSessions-8 {
@@ -115,6 +115,30 @@ func TestMemoryBudgetAttacks(t *testing.T) {
 		s.assertUnderBudget(t, pid)
 	})
 
+	t.Run("UnfinishedBDAT", func(t *testing.T) {
+		// A BDAT chunk of a megabyte each (CHUNKING, RFC 3030), all but
+		// its last kilobyte sent: the same budget holds for it.
+		chunk := strings.Repeat(strings.Repeat("b", 76)+"\r\n", 1000000/78)
+		// The DATA attackers' spool files go when their sessions end.
+		for deadline := time.Now().Add(10 * time.Second); spoolFiles(spool) > 0 && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+		}
+		if n := spoolFiles(spool); n > 0 {
+			t.Fatalf("%d spool files left 10 s after the sessions that wrote them ended", n)
+		}
+		attack(t, s, attackSessions, func(int) []string {
+			return []string{"RCPT TO:<john@example.org>"}
+		}, func(w *bufio.Writer, _ *bufio.Reader) (bool, error) {
+			fmt.Fprintf(w, "BDAT %d LAST\r\n%s", len(chunk), chunk[:len(chunk)-1000])
+			return false, nil
+		}, func() {
+			if n := spoolFiles(spool); n < attackSessions-8 {
+				t.Errorf("%d of %d unfinished chunks spilled to %s, want all but 8 at most", n, attackSessions, spool)
+			}
+		})
+		s.assertUnderBudget(t, pid)
+	})
+
 	t.Run("HugeLines", func(t *testing.T) {
 		// One line of 5 MB each, then the final dot: past
 		// message_size_limit (4 MB here), it is refused as Postfix
@@ -122,10 +146,10 @@ func TestMemoryBudgetAttacks(t *testing.T) {
 		line := strings.Repeat("L", 5<<20)
 		replies := attack(t, s, attackSessions/2, func(int) []string {
 			return []string{"RCPT TO:<john@example.org>"}
-		}, func(w *bufio.Writer) bool {
+		}, viaDATA(func(w *bufio.Writer) bool {
 			fmt.Fprintf(w, "Subject: huge\r\n\r\n%s\r\n.\r\n", line)
 			return true
-		}, nil)
+		}), nil)
 		for i, r := range replies {
 			if want := []string{"250 2.1.5 Ok", "552 5.3.4 Message size exceeds fixed limit"}; strings.Join(r, "|") != strings.Join(want, "|") {
 				t.Fatalf("session %d: RCPT and end of data answered %q, want %q", i, r, want)
@@ -227,7 +251,7 @@ func procMemory(t *testing.T, pid int) map[string]int64 {
 // to the session's replies. When every session has done so (all of them hold what they
 // sent at the same time), during runs, then they all close. It returns each session's
 // replies to its lines.
-func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content func(w *bufio.Writer) (finished bool), during func()) [][]string {
+func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content func(w *bufio.Writer, br *bufio.Reader) (finished bool, err error), during func()) [][]string {
 	t.Helper()
 	replies := make([][]string, n)
 	errs := make([]error, n)
@@ -288,13 +312,11 @@ func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content f
 			_ = bw.Flush()
 			replies[i] = <-got
 			if content != nil {
-				fmt.Fprintf(bw, "DATA\r\n")
-				_ = bw.Flush()
-				if r := readReply(br); !strings.HasPrefix(r, "354") {
-					errs[i] = fmt.Errorf("DATA: %q", r)
+				finished, err := content(bw, br)
+				if err != nil {
+					errs[i] = err
 					return
 				}
-				finished := content(bw)
 				if err := bw.Flush(); err != nil {
 					errs[i] = fmt.Errorf("content: %w", err)
 					return
@@ -326,6 +348,19 @@ func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content f
 	return replies
 }
 
+// viaDATA sends DATA, waits for the 354, and has write send the content
+// (and, when it says it finished the message, the final dot).
+func viaDATA(write func(w *bufio.Writer) (finished bool)) func(w *bufio.Writer, br *bufio.Reader) (bool, error) {
+	return func(w *bufio.Writer, br *bufio.Reader) (bool, error) {
+		fmt.Fprintf(w, "DATA\r\n")
+		_ = w.Flush()
+		if r := readReply(br); !strings.HasPrefix(r, "354") {
+			return false, fmt.Errorf("DATA: %q", r)
+		}
+		return write(w), nil
+	}
+}
+
 // readReply reads one whole reply and returns its last line ("" on a
 // read error).
 func readReply(br *bufio.Reader) string {
@@ -339,6 +374,11 @@ func readReply(br *bufio.Reader) string {
 			return line
 		}
 	}
+}
+
+func spoolFiles(dir string) int {
+	entries, _ := os.ReadDir(dir)
+	return len(entries)
 }
 
 func count(rs []string, prefix string) int {
