@@ -34,24 +34,29 @@ func (f *foldLines) Write(p []byte) (int, error) {
 		if j >= 0 {
 			end = i + j
 		}
-		// The line's bytes in p[i:end]; a CR before the LF (or at the
-		// end of p, with its LF in the next Write) is its end, not its
-		// content.
-		c := end
-		if c > i && p[c-1] == '\r' {
-			c--
-		}
-		for c-i > f.limit-f.col {
-			cut := i + f.limit - f.col
-			if _, err := f.w.Write(p[start:cut]); err != nil {
-				return start, err
+		// The line's bytes are p[i:end]. A CR takes no room and is
+		// never broken before: it is the CRLF's (the edge's content has
+		// no other), also when its LF comes in the next Write.
+		seg := p[i:end]
+		if n := len(seg) - bytes.Count(seg, []byte{'\r'}); f.col+n <= f.limit {
+			f.col += n
+		} else {
+			for k := i; k < end; k++ {
+				if p[k] == '\r' {
+					continue
+				}
+				if f.col == f.limit {
+					if _, err := f.w.Write(p[start:k]); err != nil {
+						return start, err
+					}
+					if _, err := f.w.Write(foldBreak); err != nil {
+						return k, err
+					}
+					start, f.col = k, 1
+				}
+				f.col++
 			}
-			if _, err := f.w.Write(foldBreak); err != nil {
-				return cut, err
-			}
-			start, i, f.col = cut, cut, 1
 		}
-		f.col += c - i
 		if j < 0 {
 			break
 		}

@@ -87,3 +87,53 @@ func TestFoldLinesAsPostfix(t *testing.T) {
 		}
 	}
 }
+
+// FuzzFoldLines: however the content is cut into writes, the output is
+// the same; with CRLF line ends only, no output line is longer than the
+// limit, and removing each inserted "<CR><LF><SPACE>" gives the input
+// back.
+func FuzzFoldLines(f *testing.F) {
+	for _, s := range []string{"a\r\n", strings.Repeat("x", 40) + "\r\n", "\r\n\r\n", "ab\r\ncd", "a\rb\r\n", " " + strings.Repeat("y", 25) + "\r\n."} {
+		f.Add(s, uint8(10), uint8(3))
+	}
+	f.Fuzz(func(t *testing.T, in string, l, cut uint8) {
+		limit := 2 + int(l%40)
+		var whole, split bytes.Buffer
+		_, _ = (&foldLines{w: &whole, limit: limit}).Write([]byte(in))
+		fs := &foldLines{w: &split, limit: limit}
+		step := 1 + int(cut%7)
+		for i := 0; i < len(in); i += step {
+			_, _ = fs.Write([]byte(in[i:min(i+step, len(in))]))
+		}
+		if whole.String() != split.String() {
+			t.Fatalf("in one write %q, in writes of %d %q", whole.String(), step, split.String())
+		}
+		if strings.ContainsAny(strings.ReplaceAll(in, "\r\n", ""), "\r\n") || !strings.HasSuffix(in, "\r\n") {
+			return // bare line ends, or a last line without CRLF
+		}
+		out := whole.String()
+		for _, line := range strings.Split(strings.TrimSuffix(out, "\r\n"), "\r\n") {
+			if len(line) > limit {
+				t.Fatalf("line %q over %d bytes", line, limit)
+			}
+		}
+		// Every inserted break is "\r\n " at a place where the input had
+		// no line end; undo them from the input's point of view.
+		var back strings.Builder
+		o, i := out, in
+		for len(i) > 0 {
+			if strings.HasPrefix(o, "\r\n ") && !strings.HasPrefix(i, "\r\n") {
+				o = o[3:]
+				continue
+			}
+			if o == "" || o[0] != i[0] {
+				t.Fatalf("output %q does not fold input %q", out, in)
+			}
+			back.WriteByte(i[0])
+			o, i = o[1:], i[1:]
+		}
+		if o != "" {
+			t.Fatalf("output %q has %q after the input %q", out, o, in)
+		}
+	})
+}
