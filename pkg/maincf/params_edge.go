@@ -30,6 +30,16 @@ func edgeParams() []Def {
 		// yes: a client that pipelines where RFC 2920 does not allow it
 		// is disconnected (554 5.5.0), as Postfix 3.7.9 and later.
 		{Name: "smtpd_forbid_unauth_pipelining", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
+		// SMTPUTF8 (RFC 6531) advertised and accepted on MAIL FROM, as
+		// Postfix's default. With no, a command that is not valid UTF-8
+		// gets its syntax reply instead of "500 5.5.2 Error: bad UTF-8
+		// syntax" (policy cannot be asked about it either way).
+		{Name: "smtputf8_enable", Default: "yes", Owner: Edge, Listener: true, Check: CheckBool},
+		// A non-ASCII MAIL FROM or RCPT TO address only in an SMTPUTF8
+		// transaction ("553 5.6.7 Must declare SMTPUTF8 to send unicode
+		// address"). Postfix's default is no (8-bit local parts were
+		// always taken); smtpgate's is yes, see docs/postfix-differences.md.
+		{Name: "strict_smtputf8", Default: "yes", Owner: Edge, Listener: true, Check: CheckBool},
 		// How long to wait before the 220 for a client that talks first
 		// (reported as unauthorized pipelining). Not a Postfix
 		// parameter (postscreen_greet_wait is the nearest). 0: no wait.

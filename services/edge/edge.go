@@ -116,6 +116,8 @@ func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certif
 		JunkCommandLimit:       int(c.Int("smtpd_junk_command_limit")),
 		ForbidUnauthPipelining: c.Bool("smtpd_forbid_unauth_pipelining"),
 		GreetPause:             c.Duration("smtpgate_greet_pause"),
+		DisableSMTPUTF8:        !c.Bool("smtputf8_enable"),
+		StrictSMTPUTF8:         c.Bool("strict_smtputf8"),
 		ConnectionCountLimit:   int(c.Int("smtpd_client_connection_count_limit")),
 		ConnectionRateLimit:    int(c.Int("smtpd_client_connection_rate_limit")),
 		RateTimeUnit:           c.Duration("anvil_rate_time_unit"),

@@ -460,3 +460,31 @@ func FromHandoff(err error) Reply {
 	}
 	return WriteError
 }
+
+// Internationalised mail (RFC 6531), as Postfix's smtpd words it.
+var (
+	// BadUTF8 answers a command line that is not valid UTF-8, with
+	// smtputf8_enable = yes (smtpd.c: "protect internal interfaces
+	// against malformed UTF-8").
+	BadUTF8 = New(500, "5.5.2", "Error: bad UTF-8 syntax")
+	// MustDeclareSMTPUTF8 answers a non-ASCII MAIL FROM or RCPT TO
+	// address in a transaction without SMTPUTF8, with strict_smtputf8 =
+	// yes.
+	MustDeclareSMTPUTF8 = New(553, "5.6.7", "Must declare SMTPUTF8 to send unicode address")
+)
+
+// NeedsSMTPUTF8 refuses what only a next hop with SMTPUTF8 could take
+// (a non-ASCII address or header in an SMTPUTF8 transaction) when the
+// next hop does not offer it: Postfix's smtp(8) gives up on such a
+// message with "5.6.7 message requires SMTPUTF8, but no server was found
+// that supports SMTPUTF8" (smtp_proto.c) and bounces it; the edge, which
+// has no queue to bounce from, says it to the client: 553 for an address
+// ("<address>: ..."; RFC 6531 §3.5), 550 at the end of data (subject
+// empty). The next hop is not named to the client.
+func NeedsSMTPUTF8(subject string, code int) *NextHopError {
+	text := "message requires SMTPUTF8, but no server was found that supports SMTPUTF8"
+	if subject != "" {
+		text = subject + ": " + text
+	}
+	return &NextHopError{Reply: New(code, "5.6.7", text)}
+}

@@ -247,6 +247,7 @@ func parseMailParams(s string) (mailParams, error) {
 			if !ok {
 				return p, &paramError{"unsupported", f}
 			}
+			dec = saslSender(dec)
 			p.auth = &dec
 		case "RET": // RFC 3461 §4.3; Postfix: a second one is an error too
 			if !hasV {

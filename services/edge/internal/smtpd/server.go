@@ -100,6 +100,12 @@ type Listener struct {
 	// with "554 5.5.0 Error: SMTP protocol synchronization" instead of
 	// only being reported to policy (reject_unauth_pipelining).
 	ForbidUnauthPipelining bool
+	// DisableSMTPUTF8 is smtputf8_enable = no: SMTPUTF8 is neither
+	// advertised nor accepted on MAIL FROM. StrictSMTPUTF8 is
+	// strict_smtputf8: a non-ASCII address outside an SMTPUTF8
+	// transaction is refused (553 5.6.7).
+	DisableSMTPUTF8 bool
+	StrictSMTPUTF8  bool
 	// GreetPause is smtpgate_greet_pause: how long to wait before the
 	// 220 greeting for a client that talks first (a pregreet, reported as
 	// unauthorized pipelining). Zero: no pause.

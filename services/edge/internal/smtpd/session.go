@@ -567,6 +567,9 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 		return reply.BadSyntax
 	}
 	verb, arg := splitCommand(line)
+	if !utf8.ValidString(line) {
+		return s.badBytes(verb)
+	}
 	// XCLIENT from an authorized client passes a connect-stage refusal:
 	// the refusal was about the proxy, and XCLIENT says whom it speaks
 	// for (the new identity gets its own connect-stage check).
@@ -894,7 +897,7 @@ func (s *session) facts() *policyv1.Session {
 		f.Protocol = s.protocol()
 	}
 	if st := s.tlsState; st != nil {
-		f.Tls = &policyv1.TLS{Version: tlsVersion(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), CipherBits: cipherBits(st.CipherSuite), Sni: st.ServerName}
+		f.Tls = &policyv1.TLS{Version: tlsVersion(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), CipherBits: cipherBits(st.CipherSuite), Sni: sni(st.ServerName)}
 	}
 	if s.saslUser != "" {
 		f.Sasl = &policyv1.SASL{Method: s.saslMech, Username: s.saslUser}
@@ -1046,7 +1049,11 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 	if s.xclientOK {
 		lines = append(lines, "XCLIENT "+strings.Join(xclient.Attributes, " "))
 	}
-	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN", "CHUNKING")
+	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN")
+	if !s.l.DisableSMTPUTF8 {
+		lines = append(lines, "SMTPUTF8")
+	}
+	lines = append(lines, "CHUNKING")
 	return reply.Reply{Code: 250, Lines: lines}
 }
 
@@ -1103,12 +1110,18 @@ func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 	if err != nil {
 		return reply.BadSender
 	}
-	p, err := parseMailParams(params)
+	if addr, ok = envelopeAddress(addr, smtputf8Param(params) && !s.l.DisableSMTPUTF8); !ok {
+		return reply.BadSender
+	}
+	p, err := s.mailParams(params)
 	if r, bad := paramReply(err); bad {
 		return r
 	}
 	if s.l.MaxMessageSize > 0 && p.size > s.l.MaxMessageSize {
 		return reply.TooBig
+	}
+	if r, bad := s.strictSMTPUTF8(addr, p.smtputf8); bad {
+		return r
 	}
 	tx := &transaction{params: p, queueID: newID(), started: time.Now(), mem: s.srv.Memory}
 	if !tx.hold(txCost + int64(len(addr))) {
@@ -1169,7 +1182,10 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 		return reply.RcptSyntax
 	}
 	addr, params, err := parsePath(rest)
-	if err != nil || addr == "" {
+	if err == nil && addr != "" {
+		addr, ok = envelopeAddress(addr, s.tx.params.smtputf8)
+	}
+	if err != nil || addr == "" || !ok {
 		return reply.BadRecipient
 	}
 	p, err := parseRcptParams(params)
@@ -1178,6 +1194,9 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	}
 	if s.l.MaxRecipients > 0 && len(s.tx.rcpts) >= s.l.MaxRecipients {
 		return reply.TooManyRcpts
+	}
+	if r, bad := s.strictSMTPUTF8(addr, s.tx.params.smtputf8); bad {
+		return r
 	}
 	// What the session keeps of a recipient is its address, copied out
 	// of the command line (whose parameters, ORCPT up to the line's

@@ -434,7 +434,7 @@ func TestEHLOKeywords(t *testing.T) {
 	c := h.dial()
 	c.reply()
 	got := c.do("EHLO client.example.net", "250-mail.example.org")
-	want := "250-mail.example.org|250-PIPELINING|250-SIZE 10240000|250-STARTTLS|250-ENHANCEDSTATUSCODES|250-8BITMIME|250-DSN|250 CHUNKING"
+	want := "250-mail.example.org|250-PIPELINING|250-SIZE 10240000|250-STARTTLS|250-ENHANCEDSTATUSCODES|250-8BITMIME|250-DSN|250-SMTPUTF8|250 CHUNKING"
 	if got != want {
 		t.Errorf("EHLO before TLS = %q, want %q", got, want)
 	}

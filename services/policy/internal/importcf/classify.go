@@ -144,7 +144,7 @@ var rules = []rule{
 	{prefix: []string{"tls_"},
 		verdict: CannotHonour, reason: "TLS library setting: smtpgate uses Go's crypto/tls defaults"},
 	{exact: []string{"strict_rfc821_envelopes", "allow_untrusted_routing", "permit_mx_backup_networks", "maps_rbl_domains",
-		"rbl_reply_maps", "default_rbl_reply", "smtputf8_enable", "proxy_interfaces", "smtpd_proxy_filter"},
+		"rbl_reply_maps", "default_rbl_reply", "proxy_interfaces", "smtpd_proxy_filter"},
 		verdict: CannotHonour, reason: reasonSMTPD},
 	{contains: []string{"_restriction"},
 		verdict: CannotHonour, reason: "restriction list smtpgate does not have"},
