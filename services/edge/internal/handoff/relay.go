@@ -51,9 +51,14 @@ func (r *Relay) String() string {
 func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 	if c := r.pool.get(); c != nil {
 		opts, dsn := mailOptions(c, env)
-		err := c.Mail(env.Sender, opts)
+		u, err := mailOptionsUTF8(c, env, opts)
+		if err != nil {
+			(&relayTx{r: r, c: c}).Abort()
+			return nil, err
+		}
+		err = c.Mail(env.Sender, opts)
 		if err == nil {
-			return &relayTx{r: r, c: c, dsn: dsn}, nil
+			return &relayTx{r: r, c: c, dsn: dsn, utf8: u}, nil
 		}
 		if !broken(err) {
 			// The next hop's own refusal: the client gets it. Abort
@@ -78,6 +83,10 @@ func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 	}
 	var opts *smtp.MailOptions
 	opts, tx.dsn = mailOptions(c, env)
+	if tx.utf8, err = mailOptionsUTF8(c, env, opts); err != nil {
+		tx.Abort()
+		return nil, err
+	}
 	if err := c.Mail(env.Sender, opts); err != nil {
 		tx.dead = broken(err)
 		tx.Abort()
@@ -93,7 +102,7 @@ func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 // "relayed" notice itself where NOTIFY asked for SUCCESS; the edge has no
 // queue to send one from).
 func mailOptions(c *smtp.Client, env Envelope) (opts *smtp.MailOptions, dsn bool) {
-	opts = &smtp.MailOptions{Size: env.Size, UTF8: env.SMTPUTF8}
+	opts = &smtp.MailOptions{Size: env.Size}
 	if env.Body8Bit {
 		opts.Body = smtp.Body8BitMIME
 	}
@@ -157,7 +166,8 @@ type relayTx struct {
 	c     *smtp.Client
 	rcpts int
 	// dsn: the next hop advertised DSN.
-	dsn bool
+	dsn  bool
+	utf8 smtputf8
 	// inData: DATA was sent and the next hop's final reply to the
 	// content is not in; ended: that reply came (the transaction is
 	// over, RFC 5321 §4.1.1.4), whatever it was; dead: the connection
@@ -168,6 +178,9 @@ type relayTx struct {
 // Rcpt passes the DSN parameters on only to a next hop that advertised
 // DSN.
 func (t *relayTx) Rcpt(_ context.Context, addr string, dsn RecipientDSN) error {
+	if t.utf8.mustRefuse([]byte(addr)) {
+		return reply.NeedsSMTPUTF8("<"+addr+">", 553)
+	}
 	var opts *smtp.RcptOptions
 	if t.dsn && !dsn.Empty() {
 		opts = &smtp.RcptOptions{}
@@ -240,6 +253,10 @@ func printableASCII(s string) bool {
 
 func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 	defer t.Abort()
+	msg, err := t.utf8.checkHeader(msg)
+	if err != nil {
+		return err
+	}
 	w, err := t.c.Data()
 	if err != nil {
 		// DATA refused: the transaction is still open (Abort sends RSET).

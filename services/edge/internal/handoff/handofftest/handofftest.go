@@ -29,6 +29,17 @@ type Hop struct {
 // the test ends; dsn makes it offer DSN.
 func Start(tb testing.TB, addr string, dsn bool) *Hop {
 	tb.Helper()
+	return StartWith(tb, addr, Options{DSN: dsn})
+}
+
+// Options are what a next hop offers.
+type Options struct {
+	DSN, SMTPUTF8 bool
+}
+
+// StartWith is Start with the extensions of opts offered.
+func StartWith(tb testing.TB, addr string, opts Options) *Hop {
+	tb.Helper()
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		tb.Fatal(err)
@@ -36,7 +47,8 @@ func Start(tb testing.TB, addr string, dsn bool) *Hop {
 	h := &Hop{ln: ln, rcpts: map[string]smtp.RcptOptions{}, done: make(chan struct{})}
 	h.srv = smtp.NewServer(h)
 	h.srv.Domain = "next.example"
-	h.srv.EnableDSN = dsn
+	h.srv.EnableDSN = opts.DSN
+	h.srv.EnableSMTPUTF8 = opts.SMTPUTF8
 	go func() { defer close(h.done); _ = h.srv.Serve(listener{h}) }()
 	tb.Cleanup(h.Die)
 	return h
