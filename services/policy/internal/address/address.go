@@ -15,6 +15,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"golang.org/x/net/idna"
 )
 
 // ErrSyntax is wrapped by the errors of Parse.
@@ -155,19 +157,49 @@ func unquote(s string) (string, error) {
 	return b.String(), nil
 }
 
-// NormalizeDomain returns the form of a domain that Postfix compares:
-// lower case, and one trailing dot removed ("example.org." is
-// "example.org", but "example.org.." keeps its dots and so matches
-// nothing), as trivial-rewrite and smtpd_check.c's dup_if_truncate do.
-// Non-ASCII letters are lower-cased too (SMTPUTF8 domains, RFC 6531).
+// NormalizeDomain returns the form of a domain that is compared: lower
+// case, and one trailing dot removed ("example.org." is "example.org",
+// but "example.org.." keeps its dots and so matches nothing), as
+// trivial-rewrite and smtpd_check.c's dup_if_truncate do. A UTF-8
+// (SMTPUTF8, RFC 6531) domain is converted to its A-label form, so that
+// "пример.испытание" and "xn--e1afmkfd.xn--80akhbyknj4f" are the same
+// domain (Postfix compares them as written; docs/postfix-differences.md
+// D16). One that has no A-label form is only lower-cased, and matches
+// only itself.
 func NormalizeDomain(d string) string {
 	if n := len(d); n > 1 && d[n-1] == '.' && d[n-2] != '.' {
 		d = d[:n-1]
 	}
 	for i := 0; i < len(d); i++ {
-		if c := d[i]; c >= 0x80 || c >= 'A' && c <= 'Z' {
+		if c := d[i]; c >= 0x80 {
+			if !strings.HasPrefix(d, "[") {
+				if a, err := idnaProfile.ToASCII(d); err == nil {
+					return strings.ToLower(a)
+				}
+			}
 			return strings.ToLower(d)
+		} else if c >= 'A' && c <= 'Z' {
+			return NormalizeDomain(strings.ToLower(d))
 		}
 	}
 	return d
 }
+
+// UnicodeDomain is the UTF-8 form of a normalised domain with A-labels
+// ("xn--..."), for looking up tables written with UTF-8 keys; any other
+// domain is returned as it is.
+func UnicodeDomain(d string) string {
+	if !strings.Contains(d, "xn--") {
+		return d
+	}
+	u, err := idnaProfile.ToUnicode(d)
+	if err != nil {
+		return d
+	}
+	return u
+}
+
+// idnaProfile converts between the UTF-8 and A-label forms of a domain
+// as ICU's UTS #46 does for Postfix's midna_domain_to_ascii: mapped,
+// validated, non-transitional (IDNA2008).
+var idnaProfile = idna.New(idna.MapForLookup(), idna.Transitional(false), idna.StrictDomainName(false))

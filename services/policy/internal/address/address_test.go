@@ -42,7 +42,7 @@ func TestParse(t *testing.T) {
 		{in: "@example.com:john@example.org", want: Address{Raw: "john@example.org", Local: "john", Domain: "example.org", HasDomain: true, SourceRoute: true}},
 		{in: "@a.example,@b.example:lisa@example.com", want: Address{Raw: "lisa@example.com", Local: "lisa", Domain: "example.com", HasDomain: true, SourceRoute: true}},
 		// SMTPUTF8 (RFC 6531).
-		{in: "jörg@BÜCHER.example", want: Address{Raw: "jörg@BÜCHER.example", Local: "jörg", Domain: "bücher.example", HasDomain: true}},
+		{in: "jörg@BÜCHER.example", want: Address{Raw: "jörg@BÜCHER.example", Local: "jörg", Domain: "xn--bcher-kva.example", HasDomain: true}},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := Parse(tc.in)
@@ -132,5 +132,30 @@ func BenchmarkParse(b *testing.B) {
 				b.Fatal(err)
 			}
 		}
+	}
+}
+
+// TestIDN: a UTF-8 domain and its A-label form normalise to the same
+// (A-label) domain; UnicodeDomain goes back.
+func TestIDN(t *testing.T) {
+	for in, want := range map[string]string{
+		"пример.испытание":               "xn--e1afmkfd.xn--80akhbyknj4f",
+		"ПРИМЕР.испытание.":              "xn--e1afmkfd.xn--80akhbyknj4f",
+		"xn--e1afmkfd.xn--80akhbyknj4f":  "xn--e1afmkfd.xn--80akhbyknj4f",
+		"XN--E1AFMKFD.XN--80AKHBYKNJ4F.": "xn--e1afmkfd.xn--80akhbyknj4f",
+		"Example.ORG":                    "example.org",
+		"example.org..":                  "example.org..",
+		"[192.0.2.1]":                    "[192.0.2.1]",
+		"bad\u200d.example":              "bad\u200d.example",
+	} {
+		if got := NormalizeDomain(in); got != want {
+			t.Errorf("NormalizeDomain(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := UnicodeDomain("xn--e1afmkfd.xn--80akhbyknj4f"); got != "пример.испытание" {
+		t.Errorf("UnicodeDomain = %q", got)
+	}
+	if got := UnicodeDomain("xn--broken--.example"); got != "xn--broken--.example" {
+		t.Errorf("UnicodeDomain of a bad A-label = %q", got)
 	}
 }

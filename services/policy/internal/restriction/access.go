@@ -203,16 +203,29 @@ func (r accessMap) namAddr(ctx context.Context, in *Input, host, name, class str
 // mail looks up an envelope address (check_mail_access()): the address,
 // without its extension, its domain and parent domains, "user+ext@" and
 // "user@". An OK for a recipient with sender-specified routing counts as
-// DUNNO (allow_untrusted_routing = no).
+// DUNNO (allow_untrusted_routing = no). An internationalised domain is
+// looked up in its A-label form and then in its UTF-8 form at each step
+// that has the domain, so that a table may use either (Postfix looks up
+// the form the client wrote only).
 func (r accessMap) mail(ctx context.Context, in *Input, addr, class string) (Outcome, error) {
 	a, err := address.Parse(addr)
 	if err != nil {
 		return Outcome{}, nil
 	}
 	suspicious := class == classRecipient && a.Routed()
-	full := a.Local
-	if a.HasDomain {
-		full += "@" + a.Domain
+	domains := []string{a.Domain}
+	if u := address.UnicodeDomain(a.Domain); u != a.Domain {
+		domains = append(domains, u)
+	}
+	withDomain := func(local string) []string {
+		if !a.HasDomain {
+			return []string{local}
+		}
+		keys := make([]string, 0, len(domains))
+		for _, d := range domains {
+			keys = append(keys, local+"@"+d)
+		}
+		return keys
 	}
 	bare := stripExtension(a.Local, r.env.delimiter)
 	done := func(o Outcome, found bool, err error) (Outcome, bool, error) {
@@ -221,18 +234,19 @@ func (r accessMap) mail(ctx context.Context, in *Input, addr, class string) (Out
 		}
 		return o, found, err
 	}
-	steps := []func() (Outcome, bool, error){
-		func() (Outcome, bool, error) { return r.key(ctx, in, full, false, addr, class) },
+	var steps []func() (Outcome, bool, error)
+	for _, k := range withDomain(a.Local) {
+		steps = append(steps, func() (Outcome, bool, error) { return r.key(ctx, in, k, false, addr, class) })
 	}
 	if bare != a.Local {
-		b := bare
-		if a.HasDomain {
-			b += "@" + a.Domain
+		for _, k := range withDomain(bare) {
+			steps = append(steps, func() (Outcome, bool, error) { return r.key(ctx, in, k, true, addr, class) })
 		}
-		steps = append(steps, func() (Outcome, bool, error) { return r.key(ctx, in, b, true, addr, class) })
 	}
 	if a.HasDomain {
-		steps = append(steps, func() (Outcome, bool, error) { return r.domain(ctx, in, a.Domain, true, addr, class) })
+		for _, d := range domains {
+			steps = append(steps, func() (Outcome, bool, error) { return r.domain(ctx, in, d, true, addr, class) })
+		}
 	}
 	steps = append(steps, func() (Outcome, bool, error) { return r.key(ctx, in, a.Local+"@", true, addr, class) })
 	if bare != a.Local {
