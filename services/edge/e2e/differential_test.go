@@ -59,11 +59,13 @@ import (
 // common is given to both servers before a scenario's lines, so that they
 // start from the same place: the harness's and deploy/local's domains and
 // networks, and deploy/local's relay rule (Postfix's default is
-// defer_unauth_destination).
+// defer_unauth_destination); deploy/local's data restriction is Postfix's
+// default (none) here, as in every other restriction list.
 const common = `mydestination = $mydomain, localhost
 mynetworks = 127.0.0.1/32
 local_recipient_maps =
 smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination
+smtpd_data_restrictions =
 `
 
 const differencesDoc = "docs/postfix-differences.md"

@@ -190,10 +190,13 @@ func (c *cluster) testRateLimit(t *testing.T, l *sinkLedger) {
 	refused := 0
 	for range clusterRateLimit {
 		for _, edge := range []string{"edge1", "edge2"} {
-			// Two recipients: MAIL, RCPT, RCPT, DATA and end of data are
-			// five calls, so consecutive messages of a session go to
-			// different policy replicas.
-			m := message{from: from, sender: sender, rcpts: []string{"john@example.org", "carol@example.org"}, token: newToken("rate")}
+			// Three recipients: RCPT three times, DATA
+			// (reject_unauth_pipelining) and end of data are five calls
+			// (the edge answers MAIL itself: policy said it always
+			// permits, smtpd_delay_reject moving the client
+			// restrictions to RCPT), so consecutive messages of a
+			// session go to different policy replicas.
+			m := message{from: from, sender: sender, rcpts: []string{"john@example.org", "carol@example.org", "mary@example.org"}, token: newToken("rate")}
 			err := mailTx(sessions[edge], m)
 			switch {
 			case err == nil:

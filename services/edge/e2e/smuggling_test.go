@@ -145,13 +145,19 @@ func TestSmugglingEndToEnd(t *testing.T) {
 		}
 		_ = conn.Close()
 
+		// For an excluded client <LF>.<LF> ends DATA, so the smuggled
+		// MAIL and RCPT are taken as commands; its DATA, sent ahead of
+		// the 354 with the rest of the write, is refused by deploy/local's
+		// smtpd_data_restrictions = reject_unauth_pipelining, and only the
+		// first message is delivered.
 		trusted := newToken("smuggle-excluded")
 		replies := rawSmuggle(t, s, Trusted, "\n.\n", trusted)
-		if len(replies) != 10 || !strings.HasPrefix(replies[4], "250 2.0.0 Ok: queued as ") || !strings.HasPrefix(replies[7], "354 ") || !strings.HasPrefix(replies[8], "250 2.0.0 Ok: queued as ") {
-			t.Errorf("excluded client: replies %q, want two transactions", replies)
+		if len(replies) < 8 || !strings.HasPrefix(replies[4], "250 2.0.0 Ok: queued as ") || !strings.HasPrefix(replies[5], "250 2.1.0 ") || !strings.HasPrefix(replies[6], "250 2.1.5 ") ||
+			replies[7] != "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining" {
+			t.Errorf("excluded client: replies %q, want the first message queued, the smuggled MAIL and RCPT taken as commands and their DATA refused", replies)
 		}
-		if files := s.maildirFiles(); len(files) != 2 {
-			t.Errorf("excluded client: %d messages in the Maildir, want 2", len(files))
+		if files := s.maildirFiles(); len(files) != 1 {
+			t.Errorf("excluded client: %d messages in the Maildir, want 1", len(files))
 		}
 
 		// A stranger's command line ending in a bare LF gets the 550 and

@@ -411,6 +411,10 @@ func (s *session) run(ctx context.Context) {
 			return
 		}
 	} else {
+		if s.spokeFirst() && s.l.ForbidUnauthPipelining {
+			s.send(reply.SyncError)
+			return
+		}
 		s.send(reply.Greeting(s.l.Banner))
 	}
 	for {

@@ -1,0 +1,213 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// rawClient is a raw SMTP connection from a chosen source address to a
+// listener of the stack, for dialogues net/smtp will not speak (bytes
+// that are not UTF-8, commands sent ahead).
+type rawClient struct {
+	t    *testing.T
+	conn net.Conn
+	br   *bufio.Reader
+}
+
+// rawDial connects without reading the greeting.
+func (s *stack) rawClientDial(t *testing.T, from, listener string) *rawClient {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
+	conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port[listener]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
+	t.Cleanup(func() { conn.Close() })
+	return &rawClient{t: t, conn: conn, br: bufio.NewReader(conn)}
+}
+
+// reply reads one reply; multi-line replies are joined with "|".
+func (r *rawClient) reply() string {
+	r.t.Helper()
+	var lines []string
+	for {
+		l, err := r.br.ReadString('\n')
+		if err != nil {
+			r.t.Fatalf("reading a reply after %q: %v", lines, err)
+		}
+		l = strings.TrimRight(l, "\r\n")
+		lines = append(lines, l)
+		if len(l) < 4 || l[3] == ' ' {
+			return strings.Join(lines, "|")
+		}
+	}
+}
+
+func (r *rawClient) write(s string) {
+	r.t.Helper()
+	if _, err := r.conn.Write([]byte(s)); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// do sends one command and checks the start of its reply.
+func (r *rawClient) do(cmd, want string) string {
+	r.t.Helper()
+	r.write(cmd + "\r\n")
+	got := r.reply()
+	if !strings.HasPrefix(got, want) {
+		r.t.Errorf("%q: got %q, want %q", cmd, got, want)
+	}
+	return got
+}
+
+// TestProtocolAttacks plays issue 16's protocol attacks against the real
+// stack on deploy/local, from a stranger's address: each got the wrong
+// answer before (a 451 that makes senders retry forever, a 250 Postfix
+// would not give, a trailing dot passed on, early talkers let through).
+func TestProtocolAttacks(t *testing.T) {
+	s := startStack(t, "")
+
+	t.Run("bytes that are not UTF-8 get Postfix's 500, not 451, and no error is logged", func(t *testing.T) {
+		r := s.rawClientDial(t, Stranger, "mx")
+		r.reply()
+		for range 3 {
+			r.do("EHLO \xff\xfe.example.net", "500 5.5.2 Error: bad UTF-8 syntax")
+		}
+		r.do("EHLO client.example.net", "250")
+		r.do("MAIL FROM:<j\xf6hn@example.net>", "500 5.5.2 Error: bad UTF-8 syntax")
+		r.do("MAIL FROM:<someone@example.net>", "250 2.1.0")
+		for range 3 {
+			r.do("RCPT TO:<j\xf6hn@example.org>", "500 5.5.2 Error: bad UTF-8 syntax")
+		}
+		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
+		r.do("QUIT", "221")
+		if log := s.log("edge"); strings.Contains(log, "level=ERROR") {
+			t.Errorf("the edge logged errors:\n%s", log)
+		}
+	})
+
+	t.Run("SMTPUTF8 is offered, and a UTF-8 address needs it", func(t *testing.T) {
+		c, err := s.dial(Stranger, "mx", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Hello("client.example.net"); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _ := c.Extension("SMTPUTF8"); !ok {
+			t.Error("the MX listener does not advertise SMTPUTF8")
+		}
+		c.Close()
+
+		token := newToken("smtputf8")
+		r := s.rawClientDial(t, Stranger, "mx")
+		r.reply()
+		r.do("EHLO client.example.net", "250")
+		r.do("MAIL FROM:<jöhn@example.net>", "553 5.6.7 Must declare SMTPUTF8 to send unicode address")
+		r.do("MAIL FROM:<someone@пример.испытание>", "501 5.1.7 Bad sender address syntax")
+		r.do("MAIL FROM:<jöhn@пример.испытание> SMTPUTF8", "250 2.1.0")
+		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
+		r.do("DATA", "354")
+		r.do("From: Jöhn <jöhn@пример.испытание>\r\nTo: <john@example.org>\r\nSubject: "+token+"\r\n\r\nПривет\r\n.", "250 2.0.0")
+		r.do("QUIT", "221")
+		got := s.maildirFile(token)
+		for _, want := range []string{"Return-Path: <jöhn@пример.испытание>", "From: Jöhn <jöhn@пример.испытание>", "Привет"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("the delivered message has no %q:\n%s", want, got)
+			}
+		}
+	})
+
+	t.Run("a bad address literal is refused as Postfix refuses it", func(t *testing.T) {
+		r := s.rawClientDial(t, Stranger, "mx")
+		r.reply()
+		r.do("EHLO client.example.net", "250")
+		r.do("MAIL FROM:<a@[300.1.1.1]>", "501 5.1.7 Bad sender address syntax")
+		r.do("MAIL FROM:<a@192.0.2.1>", "501 5.1.7 Bad sender address syntax")
+		r.do("MAIL FROM:<a@[192.0.2.1]>", "250 2.1.0")
+		r.do("RCPT TO:<john@[IPv6:2001:db8:::1]>", "501 5.1.3 Bad recipient address syntax")
+		r.do("QUIT", "221")
+	})
+
+	t.Run("the trailing dot is removed before the next hop", func(t *testing.T) {
+		token := newToken("trailingdot")
+		r := s.rawClientDial(t, Stranger, "mx")
+		r.reply()
+		r.do("EHLO client.example.net", "250")
+		r.do("MAIL FROM:<someone@example.net.>", "250 2.1.0")
+		r.do("RCPT TO:<john@example.org.>", "250 2.1.5")
+		r.do("DATA", "354")
+		r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
+		r.do("QUIT", "221")
+		got := s.maildirFile(token)
+		for _, want := range []string{"Return-Path: <someone@example.net>\n", "X-Original-To: <john@example.org>\n", "for <john@example.org>;"} {
+			if !strings.Contains(got, want) {
+				t.Errorf("the delivered message has no %q:\n%s", want, got)
+			}
+		}
+	})
+
+	t.Run("a client that talks before the greeting is refused at DATA", func(t *testing.T) {
+		token := newToken("pregreet")
+		r := s.rawClientDial(t, Stranger, "mx")
+		// Everything at once, before the 220.
+		r.write("EHLO client.example.net\r\nMAIL FROM:<someone@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\n")
+		for _, want := range []string{"220 ", "250", "250 2.1.0", "250 2.1.5"} {
+			if got := r.reply(); !strings.HasPrefix(got, want) {
+				t.Errorf("got %q, want %q", got, want)
+			}
+		}
+		if got := r.reply(); got != "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining" {
+			t.Errorf("DATA from a client that talked first: %q", got)
+			if strings.HasPrefix(got, "354") {
+				r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "")
+			}
+		}
+		r.do("QUIT", "221")
+		if n := s.maildirTokens()[token]; n != 0 {
+			t.Errorf("the early talker's message was delivered (%d copies)", n)
+		}
+	})
+
+	t.Run("commands sent ahead without PIPELINING are refused at DATA", func(t *testing.T) {
+		token := newToken("helopipelining")
+		r := s.rawClientDial(t, Stranger, "mx")
+		r.reply()
+		r.do("HELO client.example.net", "250")
+		r.write("MAIL FROM:<someone@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\n")
+		for _, want := range []string{"250 2.1.0", "250 2.1.5"} {
+			if got := r.reply(); !strings.HasPrefix(got, want) {
+				t.Errorf("got %q, want %q", got, want)
+			}
+		}
+		if got := r.reply(); got != "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining" {
+			t.Errorf("DATA sent ahead after HELO: %q", got)
+			if strings.HasPrefix(got, "354") {
+				r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "")
+			}
+		}
+		r.do("QUIT", "221")
+		if n := s.maildirTokens()[token]; n != 0 {
+			t.Errorf("the message sent ahead was delivered (%d copies)", n)
+		}
+		// The same transaction in lock-step is delivered.
+		token = newToken("lockstep")
+		r = s.rawClientDial(t, Stranger, "mx")
+		r.reply()
+		r.do("HELO client.example.net", "250")
+		r.do("MAIL FROM:<someone@example.net>", "250")
+		r.do("RCPT TO:<john@example.org>", "250")
+		r.do("DATA", "354")
+		r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
+		r.do("QUIT", "221")
+		if n := s.maildirTokens()[token]; n != 1 {
+			t.Errorf("the lock-step message was delivered %d times, want once", n)
+		}
+	})
+}

@@ -1,0 +1,5 @@
+//go:build !unix
+
+package smtpd
+
+func peekRaw(uintptr) bool { return false }
