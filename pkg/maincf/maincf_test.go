@@ -241,6 +241,11 @@ func TestValues(t *testing.T) {
 			t.Errorf("ParseDuration(%q) accepted", in)
 		}
 	}
+	for v, ok := range map[string]bool{"0": true, "67108864": true, "805306368": true, "67108863": false, "1": false, "-1": false, "x": false} {
+		if err := CheckZeroOrAtLeast(64 << 20)(v); (err == nil) != ok {
+			t.Errorf("CheckZeroOrAtLeast(64 MiB)(%q) = %v", v, err)
+		}
+	}
 	if err := CheckReplyCode("4")("554"); err == nil {
 		t.Error("CheckReplyCode(4) accepted 554")
 	}

@@ -75,14 +75,14 @@ func edgeParams() []Def {
 		// below the container's or unit's memory limit. Go's garbage
 		// collector is held to it less 24 MiB for the program's own
 		// pages (as by GOMEMLIMIT, unless that is lower), and the
-		// sessions together may hold a
-		// quarter of it of what clients sent: recipients, headers, and
-		// message content (an eighth at most; beyond that content is
-		// spooled to disk). When that quarter is held, MAIL and RCPT get
-		// "452 4.3.1 Insufficient system storage". Not a Postfix
-		// parameter. 0: no budget. The default (768 MiB) fits
-		// deploy/k8s's 1 GiB limit.
-		{Name: "smtpgate_memory_budget", Default: "805306368", Owner: Edge, Check: CheckInt},
+		// sessions together may hold a quarter of it of what clients
+		// sent: recipients, headers, and message content (an eighth at
+		// most; beyond that content is spooled to disk). When that
+		// quarter is held, MAIL and RCPT get "452 4.3.1 Insufficient
+		// system storage". Not a Postfix parameter. 0: no budget; else
+		// at least 64 MiB (the edge is about 20 MiB at rest). The
+		// default (768 MiB) fits deploy/k8s's 1 GiB limit.
+		{Name: "smtpgate_memory_budget", Default: "805306368", Owner: Edge, Check: CheckZeroOrAtLeast(64 << 20)},
 		// Created 0700 if missing. Empty: os.TempDir()/smtpgate-spool.
 		{Name: "smtpgate_spool_directory", Default: "", Owner: Edge},
 		{Name: "smtpd_helo_required", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},

@@ -89,6 +89,18 @@ func CheckFileMode(v string) error { _, err := ParseFileMode(v); return err }
 // CheckInt is a Def.Check for whole numbers.
 func CheckInt(v string) error { _, err := ParseInt(v); return err }
 
+// CheckZeroOrAtLeast returns a Def.Check for whole numbers that are 0
+// (off) or at least least.
+func CheckZeroOrAtLeast(least int64) func(string) error {
+	return func(v string) error {
+		n, err := ParseInt(v)
+		if err == nil && n != 0 && n < least {
+			err = fmt.Errorf("want 0 (off) or at least %d, got %q", least, v)
+		}
+		return err
+	}
+}
+
 // CheckRedisURL is a Def.Check for a Redis URL, or nothing. The value may
 // hold a password, so the error does not quote it.
 func CheckRedisURL(v string) error {
