@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff/handofftest"
 )
 
 // rawClient is a raw SMTP connection from a chosen source address to a
@@ -208,6 +210,62 @@ func TestProtocolAttacks(t *testing.T) {
 		r.do("QUIT", "221")
 		if n := s.maildirTokens()[token]; n != 1 {
 			t.Errorf("the lock-step message was delivered %d times, want once", n)
+		}
+	})
+}
+
+// TestSMTPUTF8NextHop runs the real stack with an SMTP next hop (a real
+// go-smtp server) that offers SMTPUTF8, and with one that does not: an
+// SMTPUTF8 message goes to the first with SMTPUTF8; the second gets an
+// SMTPUTF8 message only when nothing in it needs it, and the client hears
+// Postfix's 5.6.7 words, before any 250, for a UTF-8 address or header.
+// (Before, a next hop without SMTPUTF8 made every SMTPUTF8 message a 451
+// to be retried forever.)
+func TestSMTPUTF8NextHop(t *testing.T) {
+	utf8Message := func(token string) string {
+		return "From: Jöhn <jöhn@пример.испытание>\r\nSubject: " + token + "\r\n\r\nПривет\r\n."
+	}
+	t.Run("offered", func(t *testing.T) {
+		hop := handofftest.StartWith(t, "127.0.0.1:0", handofftest.Options{SMTPUTF8: true})
+		s := startStack(t, "smtpgate_next_hop = smtp://"+hop.Addr()+"\n")
+		r := s.rawClientDial(t, Stranger, "mx")
+		r.reply()
+		r.do("EHLO client.example.net", "250")
+		r.do("MAIL FROM:<jöhn@пример.испытание> SMTPUTF8", "250 2.1.0")
+		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
+		r.do("DATA", "354")
+		r.do(utf8Message(newToken("utf8hop")), "250 2.0.0")
+		r.do("QUIT", "221")
+		if mo := hop.MailOptions(); hop.Messages() != 1 || len(mo) != 1 || !mo[0].UTF8 {
+			t.Errorf("next hop: %d messages, MAIL options %+v; want one, with SMTPUTF8", hop.Messages(), mo)
+		}
+	})
+	t.Run("not offered", func(t *testing.T) {
+		hop := handofftest.StartWith(t, "127.0.0.1:0", handofftest.Options{})
+		s := startStack(t, "smtpgate_next_hop = smtp://"+hop.Addr()+"\n")
+		r := s.rawClientDial(t, Stranger, "mx")
+		r.reply()
+		r.do("EHLO client.example.net", "250")
+		r.do("MAIL FROM:<jöhn@пример.испытание> SMTPUTF8", "250 2.1.0")
+		r.do("RCPT TO:<john@example.org>", "553 5.6.7 <jöhn@пример.испытание>: message requires SMTPUTF8, but no server was found that supports SMTPUTF8")
+		r.do("RSET", "250")
+		r.do("MAIL FROM:<someone@example.net> SMTPUTF8", "250 2.1.0")
+		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
+		r.do("DATA", "354")
+		r.do(utf8Message(newToken("utf8header")), "550 5.6.7 message requires SMTPUTF8, but no server was found that supports SMTPUTF8")
+		// Nothing in this one needs SMTPUTF8: it goes without it.
+		r.do("MAIL FROM:<someone@example.net> SMTPUTF8", "250 2.1.0")
+		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
+		r.do("DATA", "354")
+		r.do("Subject: "+newToken("ascii")+"\r\n\r\nhello\r\n.", "250 2.0.0")
+		r.do("QUIT", "221")
+		if hop.Messages() != 1 {
+			t.Errorf("next hop took %d messages, want only the ASCII one", hop.Messages())
+		}
+		for _, mo := range hop.MailOptions() {
+			if mo.UTF8 {
+				t.Errorf("SMTPUTF8 sent to a next hop that does not offer it: %+v", mo)
+			}
 		}
 	})
 }
