@@ -11,6 +11,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/proto"
 
@@ -395,3 +396,29 @@ type remoteConn struct {
 }
 
 func (c remoteConn) RemoteAddr() net.Addr { return c.remote }
+
+// FuzzEnvelopeAddress: any mailbox parsePath accepts gives an answer, and
+// an address envelopeAddress accepts is accepted again unchanged (the
+// trailing dot goes once), and is UTF-8 when its input was.
+func FuzzEnvelopeAddress(f *testing.F) {
+	for _, s := range []string{"<john@example.org.>", "<a@[IPv6:::ffff:1.2.3.4]>", "<a@[300.1.1.1]>", "<jöhn@пример.испытание.>",
+		`<"a@b"@xn--e1afmkfd.xn--80akhbyknj4f>`, "<a@-b.example>", "<a@1.2.3.4>", "<a@b..>"} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, path string, smtputf8 bool) {
+		addr, _, err := parsePath(path)
+		if err != nil {
+			return
+		}
+		got, ok := envelopeAddress(addr, smtputf8)
+		if !ok {
+			return
+		}
+		if again, ok := envelopeAddress(got, smtputf8); !ok || again != got {
+			t.Errorf("envelopeAddress(%q) = %q, which gives %q, %v", addr, got, again, ok)
+		}
+		if utf8.ValidString(addr) && !utf8.ValidString(got) {
+			t.Errorf("envelopeAddress(%q) = %q: not UTF-8", addr, got)
+		}
+	})
+}
