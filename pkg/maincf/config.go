@@ -47,6 +47,32 @@ type Def struct {
 	Secret bool
 	// Listener marks parameters that a master.cf -o override may set.
 	Listener bool
+	// Stress marks the parameters whose value may depend on ${stress}
+	// (STRESS_README): the edge reads them twice, with stress empty and
+	// with stress = yes, and uses the second while it is under stress.
+	// Any other parameter whose value depends on $stress is an error.
+	Stress bool
+}
+
+// StressParam is the parameter that is "yes" under stress and empty
+// otherwise, as Postfix's master(8) passes it to smtpd with -o stress=
+// (STRESS_README). The edge sets it; main.cf may not, and a master.cf -o
+// stress=yes or -o stress= forces it on one listener.
+const StressParam = "stress"
+
+// UnderStress returns c as it reads under stress (stress = yes), unless
+// an -o override already forces stress one way.
+func (c *Config) UnderStress() *Config {
+	if _, forced := c.over[StressParam]; forced {
+		return c
+	}
+	return c.WithOverrides([]Param{{Name: StressParam, Value: "yes"}})
+}
+
+// StressForced reports whether an -o override sets stress (on or off).
+func (c *Config) StressForced() bool {
+	_, forced := c.over[StressParam]
+	return forced
 }
 
 // Catalogue is the set of parameters smtpgate knows.
@@ -256,25 +282,66 @@ func (c *Config) expandBraced(inner string, stack []string) (string, error) {
 	if op != '?' && op != ':' {
 		return "", fmt.Errorf("bad parameter reference ${%s}", inner)
 	}
-	ifSet, ifEmpty := "", ""
-	if op == '?' {
-		ifSet = text
-		// ${name?{text1}:{text2}}
-		if strings.HasPrefix(text, "{") {
-			e := matching(text, 0, '{', '}')
-			if e > 0 && strings.HasPrefix(text[e+1:], ":{") && strings.HasSuffix(text, "}") {
-				ifSet, ifEmpty = text[1:e], text[e+3:len(text)-1]
-			} else if e == len(text)-1 {
-				ifSet = text[1:e]
-			}
-		}
-	} else {
-		ifEmpty = strings.TrimSuffix(strings.TrimPrefix(text, "{"), "}")
+	ifSet, ifEmpty, err := conditional(op, text)
+	if err != nil {
+		return "", fmt.Errorf("bad parameter reference ${%s}: %w", inner, err)
 	}
 	if val != "" {
 		return c.expandValue(strings.TrimSpace(ifSet), stack)
 	}
 	return c.expandValue(strings.TrimSpace(ifEmpty), stack)
+}
+
+// conditional splits what follows the '?' or ':' of ${name?...} or
+// ${name:...} into the text for a non-empty and for an empty value, as
+// Postfix's mac_expand does: ${name?text} and ${name:text} take the rest
+// as it is (so ${name?a:b} is "a:b" when name is set); ${name?{text1}},
+// ${name?{text1}:{text2}}, ${name?{text1}:text2} and ${name:{text2}}
+// take the braced text, with white space around the braces ignored
+// (Postfix 3.0 and later); anything after the last braced text is an
+// error.
+func conditional(op byte, text string) (ifSet, ifEmpty string, err error) {
+	rest := text
+	braced := func() (payload string, ok bool, err error) {
+		t := strings.TrimLeft(rest, " \t\r\n")
+		if !strings.HasPrefix(t, "{") {
+			return "", false, nil
+		}
+		e := matching(t, 0, '{', '}')
+		if e < 0 {
+			return "", false, fmt.Errorf("unbalanced {} in %q", t)
+		}
+		rest = strings.TrimLeft(t[e+1:], " \t\r\n")
+		return t[1:e], true, nil
+	}
+	if op == '?' {
+		p, ok, err := braced()
+		if err != nil {
+			return "", "", err
+		}
+		if !ok {
+			return text, "", nil
+		}
+		ifSet = p
+		if rest == "" {
+			return ifSet, "", nil
+		}
+		if rest[0] != ':' {
+			return "", "", fmt.Errorf("\":\" expected at %q", rest)
+		}
+		rest = rest[1:]
+	}
+	p, ok, err := braced()
+	if err != nil {
+		return "", "", err
+	}
+	if !ok {
+		return ifSet, rest, nil
+	}
+	if rest != "" {
+		return "", "", fmt.Errorf("unexpected input at %q", rest)
+	}
+	return ifSet, p, nil
 }
 
 // matching returns the index of the closer that matches the opener at s[i].
@@ -343,8 +410,12 @@ func (c *Config) Validate(owner Owner) error {
 			if _, known := c.cat.Def(p.Name); !known && !c.classes[p.Name] {
 				errs = append(errs, fmt.Errorf("%s: unknown parameter %q%s", p.Pos, p.Name, suggest(c.cat, p.Name)))
 			}
+			if p.Name == StressParam {
+				errs = append(errs, fmt.Errorf("%s: %s: set by smtpgate-edge itself (yes under stress); force it on a listener with master.cf -o stress=yes or -o stress=", p.Pos, p.Name))
+			}
 		}
 	}
+	stressed := c.UnderStress()
 	for _, name := range c.cat.Names() {
 		d, _ := c.cat.Def(name)
 		if d.Owner&owner == 0 {
@@ -354,6 +425,9 @@ func (c *Config) Validate(owner Owner) error {
 		if err != nil {
 			errs = append(errs, fmt.Errorf("%s: %s: %w", c.Pos(name), name, err))
 			continue
+		}
+		if err := stressDependent(d, v, stressed); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %s: %w", c.Pos(name), name, err))
 		}
 		if d.Check != nil {
 			if err := d.Check(v); err != nil {
@@ -370,6 +444,38 @@ func (c *Config) Validate(owner Owner) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stressDependent refuses a value v of d that changes under stress
+// (stressed) unless d is one the edge reads both ways (Def.Stress), and
+// checks the stress value of one that is.
+func stressDependent(d Def, v string, stressed *Config) error {
+	if d.Name == StressParam {
+		return nil
+	}
+	sv, err := stressed.Expand(d.Name)
+	switch {
+	case err != nil || sv == v:
+		return nil
+	case !d.Stress:
+		return fmt.Errorf("its value depends on $%s, which smtpgate applies only to %s", StressParam, strings.Join(StressParams(stressed.cat), ", "))
+	case d.Check != nil:
+		if err := d.Check(sv); err != nil {
+			return fmt.Errorf("under stress: %w", err)
+		}
+	}
+	return nil
+}
+
+// StressParams lists the parameters whose value may depend on ${stress}.
+func StressParams(cat *Catalogue) []string {
+	var out []string
+	for _, n := range cat.Names() {
+		if d, _ := cat.Def(n); d.Stress {
+			out = append(out, n)
+		}
+	}
+	return out
 }
 
 // suggest names a known parameter close to an unknown one.

@@ -97,6 +97,24 @@ loop2 = ${loop1}
 		{in: "$nosuch", wantErr: "undefined parameter $nosuch"},
 		{in: "$loop1", wantErr: "refers to itself"},
 		{in: "${myhostname", wantErr: "missing"},
+		// The forms of Postfix 3.0's mac_expand: white space around the
+		// braces is ignored; an unbraced text is taken whole.
+		{in: "${opt? {yes} : {no} }", want: "yes"},
+		{in: "${secret? {yes} : {no} }", want: "no"},
+		{in: "${opt?{yes}:no}", want: "yes"},
+		{in: "${secret?{yes}:no}", want: "no"},
+		{in: "${opt?{yes}}", want: "yes"},
+		{in: "${secret?{yes}}", want: ""},
+		{in: "${secret: {empty} }", want: "empty"},
+		{in: "${opt?a:b}", want: "a:b"},
+		{in: "${secret?a:b}", want: ""},
+		{in: "${opt?{$myhostname}:{x}}s", want: "mail.example.orgs"},
+		// Postfix before 3.0: ${name?x}${name:y}.
+		{in: "${opt?10}${opt:300}s", want: "10s"},
+		{in: "${secret?10}${secret:300}s", want: "300s"},
+		{in: "${opt?{a}b}", wantErr: `":" expected`},
+		{in: "${opt?{a}:{b}c}", wantErr: "unexpected input"},
+		{in: "${opt?{a}:{b}", wantErr: "missing"},
 	} {
 		t.Run(tc.in, func(t *testing.T) {
 			got, err := c.ExpandString(tc.in)
@@ -110,6 +128,85 @@ loop2 = ${loop1}
 				t.Fatalf("ExpandString(%q) = %q, %v; want %q", tc.in, got, err, tc.want)
 			}
 		})
+	}
+}
+
+// stressCatalogue has Postfix's stress-dependent smtpd_timeout.
+func stressCatalogue() *Catalogue {
+	return NewCatalogue(
+		Def{Name: "smtpd_timeout", Default: "${stress?{10}:{300}}s", Owner: Edge, Check: CheckDuration, Listener: true, Stress: true},
+		Def{Name: "smtpd_banner", Default: "x", Owner: Edge, Listener: true},
+		Def{Name: "message_size_limit", Default: "1", Owner: Edge, Listener: true, Check: CheckInt},
+		Def{Name: StressParam, Default: "", Owner: Edge, Listener: true, Check: CheckOneOf("", "yes")},
+	)
+}
+
+// ${stress} is "yes" in UnderStress's view only; a listener's -o stress
+// forces it; main.cf may not set it; only Def.Stress parameters may
+// depend on it.
+func TestStress(t *testing.T) {
+	c := New(stressCatalogue(), mustParse(t, ""), "/x")
+	if got := c.Duration("smtpd_timeout"); got != 300*time.Second {
+		t.Errorf("smtpd_timeout = %v, want 300s", got)
+	}
+	if got := c.UnderStress().Duration("smtpd_timeout"); got != 10*time.Second {
+		t.Errorf("smtpd_timeout under stress = %v, want 10s", got)
+	}
+	if err := c.Validate(Edge); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	for _, tc := range []struct {
+		over   string
+		forced bool
+		want   time.Duration
+	}{
+		{"", false, 10 * time.Second},
+		{"yes", true, 10 * time.Second},
+		{"", true, 300 * time.Second},
+	} {
+		var over []Param
+		if tc.forced {
+			over = []Param{{Name: StressParam, Value: tc.over}}
+		}
+		lc := c.WithOverrides(over)
+		if lc.StressForced() != tc.forced {
+			t.Errorf("-o stress=%q forced=%v: StressForced() = %v", tc.over, tc.forced, lc.StressForced())
+		}
+		if got := lc.UnderStress().Duration("smtpd_timeout"); got != tc.want {
+			t.Errorf("-o stress=%q forced=%v: smtpd_timeout under stress = %v, want %v", tc.over, tc.forced, got, tc.want)
+		}
+	}
+	for _, tc := range []struct{ name, text, want string }{
+		{"set in main.cf", "stress = yes\n", "main.cf:1: stress: set by smtpgate-edge itself"},
+		{"a parameter the edge reads once", "smtpd_banner = ${stress?{busy}:{idle}}\n",
+			"main.cf:1: smtpd_banner: its value depends on $stress, which smtpgate applies only to smtpd_timeout"},
+		{"indirectly", "message_size_limit = $mine\nmine = ${stress:1}${stress?2}\n",
+			"main.cf:1: message_size_limit: its value depends on $stress"},
+		{"bad under stress", "smtpd_timeout = ${stress?{x}:{300}}s\n", "main.cf:1: smtpd_timeout: under stress: want a time"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := New(stressCatalogue(), mustParse(t, tc.text), "/x").Validate(Edge)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Validate: %v, want %q", err, tc.want)
+			}
+		})
+	}
+	// On a listener that forces stress, the banner is one value.
+	services, err := ParseMaster("master.cf", strings.NewReader(`25 inet n - n - - smtpd -o stress=yes -o smtpd_banner=${stress?{a}:{b}}
+465 inet n - n - - smtpd -o smtpd_banner=${stress?{a}:{b}}
+587 inet n - n - - smtpd -o stress=maybe
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = ValidateServices(c, services, Edge)
+	for _, want := range []string{"service 465: -o smtpd_banner=${stress?{a}:{b}}: its value depends on $stress", `service 587: -o stress=maybe: want one of , yes`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ValidateServices: %v, want %q", err, want)
+		}
+	}
+	if err != nil && strings.Contains(err.Error(), "service 25:") {
+		t.Errorf("ValidateServices refused the listener that forces stress: %v", err)
 	}
 }
 
@@ -345,4 +442,24 @@ func TestRedisURLCheckHidesValue(t *testing.T) {
 	if err := ok.Validate(Edge); err != nil {
 		t.Errorf("a good URL: %v", err)
 	}
+}
+
+// FuzzExpand expands any value with ${stress} empty and "yes": no panic,
+// and the same answer twice.
+func FuzzExpand(f *testing.F) {
+	for _, v := range []string{"${stress?{10}:{300}}s", "${stress?10}${stress:300}s", "${stress? {1} : {20} }",
+		"${stress?{a}:b}", "${stress:{x}}", "${stress?{{a}}:{$(stress)}}", "${stress?{a}b}", "${stress?{a", "$stress${"} {
+		f.Add(v)
+	}
+	f.Fuzz(func(t *testing.T, v string) {
+		c := New(stressCatalogue(), &File{params: map[string]Param{"smtpd_banner": {Name: "smtpd_banner", Value: v}}}, "/x")
+		for _, view := range []*Config{c, c.UnderStress()} {
+			got, err := view.Expand("smtpd_banner")
+			again, err2 := view.Expand("smtpd_banner")
+			if got != again || (err == nil) != (err2 == nil) {
+				t.Fatalf("Expand(%q) = %q, %v then %q, %v", v, got, err, again, err2)
+			}
+		}
+		_ = c.Validate(Edge)
+	})
 }

@@ -15,18 +15,37 @@ func edgeParams() []Def {
 		{Name: "smtpd_sasl_auth_enable", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
 		{Name: "message_size_limit", Default: "10240000", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "smtpd_recipient_limit", Default: "1000", Owner: Edge, Listener: true, Check: CheckInt},
-		{Name: "smtpd_timeout", Default: "300s", Owner: Edge, Listener: true, Check: CheckDuration},
+		// Postfix's stress-dependent default (STRESS_README): 10s while
+		// the edge is under stress (smtpgate_stress_threshold), 300s
+		// otherwise.
+		{Name: "smtpd_timeout", Default: "${stress?{10}:{300}}s", Owner: Edge, Listener: true, Check: CheckDuration, Stress: true},
 		// Longest command line accepted (Postfix: line_length_limit).
 		{Name: "line_length_limit", Default: "2048", Owner: Edge, Listener: true, Check: CheckInt},
 		// Error limits as Postfix's smtpd: from smtpd_soft_error_limit
 		// errors on every reply waits smtpd_error_sleep_time; at
 		// smtpd_hard_error_limit the session ends (421 4.7.0); each
 		// HELO/EHLO/RSET/NOOP/VRFY/ETRN past smtpd_junk_command_limit is
-		// an error. 0 turns a limit off (unlike Postfix).
-		{Name: "smtpd_hard_error_limit", Default: "20", Owner: Edge, Listener: true, Check: CheckInt},
-		{Name: "smtpd_soft_error_limit", Default: "10", Owner: Edge, Listener: true, Check: CheckInt},
-		{Name: "smtpd_error_sleep_time", Default: "1s", Owner: Edge, Listener: true, Check: CheckDuration},
-		{Name: "smtpd_junk_command_limit", Default: "100", Owner: Edge, Listener: true, Check: CheckInt},
+		// an error. 0 turns a limit off (unlike Postfix). The hard and junk
+		// limits drop to 1 under stress, as in Postfix.
+		{Name: "smtpd_hard_error_limit", Default: "${stress?{1}:{20}}", Owner: Edge, Listener: true, Check: CheckInt, Stress: true},
+		{Name: "smtpd_soft_error_limit", Default: "10", Owner: Edge, Listener: true, Check: CheckInt, Stress: true},
+		{Name: "smtpd_error_sleep_time", Default: "1s", Owner: Edge, Listener: true, Check: CheckDuration, Stress: true},
+		{Name: "smtpd_junk_command_limit", Default: "${stress?{1}:{100}}", Owner: Edge, Listener: true, Check: CheckInt, Stress: true},
+		// "yes" while the edge is under stress, empty otherwise (see
+		// maincf.StressParam); only master.cf may set it (-o stress=yes
+		// or -o stress= force it on one listener).
+		{Name: StressParam, Default: "", Owner: Edge, Listener: true, Check: CheckOneOf("", "yes")},
+		// The edge is under stress from this percentage of
+		// smtpgate_max_connections open at once, until the count has
+		// stayed below it for smtpgate_stress_hold_time (Postfix: all
+		// smtpd processes busy, and 1000 s). 0: never. Not Postfix
+		// parameters.
+		{Name: "smtpgate_stress_threshold", Default: "80", Owner: Edge, Check: CheckPercent},
+		{Name: "smtpgate_stress_hold_time", Default: "1000s", Owner: Edge, Check: CheckDuration},
+		// Connections of smtpgate_max_connections kept for this listener
+		// (set it with -o on submission): the other listeners cannot take
+		// them. Not a Postfix parameter. 0: none.
+		{Name: "smtpgate_connection_reserve", Default: "0", Owner: Edge, Listener: true, Check: CheckInt},
 		// yes: a client that pipelines where RFC 2920 does not allow it
 		// is disconnected (554 5.5.0), as Postfix 3.7.9 and later.
 		{Name: "smtpd_forbid_unauth_pipelining", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
@@ -50,6 +69,14 @@ func edgeParams() []Def {
 		{Name: "smtpd_client_connection_count_limit", Default: "50", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "smtpd_client_connection_rate_limit", Default: "0", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "anvil_rate_time_unit", Default: "60s", Owner: Edge, Check: CheckDuration},
+		// Connections open at once per listener from one client network:
+		// the /smtpgate_network_ipv4_prefix (24) of an IPv4 address, the
+		// /smtpgate_network_ipv6_prefix (64) of an IPv6 one; counted and
+		// exempted as smtpd_client_connection_count_limit. Not Postfix
+		// parameters. 0: no limit.
+		{Name: "smtpgate_network_connection_count_limit", Default: "100", Owner: Edge, Listener: true, Check: CheckInt},
+		{Name: "smtpgate_network_ipv4_prefix", Default: "24", Owner: Edge, Listener: true, Check: CheckIntRange(1, 32)},
+		{Name: "smtpgate_network_ipv6_prefix", Default: "64", Owner: Edge, Listener: true, Check: CheckIntRange(1, 128)},
 		// Clients the connection limits do not apply to: addresses and
 		// networks only (no host names or tables).
 		{Name: "smtpd_client_event_limit_exceptions", Default: "$mynetworks", Owner: Edge, Listener: true},

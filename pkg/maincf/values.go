@@ -101,6 +101,26 @@ func CheckZeroOrAtLeast(least int64) func(string) error {
 	}
 }
 
+// CheckPercent is a Def.Check for a whole percentage, 0 to 100.
+func CheckPercent(v string) error {
+	n, err := ParseInt(v)
+	if err == nil && n > 100 {
+		err = fmt.Errorf("want a percentage from 0 to 100, got %q", v)
+	}
+	return err
+}
+
+// CheckIntRange returns a Def.Check for a whole number from lo to hi.
+func CheckIntRange(lo, hi int64) func(string) error {
+	return func(v string) error {
+		n, err := ParseInt(v)
+		if err == nil && (n < lo || n > hi) {
+			err = fmt.Errorf("want a whole number from %d to %d, got %q", lo, hi, v)
+		}
+		return err
+	}
+}
+
 // CheckRedisURL is a Def.Check for a Redis URL, or nothing. The value may
 // hold a password, so the error does not quote it.
 func CheckRedisURL(v string) error {
@@ -210,12 +230,15 @@ func ValidateServices(c *Config, services []Service, owner Owner) error {
 			case !d.Listener:
 				errs = append(errs, fmt.Errorf("%s: service %s: -o %s: this parameter cannot be set per listener", p.Pos, s.Name, p.Name))
 				continue
-			case d.Owner&owner == 0 || d.Check == nil:
+			case d.Owner&owner == 0:
 				continue
 			}
 			v, err := lc.Expand(p.Name)
-			if err == nil {
+			if err == nil && d.Check != nil {
 				err = d.Check(v)
+			}
+			if err == nil {
+				err = stressDependent(d, v, lc.UnderStress())
 			}
 			if err != nil {
 				errs = append(errs, fmt.Errorf("%s: service %s: -o %s=%s: %w", p.Pos, s.Name, p.Name, p.Value, err))

@@ -13,12 +13,14 @@ import (
 	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
 )
 
-// connLimits builds the connection limits: smtpgate_max_connections, and
-// the per-client limits counted across edges through
-// smtpgate_connection_limit_redis when it is set. close releases the
-// Redis client.
+// connLimits builds the connection limits: smtpgate_max_connections, its
+// stress threshold, and the per-client and per-network limits counted
+// across edges through smtpgate_connection_limit_redis when it is set.
+// stop releases the Redis client.
 func connLimits(cfg Config) (limits *smtpd.ConnLimits, stop func(), err error) {
 	limits = &smtpd.ConnLimits{Max: int(cfg.Main.Int("smtpgate_max_connections"))}
+	limits.Stress = smtpd.NewStress(stressAt(limits.Max, int(cfg.Main.Int("smtpgate_stress_threshold"))),
+		cfg.Main.Duration("smtpgate_stress_hold_time"), limits.Max, cfg.Logger, cfg.Metrics)
 	stop = func() {}
 	rc, err := connLimitRedis(cfg.Main)
 	if err != nil || rc == nil {
@@ -33,6 +35,34 @@ func connLimits(cfg Config) (limits *smtpd.ConnLimits, stop func(), err error) {
 	}
 	limits.Cluster = anvil.New(rc, cfg.Logger, cfg.Metrics)
 	return limits, func() { limits.Cluster.Close(); rc.Close() }, nil
+}
+
+// stressAt is the count of open connections at which the edge is under
+// stress: percent (smtpgate_stress_threshold) of max
+// (smtpgate_max_connections), at least 1; 0 (never) when either is 0.
+func stressAt(limit, percent int) int {
+	if limit <= 0 || percent <= 0 {
+		return 0
+	}
+	return max(1, limit*percent/100)
+}
+
+// checkReserves checks that the listeners' smtpgate_connection_reserve
+// leave room within smtpgate_max_connections.
+func checkReserves(main *maincf.Config, services []maincf.Service) error {
+	limit := main.Int("smtpgate_max_connections")
+	if limit <= 0 {
+		return nil
+	}
+	var sum int64
+	for _, svc := range services {
+		c := main.WithOverrides(svc.Overrides)
+		sum += c.Int("smtpgate_connection_reserve")
+		if sum > limit {
+			return fmt.Errorf("%s: service %s: smtpgate_connection_reserve: the listeners' reserves add up to %d (so far), more than smtpgate_max_connections = %d", svc.Pos, svc.Name, sum, limit)
+		}
+	}
+	return nil
 }
 
 // checkConnLimitRedis checks that smtpgate_connection_limit_redis parses.

@@ -55,7 +55,7 @@ type Config struct {
 // Validate checks the edge's part of the configuration: names and values,
 // the listeners, their certificates and next hops.
 func Validate(main *maincf.Config, services []maincf.Service) error {
-	errs := []error{main.Validate(maincf.Edge), maincf.ValidateServices(main, services, maincf.Edge), checkConnLimitRedis(main)}
+	errs := []error{main.Validate(maincf.Edge), maincf.ValidateServices(main, services, maincf.Edge), checkConnLimitRedis(main), checkReserves(main, services)}
 	if len(services) == 0 {
 		errs = append(errs, errors.New("master.cf: no smtpd services: the edge has nothing to listen on"))
 	}
@@ -138,6 +138,17 @@ func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certif
 		return nil, nil, c.Errorf("smtpd_client_event_limit_exceptions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err)
 	}
 	l.EventLimitExceptions = ex
+	l.NetworkCountLimit = int(c.Int("smtpgate_network_connection_count_limit"))
+	l.IPv4Prefix, l.IPv6Prefix = int(c.Int("smtpgate_network_ipv4_prefix")), int(c.Int("smtpgate_network_ipv6_prefix"))
+	l.ConnectionReserve = int(c.Int("smtpgate_connection_reserve"))
+	// The settings that depend on ${stress}, read as they are under
+	// stress, unless the listener forces stress with -o stress.
+	if !c.StressForced() {
+		normal, stressed := adaptive(c), adaptive(c.UnderStress())
+		if stressed != normal {
+			l.UnderStress = &stressed
+		}
+	}
 	bx, err := listener.ParseNetworks(c.List("smtpd_forbid_bare_newline_exclusions"))
 	if err != nil {
 		return nil, nil, c.Errorf("smtpd_forbid_bare_newline_exclusions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err)
@@ -184,6 +195,18 @@ func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certif
 	}
 	l.NextHop = target
 	return l, cert, nil
+}
+
+// adaptive reads the settings that may depend on ${stress}
+// (maincf.Def.Stress).
+func adaptive(c *maincf.Config) smtpd.Adaptive {
+	return smtpd.Adaptive{
+		Timeout:          c.Duration("smtpd_timeout"),
+		HardErrorLimit:   int(c.Int("smtpd_hard_error_limit")),
+		SoftErrorLimit:   int(c.Int("smtpd_soft_error_limit")),
+		ErrorSleep:       c.Duration("smtpd_error_sleep_time"),
+		JunkCommandLimit: int(c.Int("smtpd_junk_command_limit")),
+	}
 }
 
 // proxySettings is a listener's PROXY protocol configuration; nil when
@@ -314,6 +337,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.current = g
+	limits.SetReserves(g.reserves())
 	return s, nil
 }
 
@@ -355,6 +379,15 @@ func (s *Server) closeClients() {
 	if s.closeLimits != nil {
 		s.closeLimits()
 	}
+}
+
+// reserves are the listeners' smtpgate_connection_reserve by name.
+func (g *generation) reserves() map[string]int {
+	r := map[string]int{}
+	for _, b := range g.bindings {
+		r[b.l.Name] = b.l.ConnectionReserve
+	}
+	return r
 }
 
 // closeNextHops ends the connections g's next hops keep between

@@ -5,8 +5,10 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
 )
 
 // load writes main.cf and master.cf into a directory and loads them.
@@ -39,6 +41,12 @@ func TestValidate(t *testing.T) {
 		{"bad proxy protocol", "myhostname = h.example\n", "127.0.0.1:25 inet n - n - - smtpd -o smtpd_upstream_proxy_protocol=proxy\n", "smtpd_upstream_proxy_protocol=proxy"},
 		{"bad connection limit redis", "smtpgate_connection_limit_redis = redis://:s3cret@redis.example:port/0\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: smtpgate_connection_limit_redis: not a valid redis:// or rediss:// URL (value not shown"},
 		{"bad xclient hosts", "smtpd_authorized_xclient_hosts = 10.0.0.1/8\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: smtpd_authorized_xclient_hosts: \"10.0.0.1/8\": non-null host address bits"},
+		{"reserves over the cap", "smtpgate_max_connections = 100\n", "127.0.0.1:25 inet n - n - - smtpd -o smtpgate_connection_reserve=60\n127.0.0.1:587 inet n - n - - smtpd -o smtpgate_connection_reserve=50\n",
+			"master.cf:2: service 127.0.0.1:587: smtpgate_connection_reserve: the listeners' reserves add up to 110 (so far), more than smtpgate_max_connections = 100"},
+		{"stress in main.cf", "stress = yes\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: stress: set by smtpgate-edge itself"},
+		{"stress in a setting read once", "smtpd_banner = ${stress?{busy}:{idle}}\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: smtpd_banner: its value depends on $stress"},
+		{"bad ipv4 prefix", "smtpgate_network_ipv4_prefix = 33\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: smtpgate_network_ipv4_prefix = 33: want a whole number from 1 to 32"},
+		{"bad stress threshold", "smtpgate_stress_threshold = 120\n", "127.0.0.1:25 inet n - n - - smtpd\n", "main.cf:1: smtpgate_stress_threshold = 120: want a percentage"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, services := load(t, tc.main, tc.master)
@@ -58,5 +66,44 @@ func TestValidate(t *testing.T) {
 	}
 	if ls[0].MaxMessageSize != 10240000 || !ls[0].DisableVRFY || ls[1].MaxMessageSize != 1000 || ls[1].DisableVRFY || ls[1].Banner != "h.example ESMTP smtpgate" || ls[0].NextHop.String() != "lmtp://127.0.0.1:24" {
 		t.Errorf("listener settings = %+v / %+v", ls[0], ls[1])
+	}
+}
+
+// The stress-dependent settings: Postfix's defaults give a listener its
+// normal values and, in UnderStress, 10s and the limits of 1; a listener
+// that forces stress (-o stress=yes, -o stress=) has one set of values.
+func TestStressSettings(t *testing.T) {
+	cfg, services := load(t, "myhostname = h.example\nsmtpd_soft_error_limit = ${stress?{2}:{10}}\n", `127.0.0.1:25 inet n - n - - smtpd
+127.0.0.1:26 inet n - n - - smtpd -o stress=yes
+127.0.0.1:587 inet n - n - - smtpd -o stress= -o smtpgate_connection_reserve=20 -o smtpgate_network_connection_count_limit=7
+`)
+	if err := Validate(cfg, services); err != nil {
+		t.Fatalf("valid configuration refused: %v", err)
+	}
+	ls, _, err := listeners(cfg, services)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mx, forcedOn, forcedOff := ls[0], ls[1], ls[2]
+	if mx.Timeout != 300*time.Second || mx.HardErrorLimit != 20 || mx.JunkCommandLimit != 100 || mx.SoftErrorLimit != 10 {
+		t.Errorf("normal settings: %+v", mx)
+	}
+	want := smtpd.Adaptive{Timeout: 10 * time.Second, HardErrorLimit: 1, SoftErrorLimit: 2, ErrorSleep: time.Second, JunkCommandLimit: 1}
+	if mx.UnderStress == nil || *mx.UnderStress != want {
+		t.Errorf("under stress: %+v, want %+v", mx.UnderStress, want)
+	}
+	if forcedOn.UnderStress != nil || forcedOn.Timeout != 10*time.Second || forcedOn.HardErrorLimit != 1 {
+		t.Errorf("-o stress=yes: %+v", forcedOn)
+	}
+	if forcedOff.UnderStress != nil || forcedOff.Timeout != 300*time.Second || forcedOff.ConnectionReserve != 20 || forcedOff.NetworkCountLimit != 7 {
+		t.Errorf("-o stress=: %+v", forcedOff)
+	}
+	if mx.NetworkCountLimit != 100 || mx.IPv4Prefix != 24 || mx.IPv6Prefix != 64 || mx.ConnectionReserve != 0 {
+		t.Errorf("network limit defaults: %+v", mx)
+	}
+	for _, tc := range []struct{ max, pct, want int }{{1000, 80, 800}, {0, 80, 0}, {1000, 0, 0}, {1, 50, 1}, {600, 100, 600}} {
+		if got := stressAt(tc.max, tc.pct); got != tc.want {
+			t.Errorf("stressAt(%d, %d) = %d, want %d", tc.max, tc.pct, got, tc.want)
+		}
 	}
 }

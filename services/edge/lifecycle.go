@@ -157,7 +157,7 @@ func (s *Server) shutdown(ctx context.Context, abort context.CancelFunc) {
 var restartOnly = []string{"smtpgate_policy_service", "smtpgate_auth_service", "smtpgate_max_connections", "smtpgate_memory_budget",
 	"smtpgate_grpc_tls_ca_file", "smtpgate_grpc_tls_client_cert_file", "smtpgate_grpc_tls_client_key_file",
 	"smtpgate_grpc_tls_server_name", "smtpgate_grpc_allow_plaintext",
-	"smtpgate_connection_limit_redis", "smtpgate_maillog_file", "smtpgate_edge_metrics_listen", "smtpgate_edge_pprof_listen",
+	"smtpgate_connection_limit_redis", "smtpgate_stress_threshold", "smtpgate_stress_hold_time", "smtpgate_maillog_file", "smtpgate_edge_metrics_listen", "smtpgate_edge_pprof_listen",
 	"smtpgate_log_format", "smtpgate_log_level"}
 
 // Reload makes main and services, which must have passed Validate, the
@@ -193,6 +193,7 @@ func (s *Server) Reload(ctx context.Context, main *maincf.Config, services []mai
 	}
 	old := s.current
 	s.current = g
+	s.engine.Limits.SetReserves(g.reserves())
 	old.closeNextHops()
 	s.log.InfoContext(ctx, "configuration reloaded", "listeners", len(g.bindings), "opened", opened, "closed", closed)
 	return nil

@@ -596,6 +596,7 @@ func facts(req *policyv1.CheckRequest) (*restriction.Facts, error) {
 		SASLUsername:      sess.GetSasl().GetUsername(),
 		SASLMethod:        sess.GetSasl().GetMethod(),
 		UnauthPipelining:  sess.GetUnauthPipelining(),
+		Stress:            sess.GetStress(),
 		ETRNDomain:        req.GetEtrnDomain(),
 	}
 	if d := req.GetDeferIfPermit(); d != nil {

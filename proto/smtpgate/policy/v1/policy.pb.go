@@ -389,8 +389,12 @@ type Session struct {
 	// (before the greeting, after HELO, or before 354); see
 	// reject_unauth_pipelining.
 	UnauthPipelining bool `protobuf:"varint,14,opt,name=unauth_pipelining,json=unauthPipelining,proto3" json:"unauth_pipelining,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The edge was under stress when it asked (Postfix's STRESS_README:
+	// its ${stress} was yes); sent to policy delegation servers as
+	// Postfix's "stress" attribute.
+	Stress        bool `protobuf:"varint,15,opt,name=stress,proto3" json:"stress,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -517,6 +521,13 @@ func (x *Session) GetSasl() *SASL {
 func (x *Session) GetUnauthPipelining() bool {
 	if x != nil {
 		return x.UnauthPipelining
+	}
+	return false
+}
+
+func (x *Session) GetStress() bool {
+	if x != nil {
+		return x.Stress
 	}
 	return false
 }
@@ -1300,7 +1311,7 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\x04SASL\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x16\n" +
-	"\x06sender\x18\x03 \x01(\tR\x06sender\"\x89\x04\n" +
+	"\x06sender\x18\x03 \x01(\tR\x06sender\"\xa1\x04\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\blistener\x18\x02 \x01(\tR\blistener\x122\n" +
@@ -1319,7 +1330,8 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\bprotocol\x18\v \x01(\tR\bprotocol\x12)\n" +
 	"\x03tls\x18\f \x01(\v2\x17.smtpgate.policy.v1.TLSR\x03tls\x12,\n" +
 	"\x04sasl\x18\r \x01(\v2\x18.smtpgate.policy.v1.SASLR\x04sasl\x12+\n" +
-	"\x11unauth_pipelining\x18\x0e \x01(\bR\x10unauthPipelining\"\x9b\x01\n" +
+	"\x11unauth_pipelining\x18\x0e \x01(\bR\x10unauthPipelining\x12\x16\n" +
+	"\x06stress\x18\x0f \x01(\bR\x06stress\"\x9b\x01\n" +
 	"\vTransaction\x12\x16\n" +
 	"\x06sender\x18\x01 \x01(\tR\x06sender\x12\x1c\n" +
 	"\trecipient\x18\x02 \x01(\tR\trecipient\x12'\n" +

@@ -2,11 +2,14 @@
 // process that shares one Redis, as Postfix's anvil(8) counts them for
 // the smtpd processes of one host: connections open now
 // (smtpd_client_connection_count_limit) and connections per time unit
-// (smtpd_client_connection_rate_limit per anvil_rate_time_unit).
+// (smtpd_client_connection_rate_limit per anvil_rate_time_unit), and,
+// which Postfix does not have, connections open now from the client's
+// network (smtpgate_network_connection_count_limit).
 //
 // Each decision is one Lua script, so that concurrent connections to
 // different edges are counted exactly. An open connection is a lease: a
-// member of a sorted set per client whose score is the lease's expiry on
+// member of a sorted set per client (and of one per network) whose score
+// is the lease's expiry on
 // Redis's clock. The edge holding the connection renews its leases every
 // TTL/3 and removes each when the connection closes; the script first
 // drops the expired ones, then counts, then adds. So the connections of an
@@ -59,6 +62,16 @@ type Limits struct {
 	// (anvil_rate_time_unit).
 	Rate int
 	Unit time.Duration
+	// Network is smtpgate_network_connection_count_limit: connections
+	// open at once from the client's network (Key.Network).
+	Network int
+}
+
+// Key names what a connection counts towards: the client (the listener
+// and the client address) and its network (the listener and the
+// client's /24 or /64); an empty Network is not counted.
+type Key struct {
+	Client, Network string
 }
 
 // Decision is the answer for one connection.
@@ -66,8 +79,9 @@ type Decision struct {
 	Admitted bool
 	// Count is the client's open connections (this one included when
 	// admitted); Rate its connections in this time unit, this one
-	// included. Each is 0 when its limit is off.
-	Count, Rate int64
+	// included; Network the open connections of its network (this one
+	// included when admitted). Each is 0 when its limit is off.
+	Count, Rate, Network int64
 }
 
 // Defaults of a Counter.
@@ -96,8 +110,8 @@ type Counter struct {
 	fallbacks prometheus.Counter
 
 	mu sync.Mutex
-	// leases maps each live lease (member) to its sorted set.
-	leases    map[string]string
+	// leases maps each live lease (member) to its sorted sets.
+	leases    map[string][]string
 	renewing  bool
 	closed    bool
 	stop      chan struct{}
@@ -114,7 +128,7 @@ func New(c redis.Cmdable, log *slog.Logger, metrics prometheus.Registerer) *Coun
 	}
 	return &Counter{
 		TTL: DefaultTTL, Timeout: DefaultTimeout, Backoff: DefaultBackoff, WarnEvery: DefaultWarnEvery,
-		c: c, log: log, leases: map[string]string{}, stop: make(chan struct{}),
+		c: c, log: log, leases: map[string][]string{}, stop: make(chan struct{}),
 		fallbacks: telemetry.Register(metrics, prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "smtpgate_edge_connection_limit_fallbacks_total",
 			Help: "Connections whose per-client limits were decided by this edge process's own counts because the Redis of smtpgate_connection_limit_redis failed or was being left alone after a failure.",
@@ -133,22 +147,30 @@ func (c *Counter) Close() {
 	}
 }
 
-// keys are the client's sorted set of leases and its rate counter; the
-// hash tag keeps both in one Redis Cluster slot.
-func keys(key string) (conns, rate string) {
-	h := sha256.Sum256([]byte(key))
-	tag := KeyPrefix + "{" + hex.EncodeToString(h[:16]) + "}:"
-	return tag + "conns", tag + "rate"
+// keys are the client's sorted set of leases and its rate counter, and
+// its network's sorted set of leases; the hash tag (the network's, or
+// the client's without one) keeps them in one Redis Cluster slot.
+func keys(k Key) (conns, rate, network string) {
+	group := k.Network
+	if group == "" {
+		group = k.Client
+	}
+	g := sha256.Sum256([]byte(group))
+	tag := KeyPrefix + "{" + hex.EncodeToString(g[:16]) + "}:"
+	h := sha256.Sum256([]byte(k.Client))
+	client := tag + hex.EncodeToString(h[:16]) + ":"
+	return client + "conns", client + "rate", tag + "net"
 }
 
-// admitScript: KEYS[1] the leases, KEYS[2] the rate counter. ARGV: lease
-// id, count limit, rate limit, time unit ms, lease TTL ms. Returns
-// {admitted, count, rate}.
+// admitScript: KEYS[1] the client's leases, KEYS[2] its rate counter,
+// KEYS[3] its network's leases. ARGV: lease id, count limit, rate limit,
+// time unit ms, lease TTL ms, network limit. Returns {admitted, count,
+// rate, network count}.
 var admitScript = redis.NewScript(`
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local climit, rlimit = tonumber(ARGV[2]), tonumber(ARGV[3])
-local count, rate = 0, 0
+local climit, rlimit, nlimit = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[6])
+local count, rate, ncount = 0, 0, 0
 if climit > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
   count = redis.call('ZCARD', KEYS[1])
@@ -159,15 +181,24 @@ if rlimit > 0 then
     redis.call('PEXPIRE', KEYS[2], ARGV[4])
   end
 end
-if (climit > 0 and count >= climit) or (rlimit > 0 and rate > rlimit) then
-  return {0, count, rate}
+if nlimit > 0 then
+  redis.call('ZREMRANGEBYSCORE', KEYS[3], '-inf', now)
+  ncount = redis.call('ZCARD', KEYS[3])
+end
+if (climit > 0 and count >= climit) or (rlimit > 0 and rate > rlimit) or (nlimit > 0 and ncount >= nlimit) then
+  return {0, count, rate, ncount}
 end
 if climit > 0 then
   redis.call('ZADD', KEYS[1], now + tonumber(ARGV[5]), ARGV[1])
   redis.call('PEXPIRE', KEYS[1], ARGV[5])
   count = count + 1
 end
-return {1, count, rate}
+if nlimit > 0 then
+  redis.call('ZADD', KEYS[3], now + tonumber(ARGV[5]), ARGV[1])
+  redis.call('PEXPIRE', KEYS[3], ARGV[5])
+  ncount = ncount + 1
+end
+return {1, count, rate, ncount}
 `)
 
 // renewScript: KEYS[1] the leases; ARGV: lease TTL ms, lease ids. Only
@@ -185,14 +216,17 @@ end
 return n
 `)
 
-// Admit counts a connection of key (the listener and the client address)
-// against l and, when admitted, takes a lease that release gives back
+// Admit counts a connection of key against l and, when admitted, takes
+// a lease (in the client's set and its network's) that release gives back
 // (release is never nil; calling it more than once is harmless). A
 // refused connection holds no lease but counts towards the rate, as in
 // anvil. An error wraps ErrUnavailable: the decision is the caller's.
-func (c *Counter) Admit(ctx context.Context, key string, l Limits) (d Decision, release func(), err error) {
+func (c *Counter) Admit(ctx context.Context, key Key, l Limits) (d Decision, release func(), err error) {
 	release = func() {}
-	if l.Count <= 0 && l.Rate <= 0 {
+	if key.Network == "" {
+		l.Network = 0
+	}
+	if l.Count <= 0 && l.Rate <= 0 && l.Network <= 0 {
 		return Decision{Admitted: true}, release, nil
 	}
 	if !c.useRedis() {
@@ -203,12 +237,12 @@ func (c *Counter) Admit(ctx context.Context, key string, l Limits) (d Decision, 
 	if unit <= 0 {
 		unit = time.Minute
 	}
-	conns, rate := keys(key)
+	conns, rate, network := keys(key)
 	id := leaseID()
 	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	res, err := admitScript.Run(rctx, c.c, []string{conns, rate}, id, l.Count, l.Rate, unit.Milliseconds(), c.TTL.Milliseconds()).Int64Slice()
-	if err == nil && len(res) != 3 {
+	res, err := admitScript.Run(rctx, c.c, []string{conns, rate, network}, id, l.Count, l.Rate, unit.Milliseconds(), c.TTL.Milliseconds(), l.Network).Int64Slice()
+	if err == nil && len(res) != 4 {
 		err = fmt.Errorf("admit script answered %d values", len(res))
 	}
 	if err != nil {
@@ -217,13 +251,20 @@ func (c *Counter) Admit(ctx context.Context, key string, l Limits) (d Decision, 
 		return Decision{}, release, fmt.Errorf("%w: %w", ErrUnavailable, err)
 	}
 	c.answered(ctx)
-	d = Decision{Admitted: res[0] == 1, Count: res[1], Rate: res[2]}
-	if !d.Admitted || l.Count <= 0 {
+	d = Decision{Admitted: res[0] == 1, Count: res[1], Rate: res[2], Network: res[3]}
+	var sets []string
+	if l.Count > 0 {
+		sets = append(sets, conns)
+	}
+	if l.Network > 0 {
+		sets = append(sets, network)
+	}
+	if !d.Admitted || len(sets) == 0 {
 		return d, release, nil
 	}
-	c.hold(id, conns)
+	c.hold(id, sets)
 	var once sync.Once
-	release = func() { once.Do(func() { c.drop(context.WithoutCancel(ctx), id, conns) }) }
+	release = func() { once.Do(func() { c.drop(context.WithoutCancel(ctx), id, sets) }) }
 	return d, release, nil
 }
 
@@ -234,10 +275,10 @@ func leaseID() string {
 }
 
 // hold adds a lease to those renewed, and starts renewing if needed.
-func (c *Counter) hold(id, conns string) {
+func (c *Counter) hold(id string, sets []string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	c.leases[id] = conns
+	c.leases[id] = sets
 	if !c.renewing && !c.closed {
 		c.renewing = true
 		go c.renew()
@@ -246,7 +287,7 @@ func (c *Counter) hold(id, conns string) {
 
 // drop forgets a lease and removes it from Redis; when Redis cannot be
 // asked it expires by itself.
-func (c *Counter) drop(ctx context.Context, id, conns string) {
+func (c *Counter) drop(ctx context.Context, id string, sets []string) {
 	c.mu.Lock()
 	delete(c.leases, id)
 	c.mu.Unlock()
@@ -255,7 +296,11 @@ func (c *Counter) drop(ctx context.Context, id, conns string) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	if err := c.c.ZRem(rctx, conns, id).Err(); err != nil {
+	p := c.c.Pipeline()
+	for _, set := range sets {
+		p.ZRem(rctx, set, id)
+	}
+	if _, err := p.Exec(rctx); err != nil {
 		c.failed(ctx, err)
 	}
 }
@@ -277,8 +322,10 @@ func (c *Counter) renew() {
 			return
 		}
 		bySet := map[string][]any{}
-		for id, conns := range c.leases {
-			bySet[conns] = append(bySet[conns], id)
+		for id, sets := range c.leases {
+			for _, set := range sets {
+				bySet[set] = append(bySet[set], id)
+			}
 		}
 		c.mu.Unlock()
 		ctx, cancel := context.WithTimeout(context.Background(), c.Timeout)

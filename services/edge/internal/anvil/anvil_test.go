@@ -60,7 +60,7 @@ func TestCountExactUnderConcurrency(t *testing.T) {
 		var wg sync.WaitGroup
 		for i := range n {
 			wg.Go(func() {
-				d, release, err := edges[i%2].Admit(context.Background(), "smtp|192.0.2.1", l)
+				d, release, err := edges[i%2].Admit(context.Background(), Key{Client: "smtp|192.0.2.1"}, l)
 				if err != nil {
 					t.Error(err)
 					return
@@ -89,11 +89,70 @@ func TestCountExactUnderConcurrency(t *testing.T) {
 	}
 	// Another client, or the same client on another listener, is
 	// counted apart.
-	if d, _, err := edges[0].Admit(context.Background(), "smtp|192.0.2.2", l); err != nil || !d.Admitted {
+	if d, _, err := edges[0].Admit(context.Background(), Key{Client: "smtp|192.0.2.2"}, l); err != nil || !d.Admitted {
 		t.Errorf("another client: %+v %v", d, err)
 	}
-	if d, _, err := edges[0].Admit(context.Background(), "submission|192.0.2.1", l); err != nil || !d.Admitted {
+	if d, _, err := edges[0].Admit(context.Background(), Key{Client: "submission|192.0.2.1"}, l); err != nil || !d.Admitted {
 		t.Errorf("another listener: %+v %v", d, err)
+	}
+}
+
+// smtpgate_network_connection_count_limit across two edges: 40
+// connections at once from 20 addresses of one network, a network limit
+// of 5 and a per-client limit of 3: exactly 5 are admitted, none of an
+// address more than 3; another network is counted apart; releasing one
+// lease frees one place, and its network lease is gone from Redis.
+func TestNetworkExactUnderConcurrency(t *testing.T) {
+	srv := redistest.Start(t)
+	edges := []*Counter{edge(t, srv), edge(t, srv)}
+	l := Limits{Count: 3, Network: 5}
+	key := func(i int) Key {
+		return Key{Client: "smtp|192.0.2." + string(rune('a'+i%20)), Network: "smtp|192.0.2.0/24"}
+	}
+	var mu sync.Mutex
+	var releases []func()
+	perClient := map[string]int{}
+	var wg sync.WaitGroup
+	for i := range 40 {
+		wg.Go(func() {
+			d, release, err := edges[i%2].Admit(context.Background(), key(i), l)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if d.Admitted {
+				mu.Lock()
+				releases = append(releases, release)
+				perClient[key(i).Client]++
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(releases) != 5 {
+		t.Fatalf("%d of 40 admitted from one network, want exactly 5", len(releases))
+	}
+	for c, n := range perClient {
+		if n > 3 {
+			t.Errorf("%s: %d admitted, over its own limit of 3", c, n)
+		}
+	}
+	other := Key{Client: "smtp|198.51.100.1", Network: "smtp|198.51.100.0/24"}
+	if d, _, err := edges[1].Admit(context.Background(), other, l); err != nil || !d.Admitted || d.Network != 1 {
+		t.Errorf("another network: %+v %v", d, err)
+	}
+	if d, _, err := edges[0].Admit(context.Background(), key(7), l); err != nil || d.Admitted || d.Network != 5 {
+		t.Errorf("the full network: %+v %v, want refused at 5", d, err)
+	}
+	releases[0]()
+	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
+	defer rc.Close()
+	_, _, network := keys(key(0))
+	if n, err := rc.ZCard(context.Background(), network).Result(); err != nil || n != 4 {
+		t.Errorf("network leases after one release: %d (%v), want 4", n, err)
+	}
+	if d, _, err := edges[1].Admit(context.Background(), key(19), l); err != nil || !d.Admitted || d.Network != 5 {
+		t.Errorf("after a release: %+v %v, want admitted as the 5th", d, err)
 	}
 }
 
@@ -105,18 +164,18 @@ func TestLeasesOfACrashedEdgeExpire(t *testing.T) {
 	crashing.TTL, live.TTL = 2*time.Second, 2*time.Second
 	l := Limits{Count: 2}
 	ctx := context.Background()
-	if d, _, err := crashing.Admit(ctx, "k", l); err != nil || !d.Admitted {
+	if d, _, err := crashing.Admit(ctx, Key{Client: "k"}, l); err != nil || !d.Admitted {
 		t.Fatalf("first: %+v %v", d, err)
 	}
-	if d, _, err := live.Admit(ctx, "k", l); err != nil || !d.Admitted {
+	if d, _, err := live.Admit(ctx, Key{Client: "k"}, l); err != nil || !d.Admitted {
 		t.Fatalf("second: %+v %v", d, err)
 	}
-	if d, _, err := other.Admit(ctx, "k", l); err != nil || d.Admitted || d.Count != 2 {
+	if d, _, err := other.Admit(ctx, Key{Client: "k"}, l); err != nil || d.Admitted || d.Count != 2 {
 		t.Fatalf("third: %+v %v, want refused at 2", d, err)
 	}
 	// The crash: no release, no more renewal.
 	crashing.Close()
-	conns, _ := keys("k")
+	conns, _, _ := keys(Key{Client: "k"})
 	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rc.Close()
 	var liveID string
@@ -139,7 +198,7 @@ func TestLeasesOfACrashedEdgeExpire(t *testing.T) {
 	}
 	var release func()
 	poll(t, "the crashed edge's lease to expire", func() bool {
-		d, r, err := other.Admit(ctx, "k", l)
+		d, r, err := other.Admit(ctx, Key{Client: "k"}, l)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -147,7 +206,7 @@ func TestLeasesOfACrashedEdgeExpire(t *testing.T) {
 		return d.Admitted
 	})
 	// The live edge's lease was renewed: the limit holds at 2.
-	if d, _, err := other.Admit(ctx, "k", l); err != nil || d.Admitted || d.Count != 2 {
+	if d, _, err := other.Admit(ctx, Key{Client: "k"}, l); err != nil || d.Admitted || d.Count != 2 {
 		t.Errorf("after the crash: %+v %v, want refused at 2 (the live lease renewed, the new one)", d, err)
 	}
 	if s, err := rc.ZScore(ctx, conns, liveID).Result(); err != nil || s <= first {
@@ -169,7 +228,7 @@ func TestRateWindow(t *testing.T) {
 	ctx := context.Background()
 	var got []bool
 	for i := range 5 {
-		d, release, err := []*Counter{a, b}[i%2].Admit(ctx, "k", l)
+		d, release, err := []*Counter{a, b}[i%2].Admit(ctx, Key{Client: "k"}, l)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -182,14 +241,14 @@ func TestRateWindow(t *testing.T) {
 	if want := []bool{true, true, true, false, false}; !equal(got, want) {
 		t.Errorf("admitted %v, want %v", got, want)
 	}
-	_, rate := keys("k")
+	_, rate, _ := keys(Key{Client: "k"})
 	rc := redis.NewClient(&redis.Options{Addr: srv.Addr})
 	defer rc.Close()
 	if ttl, err := rc.PTTL(ctx, rate).Result(); err != nil || ttl <= 0 || ttl > 2*time.Second {
 		t.Errorf("rate counter TTL %v %v, want at most the unit", ttl, err)
 	}
 	poll(t, "the next time unit", func() bool {
-		d, release, err := b.Admit(ctx, "k", l)
+		d, release, err := b.Admit(ctx, Key{Client: "k"}, l)
 		release()
 		return err == nil && d.Admitted && d.Rate == 1
 	})
@@ -225,12 +284,12 @@ func TestRedisDown(t *testing.T) {
 	c.Backoff = 0
 	ctx := context.Background()
 	l := Limits{Count: 1}
-	if d, _, err := c.Admit(ctx, "k", l); err != nil || !d.Admitted {
+	if d, _, err := c.Admit(ctx, Key{Client: "k"}, l); err != nil || !d.Admitted {
 		t.Fatalf("up: %+v %v", d, err)
 	}
 	srv.Stop()
 	for range 3 {
-		if _, _, err := c.Admit(ctx, "k", l); !errors.Is(err, ErrUnavailable) {
+		if _, _, err := c.Admit(ctx, Key{Client: "k"}, l); !errors.Is(err, ErrUnavailable) {
 			t.Fatalf("down: %v, want ErrUnavailable", err)
 		}
 	}
@@ -241,7 +300,7 @@ func TestRedisDown(t *testing.T) {
 		t.Errorf("degradation logged %d times, want once:\n%s", n, logs.String())
 	}
 	redistest.StartOn(t, srv.Port)
-	if d, _, err := c.Admit(ctx, "k", l); err != nil || !d.Admitted {
+	if d, _, err := c.Admit(ctx, Key{Client: "k"}, l); err != nil || !d.Admitted {
 		t.Errorf("back up: %+v %v", d, err)
 	}
 	if !strings.Contains(logs.String(), "connection limits: redis answers again") {
@@ -250,7 +309,7 @@ func TestRedisDown(t *testing.T) {
 	// With a Backoff, Redis is not asked meanwhile.
 	c.Backoff = time.Hour
 	c.failed(ctx, errors.New("test"))
-	if _, _, err := c.Admit(ctx, "k", l); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "left alone") {
+	if _, _, err := c.Admit(ctx, Key{Client: "k"}, l); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "left alone") {
 		t.Errorf("in backoff: %v", err)
 	}
 }

@@ -20,7 +20,7 @@ func BenchmarkAdmit(b *testing.B) {
 		i := 0
 		for pb.Next() {
 			i++
-			d, release, err := c.Admit(ctx, "25|192.0.2."+strconv.Itoa(i%250), l)
+			d, release, err := c.Admit(ctx, Key{Client: "25|192.0.2." + strconv.Itoa(i%250)}, l)
 			if err != nil || !d.Admitted {
 				b.Errorf("%+v %v", d, err)
 				return

@@ -34,11 +34,11 @@ func TestConnLimitsCluster(t *testing.T) {
 	}
 	ctx := context.Background()
 	admit := func(i int, addr string, exempt bool) (string, bool, func()) {
-		r, ok, shared, release := edges[i].admit(ctx, listeners[i], addr, exempt)
-		if ok {
-			return "ok", shared, release
+		a := edges[i].admit(ctx, listeners[i], addr, exempt)
+		if a.ok {
+			return "ok", a.shared, a.release
 		}
-		return r.Text(), shared, release
+		return a.r.Text(), a.shared, a.release
 	}
 	const tooMany = "421 4.7.0 mx.example Error: too many connections from 192.0.2.1"
 	got0, shared, r0 := admit(0, "192.0.2.1", false)

@@ -160,11 +160,11 @@ func TestConnLimits(t *testing.T) {
 	c := &ConnLimits{Max: 4, now: func() time.Time { return now }}
 	l := &Listener{Name: "smtp", Hostname: "mx.example", ConnectionCountLimit: 2, ConnectionRateLimit: 3, RateTimeUnit: time.Minute}
 	admit := func(addr string, exempt bool) (string, func()) {
-		r, ok, _, release := c.admit(context.Background(), l, addr, exempt)
-		if ok {
-			return "ok", release
+		a := c.admit(context.Background(), l, addr, exempt)
+		if a.ok {
+			return "ok", a.release
 		}
-		return r.Text(), release
+		return a.r.Text(), a.release
 	}
 	got, r1 := admit("192.0.2.1", false)
 	got2, r2 := admit("192.0.2.1", false)

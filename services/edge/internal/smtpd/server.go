@@ -120,6 +120,22 @@ type Listener struct {
 	ConnectionRateLimit  int
 	RateTimeUnit         time.Duration
 	EventLimitExceptions *listener.Networks
+	// NetworkCountLimit is smtpgate_network_connection_count_limit:
+	// connections open at once on this listener from the client's
+	// network, its /IPv4Prefix (smtpgate_network_ipv4_prefix, 0: 24) or
+	// /IPv6Prefix (smtpgate_network_ipv6_prefix, 0: 64); counted and
+	// exempted as ConnectionCountLimit. Zero: no limit.
+	NetworkCountLimit      int
+	IPv4Prefix, IPv6Prefix int
+	// ConnectionReserve is smtpgate_connection_reserve: connections of
+	// Server.Limits.Max that the other listeners cannot take (set with
+	// ConnLimits.SetReserves).
+	ConnectionReserve int
+	// UnderStress are the settings of Adaptive (Timeout, the error
+	// limits) under stress (maincf's ${stress} = yes) while
+	// Server.Limits.Stress is active; nil: the same as normally (or
+	// stress forced one way by master.cf -o stress).
+	UnderStress *Adaptive
 	// MemoryMessageLimit is smtpgate_memory_message_limit: a message
 	// whose content grows past it is spooled to a file (mode 0600) in
 	// SpoolDir (smtpgate_spool_directory, created 0700) until the next

@@ -124,6 +124,9 @@ type session struct {
 	// onWorker: a command of the session runs on a worker (offStack),
 	// whose goroutine then writes the session's log records itself.
 	onWorker atomic.Bool
+	// waitSince is when the session last began to wait for its client
+	// (touch); guarded by drainMu, for Drain.shorten under stress.
+	waitSince time.Time
 }
 
 // transaction is one mail transaction (MAIL to end of data or RSET).
@@ -250,8 +253,8 @@ func (s *session) send(r reply.Reply) {
 	s.srv.Metrics.replied(r.Code)
 	// Postfix's smtpd_chat_reply: past smtpd_soft_error_limit every
 	// reply is delayed.
-	if s.l.SoftErrorLimit > 0 && s.l.ErrorSleep > 0 && s.errors >= s.l.SoftErrorLimit {
-		time.Sleep(s.l.ErrorSleep)
+	if t := s.tune(); t.SoftErrorLimit > 0 && t.ErrorSleep > 0 && s.errors >= t.SoftErrorLimit {
+		time.Sleep(t.ErrorSleep)
 	}
 	// Formatted straight into the write buffer's free space (or a new
 	// slice, when a long reply does not fit; Write copies it then).
@@ -262,8 +265,8 @@ func (s *session) send(r reply.Reply) {
 }
 
 func (s *session) flush() error {
-	if s.l.Timeout > 0 {
-		_ = s.conn.SetWriteDeadline(time.Now().Add(s.l.Timeout))
+	if t := s.tune().Timeout; t > 0 {
+		_ = s.conn.SetWriteDeadline(time.Now().Add(t))
 	}
 	return s.bw.Flush()
 }
@@ -271,8 +274,11 @@ func (s *session) flush() error {
 func (s *session) touch() {
 	s.drainMu.Lock()
 	defer s.drainMu.Unlock()
-	if s.l.Timeout > 0 {
-		_ = s.conn.SetReadDeadline(time.Now().Add(s.l.Timeout))
+	s.waitSince = time.Now()
+	// Read under drainMu: stress shortens the deadline of the waiting
+	// sessions after it turned on (Drain.shorten).
+	if t := s.tune().Timeout; t > 0 {
+		_ = s.conn.SetReadDeadline(s.waitSince.Add(t))
 	}
 	// A draining server may want this read to end at once (drain.go).
 	if s.srv.Drain.stops(s) {
@@ -420,7 +426,7 @@ func (s *session) run(ctx context.Context) {
 	for {
 		// As Postfix's smtpd_proto: the limit is checked before each
 		// command is read.
-		if s.l.HardErrorLimit > 0 && s.errors >= s.l.HardErrorLimit {
+		if limit := s.tune().HardErrorLimit; limit > 0 && s.errors >= limit {
 			s.send(reply.TooManyErrors(s.l.Hostname))
 			s.log.Info("too many errors", "errors", s.errors)
 			return
@@ -446,7 +452,7 @@ func (s *session) run(ctx context.Context) {
 			return
 		case isTimeout(err):
 			s.send(reply.Timeout(s.l.Hostname))
-			s.log.Info("timeout", "after", s.l.Timeout)
+			s.log.Info("timeout", "after", s.tune().Timeout, "stress", s.srv.Limits.stressed())
 			return
 		case err != nil:
 			if !errors.Is(err, io.EOF) {
@@ -478,8 +484,8 @@ func (s *session) run(ctx context.Context) {
 		// smtpd_junk_command_limit: commands that can be repeated
 		// without end and cost the client nothing (Postfix's
 		// SMTPD_CMD_FLAG_LIMIT); each one past the limit is an error.
-		if junkCommands[verb] && !denied && s.l.JunkCommandLimit > 0 {
-			if s.junk > s.l.JunkCommandLimit {
+		if limit := s.tune().JunkCommandLimit; junkCommands[verb] && !denied && limit > 0 {
+			if s.junk > limit {
 				s.errors++
 			}
 			s.junk++
@@ -497,12 +503,18 @@ func (s *session) admit(ctx context.Context) (reply.Reply, bool) {
 	if ip, err := netip.ParseAddr(s.clientAddr); err == nil && s.l.EventLimitExceptions.Contains(ip) {
 		exempt = true
 	}
-	r, ok, shared, release := s.srv.Limits.admit(ctx, s.l, s.clientAddr, exempt)
-	s.release = release
-	if !ok {
-		s.log.Warn("connection limit exceeded", "reply", r.Text(), "shared", shared)
+	a := s.srv.Limits.admit(ctx, s.l, s.clientAddr, exempt)
+	s.release = a.release
+	if a.stressed {
+		// The sessions that wait for their clients get the stress
+		// timeout now, not at their next command.
+		n := s.srv.Drain.shorten()
+		s.log.Info("stress: shortened the timeout of the sessions waiting for their client", "sessions", n)
 	}
-	return r, ok
+	if !a.ok {
+		s.log.Warn("connection limit exceeded", "reply", a.r.Text(), "shared", a.shared)
+	}
+	return a.r, a.ok
 }
 
 // pregreet waits up to GreetPause before the greeting and reports
@@ -642,7 +654,7 @@ func (s *session) handshake() bool {
 		return false
 	}
 	tc := tls.Server(s.conn, s.l.TLS)
-	timeout := s.l.Timeout
+	timeout := s.tune().Timeout
 	if timeout <= 0 {
 		timeout = time.Minute
 	}
@@ -896,6 +908,7 @@ func (s *session) facts() *policyv1.Session {
 		ClientName: s.clientName, ReverseClientName: s.reverseName,
 		ServerAddress: s.serverAddr, ServerPort: port(s.serverPort),
 		HeloName: s.helo, UnauthPipelining: s.unauthPipelining,
+		Stress: s.srv.Limits.stressed(),
 	}
 	if s.greeted || s.protoSet {
 		f.Protocol = s.protocol()

@@ -25,6 +25,9 @@ type Facts struct {
 	// UnauthPipelining reports that the client sent commands ahead of a
 	// reply where RFC 2920 does not allow it (reject_unauth_pipelining).
 	UnauthPipelining bool
+	// Stress reports that the edge was under stress (STRESS_README);
+	// policy delegation sends it as "stress=yes".
+	Stress bool
 	// DeferIfPermit is a defer_if_permit raised at an earlier stage
 	// (with smtpd_delay_reject = no), carried by the edge: it turns a
 	// later permit at RCPT TO or ETRN into this deferral.

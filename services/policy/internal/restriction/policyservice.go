@@ -273,7 +273,7 @@ func policyRequest(f *Facts, policyContext string) string {
 		{"instance", f.SessionID},
 		{"size", "0"},
 		{"etrn_domain", f.ETRNDomain},
-		{"stress", ""},
+		{"stress", stressAttr(f.Stress)},
 		{"sasl_method", f.SASLMethod},
 		{"sasl_username", f.SASLUsername},
 		{"sasl_sender", ""},
@@ -292,4 +292,13 @@ func policyRequest(f *Facts, policyContext string) string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// stressAttr is the "stress" attribute: "yes" when the edge was under
+// stress, empty otherwise, as Postfix's smtpd sends $stress.
+func stressAttr(on bool) string {
+	if on {
+		return "yes"
+	}
+	return ""
 }

@@ -115,6 +115,19 @@ func TestCheckPolicyService(t *testing.T) {
 	if reqs != 5 || conns != 2 {
 		t.Errorf("%d requests on %d connections, want 5 on 2", reqs, conns)
 	}
+	// "stress" is empty normally (asserted above with the others) and
+	// "yes" while the edge is under stress, as Postfix's smtpd sends
+	// $stress.
+	if last["stress"] != "" {
+		t.Errorf("stress = %q without stress, want empty", last["stress"])
+	}
+	verdictOf(t, e, facts(sender("friend@example.net"), func(f *Facts) { f.Stress = true }), permitted())
+	srv.mu.Lock()
+	last = srv.last
+	srv.mu.Unlock()
+	if v, ok := last["stress"]; !ok || v != "yes" {
+		t.Errorf("stress = %q (sent: %v) under stress, want yes", v, ok)
+	}
 	// Nothing listening: the default action.
 	e = compile(t, "smtpd_recipient_restrictions = reject_unauth_destination, check_policy_service { inet:127.0.0.1:1, try_limit=2, retry_delay=10ms }")
 	if v := verdictOf(t, e, facts(), Verdict{}); v.Reply.Code != 451 || v.Reply.Text != "<john@example.org>: Recipient address rejected: Server configuration problem" {
