@@ -12,8 +12,10 @@ import (
 	"encoding/pem"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -67,8 +69,30 @@ func (ca *CA) Client(t testing.TB, name string) (certFile, keyFile string) {
 	return ca.issue(t, name, x509.ExtKeyUsageClientAuth, nil)
 }
 
-func (ca *CA) issue(t testing.TB, name string, usage x509.ExtKeyUsage, dnsNames []string) (certFile, keyFile string) {
+// Peer issues a certificate for both ends of a connection (serverAuth and
+// clientAuth), as a service that is a server and a client presents: common
+// name name, and as names localhost, 127.0.0.1, ::1 and sans (a string
+// with "://" is a URI SAN, any other a DNS SAN).
+func (ca *CA) Peer(t testing.TB, name string, sans ...string) (certFile, keyFile string) {
 	t.Helper()
+	return ca.issue(t, name, x509.ExtKeyUsageServerAuth, append([]string{"localhost"}, sans...), x509.ExtKeyUsageClientAuth)
+}
+
+func (ca *CA) issue(t testing.TB, name string, usage x509.ExtKeyUsage, sans []string, more ...x509.ExtKeyUsage) (certFile, keyFile string) {
+	t.Helper()
+	var dnsNames []string
+	var uris []*url.URL
+	for _, s := range sans {
+		if !strings.Contains(s, "://") {
+			dnsNames = append(dnsNames, s)
+			continue
+		}
+		u, err := url.Parse(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		uris = append(uris, u)
+	}
 	key := newKey(t)
 	ca.serial++
 	tmpl := &x509.Certificate{
@@ -77,8 +101,9 @@ func (ca *CA) issue(t testing.TB, name string, usage x509.ExtKeyUsage, dnsNames 
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
+		ExtKeyUsage:  append([]x509.ExtKeyUsage{usage}, more...),
 		DNSNames:     dnsNames,
+		URIs:         uris,
 	}
 	if usage == x509.ExtKeyUsageServerAuth {
 		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}

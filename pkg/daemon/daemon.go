@@ -115,6 +115,9 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 	load := func() (*maincf.Config, []maincf.Service, error) {
 		cfg, services, err := maincf.Load(maincf.Params(), *dir)
 		if err == nil {
+			// Postfix's read-only process_name: main.cf can name a
+			// file per service with ${process_name}.
+			cfg = cfg.WithOverrides([]maincf.Param{{Name: "process_name", Value: prog}})
 			err = svc.Validate(cfg, services)
 		}
 		if err != nil {

@@ -4,7 +4,8 @@
 // other call is traced (OpenTelemetry, W3C trace context taken from the
 // caller) and timed (smtpgate_grpc_server_handling_seconds) when asked.
 // Transport security comes from WithCredentials (pkg/grpctls makes it from
-// main.cf); keepalives are the same on every server (see keepaliveOptions),
+// main.cf), and who may call which method from WithAccess (the caller's
+// client certificate; see Access and methodRoles); keepalives are the same on every server (see keepaliveOptions),
 // and so is the transport's tuning for many small calls (see
 // transportOptions).
 package grpcserver
@@ -50,6 +51,7 @@ type options struct {
 	prop     propagation.TextMapPropagator
 	reg      prometheus.Registerer
 	admin    *Admin
+	access   *Access
 	creds    credentials.TransportCredentials
 	grpcOpts []grpc.ServerOption
 }
@@ -201,6 +203,13 @@ func New(opts ...Option) *Server {
 			)),
 		)))
 	}
+	if o.access != nil && o.reg != nil {
+		refused := telemetry.Register(o.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpgate_grpc_server_refused_total",
+			Help: "Calls refused before the service saw them, by method and status code: PermissionDenied (the caller's certificate has no role that may call the method), ResourceExhausted (the caller's rate limit).",
+		}, []string{"method", "code"}))
+		o.access.refused = func(method string, code codes.Code) { refused.WithLabelValues(method, code.String()).Inc() }
+	}
 	if o.reg != nil {
 		h := telemetry.Register(o.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "smtpgate_grpc_server_handling_seconds",
@@ -231,6 +240,10 @@ func New(opts ...Option) *Server {
 				return err
 			}),
 		)
+	}
+	if o.access != nil {
+		// After the timing: refused calls are timed with their code too.
+		gopts = append(gopts, grpc.ChainUnaryInterceptor(o.access.unary), grpc.ChainStreamInterceptor(o.access.stream))
 	}
 	g := grpc.NewServer(gopts...)
 	h := health.NewServer()

@@ -77,5 +77,22 @@ func sharedParams() []Def {
 		// Without TLS, gRPC listeners and targets must be loopback or
 		// unix sockets; yes allows plaintext on any address.
 		{Name: "smtpgate_grpc_allow_plaintext", Default: "no", Owner: All, Check: CheckBool},
+		// Who may call which gRPC method (pkg/grpcserver Access). With
+		// mutual TLS, the client certificate names (URI SAN, DNS SAN or
+		// common name) that have each role: the edge (policy Check, AUTH,
+		// user lookups), policy (user lookups), operators (reflection,
+		// AdminService, Explain, Check).
+		{Name: "smtpgate_grpc_edge_identities", Default: "smtpgate-edge", Owner: Policy | Auth},
+		{Name: "smtpgate_grpc_policy_identities", Default: "smtpgate-policy", Owner: Policy | Auth},
+		{Name: "smtpgate_grpc_operator_identities", Default: "smtpgate-operator", Owner: Policy | Auth},
+		// AuthService/LookupUser calls per second and caller (certificate
+		// identity, or IP address without mutual TLS), per auth process;
+		// beyond it ResourceExhausted. 0: no limit.
+		{Name: "smtpgate_auth_lookup_rate_limit", Default: "500", Owner: Auth, Check: CheckInt},
+		// Postfix's read-only process_name: the program reading main.cf
+		// (smtpgate-edge, smtpgate-policy, smtpgate-auth), so that one
+		// main.cf can name a file per service, such as
+		// /run/credentials/${process_name}.service/grpc.pem.
+		{Name: "process_name", Default: "", Owner: All},
 	}
 }

@@ -97,6 +97,23 @@ type Server struct {
 	security grpctls.Mode
 	// dovecot are the Dovecot-protocol listener's settings.
 	dovecot dovecotSettings
+	// access says who may call which method (grpcserver.Access).
+	access *grpcserver.Access
+}
+
+// newAccess returns who may call which method of the gRPC listener (the
+// roles of the client certificates), with smtpgate_auth_lookup_rate_limit
+// on LookupUser.
+func newAccess(main *maincf.Config, mode grpctls.Mode, log *slog.Logger) (*grpcserver.Access, error) {
+	a, err := grpcserver.NewAccess(main, "smtpgate_auth_listen", mode, log)
+	if err != nil {
+		return nil, err
+	}
+	n, err := maincf.ParseInt(main.Get(grpcserver.LookupRateLimit))
+	if err != nil {
+		return nil, main.Errorf(grpcserver.LookupRateLimit, "%v", err)
+	}
+	return a.WithRateLimit(authv1.AuthService_LookupUser_FullMethodName, int(min(n, 1<<30))), nil
 }
 
 // Validate checks the auth service's part of the configuration.
@@ -115,7 +132,9 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 		errs = append(errs, err)
 	}
 	// The gRPC listener's TLS files, and plaintext only on loopback.
-	if _, _, err := grpctls.Server(main, "smtpgate_auth_listen", nil); err != nil {
+	if _, mode, err := grpctls.Server(main, "smtpgate_auth_listen", nil); err != nil {
+		errs = append(errs, err)
+	} else if _, err := newAccess(main, mode, nil); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -173,6 +192,9 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	if s.creds, s.security, err = grpctls.Server(cfg.Main, "smtpgate_auth_listen", cfg.Logger); err != nil {
+		return nil, err
+	}
+	if s.access, err = newAccess(cfg.Main, s.security, cfg.Logger); err != nil {
 		return nil, err
 	}
 	if p := cfg.Main.Path("smtpgate_passwd_file"); p != "" {
@@ -274,10 +296,13 @@ func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 // Serve serves gRPC on lis until ctx ends.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	srv := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
-		grpcserver.WithMetrics(s.cfg.Metrics), grpcserver.WithCredentials(s.creds),
+		grpcserver.WithMetrics(s.cfg.Metrics), grpcserver.WithCredentials(s.creds), grpcserver.WithAccess(s.access),
 		grpcserver.WithAdmin(&grpcserver.Admin{Service: "auth", Owner: maincf.Auth, Main: s.cfg.Main, Services: s.cfg.Services}))
 	authv1.RegisterAuthServiceServer(srv.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String(), "security", string(s.security))
+	if w := s.access.Warning(); w != "" {
+		s.log.WarnContext(ctx, "gRPC callers are not authenticated", "detail", w)
+	}
 	return srv.Serve(ctx, lis)
 }
 

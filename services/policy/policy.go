@@ -106,6 +106,8 @@ type Server struct {
 	// creds secure the gRPC listener (grpctls.Server); security says how.
 	creds    credentials.TransportCredentials
 	security grpctls.Mode
+	// access says who may call which method (grpcserver.Access).
+	access *grpcserver.Access
 }
 
 // Validate checks the configuration as smtpgate-policy reads it: unknown
@@ -125,9 +127,14 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 	_, err = compileAll(main, services, nil, &authUsers{}, dns, dnsErr, sh)
 	// The gRPC listener's and the auth client's TLS files, and plaintext
 	// only on loopback.
-	_, _, serr := grpctls.Server(main, "smtpgate_policy_listen", nil)
+	_, mode, serr := grpctls.Server(main, "smtpgate_policy_listen", nil)
+	var aerr error
+	if serr == nil {
+		// Who may call which method (the client certificates' roles).
+		_, aerr = grpcserver.NewAccess(main, "smtpgate_policy_listen", mode, nil)
+	}
 	_, _, cerr := grpctls.Client(main, "smtpgate_auth_service", nil)
-	return errors.Join(err, serr, cerr)
+	return errors.Join(err, serr, aerr, cerr)
 }
 
 // newResolver builds the resolver of the DNS restrictions from
@@ -288,6 +295,10 @@ func New(cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	access, err := grpcserver.NewAccess(cfg.Main, "smtpgate_policy_listen", mode, log)
+	if err != nil {
+		return nil, err
+	}
 	conn, err := grpcclient.DialService(cfg.Main, "smtpgate_auth_service", "smtpgate_auth_timeout", log,
 		grpcclient.WithTracerProvider(cfg.TracerProvider), grpcclient.WithPropagator(cfg.Propagator))
 	if err != nil {
@@ -302,7 +313,7 @@ func New(cfg Config) (*Server, error) {
 		if engines, err = compileAll(cfg.Main, cfg.Services, log, auth, dns, dnsErr, sh); err == nil {
 			s := newServer(cfg, log, conn, engines, dns, rc, dnsErr, sh)
 			auth.counts.register(cfg.Metrics)
-			s.creds, s.security = creds, mode
+			s.creds, s.security, s.access = creds, mode, access
 			return s, nil
 		}
 		sh.Close()
@@ -376,10 +387,13 @@ func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	}
 	defer s.shared.Close()
 	g := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
-		grpcserver.WithMetrics(s.cfg.Metrics), grpcserver.WithCredentials(s.creds),
+		grpcserver.WithMetrics(s.cfg.Metrics), grpcserver.WithCredentials(s.creds), grpcserver.WithAccess(s.access),
 		grpcserver.WithAdmin(&grpcserver.Admin{Service: "policy", Owner: maincf.Policy, Main: s.cfg.Main, Services: s.cfg.Services}))
 	policyv1.RegisterPolicyServiceServer(g.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String(), "security", string(s.security))
+	if w := s.access.Warning(); w != "" {
+		s.log.WarnContext(ctx, "gRPC callers are not authenticated", "detail", w)
+	}
 	if err := g.Serve(ctx, lis); err != nil {
 		return fmt.Errorf("serve policy: %w", err)
 	}
