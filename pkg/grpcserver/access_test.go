@@ -114,11 +114,10 @@ func (s *syncBuffer) String() string {
 
 // pki is a CA and the certificates of the callers.
 type pki struct {
-	dir                            string
-	ca                             *certtest.CA
-	serverCert, serverKey          string
-	callers                        map[string][2]string // caller → cert, key
-	edge, policy, operator, anyone string
+	dir                   string
+	ca                    *certtest.CA
+	serverCert, serverKey string
+	callers               map[string][2]string // caller → cert, key
 }
 
 func newPKI(t *testing.T) *pki {

@@ -6,28 +6,16 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/smtpgate/smtpgate/pkg/certtest"
 )
 
 // TestMutualTLSStack runs the whole stack with mutual TLS on every gRPC
-// hop (edge→policy, edge→auth, policy→auth for auth:users): swaks
-// submits with AUTH to a local user, which needs all three; an unknown
-// local user is refused by name (so policy did reach auth); grpcurl
-// works with the client certificate and is refused without one.
+// hop (edge→policy, edge→auth, policy→auth for auth:users), each service
+// with its own certificate: swaks submits with AUTH to a local user,
+// which needs all three; an unknown local user is refused by name (so
+// policy did reach auth); grpcurl works with an operator's certificate
+// and is refused without one.
 func TestMutualTLSStack(t *testing.T) {
-	pki := t.TempDir()
-	ca := certtest.NewCA(t, pki, "ca")
-	serverCert, serverKey := ca.Server(t, "grpc-server")
-	clientCert, clientKey := ca.Client(t, "grpc-client")
-	s := newStack(t, fmt.Sprintf(`
-smtpgate_grpc_tls_cert_file = %s
-smtpgate_grpc_tls_key_file = %s
-smtpgate_grpc_tls_client_ca_file = %s
-smtpgate_grpc_tls_ca_file = %s
-smtpgate_grpc_tls_client_cert_file = %s
-smtpgate_grpc_tls_client_key_file = %s
-`, serverCert, serverKey, ca.CertFile, ca.CertFile, clientCert, clientKey))
+	s, p := newMTLSStack(t, "")
 
 	for _, svc := range []string{"policy", "auth"} {
 		if log := s.log(svc); !strings.Contains(log, "security=mtls") {
@@ -57,7 +45,7 @@ smtpgate_grpc_tls_client_key_file = %s
 
 	g := grpcurl(t)
 	policy := "127.0.0.1:" + itoa(s.port["policy"])
-	tlsFlags := []string{"-cacert", ca.CertFile, "-cert", clientCert, "-key", clientKey}
+	tlsFlags := p.grpcurlAs("smtpgate-operator")
 	out, err = exec.Command(g, append(tlsFlags, "-d", `{"service":""}`, policy, "grpc.health.v1.Health/Check")...).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"SERVING"`) {
 		t.Errorf("grpcurl health with the client certificate: %v\n%s", err, out)
@@ -68,7 +56,7 @@ smtpgate_grpc_tls_client_key_file = %s
 	}
 	for name, args := range map[string][]string{
 		"plaintext":             {"-connect-timeout", "5", "-plaintext", policy, "list"},
-		"no client certificate": {"-connect-timeout", "5", "-cacert", ca.CertFile, policy, "list"},
+		"no client certificate": {"-connect-timeout", "5", "-cacert", p.ca.CertFile, policy, "list"},
 	} {
 		if out, err := exec.Command(g, args...).CombinedOutput(); err == nil {
 			t.Errorf("grpcurl %s was answered:\n%s", name, out)
