@@ -108,7 +108,19 @@ func checkSmtpgate(m *manifest, p *problems) {
 		// The kubelet's grpc probes speak plaintext only: with TLS on the
 		// gRPC listener they would fail, so TCP probes are expected then.
 		files, _ := configFiles(m, d)
-		grpcTLS := mainCF(files["main.cf"])["smtpgate_grpc_tls_cert_file"] != ""
+		cf := mainCF(files["main.cf"])
+		grpcTLS := cf["smtpgate_grpc_tls_cert_file"] != ""
+		// Callers are told apart by their client certificates only:
+		// policy and auth require them (mutual TLS), and the edge and
+		// policy present one.
+		switch {
+		case svc != "edge" && cf["smtpgate_grpc_tls_client_ca_file"] == "":
+			p.add("%s: its main.cf does not set smtpgate_grpc_tls_client_ca_file: gRPC without mutual TLS trusts every caller with every method", id)
+		case svc != "auth" && cf["smtpgate_grpc_tls_client_cert_file"] == "":
+			p.add("%s: its main.cf does not set smtpgate_grpc_tls_client_cert_file: policy and auth refuse a caller without a certificate", id)
+		case strings.EqualFold(cf["smtpgate_grpc_allow_plaintext"], "yes"):
+			p.add("%s: smtpgate_grpc_allow_plaintext = yes: the services talk mutual TLS", id)
+		}
 		for _, probe := range []struct {
 			kind string
 			pr   *corev1.Probe
@@ -501,6 +513,8 @@ func runServiceChecks(m *manifest, bin string, p *problems) {
 				content = certPEM
 			case corev1.TLSPrivateKeyKey:
 				content = keyPEM
+			case corev1.ServiceAccountRootCAKey: // "ca.crt": self-signed, its own CA
+				content = certPEM
 			}
 			full := filepath.Join(dir, filepath.FromSlash(path))
 			if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
