@@ -267,5 +267,9 @@ func TestSMTPUTF8NextHop(t *testing.T) {
 				t.Errorf("SMTPUTF8 sent to a next hop that does not offer it: %+v", mo)
 			}
 		}
+		// Refusals a client causes at will are no alarm.
+		if log := s.log("edge"); strings.Contains(log, "level=ERROR") {
+			t.Errorf("the edge logged errors:\n%s", log)
+		}
 	})
 }

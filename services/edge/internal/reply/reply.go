@@ -428,6 +428,14 @@ func (e *NextHopError) Error() string {
 
 func (e *NextHopError) Unwrap() error { return e.Err }
 
+// IsRefusal reports whether err is a refusal (the next hop's own 4xx/5xx
+// reply, or NeedsSMTPUTF8), not a failure to reach or talk to it: an
+// outcome a client can cause at will, logged without alarm.
+func IsRefusal(err error) bool {
+	var nh *NextHopError
+	return errors.As(err, &nh) && nh.Err == nil
+}
+
 // NextHopRefused passes a next hop's own 4xx/5xx reply through; a code
 // outside 400-599 is treated as a temporary failure.
 func NextHopRefused(code int, enhanced, text string) *NextHopError {

@@ -2,6 +2,7 @@ package reply
 
 import (
 	"errors"
+	"fmt"
 	"testing"
 
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
@@ -131,5 +132,24 @@ func TestLimitReplies(t *testing.T) {
 				t.Errorf("soft_bounce changed a temporary reply: %v", tc.r.SoftBounced())
 			}
 		})
+	}
+}
+
+func TestIsRefusal(t *testing.T) {
+	for _, tc := range []struct {
+		err  error
+		want bool
+	}{
+		{NextHopRefused(550, "5.7.1", "no"), true},
+		{NeedsSMTPUTF8("<a@b>", 553), true},
+		{fmt.Errorf("wrapped: %w", NeedsSMTPUTF8("", 550)), true},
+		{NextHopUnavailable(errors.New("dial")), false},
+		{NextHopFailed(errors.New("reset")), false},
+		{errors.New("other"), false},
+		{nil, false},
+	} {
+		if got := IsRefusal(tc.err); got != tc.want {
+			t.Errorf("IsRefusal(%v) = %v, want %v", tc.err, got, tc.want)
+		}
 	}
 }

@@ -1272,7 +1272,11 @@ func (s *session) forward(ctx context.Context, addr string, dsn handoff.Recipien
 		hand, err := s.l.NextHop.Begin(ctx, env)
 		if err != nil {
 			s.srv.Metrics.handoffFailed("begin")
-			s.log.ErrorContext(ctx, "next hop", "queue_id", s.tx.queueID, "err", err)
+			if reply.IsRefusal(err) {
+				s.log.InfoContext(ctx, "next hop refused the transaction", "queue_id", s.tx.queueID, "err", err)
+			} else {
+				s.log.ErrorContext(ctx, "next hop", "queue_id", s.tx.queueID, "err", err)
+			}
 			return reply.FromHandoff(err), false
 		}
 		s.tx.hand = hand
@@ -1416,7 +1420,11 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 	s.srv.Metrics.handedOff(time.Since(start), err)
 	endHandoff(span, err)
 	if err != nil {
-		s.log.ErrorContext(ctx, "hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
+		if reply.IsRefusal(err) {
+			s.log.InfoContext(ctx, "next hop refused the message", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
+		} else {
+			s.log.ErrorContext(ctx, "hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
+		}
 		return reply.FromHandoff(err)
 	}
 	total := int64(len(head)) + size
