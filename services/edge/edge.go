@@ -357,6 +357,10 @@ func (s *Server) compile(main *maincf.Config, services []maincf.Service) (*gener
 		if p != nil && p.trusted.Empty() {
 			s.log.Warn("smtpd_upstream_proxy_protocol is on but smtpgate_proxy_networks is empty: every connection to this listener will be dropped", "listener", svc.Name)
 		}
+		if r, ok := ls[i].NextHop.(*handoff.Relay); ok {
+			// What Postfix's smtp(8) logs about a message.
+			r.Opts.Logger = s.log
+		}
 		g.bindings = append(g.bindings, &binding{l: ls[i], proxy: p, engine: eng})
 	}
 	return g, nil

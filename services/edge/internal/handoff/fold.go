@@ -20,6 +20,8 @@ type foldLines struct {
 	limit int
 	// col counts the bytes of the current output line.
 	col int
+	// broke: a line was broken.
+	broke bool
 }
 
 var foldBreak = []byte("\r\n ")
@@ -52,7 +54,7 @@ func (f *foldLines) Write(p []byte) (int, error) {
 					if _, err := f.w.Write(foldBreak); err != nil {
 						return k, err
 					}
-					start, f.col = k, 1
+					start, f.col, f.broke = k, 1, true
 				}
 				f.col++
 			}

@@ -2,7 +2,9 @@ package handoff
 
 import (
 	"context"
+	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"strings"
 	"sync"
@@ -10,6 +12,8 @@ import (
 	"time"
 
 	"github.com/emersion/go-smtp"
+
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 )
 
 // recorder is a go-smtp next hop that keeps the content it receives;
@@ -67,10 +71,12 @@ func TestRelayFoldsLongLines(t *testing.T) {
 			}
 			go func() { _ = srv.Serve(ln) }()
 			t.Cleanup(func() { _ = srv.Close() })
+			var logs logtest.Buffer
 			tc.opts.Hostname, tc.opts.Timeout = "edge.example", 10*time.Second
+			tc.opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 			r := &Relay{Network: "tcp", Addr: ln.Addr().String(), LMTP: tc.lmtp, Opts: tc.opts}
 			ctx := context.Background()
-			tx, err := r.Begin(ctx, Envelope{Sender: "a@example.net"})
+			tx, err := r.Begin(ctx, Envelope{Sender: "a@example.net", QueueID: "4F00D1E5C0DE"})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -78,6 +84,11 @@ func TestRelayFoldsLongLines(t *testing.T) {
 				t.Fatal(err)
 			}
 			err = tx.Data(ctx, strings.NewReader(msg))
+			// Logged once, in Postfix's smtp(8) words.
+			want := fmt.Sprintf("4F00D1E5C0DE: breaking line > %d bytes with <CR><LF>SPACE", tc.limit)
+			if n := strings.Count(logs.String(), "breaking line"); tc.limit > 0 && (n != 1 || !strings.Contains(logs.String(), want)) {
+				t.Errorf("log %q, want %q once", logs.String(), want)
+			}
 			if tc.limit == 0 {
 				if err == nil {
 					t.Fatal("a 1.3 MB line went whole and the next hop took it; want its refusal")

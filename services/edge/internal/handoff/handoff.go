@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/url"
 	"strings"
 	"time"
@@ -95,6 +96,9 @@ type Options struct {
 	// A Maildir gets every line whole, as Postfix's local(8) and
 	// virtual(8) write them.
 	LineLengthLimit, LMTPLineLengthLimit int
+	// Logger gets what Postfix's smtp(8) logs about a message (a line
+	// broken for the line length limit); nil: nothing.
+	Logger *slog.Logger
 }
 
 // Parse reads smtpgate_next_hop: "maildir:PATH", "smtp://host:port",

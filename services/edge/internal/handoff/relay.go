@@ -58,7 +58,7 @@ func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 		}
 		err = c.Mail(env.Sender, opts)
 		if err == nil {
-			return &relayTx{r: r, c: c, dsn: dsn, utf8: u}, nil
+			return &relayTx{r: r, c: c, dsn: dsn, utf8: u, queueID: env.QueueID}, nil
 		}
 		if !broken(err) {
 			// The next hop's own refusal: the client gets it. Abort
@@ -76,7 +76,7 @@ func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 	if err != nil {
 		return nil, err
 	}
-	tx := &relayTx{r: r, c: c}
+	tx := &relayTx{r: r, c: c, queueID: env.QueueID}
 	if err := c.Hello(r.Opts.Hostname); err != nil {
 		tx.Abort()
 		return nil, mapErr(err, r)
@@ -162,9 +162,10 @@ func broken(err error) bool {
 }
 
 type relayTx struct {
-	r     *Relay
-	c     *smtp.Client
-	rcpts int
+	r       *Relay
+	queueID string
+	c       *smtp.Client
+	rcpts   int
 	// dsn: the next hop advertised DSN.
 	dsn  bool
 	utf8 smtputf8
@@ -273,11 +274,17 @@ func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 		buf = &b
 	}
 	var out io.Writer = w
+	var fold *foldLines
 	if limit := t.r.lineLimit(); limit > 0 {
-		out = &foldLines{w: w, limit: limit}
+		fold = &foldLines{w: w, limit: limit}
+		out = fold
 	}
 	_, err = io.CopyBuffer(out, src, *buf)
 	t.r.bufs.Put(buf)
+	if fold != nil && fold.broke && t.r.Opts.Logger != nil {
+		// Postfix's smtp(8) logs this once per message.
+		t.r.Opts.Logger.Info(fmt.Sprintf("%s: breaking line > %d bytes with <CR><LF>SPACE", t.queueID, fold.limit), "queue_id", t.queueID, "next_hop", t.r.String())
+	}
 	if err != nil {
 		if src.err != nil {
 			return fmt.Errorf("read message for %s: %w", t.r, src.err)
