@@ -273,3 +273,31 @@ func TestSMTPUTF8NextHop(t *testing.T) {
 		}
 	})
 }
+
+// TestIDNDestinations: relay_domains written in one form of an
+// internationalised domain takes mail addressed in the other (policy
+// compares A-labels), on the real stack, and a look-alike is still
+// refused to a stranger.
+func TestIDNDestinations(t *testing.T) {
+	for _, tc := range []struct{ relayDomains, rcpt, mailParam string }{
+		{"пример.испытание", "user@xn--e1afmkfd.xn--80akhbyknj4f", ""},
+		{"xn--e1afmkfd.xn--80akhbyknj4f", "user@пример.испытание", " SMTPUTF8"},
+	} {
+		t.Run(tc.relayDomains, func(t *testing.T) {
+			s := startStack(t, "relay_domains = "+tc.relayDomains+"\n")
+			token := newToken("idn")
+			r := s.rawClientDial(t, Stranger, "mx")
+			r.reply()
+			r.do("EHLO client.example.net", "250")
+			r.do("MAIL FROM:<someone@example.net>"+tc.mailParam, "250 2.1.0")
+			r.do("RCPT TO:<user@xn--e1afmkfd.example>", "554 5.7.1 <user@xn--e1afmkfd.example>: Relay access denied")
+			r.do("RCPT TO:<"+tc.rcpt+">", "250 2.1.5")
+			r.do("DATA", "354")
+			r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
+			r.do("QUIT", "221")
+			if got := s.maildirFile(token); !strings.Contains(got, "X-Original-To: <"+tc.rcpt+">\n") {
+				t.Errorf("the delivered message is not for %s:\n%s", tc.rcpt, got)
+			}
+		})
+	}
+}
