@@ -15,6 +15,9 @@ func edgeParams() []Def {
 		{Name: "smtpd_sasl_auth_enable", Default: "no", Owner: Edge, Listener: true, Check: CheckBool},
 		{Name: "message_size_limit", Default: "10240000", Owner: Edge, Listener: true, Check: CheckInt},
 		{Name: "smtpd_recipient_limit", Default: "1000", Owner: Edge, Listener: true, Check: CheckInt},
+		// RCPTs past smtpd_recipient_limit (each "452 4.5.3 Error: too
+		// many recipients") that do not count as errors, per message.
+		{Name: "smtpd_recipient_overshoot_limit", Default: "1000", Owner: Edge, Listener: true, Check: CheckInt},
 		// Postfix's stress-dependent default (STRESS_README): 10s while
 		// the edge is under stress (smtpgate_stress_threshold), 300s
 		// otherwise.

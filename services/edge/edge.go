@@ -128,6 +128,7 @@ func newListener(c *maincf.Config, name string) (l *smtpd.Listener, cert *certif
 		// not want it: everywhere but on listeners with SASL on.
 		ETRN: !c.Bool("smtpd_sasl_auth_enable"),
 	}
+	l.RecipientOvershootLimit = int(c.Int("smtpd_recipient_overshoot_limit"))
 	xh, err := listener.ParseNetworks(c.List("smtpd_authorized_xclient_hosts"))
 	if err != nil {
 		return nil, nil, c.Errorf("smtpd_authorized_xclient_hosts", "%v", err)

@@ -240,3 +240,50 @@ func heapInUse() int64 {
 	runtime.ReadMemStats(&ms)
 	return int64(ms.HeapAlloc)
 }
+
+// TestRecipientOvershoot: the RCPTs past smtpd_recipient_limit get
+// 452 4.5.3 and, up to smtpd_recipient_overshoot_limit of them, are not
+// errors (Postfix's rcpt_overshoot); past it each one is, and
+// smtpd_hard_error_limit ends the session.
+func TestRecipientOvershoot(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		overshoot int
+		closes    bool
+	}{
+		{"within the overshoot limit", 1000, false},
+		{"past the overshoot limit", 5, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h, _ := memoryHarness(t, 0, func(l *Listener) {
+				l.MaxRecipients, l.RecipientOvershootLimit, l.HardErrorLimit = 2, tc.overshoot, 10
+			})
+			c := h.dial()
+			c.reply()
+			c.do("EHLO a.example.net", "250")
+			c.do("MAIL FROM:<a@example.net>", "250")
+			c.do("RCPT TO:<a@example.org>", "250 2.1.5")
+			c.do("RCPT TO:<b@example.org>", "250 2.1.5")
+			for i := range 30 {
+				got := c.do("RCPT TO:<x@example.org>", "")
+				if got == "421 4.7.0 mail.example.org Error: too many errors" {
+					if !tc.closes || i != tc.overshoot+10 {
+						t.Fatalf("RCPT %d past the limit: %q (overshoot %d, hard error limit 10)", i+1, got, tc.overshoot)
+					}
+					return
+				}
+				if got != "452 4.5.3 Error: too many recipients" {
+					t.Fatalf("RCPT %d past the limit: %q", i+1, got)
+				}
+			}
+			if tc.closes {
+				t.Fatal("30 RCPTs past the limit and the overshoot limit, and the session goes on")
+			}
+			c.do("DATA", "354")
+			c.send("Subject: two\r\n\r\nhi\r\n.\r\n")
+			if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+				t.Errorf("end of data: %q", got)
+			}
+		})
+	}
+}

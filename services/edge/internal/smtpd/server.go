@@ -84,6 +84,10 @@ type Listener struct {
 	// HELORequired is smtpd_helo_required: MAIL before HELO/EHLO is
 	// refused (Postfix's default, no, accepts it).
 	HELORequired bool
+	// RecipientOvershootLimit is smtpd_recipient_overshoot_limit: how
+	// many RCPTs past MaxRecipients a transaction may send before each
+	// one counts as an error (towards HardErrorLimit), as in Postfix.
+	RecipientOvershootLimit int
 	// HardErrorLimit is smtpd_hard_error_limit: at this many errors the
 	// session ends with "421 4.7.0 <host> Error: too many errors".
 	// SoftErrorLimit is smtpd_soft_error_limit: from this many errors on,

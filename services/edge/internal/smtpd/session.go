@@ -153,6 +153,8 @@ type transaction struct {
 	// chunks is set at the first BDAT chunk accepted: the transaction's
 	// content comes by BDAT, and DATA and RCPT are refused.
 	chunks *crlfLines
+	// overshoot counts the RCPTs refused past smtpd_recipient_limit.
+	overshoot int
 	// mem and held: what the transaction's recipients and headers took
 	// from the memory budget, given back when it ends (memory.go).
 	mem  *Memory
@@ -1210,6 +1212,11 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 		return r
 	}
 	if s.l.MaxRecipients > 0 && len(s.tx.rcpts) >= s.l.MaxRecipients {
+		// smtpd_recipient_overshoot_limit: as Postfix, the first ones
+		// past the limit are not errors (run counts this one back).
+		if s.tx.overshoot++; s.tx.overshoot <= s.l.RecipientOvershootLimit {
+			s.errors--
+		}
 		return reply.TooManyRcpts
 	}
 	if r, bad := s.strictSMTPUTF8(addr, s.tx.params.smtputf8); bad {
