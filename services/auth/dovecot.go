@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
@@ -120,15 +121,22 @@ func (s *Server) listenDovecot(a string) (net.Listener, error) {
 	return &unixListener{UnixListener: ul, path: p}, nil
 }
 
-// unixListener removes its socket file when it closes.
+// unixListener removes its socket file when it first closes. Only then:
+// a listener is closed twice (by Serve when its context ends, and by its
+// owner), and a late second removal would delete whatever took the path
+// in between, such as the next instance's socket.
 type unixListener struct {
 	*net.UnixListener
-	path string
+	path  string
+	once  sync.Once
+	close error
 }
 
 // Close implements net.Listener.
 func (l *unixListener) Close() error {
-	err := l.UnixListener.Close()
-	_ = os.Remove(l.path)
-	return err
+	l.once.Do(func() {
+		l.close = l.UnixListener.Close()
+		_ = os.Remove(l.path)
+	})
+	return l.close
 }

@@ -64,6 +64,12 @@ func TestDovecotUnixSocket(t *testing.T) {
 	}
 
 	must(t, os.WriteFile(path, []byte("not a socket"), 0o600))
+	// Serve closes the listener too when its context ends, maybe only
+	// now: a second Close removes nothing that took the path since.
+	ln.Close()
+	if _, err := os.Lstat(path); err != nil {
+		t.Fatalf("a second Close of the listener removed the file now at its path: %v", err)
+	}
 	if _, err := r.srv.listenDovecot("unix:" + path); err == nil || !strings.Contains(err.Error(), "not a socket") {
 		t.Errorf("listening over a regular file: %v, want refused", err)
 	}
