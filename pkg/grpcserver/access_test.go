@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -161,6 +162,13 @@ smtpgate_grpc_operator_identities = spiffe://example.org/operator/lisa
 // as configured, and returns its address and log.
 func serve(t *testing.T, c *maincf.Config, limit int) (string, *syncBuffer) {
 	t.Helper()
+	addr, logs, _ := serveWithMetrics(t, c, limit)
+	return addr, logs
+}
+
+// serveWithMetrics is serve, with the server's metrics registry.
+func serveWithMetrics(t *testing.T, c *maincf.Config, limit int) (string, *syncBuffer, *prometheus.Registry) {
+	t.Helper()
 	logs := &syncBuffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	creds, mode, err := grpctls.Server(c, "smtpgate_policy_listen", log)
@@ -172,7 +180,8 @@ func serve(t *testing.T, c *maincf.Config, limit int) (string, *syncBuffer) {
 		t.Fatal(err)
 	}
 	access.WithRateLimit(authv1.AuthService_LookupUser_FullMethodName, limit)
-	s := New(WithCredentials(creds), WithAccess(access), WithAdmin(&Admin{Service: "policy", Owner: maincf.Policy, Main: c}))
+	reg := prometheus.NewRegistry()
+	s := New(WithCredentials(creds), WithAccess(access), WithMetrics(reg), WithAdmin(&Admin{Service: "policy", Owner: maincf.Policy, Main: c}))
 	policyv1.RegisterPolicyServiceServer(s.GRPC, fakePolicy{})
 	authv1.RegisterAuthServiceServer(s.GRPC, fakeAuth{users: map[string]bool{"john@example.org": true}})
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -186,7 +195,31 @@ func serve(t *testing.T, c *maincf.Config, limit int) (string, *syncBuffer) {
 		cancel()
 		<-done
 	})
-	return lis.Addr().String(), logs
+	return lis.Addr().String(), logs, reg
+}
+
+// refusedCount is smtpgate_grpc_server_refused_total{method,code}.
+func refusedCount(t *testing.T, reg *prometheus.Registry, method string, code codes.Code) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "smtpgate_grpc_server_refused_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["method"] == method && labels["code"] == code.String() {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 // dial connects as caller ("" for no client certificate).
@@ -276,7 +309,7 @@ var calls = map[string]func(context.Context, *grpc.ClientConn) error{
 // not get past the handshake, not even to health.
 func TestAccessByCertificate(t *testing.T) {
 	p := newPKI(t)
-	addr, logs := serve(t, p.config(t, ""), 0)
+	addr, logs, reg := serveWithMetrics(t, p.config(t, ""), 0)
 	allowed := map[string][]string{
 		"edge":     {"Check", "Mechanisms", "LookupUser", "Authenticate", "health"},
 		"policy":   {"LookupUser", "health"},
@@ -309,6 +342,14 @@ func TestAccessByCertificate(t *testing.T) {
 		if !strings.Contains(logs.String(), w) {
 			t.Errorf("log lacks %q:\n%s", w, logs)
 		}
+	}
+	// Refused: by the stranger and the operator (LookupUser), and by
+	// the edge, policy and the stranger (Status).
+	if n := refusedCount(t, reg, authv1.AuthService_LookupUser_FullMethodName, codes.PermissionDenied); n != 2 {
+		t.Errorf("smtpgate_grpc_server_refused_total for LookupUser = %v, want 2", n)
+	}
+	if n := refusedCount(t, reg, adminv1.AdminService_Status_FullMethodName, codes.PermissionDenied); n != 3 {
+		t.Errorf("smtpgate_grpc_server_refused_total for Status = %v, want 3", n)
 	}
 	conn := p.dial(t, addr, "")
 	for _, name := range []string{"health", "LookupUser"} {
