@@ -67,7 +67,7 @@ func (s *session) bdat(ctx context.Context, arg string) reply.Reply {
 			if len(tx.rcpts) == 1 {
 				one = tx.rcpts[0]
 			}
-			if r, _, ok := s.verdict(ctx, policyv1.Stage_STAGE_DATA, s.txFacts(one), "<DATA>"); !ok {
+			if r, _, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_DATA, s.txFacts(one), "<DATA>"); !ok {
 				return s.refuseChunk(n, last, r)
 			}
 		}

@@ -36,7 +36,7 @@ func (s *session) etrn(ctx context.Context, arg string) reply.Reply {
 	}
 	s.etrnDomain = domain
 	defer func() { s.etrnDomain = "" }()
-	if r, _, ok := s.verdict(ctx, policyv1.Stage_STAGE_ETRN, nil, "<"+domain+">"); !ok {
+	if r, _, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_ETRN, nil, "<"+domain+">"); !ok {
 		return r
 	}
 	s.log.InfoContext(ctx, "reject: ETRN "+domain+"... from "+s.namaddr()+": no queue to flush (fast_flush_domains is empty)")

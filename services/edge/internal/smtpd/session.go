@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/tls"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -22,7 +21,6 @@ import (
 
 	"go.opentelemetry.io/otel/trace"
 
-	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
@@ -649,327 +647,12 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 	return reply.Unrecognized
 }
 
-// handshake runs the TLS server handshake on the connection.
-func (s *session) handshake() bool {
-	if s.l.TLS == nil {
-		s.log.Error("TLS requested but no certificate configured")
-		return false
-	}
-	tc := tls.Server(s.conn, s.l.TLS)
-	timeout := s.tune().Timeout
-	if timeout <= 0 {
-		timeout = time.Minute
-	}
-	_ = tc.SetDeadline(time.Now().Add(timeout))
-	if err := tc.Handshake(); err != nil {
-		s.log.Info("TLS handshake failed", "err", err)
-		return false
-	}
-	_ = tc.SetDeadline(time.Time{})
-	st := tc.ConnectionState()
-	s.tlsState = &st
-	// RFC 9266 tls-exporter channel binding for SCRAM-*-PLUS; Go refuses
-	// to export keying material where it would be unsafe (TLS 1.2
-	// without extended master secret), and then there is none.
-	if cb, err := st.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32); err == nil {
-		s.channelBinding = cb
-	}
-	s.setConn(tc)
-	s.log.Info("TLS established", "version", tlsVersion(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
-	return true
-}
-
-// connectCheck asks policy about the new connection. ok is false when the
-// reply r must replace the greeting.
-func (s *session) connectCheck(ctx context.Context) (r reply.Reply, ok bool) {
-	r, v, permit, err := s.evaluate(ctx, policyv1.Stage_STAGE_CONNECT, nil)
-	if err != nil {
-		return reply.PolicyUnavailableAtConnect(s.l.Hostname), false
-	}
-	if permit {
-		s.prepend = append(s.prepend, v.GetPrepend()...)
-		return reply.Reply{}, true
-	}
-	// smtpd_delay_reject = no: the refusal is the greeting, and every
-	// command but QUIT is refused after it.
-	s.denied = true
-	return r, false
-}
-
-// check calls policy with a timeout. An error means the call failed.
-func (s *session) check(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, etrn string) (*policyv1.Verdict, error) {
-	// A stage policy said it always permits on this listener is
-	// answered here as policy would (skip.go).
-	if s.srv.PolicySkipTime > 0 && s.srv.skipped.skip(s.l.Name, stage, time.Now()) {
-		if d := s.carried(stage); d != nil {
-			return &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT, DeferIfPermit: d}, nil
-		}
-		return permitVerdict, nil
-	}
-	req := &policyv1.CheckRequest{Stage: stage, Session: s.facts(), Transaction: tx, EtrnDomain: etrn, DeferIfPermit: s.carried(stage)}
-	if s.srv.PolicyTimeout > 0 {
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, s.srv.PolicyTimeout)
-		defer cancel()
-	}
-	resp, err := s.srv.Policy.Check(ctx, req)
-	if err != nil {
-		s.log.ErrorContext(ctx, "policy check failed", "stage", stage.String(), "err", err)
-		return nil, fmt.Errorf("policy %s: %w", stage, err)
-	}
-	if s.srv.PolicySkipTime > 0 {
-		s.srv.skipped.learn(s.l.Name, resp.GetPermitStages(), time.Now(), s.srv.PolicySkipTime)
-	}
-	return resp.GetVerdict(), nil
-}
-
-// permitVerdict is a skipped stage's verdict when it carries no
-// defer_if_permit. It is shared and never modified.
-var permitVerdict = &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT}
-
-// carried is the defer_if_permit an earlier stage raised that goes with
-// a request at stage (Postfix smtpd_check.c): CONNECT's with HELO/EHLO,
-// the session's with MAIL and ETRN, MAIL's with RCPT and VRFY. DATA and
-// END_OF_DATA start afresh.
-func (s *session) carried(stage policyv1.Stage) *policyv1.DeferredReply {
-	switch stage {
-	case policyv1.Stage_STAGE_HELO:
-		return s.connectDeferIfPermit
-	case policyv1.Stage_STAGE_MAIL, policyv1.Stage_STAGE_ETRN:
-		if s.heloChecked {
-			return s.heloDeferIfPermit
-		}
-		return s.connectDeferIfPermit
-	case policyv1.Stage_STAGE_RCPT, policyv1.Stage_STAGE_VRFY:
-		if s.tx != nil {
-			return s.tx.deferIfPermit
-		}
-	}
-	return nil
-}
-
-// verdict asks policy and maps the answer to a reply; ok means go on with
-// the normal positive reply (a permit, or a DISCARD recorded in the
-// session). Any failure is reply.PolicyUnavailable(subject), never a
-// permit.
-func (s *session) verdict(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, subject string) (r reply.Reply, v *policyv1.Verdict, ok bool) {
-	r, v, ok, err := s.evaluate(ctx, stage, tx)
-	if err != nil {
-		r, v, ok = reply.PolicyUnavailable(subject), nil, false
-	}
-	if !ok && s.srv.MailLog != nil {
-		s.logReject(stage, tx, r)
-	}
-	return r, v, ok
-}
-
-// logReject writes Postfix smtpd's reject line: "NOQUEUE: reject: RCPT
-// from unknown[192.0.2.1]: 554 5.7.1 <x@example.net>: Relay access
-// denied; from=<a@example.org> to=<x@example.net> proto=ESMTP
-// helo=<client.example.net>".
-func (s *session) logReject(stage policyv1.Stage, tx *policyv1.Transaction, r reply.Reply) {
-	queueID := "NOQUEUE"
-	if s.tx != nil && len(s.tx.rcpts) > 0 {
-		queueID = s.tx.queueID
-	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: reject: %s from %s: %s;", queueID, postfixStage(stage, s.esmtp), s.namaddr(), r.Text())
-	if tx != nil {
-		fmt.Fprintf(&b, " from=<%s>", tx.GetSender())
-		if tx.GetRecipient() != "" {
-			fmt.Fprintf(&b, " to=<%s>", tx.GetRecipient())
-		}
-	}
-	proto := "SMTP"
-	if s.esmtp {
-		proto = "ESMTP"
-	}
-	fmt.Fprintf(&b, " proto=%s", proto)
-	if s.helo != "" {
-		fmt.Fprintf(&b, " helo=<%s>", s.helo)
-	}
-	s.srv.MailLog.Printf("%s", printableString(b.String()))
-}
-
-// postfixStage is the word Postfix's reject lines use for a stage.
-func postfixStage(stage policyv1.Stage, esmtp bool) string {
-	switch stage {
-	case policyv1.Stage_STAGE_HELO:
-		if esmtp {
-			return "EHLO"
-		}
-		return "HELO"
-	case policyv1.Stage_STAGE_END_OF_DATA:
-		return "END-OF-MESSAGE"
-	}
-	return strings.TrimPrefix(stage.String(), "STAGE_")
-}
-
-// evaluate asks policy about stage, logs the verdict's warnings, and
-// keeps what the verdict says for later stages: the defer_if_permit to
-// carry and a DISCARD. err means the call failed or the answer is
-// unusable; the caller fails closed.
-func (s *session) evaluate(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction) (r reply.Reply, v *policyv1.Verdict, ok bool, err error) {
-	etrn := ""
-	if stage == policyv1.Stage_STAGE_ETRN {
-		etrn = s.etrnDomain
-	}
-	v, err = s.check(ctx, stage, tx, etrn)
-	if err != nil {
-		return reply.Reply{}, nil, false, err
-	}
-	where := s.where(stage)
-	for _, w := range v.GetWarnings() {
-		s.log.WarnContext(ctx, w, "stage", where, "client_name", s.namaddr(), "from", tx.GetSender(), "to", tx.GetRecipient(), "helo", s.helo)
-	}
-	r, ok, err = reply.FromVerdict(v)
-	if err != nil {
-		s.log.ErrorContext(ctx, "policy answer unusable", "stage", where, "err", err)
-		return reply.Reply{}, nil, false, err
-	}
-	if !ok {
-		s.log.InfoContext(ctx, "reject", "stage", where, "reply", r.Text(), "restriction", v.GetRestriction(), "list", v.GetList())
-	}
-	switch stage {
-	case policyv1.Stage_STAGE_CONNECT:
-		s.connectDeferIfPermit = v.GetDeferIfPermit()
-		s.discardConnect = reply.Discards(v)
-	case policyv1.Stage_STAGE_HELO:
-		// A refused HELO/EHLO leaves the session as it was.
-		if ok {
-			s.heloDeferIfPermit, s.heloChecked = v.GetDeferIfPermit(), true
-			s.discardHELO = reply.Discards(v)
-		}
-	case policyv1.Stage_STAGE_MAIL:
-		if ok && s.tx != nil {
-			s.tx.deferIfPermit = v.GetDeferIfPermit()
-		}
-	}
-	if ok && reply.Discards(v) {
-		s.logDiscard(ctx, where, v, tx)
-		if s.tx != nil && stage != policyv1.Stage_STAGE_CONNECT && stage != policyv1.Stage_STAGE_HELO {
-			// From MAIL on, DISCARD is about this transaction: whatever
-			// the next hop already has of it is dropped.
-			s.tx.discard = true
-			s.tx.drop()
-		}
-	}
-	return r, v, ok, nil
-}
-
-// where names a stage as Postfix's smtpd logs it.
-func (s *session) where(stage policyv1.Stage) string {
-	switch stage {
-	case policyv1.Stage_STAGE_HELO:
-		if s.esmtp {
-			return "EHLO"
-		}
-		return "HELO"
-	case policyv1.Stage_STAGE_END_OF_DATA:
-		return "END-OF-MESSAGE"
-	}
-	return strings.TrimPrefix(stage.String(), "STAGE_")
-}
-
-// logDiscard logs a DISCARD verdict as Postfix does ("discard: RCPT from
-// name[addr]: <rcpt>: Recipient address triggers DISCARD action; from=<>
-// to=<> proto=ESMTP helo=<>"), with the text policy gave in its
-// "discard: ..." warning when there is one.
-func (s *session) logDiscard(ctx context.Context, where string, v *policyv1.Verdict, tx *policyv1.Transaction) {
-	detail := ""
-	for _, w := range v.GetWarnings() {
-		if d, ok := strings.CutPrefix(w, "discard: "); ok {
-			detail = d
-			break
-		}
-	}
-	if detail == "" {
-		detail = v.GetText()
-	}
-	if detail == "" {
-		detail = "triggers DISCARD action"
-	}
-	msg := fmt.Sprintf("discard: %s from %s: %s;", where, s.namaddr(), detail)
-	if tx != nil {
-		msg += " from=<" + tx.GetSender() + ">"
-		if tx.GetRecipient() != "" {
-			msg += " to=<" + tx.GetRecipient() + ">"
-		}
-	}
-	if s.greeted {
-		msg += " proto=" + s.protocol() + " helo=<" + s.helo + ">"
-	}
-	s.log.InfoContext(ctx, msg, "stage", where, "queue_id", tx.GetQueueId(), "restriction", v.GetRestriction(), "list", v.GetList())
-}
-
-// facts describes the session for policy.
-func (s *session) facts() *policyv1.Session {
-	f := &policyv1.Session{
-		Id: s.id, Listener: s.l.Name, Origin: s.origin,
-		ClientAddress: s.clientAddr, ClientPort: port(s.clientPort),
-		ClientName: s.clientName, ReverseClientName: s.reverseName,
-		ServerAddress: s.serverAddr, ServerPort: port(s.serverPort),
-		HeloName: s.helo, UnauthPipelining: s.unauthPipelining,
-		Stress: s.srv.Limits.stressed(),
-	}
-	if s.greeted || s.protoSet {
-		f.Protocol = s.protocol()
-	}
-	if st := s.tlsState; st != nil {
-		f.Tls = &policyv1.TLS{Version: tlsVersion(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), CipherBits: cipherBits(st.CipherSuite), Sni: sni(st.ServerName)}
-	}
-	if s.saslUser != "" {
-		f.Sasl = &policyv1.SASL{Method: s.saslMech, Username: s.saslUser}
-		if s.tx != nil && s.tx.params.auth != nil {
-			f.Sasl.Sender = *s.tx.params.auth
-		}
-	}
-	return f
-}
-
 // protocol is "SMTP" after HELO, "ESMTP" after EHLO.
 func (s *session) protocol() string {
 	if s.esmtp {
 		return "ESMTP"
 	}
 	return "SMTP"
-}
-
-// tlsVersion names a TLS version as Postfix logs it ("TLSv1.3").
-func tlsVersion(v uint16) string {
-	switch v {
-	case tls.VersionTLS10:
-		return "TLSv1"
-	case tls.VersionTLS11:
-		return "TLSv1.1"
-	case tls.VersionTLS12:
-		return "TLSv1.2"
-	case tls.VersionTLS13:
-		return "TLSv1.3"
-	}
-	return tls.VersionName(v)
-}
-
-func port(p string) uint32 {
-	n, _ := strconv.ParseUint(p, 10, 16)
-	return uint32(n)
-}
-
-// cipherBits is the symmetric key size of the TLS cipher suites Go offers.
-func cipherBits(suite uint16) uint32 {
-	name := tls.CipherSuiteName(suite)
-	switch {
-	case strings.Contains(name, "AES_256"), strings.Contains(name, "CHACHA20"):
-		return 256
-	case strings.Contains(name, "AES_128"):
-		return 128
-	}
-	return 0
-}
-
-func (s *session) txFacts(rcpt string) *policyv1.Transaction {
-	t := &policyv1.Transaction{Sender: s.tx.sender, Recipient: rcpt, RecipientCount: uint32(len(s.tx.rcpts)), Size: uint64(s.tx.params.size), QueueId: s.tx.queueID}
-	return t
 }
 
 func (s *session) resetTx() {
@@ -1036,7 +719,7 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 	s.resetTx()
 	prevHelo, prevESMTP, prevGreeted := s.helo, s.esmtp, s.greeted
 	s.helo, s.esmtp, s.greeted = arg, verb == "EHLO", true
-	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_HELO, nil, "<"+arg+">")
+	r, v, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_HELO, nil, "<"+arg+">")
 	if !ok {
 		s.helo, s.esmtp, s.greeted = prevHelo, prevESMTP, prevGreeted
 		return r
@@ -1074,41 +757,6 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 	}
 	lines = append(lines, "CHUNKING")
 	return reply.Reply{Code: 250, Lines: lines}
-}
-
-// authAllowed reports whether AUTH may be used now.
-func (s *session) authAllowed() bool {
-	return s.l.SASL && (s.tlsState != nil || !s.l.TLSAuthOnly)
-}
-
-// mechanisms asks auth what to advertise; on failure none are advertised.
-func (s *session) mechanisms(ctx context.Context) []string {
-	if !s.authAllowed() || s.saslUser != "" {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(ctx, s.authTimeout())
-	defer cancel()
-	resp, err := s.srv.Auth.Mechanisms(ctx, &authv1.MechanismsRequest{Session: s.authSession()})
-	if err != nil {
-		s.log.Error("auth mechanisms failed; AUTH not advertised", "err", err)
-		return nil
-	}
-	return resp.GetMechanisms()
-}
-
-func (s *session) authTimeout() time.Duration {
-	if s.srv.AuthTimeout > 0 {
-		return s.srv.AuthTimeout
-	}
-	return 10 * time.Second
-}
-
-func (s *session) authSession() *authv1.Session {
-	sess := &authv1.Session{Id: s.id, Listener: s.l.Name, ClientAddress: s.clientAddr, ClientPort: port(s.clientPort), ServerAddress: s.serverAddr, Tls: s.tlsState != nil}
-	if s.channelBinding != nil {
-		sess.ChannelBindingType, sess.ChannelBinding = "tls-exporter", s.channelBinding
-	}
-	return sess
 }
 
 // mail handles MAIL FROM (RFC 5321 §4.1.1.2).
@@ -1156,7 +804,7 @@ func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 		s.tx.discard = true
 		return reply.MailOK
 	}
-	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_MAIL, s.txFacts(""), "<"+addr+">")
+	r, v, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_MAIL, s.txFacts(""), "<"+addr+">")
 	if !ok {
 		s.resetTx()
 		return r
@@ -1237,7 +885,7 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 		s.tx.rcpts = append(s.tx.rcpts, addr)
 		return reply.RcptOK
 	}
-	r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_RCPT, s.txFacts(addr), "<"+addr+">")
+	r, v, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_RCPT, s.txFacts(addr), "<"+addr+">")
 	if !ok {
 		s.tx.unhold(rcptCost + int64(len(addr)))
 		return r
@@ -1313,7 +961,7 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 		one = s.tx.rcpts[0]
 	}
 	if !s.tx.discard {
-		if r, _, ok := s.verdict(ctx, policyv1.Stage_STAGE_DATA, s.txFacts(one), "<DATA>"); !ok {
+		if r, _, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_DATA, s.txFacts(one), "<DATA>"); !ok {
 			return r
 		}
 	}
@@ -1384,7 +1032,7 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 	if !tx.discard {
 		eod := s.txFacts(one)
 		eod.Size = uint64(size)
-		r, v, ok := s.verdict(ctx, policyv1.Stage_STAGE_END_OF_DATA, eod, "<END-OF-MESSAGE>")
+		r, v, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_END_OF_DATA, eod, "<END-OF-MESSAGE>")
 		if !ok {
 			return r
 		}
@@ -1450,190 +1098,4 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		s.log.LogAttrs(ctx, slog.LevelInfo, "accepted", attrs...)
 	}
 	return reply.Queued(tx.queueID)
-}
-
-// assemble returns the headers the edge prepends to the content: any
-// policy headers, the Received header (RFC 5321 §4.4, with the protocol
-// names of RFC 3848), and after it the added lines (each ending in CRLF).
-func (s *session) assemble(tx *transaction, headers []*policyv1.Header, added []string) []byte {
-	b := make([]byte, 0, 256)
-	for _, h := range headers {
-		b = fmt.Appendf(b, "%s: %s\r\n", h.GetName(), strings.NewReplacer("\r", " ", "\n", " ").Replace(h.GetValue()))
-	}
-	b = append(b, "Received: from "...)
-	b = appendHeaderSafe(b, s.helo)
-	b = append(b, " ("...)
-	b = appendHeaderSafe(b, s.name())
-	b = append(b, " ["...)
-	b = append(b, s.clientAddr...)
-	b = append(b, "])\r\n"...)
-	if st := s.tlsState; st != nil {
-		b = fmt.Appendf(b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
-	}
-	b = append(b, "\tby "...)
-	b = append(b, s.l.Hostname...)
-	b = append(b, " (smtpgate) with "...)
-	// The protocol names of RFC 3848.
-	if s.esmtp {
-		b = append(b, "ESMTP"...)
-		if s.tlsState != nil {
-			b = append(b, 'S')
-		}
-		if s.saslUser != "" {
-			b = append(b, 'A')
-		}
-	} else {
-		b = append(b, "SMTP"...)
-	}
-	b = append(b, " id "...)
-	b = append(b, tx.queueID...)
-	if len(tx.rcpts) == 1 {
-		b = append(b, "\r\n\tfor <"...)
-		b = appendHeaderSafe(b, tx.rcpts[0])
-		b = append(b, '>')
-	}
-	b = append(b, "; "...)
-	b = time.Now().AppendFormat(b, "Mon, 2 Jan 2006 15:04:05 -0700 (MST)")
-	b = append(b, "\r\n"...)
-	for _, a := range added {
-		b = append(b, a...)
-	}
-	return b
-}
-
-// appendHeaderSafe appends s to b with what could break the header
-// (control characters, parentheses) made '?'.
-func appendHeaderSafe(b []byte, s string) []byte {
-	for _, r := range s {
-		if r < 0x20 || r == 0x7f || r == '(' || r == ')' {
-			r = '?'
-		}
-		b = utf8.AppendRune(b, r)
-	}
-	return b
-}
-
-// starttls handles STARTTLS (RFC 3207).
-func (s *session) starttls(arg string) reply.Reply {
-	switch {
-	case arg != "":
-		return reply.Syntax("STARTTLS")
-	case s.tlsState != nil:
-		return reply.TLSActive
-	case s.l.TLS == nil || s.l.TLSLevel == TLSNone:
-		return reply.NotImplemented
-	}
-	s.send(reply.ReadyTLS)
-	if err := s.flush(); err != nil {
-		return reply.Reply{Close: true}
-	}
-	// Anything the client sent after STARTTLS in plaintext must not be
-	// taken as if it came through TLS (RFC 3207 §4.2; CVE-2011-0411).
-	if s.br.Buffered() > 0 {
-		s.unauthPipelining = true
-		s.log.Info("discarding plaintext sent after STARTTLS", "bytes", s.br.Buffered())
-	}
-	if !s.handshake() {
-		return reply.Reply{Close: true}
-	}
-	// RFC 3207 §4.2: forget everything learned before TLS.
-	s.resetTx()
-	s.helo, s.esmtp, s.greeted = "", false, false
-	s.heloDeferIfPermit, s.heloChecked, s.discardHELO = nil, false, false
-	s.saslMech, s.saslUser = "", ""
-	return reply.Reply{}
-}
-
-// auth handles AUTH (RFC 4954) through the auth service.
-func (s *session) auth(ctx context.Context, arg string) reply.Reply {
-	switch {
-	case !s.authAllowed():
-		return reply.AuthNotEnabled
-	case !s.greeted:
-		return reply.NeedHELO
-	case s.saslUser != "":
-		return reply.AuthTwice
-	case s.tx != nil:
-		return reply.AuthInMail
-	}
-	fields := strings.Fields(arg)
-	if len(fields) == 0 || len(fields) > 2 {
-		return reply.AuthSyntax
-	}
-	mech := strings.ToUpper(fields[0])
-	start := &authv1.Start{Session: s.authSession(), Mechanism: mech}
-	if len(fields) == 2 {
-		start.HasInitialResponse = true
-		if fields[1] != "=" {
-			b, err := base64.StdEncoding.DecodeString(fields[1])
-			if err != nil {
-				return reply.AuthMalformed
-			}
-			start.InitialResponse = b
-		}
-	}
-	// The exchange may wait for the client between steps; each wait on
-	// the auth service is bounded by authTimeout.
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stream, err := s.srv.Auth.Authenticate(ctx)
-	if err != nil {
-		s.log.Error("auth unavailable", "err", err)
-		return reply.AuthTempFail
-	}
-	defer func() { _ = stream.CloseSend() }()
-	if err := stream.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Start{Start: start}}); err != nil {
-		s.log.Error("auth unavailable", "err", err)
-		return reply.AuthTempFail
-	}
-	for {
-		resp, err := s.recvAuth(stream, cancel)
-		if err != nil {
-			s.log.Error("auth failed to answer", "err", err)
-			return reply.AuthTempFail
-		}
-		if o := resp.GetOutcome(); o != nil {
-			r := reply.FromAuthResult(o.GetResult())
-			if o.GetResult() == authv1.Result_RESULT_SUCCESS {
-				s.saslMech, s.saslUser = mech, o.GetUsername()
-				s.log.Info("authenticated", "sasl_method", mech, "sasl_username", s.saslUser)
-			}
-			return r
-		}
-		ch := resp.GetChallenge()
-		if ch == nil {
-			s.log.Error("auth answered neither challenge nor outcome")
-			return reply.AuthTempFail
-		}
-		s.send(reply.Reply{Code: 334, Lines: []string{base64.StdEncoding.EncodeToString(ch.GetData())}})
-		line, err := s.readLine()
-		if errors.Is(err, errBareLF) {
-			return s.refuseBareNewline("LF", true)
-		}
-		if err != nil {
-			return reply.Reply{Close: true}
-		}
-		next := &authv1.AuthenticateRequest{}
-		if line == "*" {
-			next.Step = &authv1.AuthenticateRequest_Cancel{Cancel: &authv1.Cancel{}}
-		} else {
-			b, err := base64.StdEncoding.DecodeString(line)
-			if err != nil {
-				return reply.AuthMalformed
-			}
-			next.Step = &authv1.AuthenticateRequest_Response{Response: b}
-		}
-		if err := stream.Send(next); err != nil {
-			s.log.Error("auth unavailable", "err", err)
-			return reply.AuthTempFail
-		}
-	}
-}
-
-// recvAuth waits for the auth service's next message for at most
-// authTimeout; on timeout it cancels the exchange.
-func (s *session) recvAuth(stream AuthStream, cancel context.CancelFunc) (*authv1.AuthenticateResponse, error) {
-	t := time.AfterFunc(s.authTimeout(), cancel)
-	defer t.Stop()
-	return stream.Recv()
 }
