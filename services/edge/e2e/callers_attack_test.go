@@ -78,7 +78,8 @@ func (p *mtlsPKI) grpcurlAs(name string) []string {
 // does not; operators get what they need; the edge, with its own
 // certificate, still authenticates a submission and delivers it; and a
 // holder of policy's certificate hammering LookupUser is stopped by the
-// per-caller limit, which policy meets with 451 4.3.0.
+// per-caller limit, which policy meets with 451 4.3.0. An edge with a
+// certificate of the wrong role gets 421 4.3.0 at the greeting.
 func TestCallersAttack(t *testing.T) {
 	g := grpcurl(t)
 	s, p := newMTLSStack(t, "smtpgate_auth_lookup_rate_limit = 2\n")
@@ -210,6 +211,55 @@ func TestCallersAttack(t *testing.T) {
 		}
 	})
 
+	t.Run("impostor edge", func(t *testing.T) {
+		// An edge presenting a certificate of the CA without the edge
+		// role (mallory's) is refused by policy and auth, and fails
+		// closed: nothing is relayed, no password is checked.
+		mx, sub := freePort(t), freePort(t)
+		dir := t.TempDir()
+		for _, name := range []string{"main.cf", "master.cf", "passwd"} {
+			b, err := os.ReadFile(filepath.Join(s.conf, name))
+			if err != nil {
+				t.Fatal(err)
+			}
+			text := string(b)
+			switch name {
+			case "master.cf":
+				text = strings.NewReplacer("127.0.0.1:"+itoa(s.port["mx"]), "127.0.0.1:"+itoa(mx),
+					"127.0.0.1:"+itoa(s.port["submission"]), "127.0.0.1:"+itoa(sub),
+					"127.0.0.1:"+itoa(s.port["submissions"]), "127.0.0.1:"+itoa(freePort(t))).Replace(text)
+			case "main.cf":
+				text += fmt.Sprintf("smtpgate_edge_metrics_listen = 127.0.0.1:%d\nsmtpgate_grpc_tls_client_cert_file = %s\nsmtpgate_grpc_tls_client_key_file = %s\n",
+					freePort(t), p.cert["mallory"][0], p.cert["mallory"][1])
+			}
+			write(t, filepath.Join(dir, name), text)
+		}
+		s.startAs("impostor-edge", "edge", dir, []string{"127.0.0.1:" + itoa(mx), "127.0.0.1:" + itoa(sub)})
+		swaks, err := exec.LookPath("swaks")
+		if err != nil {
+			t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")
+		}
+		out, err := exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(sub), "--tls",
+			"--auth", "PLAIN", "--auth-user", "john@example.org", "--auth-password", JohnPassword,
+			"--from", "john@example.org", "--to", "lisa@example.com", "--timeout", "20").CombinedOutput()
+		// policy refuses the connect stage's Check: the greeting is
+		// 421 4.3.0, before any AUTH.
+		if err == nil || !strings.Contains(string(out), "<** 421 4.3.0 ") || strings.Contains(string(out), "235 ") {
+			t.Errorf("AUTH through the impostor edge: %v\n%s", err, out)
+		}
+		t.Logf("AUTH through the impostor edge:\n%s", lastLines(string(out), 4))
+		out, err = exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(mx), "--from", "someone@example.net",
+			"--to", "john@example.org", "--timeout", "20").CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "<** 421 4.3.0 ") || strings.Contains(string(out), "250 2.0.0 Ok: queued") {
+			t.Errorf("mail through the impostor edge: %v\n%s", err, out)
+		}
+		t.Logf("mail through the impostor edge:\n%s", lastLines(string(out), 4))
+		if log := s.log("policy"); !strings.Contains(log, "method=/smtpgate.policy.v1.PolicyService/Check caller=mallory") {
+			t.Errorf("policy did not log the impostor edge's refused Check:\n%s", log)
+		}
+		s.kill("impostor-edge")
+	})
+
 	t.Run("LookupUser rate limit", func(t *testing.T) {
 		// policy's own certificate, in the attacker's hands: allowed,
 		// but at 2 calls a second (smtpgate_auth_lookup_rate_limit).
@@ -311,4 +361,10 @@ func dialAs(t *testing.T, p *mtlsPKI, addr, name string) *grpc.ClientConn {
 	}
 	t.Cleanup(func() { conn.Close() })
 	return conn
+}
+
+// lastLines returns the last n lines of s.
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
 }
