@@ -43,12 +43,19 @@ func (l *Log) Printf(format string, args ...any) {
 	if l == nil {
 		return
 	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.begin()
+	l.buf = fmt.Appendf(l.buf, format, args...)
+	l.end(len(l.buf))
+}
+
+// begin starts a line in l.buf with the syslog header; l.mu is held.
+func (l *Log) begin() {
 	now := time.Now
 	if l.Now != nil {
 		now = l.Now
 	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
 	// RFC 3164's timestamp, as syslogd writes Postfix's lines.
 	l.buf = now().AppendFormat(l.buf[:0], time.Stamp)
 	if l.tag != "" {
@@ -56,9 +63,163 @@ func (l *Log) Printf(format string, args ...any) {
 	} else {
 		l.buf = fmt.Appendf(l.buf, " %s smtpgate/smtpd[%d]: ", l.host, l.pid)
 	}
-	l.buf = fmt.Appendf(l.buf, format, args...)
+}
+
+// end writes the line begun with begin, with what it holds from
+// escapeFrom on made printable (escape); l.mu is held.
+func (l *Log) end(escapeFrom int) {
+	l.buf = escape(l.buf, escapeFrom)
 	l.buf = append(l.buf, '\n')
 	_, _ = l.w.Write(l.buf)
+}
+
+// escape makes b[from:] printable as Go quotes a string (control
+// characters, non-ASCII, '"' and '\\' escaped); b is returned as it is
+// when there is nothing to escape.
+func escape(b []byte, from int) []byte {
+	for i := from; i < len(b); i++ {
+		if c := b[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
+			q := strconv.Quote(string(b[from:]))
+			return append(b[:from], q[1:len(q)-1]...)
+		}
+	}
+	return b
+}
+
+// Peer is the client as Postfix's smtpd names it, "Name[Addr]"; Name is
+// "unknown" when the name is not known.
+type Peer struct{ Name, Addr string }
+
+func (p Peer) appendTo(b []byte) []byte {
+	b = append(b, p.Name...)
+	b = append(b, '[')
+	b = append(b, p.Addr...)
+	return append(b, ']')
+}
+
+// Connect logs a new connection: "connect from name[addr]".
+func (l *Log) Connect(client Peer) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.begin()
+	l.buf = client.appendTo(append(l.buf, "connect from "...))
+	l.end(len(l.buf))
+}
+
+// Disconnect logs the end of a connection with its commands:
+// "disconnect from name[addr] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4".
+func (l *Log) Disconnect(client Peer, cmds *Commands) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.begin()
+	l.buf = client.appendTo(append(l.buf, "disconnect from "...))
+	l.buf = cmds.appendTo(append(l.buf, ' '))
+	l.end(len(l.buf))
+}
+
+// Reject is a refusal as Postfix's smtpd logs it.
+type Reject struct {
+	// QueueID is the transaction's queue id, "" for NOQUEUE (no
+	// recipient accepted yet).
+	QueueID string
+	// Stage is the stage as Postfix names it: "CONNECT", "RCPT",
+	// "EHLO", "END-OF-MESSAGE"...
+	Stage  string
+	Client Peer
+	// Reason is the reply's text ("554 5.7.1 <x@example.net>: Relay
+	// access denied") or what was wrong ("bare <LF> received").
+	Reason string
+	// Envelope: a transaction was under way; its sender From (which may
+	// be empty) is logged, and its recipient To when not empty.
+	Envelope bool
+	From, To string
+	// Proto is "SMTP" or "ESMTP"; Helo, when not empty, the HELO/EHLO
+	// name.
+	Proto, Helo string
+}
+
+// Reject logs a refusal: "NOQUEUE: reject: RCPT from
+// unknown[192.0.2.1]: 554 5.7.1 <x@example.net>: Relay access denied;
+// from=<a@example.org> to=<x@example.net> proto=ESMTP
+// helo=<client.example.net>", escaped as printable text.
+func (l *Log) Reject(r Reject) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.begin()
+	from := len(l.buf)
+	b := l.buf
+	if r.QueueID == "" {
+		b = append(b, "NOQUEUE"...)
+	} else {
+		b = append(b, r.QueueID...)
+	}
+	b = append(b, ": reject: "...)
+	b = append(b, r.Stage...)
+	b = r.Client.appendTo(append(b, " from "...))
+	b = append(b, ": "...)
+	b = append(b, r.Reason...)
+	b = append(b, ';')
+	if r.Envelope {
+		b = append(append(append(b, " from=<"...), r.From...), '>')
+		if r.To != "" {
+			b = append(append(append(b, " to=<"...), r.To...), '>')
+		}
+	}
+	b = append(append(b, " proto="...), r.Proto...)
+	if r.Helo != "" {
+		b = append(append(append(b, " helo=<"...), r.Helo...), '>')
+	}
+	l.buf = b
+	l.end(from)
+}
+
+// Client logs what Postfix's smtpd logs when it creates a queue file, at
+// the first recipient accepted: "QUEUEID: client=name[addr]", with
+// ", sasl_method=PLAIN, sasl_username=user" for an authenticated client
+// (saslUsername not empty); escaped as printable text.
+func (l *Log) Client(queueID string, client Peer, saslMethod, saslUsername string) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.begin()
+	from := len(l.buf)
+	l.buf = append(l.buf, queueID...)
+	l.buf = client.appendTo(append(l.buf, ": client="...))
+	if saslUsername != "" {
+		l.buf = append(append(l.buf, ", sasl_method="...), saslMethod...)
+		l.buf = append(append(l.buf, ", sasl_username="...), saslUsername...)
+	}
+	l.end(from)
+}
+
+// Queued logs a message handed to the next hop as Postfix's qmgr logs
+// one entering the active queue: "QUEUEID: from=<sender>, size=1234,
+// nrcpt=1 (queue active)", the sender escaped as printable text.
+func (l *Log) Queued(queueID, sender string, size int64, nrcpt int) {
+	if l == nil {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.begin()
+	l.buf = append(append(l.buf, queueID...), ": from=<"...)
+	from := len(l.buf)
+	l.buf = escape(append(l.buf, sender...), from)
+	l.buf = strconv.AppendInt(append(l.buf, ">, size="...), size, 10)
+	l.buf = strconv.AppendInt(append(l.buf, ", nrcpt="...), int64(nrcpt), 10)
+	l.buf = append(l.buf, " (queue active)"...)
+	l.end(len(l.buf))
 }
 
 // Commands counts a session's commands for the disconnect line, in the
@@ -110,7 +271,10 @@ func equalFold(lower, s string) bool {
 // String is the disconnect line's tail: "ehlo=1 mail=1 rcpt=0/1 quit=1
 // commands=3/4", a command written ok/total when some of it failed.
 func (c *Commands) String() string {
-	b := make([]byte, 0, 96)
+	return string(c.appendTo(make([]byte, 0, 96)))
+}
+
+func (c *Commands) appendTo(b []byte) []byte {
 	ok, total := 0, 0
 	for i, name := range commandOrder {
 		if c.total[i] == 0 {
@@ -121,7 +285,7 @@ func (c *Commands) String() string {
 		ok += int(c.ok[i])
 		total += int(c.total[i])
 	}
-	return string(appendCount(append(b, "commands"...), ok, total))
+	return appendCount(append(b, "commands"...), ok, total)
 }
 
 func appendCount(b []byte, ok, total int) []byte {

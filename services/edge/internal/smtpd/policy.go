@@ -9,6 +9,7 @@ import (
 	"time"
 
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
 	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
 )
 
@@ -36,7 +37,7 @@ func (s *session) askPolicy(ctx context.Context, stage policyv1.Stage, tx *polic
 	if err != nil {
 		r, v, ok = reply.PolicyUnavailable(subject), nil, false
 	}
-	if !ok && s.srv.MailLog != nil {
+	if !ok {
 		s.logReject(stage, tx, r)
 	}
 	return r, v, ok
@@ -177,32 +178,19 @@ func stageName(stage policyv1.Stage, esmtp bool) string {
 	return strings.TrimPrefix(stage.String(), "STAGE_")
 }
 
-// logReject writes Postfix smtpd's reject line: "NOQUEUE: reject: RCPT
-// from unknown[192.0.2.1]: 554 5.7.1 <x@example.net>: Relay access
-// denied; from=<a@example.org> to=<x@example.net> proto=ESMTP
-// helo=<client.example.net>".
+// logReject writes Postfix smtpd's reject line for a refusal at stage:
+// "NOQUEUE: reject: RCPT from unknown[192.0.2.1]: 554 5.7.1
+// <x@example.net>: Relay access denied; from=<a@example.org>
+// to=<x@example.net> proto=ESMTP helo=<client.example.net>".
 func (s *session) logReject(stage policyv1.Stage, tx *policyv1.Transaction, r reply.Reply) {
-	queueID := "NOQUEUE"
+	e := maillog.Reject{Stage: stageName(stage, s.esmtp), Client: s.peer(), Reason: r.Text(), Proto: s.protocol(), Helo: s.helo}
 	if s.tx != nil && len(s.tx.rcpts) > 0 {
-		queueID = s.tx.queueID
+		e.QueueID = s.tx.queueID
 	}
-	var b strings.Builder
-	fmt.Fprintf(&b, "%s: reject: %s from %s: %s;", queueID, stageName(stage, s.esmtp), s.namaddr(), r.Text())
 	if tx != nil {
-		fmt.Fprintf(&b, " from=<%s>", tx.GetSender())
-		if tx.GetRecipient() != "" {
-			fmt.Fprintf(&b, " to=<%s>", tx.GetRecipient())
-		}
+		e.Envelope, e.From, e.To = true, tx.GetSender(), tx.GetRecipient()
 	}
-	proto := "SMTP"
-	if s.esmtp {
-		proto = "ESMTP"
-	}
-	fmt.Fprintf(&b, " proto=%s", proto)
-	if s.helo != "" {
-		fmt.Fprintf(&b, " helo=<%s>", s.helo)
-	}
-	s.srv.MailLog.Printf("%s", printableString(b.String()))
+	s.srv.MailLog.Reject(e)
 }
 
 // logDiscard logs a DISCARD verdict as Postfix does ("discard: RCPT from

@@ -7,7 +7,6 @@ import (
 	"crypto/rand"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -225,14 +224,15 @@ func (s *session) close() {
 	s.srv.bufs.put(s.br, s.bw)
 	s.br, s.bw = nil, nil
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
-	if s.srv.MailLog != nil {
-		s.srv.MailLog.Printf("disconnect from %s %s", s.namaddr(), s.cmds.String())
-	}
+	s.srv.MailLog.Disconnect(s.peer(), &s.cmds)
 }
 
 // namaddr is Postfix's "name[addr]"; the edge does no DNS, so the name is
 // "unknown" unless XCLIENT NAME= gave one.
 func (s *session) namaddr() string { return s.name() + "[" + s.clientAddr + "]" }
+
+// peer is the client as the mail log names it (namaddr).
+func (s *session) peer() maillog.Peer { return maillog.Peer{Name: s.name(), Addr: s.clientAddr} }
 
 // name is the client's host name as far as the edge knows it.
 func (s *session) name() string {
@@ -369,33 +369,25 @@ func (s *session) refuseBareNewline(what string, command bool) reply.Reply {
 	}
 	r := reply.BareNewline(code, s.l.Hostname, what, command)
 	s.log.Info("reject: bare <"+what+"> received", "reply", r.Text())
-	if s.srv.MailLog != nil {
-		// Postfix: "NOQUEUE: reject: CONNECT from unknown[192.0.2.1]:
-		// bare <LF> received; proto=SMTP" for a command line,
-		// "QUEUEID: reject: END-OF-MESSAGE from ...; from=<a> to=<b>
-		// proto=ESMTP helo=<x>" for content.
-		queueID, stage, env := "NOQUEUE", "CONNECT", ""
-		if !command && s.tx != nil {
-			queueID, stage = s.tx.queueID, "END-OF-MESSAGE"
-			env = " from=<" + s.tx.sender + ">"
-			if len(s.tx.rcpts) > 0 {
-				env += " to=<" + s.tx.rcpts[0] + ">"
-			}
+	// Postfix: "NOQUEUE: reject: CONNECT from unknown[192.0.2.1]: bare
+	// <LF> received; proto=SMTP" for a command line, "QUEUEID: reject:
+	// END-OF-MESSAGE from ...; from=<a> to=<b> proto=ESMTP helo=<x>" for
+	// content.
+	e := maillog.Reject{Stage: "CONNECT", Client: s.peer(), Reason: "bare <" + what + "> received", Proto: s.protocol(), Helo: s.helo}
+	if !command && s.tx != nil {
+		e.QueueID, e.Stage = s.tx.queueID, "END-OF-MESSAGE"
+		e.Envelope, e.From = true, s.tx.sender
+		if len(s.tx.rcpts) > 0 {
+			e.To = s.tx.rcpts[0]
 		}
-		line := fmt.Sprintf("%s: reject: %s from %s: bare <%s> received;%s proto=%s", queueID, stage, s.namaddr(), what, env, s.protocol())
-		if s.helo != "" {
-			line += " helo=<" + s.helo + ">"
-		}
-		s.srv.MailLog.Printf("%s", printableString(line))
 	}
+	s.srv.MailLog.Reject(e)
 	return r
 }
 
 func (s *session) run(ctx context.Context) {
 	s.log.Info("connect", "server", net.JoinHostPort(s.serverAddr, s.serverPort))
-	if s.srv.MailLog != nil {
-		s.srv.MailLog.Printf("connect from %s", s.namaddr())
-	}
+	s.srv.MailLog.Connect(s.peer())
 	if s.l.Wrapper {
 		if ok, _ := offStack(s.srv.workers(), func() (bool, struct{}) { return s.handshake(), struct{}{} }); !ok {
 			return
@@ -472,9 +464,7 @@ func (s *session) run(ctx context.Context) {
 		}
 		s.send(r)
 		endCommand(span, r)
-		if s.srv.MailLog != nil {
-			s.cmds.Count(verb, r.Code < 400)
-		}
+		s.cmds.Count(verb, r.Code < 400)
 		if r.Close {
 			return
 		}
@@ -563,18 +553,6 @@ func (s *session) peekBuffered(n int) []byte {
 func printable(b []byte) string {
 	q := strconv.Quote(string(b))
 	return q[1 : len(q)-1]
-}
-
-// printableString is printable for a string; one with nothing to escape
-// is returned as it is.
-func printableString(s string) string {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' {
-			q := strconv.Quote(s)
-			return q[1 : len(q)-1]
-		}
-	}
-	return s
 }
 
 // command dispatches one command line.
@@ -904,14 +882,10 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 		}
 	}
 	s.tx.rcpts = append(s.tx.rcpts, addr)
-	if len(s.tx.rcpts) == 1 && s.srv.MailLog != nil {
+	if len(s.tx.rcpts) == 1 {
 		// Postfix logs this when it creates the queue file, at the
 		// first recipient accepted.
-		line := s.tx.queueID + ": client=" + s.namaddr()
-		if s.saslUser != "" {
-			line += ", sasl_method=" + s.saslMech + ", sasl_username=" + s.saslUser
-		}
-		s.srv.MailLog.Printf("%s", printableString(line))
+		s.srv.MailLog.Client(s.tx.queueID, s.peer(), s.saslMech, s.saslUser)
 	}
 	return reply.RcptOK
 }
@@ -1083,9 +1057,7 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		return reply.FromHandoff(err)
 	}
 	total := int64(len(head)) + size
-	if s.srv.MailLog != nil {
-		s.srv.MailLog.Printf("%s: from=<%s>, size=%d, nrcpt=%d (queue active)", tx.queueID, printableString(tx.sender), total, len(tx.rcpts))
-	}
+	s.srv.MailLog.Queued(tx.queueID, tx.sender, total, len(tx.rcpts))
 	if s.log.Enabled(ctx, slog.LevelInfo) {
 		attrs := make([]slog.Attr, 0, 10)
 		attrs = append(attrs, slog.String("queue_id", tx.queueID), slog.String("client", s.namaddr()))
