@@ -47,6 +47,10 @@ type Service struct {
 	Run func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error
 	// Start builds the service from env and serves until ctx ends.
 	Start func(ctx context.Context, env Env) error
+	// Warnings, when set, returns what a valid configuration should
+	// still tell the operator (gRPC callers trusted off loopback); check
+	// prints each on a "warning:" line and exits 0.
+	Warnings func(cfg *maincf.Config) []string
 	// Usage are extra usage lines, for commands the service's main
 	// handles itself before calling Main ("smtpgate-auth hash-password").
 	Usage []string
@@ -131,6 +135,11 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 		return 1
 	}
 	if checkOnly {
+		if svc.Warnings != nil {
+			for _, w := range svc.Warnings(cfg) {
+				fmt.Fprintf(stderr, "%s: warning: %s\n", prog, w)
+			}
+		}
 		return 0
 	}
 	log, err := telemetry.NewLogger(stderr, svc.Name, cfg.Get("smtpgate_log_format"), cfg.Get("smtpgate_log_level"))

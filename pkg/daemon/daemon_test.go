@@ -45,7 +45,7 @@ func TestMain(t *testing.T) {
 		ran    bool
 		out    string
 	}{
-		{"check ok", []string{"-c", good, "check"}, nil, 0, false, ""},
+		{"check ok", []string{"-c", good, "check"}, nil, 0, false, "smtpgate-test: warning: host is mail.example.org\n"},
 		{"check bad", []string{"-c", bad, "check"}, nil, 1, false, "main.cf:2: unknown parameter \"nosuch_parameter\""},
 		{"missing dir", []string{"-c", filepath.Join(good, "nope"), "check"}, nil, 1, false, "main.cf"},
 		{"serve", []string{"-c", good}, nil, 0, true, "host=mail.example.org"},
@@ -60,6 +60,7 @@ func TestMain(t *testing.T) {
 			ran := false
 			svc := testService(tc.runErr, &ran)
 			svc.Usage = []string{"smtpgate-test frobnicate"}
+			svc.Warnings = func(cfg *maincf.Config) []string { return []string{"host is " + cfg.Get("myhostname")} }
 			code := Main(context.Background(), svc, tc.args, &out)
 			if code != tc.code || ran != tc.ran || !strings.Contains(out.String(), tc.out) {
 				t.Errorf("Main(%q) = %d ran=%v output:\n%s\nwant %d ran=%v containing %q", tc.args, code, ran, out.String(), tc.code, tc.ran, tc.out)

@@ -116,6 +116,13 @@ func newAccess(main *maincf.Config, mode grpctls.Mode, log *slog.Logger) (*grpcs
 	return a.WithRateLimit(authv1.AuthService_LookupUser_FullMethodName, int(min(n, 1<<30))), nil
 }
 
+// Warnings returns what check says about a valid configuration: gRPC
+// callers trusted with every method off loopback (no client
+// certificates).
+func Warnings(main *maincf.Config) []string {
+	return grpcserver.Warnings(main, "smtpgate_auth_listen")
+}
+
 // Validate checks the auth service's part of the configuration.
 func Validate(main *maincf.Config, services []maincf.Service) error {
 	errs := []error{main.Validate(maincf.Auth), maincf.ValidateServices(main, services, maincf.Auth)}

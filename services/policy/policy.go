@@ -110,6 +110,13 @@ type Server struct {
 	access *grpcserver.Access
 }
 
+// Warnings returns what check says about a valid configuration: gRPC
+// callers trusted with every method off loopback (no client
+// certificates).
+func Warnings(main *maincf.Config) []string {
+	return grpcserver.Warnings(main, "smtpgate_policy_listen")
+}
+
 // Validate checks the configuration as smtpgate-policy reads it: unknown
 // parameter names and bad values in main.cf and in the master.cf -o
 // overrides, and the restriction lists of main.cf and of every listener.

@@ -36,6 +36,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Name:     "auth",
 		Owner:    maincf.Auth,
 		Validate: auth.Validate,
+		Warnings: auth.Warnings,
 		Start: func(ctx context.Context, env daemon.Env) error {
 			srv, err := auth.New(auth.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
 				TracerProvider: env.TracerProvider, Propagator: env.Propagator, Metrics: env.Metrics})

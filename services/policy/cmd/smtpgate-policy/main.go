@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		Name:     "policy",
 		Owner:    maincf.Policy,
 		Validate: policy.Validate,
+		Warnings: policy.Warnings,
 		Start: func(ctx context.Context, env daemon.Env) error {
 			srv, err := policy.New(policy.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
 				TracerProvider: env.TracerProvider, Propagator: env.Propagator, Metrics: env.Metrics})
