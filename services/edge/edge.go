@@ -309,7 +309,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.closeLimits = closeLimits
-	s.engine = &smtpd.Server{
+	s.engine = &smtpd.Server{Config: smtpd.Config{
 		Policy:         policyClient{policyv1.NewPolicyServiceClient(pc)},
 		Auth:           authClient{authv1.NewAuthServiceClient(ac)},
 		Logger:         cfg.Logger,
@@ -319,7 +319,7 @@ func New(cfg Config) (*Server, error) {
 		Limits:         limits,
 		Memory:         memoryBudget(cfg.Main.Int("smtpgate_memory_budget")),
 		Drain:          s.drain,
-	}
+	}}
 	if cfg.MailLog != nil {
 		s.engine.MailLog = maillog.New(cfg.MailLog, cfg.Main.Get("myhostname"))
 	}
@@ -370,9 +370,11 @@ func (s *Server) compile(main *maincf.Config, services []maincf.Service) (*gener
 // engineFor is the engine with main's settings; what lives as long as
 // the process is shared.
 func (s *Server) engineFor(main *maincf.Config) *smtpd.Server {
-	e := s.engine.Reconfigured(main.Duration("smtpgate_policy_timeout"), main.Duration("smtpgate_auth_timeout"))
-	e.PolicySkipTime = main.Duration("smtpgate_policy_skip_time")
-	return e
+	c := s.engine.Config
+	c.PolicyTimeout = main.Duration("smtpgate_policy_timeout")
+	c.PolicySkipTime = main.Duration("smtpgate_policy_skip_time")
+	c.AuthTimeout = main.Duration("smtpgate_auth_timeout")
+	return s.engine.Reconfigured(c)
 }
 
 // closeClients closes the gRPC clients and the connection limits' Redis

@@ -141,9 +141,9 @@ func newSessionBench(b *testing.B) (string, *benchSink) {
 		MaxMessageSize: 10240000, MaxRecipients: 1000, LineLimit: 2048, Timeout: 300 * time.Second,
 		DisableVRFY: true, HardErrorLimit: 20, SoftErrorLimit: 10, ErrorSleep: time.Second, JunkCommandLimit: 100,
 		NextHop: hop, ETRN: true, BareNewline: BareNewlineNormalize}
-	srv := &Server{Policy: grpcPolicy{policyv1.NewPolicyServiceClient(cc)}, Auth: &testAuth{}, Logger: log,
+	srv := &Server{Config: Config{Policy: grpcPolicy{policyv1.NewPolicyServiceClient(cc)}, Auth: &testAuth{}, Logger: log,
 		PolicyTimeout: 5 * time.Second, AuthTimeout: 5 * time.Second, PolicySkipTime: time.Minute,
-		MailLog: maillog.New(io.Discard, "mail.example.org"), Metrics: NewMetrics(prometheus.NewRegistry()), Drain: &Drain{}}
+		MailLog: maillog.New(io.Discard, "mail.example.org"), Metrics: NewMetrics(prometheus.NewRegistry()), Drain: &Drain{}}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -53,7 +53,7 @@ func TestDrain(t *testing.T) {
 		MaxMessageSize: 10240000, MaxRecipients: 3, LineLimit: 2048, Timeout: 10 * time.Second, NextHop: g,
 		TLS: testTLS(t), TLSLevel: TLSMay}
 	drain := &Drain{}
-	srv := &Server{Policy: h.policy, Auth: h.auth, Logger: slog.New(slog.NewJSONHandler(h.logs, nil)), Drain: drain}
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, Logger: slog.New(slog.NewJSONHandler(h.logs, nil)), Drain: drain}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -138,27 +138,42 @@ func TestDrain(t *testing.T) {
 	}
 }
 
-// TestReconfigured: a reloaded Server shares everything but the
-// timeouts; a field added to Server and forgotten in Reconfigured fails
-// here.
+// TestReconfigured: a reloaded Server has the new Config whole (every
+// field of it, the new timeouts included) and shares the old one's
+// worker goroutines; a field added to Server outside Config, where
+// Reconfigured would not carry it, fails here.
 func TestReconfigured(t *testing.T) {
-	s := &Server{Policy: &testPolicy{}, Auth: &testAuth{}, Logger: slog.Default(), PolicyTimeout: time.Second, AuthTimeout: time.Second, PolicySkipTime: time.Second,
-		Limits: &ConnLimits{}, Memory: NewMemory(1 << 20), Metrics: &Metrics{}, MailLog: &maillog.Log{}, Drain: &Drain{}, Tracer: noop.NewTracerProvider().Tracer("t")}
-	r := s.Reconfigured(2*time.Second, 3*time.Second)
+	s := &Server{Config: Config{Policy: &testPolicy{}, Auth: &testAuth{}, Logger: slog.Default(), PolicyTimeout: time.Second, AuthTimeout: time.Second, PolicySkipTime: time.Second,
+		Limits: &ConnLimits{}, Memory: NewMemory(1 << 20), Metrics: &Metrics{}, MailLog: &maillog.Log{}, Drain: &Drain{}, Tracer: noop.NewTracerProvider().Tracer("t")}}
+	c := s.Config
+	c.PolicyTimeout, c.AuthTimeout = 2*time.Second, 3*time.Second
+	r := s.Reconfigured(c)
 	if r.PolicyTimeout != 2*time.Second || r.AuthTimeout != 3*time.Second {
 		t.Errorf("timeouts = %v, %v", r.PolicyTimeout, r.AuthTimeout)
 	}
-	sv, rv := reflect.ValueOf(s).Elem(), reflect.ValueOf(r).Elem()
+	sv, rv := reflect.ValueOf(&s.Config).Elem(), reflect.ValueOf(&r.Config).Elem()
 	for i := range sv.NumField() {
 		f := sv.Type().Field(i)
-		if !f.IsExported() || f.Name == "PolicyTimeout" || f.Name == "AuthTimeout" {
-			continue
-		}
 		if sv.Field(i).IsZero() {
 			t.Errorf("the test sets no %s", f.Name)
 		}
+		if f.Name == "PolicyTimeout" || f.Name == "AuthTimeout" {
+			continue
+		}
 		if !rv.Field(i).Equal(sv.Field(i)) {
 			t.Errorf("Reconfigured does not carry %s over", f.Name)
+		}
+	}
+	if r.workers() != s.workers() {
+		t.Error("Reconfigured does not share the worker goroutines")
+	}
+	// The Server's own state, which Reconfigured makes afresh or shares
+	// by hand; anything else belongs in Config.
+	own := map[string]bool{"Config": true, "skipped": true, "bufs": true, "workOnce": true, "work": true}
+	st := reflect.TypeFor[Server]()
+	for i := range st.NumField() {
+		if f := st.Field(i); !own[f.Name] {
+			t.Errorf("Server.%s is outside Config: Reconfigured drops it", f.Name)
 		}
 	}
 }

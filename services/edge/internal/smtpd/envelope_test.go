@@ -369,7 +369,7 @@ func FuzzAPIStrings(f *testing.F) {
 		w := &wire{}
 		l := &Listener{Name: "fuzz", Hostname: "h", Banner: "h", MaxMessageSize: 1 << 16, MaxRecipients: 10, LineLimit: 512, Timeout: time.Second,
 			HardErrorLimit: 50, NextHop: &sink{}, SASL: true, ETRN: true, XCLIENTHosts: hosts}
-		srv := &Server{Policy: &testPolicy{decide: w.policy(relayDenied)}, Auth: &wireAuth{w: w}, PolicyTimeout: time.Second, AuthTimeout: 100 * time.Millisecond}
+		srv := &Server{Config: Config{Policy: &testPolicy{decide: w.policy(relayDenied)}, Auth: &wireAuth{w: w}, PolicyTimeout: time.Second, AuthTimeout: 100 * time.Millisecond}}
 		pipe, clientEnd := net.Pipe()
 		// From 127.0.0.1, so that XCLIENT is allowed.
 		server := remoteConn{Conn: pipe, remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4000}}

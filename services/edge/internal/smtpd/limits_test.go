@@ -218,7 +218,7 @@ func TestConnLimitsSession(t *testing.T) {
 				l.EventLimitExceptions, _ = listener.ParseNetworks([]string{"127.0.0.0/8"})
 			}
 		})
-		srv := &Server{Policy: h.policy, Auth: h.auth, Limits: &ConnLimits{}}
+		srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, Limits: &ConnLimits{}}}
 		ln, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {
 			t.Fatal(err)

@@ -18,7 +18,7 @@ import (
 func TestMailLog(t *testing.T) {
 	h := newHarness(t, relayDenied, nil)
 	var buf logBuffer
-	srv := &Server{Policy: h.policy, Auth: h.auth, MailLog: maillog.New(&buf, "mail")}
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, MailLog: maillog.New(&buf, "mail")}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

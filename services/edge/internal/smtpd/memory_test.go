@@ -52,8 +52,8 @@ func memoryHarness(t *testing.T, budget int64, tune func(*Listener)) (*harness, 
 		tune(h.l)
 	}
 	mem := NewMemory(budget)
-	srv := &Server{Policy: h.policy, Auth: h.auth, PolicyTimeout: time.Second, AuthTimeout: time.Second,
-		Memory: mem, Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, PolicyTimeout: time.Second, AuthTimeout: time.Second,
+		Memory: mem, Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

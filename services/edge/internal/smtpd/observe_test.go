@@ -39,7 +39,7 @@ func TestTelemetry(t *testing.T) {
 	tp := sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec))
 	reg := prometheus.NewRegistry()
 	pol := &spanPolicy{next: h.policy, spans: map[policyv1.Stage]trace.SpanContext{}}
-	srv := &Server{Policy: pol, Auth: h.auth, Tracer: tp.Tracer("test"), Metrics: NewMetrics(reg)}
+	srv := &Server{Config: Config{Policy: pol, Auth: h.auth, Tracer: tp.Tracer("test"), Metrics: NewMetrics(reg)}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

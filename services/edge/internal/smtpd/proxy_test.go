@@ -26,8 +26,8 @@ func newProxyHarness(t *testing.T, trusted []string, timeout time.Duration) *har
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := &Server{Policy: h.policy, Auth: h.auth, PolicyTimeout: time.Second, AuthTimeout: time.Second,
-		Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, PolicyTimeout: time.Second, AuthTimeout: time.Second,
+		Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}}
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

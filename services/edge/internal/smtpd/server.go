@@ -194,6 +194,24 @@ const (
 
 // Server runs sessions.
 type Server struct {
+	// Config is what the Server is built from; Reconfigured swaps it
+	// whole.
+	Config
+
+	// skipped are the stages policy always permits (skip.go).
+	skipped skipped
+
+	// bufs are the sessions' read and write buffers, work the
+	// goroutines that run their commands (idle.go).
+	bufs     bufPools
+	workOnce sync.Once
+	work     *workers
+}
+
+// Config is what a Server is built from: its seams (Policy, Auth), the
+// parts every configuration shares (logs, limits, memory, drain) and the
+// settings a reload may change (the timeouts).
+type Config struct {
 	Policy        Policy
 	Auth          Auth
 	Logger        *slog.Logger
@@ -224,15 +242,6 @@ type Server struct {
 	// nil: they are not tracked. Servers built from one configuration
 	// after another (a reload) share one.
 	Drain *Drain
-
-	// skipped are the stages policy always permits (skip.go).
-	skipped skipped
-
-	// bufs are the sessions' read and write buffers, work the
-	// goroutines that run their commands (idle.go).
-	bufs     bufPools
-	workOnce sync.Once
-	work     *workers
 }
 
 func (s *Server) workers() *workers {
@@ -240,13 +249,12 @@ func (s *Server) workers() *workers {
 	return s.work
 }
 
-// Reconfigured returns a Server for a new configuration (a reload): the
-// same seams, logger, limits, tracer, metrics, mail log, drain and
-// worker goroutines, with its own policy and auth timeouts. The sessions
-// of s go on with s.
-func (s *Server) Reconfigured(policyTimeout, authTimeout time.Duration) *Server {
-	r := &Server{Policy: s.Policy, Auth: s.Auth, Logger: s.Logger, PolicyTimeout: policyTimeout, AuthTimeout: authTimeout,
-		Limits: s.Limits, Memory: s.Memory, Tracer: s.Tracer, Metrics: s.Metrics, MailLog: s.MailLog, Drain: s.Drain, PolicySkipTime: s.PolicySkipTime}
+// Reconfigured returns a Server for a new configuration (a reload): c
+// swapped in whole, usually s.Config with the settings of the new
+// main.cf, and the worker goroutines of s. What policy said it always
+// permits is forgotten. The sessions of s go on with s.
+func (s *Server) Reconfigured(c Config) *Server {
+	r := &Server{Config: c}
 	r.work = s.workers()
 	r.workOnce.Do(func() {})
 	return r

@@ -268,8 +268,8 @@ func newHarness(t testing.TB, decide func(*policyv1.CheckRequest) (*policyv1.Ver
 	if tune != nil {
 		tune(h.l)
 	}
-	srv := &Server{Policy: h.policy, Auth: h.auth, PolicyTimeout: 500 * time.Millisecond, AuthTimeout: 500 * time.Millisecond, PolicySkipTime: time.Minute,
-		Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, PolicyTimeout: 500 * time.Millisecond, AuthTimeout: 500 * time.Millisecond, PolicySkipTime: time.Minute,
+		Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -711,7 +711,7 @@ func FuzzSession(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, in string) {
 		l := &Listener{Name: "fuzz", Hostname: "h", Banner: "h", MaxMessageSize: 1 << 16, MaxRecipients: 10, LineLimit: 512, Timeout: time.Second, HardErrorLimit: 50, NextHop: &sink{}}
-		srv := &Server{Policy: &testPolicy{decide: relayDenied}, Auth: &testAuth{}, PolicyTimeout: time.Second, AuthTimeout: 100 * time.Millisecond}
+		srv := &Server{Config: Config{Policy: &testPolicy{decide: relayDenied}, Auth: &testAuth{}, PolicyTimeout: time.Second, AuthTimeout: 100 * time.Millisecond}}
 		server, clientEnd := net.Pipe()
 		done := make(chan struct{})
 		go func() { srv.Serve(context.Background(), server, l); close(done) }()

@@ -184,8 +184,8 @@ func TestStressSessions(t *testing.T) {
 	h := newHarness(t, permit, nil)
 	logs := &logBuffer{}
 	stress := NewStress(2, 50*time.Millisecond, 10, slog.New(slog.NewJSONHandler(logs, nil)), nil)
-	srv := &Server{Policy: h.policy, Auth: h.auth, Limits: &ConnLimits{Max: 10, Stress: stress}, Drain: &Drain{},
-		Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, Limits: &ConnLimits{Max: 10, Stress: stress}, Drain: &Drain{},
+		Logger: slog.New(slog.NewJSONHandler(h.logs, nil))}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
