@@ -16,9 +16,9 @@ func (s *session) auth(ctx context.Context, arg string) reply.Reply {
 	switch {
 	case !s.authAllowed():
 		return reply.AuthNotEnabled
-	case !s.greeted:
+	case !s.helo.greeted:
 		return reply.NeedHELO
-	case s.saslUser != "":
+	case s.sasl.user != "":
 		return reply.AuthTwice
 	case s.tx != nil:
 		return reply.AuthInMail
@@ -62,8 +62,8 @@ func (s *session) auth(ctx context.Context, arg string) reply.Reply {
 		if o := resp.GetOutcome(); o != nil {
 			r := reply.FromAuthResult(o.GetResult())
 			if o.GetResult() == authv1.Result_RESULT_SUCCESS {
-				s.saslMech, s.saslUser = mech, o.GetUsername()
-				s.log.Info("authenticated", "sasl_method", mech, "sasl_username", s.saslUser)
+				s.sasl.mech, s.sasl.user = mech, o.GetUsername()
+				s.log.Info("authenticated", "sasl_method", mech, "sasl_username", s.sasl.user)
 			}
 			return r
 		}
@@ -99,12 +99,12 @@ func (s *session) auth(ctx context.Context, arg string) reply.Reply {
 
 // authAllowed reports whether AUTH may be used now.
 func (s *session) authAllowed() bool {
-	return s.l.SASL && (s.tlsState != nil || !s.l.TLSAuthOnly)
+	return s.l.SASL && (s.tls.state != nil || !s.l.TLSAuthOnly)
 }
 
 // mechanisms asks auth what to advertise; on failure none are advertised.
 func (s *session) mechanisms(ctx context.Context) []string {
-	if !s.authAllowed() || s.saslUser != "" {
+	if !s.authAllowed() || s.sasl.user != "" {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, s.authTimeout())
@@ -125,9 +125,9 @@ func (s *session) authTimeout() time.Duration {
 }
 
 func (s *session) authSession() *authv1.Session {
-	sess := &authv1.Session{Id: s.id, Listener: s.l.Name, ClientAddress: s.clientAddr, ClientPort: port(s.clientPort), ServerAddress: s.serverAddr, Tls: s.tlsState != nil}
-	if s.channelBinding != nil {
-		sess.ChannelBindingType, sess.ChannelBinding = "tls-exporter", s.channelBinding
+	sess := &authv1.Session{Id: s.id, Listener: s.l.Name, ClientAddress: s.client.addr, ClientPort: port(s.client.port), ServerAddress: s.local.addr, Tls: s.tls.state != nil}
+	if s.tls.channelBinding != nil {
+		sess.ChannelBindingType, sess.ChannelBinding = "tls-exporter", s.tls.channelBinding
 	}
 	return sess
 }

@@ -18,7 +18,7 @@ import (
 // unavailable".
 func (s *session) etrn(ctx context.Context, arg string) reply.Reply {
 	switch {
-	case !s.greeted && s.l.HELORequired:
+	case !s.helo.greeted && s.l.HELORequired:
 		return reply.ETRNNeedHELO
 	case s.tx != nil:
 		return reply.ETRNInMail

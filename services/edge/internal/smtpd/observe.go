@@ -143,8 +143,8 @@ func (s *session) startSession(ctx context.Context) context.Context {
 		return ctx
 	}
 	ctx, s.span = s.srv.Tracer.Start(ctx, "smtp.session", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindServer),
-		trace.WithAttributes(attrListener.String(s.l.Name), attrClient.String(s.clientAddr),
-			attrOrigin.String(originName(s.origin.String())), attrSession.String(s.id)))
+		trace.WithAttributes(attrListener.String(s.l.Name), attrClient.String(s.client.addr),
+			attrOrigin.String(originName(s.client.origin.String())), attrSession.String(s.id)))
 	return ctx
 }
 
@@ -153,10 +153,10 @@ func (s *session) endSession() {
 	if s.span == nil {
 		return
 	}
-	s.span.SetAttributes(attrTLS.Bool(s.tlsState != nil), attrClient.String(s.clientAddr),
-		attrOrigin.String(originName(s.origin.String())))
-	if s.saslUser != "" {
-		s.span.SetAttributes(attrSASLUser.String(s.saslUser))
+	s.span.SetAttributes(attrTLS.Bool(s.tls.state != nil), attrClient.String(s.client.addr),
+		attrOrigin.String(originName(s.client.origin.String())))
+	if s.sasl.user != "" {
+		s.span.SetAttributes(attrSASLUser.String(s.sasl.user))
 	}
 	s.span.End()
 }

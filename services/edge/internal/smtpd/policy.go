@@ -54,12 +54,12 @@ func (s *session) connectCheck(ctx context.Context) (r reply.Reply, ok bool) {
 		return reply.PolicyUnavailableAtConnect(s.l.Hostname), false
 	}
 	if ok {
-		s.prepend = append(s.prepend, v.GetPrepend()...)
+		s.verdicts.prepend = append(s.verdicts.prepend, v.GetPrepend()...)
 		return reply.Reply{}, true
 	}
 	// smtpd_delay_reject = no: the refusal is the greeting, and every
 	// command but QUIT is refused after it.
-	s.denied = true
+	s.verdicts.denied = true
 	return r, false
 }
 
@@ -105,12 +105,12 @@ var permitVerdict = &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT}
 func (s *session) carried(stage policyv1.Stage) *policyv1.DeferredReply {
 	switch stage {
 	case policyv1.Stage_STAGE_HELO:
-		return s.connectDeferIfPermit
+		return s.verdicts.connectDeferIfPermit
 	case policyv1.Stage_STAGE_MAIL, policyv1.Stage_STAGE_ETRN:
-		if s.heloChecked {
-			return s.heloDeferIfPermit
+		if s.verdicts.heloChecked {
+			return s.verdicts.heloDeferIfPermit
 		}
-		return s.connectDeferIfPermit
+		return s.verdicts.connectDeferIfPermit
 	case policyv1.Stage_STAGE_RCPT, policyv1.Stage_STAGE_VRFY:
 		if s.tx != nil {
 			return s.tx.deferIfPermit
@@ -124,9 +124,9 @@ func (s *session) carried(stage policyv1.Stage) *policyv1.DeferredReply {
 // defer_if_permit to carry and a DISCARD. err means the answer is
 // unusable; the caller fails closed.
 func (s *session) applyVerdict(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction, v *policyv1.Verdict) (r reply.Reply, ok bool, err error) {
-	where := stageName(stage, s.esmtp)
+	where := stageName(stage, s.helo.esmtp)
 	for _, w := range v.GetWarnings() {
-		s.log.WarnContext(ctx, w, "stage", where, "client_name", s.namaddr(), "from", tx.GetSender(), "to", tx.GetRecipient(), "helo", s.helo)
+		s.log.WarnContext(ctx, w, "stage", where, "client_name", s.namaddr(), "from", tx.GetSender(), "to", tx.GetRecipient(), "helo", s.helo.name)
 	}
 	r, ok, err = reply.FromVerdict(v)
 	if err != nil {
@@ -138,13 +138,13 @@ func (s *session) applyVerdict(ctx context.Context, stage policyv1.Stage, tx *po
 	}
 	switch stage {
 	case policyv1.Stage_STAGE_CONNECT:
-		s.connectDeferIfPermit = v.GetDeferIfPermit()
-		s.discardConnect = reply.Discards(v)
+		s.verdicts.connectDeferIfPermit = v.GetDeferIfPermit()
+		s.verdicts.discardConnect = reply.Discards(v)
 	case policyv1.Stage_STAGE_HELO:
 		// A refused HELO/EHLO leaves the session as it was.
 		if ok {
-			s.heloDeferIfPermit, s.heloChecked = v.GetDeferIfPermit(), true
-			s.discardHELO = reply.Discards(v)
+			s.verdicts.heloDeferIfPermit, s.verdicts.heloChecked = v.GetDeferIfPermit(), true
+			s.verdicts.discardHELO = reply.Discards(v)
 		}
 	case policyv1.Stage_STAGE_MAIL:
 		if ok && s.tx != nil {
@@ -183,7 +183,7 @@ func stageName(stage policyv1.Stage, esmtp bool) string {
 // <x@example.net>: Relay access denied; from=<a@example.org>
 // to=<x@example.net> proto=ESMTP helo=<client.example.net>".
 func (s *session) logReject(stage policyv1.Stage, tx *policyv1.Transaction, r reply.Reply) {
-	e := maillog.Reject{Stage: stageName(stage, s.esmtp), Client: s.peer(), Reason: r.Text(), Proto: s.protocol(), Helo: s.helo}
+	e := maillog.Reject{Stage: stageName(stage, s.helo.esmtp), Client: s.peer(), Reason: r.Text(), Proto: s.protocol(), Helo: s.helo.name}
 	if s.tx != nil && len(s.tx.rcpts) > 0 {
 		e.QueueID = s.tx.queueID
 	}
@@ -218,8 +218,8 @@ func (s *session) logDiscard(ctx context.Context, where string, v *policyv1.Verd
 			msg += " to=<" + tx.GetRecipient() + ">"
 		}
 	}
-	if s.greeted {
-		msg += " proto=" + s.protocol() + " helo=<" + s.helo + ">"
+	if s.helo.greeted {
+		msg += " proto=" + s.protocol() + " helo=<" + s.helo.name + ">"
 	}
 	s.log.InfoContext(ctx, msg, "stage", where, "queue_id", tx.GetQueueId(), "restriction", v.GetRestriction(), "list", v.GetList())
 }
@@ -227,21 +227,21 @@ func (s *session) logDiscard(ctx context.Context, where string, v *policyv1.Verd
 // facts describes the session for policy.
 func (s *session) facts() *policyv1.Session {
 	f := &policyv1.Session{
-		Id: s.id, Listener: s.l.Name, Origin: s.origin,
-		ClientAddress: s.clientAddr, ClientPort: port(s.clientPort),
-		ClientName: s.clientName, ReverseClientName: s.reverseName,
-		ServerAddress: s.serverAddr, ServerPort: port(s.serverPort),
-		HeloName: s.helo, UnauthPipelining: s.unauthPipelining,
+		Id: s.id, Listener: s.l.Name, Origin: s.client.origin,
+		ClientAddress: s.client.addr, ClientPort: port(s.client.port),
+		ClientName: s.client.name, ReverseClientName: s.client.reverseName,
+		ServerAddress: s.local.addr, ServerPort: port(s.local.port),
+		HeloName: s.helo.name, UnauthPipelining: s.unauthPipelining,
 		Stress: s.srv.Limits.stressed(),
 	}
-	if s.greeted || s.protoSet {
+	if s.helo.greeted || s.helo.protoSet {
 		f.Protocol = s.protocol()
 	}
-	if st := s.tlsState; st != nil {
+	if st := s.tls.state; st != nil {
 		f.Tls = &policyv1.TLS{Version: tlsVersion(st.Version), Cipher: tls.CipherSuiteName(st.CipherSuite), CipherBits: cipherBits(st.CipherSuite), Sni: sni(st.ServerName)}
 	}
-	if s.saslUser != "" {
-		f.Sasl = &policyv1.SASL{Method: s.saslMech, Username: s.saslUser}
+	if s.sasl.user != "" {
+		f.Sasl = &policyv1.SASL{Method: s.sasl.mech, Username: s.sasl.user}
 		if s.tx != nil && s.tx.params.auth != nil {
 			f.Sasl.Sender = *s.tx.params.auth
 		}

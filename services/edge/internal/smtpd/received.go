@@ -19,25 +19,25 @@ func (s *session) assemble(tx *transaction, headers []*policyv1.Header, added []
 		b = fmt.Appendf(b, "%s: %s\r\n", h.GetName(), strings.NewReplacer("\r", " ", "\n", " ").Replace(h.GetValue()))
 	}
 	b = append(b, "Received: from "...)
-	b = appendHeaderSafe(b, s.helo)
+	b = appendHeaderSafe(b, s.helo.name)
 	b = append(b, " ("...)
 	b = appendHeaderSafe(b, s.name())
 	b = append(b, " ["...)
-	b = append(b, s.clientAddr...)
+	b = append(b, s.client.addr...)
 	b = append(b, "])\r\n"...)
-	if st := s.tlsState; st != nil {
+	if st := s.tls.state; st != nil {
 		b = fmt.Appendf(b, "\t(using %s with cipher %s (%d/%d bits))\r\n", tlsVersion(st.Version), tls.CipherSuiteName(st.CipherSuite), cipherBits(st.CipherSuite), cipherBits(st.CipherSuite))
 	}
 	b = append(b, "\tby "...)
 	b = append(b, s.l.Hostname...)
 	b = append(b, " (smtpgate) with "...)
 	// The protocol names of RFC 3848.
-	if s.esmtp {
+	if s.helo.esmtp {
 		b = append(b, "ESMTP"...)
-		if s.tlsState != nil {
+		if s.tls.state != nil {
 			b = append(b, 'S')
 		}
-		if s.saslUser != "" {
+		if s.sasl.user != "" {
 			b = append(b, 'A')
 		}
 	} else {

@@ -278,7 +278,7 @@ func (s *Server) Serve(ctx context.Context, conn net.Conn, l *Listener) {
 	s.Drain.add(sess)
 	defer s.Drain.remove(sess)
 	ctx = sess.startSession(ctx)
-	s.Metrics.connected(l.Name, originName(sess.origin.String()))
+	s.Metrics.connected(l.Name, originName(sess.client.origin.String()))
 	defer func() {
 		sess.close()
 		sess.endSession()

@@ -28,85 +28,56 @@ import (
 	"github.com/smtpgate/smtpgate/services/edge/internal/xclient"
 )
 
-// session is one SMTP connection.
+// session is one SMTP connection: who the client is, what it said
+// (HELO/EHLO, TLS, AUTH, the transaction), what policy said that later
+// stages carry, and the command loop's counts. The connection itself
+// (buffers, deadlines, the drain) is the last group.
 type session struct {
-	srv  *Server
-	l    *Listener
-	conn net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	// front is what br reads a plain conn through after idle.
-	front prefetch
-	id    string
+	srv *Server
+	l   *Listener
+	id  string
 	// log is held by value: one allocation less per session, which pays
 	// for idle's callback (idle.go).
 	log slog.Logger
 
-	clientAddr, clientPort string
-	serverAddr, serverPort string
-	// origin says where clientAddr came from (the socket, a PROXY
-	// header, XCLIENT).
-	origin policyv1.Origin
-	// clientName and reverseName: set only by XCLIENT NAME= and
-	// REVERSE_NAME=; empty, the edge did no lookup and policy resolves
-	// the address itself.
-	clientName, reverseName string
-	// xclientOK: the client (the socket's, the PROXY header's, or the
-	// one the last XCLIENT named) is in smtpd_authorized_xclient_hosts.
-	// As in Postfix 3.7 (checked by the differential test), an XCLIENT
-	// that names another client takes the right to the next XCLIENT
-	// away unless that client is authorized too.
-	xclientOK bool
-	// protoSet: XCLIENT PROTO= set the protocol before any HELO/EHLO.
-	protoSet bool
+	client clientInfo
+	// local is the address the client connected to (the PROXY header's
+	// or XCLIENT's when they say so).
+	local struct{ addr, port string }
+	helo  heloInfo
+	tls   tlsInfo
+	sasl  saslInfo
+	// verdicts is what policy said at CONNECT and HELO/EHLO that later
+	// stages carry.
+	verdicts sessionVerdicts
+	tx       *transaction
+	// bdatFailed: a BDAT chunk was refused; the chunks after it, up to
+	// the last, are discarded (RFC 3030 §2, as Postfix).
+	bdatFailed bool
 	// etrnDomain is the ETRN argument while its stage is evaluated.
 	etrnDomain string
 
-	helo     string
-	esmtp    bool
-	greeted  bool
-	tlsState *tls.ConnectionState
-	// channelBinding is the tls-exporter value of the TLS session.
-	channelBinding []byte
-	saslMech       string
-	saslUser       string
-	// denied is set when the connect-stage check refused the client
-	// (smtpd_delay_reject = no): only QUIT is answered normally then.
-	denied bool
 	// unauthPipelining: the client sent ahead where it may not.
 	unauthPipelining bool
 	errors           int
 	// junk counts smtpd_junk_command_limit's commands.
 	junk     int
 	commands int
-	// release gives back the session's place in Server.Limits.
-	release func()
-	// prepend are headers policy asked for at session stages.
-	prepend []*policyv1.Header
-
-	// The defer_if_permit carried between stages when policy evaluates
-	// each stage as it happens (smtpd_delay_reject = no), as Postfix's
-	// smtpd_check.c carries defer_if_permit_client and _helo: CONNECT's
-	// goes with HELO/EHLO; HELO's (which includes CONNECT's) or, when
-	// there was no HELO, CONNECT's goes with every MAIL.
-	connectDeferIfPermit *policyv1.DeferredReply
-	heloDeferIfPermit    *policyv1.DeferredReply
-	heloChecked          bool
-	// discardConnect and discardHELO: policy said DISCARD (access(5)) at
-	// CONNECT or at the last HELO/EHLO; every transaction is discarded.
-	discardConnect, discardHELO bool
-
-	tx *transaction
-	// bdatFailed: a BDAT chunk was refused; the chunks after it, up to
-	// the last, are discarded (RFC 3030 §2, as Postfix).
-	bdatFailed bool
-	// chunkBuf is the buffer BDAT chunks are read through.
-	chunkBuf []byte
-	// span is the session's span; nil when the server does not trace.
-	span trace.Span
 	// cmds counts the commands for the mail log's disconnect line.
 	cmds maillog.Commands
+	// release gives back the session's place in Server.Limits.
+	release func()
+	// span is the session's span; nil when the server does not trace.
+	span trace.Span
 
+	// The connection.
+	conn net.Conn
+	br   *bufio.Reader
+	bw   *bufio.Writer
+	// front is what br reads a plain conn through after idle.
+	front prefetch
+	// chunkBuf is the buffer BDAT chunks are read through.
+	chunkBuf []byte
 	// raw is the accepted connection (conn may be TLS over it); Drain
 	// sets its read deadline from another goroutine.
 	raw net.Conn
@@ -124,6 +95,69 @@ type session struct {
 	// waitSince is when the session last began to wait for its client
 	// (touch); guarded by drainMu, for Drain.shorten under stress.
 	waitSince time.Time
+}
+
+// clientInfo is the SMTP client as the edge knows it.
+type clientInfo struct {
+	addr, port string
+	// origin says where addr came from (the socket, a PROXY header,
+	// XCLIENT).
+	origin policyv1.Origin
+	// name and reverseName: set only by XCLIENT NAME= and
+	// REVERSE_NAME=; empty, the edge did no lookup and policy resolves
+	// the address itself.
+	name, reverseName string
+	// xclientOK: the client (the socket's, the PROXY header's, or the
+	// one the last XCLIENT named) is in smtpd_authorized_xclient_hosts.
+	// As in Postfix 3.7 (checked by the differential test), an XCLIENT
+	// that names another client takes the right to the next XCLIENT
+	// away unless that client is authorized too.
+	xclientOK bool
+}
+
+// heloInfo is what the client said with HELO or EHLO.
+type heloInfo struct {
+	name string
+	// esmtp: the greeting was EHLO (or XCLIENT PROTO=ESMTP).
+	esmtp   bool
+	greeted bool
+	// protoSet: XCLIENT PROTO= set the protocol before any HELO/EHLO.
+	protoSet bool
+}
+
+// tlsInfo is the TLS session, after STARTTLS or on a wrapper-mode
+// listener; state is nil before.
+type tlsInfo struct {
+	state *tls.ConnectionState
+	// channelBinding is the tls-exporter value of the TLS session.
+	channelBinding []byte
+}
+
+// saslInfo is who the client authenticated as (AUTH); user is empty
+// before.
+type saslInfo struct {
+	mech, user string
+}
+
+// sessionVerdicts is what policy said at the session's stages that
+// later stages carry.
+type sessionVerdicts struct {
+	// denied is set when the connect-stage check refused the client
+	// (smtpd_delay_reject = no): only QUIT is answered normally then.
+	denied bool
+	// prepend are headers policy asked for at session stages.
+	prepend []*policyv1.Header
+	// The defer_if_permit carried between stages when policy evaluates
+	// each stage as it happens (smtpd_delay_reject = no), as Postfix's
+	// smtpd_check.c carries defer_if_permit_client and _helo: CONNECT's
+	// goes with HELO/EHLO; HELO's (which includes CONNECT's) or, when
+	// there was no HELO, CONNECT's goes with every MAIL.
+	connectDeferIfPermit *policyv1.DeferredReply
+	heloDeferIfPermit    *policyv1.DeferredReply
+	heloChecked          bool
+	// discardConnect and discardHELO: policy said DISCARD (access(5)) at
+	// CONNECT or at the last HELO/EHLO; every transaction is discarded.
+	discardConnect, discardHELO bool
 }
 
 // transaction is one mail transaction (MAIL to end of data or RSET).
@@ -159,16 +193,16 @@ type transaction struct {
 }
 
 func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *session {
-	s := &session{srv: srv, l: l, conn: conn, raw: conn, id: newID(), origin: policyv1.Origin_ORIGIN_SOCKET}
-	s.clientAddr, s.clientPort = splitHostPort(peer.Client)
-	s.serverAddr, s.serverPort = splitHostPort(peer.Server)
-	attrs := []slog.Attr{slog.String("session", s.id), slog.String("listener", l.Name), slog.String("client", s.clientAddr)}
+	s := &session{srv: srv, l: l, conn: conn, raw: conn, id: newID(), client: clientInfo{origin: policyv1.Origin_ORIGIN_SOCKET}}
+	s.client.addr, s.client.port = splitHostPort(peer.Client)
+	s.local.addr, s.local.port = splitHostPort(peer.Server)
+	attrs := []slog.Attr{slog.String("session", s.id), slog.String("listener", l.Name), slog.String("client", s.client.addr)}
 	if peer.Proxied {
-		s.origin = policyv1.Origin_ORIGIN_PROXY
-		attrs = append(attrs, slog.String("client_port", s.clientPort), slog.String("proxy", peer.Proxy.String()))
+		s.client.origin = policyv1.Origin_ORIGIN_PROXY
+		attrs = append(attrs, slog.String("client_port", s.client.port), slog.String("proxy", peer.Proxy.String()))
 	}
-	if ip, err := netip.ParseAddr(s.clientAddr); err == nil {
-		s.xclientOK = l.XCLIENTHosts.Contains(ip)
+	if ip, err := netip.ParseAddr(s.client.addr); err == nil {
+		s.client.xclientOK = l.XCLIENTHosts.Contains(ip)
 	}
 	log := srv.Logger
 	if log == nil {
@@ -229,15 +263,15 @@ func (s *session) close() {
 
 // namaddr is Postfix's "name[addr]"; the edge does no DNS, so the name is
 // "unknown" unless XCLIENT NAME= gave one.
-func (s *session) namaddr() string { return s.name() + "[" + s.clientAddr + "]" }
+func (s *session) namaddr() string { return s.name() + "[" + s.client.addr + "]" }
 
 // peer is the client as the mail log names it (namaddr).
-func (s *session) peer() maillog.Peer { return maillog.Peer{Name: s.name(), Addr: s.clientAddr} }
+func (s *session) peer() maillog.Peer { return maillog.Peer{Name: s.name(), Addr: s.client.addr} }
 
 // name is the client's host name as far as the edge knows it.
 func (s *session) name() string {
-	if s.clientName != "" {
-		return s.clientName
+	if s.client.name != "" {
+		return s.client.name
 	}
 	return "unknown"
 }
@@ -354,7 +388,7 @@ func (s *session) readLine() (string, error) {
 // (the socket's, the PROXY header's or the one XCLIENT named): "no" for
 // one in smtpd_forbid_bare_newline_exclusions, as in Postfix.
 func (s *session) bareNewline() BareNewline {
-	if ip, err := netip.ParseAddr(s.clientAddr); err == nil && s.l.BareNewlineExclusions.Contains(ip) {
+	if ip, err := netip.ParseAddr(s.client.addr); err == nil && s.l.BareNewlineExclusions.Contains(ip) {
 		return BareNewlineNo
 	}
 	return s.l.BareNewline
@@ -373,7 +407,7 @@ func (s *session) refuseBareNewline(what string, command bool) reply.Reply {
 	// <LF> received; proto=SMTP" for a command line, "QUEUEID: reject:
 	// END-OF-MESSAGE from ...; from=<a> to=<b> proto=ESMTP helo=<x>" for
 	// content.
-	e := maillog.Reject{Stage: "CONNECT", Client: s.peer(), Reason: "bare <" + what + "> received", Proto: s.protocol(), Helo: s.helo}
+	e := maillog.Reject{Stage: "CONNECT", Client: s.peer(), Reason: "bare <" + what + "> received", Proto: s.protocol(), Helo: s.helo.name}
 	if !command && s.tx != nil {
 		e.QueueID, e.Stage = s.tx.queueID, "END-OF-MESSAGE"
 		e.Envelope, e.From = true, s.tx.sender
@@ -386,7 +420,7 @@ func (s *session) refuseBareNewline(what string, command bool) reply.Reply {
 }
 
 func (s *session) run(ctx context.Context) {
-	s.log.Info("connect", "server", net.JoinHostPort(s.serverAddr, s.serverPort))
+	s.log.Info("connect", "server", net.JoinHostPort(s.local.addr, s.local.port))
 	s.srv.MailLog.Connect(s.peer())
 	if s.l.Wrapper {
 		if ok, _ := offStack(s.srv.workers(), func() (bool, struct{}) { return s.handshake(), struct{}{} }); !ok {
@@ -453,7 +487,7 @@ func (s *session) run(ctx context.Context) {
 			return
 		}
 		s.commands++
-		denied := s.denied
+		denied := s.verdicts.denied
 		verb, _ := splitCommand(line)
 		cctx, span := s.startCommand(ctx, verb)
 		r, _ := s.offStack(cctx, line, false)
@@ -489,11 +523,11 @@ var junkCommands = map[string]bool{"HELO": true, "EHLO": true, "RSET": true, "NO
 // admit applies the connection limits (Server.Limits). The session
 // releases its place when it closes.
 func (s *session) admit(ctx context.Context) (reply.Reply, bool) {
-	exempt := s.xclientOK
-	if ip, err := netip.ParseAddr(s.clientAddr); err == nil && s.l.EventLimitExceptions.Contains(ip) {
+	exempt := s.client.xclientOK
+	if ip, err := netip.ParseAddr(s.client.addr); err == nil && s.l.EventLimitExceptions.Contains(ip) {
 		exempt = true
 	}
-	a := s.srv.Limits.admit(ctx, s.l, s.clientAddr, exempt)
+	a := s.srv.Limits.admit(ctx, s.l, s.client.addr, exempt)
 	s.release = a.release
 	if a.stressed {
 		// The sessions that wait for their clients get the stress
@@ -567,7 +601,7 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 	// XCLIENT from an authorized client passes a connect-stage refusal:
 	// the refusal was about the proxy, and XCLIENT says whom it speaks
 	// for (the new identity gets its own connect-stage check).
-	if s.denied && verb != "QUIT" && (verb != "XCLIENT" || !s.xclientOK) {
+	if s.verdicts.denied && verb != "QUIT" && (verb != "XCLIENT" || !s.client.xclientOK) {
 		return reply.AccessDenied(s.namaddr())
 	}
 	// Commands sent ahead of a reply where that is not allowed (RFC 2920
@@ -577,7 +611,7 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 	// smtpd_forbid_unauth_pipelining, the end of the session.
 	// A BDAT chunk follows its command at once (RFC 3030 §2): it is not
 	// sending ahead.
-	if knownCommands[verb] && verb != "BDAT" && !s.unauthPipelining && s.br.Buffered() > 0 && (!s.esmtp || mustBeLast[verb]) {
+	if knownCommands[verb] && verb != "BDAT" && !s.unauthPipelining && s.br.Buffered() > 0 && (!s.helo.esmtp || mustBeLast[verb]) {
 		s.unauthPipelining = true
 		s.log.Info("improper command pipelining after "+verb, "next", printable(s.peekBuffered(100)))
 		if s.l.ForbidUnauthPipelining {
@@ -627,7 +661,7 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 
 // protocol is "SMTP" after HELO, "ESMTP" after EHLO.
 func (s *session) protocol() string {
-	if s.esmtp {
+	if s.helo.esmtp {
 		return "ESMTP"
 	}
 	return "SMTP"
@@ -687,7 +721,7 @@ func (t *transaction) dropBody() {
 
 // discarding reports whether a session-stage DISCARD applies to every
 // transaction.
-func (s *session) discarding() bool { return s.discardConnect || s.discardHELO }
+func (s *session) discarding() bool { return s.verdicts.discardConnect || s.verdicts.discardHELO }
 
 // hello handles HELO and EHLO (RFC 5321 §4.1.1.1).
 func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
@@ -695,14 +729,14 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 		return reply.HELOSyntax(verb)
 	}
 	s.resetTx()
-	prevHelo, prevESMTP, prevGreeted := s.helo, s.esmtp, s.greeted
-	s.helo, s.esmtp, s.greeted = arg, verb == "EHLO", true
+	prevHelo, prevESMTP, prevGreeted := s.helo.name, s.helo.esmtp, s.helo.greeted
+	s.helo.name, s.helo.esmtp, s.helo.greeted = arg, verb == "EHLO", true
 	r, v, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_HELO, nil, "<"+arg+">")
 	if !ok {
-		s.helo, s.esmtp, s.greeted = prevHelo, prevESMTP, prevGreeted
+		s.helo.name, s.helo.esmtp, s.helo.greeted = prevHelo, prevESMTP, prevGreeted
 		return r
 	}
-	s.prepend = append(s.prepend, v.GetPrepend()...)
+	s.verdicts.prepend = append(s.verdicts.prepend, v.GetPrepend()...)
 	if verb == "HELO" {
 		return reply.Reply{Code: 250, Lines: []string{s.l.Hostname}}
 	}
@@ -720,13 +754,13 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 	if s.l.ETRN {
 		lines = append(lines, "ETRN")
 	}
-	if s.tlsState == nil && s.l.TLS != nil && s.l.TLSLevel != TLSNone {
+	if s.tls.state == nil && s.l.TLS != nil && s.l.TLSLevel != TLSNone {
 		lines = append(lines, "STARTTLS")
 	}
 	if mechs := s.mechanisms(ctx); len(mechs) > 0 {
 		lines = append(lines, "AUTH "+strings.Join(mechs, " "))
 	}
-	if s.xclientOK {
+	if s.client.xclientOK {
 		lines = append(lines, "XCLIENT "+strings.Join(xclient.Attributes, " "))
 	}
 	lines = append(lines, "ENHANCEDSTATUSCODES", "8BITMIME", "DSN")
@@ -740,11 +774,11 @@ func (s *session) hello(ctx context.Context, verb, arg string) reply.Reply {
 // mail handles MAIL FROM (RFC 5321 §4.1.1.2).
 func (s *session) mail(ctx context.Context, arg string) reply.Reply {
 	switch {
-	case !s.greeted && s.l.HELORequired:
+	case !s.helo.greeted && s.l.HELORequired:
 		return reply.NeedHELO
 	case s.tx != nil:
 		return reply.NestedMail
-	case s.l.TLSLevel == TLSEncrypt && s.tlsState == nil:
+	case s.l.TLSLevel == TLSEncrypt && s.tls.state == nil:
 		return reply.NeedSTARTTLS
 	}
 	rest, ok := cutKeyword(arg, "FROM")
@@ -885,7 +919,7 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	if len(s.tx.rcpts) == 1 {
 		// Postfix logs this when it creates the queue file, at the
 		// first recipient accepted.
-		s.srv.MailLog.Client(s.tx.queueID, s.peer(), s.saslMech, s.saslUser)
+		s.srv.MailLog.Client(s.tx.queueID, s.peer(), s.sasl.mech, s.sasl.user)
 	}
 	return reply.RcptOK
 }
@@ -1037,7 +1071,7 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 			s.log.DebugContext(ctx, "added missing headers", "queue_id", tx.queueID, "headers", strings.TrimSpace(strings.ReplaceAll(strings.Join(added, ""), "\r\n", "; ")))
 		}
 	}
-	head := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.prepend...), tx.prepend...), prepend...), added)
+	head := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.verdicts.prepend...), tx.prepend...), prepend...), added)
 	content, err := tx.body.Reader()
 	if err != nil {
 		s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
@@ -1061,9 +1095,9 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 	if s.log.Enabled(ctx, slog.LevelInfo) {
 		attrs := make([]slog.Attr, 0, 10)
 		attrs = append(attrs, slog.String("queue_id", tx.queueID), slog.String("client", s.namaddr()))
-		if s.saslUser != "" {
+		if s.sasl.user != "" {
 			// As Postfix logs them on the queue id's client= line.
-			attrs = append(attrs, slog.String("sasl_method", s.saslMech), slog.String("sasl_username", s.saslUser))
+			attrs = append(attrs, slog.String("sasl_method", s.sasl.mech), slog.String("sasl_username", s.sasl.user))
 		}
 		attrs = append(attrs, slog.String("from", tx.sender), slog.Int("nrcpt", len(tx.rcpts)), slog.Int64("size", total),
 			slog.Bool("spooled", tx.body.Spooled()), slog.String("next_hop", s.l.NextHop.String()))

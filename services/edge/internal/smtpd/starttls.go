@@ -13,7 +13,7 @@ func (s *session) starttls(arg string) reply.Reply {
 	switch {
 	case arg != "":
 		return reply.Syntax("STARTTLS")
-	case s.tlsState != nil:
+	case s.tls.state != nil:
 		return reply.TLSActive
 	case s.l.TLS == nil || s.l.TLSLevel == TLSNone:
 		return reply.NotImplemented
@@ -33,9 +33,9 @@ func (s *session) starttls(arg string) reply.Reply {
 	}
 	// RFC 3207 §4.2: forget everything learned before TLS.
 	s.resetTx()
-	s.helo, s.esmtp, s.greeted = "", false, false
-	s.heloDeferIfPermit, s.heloChecked, s.discardHELO = nil, false, false
-	s.saslMech, s.saslUser = "", ""
+	s.helo.name, s.helo.esmtp, s.helo.greeted = "", false, false
+	s.verdicts.heloDeferIfPermit, s.verdicts.heloChecked, s.verdicts.discardHELO = nil, false, false
+	s.sasl = saslInfo{}
 	return reply.Reply{}
 }
 
@@ -57,12 +57,12 @@ func (s *session) handshake() bool {
 	}
 	_ = tc.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
-	s.tlsState = &st
+	s.tls.state = &st
 	// RFC 9266 tls-exporter channel binding for SCRAM-*-PLUS; Go refuses
 	// to export keying material where it would be unsafe (TLS 1.2
 	// without extended master secret), and then there is none.
 	if cb, err := st.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32); err == nil {
-		s.channelBinding = cb
+		s.tls.channelBinding = cb
 	}
 	s.setConn(tc)
 	s.log.Info("TLS established", "version", tlsVersion(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))

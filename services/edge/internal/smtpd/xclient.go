@@ -23,7 +23,7 @@ func (s *session) xclient(ctx context.Context, arg string) reply.Reply {
 		return reply.MailInProgress
 	case strings.TrimSpace(arg) == "":
 		return reply.XCLIENTSyntax
-	case !s.xclientOK:
+	case !s.client.xclientOK:
 		s.log.InfoContext(ctx, "XCLIENT refused: client not in smtpd_authorized_xclient_hosts")
 		return reply.XCLIENTDenied
 	}
@@ -32,7 +32,7 @@ func (s *session) xclient(ctx context.Context, arg string) reply.Reply {
 		return reply.FromXCLIENT(err)
 	}
 	s.applyXCLIENT(c)
-	s.log.InfoContext(ctx, "xclient", "client", s.namaddr(), "client_port", s.clientPort, "helo", s.helo, "proto", s.protocol(), "sasl_username", s.saslUser, "server", s.serverAddr)
+	s.log.InfoContext(ctx, "xclient", "client", s.namaddr(), "client_port", s.client.port, "helo", s.helo.name, "proto", s.protocol(), "sasl_username", s.sasl.user, "server", s.local.addr)
 	// Back to the greeting stage: the connect-stage check runs again on
 	// the new identity, and its refusal replaces the 220.
 	if r, ok := s.connectCheck(ctx); !ok {
@@ -45,52 +45,49 @@ func (s *session) xclient(ctx context.Context, arg string) reply.Reply {
 // state after the greeting, keeping what XCLIENT set.
 func (s *session) applyXCLIENT(c *xclient.Command) {
 	if c.Name.Set {
-		s.clientName = c.Name.Value
+		s.client.name = c.Name.Value
 		if c.Name.Status == xclient.NameOK {
-			s.reverseName = c.Name.Value
+			s.client.reverseName = c.Name.Value
 		}
 	}
 	if c.ReverseName.Set {
-		s.reverseName = c.ReverseName.Value
+		s.client.reverseName = c.ReverseName.Value
 	}
 	if c.Addr.Set {
-		s.clientAddr = c.Addr.Value
+		s.client.addr = c.Addr.Value
 		if !c.Name.Set {
 			// The old name belonged to the old address.
-			s.clientName, s.reverseName = "", ""
+			s.client.name, s.client.reverseName = "", ""
 		}
 	}
-	if ip, err := netip.ParseAddr(s.clientAddr); err == nil {
-		s.xclientOK = s.l.XCLIENTHosts.Contains(ip)
+	if ip, err := netip.ParseAddr(s.client.addr); err == nil {
+		s.client.xclientOK = s.l.XCLIENTHosts.Contains(ip)
 	} else {
-		s.xclientOK = false
+		s.client.xclientOK = false
 	}
 	if c.Port.Set {
-		s.clientPort = c.Port.Value
+		s.client.port = c.Port.Value
 	}
 	if c.DestAddr.Set {
-		s.serverAddr = c.DestAddr.Value
+		s.local.addr = c.DestAddr.Value
 	}
 	if c.DestPort.Set {
-		s.serverPort = c.DestPort.Value
+		s.local.port = c.DestPort.Value
 	}
-	s.origin = policyv1.Origin_ORIGIN_XCLIENT
+	s.client.origin = policyv1.Origin_ORIGIN_XCLIENT
 
 	s.resetTx()
-	s.helo, s.esmtp, s.greeted, s.protoSet = "", false, false, false
+	s.helo = heloInfo{}
 	if c.HELO.Set && c.HELO.Value != "" {
-		s.helo, s.greeted = c.HELO.Value, true
+		s.helo.name, s.helo.greeted = c.HELO.Value, true
 	}
 	if c.Proto.Set {
-		s.esmtp, s.protoSet = c.Proto.Value == "ESMTP", true
+		s.helo.esmtp, s.helo.protoSet = c.Proto.Value == "ESMTP", true
 	}
-	s.saslMech, s.saslUser = "", ""
+	s.sasl = saslInfo{}
 	if c.Login.Set && c.Login.Value != "" {
-		s.saslMech, s.saslUser = "XCLIENT", c.Login.Value
+		s.sasl.mech, s.sasl.user = "XCLIENT", c.Login.Value
 	}
-	s.denied = false
-	s.prepend = nil
-	s.connectDeferIfPermit, s.heloDeferIfPermit, s.heloChecked = nil, nil, false
-	s.discardConnect, s.discardHELO = false, false
-	s.log = *s.log.With("xclient_client", s.clientAddr)
+	s.verdicts = sessionVerdicts{}
+	s.log = *s.log.With("xclient_client", s.client.addr)
 }
