@@ -128,7 +128,7 @@ func (s *session) readChunk(n int64, w io.Writer) (reply.Reply, bool) {
 	for n > 0 {
 		s.touch()
 		k := int(min(n, int64(len(s.chunkBuf))))
-		got, err := io.ReadFull(s.br, s.chunkBuf[:k])
+		got, err := io.ReadFull(s.wire.br, s.chunkBuf[:k])
 		_, _ = w.Write(s.chunkBuf[:got])
 		n -= int64(got)
 		if err != nil {

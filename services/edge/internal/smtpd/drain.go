@@ -66,7 +66,7 @@ func (d *Drain) Abort() {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for s := range d.live {
-		_ = s.raw.Close()
+		_ = s.wire.raw.Close()
 	}
 }
 
@@ -88,7 +88,7 @@ func (d *Drain) to(state int32) {
 	for s := range d.live {
 		s.drainMu.Lock()
 		if d.stops(s) {
-			_ = s.raw.SetReadDeadline(time.Now())
+			_ = s.wire.raw.SetReadDeadline(time.Now())
 		}
 		s.drainMu.Unlock()
 	}

@@ -76,11 +76,11 @@ func (p *bufPools) rawBuf() *[ioBufSize]byte {
 // system call, not a peek and a read. Elsewhere (TLS, a PROXY protocol
 // connection) the next read waits instead. An error is the wait's: a
 // timeout, or the connection closed under it.
-func (s *session) idle() error {
-	if !rawWait || s.br.Buffered() > 0 || s.bw.Buffered() > 0 {
+func (w *wireConn) idle() error {
+	if !rawWait || w.br.Buffered() > 0 || w.bw.Buffered() > 0 {
 		return nil
 	}
-	sc, ok := s.conn.(syscall.Conn)
+	sc, ok := w.conn.(syscall.Conn)
 	if !ok {
 		return nil
 	}
@@ -89,17 +89,17 @@ func (s *session) idle() error {
 		// No raw access: the next read waits instead, as elsewhere.
 		return nil
 	}
-	f := &s.front
+	f := &w.front
 	if f.fill == nil {
 		// Made once: a method value passed to RawConn.Read would be
 		// allocated for every wait.
-		f.s, f.fill = s, f.readFd
+		f.w, f.fill = w, f.readFd
 	}
-	pools := &s.srv.bufs
-	pools.put(s.br, s.bw)
-	s.br, s.bw = nil, nil
+	pools := w.pools
+	pools.put(w.br, w.bw)
+	w.br, w.bw = nil, nil
 	err = rc.Read(f.fill)
-	s.br, s.bw = pools.reader(f), pools.writer(s.conn)
+	w.br, w.bw = pools.reader(f), pools.writer(w.conn)
 	if err != nil {
 		f.release()
 		return fmt.Errorf("wait for the client: %w", err)
@@ -118,7 +118,7 @@ func (s *session) idle() error {
 // (reject_unauth_pipelining). It is part of the session, kept small:
 // 10,000 idle sessions hold 10,000 of them.
 type prefetch struct {
-	s *session
+	w *wireConn
 	// fill is readFd as a func value, RawConn.Read's callback.
 	fill func(fd uintptr) bool
 	// buf[off:end] are the bytes read and not yet handed out.
@@ -138,7 +138,7 @@ const failedEOF = 1 << 31
 // false (the runtime's poller waits, under the read deadline, and calls
 // it again) when there is nothing yet.
 func (f *prefetch) readFd(fd uintptr) bool {
-	pools := &f.s.srv.bufs
+	pools := f.w.pools
 	b := pools.rawBuf()
 	for {
 		n, err := readRaw(fd, b[:])
@@ -182,18 +182,18 @@ func (f *prefetch) Read(p []byte) (int, error) {
 		return 0, io.EOF
 	case f.failed != 0:
 		// As the conn's own Read would have said it.
-		c := f.s.conn
+		c := f.w.conn
 		err := &net.OpError{Op: "read", Net: c.LocalAddr().Network(), Source: c.LocalAddr(), Addr: c.RemoteAddr(), Err: os.NewSyscallError("read", syscall.Errno(f.failed))}
 		f.failed = 0
 		return 0, err
 	}
-	return f.s.conn.Read(p)
+	return f.w.conn.Read(p)
 }
 
 // release gives the buffer back; what it held is dropped.
 func (f *prefetch) release() {
 	if f.buf != nil {
-		f.s.srv.bufs.raw.Put(f.buf)
+		f.w.pools.raw.Put(f.buf)
 		f.buf, f.off, f.end = nil, 0, 0
 	}
 }
@@ -207,11 +207,11 @@ const maxDiscard = 16 * ioBufSize
 // socket with unread input sends a reset instead of a FIN, and the reset
 // may destroy the last reply in the client's receive queue. On a plain
 // socket only, as idle; a TLS session's close sends its close_notify.
-func (s *session) discardPending() {
+func (w *wireConn) discardPending() {
 	if !rawWait {
 		return
 	}
-	sc, ok := s.conn.(syscall.Conn)
+	sc, ok := w.conn.(syscall.Conn)
 	if !ok {
 		return
 	}
@@ -221,9 +221,9 @@ func (s *session) discardPending() {
 	}
 	// The read deadline may have passed (the 421 of a timeout or of a
 	// drain); the reads below never wait.
-	_ = s.conn.SetReadDeadline(time.Time{})
-	b := s.srv.bufs.rawBuf()
-	defer s.srv.bufs.raw.Put(b)
+	_ = w.conn.SetReadDeadline(time.Time{})
+	b := w.pools.rawBuf()
+	defer w.pools.raw.Put(b)
 	_ = rc.Read(func(fd uintptr) bool {
 		for read := 0; read < maxDiscard; {
 			n, err := readRaw(fd, b[:])

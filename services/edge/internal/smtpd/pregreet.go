@@ -1,7 +1,5 @@
 package smtpd
 
-import "syscall"
-
 // spokeFirst is Postfix's check before the greeting
 // (smtpd_flag_ill_pipelining in smtpd_proto): a client whose bytes are
 // already there when the 220 is about to go out talked before it was
@@ -14,19 +12,7 @@ func (s *session) spokeFirst() bool {
 	if s.l.Wrapper || s.unauthPipelining {
 		return false
 	}
-	if s.br.Buffered() > 0 {
-		return s.flagPregreet()
-	}
-	sc, ok := s.conn.(syscall.Conn)
-	if !ok {
-		return false
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return false
-	}
-	ready := false
-	if err := rc.Control(func(fd uintptr) { ready = peekRaw(fd) }); err != nil || !ready {
+	if !s.wire.spokeFirst() {
 		return false
 	}
 	return s.flagPregreet()

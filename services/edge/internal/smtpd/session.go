@@ -1,7 +1,6 @@
 package smtpd
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -70,17 +69,10 @@ type session struct {
 	// span is the session's span; nil when the server does not trace.
 	span trace.Span
 
-	// The connection.
-	conn net.Conn
-	br   *bufio.Reader
-	bw   *bufio.Writer
-	// front is what br reads a plain conn through after idle.
-	front prefetch
+	// wire is the connection below the session (wire.go).
+	wire wireConn
 	// chunkBuf is the buffer BDAT chunks are read through.
 	chunkBuf []byte
-	// raw is the accepted connection (conn may be TLS over it); Drain
-	// sets its read deadline from another goroutine.
-	raw net.Conn
 	// drainMu guards betweenTx and orders touch's read deadline with
 	// Drain's (drain.go).
 	drainMu sync.Mutex
@@ -193,7 +185,7 @@ type transaction struct {
 }
 
 func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *session {
-	s := &session{srv: srv, l: l, conn: conn, raw: conn, id: newID(), client: clientInfo{origin: policyv1.Origin_ORIGIN_SOCKET}}
+	s := &session{srv: srv, l: l, id: newID(), client: clientInfo{origin: policyv1.Origin_ORIGIN_SOCKET}}
 	s.client.addr, s.client.port = splitHostPort(peer.Client)
 	s.local.addr, s.local.port = splitHostPort(peer.Server)
 	attrs := []slog.Attr{slog.String("session", s.id), slog.String("listener", l.Name), slog.String("client", s.client.addr)}
@@ -210,7 +202,7 @@ func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *se
 	}
 	// Records are written off the session's goroutine (idle.go).
 	s.log = *slog.New(&offStackHandler{h: log.Handler(), w: srv.workers(), attrs: attrs, onWorker: &s.onWorker})
-	s.setConn(conn)
+	s.wire.init(conn, &srv.bufs)
 	return s
 }
 
@@ -223,12 +215,6 @@ func splitHostPort(a net.Addr) (host, port string) {
 		return a.String(), ""
 	}
 	return h, p
-}
-
-func (s *session) setConn(c net.Conn) {
-	s.srv.bufs.put(s.br, s.bw)
-	s.conn = c
-	s.br, s.bw = s.srv.bufs.reader(c), s.srv.bufs.writer(c)
 }
 
 // newID returns a unique upper-case hex id, used as session and queue id.
@@ -252,11 +238,9 @@ func (s *session) close() {
 	// session waited for the client (the 421 of a timeout).
 	_ = s.flush()
 	if !s.cmds.Quit() {
-		s.discardPending()
+		s.wire.discardPending()
 	}
-	_ = s.conn.Close()
-	s.srv.bufs.put(s.br, s.bw)
-	s.br, s.bw = nil, nil
+	s.wire.close()
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
 	s.srv.MailLog.Disconnect(s.peer(), &s.cmds)
 }
@@ -290,20 +274,14 @@ func (s *session) send(r reply.Reply) {
 	if t := s.tune(); t.SoftErrorLimit > 0 && t.ErrorSleep > 0 && s.errors >= t.SoftErrorLimit {
 		time.Sleep(t.ErrorSleep)
 	}
-	// Formatted straight into the write buffer's free space (or a new
-	// slice, when a long reply does not fit; Write copies it then).
-	_, _ = s.bw.Write(r.AppendTo(s.bw.AvailableBuffer()))
+	s.wire.write(r)
 	if r.Code >= 400 {
 		s.log.Info("reply", "reply", r.Text())
 	}
 }
 
-func (s *session) flush() error {
-	if t := s.tune().Timeout; t > 0 {
-		_ = s.conn.SetWriteDeadline(time.Now().Add(t))
-	}
-	return s.bw.Flush()
-}
+// flush writes the replies sent so far, within smtpd_timeout.
+func (s *session) flush() error { return s.wire.flush(s.tune().Timeout) }
 
 func (s *session) touch() {
 	s.drainMu.Lock()
@@ -312,20 +290,17 @@ func (s *session) touch() {
 	// Read under drainMu: stress shortens the deadline of the waiting
 	// sessions after it turned on (Drain.shorten).
 	if t := s.tune().Timeout; t > 0 {
-		_ = s.conn.SetReadDeadline(s.waitSince.Add(t))
+		_ = s.wire.conn.SetReadDeadline(s.waitSince.Add(t))
 	}
 	// A draining server may want this read to end at once (drain.go).
 	if s.srv.Drain.stops(s) {
-		_ = s.conn.SetReadDeadline(time.Now())
+		_ = s.wire.conn.SetReadDeadline(time.Now())
 	}
 }
 
-var (
-	errLineTooLong = errors.New("command line too long")
-	// errBareLF: a command line ended in a bare LF, with
-	// smtpd_forbid_bare_newline = reject.
-	errBareLF = errors.New("bare <LF> received")
-)
+// errBareLF: a command line ended in a bare LF, with
+// smtpd_forbid_bare_newline = reject.
+var errBareLF = errors.New("bare <LF> received")
 
 // readLine reads one command line of at most LineLimit bytes; a longer one
 // is consumed to its end and reported as errLineTooLong. A bare LF ends a
@@ -334,54 +309,25 @@ var (
 func (s *session) readLine() (string, error) {
 	// Flush pending replies first, unless the client already sent the
 	// next command (RFC 2920 §3.2: replies may be grouped).
-	if s.br.Buffered() == 0 {
+	if s.wire.pending() == 0 {
 		if err := s.flush(); err != nil {
 			return "", err
 		}
 	}
 	s.touch()
 	// Waiting for the client, an idle session holds no buffers (idle.go).
-	if err := s.idle(); err != nil {
+	if err := s.wire.idle(); err != nil {
 		return "", err
 	}
 	limit := s.l.LineLimit
 	if limit <= 0 {
 		limit = 2048
 	}
-	// Most lines are in the buffer whole: one string, made from the
-	// buffer itself.
-	chunk, err := s.br.ReadSlice('\n')
-	if err == nil && len(chunk) <= limit+2 {
-		if (len(chunk) < 2 || chunk[len(chunk)-2] != '\r') && s.bareNewline() == BareNewlineReject {
-			return "", errBareLF
-		}
-		return string(bytes.TrimRight(chunk, "\r\n")), nil
-	}
-	var line []byte
-	tooLong := false
-	for {
-		if !tooLong {
-			line = append(line, chunk...)
-			if len(line) > limit+2 {
-				tooLong, line = true, nil
-			}
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			chunk, err = s.br.ReadSlice('\n')
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		break
-	}
-	if tooLong {
-		return "", errLineTooLong
-	}
-	if (len(line) < 2 || line[len(line)-2] != '\r') && s.bareNewline() == BareNewlineReject {
+	line, bareLF, err := s.wire.readLine(limit)
+	if bareLF && s.bareNewline() == BareNewlineReject {
 		return "", errBareLF
 	}
-	return strings.TrimRight(string(line), "\r\n"), nil
+	return line, err
 }
 
 // bareNewline is the smtpd_forbid_bare_newline setting for this client
@@ -548,14 +494,14 @@ func (s *session) pregreet() bool {
 	if s.l.GreetPause <= 0 {
 		return false
 	}
-	_ = s.conn.SetReadDeadline(time.Now().Add(s.l.GreetPause))
-	_, err := s.br.Peek(1)
-	_ = s.conn.SetReadDeadline(time.Time{})
+	_ = s.wire.conn.SetReadDeadline(time.Now().Add(s.l.GreetPause))
+	_, err := s.wire.br.Peek(1)
+	_ = s.wire.conn.SetReadDeadline(time.Time{})
 	if err != nil {
 		return false
 	}
 	s.unauthPipelining = true
-	s.log.Info("pregreet: client talked before the greeting", "bytes", s.br.Buffered())
+	s.log.Info("pregreet: client talked before the greeting", "bytes", s.wire.pending())
 	return true
 }
 
@@ -575,13 +521,6 @@ var mustBeLast = map[string]bool{"EHLO": true, "HELO": true, "DATA": true, "VRFY
 // knownCommands are the commands the engine implements; pipelining is
 // judged for these only, as in Postfix.
 var knownCommands = map[string]bool{"BDAT": true, "HELO": true, "EHLO": true, "MAIL": true, "RCPT": true, "DATA": true, "RSET": true, "NOOP": true, "QUIT": true, "VRFY": true, "STARTTLS": true, "AUTH": true, "ETRN": true, "XCLIENT": true}
-
-// peekBuffered returns up to n bytes the client already sent.
-func (s *session) peekBuffered(n int) []byte {
-	n = min(n, s.br.Buffered())
-	b, _ := s.br.Peek(n)
-	return b
-}
 
 // printable escapes control characters for a log line.
 func printable(b []byte) string {
@@ -611,9 +550,9 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 	// smtpd_forbid_unauth_pipelining, the end of the session.
 	// A BDAT chunk follows its command at once (RFC 3030 §2): it is not
 	// sending ahead.
-	if knownCommands[verb] && verb != "BDAT" && !s.unauthPipelining && s.br.Buffered() > 0 && (!s.helo.esmtp || mustBeLast[verb]) {
+	if knownCommands[verb] && verb != "BDAT" && !s.unauthPipelining && s.wire.pending() > 0 && (!s.helo.esmtp || mustBeLast[verb]) {
 		s.unauthPipelining = true
-		s.log.Info("improper command pipelining after "+verb, "next", printable(s.peekBuffered(100)))
+		s.log.Info("improper command pipelining after "+verb, "next", printable(s.wire.peekPending(100)))
 		if s.l.ForbidUnauthPipelining {
 			return reply.SyncError
 		}
@@ -979,7 +918,7 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	}
 	s.tx.body = newBody(s.l, s.srv.Memory)
 	mode := s.bareNewline()
-	_, tooBig, bare, err := readData(s.br, s.tx.body, s.sizeLimit(), mode, s.touch)
+	_, tooBig, bare, err := readData(s.wire.br, s.tx.body, s.sizeLimit(), mode, s.touch)
 	if err != nil {
 		s.resetTx()
 		if isTimeout(err) {

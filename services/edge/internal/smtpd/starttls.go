@@ -24,9 +24,9 @@ func (s *session) starttls(arg string) reply.Reply {
 	}
 	// Anything the client sent after STARTTLS in plaintext must not be
 	// taken as if it came through TLS (RFC 3207 §4.2; CVE-2011-0411).
-	if s.br.Buffered() > 0 {
+	if s.wire.pending() > 0 {
 		s.unauthPipelining = true
-		s.log.Info("discarding plaintext sent after STARTTLS", "bytes", s.br.Buffered())
+		s.log.Info("discarding plaintext sent after STARTTLS", "bytes", s.wire.pending())
 	}
 	if !s.handshake() {
 		return reply.Reply{Close: true}
@@ -45,7 +45,7 @@ func (s *session) handshake() bool {
 		s.log.Error("TLS requested but no certificate configured")
 		return false
 	}
-	tc := tls.Server(s.conn, s.l.TLS)
+	tc := tls.Server(s.wire.conn, s.l.TLS)
 	timeout := s.tune().Timeout
 	if timeout <= 0 {
 		timeout = time.Minute
@@ -64,7 +64,7 @@ func (s *session) handshake() bool {
 	if cb, err := st.ExportKeyingMaterial("EXPORTER-Channel-Binding", nil, 32); err == nil {
 		s.tls.channelBinding = cb
 	}
-	s.setConn(tc)
+	s.wire.setConn(tc)
 	s.log.Info("TLS established", "version", tlsVersion(st.Version), "cipher", tls.CipherSuiteName(st.CipherSuite))
 	return true
 }

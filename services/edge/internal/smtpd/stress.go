@@ -164,7 +164,7 @@ func (d *Drain) shorten() int {
 		s.drainMu.Lock()
 		if a := s.l.UnderStress; a != nil && !s.waitSince.IsZero() && a.Timeout > 0 &&
 			(s.l.Timeout <= 0 || a.Timeout < s.l.Timeout) && !d.stops(s) {
-			_ = s.raw.SetReadDeadline(s.waitSince.Add(a.Timeout))
+			_ = s.wire.raw.SetReadDeadline(s.waitSince.Add(a.Timeout))
 			n++
 		}
 		s.drainMu.Unlock()

@@ -1,0 +1,138 @@
+package smtpd
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
+)
+
+// wireConn is the session's connection, below the SMTP session: the socket
+// (and the TLS over it after STARTTLS), the read and write buffers taken
+// from the server's pools and given back while the client is idle, and
+// the prefetch that reads the client's next bytes (idle.go). It knows
+// lines and replies, not SMTP; the session reads and writes through
+// session.readLine, send and flush, which add the session's limits,
+// deadlines and logging.
+type wireConn struct {
+	// conn is what the session speaks through: raw, or TLS over it.
+	conn net.Conn
+	// raw is the accepted connection; Drain and stress set its read
+	// deadline from other goroutines.
+	raw   net.Conn
+	br    *bufio.Reader
+	bw    *bufio.Writer
+	pools *bufPools
+	// front is what br reads a plain conn through after idle.
+	front prefetch
+}
+
+func (w *wireConn) init(c net.Conn, pools *bufPools) {
+	w.raw, w.pools = c, pools
+	w.setConn(c)
+}
+
+// setConn makes c the connection spoken through (TLS after STARTTLS),
+// with buffers of its own.
+func (w *wireConn) setConn(c net.Conn) {
+	w.pools.put(w.br, w.bw)
+	w.conn = c
+	w.br, w.bw = w.pools.reader(c), w.pools.writer(c)
+}
+
+// close closes the connection and gives the buffers back.
+func (w *wireConn) close() {
+	_ = w.conn.Close()
+	w.pools.put(w.br, w.bw)
+	w.br, w.bw = nil, nil
+}
+
+// write puts r in the write buffer, formatted straight into its free
+// space (or a new slice, when a long reply does not fit; Write copies
+// it then).
+func (w *wireConn) write(r reply.Reply) {
+	_, _ = w.bw.Write(r.AppendTo(w.bw.AvailableBuffer()))
+}
+
+// flush writes what is buffered, within timeout (none when 0).
+func (w *wireConn) flush(timeout time.Duration) error {
+	if timeout > 0 {
+		_ = w.conn.SetWriteDeadline(time.Now().Add(timeout))
+	}
+	return w.bw.Flush()
+}
+
+// pending is how many bytes the client sent that the session has not
+// read yet.
+func (w *wireConn) pending() int { return w.br.Buffered() }
+
+// peekPending returns up to n bytes the client already sent.
+func (w *wireConn) peekPending(n int) []byte {
+	n = min(n, w.br.Buffered())
+	b, _ := w.br.Peek(n)
+	return b
+}
+
+// spokeFirst reports whether the client's bytes are there already,
+// without waiting and without reading them: buffered, or on a plain
+// socket (recv(2) with MSG_PEEK). A connection the edge cannot peek at
+// without reading (a PROXY protocol connection) says false.
+func (w *wireConn) spokeFirst() bool {
+	if w.br.Buffered() > 0 {
+		return true
+	}
+	sc, ok := w.conn.(syscall.Conn)
+	if !ok {
+		return false
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	ready := false
+	if err := rc.Control(func(fd uintptr) { ready = peekRaw(fd) }); err != nil || !ready {
+		return false
+	}
+	return true
+}
+
+var errLineTooLong = errors.New("command line too long")
+
+// readLine reads one line of at most limit bytes, without its line end;
+// a longer one is consumed to its end and reported as errLineTooLong.
+// bareLF says the line ended in a bare LF, not CRLF.
+func (w *wireConn) readLine(limit int) (line string, bareLF bool, err error) {
+	// Most lines are in the buffer whole: one string, made from the
+	// buffer itself.
+	chunk, err := w.br.ReadSlice('\n')
+	if err == nil && len(chunk) <= limit+2 {
+		return string(bytes.TrimRight(chunk, "\r\n")), len(chunk) < 2 || chunk[len(chunk)-2] != '\r', nil
+	}
+	var b []byte
+	tooLong := false
+	for {
+		if !tooLong {
+			b = append(b, chunk...)
+			if len(b) > limit+2 {
+				tooLong, b = true, nil
+			}
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			chunk, err = w.br.ReadSlice('\n')
+			continue
+		}
+		if err != nil {
+			return "", false, err
+		}
+		break
+	}
+	if tooLong {
+		return "", false, errLineTooLong
+	}
+	return strings.TrimRight(string(b), "\r\n"), len(b) < 2 || b[len(b)-2] != '\r', nil
+}
