@@ -6,6 +6,7 @@ import (
 
 	"golang.org/x/net/idna"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
 )
 
@@ -77,7 +78,7 @@ func envelopeAddress(addr string, smtputf8 bool) (string, bool) {
 	}
 	switch {
 	case strings.HasPrefix(domain, "["):
-		if !validMailhostLiteral(domain) {
+		if !mailname.ValidMailhostLiteral(domain) {
 			return "", false
 		}
 	case !isASCII(domain):
@@ -89,7 +90,7 @@ func envelopeAddress(addr string, smtputf8 bool) (string, bool) {
 		if _, ok := aLabel(domain); !ok {
 			return "", false
 		}
-	case !validHostname(domain):
+	case !mailname.ValidHostname(domain):
 		return "", false
 	}
 	return local + "@" + domain, true
@@ -122,7 +123,7 @@ var idnaProfile = idna.New(idna.MapForLookup(), idna.Transitional(false), idna.S
 // that valid_hostname accepts.
 func aLabel(domain string) (string, bool) {
 	a, err := idnaProfile.ToASCII(domain)
-	if err != nil || !validHostname(a) {
+	if err != nil || !mailname.ValidHostname(a) {
 		return "", false
 	}
 	return a, true
@@ -135,144 +136,6 @@ func isASCII(s string) bool {
 		}
 	}
 	return true
-}
-
-// validHostname is Postfix's valid_hostname (util/valid_hostname.c).
-func validHostname(name string) bool {
-	if name == "" || len(name) > 255 {
-		return false
-	}
-	label, numeric := 0, true
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
-		case c >= '0' && c <= '9':
-			label++
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c == '_':
-			label++
-			numeric = false
-		case c == '-':
-			label++
-			numeric = false
-			if label == 1 || i+1 == len(name) || name[i+1] == '.' {
-				return false
-			}
-		case c == '.':
-			if label == 0 || i+1 == len(name) {
-				return false
-			}
-			label = 0
-			continue
-		default:
-			return false
-		}
-		if label > 63 {
-			return false
-		}
-	}
-	return !numeric
-}
-
-// validMailhostLiteral is Postfix's valid_mailhost_literal
-// (global/valid_mailhost_addr.c): "[" an IPv4 address "]", or "[IPv6:"
-// (any case) an IPv6 address "]", shorter than INET6_ADDRSTRLEN inside.
-func validMailhostLiteral(lit string) bool {
-	inner, ok := strings.CutPrefix(lit, "[")
-	if !ok {
-		return false
-	}
-	end := strings.IndexByte(inner, ']')
-	if end < 0 || end != len(inner)-1 || end >= 46 {
-		return false
-	}
-	inner = inner[:end]
-	if len(inner) >= 5 && strings.EqualFold(inner[:5], "IPv6:") {
-		return validIPv6(inner[5:])
-	}
-	return validIPv4(inner)
-}
-
-// validIPv4 is Postfix's valid_ipv4_hostaddr: four decimal octets of at
-// most 255 (leading zeros allowed), and a first octet of 0 only in
-// 0.0.0.0.
-func validIPv4(a string) bool {
-	octets, val, in := 0, 0, false
-	for i := 0; i < len(a); i++ {
-		switch c := a[i]; {
-		case c >= '0' && c <= '9':
-			if !in {
-				in, val = true, 0
-				octets++
-			}
-			val = val*10 + int(c-'0')
-			if val > 255 {
-				return false
-			}
-		case c == '.':
-			if !in || i+1 == len(a) {
-				return false
-			}
-			if octets == 1 && val == 0 && strings.Trim(a, "0.") != "" {
-				return false
-			}
-			in = false
-		default:
-			return false
-		}
-	}
-	return octets == 4
-}
-
-// validIPv6 is Postfix's valid_ipv6_hostaddr: at most eight fields of at
-// most four hex digits, one "::" at most, or an IPv4 address in the last
-// 32 bits.
-func validIPv6(a string) bool {
-	field, null, length := 0, 0, 0
-	for i := 0; ; {
-		if i == len(a) {
-			// As Postfix: a null last field only as part of "::".
-			return field >= 2 && (length != 0 || null == field-1)
-		}
-		switch c := a[i]; {
-		case c == '.':
-			if field < 2 || field > 6 {
-				return false
-			}
-			return validIPv4(a[i-length:])
-		case c == ':':
-			if field == 0 && length == 0 && i+1 < len(a) && isAlnum(a[i+1]) {
-				return false // a null first field not part of "::"
-			}
-			field++
-			if field > 7 {
-				return false
-			}
-			i++
-			length = 0
-			if i < len(a) && a[i] == ':' {
-				if null > 0 {
-					return false
-				}
-				null = field
-			}
-		default:
-			length = 0
-			for i < len(a) && isHex(a[i]) {
-				i++
-				length++
-			}
-			if length == 0 || length > 4 {
-				return false
-			}
-		}
-	}
-}
-
-func isHex(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
-}
-
-func isAlnum(c byte) bool {
-	return c >= '0' && c <= '9' || c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z'
 }
 
 // strictSMTPUTF8 is strict_smtputf8: a non-ASCII address in a
@@ -319,7 +182,7 @@ func printableUTF8(s string) bool {
 // sni is the TLS server name policy gets: as Postfix's SNI callback, a
 // name that is not a valid host name is ignored.
 func sni(name string) string {
-	if !validHostname(name) {
+	if !mailname.ValidHostname(name) {
 		return ""
 	}
 	return name

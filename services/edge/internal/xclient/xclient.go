@@ -12,6 +12,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 )
 
 // The special values of XCLIENT_README.
@@ -144,7 +146,7 @@ func Parse(args string) (*Command, error) {
 		if err != nil {
 			v = raw
 		}
-		v = printable(v)
+		v = mailname.Printable(v, '?')
 		if err := c.set(name, v); err != nil {
 			return nil, err
 		}
@@ -164,7 +166,7 @@ func (c *Command) set(name, v string) error {
 		case TempUnavail:
 			n.Value, n.Status = Unknown, NameTempFail
 		default:
-			if !validHostname(v) {
+			if !mailname.ValidHostname(v) {
 				return bad()
 			}
 		}
@@ -212,7 +214,7 @@ func (c *Command) set(name, v string) error {
 			if len(v) > maxValue {
 				return bad()
 			}
-			h = neuter(v)
+			h = mailname.Neuter(v)
 		}
 		c.HELO = Value{true, h}
 	case "LOGIN":
@@ -255,55 +257,6 @@ func validPort(v string) bool {
 		}
 	}
 	return true
-}
-
-// validHostname is Postfix's valid_hostname: at most 255 bytes, labels of
-// letters, digits, '-' and '_' of at most 63 bytes, not starting or ending
-// with '-', and not all-numeric (so that it cannot be an address).
-func validHostname(h string) bool {
-	if h == "" || len(h) > 255 {
-		return false
-	}
-	allDigits := true
-	for _, label := range strings.Split(h, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' || label[len(label)-1] == '-' {
-			return false
-		}
-		for i := 0; i < len(label); i++ {
-			b := label[i]
-			switch {
-			case b >= '0' && b <= '9':
-			case b >= 'a' && b <= 'z', b >= 'A' && b <= 'Z', b == '-', b == '_':
-				allDigits = false
-			default:
-				return false
-			}
-		}
-	}
-	return !allDigits
-}
-
-// printable replaces non-printable bytes with '?' (Postfix masks them
-// before anything else).
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '?'
-		}
-		return r
-	}, s)
-}
-
-// neuter replaces the characters that could break a Received header or a
-// log line ("<>()\\\";@" and the like, Postfix's NEUTER_CHARACTERS) with
-// '?'.
-func neuter(s string) string {
-	return strings.Map(func(r rune) rune {
-		if strings.ContainsRune(" <>()\\\";@", r) {
-			return '?'
-		}
-		return r
-	}, s)
 }
 
 // DecodeXtext decodes RFC 3461 §4 xtext: "+" followed by two upper-case

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/services/policy/internal/address"
 	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
@@ -110,7 +111,7 @@ func (r accessMap) Eval(ctx context.Context, in *Input) (Outcome, error) {
 		if f.SASLUsername == "" {
 			return Outcome{}, nil
 		}
-		o, _, err := r.key(ctx, in, f.SASLUsername, false, printable(f.SASLUsername), classSASL)
+		o, _, err := r.key(ctx, in, f.SASLUsername, false, mailname.Printable(f.SASLUsername, '_'), classSASL)
 		return o, err
 	}
 	return Outcome{}, nil
@@ -353,9 +354,9 @@ func (env *accessEnv) result(ctx context.Context, in *Input, spec, value, name, 
 		}
 		st.prepend = append(st.prepend, text)
 		return Outcome{}, nil
-	case allDigits(value):
+	case mailname.AllDigits(value):
 		return Outcome{Result: Permit}, nil
-	case len(cmd) == 3 && text != "" && (cmd[0] == '4' || cmd[0] == '5') && isDigit(cmd[1]) && isDigit(cmd[2]):
+	case len(cmd) == 3 && text != "" && (cmd[0] == '4' || cmd[0] == '5') && mailname.AllDigits(cmd[1:3]):
 		code := int(cmd[0]-'0')*100 + int(cmd[1]-'0')*10 + int(cmd[2]-'0')
 		dsn, t := splitDSN(cmd[:1]+".7.1", text)
 		return in.Refuse(code, dsn, "<%s>: %s rejected: %s", name, class, or(t, "Access denied")), nil
@@ -390,20 +391,6 @@ func splitDSN(def, text string) (string, string) {
 	return def, text
 }
 
-func isDigit(c byte) bool { return c >= '0' && c <= '9' }
-
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isDigit(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // validHeader reports "Name: value" with an RFC 5322 field name.
 func validHeader(s string) bool {
 	name, _, ok := strings.Cut(s, ":")
@@ -416,16 +403,6 @@ func validHeader(s string) bool {
 		}
 	}
 	return true
-}
-
-// printable replaces control characters, as Postfix's printable(s, '_').
-func printable(s string) string {
-	return strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
-			return '_'
-		}
-		return r
-	}, s)
 }
 
 // valueCache compiles, once each, the restriction lists that access table

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 	"github.com/smtpgate/smtpgate/services/policy/internal/greylist"
@@ -258,10 +259,10 @@ func knownAction(upper, value string) bool {
 	case "OK", "RELAY", "REJECT", "DEFER", "DUNNO", "WARN", "DISCARD", "DEFER_IF_PERMIT", "DEFER_IF_REJECT", "PREPEND":
 		return true
 	}
-	if allDigits(value) {
+	if mailname.AllDigits(value) {
 		return true
 	}
-	return len(upper) == 3 && (upper[0] == '4' || upper[0] == '5') && isDigit(upper[1]) && isDigit(upper[2])
+	return len(upper) == 3 && (upper[0] == '4' || upper[0] == '5') && mailname.AllDigits(upper[1:3])
 }
 
 // required returns the restrictions of which the relay or the recipient

@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
 
@@ -210,7 +211,7 @@ func clientNamesOf(ctx context.Context, in *Input, r *resolver.Resolver) *client
 	}
 	var names []string
 	for _, p := range ptrs {
-		if n := strings.TrimSuffix(p, "."); validHostname(n) {
+		if n := strings.TrimSuffix(p, "."); mailname.ValidHostname(n) {
 			names = append(names, n)
 		}
 	}

@@ -2,6 +2,8 @@ package restriction
 
 import (
 	"strings"
+
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 )
 
 // Compiling the DNS-based restrictions.
@@ -15,7 +17,7 @@ func (c *compiler) dnsxl(errorf func(string, ...any), name, arg string) Restrict
 	spec := dnsxlRestrictions[name]
 	domain, filter, hasFilter := strings.Cut(arg, "=")
 	domain = strings.TrimSuffix(strings.ToLower(domain), ".")
-	if !validHostname(domain) {
+	if !mailname.ValidHostname(domain) {
 		errorf("restriction %s: %q is not a domain name", name, domain)
 		return nil
 	}

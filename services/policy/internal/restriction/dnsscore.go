@@ -10,6 +10,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
 
@@ -42,7 +43,7 @@ func parseDNSBLSite(s string) (dnsblSite, error) {
 		site.weight, rest = w, rest[:i]
 	}
 	domain, filter, hasFilter := strings.Cut(rest, "=")
-	if domain == "" || !validHostname(strings.TrimSuffix(domain, ".")) {
+	if domain == "" || !mailname.ValidHostname(strings.TrimSuffix(domain, ".")) {
 		return site, fmt.Errorf("site %q: %q is not a domain name", s, domain)
 	}
 	site.domain = strings.TrimSuffix(domain, ".")

@@ -9,6 +9,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
 
@@ -160,14 +161,14 @@ func rhsDomain(what string) (string, bool) {
 			return "", false
 		}
 	}
-	if d == "" || !validHostname(d) {
+	if d == "" || !mailname.ValidHostname(d) {
 		return "", false
 	}
 	last := d
 	if i := strings.LastIndexByte(d, '.'); i >= 0 {
 		last = d[i+1:]
 	}
-	if allDigits(last) {
+	if mailname.AllDigits(last) {
 		return "", false
 	}
 	return d, true
@@ -241,7 +242,7 @@ func (r dnsxl) refuse(ctx context.Context, in *Input, query, what string) (Outco
 	if !ok {
 		why, _ = expandTemplate(defaultRBLReply, vars)
 	}
-	if len(why) < 4 || (why[0] != '4' && why[0] != '5') || !isDigit(why[1]) || !isDigit(why[2]) || why[3] != ' ' {
+	if len(why) < 4 || (why[0] != '4' && why[0] != '5') || !mailname.AllDigits(why[1:3]) || why[3] != ' ' {
 		in.st.warnings = append(in.st.warnings, "rbl response code configuration error: "+why)
 		return in.Refuse(450, "4.7.1", "Service unavailable"), nil
 	}
@@ -443,7 +444,7 @@ func parseIPFilter(s string) (*ipFilter, error) {
 }
 
 func octet(s string) (int, error) {
-	if s == "" || len(s) > 3 || !allDigits(s) {
+	if s == "" || len(s) > 3 || !mailname.AllDigits(s) {
 		return 0, fmt.Errorf("bad octet %q", s)
 	}
 	v, _ := strconv.Atoi(s)

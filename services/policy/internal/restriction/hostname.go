@@ -4,44 +4,9 @@ import (
 	"context"
 	"strings"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/services/policy/internal/address"
 )
-
-// validHostname is Postfix's valid_hostname(): at most 255 characters,
-// labels of at most 63 letters, digits, "_" and inner "-", no empty
-// label, and not all-numeric (that would be an address).
-func validHostname(name string) bool {
-	if name == "" || len(name) > 255 {
-		return false
-	}
-	label, numeric := 0, true
-	for i := 0; i < len(name); i++ {
-		switch c := name[i]; {
-		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c == '_':
-			label++
-			numeric = false
-		case c >= '0' && c <= '9':
-			label++
-		case c == '-':
-			if label == 0 || i+1 == len(name) || name[i+1] == '.' {
-				return false
-			}
-			label++
-			numeric = false
-		case c == '.':
-			if label == 0 {
-				return false
-			}
-			label = 0
-		default:
-			return false
-		}
-		if label > 63 {
-			return false
-		}
-	}
-	return label > 0 && !numeric
-}
 
 // validMailhostAddr is valid_mailhost_addr(): the inside of an address
 // literal, "192.0.2.1" or "IPv6:2001:db8::1".
@@ -95,12 +60,12 @@ func (r heloCheck) Eval(_ context.Context, in *Input) (Outcome, error) {
 	}
 	name := truncateDot(helo)
 	if r.fqdn {
-		if !validHostname(name) || !strings.Contains(name, ".") {
+		if !mailname.ValidHostname(name) || !strings.Contains(name, ".") {
 			return in.Refuse(in.codes.NonFQDN, "5.5.2", "<%s>: %s rejected: need fully-qualified hostname", helo, classHELO), nil
 		}
 		return Outcome{}, nil
 	}
-	if !validHostname(name) && !validHostAddr(name) {
+	if !mailname.ValidHostname(name) && !validHostAddr(name) {
 		return in.Refuse(in.codes.InvalidHostname, "5.5.2", "<%s>: %s rejected: Invalid name", helo, classHELO), nil
 	}
 	return Outcome{}, nil
@@ -136,31 +101,10 @@ func (r nonFQDNAddress) Eval(_ context.Context, in *Input) (Outcome, error) {
 		return Outcome{}, nil
 	}
 	d := truncateDot(domain)
-	if d == "" || !validUTF8Hostname(d) || !strings.Contains(d, ".") {
+	if d == "" || !mailname.ValidUTF8Hostname(d) || !strings.Contains(d, ".") {
 		return in.Refuse(in.codes.NonFQDN, "4.5.2", "<%s>: %s rejected: need fully-qualified address", addr, class), nil
 	}
 	return Outcome{}, nil
-}
-
-// validUTF8Hostname accepts the hostnames of validHostname and, for
-// SMTPUTF8 domains, labels with non-ASCII characters.
-func validUTF8Hostname(name string) bool {
-	ascii := true
-	for i := 0; i < len(name); i++ {
-		if name[i] >= 0x80 {
-			ascii = false
-			break
-		}
-	}
-	if ascii {
-		return validHostname(name)
-	}
-	return validHostname(strings.Map(func(r rune) rune {
-		if r >= 0x80 {
-			return 'x'
-		}
-		return r
-	}, name))
 }
 
 // unauthPipelining is reject_unauth_pipelining: the client sent commands

@@ -3,6 +3,8 @@ package restriction
 import (
 	"fmt"
 	"strings"
+
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 )
 
 // The open-relay check. Postfix refuses to start when neither the relay
@@ -164,7 +166,7 @@ func (e *Engine) valuePermits(value string, depth int) bool {
 	}
 	upper := strings.ToUpper(fields[0])
 	switch {
-	case upper == "OK" || upper == "RELAY" || allDigits(v):
+	case upper == "OK" || upper == "RELAY" || mailname.AllDigits(v):
 		return true
 	case knownAction(upper, v):
 		return false

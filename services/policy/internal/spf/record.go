@@ -6,6 +6,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 )
 
 // errSyntax is wrapped by every record and macro syntax error; check_host
@@ -230,13 +232,13 @@ func parseNetwork(s string, v6 bool) (netip.Prefix, error) {
 // the end of an a or mx argument: "/24", "//64" or "/24//64".
 func splitDualCIDR(s string) (rest string, c4, c6 int, err error) {
 	c4, c6 = 32, 128
-	if i := strings.LastIndex(s, "//"); i >= 0 && allDigits(s[i+2:]) {
+	if i := strings.LastIndex(s, "//"); i >= 0 && mailname.AllDigits(s[i+2:]) {
 		if c6, err = parseCIDRLength(s[i+2:], 128); err != nil {
 			return "", 0, 0, err
 		}
 		s = s[:i]
 	}
-	if i := strings.LastIndexByte(s, '/'); i >= 0 && allDigits(s[i+1:]) {
+	if i := strings.LastIndexByte(s, '/'); i >= 0 && mailname.AllDigits(s[i+1:]) {
 		if c4, err = parseCIDRLength(s[i+1:], 32); err != nil {
 			return "", 0, 0, err
 		}
@@ -247,7 +249,7 @@ func splitDualCIDR(s string) (rest string, c4, c6 int, err error) {
 
 // parseCIDRLength parses "0" / %x31-39 0*2DIGIT up to max.
 func parseCIDRLength(s string, max int) (int, error) {
-	if s == "" || len(s) > 3 || !allDigits(s) || (len(s) > 1 && s[0] == '0') {
+	if s == "" || len(s) > 3 || !mailname.AllDigits(s) || (len(s) > 1 && s[0] == '0') {
 		return 0, syntaxErr("bad prefix length %q", s)
 	}
 	n, _ := strconv.Atoi(s)
@@ -306,18 +308,6 @@ func isTopLabel(s string) bool {
 func isAlpha(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-func allDigits(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isDigit(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
 // validDomain checks a domain name about to be queried (RFC 7208 §4.3):
 // at most 253 octets, more than one label, no empty label, labels of at
 // most 63 octets, a top label that is not all digits (so no IPv4
@@ -327,7 +317,7 @@ func validDomain(d string) bool {
 	if d == "" || len(d) > 253 || !strings.Contains(d, ".") || strings.ContainsAny(d, "[]") {
 		return false
 	}
-	if allDigits(d[strings.LastIndexByte(d, '.')+1:]) {
+	if mailname.AllDigits(d[strings.LastIndexByte(d, '.')+1:]) {
 		return false
 	}
 	for label := range strings.SplitSeq(d, ".") {
