@@ -248,54 +248,44 @@ func quantifierLen(p string) int {
 // translatePCREClass translates the character class at the start of p
 // and returns how many bytes of p it used.
 func translatePCREClass(p string) (string, int, error) {
-	var b strings.Builder
-	b.WriteByte('[')
-	i := 1
-	if i < len(p) && p[i] == '^' {
-		b.WriteByte('^')
-		i++
-	}
-	if i < len(p) && p[i] == ']' {
-		b.WriteString(`\]`)
-		i++
-	}
-	for ; i < len(p); i++ {
-		c := p[i]
-		switch {
-		case c == ']':
-			b.WriteByte(']')
-			return b.String(), i + 1, nil
-		case c == '\\':
-			if i+1 >= len(p) {
-				return "", 0, fmt.Errorf("trailing backslash in regexp")
-			}
-			i++
-			switch e := p[i]; e {
-			case 'h':
-				b.WriteString(pcreHSpace)
-			case 'v':
-				b.WriteString(pcreVSpace)
-			case 'e':
-				b.WriteString(`\x1b`)
-			case 'H', 'V', 'R', 'X', 'N', 'C', 'Q', 'E', 'g', 'k':
-				return "", 0, unsupported(`\` + string(e) + ` in a character class`)
-			default:
-				b.WriteByte('\\')
-				b.WriteByte(e)
-			}
-		case c == '[' && strings.HasPrefix(p[i:], "[:"):
-			end := strings.Index(p[i:], ":]")
-			if end < 0 {
-				b.WriteString(`\[`)
-				continue
-			}
-			b.WriteString(p[i : i+end+2])
-			i += end + 1
-		case c == '[':
-			b.WriteString(`\[`)
-		default:
-			b.WriteByte(c)
+	return translateClass(p, pcreClassElem, "missing terminating ] for character class")
+}
+
+// pcreClassElem translates the element of a PCRE character class at
+// p[i]: backslash escapes, "[:name:]" classes, and "[" otherwise
+// literal.
+func pcreClassElem(b *strings.Builder, p string, i int) (int, error) {
+	switch c := p[i]; {
+	case c == '\\':
+		if i+1 >= len(p) {
+			return 0, fmt.Errorf("trailing backslash in regexp")
 		}
+		i++
+		switch e := p[i]; e {
+		case 'h':
+			b.WriteString(pcreHSpace)
+		case 'v':
+			b.WriteString(pcreVSpace)
+		case 'e':
+			b.WriteString(`\x1b`)
+		case 'H', 'V', 'R', 'X', 'N', 'C', 'Q', 'E', 'g', 'k':
+			return 0, unsupported(`\` + string(e) + ` in a character class`)
+		default:
+			b.WriteByte('\\')
+			b.WriteByte(e)
+		}
+	case c == '[' && strings.HasPrefix(p[i:], "[:"):
+		end := strings.Index(p[i:], ":]")
+		if end < 0 {
+			b.WriteString(`\[`)
+			break
+		}
+		b.WriteString(p[i : i+end+2])
+		i += end + 1
+	case c == '[':
+		b.WriteString(`\[`)
+	default:
+		b.WriteByte(c)
 	}
-	return "", 0, fmt.Errorf("missing terminating ] for character class")
+	return i, nil
 }

@@ -1,6 +1,7 @@
 package table
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 )
@@ -108,6 +109,53 @@ func posixEscape(c byte) (string, error) {
 // translateBracket translates the bracket expression at the start of p
 // and returns how many bytes of p it used.
 func translateBracket(p string) (string, int, error) {
+	return translateClass(p, posixClassElem, "unterminated bracket expression: missing ']'")
+}
+
+// posixClassElem translates the element of a POSIX bracket expression
+// at p[i]: a backslash is an ordinary character, and "[:name:]",
+// "[.c.]" and "[=c=]" are classes, collating elements and equivalence
+// classes.
+func posixClassElem(b *strings.Builder, p string, i int) (int, error) {
+	c := p[i]
+	switch {
+	case c == '\\':
+		b.WriteString(`\\`)
+	case c == '[' && i+1 < len(p) && (p[i+1] == ':' || p[i+1] == '.' || p[i+1] == '='):
+		kind := p[i+1]
+		end := strings.Index(p[i+2:], string(kind)+"]")
+		if end < 0 {
+			return 0, fmt.Errorf("unterminated [%c in bracket expression", kind)
+		}
+		name := p[i+2 : i+2+end]
+		switch {
+		case kind == ':':
+			b.WriteString("[:" + name + ":]")
+		case len(name) == 1:
+			// A one-character collating element or equivalence
+			// class is just that character.
+			if isAlnum(name[0]) {
+				b.WriteString(name)
+			} else {
+				b.WriteString(`\` + name)
+			}
+		default:
+			return 0, fmt.Errorf("[%c%s%c] in a bracket expression is not supported", kind, name, kind)
+		}
+		i += 2 + end + 1
+	default:
+		b.WriteByte(c)
+	}
+	return i, nil
+}
+
+// translateClass is the frame a POSIX bracket expression and a PCRE
+// character class share: "[", an optional "^", a "]" first taken
+// literally, then elements up to the closing "]". elem translates the
+// element at p[i] into b and returns the index of its last byte.
+// translateClass returns the translation and how many bytes of p it
+// used; unterminated is the error when no "]" closes it.
+func translateClass(p string, elem func(b *strings.Builder, p string, i int) (int, error), unterminated string) (string, int, error) {
 	var b strings.Builder
 	b.WriteByte('[')
 	i := 1
@@ -120,40 +168,16 @@ func translateBracket(p string) (string, int, error) {
 		i++
 	}
 	for ; i < len(p); i++ {
-		c := p[i]
-		switch {
-		case c == ']':
+		if p[i] == ']' {
 			b.WriteByte(']')
 			return b.String(), i + 1, nil
-		case c == '\\':
-			b.WriteString(`\\`)
-		case c == '[' && i+1 < len(p) && (p[i+1] == ':' || p[i+1] == '.' || p[i+1] == '='):
-			kind := p[i+1]
-			end := strings.Index(p[i+2:], string(kind)+"]")
-			if end < 0 {
-				return "", 0, fmt.Errorf("unterminated [%c in bracket expression", kind)
-			}
-			name := p[i+2 : i+2+end]
-			switch {
-			case kind == ':':
-				b.WriteString("[:" + name + ":]")
-			case len(name) == 1:
-				// A one-character collating element or equivalence
-				// class is just that character.
-				if isAlnum(name[0]) {
-					b.WriteString(name)
-				} else {
-					b.WriteString(`\` + name)
-				}
-			default:
-				return "", 0, fmt.Errorf("[%c%s%c] in a bracket expression is not supported", kind, name, kind)
-			}
-			i += 2 + end + 1
-		default:
-			b.WriteByte(c)
+		}
+		var err error
+		if i, err = elem(&b, p, i); err != nil {
+			return "", 0, err
 		}
 	}
-	return "", 0, fmt.Errorf("unterminated bracket expression: missing ']'")
+	return "", 0, errors.New(unterminated)
 }
 
 // translateBRE rewrites a POSIX basic regular expression (a regexp:
