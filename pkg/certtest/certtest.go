@@ -1,12 +1,15 @@
-// Package certtest makes a throwaway certificate authority for tests: a
-// CA, server certificates for loopback names and client certificates it
-// signs, written as PEM files into a test's directory. Test support only.
+// Package certtest makes throwaway certificates for tests: a certificate
+// authority with the server and client certificates it signs, and
+// self-signed server certificates, written as PEM files into a test's
+// directory (or kept in memory). Test support only: every test that
+// needs a certificate makes it here.
 package certtest
 
 import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
@@ -15,6 +18,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -136,4 +140,47 @@ func writePEM(t testing.TB, path, typ string, der []byte) {
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// SelfSigned writes a self-signed server certificate to certFile and its
+// key to keyFile: common name dnsNames[0], and as names dnsNames,
+// localhost, 127.0.0.1 and ::1. For a server whose clients do not verify
+// it (SMTP's opportunistic STARTTLS); use a CA for anything that does.
+func SelfSigned(t testing.TB, certFile, keyFile string, dnsNames ...string) {
+	t.Helper()
+	cert := SelfSignedCert(t, dnsNames...)
+	kb, err := x509.MarshalPKCS8PrivateKey(cert.PrivateKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writePEM(t, certFile, "CERTIFICATE", cert.Certificate[0])
+	writePEM(t, keyFile, "PRIVATE KEY", kb)
+}
+
+// SelfSignedCert is SelfSigned's certificate and key, kept in memory.
+func SelfSignedCert(t testing.TB, dnsNames ...string) tls.Certificate {
+	t.Helper()
+	if len(dnsNames) == 0 {
+		t.Fatal("certtest.SelfSignedCert: no name")
+	}
+	key := newKey(t)
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 64))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: dnsNames[0]},
+		DNSNames:     append(slices.Clone(dnsNames), "localhost"),
+		IPAddresses:  []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

@@ -2,13 +2,6 @@ package auth
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
 	"net"
 	"os"
 	"os/exec"
@@ -17,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpgate/smtpgate/pkg/certtest"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/postfixtest"
 )
@@ -48,7 +42,9 @@ func TestPostfixAuthenticatesThroughDovecotProtocol(t *testing.T) {
 	go func() { defer close(done); _ = srv.ServeDovecot(ctx, ln) }()
 	t.Cleanup(func() { cancel(); ln.Close(); <-done })
 
-	cert, key := selfSigned(t, t.TempDir())
+	tlsDir := t.TempDir()
+	cert, key := filepath.Join(tlsDir, "cert.pem"), filepath.Join(tlsDir, "key.pem")
+	certtest.SelfSigned(t, cert, key, "mail.example.org")
 	pf := postfixtest.Start(t, postfixtest.Options{Main: strings.Join([]string{
 		"smtpd_sasl_auth_enable = yes",
 		"smtpd_sasl_type = dovecot",
@@ -85,21 +81,4 @@ func TestPostfixAuthenticatesThroughDovecotProtocol(t *testing.T) {
 	if !strings.Contains(log, "sasl_method=PLAIN, sasl_username=john@example.org") {
 		t.Errorf("Postfix did not log the SASL login:\n%s", log)
 	}
-}
-
-// selfSigned writes a certificate for mail.example.org and its key.
-func selfSigned(t *testing.T, dir string) (certFile, keyFile string) {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	must(t, err)
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "mail.example.org"},
-		DNSNames: []string{"mail.example.org"}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &k.PublicKey, k)
-	must(t, err)
-	kder, err := x509.MarshalECPrivateKey(k)
-	must(t, err)
-	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	must(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
-	must(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kder}), 0o600))
-	return certFile, keyFile
 }

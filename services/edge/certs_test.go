@@ -2,42 +2,13 @@ package edge
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/pem"
-	"math/big"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
-)
 
-// writePair writes a self-signed certificate for name and its key.
-func writePair(t *testing.T, certFile, keyFile, name string) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), DNSNames: []string{name}, NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kb, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/smtpgate/smtpgate/pkg/certtest"
+)
 
 // TestReloadCertificates: a reload reads the listeners' certificates
 // again; a pair that does not load fails the reload, is reported with
@@ -45,7 +16,7 @@ func writePair(t *testing.T, certFile, keyFile, name string) {
 func TestReloadCertificates(t *testing.T) {
 	dir := t.TempDir()
 	certFile, keyFile := filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
-	writePair(t, certFile, keyFile, "old.example")
+	certtest.SelfSigned(t, certFile, keyFile, "old.example")
 	main := "myhostname = h.example\nsmtpd_tls_cert_file = " + certFile + "\nsmtpd_tls_key_file = " + keyFile + "\n"
 	master := "127.0.0.1:2525 inet n - n - - smtpd\n"
 	cfg, services := load(t, main, master)
@@ -70,7 +41,7 @@ func TestReloadCertificates(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	writePair(t, certFile, keyFile, "new.example")
+	certtest.SelfSigned(t, certFile, keyFile, "new.example")
 	cfg, services = load(t, main, master)
 	if err := s.Reload(ctx, cfg, services); err != nil {
 		t.Fatal(err)
@@ -80,7 +51,7 @@ func TestReloadCertificates(t *testing.T) {
 	}
 
 	// A key that does not match: the old pair stays.
-	writePair(t, certFile, filepath.Join(dir, "other-key.pem"), "bad.example")
+	certtest.SelfSigned(t, certFile, filepath.Join(dir, "other-key.pem"), "bad.example")
 	cfg, services = load(t, main, master)
 	err = s.Reload(ctx, cfg, services)
 	if err == nil || !strings.Contains(err.Error(), "main.cf:2: smtpd_tls_cert_file") {
