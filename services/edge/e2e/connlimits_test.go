@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -58,8 +57,7 @@ smtpgate_policy_metrics_listen = 127.0.0.1:%d
 
 // greeted is one connection and the first line the server sent.
 type greeted struct {
-	conn  net.Conn
-	r     *bufio.Reader
+	*rawSMTP
 	reply string
 }
 
@@ -74,37 +72,29 @@ func connect(t *testing.T, addr string) *greeted {
 // and reads the first reply line.
 func connectFrom(t *testing.T, from, addr string) *greeted {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", addr)
+	r, err := dialRaw(from, addr, 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-	g := &greeted{conn: c, r: bufio.NewReader(c)}
-	line, err := g.r.ReadString('\n')
+	line, err := r.line()
 	if err != nil {
-		c.Close()
+		r.close()
 		t.Fatalf("%s: no greeting: %v", addr, err)
 	}
-	g.reply = strings.TrimRight(line, "\r\n")
-	return g
+	return &greeted{rawSMTP: r, reply: line}
 }
 
 // do sends a command and returns the last line of the reply.
 func (g *greeted) do(t *testing.T, cmd string) string {
 	t.Helper()
-	if _, err := io.WriteString(g.conn, cmd+"\r\n"); err != nil {
+	if err := g.writeLine(cmd); err != nil {
 		t.Fatalf("%s: %v", cmd, err)
 	}
-	for {
-		line, err := g.r.ReadString('\n')
-		if err != nil {
-			t.Fatalf("%s: %v", cmd, err)
-		}
-		if len(line) < 4 || line[3] != '-' {
-			return strings.TrimRight(line, "\r\n")
-		}
+	line, err := g.last()
+	if err != nil {
+		t.Fatalf("%s: %v", cmd, err)
 	}
+	return line
 }
 
 // quit ends an admitted session politely.

@@ -40,7 +40,6 @@ import (
 	"flag"
 	"fmt"
 	"net"
-	"net/textproto"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -205,24 +204,20 @@ func (r reply) agrees(o reply) bool {
 }
 
 // client is one side's connection.
-type client struct {
-	conn net.Conn
-	tp   *textproto.Conn
-}
+type client struct{ *rawSMTP }
 
 func dialFrom(from, addr string) (*client, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 5 * time.Second}
-	c, err := d.Dial("tcp", addr)
+	r, err := dialRaw(from, addr, 0)
 	if err != nil {
 		return nil, err
 	}
-	return &client{conn: c, tp: textproto.NewConn(c)}, nil
+	return &client{r}, nil
 }
 
 // read reads one whole (possibly multi-line) reply.
 func (c *client) read() reply {
 	_ = c.conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-	code, msg, err := c.tp.ReadResponse(0)
+	code, msg, err := c.response(0)
 	if code == 0 {
 		var ne net.Error
 		switch {
@@ -240,7 +235,7 @@ func (c *client) read() reply {
 func (c *client) send(lines ...string) reply {
 	_ = c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
 	for _, l := range lines {
-		if err := c.tp.PrintfLine("%s", l); err != nil {
+		if err := c.writeLine(l); err != nil {
 			return reply{text: "closed"}
 		}
 	}
@@ -255,7 +250,7 @@ const groupPrefix = "\x00group:"
 // final ".") or the connection's end.
 func (c *client) sendGroup(lines []string) []reply {
 	_ = c.conn.SetWriteDeadline(time.Now().Add(10 * time.Second))
-	if _, err := c.conn.Write([]byte(strings.Join(lines, "\r\n") + "\r\n")); err != nil {
+	if err := c.write(strings.Join(lines, "\r\n") + "\r\n"); err != nil {
 		return []reply{{text: "closed"}}
 	}
 	var out []reply

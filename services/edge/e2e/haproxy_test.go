@@ -3,7 +3,6 @@ package e2e
 import (
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -150,15 +149,13 @@ func TestHAProxy(t *testing.T) {
 			{"garbage header", "127.0.0.1", "PROXY TCP4 garbage\r\n", "mx2"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(tc.from)}}
-				c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port[tc.port]))
+				r, err := s.dialListener(tc.from, tc.port, 15*time.Second)
 				if err != nil {
 					t.Fatal(err)
 				}
-				defer c.Close()
-				_ = c.SetDeadline(time.Now().Add(15 * time.Second))
-				_, _ = io.WriteString(c, tc.send)
-				got, err := io.ReadAll(c)
+				defer r.close()
+				_ = r.write(tc.send)
+				got, err := io.ReadAll(r.conn)
 				if len(got) != 0 {
 					t.Errorf("the edge answered %q (%v), want a silent close", got, err)
 				}

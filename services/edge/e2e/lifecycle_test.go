@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -26,9 +25,8 @@ import (
 
 // lifeSession is an SMTP session read reply by reply.
 type lifeSession struct {
-	t    *testing.T
-	conn net.Conn
-	tp   *textproto.Conn
+	t *testing.T
+	*rawSMTP
 	// greeting is the 220 reply's text.
 	greeting string
 }
@@ -37,15 +35,13 @@ type lifeSession struct {
 // reads the greeting.
 func session(t *testing.T, port int) *lifeSession {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(Trusted)}, Timeout: 10 * time.Second}
-	conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+	raw, err := dialRaw(Trusted, fmt.Sprintf("127.0.0.1:%d", port), 60*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { conn.Close() })
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	r := &lifeSession{t: t, conn: conn, tp: textproto.NewConn(conn)}
-	code, msg, err := r.tp.ReadResponse(220)
+	t.Cleanup(func() { raw.close() })
+	r := &lifeSession{t: t, rawSMTP: raw}
+	code, msg, err := r.response(220)
 	if err != nil {
 		t.Fatalf("greeting: %d %s: %v", code, msg, err)
 	}
@@ -56,7 +52,7 @@ func session(t *testing.T, port int) *lifeSession {
 // reply reads the next reply: "code text", lines joined by "|".
 func (r *lifeSession) reply() string {
 	r.t.Helper()
-	code, msg, err := r.tp.ReadResponse(0)
+	code, msg, err := r.response(0)
 	if err != nil && code == 0 {
 		r.t.Fatalf("reading a reply: %v", err)
 	}
@@ -66,7 +62,7 @@ func (r *lifeSession) reply() string {
 // do sends one command and checks that its reply starts with want.
 func (r *lifeSession) do(cmd, want string) string {
 	r.t.Helper()
-	if err := r.tp.PrintfLine("%s", cmd); err != nil {
+	if err := r.writeLine(cmd); err != nil {
 		r.t.Fatal(err)
 	}
 	got := r.reply()
@@ -80,12 +76,11 @@ func (r *lifeSession) do(cmd, want string) string {
 func (r *lifeSession) startTLS() []byte {
 	r.t.Helper()
 	r.do("STARTTLS", "220 ")
-	tc := tls.Client(r.conn, tlsConfig())
-	if err := tc.Handshake(); err != nil {
-		r.t.Fatalf("TLS handshake: %v", err)
+	cert, err := r.handshake()
+	if err != nil {
+		r.t.Fatal(err)
 	}
-	r.conn, r.tp = tc, textproto.NewConn(tc)
-	return tc.ConnectionState().PeerCertificates[0].Raw
+	return cert
 }
 
 // message sends DATA and a message of about size bytes whose Subject is

@@ -2,12 +2,10 @@ package e2e
 
 import (
 	"bufio"
-	"crypto/tls"
 	"encoding/base64"
 	"fmt"
 	"net"
 	"net/smtp"
-	"net/textproto"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,33 +33,16 @@ smtpgate_auth_max_failure_delay = 10ms
 // submissionOn opens a raw session on the submission listener from the
 // source address from, past EHLO, STARTTLS and the second EHLO.
 func (s *stack) submissionOn(from string) (*rawSession, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-	conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["submission"]))
+	raw, err := s.dialListener(from, "submission", 60*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-	r := &rawSession{conn: conn, tp: textproto.NewConn(conn)}
-	if _, _, err := r.tp.ReadResponse(220); err != nil {
-		conn.Close()
+	r := &rawSession{rawSMTP: raw}
+	if _, _, err := r.response(220); err != nil {
+		r.conn.Close()
 		return nil, fmt.Errorf("greeting: %w", err)
 	}
-	if _, err := r.expect(250, "EHLO client.example.net"); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	if _, err := r.expect(220, "STARTTLS"); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	tc := tls.Client(conn, tlsConfig())
-	if err := tc.Handshake(); err != nil {
-		conn.Close()
-		return nil, fmt.Errorf("TLS: %w", err)
-	}
-	r.conn, r.tp = tc, textproto.NewConn(tc)
-	if _, err := r.expect(250, "EHLO client.example.net"); err != nil {
-		tc.Close()
+	if err := r.ehlo(true); err != nil {
 		return nil, err
 	}
 	return r, nil

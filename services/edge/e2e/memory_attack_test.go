@@ -3,7 +3,6 @@ package e2e
 import (
 	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -268,15 +267,13 @@ func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content f
 					ready.Done()
 				}
 			}()
-			d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(Trusted)}, Timeout: 10 * time.Second}
-			conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
+			r, err := s.dialListener(Trusted, "mx", 5*time.Minute)
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			defer conn.Close()
-			_ = conn.SetDeadline(time.Now().Add(5 * time.Minute))
-			br, bw := bufio.NewReader(conn), bufio.NewWriterSize(conn, 64<<10)
+			defer r.close()
+			br, bw := r.tp.R, bufio.NewWriterSize(r.conn, 64<<10)
 			if r := readReply(br); !strings.HasPrefix(r, "220") {
 				errs[i] = fmt.Errorf("greeting %q", r)
 				return

@@ -1,9 +1,6 @@
 package e2e
 
 import (
-	"bufio"
-	"fmt"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -15,44 +12,34 @@ import (
 // listener of the stack, for dialogues net/smtp will not speak (bytes
 // that are not UTF-8, commands sent ahead).
 type rawClient struct {
-	t    *testing.T
-	conn net.Conn
-	br   *bufio.Reader
+	t *testing.T
+	*rawSMTP
 }
 
 // rawDial connects without reading the greeting.
 func (s *stack) rawClientDial(t *testing.T, from, listener string) *rawClient {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-	conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port[listener]))
+	r, err := s.dialListener(from, listener, 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	t.Cleanup(func() { conn.Close() })
-	return &rawClient{t: t, conn: conn, br: bufio.NewReader(conn)}
+	t.Cleanup(func() { r.close() })
+	return &rawClient{t: t, rawSMTP: r}
 }
 
 // reply reads one reply; multi-line replies are joined with "|".
 func (r *rawClient) reply() string {
 	r.t.Helper()
-	var lines []string
-	for {
-		l, err := r.br.ReadString('\n')
-		if err != nil {
-			r.t.Fatalf("reading a reply after %q: %v", lines, err)
-		}
-		l = strings.TrimRight(l, "\r\n")
-		lines = append(lines, l)
-		if len(l) < 4 || l[3] == ' ' {
-			return strings.Join(lines, "|")
-		}
+	lines, err := r.lines()
+	if err != nil {
+		r.t.Fatalf("reading a reply after %q: %v", lines, err)
 	}
+	return strings.Join(lines, "|")
 }
 
-func (r *rawClient) write(s string) {
+func (r *rawClient) send(s string) {
 	r.t.Helper()
-	if _, err := r.conn.Write([]byte(s)); err != nil {
+	if err := r.write(s); err != nil {
 		r.t.Fatal(err)
 	}
 }
@@ -60,7 +47,7 @@ func (r *rawClient) write(s string) {
 // do sends one command and checks the start of its reply.
 func (r *rawClient) do(cmd, want string) string {
 	r.t.Helper()
-	r.write(cmd + "\r\n")
+	r.send(cmd + "\r\n")
 	got := r.reply()
 	if !strings.HasPrefix(got, want) {
 		r.t.Errorf("%q: got %q, want %q", cmd, got, want)
@@ -159,7 +146,7 @@ func TestProtocolAttacks(t *testing.T) {
 		token := newToken("pregreet")
 		r := s.rawClientDial(t, Stranger, "mx")
 		// Everything at once, before the 220.
-		r.write("EHLO client.example.net\r\nMAIL FROM:<someone@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\n")
+		r.send("EHLO client.example.net\r\nMAIL FROM:<someone@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\n")
 		for _, want := range []string{"220 ", "250", "250 2.1.0", "250 2.1.5"} {
 			if got := r.reply(); !strings.HasPrefix(got, want) {
 				t.Errorf("got %q, want %q", got, want)
@@ -182,7 +169,7 @@ func TestProtocolAttacks(t *testing.T) {
 		r := s.rawClientDial(t, Stranger, "mx")
 		r.reply()
 		r.do("HELO client.example.net", "250")
-		r.write("MAIL FROM:<someone@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\n")
+		r.send("MAIL FROM:<someone@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\n")
 		for _, want := range []string{"250 2.1.0", "250 2.1.5"} {
 			if got := r.reply(); !strings.HasPrefix(got, want) {
 				t.Errorf("got %q, want %q", got, want)

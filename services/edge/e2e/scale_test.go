@@ -1,12 +1,9 @@
 package e2e
 
 import (
-	"crypto/tls"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"net/smtp"
-	"net/textproto"
 	"sort"
 	"strings"
 	"sync"
@@ -227,8 +224,7 @@ func (c *cluster) testRateLimit(t *testing.T, l *sinkLedger) {
 // rawSession is an SMTP session through HAProxy spoken line by line, past
 // EHLO (and STARTTLS and a second EHLO when tls is set).
 type rawSession struct {
-	conn net.Conn
-	tp   *textproto.Conn
+	*rawSMTP
 	edge string
 }
 
@@ -236,44 +232,23 @@ type rawSession struct {
 // edge when "").
 func (c *cluster) rawOn(from, edge string, startTLS bool) (*rawSession, error) {
 	for range 20 {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-		conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", c.port["haproxy"]))
+		raw, err := dialRaw(from, fmt.Sprintf("127.0.0.1:%d", c.port["haproxy"]), 60*time.Second)
 		if err != nil {
 			return nil, err
 		}
-		_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
-		r := &rawSession{conn: conn, tp: textproto.NewConn(conn)}
-		_, banner, err := r.tp.ReadResponse(220)
+		r := &rawSession{rawSMTP: raw}
+		_, banner, err := r.response(220)
 		if err != nil {
-			conn.Close()
+			r.conn.Close()
 			return nil, fmt.Errorf("greeting: %w", err)
 		}
 		f := strings.Fields(banner)
 		r.edge = f[len(f)-1]
 		if edge != "" && r.edge != edge {
-			_, _ = r.cmd("QUIT")
-			conn.Close()
+			r.close()
 			continue
 		}
-		if _, err := r.expect(250, "EHLO client.example.net"); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		if !startTLS {
-			return r, nil
-		}
-		if _, err := r.expect(220, "STARTTLS"); err != nil {
-			conn.Close()
-			return nil, err
-		}
-		tc := tls.Client(conn, tlsConfig())
-		if err := tc.Handshake(); err != nil {
-			conn.Close()
-			return nil, fmt.Errorf("TLS: %w", err)
-		}
-		r.conn, r.tp = tc, textproto.NewConn(tc)
-		if _, err := r.expect(250, "EHLO client.example.net"); err != nil {
-			tc.Close()
+		if err := r.ehlo(startTLS); err != nil {
 			return nil, err
 		}
 		return r, nil
@@ -281,12 +256,34 @@ func (c *cluster) rawOn(from, edge string, startTLS bool) (*rawSession, error) {
 	return nil, fmt.Errorf("no session on %s through HAProxy in 20 tries", edge)
 }
 
+// ehlo says EHLO and, with startTLS, STARTTLS and EHLO again; on an
+// error it closes the session.
+func (r *rawSession) ehlo(startTLS bool) error {
+	err := func() error {
+		if _, err := r.expect(250, "EHLO client.example.net"); err != nil || !startTLS {
+			return err
+		}
+		if _, err := r.expect(220, "STARTTLS"); err != nil {
+			return err
+		}
+		if _, err := r.handshake(); err != nil {
+			return err
+		}
+		_, err := r.expect(250, "EHLO client.example.net")
+		return err
+	}()
+	if err != nil {
+		r.conn.Close()
+	}
+	return err
+}
+
 // cmd sends one command line and returns the reply as "code text".
 func (r *rawSession) cmd(line string) (string, error) {
-	if err := r.tp.PrintfLine("%s", line); err != nil {
+	if err := r.writeLine(line); err != nil {
 		return "", err
 	}
-	code, msg, err := r.tp.ReadResponse(0)
+	code, msg, err := r.response(0)
 	if err != nil && code == 0 {
 		return "", err
 	}

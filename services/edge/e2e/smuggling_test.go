@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,40 +30,31 @@ var smuggleVariants = []struct{ name, sep, bare string }{
 // behind sep, then QUIT. It returns the replies after the greeting.
 func rawSmuggle(t *testing.T, s *stack, from, sep, token string) []string {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-	conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
+	r, err := s.dialListener(from, "mx", 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer conn.Close()
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
-	br := bufio.NewReader(conn)
+	defer r.close()
 	readReply := func() string {
-		var last string
-		for {
-			l, err := br.ReadString('\n')
-			if err != nil {
-				return "read error: " + err.Error()
-			}
-			last = strings.TrimRight(l, "\r\n")
-			if len(last) < 4 || last[3] == ' ' {
-				return last
-			}
+		last, err := r.last()
+		if err != nil {
+			return "read error: " + err.Error()
 		}
+		return last
 	}
 	if g := readReply(); !strings.HasPrefix(g, "220 ") {
 		t.Fatalf("greeting %q", g)
 	}
 	var replies []string
 	for _, cmd := range []string{"EHLO client.example.net", "MAIL FROM:<someone@example.net>", "RCPT TO:<john@example.org>", "DATA"} {
-		fmt.Fprintf(conn, "%s\r\n", cmd)
+		fmt.Fprintf(r.conn, "%s\r\n", cmd)
 		replies = append(replies, readReply())
 	}
-	fmt.Fprintf(conn, "Subject: %s\r\n\r\nfirst%sMAIL FROM:<evil@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\nSubject: %s-smuggled\r\n\r\nsecond\r\n.\r\nQUIT\r\n", token, sep, token)
+	fmt.Fprintf(r.conn, "Subject: %s\r\n\r\nfirst%sMAIL FROM:<evil@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\nSubject: %s-smuggled\r\n\r\nsecond\r\n.\r\nQUIT\r\n", token, sep, token)
 	for {
-		r := readReply()
-		replies = append(replies, r)
-		if strings.HasPrefix(r, "221 ") || strings.HasPrefix(r, "read error: ") {
+		got := readReply()
+		replies = append(replies, got)
+		if strings.HasPrefix(got, "221 ") || strings.HasPrefix(got, "read error: ") {
 			return replies
 		}
 	}
@@ -135,7 +124,7 @@ func TestSmugglingEndToEnd(t *testing.T) {
 		// A command line ending in a bare LF ends the session.
 		g := connectFrom(t, Trusted, fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
 		defer g.conn.Close()
-		conn, br := g.conn, g.r
+		conn, br := g.conn, g.tp.R
 		_, _ = conn.Write([]byte("HELO client.example.net\r\n"))
 		_, _ = br.ReadString('\n')
 		// From 127.0.0.1, in mynetworks: excluded, so this one is taken.
@@ -165,7 +154,7 @@ func TestSmugglingEndToEnd(t *testing.T) {
 		func() {
 			g := connect(t, fmt.Sprintf("127.0.0.1:%d", s.port["mx"]))
 			defer g.conn.Close()
-			conn, br := g.conn, g.r
+			conn, br := g.conn, g.tp.R
 			_, _ = conn.Write([]byte("HELO client.example.net\n"))
 			if l, _ := br.ReadString('\n'); l != "550 5.5.2 mail.example.org Error: bare <LF> received\r\n" {
 				t.Errorf("bare-LF HELO: %q", l)

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"fmt"
 	"net"
 	"os"
@@ -15,9 +14,8 @@ import (
 
 // floodConn is one connection of the flood and its greeting.
 type floodConn struct {
-	from  string
-	conn  net.Conn
-	r     *bufio.Reader
+	from string
+	*rawSMTP
 	reply string
 }
 
@@ -25,22 +23,18 @@ type floodConn struct {
 // line; an error fails the test.
 func dialFlood(t *testing.T, from, addr string) *floodConn {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", addr)
+	r, err := dialRaw(from, addr, 60*time.Second)
 	if err != nil {
 		t.Errorf("flood from %s: %v", from, err)
 		return nil
 	}
-	_ = c.SetDeadline(time.Now().Add(60 * time.Second))
-	f := &floodConn{from: from, conn: c, r: bufio.NewReader(c)}
-	line, err := f.r.ReadString('\n')
+	line, err := r.line()
 	if err != nil {
-		c.Close()
+		r.close()
 		t.Errorf("flood from %s: no greeting: %v", from, err)
 		return nil
 	}
-	f.reply = strings.TrimRight(line, "\r\n")
-	return f
+	return &floodConn{from: from, rawSMTP: r, reply: line}
 }
 
 // The attack of issue 16: 20 addresses, in six /24s, open 50 idle
@@ -204,8 +198,7 @@ smtpgate_stress_hold_time = 2s
 	var dwg sync.WaitGroup
 	for _, f := range held {
 		dwg.Go(func() {
-			line, err := f.r.ReadString('\n')
-			got := strings.TrimRight(line, "\r\n")
+			got, err := f.line()
 			if err != nil && got == "" {
 				got = err.Error()
 			}
