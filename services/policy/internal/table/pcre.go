@@ -149,11 +149,10 @@ func translatePCRE(p string, ext bool, dollar string) (string, error) {
 				b.WriteByte(e)
 			}
 		case c == '[':
-			s, n, err := translatePCREClass(p[i:])
+			n, err := translatePCREClass(&b, p[i:])
 			if err != nil {
 				return "", err
 			}
-			b.WriteString(s)
 			i += n - 1
 		case c == '(':
 			rest := p[i:]
@@ -246,9 +245,9 @@ func quantifierLen(p string) int {
 }
 
 // translatePCREClass translates the character class at the start of p
-// and returns how many bytes of p it used.
-func translatePCREClass(p string) (string, int, error) {
-	return translateClass(p, pcreClassElem, "missing terminating ] for character class")
+// into b and returns how many bytes of p it used.
+func translatePCREClass(b *strings.Builder, p string) (int, error) {
+	return translateClass(b, p, pcreClassElem, "missing terminating ] for character class")
 }
 
 // pcreClassElem translates the element of a PCRE character class at

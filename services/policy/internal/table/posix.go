@@ -71,11 +71,10 @@ func translateERE(p string) (string, error) {
 			}
 			b.WriteString(s)
 		case '[':
-			s, n, err := translateBracket(p[i:])
+			n, err := translateBracket(&b, p[i:])
 			if err != nil {
 				return "", err
 			}
-			b.WriteString(s)
 			i += n - 1
 		case '{':
 			if strings.HasPrefix(p[i:], "{,") {
@@ -107,9 +106,9 @@ func posixEscape(c byte) (string, error) {
 }
 
 // translateBracket translates the bracket expression at the start of p
-// and returns how many bytes of p it used.
-func translateBracket(p string) (string, int, error) {
-	return translateClass(p, posixClassElem, "unterminated bracket expression: missing ']'")
+// into b and returns how many bytes of p it used.
+func translateBracket(b *strings.Builder, p string) (int, error) {
+	return translateClass(b, p, posixClassElem, "unterminated bracket expression: missing ']'")
 }
 
 // posixClassElem translates the element of a POSIX bracket expression
@@ -153,10 +152,10 @@ func posixClassElem(b *strings.Builder, p string, i int) (int, error) {
 // character class share: "[", an optional "^", a "]" first taken
 // literally, then elements up to the closing "]". elem translates the
 // element at p[i] into b and returns the index of its last byte.
-// translateClass returns the translation and how many bytes of p it
-// used; unterminated is the error when no "]" closes it.
-func translateClass(p string, elem func(b *strings.Builder, p string, i int) (int, error), unterminated string) (string, int, error) {
-	var b strings.Builder
+// translateClass writes the translation into b and returns how many
+// bytes of p it used; unterminated is the error when no "]" closes it
+// (b then holds a part, for the caller to drop).
+func translateClass(b *strings.Builder, p string, elem func(b *strings.Builder, p string, i int) (int, error), unterminated string) (int, error) {
 	b.WriteByte('[')
 	i := 1
 	if i < len(p) && p[i] == '^' {
@@ -170,14 +169,14 @@ func translateClass(p string, elem func(b *strings.Builder, p string, i int) (in
 	for ; i < len(p); i++ {
 		if p[i] == ']' {
 			b.WriteByte(']')
-			return b.String(), i + 1, nil
+			return i + 1, nil
 		}
 		var err error
-		if i, err = elem(&b, p, i); err != nil {
-			return "", 0, err
+		if i, err = elem(b, p, i); err != nil {
+			return 0, err
 		}
 	}
-	return "", 0, errors.New(unterminated)
+	return 0, errors.New(unterminated)
 }
 
 // translateBRE rewrites a POSIX basic regular expression (a regexp:
@@ -212,11 +211,10 @@ func translateBRE(p string) (string, error) {
 				b.WriteString(s)
 			}
 		case '[':
-			s, n, err := translateBracket(p[i:])
+			n, err := translateBracket(&b, p[i:])
 			if err != nil {
 				return "", err
 			}
-			b.WriteString(s)
 			i += n - 1
 		case '*':
 			if start {
