@@ -167,19 +167,7 @@ func TestMemoryBudgetAttacks(t *testing.T) {
 		}
 		token := newToken("longline")
 		line := strings.Repeat("0123456789", 1<<17)
-		if err := c.Hello("client.example.net"); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Mail("alice@example.net"); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Rcpt("john@example.org"); err != nil {
-			t.Fatal(err)
-		}
-		w, err := c.Data()
-		if err != nil {
-			t.Fatal(err)
-		}
+		w := startData(t, c, "alice@example.net", "john@example.org")
 		fmt.Fprintf(w, "Subject: %s\r\n\r\n%s\r\n", token, line)
 		if err := w.Close(); err != nil {
 			t.Fatalf("message with a 1.3 MB line: %s", replyOf(err))
@@ -411,19 +399,7 @@ func TestLongLinesFoldedForNextHop(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Hello("client.example.net"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Mail("alice@example.net"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Rcpt("john@example.org"); err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := startData(t, c, "alice@example.net", "john@example.org")
 	fmt.Fprintf(w, "Subject: %s\r\n%s\r\n\r\n%s\r\n.dot-led line\r\n", token, header, body)
 	if err := w.Close(); err != nil {
 		t.Fatalf("message with long lines: %s", replyOf(err))

@@ -37,19 +37,7 @@ func TestSpoolLargeMessage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	if err := c.Hello("client.example.net"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Mail("someone@example.net"); err != nil {
-		t.Fatal(err)
-	}
-	if err := c.Rcpt("john@example.org"); err != nil {
-		t.Fatal(err)
-	}
-	w, err := c.Data()
-	if err != nil {
-		t.Fatal(err)
-	}
+	w := startData(t, c, "someone@example.net", "john@example.org")
 	fmt.Fprintf(w, "Subject: %s\r\n\r\n", token)
 	if _, err := w.Write(body.Bytes()); err != nil {
 		t.Fatal(err)

@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	mrand "math/rand/v2"
 	"net"
 	"net/smtp"
@@ -433,6 +434,26 @@ func mailTx(c *smtp.Client, m message) error {
 	}
 	fmt.Fprintf(w, "From: <%s>\r\nTo: <%s>\r\nSubject: %s\r\nMessage-ID: <%s@client.example.net>\r\n\r\nbody of %s\r\n", m.sender, strings.Join(m.rcpts, ">, <"), m.token, m.token, m.token)
 	return w.Close()
+}
+
+// startData says HELO client.example.net, MAIL FROM:<from> and RCPT
+// TO:<to> on c and opens DATA; a refusal fails the test.
+func startData(t *testing.T, c *smtp.Client, from, to string) io.WriteCloser {
+	t.Helper()
+	if err := c.Hello("client.example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(from); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt(to); err != nil {
+		t.Fatal(err)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return w
 }
 
 // replyOf returns "code text" of an SMTP error, or the error text.
