@@ -65,11 +65,9 @@ func translateERE(p string) (string, error) {
 				return "", fmt.Errorf("trailing backslash in regexp")
 			}
 			i++
-			s, err := posixEscape(p[i])
-			if err != nil {
+			if err := posixEscape(&b, p[i]); err != nil {
 				return "", err
 			}
-			b.WriteString(s)
 		case '[':
 			n, err := translateBracket(&b, p[i:])
 			if err != nil {
@@ -90,19 +88,22 @@ func translateERE(p string) (string, error) {
 	return b.String(), nil
 }
 
-// posixEscape translates "\c" outside a bracket expression.
-func posixEscape(c byte) (string, error) {
+// posixEscape translates "\c" outside a bracket expression into b.
+func posixEscape(b *strings.Builder, c byte) error {
 	switch {
 	case c >= '1' && c <= '9':
-		return "", fmt.Errorf("backreference \\%c is not supported: smtpgate uses Go's RE2 engine (%s)", c, re2Syntax)
+		return fmt.Errorf("backreference \\%c is not supported: smtpgate uses Go's RE2 engine (%s)", c, re2Syntax)
 	case c == '<' || c == '>':
-		return "", fmt.Errorf("word boundary \\%c is not supported: use \\b (smtpgate uses Go's RE2 engine, %s)", c, re2Syntax)
+		return fmt.Errorf("word boundary \\%c is not supported: use \\b (smtpgate uses Go's RE2 engine, %s)", c, re2Syntax)
 	case c == '`':
-		return `\A`, nil
+		b.WriteString(`\A`)
 	case c == '\'':
-		return `\z`, nil
+		b.WriteString(`\z`)
+	default:
+		b.WriteByte('\\')
+		b.WriteByte(c)
 	}
-	return `\` + string(c), nil
+	return nil
 }
 
 // translateBracket translates the bracket expression at the start of p
@@ -204,11 +205,9 @@ func translateBRE(p string) (string, error) {
 			case ')', '{', '}', '+', '?':
 				b.WriteByte(e)
 			default:
-				s, err := posixEscape(e)
-				if err != nil {
+				if err := posixEscape(&b, e); err != nil {
 					return "", err
 				}
-				b.WriteString(s)
 			}
 		case '[':
 			n, err := translateBracket(&b, p[i:])
