@@ -2,8 +2,8 @@
 // host names and address literals are valid (valid_hostname,
 // valid_mailhost_literal and the address checks behind them), and how
 // text from a client is made safe to log or to pass on (printable,
-// neutering). The edge and policy both judge names this way; this is the
-// one copy of each rule.
+// neutering), and how xtext (RFC 3461) is decoded. The edge and policy
+// both judge names this way; this is the one copy of each rule.
 //
 // It trusts nothing: every function takes any string, including invalid
 // UTF-8, and only reads it.

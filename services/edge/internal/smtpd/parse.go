@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 )
 
@@ -336,7 +337,7 @@ func parseRcptParams(s string) (rcptParams, error) {
 // decodeDSNXtext decodes the xtext of ENVID and ORCPT as Postfix does: '='
 // is taken as itself, and the result must be ASCII.
 func decodeDSNXtext(s string) (string, bool) {
-	dec, ok := xtext(s, true)
+	dec, ok := mailname.DecodeXtext(s, true)
 	if !ok {
 		return "", false
 	}
@@ -349,29 +350,4 @@ func decodeDSNXtext(s string) (string, bool) {
 }
 
 // decodeXtext decodes RFC 3461 §4 xtext ("+HH" escapes).
-func decodeXtext(s string) (string, bool) { return xtext(s, false) }
-
-// xtext decodes xtext; equals lets '=' stand for itself.
-func xtext(s string, equals bool) (string, bool) {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '+':
-			if i+2 >= len(s) {
-				return "", false
-			}
-			n, err := strconv.ParseUint(s[i+1:i+3], 16, 8)
-			if err != nil {
-				return "", false
-			}
-			b.WriteByte(byte(n))
-			i += 2
-		case c < '!' || c > '~' || (c == '=' && !equals):
-			return "", false
-		default:
-			b.WriteByte(c)
-		}
-	}
-	return b.String(), true
-}
+func decodeXtext(s string) (string, bool) { return mailname.DecodeXtext(s, false) }

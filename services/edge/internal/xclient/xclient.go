@@ -259,32 +259,15 @@ func validPort(v string) bool {
 	return true
 }
 
-// DecodeXtext decodes RFC 3461 §4 xtext: "+" followed by two upper-case
-// hex digits stands for that byte; other bytes stand for themselves and
-// must be printable ASCII other than "+" and "=".
+// DecodeXtext decodes RFC 3461 §4 xtext (mailname.DecodeXtext): "+"
+// followed by two hex digits stands for that byte; other bytes stand for
+// themselves and must be printable ASCII other than "+" and "=".
 func DecodeXtext(s string) (string, error) {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c == '+':
-			if i+2 >= len(s) {
-				return "", fmt.Errorf("xtext: truncated escape at %d", i)
-			}
-			hi, ok1 := hexVal(s[i+1])
-			lo, ok2 := hexVal(s[i+2])
-			if !ok1 || !ok2 {
-				return "", fmt.Errorf("xtext: bad escape at %d", i)
-			}
-			b.WriteByte(hi<<4 | lo)
-			i += 2
-		case c < '!' || c > '~' || c == '=':
-			return "", fmt.Errorf("xtext: byte %#x at %d", c, i)
-		default:
-			b.WriteByte(c)
-		}
+	dec, ok := mailname.DecodeXtext(s, false)
+	if !ok {
+		return "", fmt.Errorf("xtext: %q is not xtext", s)
 	}
-	return b.String(), nil
+	return dec, nil
 }
 
 // EncodeXtext is the inverse of DecodeXtext.
@@ -299,17 +282,4 @@ func EncodeXtext(s string) string {
 		b.WriteByte(c)
 	}
 	return b.String()
-}
-
-func hexVal(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	case c >= 'a' && c <= 'f':
-		// RFC 3461 asks for upper case; Postfix's decoder takes both.
-		return c - 'a' + 10, true
-	}
-	return 0, false
 }
