@@ -3,7 +3,14 @@ package smtpd
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"io"
+	"log/slog"
+	"strings"
+	"time"
+
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
 )
 
 // dataPiece is the most of one line of content held at a time: a longer
@@ -170,4 +177,159 @@ func readDataLine(br *bufio.Reader, line []byte, max int, touch func()) (_ []byt
 			return line, false, nil
 		}
 	}
+}
+
+// data handles DATA (RFC 5321 §4.1.1.4): policy before the 354, the
+// content, policy at end of data, the hand-off, then the reply.
+func (s *session) data(ctx context.Context, arg string) reply.Reply {
+	switch {
+	case s.tx == nil:
+		return reply.NeedMail
+	case s.tx.chunks != nil:
+		return reply.DataAfterBDAT
+	case len(s.tx.rcpts) == 0:
+		return reply.NoValidRcpts
+	case arg != "":
+		return reply.Syntax("DATA")
+	}
+	one := ""
+	if len(s.tx.rcpts) == 1 {
+		one = s.tx.rcpts[0]
+	}
+	if !s.tx.discard {
+		if r, _, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_DATA, s.txFacts(one), "<DATA>"); !ok {
+			return r
+		}
+	}
+	s.send(reply.StartData)
+	if err := s.flush(); err != nil {
+		return reply.Reply{Close: true}
+	}
+	s.tx.body = newBody(s.l, s.srv.Memory)
+	mode := s.bareNewline()
+	_, tooBig, bare, err := readData(s.wire.br, s.tx.body, s.sizeLimit(), mode, s.touch)
+	if err != nil {
+		s.resetTx()
+		if isTimeout(err) {
+			return reply.Timeout(s.l.Hostname)
+		}
+		s.log.Info("connection lost in DATA", "err", err)
+		return reply.Reply{Code: 421, Close: true, Lines: []string{s.l.Hostname + " Error: connection lost"}}
+	}
+	if bare != 0 {
+		if mode == BareNewlineReject {
+			// The content was read to <CR><LF>.<CR><LF>: nothing of it
+			// is taken for commands, and nothing reaches the next hop.
+			r := s.refuseBareNewline(bareName(bare), false)
+			s.resetTx()
+			return r
+		}
+		s.log.Info("bare newline in message content, normalised", "queue_id", s.tx.queueID)
+	}
+	return s.endOfData(ctx, tooBig)
+}
+
+// bareName names a bare line end for the reply: "LF" or "CR".
+func bareName(b byte) string {
+	if b == '\r' {
+		return "CR"
+	}
+	return "LF"
+}
+
+// sizeLimit is message_size_limit; 0 means none.
+func (s *session) sizeLimit() int64 {
+	if s.l.MaxMessageSize <= 0 {
+		return 1 << 62
+	}
+	return s.l.MaxMessageSize
+}
+
+// endOfData finishes a transaction whose content (DATA's, or BDAT's
+// chunks) is in s.tx.body: policy at end of data, then the hand-off, then
+// the reply. The transaction ends here whatever happens, and with it the
+// spool file.
+func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
+	tx := s.tx
+	defer s.resetTx()
+	if tooBig {
+		return reply.TooBig
+	}
+	if err := tx.body.Err(); err != nil {
+		s.log.Error("message content could not be stored", "queue_id", tx.queueID, "err", err)
+		return reply.WriteError
+	}
+	one := ""
+	if len(tx.rcpts) == 1 {
+		one = tx.rcpts[0]
+	}
+	size := tx.body.Size()
+	var prepend []*policyv1.Header
+	if !tx.discard {
+		eod := s.txFacts(one)
+		eod.Size = uint64(size)
+		r, v, ok := s.askPolicy(ctx, policyv1.Stage_STAGE_END_OF_DATA, eod, "<END-OF-MESSAGE>")
+		if !ok {
+			return r
+		}
+		prepend = v.GetPrepend()
+	}
+	if tx.discard { // before this stage, or by its verdict
+		// access(5) DISCARD: "claim successful delivery and silently
+		// discard the message"; the reply is the one a delivery gets.
+		s.log.InfoContext(ctx, "discarded", "queue_id", tx.queueID, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", size)
+		return reply.Queued(tx.queueID)
+	}
+	var added []string
+	if s.l.Submission {
+		// Postfix's cleanup adds a missing Message-Id and Date to mail
+		// from its local clients; smtpgate to what comes through a
+		// submission listener, never to what comes from the Internet.
+		content, err := tx.body.Reader()
+		var names map[string]bool
+		if err == nil {
+			names, err = headerNames(content)
+		}
+		if err != nil {
+			s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
+			return reply.WriteError
+		}
+		added = missingHeaders(names, tx.queueID, s.l.Hostname, tx.started)
+		if len(added) > 0 {
+			s.log.DebugContext(ctx, "added missing headers", "queue_id", tx.queueID, "headers", strings.TrimSpace(strings.ReplaceAll(strings.Join(added, ""), "\r\n", "; ")))
+		}
+	}
+	head := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.verdicts.prepend...), tx.prepend...), prepend...), added)
+	content, err := tx.body.Reader()
+	if err != nil {
+		s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
+		return reply.WriteError
+	}
+	hctx, span := s.startHandoff(ctx, tx.queueID, int64(len(head))+size)
+	start := time.Now()
+	err = tx.hand.Data(hctx, io.MultiReader(bytes.NewReader(head), content))
+	s.srv.Metrics.handedOff(time.Since(start), err)
+	endHandoff(span, err)
+	if err != nil {
+		if reply.IsRefusal(err) {
+			s.log.InfoContext(ctx, "next hop refused the message", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
+		} else {
+			s.log.ErrorContext(ctx, "hand-off failed", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
+		}
+		return reply.FromHandoff(err)
+	}
+	total := int64(len(head)) + size
+	s.srv.MailLog.Queued(tx.queueID, tx.sender, total, len(tx.rcpts))
+	if s.log.Enabled(ctx, slog.LevelInfo) {
+		attrs := make([]slog.Attr, 0, 10)
+		attrs = append(attrs, slog.String("queue_id", tx.queueID), slog.String("client", s.namaddr()))
+		if s.sasl.user != "" {
+			// As Postfix logs them on the queue id's client= line.
+			attrs = append(attrs, slog.String("sasl_method", s.sasl.mech), slog.String("sasl_username", s.sasl.user))
+		}
+		attrs = append(attrs, slog.String("from", tx.sender), slog.Int("nrcpt", len(tx.rcpts)), slog.Int64("size", total),
+			slog.Bool("spooled", tx.body.Spooled()), slog.String("next_hop", s.l.NextHop.String()))
+		s.log.LogAttrs(ctx, slog.LevelInfo, "accepted", attrs...)
+	}
+	return reply.Queued(tx.queueID)
 }
