@@ -6,12 +6,24 @@ import (
 	"testing"
 )
 
+// predicateCase is an input and what a predicate says of it.
+type predicateCase struct {
+	in   string
+	want bool
+}
+
+func checkPredicate(t *testing.T, name string, f func(string) bool, cases []predicateCase) {
+	t.Helper()
+	for _, c := range cases {
+		if got := f(c.in); got != c.want {
+			t.Errorf("%s(%q) = %v, want %v", name, c.in, got, c.want)
+		}
+	}
+}
+
 func TestValidHostname(t *testing.T) {
 	long := strings.Repeat("a", 63)
-	for _, c := range []struct {
-		name string
-		want bool
-	}{
+	checkPredicate(t, "ValidHostname", ValidHostname, []predicateCase{
 		{"example.org", true},
 		{"mail-1.example.org", true},
 		{"under_score.example", true},
@@ -38,18 +50,11 @@ func TestValidHostname(t *testing.T) {
 		{"exämple.org", false},
 		{"[192.0.2.1]", false},
 		{"a*.example", false},
-	} {
-		if got := ValidHostname(c.name); got != c.want {
-			t.Errorf("ValidHostname(%q) = %v, want %v", c.name, got, c.want)
-		}
-	}
+	})
 }
 
 func TestValidUTF8Hostname(t *testing.T) {
-	for _, c := range []struct {
-		name string
-		want bool
-	}{
+	checkPredicate(t, "ValidUTF8Hostname", ValidUTF8Hostname, []predicateCase{
 		{"example.org", true},
 		{"пример.испытание", true},
 		{"bücher.example", true},
@@ -59,18 +64,11 @@ func TestValidUTF8Hostname(t *testing.T) {
 		{strings.Repeat("ü", 63) + ".example", true},
 		{strings.Repeat("ü", 64) + ".example", false},
 		{"ü .example", false},
-	} {
-		if got := ValidUTF8Hostname(c.name); got != c.want {
-			t.Errorf("ValidUTF8Hostname(%q) = %v, want %v", c.name, got, c.want)
-		}
-	}
+	})
 }
 
 func TestValidMailhostLiteral(t *testing.T) {
-	for _, c := range []struct {
-		lit  string
-		want bool
-	}{
+	checkPredicate(t, "ValidMailhostLiteral", ValidMailhostLiteral, []predicateCase{
 		{"[192.0.2.1]", true},
 		{"[0.0.0.0]", true},
 		{"[010.001.002.003]", true},
@@ -106,24 +104,13 @@ func TestValidMailhostLiteral(t *testing.T) {
 		{"[IPv6:1:2:3:4:5:6:7:1.2.3.4]", false},
 		{"[IPv6:fe80::1%eth0]", false},
 		{"[IPv6:g::1]", false},
-	} {
-		if got := ValidMailhostLiteral(c.lit); got != c.want {
-			t.Errorf("ValidMailhostLiteral(%q) = %v, want %v", c.lit, got, c.want)
-		}
-	}
+	})
 }
 
 func TestAllDigits(t *testing.T) {
-	for _, c := range []struct {
-		s    string
-		want bool
-	}{
+	checkPredicate(t, "AllDigits", AllDigits, []predicateCase{
 		{"0", true}, {"0123456789", true}, {"", false}, {"12a", false}, {" 1", false}, {"-1", false}, {"١", false},
-	} {
-		if got := AllDigits(c.s); got != c.want {
-			t.Errorf("AllDigits(%q) = %v, want %v", c.s, got, c.want)
-		}
-	}
+	})
 }
 
 func TestPrintable(t *testing.T) {
