@@ -92,6 +92,18 @@ const (
 	DefaultWarnEvery = time.Minute
 )
 
+// DefaultRateUnit is anvil_rate_time_unit's default (60s), the unit of a
+// rate limit that names none.
+const DefaultRateUnit = time.Minute
+
+// RateUnit is unit, or DefaultRateUnit when unit is not positive.
+func RateUnit(unit time.Duration) time.Duration {
+	if unit <= 0 {
+		return DefaultRateUnit
+	}
+	return unit
+}
+
 // Counter decides connections against Redis. It is safe for concurrent
 // use.
 type Counter struct {
@@ -233,10 +245,7 @@ func (c *Counter) Admit(ctx context.Context, key Key, l Limits) (d Decision, rel
 		c.fallbacks.Inc()
 		return Decision{}, release, fmt.Errorf("%w: redis left alone after a failure", ErrUnavailable)
 	}
-	unit := l.Unit
-	if unit <= 0 {
-		unit = time.Minute
-	}
+	unit := RateUnit(l.Unit)
 	conns, rate, network := keys(key)
 	id := leaseID()
 	rctx, cancel := context.WithTimeout(ctx, c.Timeout)

@@ -208,10 +208,7 @@ func (c *ConnLimits) admitLocal(l *Listener, addr string, exempt bool) (a admiss
 			c.clients[key] = cc
 		}
 		cc.conns++
-		unit := l.RateTimeUnit
-		if unit <= 0 {
-			unit = time.Minute
-		}
+		unit := anvil.RateUnit(l.RateTimeUnit)
 		if t := now(); cc.rateStart.IsZero() || t.Sub(cc.rateStart) >= unit {
 			cc.rateStart, cc.rate = t, 0
 		}
@@ -243,10 +240,7 @@ func (c *ConnLimits) admitLocal(l *Listener, addr string, exempt bool) (a admiss
 				return
 			}
 			cc.conns--
-			unit := l.RateTimeUnit
-			if unit <= 0 {
-				unit = time.Minute
-			}
+			unit := anvil.RateUnit(l.RateTimeUnit)
 			// Forget a client with no connection whose rate window is
 			// over, so that the map does not grow without bound.
 			if cc.conns == 0 && (l.ConnectionRateLimit <= 0 || now().Sub(cc.rateStart) >= unit) {
