@@ -127,7 +127,7 @@ func TestMemoryBudgetAttacks(t *testing.T) {
 		}
 		attack(t, s, attackSessions, func(int) []string {
 			return []string{"RCPT TO:<john@example.org>"}
-		}, func(w *bufio.Writer, _ *bufio.Reader) (bool, error) {
+		}, func(w *bufio.Writer, _ *rawSMTP) (bool, error) {
 			fmt.Fprintf(w, "BDAT %d LAST\r\n%s", len(chunk), chunk[:len(chunk)-1000])
 			return false, nil
 		}, func() {
@@ -238,7 +238,7 @@ func procMemory(t *testing.T, pid int) map[string]int64 {
 // to the session's replies. When every session has done so (all of them hold what they
 // sent at the same time), during runs, then they all close. It returns each session's
 // replies to its lines.
-func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content func(w *bufio.Writer, br *bufio.Reader) (finished bool, err error), during func()) [][]string {
+func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content func(w *bufio.Writer, raw *rawSMTP) (finished bool, err error), during func()) [][]string {
 	t.Helper()
 	replies := make([][]string, n)
 	errs := make([]error, n)
@@ -255,21 +255,21 @@ func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content f
 					ready.Done()
 				}
 			}()
-			r, err := s.dialListener(Trusted, "mx", 5*time.Minute)
+			raw, err := s.dialListener(Trusted, "mx", 5*time.Minute)
 			if err != nil {
 				errs[i] = err
 				return
 			}
-			defer r.close()
-			br, bw := r.tp.R, bufio.NewWriterSize(r.conn, 64<<10)
-			if r := readReply(br); !strings.HasPrefix(r, "220") {
+			defer raw.close()
+			bw := bufio.NewWriterSize(raw.conn, 64<<10)
+			if r := raw.lastLine(); !strings.HasPrefix(r, "220") {
 				errs[i] = fmt.Errorf("greeting %q", r)
 				return
 			}
 			for _, c := range []string{"EHLO attacker.example.net", "MAIL FROM:<attacker@example.net>"} {
 				fmt.Fprintf(bw, "%s\r\n", c)
 				_ = bw.Flush()
-				r := readReply(br)
+				r := raw.lastLine()
 				if r == "452 4.3.1 Insufficient system storage" && strings.HasPrefix(c, "MAIL") {
 					// The budget is spent: this session holds nothing.
 					replies[i] = []string{r}
@@ -287,7 +287,7 @@ func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content f
 			go func() {
 				rs := make([]string, 0, len(lines))
 				for range lines {
-					rs = append(rs, readReply(br))
+					rs = append(rs, raw.lastLine())
 				}
 				got <- rs
 			}()
@@ -297,7 +297,7 @@ func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content f
 			_ = bw.Flush()
 			replies[i] = <-got
 			if content != nil {
-				finished, err := content(bw, br)
+				finished, err := content(bw, raw)
 				if err != nil {
 					errs[i] = err
 					return
@@ -307,7 +307,7 @@ func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content f
 					return
 				}
 				if finished {
-					replies[i] = append(replies[i], readReply(br))
+					replies[i] = append(replies[i], raw.lastLine())
 				}
 			}
 			readied = true
@@ -335,29 +335,14 @@ func attack(t *testing.T, s *stack, n int, rcpts func(i int) []string, content f
 
 // viaDATA sends DATA, waits for the 354, and has write send the content
 // (and, when it says it finished the message, the final dot).
-func viaDATA(write func(w *bufio.Writer) (finished bool)) func(w *bufio.Writer, br *bufio.Reader) (bool, error) {
-	return func(w *bufio.Writer, br *bufio.Reader) (bool, error) {
+func viaDATA(write func(w *bufio.Writer) (finished bool)) func(w *bufio.Writer, raw *rawSMTP) (bool, error) {
+	return func(w *bufio.Writer, raw *rawSMTP) (bool, error) {
 		fmt.Fprintf(w, "DATA\r\n")
 		_ = w.Flush()
-		if r := readReply(br); !strings.HasPrefix(r, "354") {
+		if r := raw.lastLine(); !strings.HasPrefix(r, "354") {
 			return false, fmt.Errorf("DATA: %q", r)
 		}
 		return write(w), nil
-	}
-}
-
-// readReply reads one whole reply and returns its last line ("" on a
-// read error).
-func readReply(br *bufio.Reader) string {
-	for {
-		line, err := br.ReadString('\n')
-		if err != nil {
-			return ""
-		}
-		line = strings.TrimRight(line, "\r\n")
-		if len(line) < 4 || line[3] != '-' {
-			return line
-		}
 	}
 }
 

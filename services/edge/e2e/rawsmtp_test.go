@@ -67,6 +67,12 @@ func (r *rawSMTP) last() (string, error) {
 	return lines[len(lines)-1], nil
 }
 
+// lastLine is last without the error: "" when no reply could be read.
+func (r *rawSMTP) lastLine() string {
+	l, _ := r.last()
+	return l
+}
+
 // response reads one whole reply as net/textproto does: its code and its
 // text, lines joined by "\n"; a code other than expect (0: any) is an
 // error.
