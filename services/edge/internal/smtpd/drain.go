@@ -86,16 +86,16 @@ func (d *Drain) to(state int32) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	for s := range d.live {
-		s.drainMu.Lock()
+		s.drain.mu.Lock()
 		if d.stops(s) {
 			_ = s.wire.raw.SetReadDeadline(time.Now())
 		}
-		s.drainMu.Unlock()
+		s.drain.mu.Unlock()
 	}
 }
 
 // stops says whether s must end instead of reading from the client;
-// the caller holds s.drainMu or is s's goroutine.
+// the caller holds s.drain.mu or is s's goroutine.
 func (d *Drain) stops(s *session) bool {
 	if d == nil {
 		return false
@@ -104,7 +104,7 @@ func (d *Drain) stops(s *session) bool {
 	case closing:
 		return true
 	case draining:
-		return s.betweenTx
+		return s.drain.betweenTx
 	}
 	return false
 }
@@ -133,9 +133,9 @@ func (d *Drain) remove(s *session) {
 	delete(d.live, s)
 	d.mu.Unlock()
 	switch {
-	case s.shutDown && s.shutDownAtDeadline:
+	case s.drain.shutDown && s.drain.shutDownAtDeadline:
 		d.closedAtDeadline.Add(1)
-	case s.shutDown:
+	case s.drain.shutDown:
 		d.closedIdle.Add(1)
 	case d.state.Load() != serving:
 		d.finished.Add(1)
@@ -145,22 +145,22 @@ func (d *Drain) remove(s *session) {
 // waitCommand marks the session as waiting for its next command (on) or
 // not; the drain stops a waiting session between transactions at once.
 func (s *session) waitCommand(on bool) {
-	s.drainMu.Lock()
-	s.betweenTx = on && s.tx == nil
-	s.drainMu.Unlock()
+	s.drain.mu.Lock()
+	s.drain.betweenTx = on && s.tx == nil
+	s.drain.mu.Unlock()
 }
 
 // mustStop says whether the drain wants the session to end instead of
 // reading its next command.
 func (s *session) mustStop() bool {
-	s.drainMu.Lock()
-	defer s.drainMu.Unlock()
+	s.drain.mu.Lock()
+	defer s.drain.mu.Unlock()
 	return s.srv.Drain.stops(s)
 }
 
 // shutdown is the session's last reply when the edge stops.
 func (s *session) shutdown() reply.Reply {
-	s.shutDown, s.shutDownAtDeadline = true, s.srv.Drain.closing()
-	s.log.Info("shutting down: session closed", "at_deadline", s.shutDownAtDeadline, "in_transaction", s.tx != nil)
+	s.drain.shutDown, s.drain.shutDownAtDeadline = true, s.srv.Drain.closing()
+	s.log.Info("shutting down: session closed", "at_deadline", s.drain.shutDownAtDeadline, "in_transaction", s.tx != nil)
 	return reply.ShuttingDown(s.l.Hostname)
 }

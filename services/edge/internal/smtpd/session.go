@@ -80,20 +80,27 @@ type session struct {
 	wire wireConn
 	// chunkBuf is the buffer BDAT chunks are read through.
 	chunkBuf []byte
-	// drainMu guards betweenTx and orders touch's read deadline with
-	// Drain's (drain.go).
-	drainMu sync.Mutex
+	// drain is what Drain and stress need of the session (drain.go).
+	drain drainState
+	// onWorker: a command of the session runs on a worker (offStack),
+	// whose goroutine then writes the session's log records itself.
+	onWorker atomic.Bool
+}
+
+// drainState is what Drain and stress (drain.go, stress.go) read and
+// set from other goroutines.
+type drainState struct {
+	// mu guards betweenTx and waitSince and orders touch's read deadline
+	// with Drain's.
+	mu sync.Mutex
+	// waitSince is when the session last began to wait for its client
+	// (touch), for Drain.shorten under stress.
+	waitSince time.Time
 	// betweenTx: the session waits for a command and has no transaction.
 	betweenTx bool
 	// shutDown: the session ended with reply.ShuttingDown, at the drain's
 	// deadline when shutDownAtDeadline.
 	shutDown, shutDownAtDeadline bool
-	// onWorker: a command of the session runs on a worker (offStack),
-	// whose goroutine then writes the session's log records itself.
-	onWorker atomic.Bool
-	// waitSince is when the session last began to wait for its client
-	// (touch); guarded by drainMu, for Drain.shorten under stress.
-	waitSince time.Time
 }
 
 // clientInfo is the SMTP client as the edge knows it.
@@ -259,13 +266,13 @@ func (s *session) send(r reply.Reply) {
 func (s *session) flush() error { return s.wire.flush(s.tune().Timeout) }
 
 func (s *session) touch() {
-	s.drainMu.Lock()
-	defer s.drainMu.Unlock()
-	s.waitSince = time.Now()
+	s.drain.mu.Lock()
+	defer s.drain.mu.Unlock()
+	s.drain.waitSince = time.Now()
 	// Read under drainMu: stress shortens the deadline of the waiting
 	// sessions after it turned on (Drain.shorten).
 	if t := s.tune().Timeout; t > 0 {
-		_ = s.wire.conn.SetReadDeadline(s.waitSince.Add(t))
+		_ = s.wire.conn.SetReadDeadline(s.drain.waitSince.Add(t))
 	}
 	// A draining server may want this read to end at once (drain.go).
 	if s.srv.Drain.stops(s) {

@@ -161,13 +161,13 @@ func (d *Drain) shorten() int {
 	defer d.mu.Unlock()
 	n := 0
 	for s := range d.live {
-		s.drainMu.Lock()
-		if a := s.l.UnderStress; a != nil && !s.waitSince.IsZero() && a.Timeout > 0 &&
+		s.drain.mu.Lock()
+		if a := s.l.UnderStress; a != nil && !s.drain.waitSince.IsZero() && a.Timeout > 0 &&
 			(s.l.Timeout <= 0 || a.Timeout < s.l.Timeout) && !d.stops(s) {
-			_ = s.wire.raw.SetReadDeadline(s.waitSince.Add(a.Timeout))
+			_ = s.wire.raw.SetReadDeadline(s.drain.waitSince.Add(a.Timeout))
 			n++
 		}
-		s.drainMu.Unlock()
+		s.drain.mu.Unlock()
 	}
 	return n
 }
