@@ -200,12 +200,10 @@ func (g *greetConn) edge() string {
 func (c *cluster) dialEdge(from, want string) (*smtp.Client, string, error) {
 	var lastErr error
 	for range 20 {
-		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-		conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", c.port["haproxy"]))
+		conn, err := dialConn(from, fmt.Sprintf("127.0.0.1:%d", c.port["haproxy"]), 60*time.Second)
 		if err != nil {
 			return nil, "", err
 		}
-		_ = conn.SetDeadline(time.Now().Add(60 * time.Second))
 		g := &greetConn{Conn: conn}
 		sc, err := smtp.NewClient(g, "mail.example.org")
 		if err != nil {

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"encoding/base64"
 	"fmt"
-	"net"
 	"net/smtp"
 	"strconv"
 	"strings"
@@ -185,13 +184,11 @@ func TestLockoutAttackConcurrent(t *testing.T) {
 // were answered.
 func (s *stack) dovecotGuesses(t *testing.T, from string) []string {
 	t.Helper()
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-	c, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port["dovecot"]))
+	c, err := dialConn(from, fmt.Sprintf("127.0.0.1:%d", s.port["dovecot"]), 30*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(30 * time.Second))
 	var b strings.Builder
 	b.WriteString("VERSION\t1\t2\nCPID\t4242\n")
 	for i := range 30 {

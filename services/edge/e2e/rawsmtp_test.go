@@ -23,6 +23,16 @@ type rawSMTP struct {
 // connect); the whole connection must be over within life (0: the
 // caller sets deadlines).
 func dialRaw(from, addr string, life time.Duration) (*rawSMTP, error) {
+	conn, err := dialConn(from, addr, life)
+	if err != nil {
+		return nil, err
+	}
+	return &rawSMTP{conn: conn, tp: textproto.NewConn(conn)}, nil
+}
+
+// dialConn is the connection under dialRaw, for the tests that speak
+// through net/smtp.
+func dialConn(from, addr string, life time.Duration) (net.Conn, error) {
 	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
 	conn, err := d.Dial("tcp", addr)
 	if err != nil {
@@ -31,7 +41,7 @@ func dialRaw(from, addr string, life time.Duration) (*rawSMTP, error) {
 	if life > 0 {
 		_ = conn.SetDeadline(time.Now().Add(life))
 	}
-	return &rawSMTP{conn: conn, tp: textproto.NewConn(conn)}, nil
+	return conn, nil
 }
 
 // dialListener is dialRaw to a listener of the stack on 127.0.0.1.

@@ -338,12 +338,10 @@ func (s *stack) log(svc string) string {
 // dial opens an SMTP session from the source address from to a listener;
 // implicit makes it a TLS connection from the first byte.
 func (s *stack) dial(from, listener string, implicit bool) (*smtp.Client, error) {
-	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}, Timeout: 10 * time.Second}
-	conn, err := d.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", s.port[listener]))
+	conn, err := dialConn(from, fmt.Sprintf("127.0.0.1:%d", s.port[listener]), 30*time.Second)
 	if err != nil {
 		return nil, err
 	}
-	_ = conn.SetDeadline(time.Now().Add(30 * time.Second))
 	if implicit {
 		conn = tls.Client(conn, &tls.Config{ServerName: "mail.example.org", InsecureSkipVerify: true})
 	}
