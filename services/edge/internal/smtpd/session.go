@@ -476,10 +476,7 @@ func (s *session) pregreet() bool {
 	if s.l.GreetPause <= 0 {
 		return false
 	}
-	_ = s.wire.conn.SetReadDeadline(time.Now().Add(s.l.GreetPause))
-	_, err := s.wire.br.Peek(1)
-	_ = s.wire.conn.SetReadDeadline(time.Time{})
-	if err != nil {
+	if !s.wire.sendsWithin(s.l.GreetPause) {
 		return false
 	}
 	s.unauthPipelining = true

@@ -101,6 +101,15 @@ func (w *wireConn) spokeFirst() bool {
 	return true
 }
 
+// sendsWithin waits up to d for the client's first bytes and reports
+// whether they came; they stay in the read buffer.
+func (w *wireConn) sendsWithin(d time.Duration) bool {
+	_ = w.conn.SetReadDeadline(time.Now().Add(d))
+	_, err := w.br.Peek(1)
+	_ = w.conn.SetReadDeadline(time.Time{})
+	return err == nil
+}
+
 var errLineTooLong = errors.New("command line too long")
 
 // readLine reads one line of at most limit bytes, without its line end;
