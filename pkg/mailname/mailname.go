@@ -96,6 +96,15 @@ func ValidMailhostAddr(addr string) bool {
 	return ValidIPv4(addr)
 }
 
+// ValidHostAddr is Postfix's valid_hostaddr: an IPv6 address when it
+// holds a colon, else an IPv4 address, without brackets or "IPv6:".
+func ValidHostAddr(addr string) bool {
+	if strings.Contains(addr, ":") {
+		return ValidIPv6(addr)
+	}
+	return ValidIPv4(addr)
+}
+
 // ValidIPv4 is Postfix's valid_ipv4_hostaddr: four decimal octets of at
 // most 255 (leading zeros allowed), and a first octet of 0 only in
 // 0.0.0.0.

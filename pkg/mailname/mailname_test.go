@@ -107,6 +107,14 @@ func TestValidMailhostLiteral(t *testing.T) {
 	})
 }
 
+func TestValidHostAddr(t *testing.T) {
+	checkPredicate(t, "ValidHostAddr", ValidHostAddr, []predicateCase{
+		{"192.0.2.1", true}, {"010.1.1.1", true}, {"0.0.0.0", true}, {"0.1.2.3", false},
+		{"192.0.2.256", false}, {"192.0.2", false}, {"2001:db8::1", true}, {"1:2:3:4:5:6:7", true},
+		{"IPv6:2001:db8::1", false}, {"[192.0.2.1]", false}, {"fe80::1%eth0", false}, {"", false},
+	})
+}
+
 func TestAllDigits(t *testing.T) {
 	checkPredicate(t, "AllDigits", AllDigits, []predicateCase{
 		{"0", true}, {"0123456789", true}, {"", false}, {"12a", false}, {" 1", false}, {"-1", false}, {"١", false},

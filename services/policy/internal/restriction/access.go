@@ -2,7 +2,6 @@ package restriction
 
 import (
 	"context"
-	"net/netip"
 	"strings"
 	"sync"
 
@@ -140,7 +139,7 @@ func (r accessMap) key(ctx context.Context, in *Input, key string, partial bool,
 // (check_domain_access()), "a.b.c", then "b.c" and "c" (or ".b.c" and
 // ".c"); a numerical name only as itself.
 func (r accessMap) domain(ctx context.Context, in *Input, domain string, partial bool, name, class string) (Outcome, bool, error) {
-	numerical := validHostAddr(domain)
+	numerical := mailname.ValidHostAddr(domain)
 	for key := domain; key != ""; {
 		o, found, err := r.key(ctx, in, key, partial, name, class)
 		if err != nil || found {
@@ -438,11 +437,4 @@ func (v *valueCache) get(value string) (*List, bool) {
 		v.bad[value] = true
 	}
 	return l, ok
-}
-
-// validHostAddr reports an IPv4 or IPv6 address written without brackets
-// (valid_hostaddr()).
-func validHostAddr(s string) bool {
-	a, err := netip.ParseAddr(s)
-	return err == nil && a.Zone() == ""
 }

@@ -344,6 +344,32 @@ func TestAccessTables(t *testing.T) {
 			facts: facts(helo("[192.0.2.999]")),
 			want:  refused(501, "5.5.2", "<[192.0.2.999]>: Helo command rejected: invalid ip address", "", ""),
 		},
+		// Address literals as Postfix's valid_mailhost_addr judges them,
+		// not as a Go address parser would.
+		{
+			name:  "HELO literal with leading zeros is valid",
+			conf:  "smtpd_helo_restrictions = reject_invalid_helo_hostname",
+			facts: facts(helo("[010.1.1.1]")),
+			want:  permitted(),
+		},
+		{
+			name:  "HELO literal 0.1.2.3 is invalid",
+			conf:  "smtpd_helo_restrictions = reject_invalid_helo_hostname",
+			facts: facts(helo("[0.1.2.3]")),
+			want:  refused(501, "5.5.2", "<[0.1.2.3]>: Helo command rejected: invalid ip address", "", ""),
+		},
+		{
+			name:  "HELO IPv6 literal of seven fields is valid",
+			conf:  "smtpd_helo_restrictions = reject_invalid_helo_hostname",
+			facts: facts(helo("[IPv6:1:2:3:4:5:6:7]")),
+			want:  permitted(),
+		},
+		{
+			name:  "HELO bare 0.1.2.3 is an invalid name",
+			conf:  "smtpd_helo_restrictions = reject_invalid_helo_hostname",
+			facts: facts(helo("0.1.2.3")),
+			want:  refused(501, "5.5.2", "<0.1.2.3>: Helo command rejected: Invalid name", "", ""),
+		},
 		{
 			name:  "valid HELO address literal",
 			conf:  "smtpd_helo_restrictions = reject_invalid_helo_hostname, reject_non_fqdn_helo_hostname",

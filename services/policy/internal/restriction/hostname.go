@@ -8,15 +8,6 @@ import (
 	"github.com/smtpgate/smtpgate/services/policy/internal/address"
 )
 
-// validMailhostAddr is valid_mailhost_addr(): the inside of an address
-// literal, "192.0.2.1" or "IPv6:2001:db8::1".
-func validMailhostAddr(s string) bool {
-	if len(s) > 5 && strings.EqualFold(s[:5], "IPv6:") {
-		return validHostAddr(s[5:]) && strings.Contains(s[5:], ":")
-	}
-	return validHostAddr(s) && !strings.Contains(s, ":")
-}
-
 // truncateDot removes one trailing dot, not two (dup_if_truncate()).
 func truncateDot(s string) string {
 	if n := len(s); n > 1 && s[n-1] == '.' && s[n-2] != '.' {
@@ -44,7 +35,7 @@ func heloLiteral(in *Input, helo string) (o Outcome, ok bool) {
 	if n := len(inner); n > 1 && inner[n-1] == ']' {
 		inner = inner[:n-1]
 	}
-	if !validMailhostAddr(inner) {
+	if !mailname.ValidMailhostAddr(inner) {
 		return in.Refuse(in.codes.InvalidHostname, "5.5.2", "<%s>: %s rejected: invalid ip address", helo, classHELO), true
 	}
 	return Outcome{}, true
@@ -65,7 +56,7 @@ func (r heloCheck) Eval(_ context.Context, in *Input) (Outcome, error) {
 		}
 		return Outcome{}, nil
 	}
-	if !mailname.ValidHostname(name) && !validHostAddr(name) {
+	if !mailname.ValidHostname(name) && !mailname.ValidHostAddr(name) {
 		return in.Refuse(in.codes.InvalidHostname, "5.5.2", "<%s>: %s rejected: Invalid name", helo, classHELO), nil
 	}
 	return Outcome{}, nil
