@@ -50,12 +50,9 @@ import (
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
 )
 
-// Config is what New needs.
+// Config is what New needs besides the Settings.
 type Config struct {
-	// Main is main.cf; Services the master.cf listeners (for -o overrides).
-	Main     *maincf.Config
-	Services []maincf.Service
-	Logger   *slog.Logger
+	Logger *slog.Logger
 	// TracerProvider traces the gRPC calls (a server span per call, child
 	// of the caller's) and the Redis calls; nil or no-op: no tracing.
 	TracerProvider trace.TracerProvider
@@ -76,6 +73,7 @@ type listener struct {
 // Server implements authv1.AuthServiceServer.
 type Server struct {
 	authv1.UnimplementedAuthServiceServer
+	set       Settings
 	cfg       Config
 	log       *slog.Logger
 	users     *passwdfile.File
@@ -95,124 +93,27 @@ type Server struct {
 	// creds secure the gRPC listener (grpctls.Server); security says how.
 	creds    credentials.TransportCredentials
 	security grpctls.Mode
-	// dovecot are the Dovecot-protocol listener's settings.
-	dovecot dovecotSettings
 	// access says who may call which method (grpcserver.Access).
 	access *grpcserver.Access
 }
 
-// newAccess returns who may call which method of the gRPC listener (the
-// roles of the client certificates), with smtpgate_auth_lookup_rate_limit
-// on LookupUser.
-func newAccess(main *maincf.Config, mode grpctls.Mode, log *slog.Logger) (*grpcserver.Access, error) {
-	a, err := grpcserver.NewAccess(main, "smtpgate_auth_listen", mode, log)
-	if err != nil {
-		return nil, err
-	}
-	n, err := maincf.ParseInt(main.Get(grpcserver.LookupRateLimit))
-	if err != nil {
-		return nil, main.Errorf(grpcserver.LookupRateLimit, "%v", err)
-	}
-	return a.WithRateLimit(authv1.AuthService_LookupUser_FullMethodName, int(min(n, 1<<30))), nil
-}
-
-// Warnings returns what check says about a valid configuration: gRPC
-// callers trusted with every method off loopback (no client
-// certificates).
-func Warnings(main *maincf.Config) []string {
-	return grpcserver.Warnings(main, "smtpgate_auth_listen")
-}
-
-// Validate checks the auth service's part of the configuration.
-func Validate(main *maincf.Config, services []maincf.Service) error {
-	errs := []error{main.Validate(maincf.Auth), maincf.ValidateServices(main, services, maincf.Auth)}
-	if _, err := compileListeners(main, services); err != nil {
-		errs = append(errs, err)
-	}
-	if p := main.Path("smtpgate_passwd_file"); p != "" {
-		if _, err := passwdfile.Open(p); err != nil {
-			errs = append(errs, fmt.Errorf("%s: smtpgate_passwd_file: %w", main.Pos("smtpgate_passwd_file"), err))
-		}
-	}
-	errs = append(errs, validateThrottle(main))
-	if _, err := parseDovecot(main); err != nil {
-		errs = append(errs, err)
-	}
-	// The gRPC listener's TLS files, and plaintext only on loopback.
-	if _, mode, err := grpctls.Server(main, "smtpgate_auth_listen", nil); err != nil {
-		errs = append(errs, err)
-	} else if _, err := newAccess(main, mode, nil); err != nil {
-		errs = append(errs, err)
-	}
-	return errors.Join(errs...)
-}
-
-func compileListeners(main *maincf.Config, services []maincf.Service) (map[string]listener, error) {
-	out := map[string]listener{}
-	var errs []error
-	l, err := compileListener(main)
-	if err != nil {
-		errs = append(errs, err)
-	}
-	out[""] = l
-	for _, s := range services {
-		l, err := compileListener(main.WithOverrides(s.Overrides))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("service %s: %w", s.Name, err))
-		}
-		out[s.Name] = l
-	}
-	return out, errors.Join(errs...)
-}
-
-func compileListener(c *maincf.Config) (listener, error) {
-	var l listener
-	known := sasl.Mechanisms()
-	for _, name := range c.List("smtpgate_sasl_mechanisms") {
-		m, ok := known[strings.ToUpper(name)]
-		if !ok {
-			return l, c.Errorf("smtpgate_sasl_mechanisms", "unknown mechanism %q", name)
-		}
-		l.mechanisms = append(l.mechanisms, m)
-	}
-	var err error
-	if l.plain, err = sasl.ParseSecurityOptions(c.List("smtpd_sasl_security_options")); err != nil {
-		return l, c.Errorf("smtpd_sasl_security_options", "%v", err)
-	}
-	if l.tls, err = sasl.ParseSecurityOptions(c.List("smtpd_sasl_tls_security_options")); err != nil {
-		return l, c.Errorf("smtpd_sasl_tls_security_options", "%v", err)
-	}
-	return l, nil
-}
-
-// New builds the server from a validated configuration.
-func New(cfg Config) (*Server, error) {
+// New builds the server from the settings Load returned.
+func New(set Settings, cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	listeners, err := compileListeners(cfg.Main, cfg.Services)
-	if err != nil {
+	s := &Server{set: set, cfg: cfg, log: cfg.Logger, listeners: set.listeners, users: set.users, sleep: sleep}
+	var err error
+	if s.creds, s.security, err = grpctls.Server(set.main, "smtpgate_auth_listen", cfg.Logger); err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, listeners: listeners, sleep: sleep}
-	if s.dovecot, err = parseDovecot(cfg.Main); err != nil {
+	if s.access, err = newAccess(set, s.security, cfg.Logger); err != nil {
 		return nil, err
-	}
-	if s.creds, s.security, err = grpctls.Server(cfg.Main, "smtpgate_auth_listen", cfg.Logger); err != nil {
-		return nil, err
-	}
-	if s.access, err = newAccess(cfg.Main, s.security, cfg.Logger); err != nil {
-		return nil, err
-	}
-	if p := cfg.Main.Path("smtpgate_passwd_file"); p != "" {
-		if s.users, err = passwdfile.Open(p); err != nil {
-			return nil, err
-		}
 	}
 	if cfg.Propagator == nil {
 		s.cfg.Propagator = telemetry.Propagator()
 	}
-	opts := throttleOptions(cfg.Main)
+	opts := set.throttle
 	opts.Logger = s.log
 	if telemetry.Recording(cfg.TracerProvider) {
 		opts.TracerProvider = cfg.TracerProvider
@@ -246,12 +147,12 @@ func (s *Server) Close() error {
 // on smtpgate_dovecot_auth_listen, until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
 	defer s.Close()
-	lis, err := grpcserver.Listen(ctx, s.cfg.Main.Get("smtpgate_auth_listen"))
+	lis, err := grpcserver.Listen(ctx, s.set.listen)
 	if err != nil {
 		return fmt.Errorf("smtpgate_auth_listen: %w", err)
 	}
 	var dovecot []net.Listener
-	for _, a := range s.cfg.Main.List("smtpgate_dovecot_auth_listen") {
+	for _, a := range s.set.dovecotListen {
 		ln, err := s.listenDovecot(a)
 		if err != nil {
 			lis.Close()
@@ -293,9 +194,9 @@ func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 		Mechanisms: l.offered,
 		Backend:    s,
 		Start:      s.start,
-		Hostname:   s.cfg.Main.Get("myhostname"),
+		Hostname:   s.set.hostname,
 		Logger:     s.log.With("protocol", "dovecot-auth"),
-		Clients:    s.dovecot.clients,
+		Clients:    s.set.dovecot.clients,
 	}
 	return srv.Serve(ctx, ln)
 }
@@ -304,7 +205,7 @@ func (s *Server) ServeDovecot(ctx context.Context, ln net.Listener) error {
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
 	srv := grpcserver.New(grpcserver.WithTracerProvider(s.cfg.TracerProvider), grpcserver.WithPropagator(s.cfg.Propagator),
 		grpcserver.WithMetrics(s.cfg.Metrics), grpcserver.WithCredentials(s.creds), grpcserver.WithAccess(s.access),
-		grpcserver.WithAdmin(&grpcserver.Admin{Service: "auth", Owner: maincf.Auth, Main: s.cfg.Main, Services: s.cfg.Services}))
+		grpcserver.WithAdmin(&grpcserver.Admin{Service: "auth", Owner: maincf.Auth, Main: s.set.main, Services: s.set.services}))
 	authv1.RegisterAuthServiceServer(srv.GRPC, s)
 	s.log.InfoContext(ctx, "listening", "addr", lis.Addr().String(), "security", string(s.security))
 	if w := s.access.Warning(); w != "" {

@@ -75,8 +75,10 @@ smtpd_sasl_tls_security_options = noanonymous
 	cfg, services, err := maincf.Load(maincf.Params(), dir)
 	must(t, err)
 	must(t, Validate(cfg, services))
+	set, err := Load(cfg, services)
+	must(t, err)
 	logs := &logtest.Buffer{}
-	srv, err := New(Config{Main: cfg, Services: services, Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	srv, err := New(set, Config{Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Metrics: reg})
 	must(t, err)
 	t.Cleanup(func() { srv.Close() })

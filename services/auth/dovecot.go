@@ -1,17 +1,14 @@
 package auth
 
 import (
-	"errors"
 	"fmt"
 	"net"
 	"os"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 
-	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
 )
 
@@ -23,42 +20,6 @@ type dovecotSettings struct {
 	// the process's).
 	mode     os.FileMode
 	uid, gid int
-}
-
-// parseDovecot reads the smtpgate_dovecot_auth_* parameters.
-func parseDovecot(c *maincf.Config) (dovecotSettings, error) {
-	d := dovecotSettings{uid: -1, gid: -1}
-	var errs []error
-	var err error
-	if d.clients, err = dovecotauth.ParseClients(c.List("smtpgate_dovecot_auth_clients")); err != nil {
-		errs = append(errs, c.Errorf("smtpgate_dovecot_auth_clients", "%v", err))
-	}
-	if d.mode, err = maincf.ParseFileMode(c.Get("smtpgate_dovecot_auth_socket_mode")); err != nil {
-		errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_mode", "%v", err))
-	}
-	if v := c.Get("smtpgate_dovecot_auth_socket_user"); v != "" {
-		if d.uid, err = lookupID(v, func(n string) (string, error) {
-			u, err := user.Lookup(n)
-			if err != nil {
-				return "", err
-			}
-			return u.Uid, nil
-		}); err != nil {
-			errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_user", "%v", err))
-		}
-	}
-	if v := c.Get("smtpgate_dovecot_auth_socket_group"); v != "" {
-		if d.gid, err = lookupID(v, func(n string) (string, error) {
-			g, err := user.LookupGroup(n)
-			if err != nil {
-				return "", err
-			}
-			return g.Gid, nil
-		}); err != nil {
-			errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_group", "%v", err))
-		}
-	}
-	return d, errors.Join(errs...)
 }
 
 // lookupID reads a numeric id, or looks a name up.
@@ -106,7 +67,7 @@ func (s *Server) listenDovecot(a string) (net.Listener, error) {
 		_ = os.Remove(tmp)
 		return nil, fmt.Errorf("listen %s: %w", a, err)
 	}
-	d := s.dovecot
+	d := s.set.dovecot
 	if d.uid >= 0 || d.gid >= 0 {
 		if err := os.Lchown(tmp, d.uid, d.gid); err != nil {
 			return fail(err)

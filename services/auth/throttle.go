@@ -8,38 +8,9 @@ import (
 
 	"github.com/xdg-go/scram"
 
-	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
 )
-
-// throttleOptions reads the smtpgate_auth_* throttling parameters.
-func throttleOptions(c *maincf.Config) throttle.Options {
-	return throttle.Options{
-		Params: throttle.Params{
-			Window:        c.Duration("smtpgate_auth_failure_window"),
-			MaxPerClient:  c.Int("smtpgate_auth_max_failures_per_client"),
-			MaxPerNetwork: c.Int("smtpgate_auth_max_failures_per_network"),
-			MaxPerUser:    c.Int("smtpgate_auth_max_failures_per_user"),
-			Lockout:       c.Duration("smtpgate_auth_lockout_time"),
-			Delay:         c.Duration("smtpgate_auth_failure_delay"),
-			MaxDelay:      c.Duration("smtpgate_auth_max_failure_delay"),
-			KnownSource:   c.Duration("smtpgate_auth_known_source_time"),
-		},
-		RedisURL: c.Get("smtpgate_auth_redis"),
-		Timeout:  c.Duration("smtpgate_auth_redis_timeout"),
-	}
-}
-
-// validateThrottle checks what the catalogue's checks cannot.
-func validateThrottle(c *maincf.Config) error {
-	if u := c.Get("smtpgate_auth_redis"); u != "" {
-		if _, err := throttle.NewRedisClient(u, time.Second); err != nil {
-			return fmt.Errorf("%s: smtpgate_auth_redis: %w", c.Pos("smtpgate_auth_redis"), err)
-		}
-	}
-	return nil
-}
 
 // attempt is one SASL exchange under the throttle. Its mechanism checks
 // credentials through it, so that each check first reserves its place in
@@ -63,7 +34,7 @@ func (s *Server) start(m sasl.Mechanism, client string) sasl.Exchange {
 // startWith is start with the connection's channel binding.
 func (s *Server) startWith(m sasl.Mechanism, client string, cb scram.ChannelBinding) *attempt {
 	a := &attempt{s: s, client: client}
-	a.ex = m.StartWith(a, sasl.Params{Hostname: s.cfg.Main.Get("myhostname"), ChannelBinding: cb})
+	a.ex = m.StartWith(a, sasl.Params{Hostname: s.set.hostname, ChannelBinding: cb})
 	return a
 }
 

@@ -38,7 +38,11 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		Validate: auth.Validate,
 		Warnings: auth.Warnings,
 		Start: func(ctx context.Context, env daemon.Env) error {
-			srv, err := auth.New(auth.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
+			set, err := auth.Load(env.Config, env.Services)
+			if err != nil {
+				return err
+			}
+			srv, err := auth.New(set, auth.Config{Logger: env.Logger,
 				TracerProvider: env.TracerProvider, Propagator: env.Propagator, Metrics: env.Metrics})
 			if err != nil {
 				return err

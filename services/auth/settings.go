@@ -1,0 +1,227 @@
+package auth
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os/user"
+	"strings"
+	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/grpcserver"
+	"github.com/smtpgate/smtpgate/pkg/grpctls"
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
+	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
+	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
+	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
+)
+
+// Settings are the auth service's parameters, read once by Load: the only
+// place in this package that reads main.cf and master.cf by name.
+type Settings struct {
+	// main and services are kept for what pkg reads by the name of
+	// smtpgate_auth_listen (the gRPC listener's TLS files and callers,
+	// grpctls and grpcserver) and for the admin service's view.
+	main     *maincf.Config
+	services []maincf.Service
+	// hostname is myhostname (the SASL server name).
+	hostname string
+	// listen is smtpgate_auth_listen.
+	listen string
+	// users is smtpgate_passwd_file, opened; nil when unset.
+	users *passwdfile.File
+	// listeners are the SASL settings of main.cf ("") and of each
+	// master.cf service (its -o overrides).
+	listeners map[string]listener
+	// throttle are the smtpgate_auth_* throttling parameters.
+	throttle throttle.Options
+	// dovecotListen is smtpgate_dovecot_auth_listen; dovecot the rest of
+	// the smtpgate_dovecot_auth_* parameters.
+	dovecotListen []string
+	dovecot       dovecotSettings
+	// lookupRateLimit is smtpgate_auth_lookup_rate_limit.
+	lookupRateLimit int
+}
+
+// Load reads and checks the auth service's part of the configuration:
+// every bad value is reported, with its file:line, in one joined error.
+func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
+	s := Settings{main: main, services: services, hostname: main.Get("myhostname"), listen: main.Get("smtpgate_auth_listen"),
+		dovecotListen: main.List("smtpgate_dovecot_auth_listen")}
+	errs := []error{main.Validate(maincf.Auth), maincf.ValidateServices(main, services, maincf.Auth)}
+	var err error
+	if s.listeners, err = compileListeners(main, services); err != nil {
+		errs = append(errs, err)
+	}
+	if p := main.Path("smtpgate_passwd_file"); p != "" {
+		if s.users, err = passwdfile.Open(p); err != nil {
+			errs = append(errs, fmt.Errorf("%s: smtpgate_passwd_file: %w", main.Pos("smtpgate_passwd_file"), err))
+		}
+	}
+	var typed []error
+	s.throttle = throttleOptions(main, &typed)
+	errs = append(errs, validateThrottle(main))
+	if s.dovecot, err = parseDovecot(main); err != nil {
+		errs = append(errs, err)
+	}
+	// The gRPC listener's TLS files, and plaintext only on loopback.
+	if _, mode, err := grpctls.Server(main, "smtpgate_auth_listen", nil); err != nil {
+		errs = append(errs, err)
+	} else {
+		if _, err := grpcserver.NewAccess(main, "smtpgate_auth_listen", mode, nil); err != nil {
+			errs = append(errs, err)
+		} else if n, err := maincf.ParseInt(main.Get(grpcserver.LookupRateLimit)); err != nil {
+			errs = append(errs, main.Errorf(grpcserver.LookupRateLimit, "%v", err))
+		} else {
+			s.lookupRateLimit = int(min(n, 1<<30))
+		}
+	}
+	errs = append(errs, typed...)
+	return s, errors.Join(errs...)
+}
+
+// Validate checks the auth service's part of the configuration: Load with
+// the result dropped.
+func Validate(main *maincf.Config, services []maincf.Service) error {
+	_, err := Load(main, services)
+	return err
+}
+
+// Warnings returns what check says about a valid configuration: gRPC
+// callers trusted with every method off loopback (no client
+// certificates).
+func Warnings(main *maincf.Config) []string {
+	return grpcserver.Warnings(main, "smtpgate_auth_listen")
+}
+
+// newAccess returns who may call which method of the gRPC listener (the
+// roles of the client certificates), with smtpgate_auth_lookup_rate_limit
+// on LookupUser.
+func newAccess(set Settings, mode grpctls.Mode, log *slog.Logger) (*grpcserver.Access, error) {
+	a, err := grpcserver.NewAccess(set.main, "smtpgate_auth_listen", mode, log)
+	if err != nil {
+		return nil, err
+	}
+	return a.WithRateLimit(authv1.AuthService_LookupUser_FullMethodName, set.lookupRateLimit), nil
+}
+
+// typedParam reads name's value with parse. A bad value is added to errs
+// unless the catalogue's own check (which Validate runs) reports it
+// already, so that none is silently read as zero and none is reported
+// twice.
+func typedParam[T any](c *maincf.Config, errs *[]error, name string, parse func(string) (T, error)) T {
+	v, err := parse(c.Get(name))
+	if err != nil {
+		if d, ok := c.Catalogue().Def(name); !ok || d.Check == nil {
+			*errs = append(*errs, c.Errorf(name, "%v", err))
+		}
+	}
+	return v
+}
+
+// throttleOptions reads the smtpgate_auth_* throttling parameters.
+func throttleOptions(c *maincf.Config, errs *[]error) throttle.Options {
+	dur := func(name string) time.Duration { return typedParam(c, errs, name, maincf.ParseDuration) }
+	num := func(name string) int64 { return typedParam(c, errs, name, maincf.ParseInt) }
+	return throttle.Options{
+		Params: throttle.Params{
+			Window:        dur("smtpgate_auth_failure_window"),
+			MaxPerClient:  num("smtpgate_auth_max_failures_per_client"),
+			MaxPerNetwork: num("smtpgate_auth_max_failures_per_network"),
+			MaxPerUser:    num("smtpgate_auth_max_failures_per_user"),
+			Lockout:       dur("smtpgate_auth_lockout_time"),
+			Delay:         dur("smtpgate_auth_failure_delay"),
+			MaxDelay:      dur("smtpgate_auth_max_failure_delay"),
+			KnownSource:   dur("smtpgate_auth_known_source_time"),
+		},
+		RedisURL: c.Get("smtpgate_auth_redis"),
+		Timeout:  dur("smtpgate_auth_redis_timeout"),
+	}
+}
+
+// validateThrottle checks what the catalogue's checks cannot.
+func validateThrottle(c *maincf.Config) error {
+	if u := c.Get("smtpgate_auth_redis"); u != "" {
+		if _, err := throttle.NewRedisClient(u, time.Second); err != nil {
+			return fmt.Errorf("%s: smtpgate_auth_redis: %w", c.Pos("smtpgate_auth_redis"), err)
+		}
+	}
+	return nil
+}
+func compileListeners(main *maincf.Config, services []maincf.Service) (map[string]listener, error) {
+	out := map[string]listener{}
+	var errs []error
+	l, err := compileListener(main)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	out[""] = l
+	for _, s := range services {
+		l, err := compileListener(main.WithOverrides(s.Overrides))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("service %s: %w", s.Name, err))
+		}
+		out[s.Name] = l
+	}
+	return out, errors.Join(errs...)
+}
+
+func compileListener(c *maincf.Config) (listener, error) {
+	var l listener
+	var errs []error
+	known := sasl.Mechanisms()
+	for _, name := range c.List("smtpgate_sasl_mechanisms") {
+		m, ok := known[strings.ToUpper(name)]
+		if !ok {
+			errs = append(errs, c.Errorf("smtpgate_sasl_mechanisms", "unknown mechanism %q", name))
+			continue
+		}
+		l.mechanisms = append(l.mechanisms, m)
+	}
+	var err error
+	if l.plain, err = sasl.ParseSecurityOptions(c.List("smtpd_sasl_security_options")); err != nil {
+		errs = append(errs, c.Errorf("smtpd_sasl_security_options", "%v", err))
+	}
+	if l.tls, err = sasl.ParseSecurityOptions(c.List("smtpd_sasl_tls_security_options")); err != nil {
+		errs = append(errs, c.Errorf("smtpd_sasl_tls_security_options", "%v", err))
+	}
+	return l, errors.Join(errs...)
+}
+
+// parseDovecot reads the smtpgate_dovecot_auth_* parameters.
+func parseDovecot(c *maincf.Config) (dovecotSettings, error) {
+	d := dovecotSettings{uid: -1, gid: -1}
+	var errs []error
+	var err error
+	if d.clients, err = dovecotauth.ParseClients(c.List("smtpgate_dovecot_auth_clients")); err != nil {
+		errs = append(errs, c.Errorf("smtpgate_dovecot_auth_clients", "%v", err))
+	}
+	if d.mode, err = maincf.ParseFileMode(c.Get("smtpgate_dovecot_auth_socket_mode")); err != nil {
+		errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_mode", "%v", err))
+	}
+	if v := c.Get("smtpgate_dovecot_auth_socket_user"); v != "" {
+		if d.uid, err = lookupID(v, func(n string) (string, error) {
+			u, err := user.Lookup(n)
+			if err != nil {
+				return "", err
+			}
+			return u.Uid, nil
+		}); err != nil {
+			errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_user", "%v", err))
+		}
+	}
+	if v := c.Get("smtpgate_dovecot_auth_socket_group"); v != "" {
+		if d.gid, err = lookupID(v, func(n string) (string, error) {
+			g, err := user.LookupGroup(n)
+			if err != nil {
+				return "", err
+			}
+			return g.Gid, nil
+		}); err != nil {
+			errs = append(errs, c.Errorf("smtpgate_dovecot_auth_socket_group", "%v", err))
+		}
+	}
+	return d, errors.Join(errs...)
+}

@@ -1,0 +1,91 @@
+package auth
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+)
+
+// loadDir writes main.cf and master.cf to a directory and parses them.
+func loadDir(t *testing.T, mainCf, masterCf string) (*maincf.Config, []maincf.Service) {
+	t.Helper()
+	dir := t.TempDir()
+	must(t, os.WriteFile(filepath.Join(dir, "main.cf"), []byte(mainCf), 0o600))
+	must(t, os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCf), 0o600))
+	cfg, services, err := maincf.Load(maincf.Params(), dir)
+	must(t, err)
+	return cfg, services
+}
+
+// TestLoadReportsEveryBadValue: one Load reports each bad value of every
+// part of the configuration (SASL listeners, passwd-file, throttle,
+// Dovecot listener), each with its file:line and each once, not only the
+// first; check (Validate) says the same.
+func TestLoadReportsEveryBadValue(t *testing.T) {
+	cfg, services := loadDir(t, `smtpgate_sasl_mechanisms = PLAIN NO-SUCH-MECH OTHER-MECH
+smtpgate_passwd_file = no-such-passwd
+smtpgate_auth_failure_window = soon
+smtpgate_dovecot_auth_clients = not-a-network
+smtpgate_auth_max_failures_per_user = many
+`, "sub inet n - n - - smtpd\n  -o smtpgate_sasl_mechanisms=LOGIN\n  -o smtpd_sasl_security_options=no-such-option\n")
+	_, err := Load(cfg, services)
+	if err == nil {
+		t.Fatal("Load accepted bad values")
+	}
+	for _, want := range []string{
+		`main.cf:1: smtpgate_sasl_mechanisms: unknown mechanism "NO-SUCH-MECH"`,
+		"main.cf:2: smtpgate_passwd_file: ",
+		"main.cf:3: smtpgate_auth_failure_window = soon: ",
+		"main.cf:4: smtpgate_dovecot_auth_clients: ",
+		"main.cf:5: smtpgate_auth_max_failures_per_user = many: ",
+		`main.cf:1: smtpgate_sasl_mechanisms: unknown mechanism "OTHER-MECH"`,
+		`master.cf:1: smtpd_sasl_security_options: unknown SASL security option "no-such-option"`,
+	} {
+		if n := strings.Count(err.Error(), want); n != 1 {
+			t.Errorf("Load: %v\nsays %q %d times, want once", err, want, n)
+		}
+	}
+	if verr := Validate(cfg, services); verr == nil || verr.Error() != err.Error() {
+		t.Errorf("Validate: %v\nwant what Load says: %v", verr, err)
+	}
+}
+
+// TestLoadTypedValues: the settings carry the configured values, typed,
+// and each master.cf service's overrides.
+func TestLoadTypedValues(t *testing.T) {
+	cfg, services := loadDir(t, `myhostname = mail.example.org
+smtpgate_auth_failure_window = 5m
+smtpgate_auth_max_failures_per_client = 4
+smtpgate_auth_redis_timeout = 150ms
+smtpgate_dovecot_auth_listen = 127.0.0.1:0 unix:/run/x/auth
+smtpgate_dovecot_auth_socket_mode = 0600
+smtpgate_sasl_mechanisms = PLAIN LOGIN
+`, "sub inet n - n - - smtpd\n  -o smtpgate_sasl_mechanisms=LOGIN\n")
+	set, err := Load(cfg, services)
+	must(t, err)
+	if set.hostname != "mail.example.org" {
+		t.Errorf("hostname %q, want mail.example.org", set.hostname)
+	}
+	if p := set.throttle.Params; p.Window != 5*time.Minute || p.MaxPerClient != 4 || p.MaxPerUser != 10 {
+		t.Errorf("throttle %+v, want window 5m, 4 per client, 10 per user (the default)", p)
+	}
+	if set.throttle.Timeout != 150*time.Millisecond {
+		t.Errorf("redis timeout %v, want 150ms", set.throttle.Timeout)
+	}
+	if got := strings.Join(set.dovecotListen, " "); got != "127.0.0.1:0 unix:/run/x/auth" {
+		t.Errorf("dovecot listen %q", got)
+	}
+	if set.dovecot.mode != 0o600 || set.dovecot.uid != -1 || set.dovecot.gid != -1 {
+		t.Errorf("dovecot socket %v uid %d gid %d, want 0600, -1, -1", set.dovecot.mode, set.dovecot.uid, set.dovecot.gid)
+	}
+	if n := len(set.listeners[""].mechanisms); n != 2 {
+		t.Errorf("main.cf offers %d mechanisms, want 2", n)
+	}
+	if n := len(set.listeners["sub"].mechanisms); n != 1 {
+		t.Errorf("service sub offers %d mechanisms, want 1 (its -o)", n)
+	}
+}
