@@ -19,7 +19,7 @@ import (
 // exchange's end turns the reservation into a failure (answered after the
 // delay the limiter asks for), a success, or gives it back.
 type attempt struct {
-	s      *Server
+	s      *authority
 	ex     sasl.Exchange
 	client string
 	hold   *throttle.Hold // the reservation of the check in progress
@@ -27,14 +27,14 @@ type attempt struct {
 
 // start begins an exchange of m for a client at client (an IP address,
 // or "" when unknown).
-func (s *Server) start(m sasl.Mechanism, client string) sasl.Exchange {
+func (s *authority) start(m sasl.Mechanism, client string) sasl.Exchange {
 	return s.startWith(m, client, scram.ChannelBinding{})
 }
 
 // startWith is start with the connection's channel binding.
-func (s *Server) startWith(m sasl.Mechanism, client string, cb scram.ChannelBinding) *attempt {
+func (s *authority) startWith(m sasl.Mechanism, client string, cb scram.ChannelBinding) *attempt {
 	a := &attempt{s: s, client: client}
-	a.ex = m.StartWith(a, sasl.Params{Hostname: s.set.hostname, ChannelBinding: cb})
+	a.ex = m.StartWith(a, sasl.Params{Hostname: s.hostname, ChannelBinding: cb})
 	return a
 }
 

@@ -50,7 +50,7 @@ func (s *sleeps) take() []time.Duration {
 // recordSleeps makes r record its delays.
 func recordSleeps(r *replica) *sleeps {
 	s := &sleeps{}
-	r.srv.sleep = s.sleep
+	r.srv.auth.sleep = s.sleep
 	return s
 }
 

@@ -47,6 +47,7 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 			if err != nil {
 				return err
 			}
+			defer srv.Close()
 			return srv.Run(ctx)
 		},
 	}, args, stderr)

@@ -1,0 +1,155 @@
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/xdg-go/scram"
+
+	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
+	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
+	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
+	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
+)
+
+// authority is the domain of smtpgate-auth: it checks credentials against
+// the passwd-file under the throttle and says which mechanisms a listener
+// offers. It knows nothing of gRPC (handler.go speaks that) and opens
+// nothing: the process (Server) owns the limiter it uses.
+type authority struct {
+	log       *slog.Logger
+	hostname  string // myhostname, the SASL server name
+	users     *passwdfile.File
+	listeners map[string]listener
+	// dummy is verified for unknown users, so that they cost as much time
+	// as a wrong password.
+	dummy scheme.Stored
+	// secret keys the salts SCRAM uses for {PLAIN} users and the fake
+	// credentials it shows for users it cannot serve.
+	secret []byte
+	// limiter throttles failed authentications.
+	limiter *throttle.Limiter
+	metrics *metrics
+	// sleep holds back the answer to a failure; tests replace it.
+	sleep func(context.Context, time.Duration) error
+}
+
+// listener is one listener's compiled SASL settings.
+type listener struct {
+	mechanisms []sasl.Mechanism // in configured order
+	plain      sasl.SecurityOptions
+	tls        sasl.SecurityOptions
+}
+
+// lookup finds user in the passwd-file; a failed reload is logged and the
+// previous users are served.
+func (a *authority) lookup(ctx context.Context, user string) (scheme.Stored, bool) {
+	if a.users == nil {
+		return scheme.Stored{}, false
+	}
+	st, ok, reloadErr := a.users.Lookup(user)
+	if reloadErr != nil {
+		a.log.WarnContext(ctx, "passwd-file reload failed; serving the previous users", "err", reloadErr)
+	}
+	return st, ok
+}
+
+// findUser returns the name under which user exists in the
+// passwd-file: as given, then with its domain lower-cased, then all
+// lower-case (Dovecot's default auth_username_format is %Lu).
+func (a *authority) findUser(ctx context.Context, name string) (string, bool) {
+	candidates := []string{name}
+	if i := strings.LastIndexByte(name, '@'); i >= 0 {
+		candidates = append(candidates, name[:i+1]+strings.ToLower(name[i+1:]))
+	}
+	candidates = append(candidates, strings.ToLower(name))
+	for _, c := range candidates {
+		if _, ok := a.lookup(ctx, c); ok {
+			return c, true
+		}
+	}
+	return "", false
+}
+
+// Verify implements sasl.Verifier against the passwd-file. Unknown users
+// are checked against a dummy hash so that they take as long as a wrong
+// password.
+func (a *authority) Verify(ctx context.Context, user string, password []byte) (bool, error) {
+	st, ok := a.lookup(ctx, user)
+	if !ok {
+		a.dummy.Verify(password)
+		return false, nil
+	}
+	return st.Verify(password), nil
+}
+
+// CRAMMD5 implements sasl.Secrets: the HMAC for users stored as {PLAIN}
+// or {CRAM-MD5}. Other users, and unknown ones, cost the same work and fail.
+func (a *authority) CRAMMD5(ctx context.Context, user string, challenge []byte) ([]byte, bool, error) {
+	st, ok := a.lookup(ctx, user)
+	digest, can := st.CRAMMD5Digest(challenge)
+	if !ok || !can {
+		scheme.Stored{Scheme: scheme.Plain}.CRAMMD5Digest(challenge)
+		return nil, false, nil
+	}
+	return digest, true, nil
+}
+
+// SCRAMSHA256 implements sasl.SCRAMSecrets: the stored credentials of a
+// {SCRAM-SHA-256} user, credentials derived for a {PLAIN} user, and for
+// anyone else fake credentials of the same shape, so the exchange fails at
+// the proof exactly like a wrong password.
+func (a *authority) SCRAM(ctx context.Context, hash, user string) (scram.StoredCredentials, bool, error) {
+	keyed := func(label string, n int) []byte {
+		m := hmac.New(sha256.New, a.secret)
+		m.Write([]byte(hash + "\x00" + label + "\x00" + user))
+		return m.Sum(nil)[:n]
+	}
+	size := sha256.Size
+	if hash == "SHA-1" {
+		size = 20
+	}
+	salt := keyed("salt", 16)
+	if st, ok := a.lookup(ctx, user); ok {
+		creds := st.SCRAMCredentials
+		if hash == "SHA-1" {
+			creds = st.SCRAMSHA1Credentials
+		}
+		if salt, iters, stored, server, can := creds(salt); can {
+			return scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: iters}, StoredKey: stored, ServerKey: server}, true, nil
+		}
+	}
+	return scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(salt), Iters: 4096}, StoredKey: keyed("stored", size), ServerKey: keyed("server", size)}, false, nil
+}
+
+// listenerNamed returns the SASL settings of the master.cf service
+// name ("" for main.cf's).
+func (a *authority) listenerNamed(name string) (listener, bool) {
+	l, ok := a.listeners[name]
+	return l, ok
+}
+
+// offered returns the mechanisms l offers in the session's TLS state.
+func (l listener) offered(tls bool) []sasl.Mechanism {
+	return l.offeredWith(tls, false)
+}
+
+// offeredWith is offered, with the -PLUS mechanisms when the connection
+// has a channel binding.
+func (l listener) offeredWith(tls, binding bool) []sasl.Mechanism {
+	opts := l.plain
+	if tls {
+		opts = l.tls
+	}
+	var out []sasl.Mechanism
+	for _, m := range l.mechanisms {
+		if opts.Allows(m) && (!m.Plus || binding) {
+			out = append(out, m)
+		}
+	}
+	return out
+}
