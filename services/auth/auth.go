@@ -85,7 +85,7 @@ func New(set Settings, cfg Config) (*Server, error) {
 	}
 	s := &Server{set: set, cfg: cfg, log: cfg.Logger}
 	var err error
-	if s.creds, s.security, err = grpctls.Server(set.main, "smtpgate_auth_listen", cfg.Logger); err != nil {
+	if s.creds, s.security, err = grpctls.Server(set.main, listenParam, cfg.Logger); err != nil {
 		return nil, err
 	}
 	if s.access, err = newAccess(set, s.security, cfg.Logger); err != nil {
@@ -129,7 +129,7 @@ func (s *Server) Close() error {
 func (s *Server) Run(ctx context.Context) error {
 	lis, err := grpcserver.Listen(ctx, s.set.listen)
 	if err != nil {
-		return fmt.Errorf("smtpgate_auth_listen: %w", err)
+		return fmt.Errorf("%s: %w", listenParam, err)
 	}
 	var dovecot []net.Listener
 	for _, a := range s.set.dovecotListen {

@@ -18,6 +18,10 @@ import (
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
 )
 
+// listenParam is the gRPC listener's parameter; pkg/grpctls and
+// pkg/grpcserver read its TLS files and callers by its name.
+const listenParam = "smtpgate_auth_listen"
+
 // Settings are the auth service's parameters, read once by Load: the only
 // place in this package that reads main.cf and master.cf by name.
 type Settings struct {
@@ -48,7 +52,7 @@ type Settings struct {
 // Load reads and checks the auth service's part of the configuration:
 // every bad value is reported, with its file:line, in one joined error.
 func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
-	s := Settings{main: main, services: services, hostname: main.Get("myhostname"), listen: main.Get("smtpgate_auth_listen"),
+	s := Settings{main: main, services: services, hostname: main.Get("myhostname"), listen: main.Get(listenParam),
 		dovecotListen: main.List("smtpgate_dovecot_auth_listen")}
 	errs := []error{main.Validate(maincf.Auth), maincf.ValidateServices(main, services, maincf.Auth)}
 	var err error
@@ -67,10 +71,10 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 		errs = append(errs, err)
 	}
 	// The gRPC listener's TLS files, and plaintext only on loopback.
-	if _, mode, err := grpctls.Server(main, "smtpgate_auth_listen", nil); err != nil {
+	if _, mode, err := grpctls.Server(main, listenParam, nil); err != nil {
 		errs = append(errs, err)
 	} else {
-		if _, err := grpcserver.NewAccess(main, "smtpgate_auth_listen", mode, nil); err != nil {
+		if _, err := grpcserver.NewAccess(main, listenParam, mode, nil); err != nil {
 			errs = append(errs, err)
 		} else if n, err := maincf.ParseInt(main.Get(grpcserver.LookupRateLimit)); err != nil {
 			errs = append(errs, main.Errorf(grpcserver.LookupRateLimit, "%v", err))
@@ -93,14 +97,14 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 // callers trusted with every method off loopback (no client
 // certificates).
 func Warnings(main *maincf.Config) []string {
-	return grpcserver.Warnings(main, "smtpgate_auth_listen")
+	return grpcserver.Warnings(main, listenParam)
 }
 
 // newAccess returns who may call which method of the gRPC listener (the
 // roles of the client certificates), with smtpgate_auth_lookup_rate_limit
 // on LookupUser.
 func newAccess(set Settings, mode grpctls.Mode, log *slog.Logger) (*grpcserver.Access, error) {
-	a, err := grpcserver.NewAccess(set.main, "smtpgate_auth_listen", mode, log)
+	a, err := grpcserver.NewAccess(set.main, listenParam, mode, log)
 	if err != nil {
 		return nil, err
 	}

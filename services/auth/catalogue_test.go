@@ -1,0 +1,66 @@
+package auth
+
+import (
+	"go/ast"
+	"go/parser"
+	"go/token"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/smtpgate/smtpgate/pkg/daemon"
+	"github.com/smtpgate/smtpgate/pkg/grpcserver"
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+)
+
+// TestParametersReadOnlyInSettings: every parameter that only the auth
+// service owns is read in settings.go, and no other source file of the
+// package names a parameter of the catalogue: the rest of the service
+// sees only Settings.
+func TestParametersReadOnlyInSettings(t *testing.T) {
+	cat := maincf.Params()
+	// Read for the auth service by pkg: the side servers by pkg/daemon,
+	// and the LookupUser limit by settings.go through grpcserver's name.
+	elsewhere := map[string]bool{daemon.MetricsParam("auth"): true, daemon.PprofParam("auth"): true, grpcserver.LookupRateLimit: true}
+	files, err := filepath.Glob("*.go")
+	must(t, err)
+	inSettings := map[string]bool{}
+	for _, f := range files {
+		if strings.HasSuffix(f, "_test.go") {
+			continue
+		}
+		src, err := os.ReadFile(f)
+		must(t, err)
+		file, err := parser.ParseFile(token.NewFileSet(), f, src, 0)
+		must(t, err)
+		ast.Inspect(file, func(n ast.Node) bool {
+			lit, ok := n.(*ast.BasicLit)
+			if !ok || lit.Kind != token.STRING {
+				return true
+			}
+			v, err := strconv.Unquote(lit.Value)
+			if err != nil {
+				return true
+			}
+			if _, known := cat.Def(v); !known {
+				return true
+			}
+			if f == "settings.go" {
+				inSettings[v] = true
+			} else {
+				t.Errorf("%s names the parameter %s; only settings.go reads parameters", f, v)
+			}
+			return true
+		})
+	}
+	for _, name := range cat.Names() {
+		if d, _ := cat.Def(name); d.Owner == maincf.Auth && !inSettings[name] && !elsewhere[name] {
+			t.Errorf("%s is the auth service's parameter but settings.go does not read it", name)
+		}
+	}
+	if len(inSettings) == 0 {
+		t.Fatal("found no parameter names in settings.go")
+	}
+}
