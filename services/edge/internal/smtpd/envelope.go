@@ -68,7 +68,7 @@ func smtputf8Param(params string) bool {
 // An address without a domain passes (policy decides). ok false is the
 // 501 syntax reply.
 func envelopeAddress(addr string, smtputf8 bool) (string, bool) {
-	at := domainAt(addr)
+	at, _ := scanMailbox(addr)
 	if at < 0 {
 		return addr, true
 	}
@@ -94,23 +94,6 @@ func envelopeAddress(addr string, smtputf8 bool) (string, bool) {
 		return "", false
 	}
 	return local + "@" + domain, true
-}
-
-// domainAt is the index of the '@' that starts the domain of a mailbox
-// (the last one outside a quoted string), or -1.
-func domainAt(m string) int {
-	quoted, at := false, -1
-	for i := 0; i < len(m); i++ {
-		switch c := m[i]; {
-		case c == '\\' && quoted:
-			i++
-		case c == '"':
-			quoted = !quoted
-		case c == '@' && !quoted:
-			at = i
-		}
-	}
-	return at
 }
 
 // idnaProfile converts a UTF-8 domain to its A-label form as ICU's UTS

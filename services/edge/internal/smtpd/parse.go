@@ -94,20 +94,17 @@ func closingBracket(s string) int {
 	return -1
 }
 
-// validMailbox checks "local-part[@domain]" loosely, as Postfix does: no
-// control characters, spaces only inside a quoted local part, balanced
-// quotes, a domain (when present) of letters, digits, '-', '.' and '_' or an
-// address literal. A mailbox without a domain passes (policy decides).
-func validMailbox(m string) bool {
-	if m == "" || len(m) > 1000 {
-		return false
-	}
-	// Find the last '@' outside a quoted string: it separates the domain.
-	quoted, at := false, -1
+// scanMailbox walks a mailbox's quoted strings (a backslash inside one
+// escapes the next byte) and returns the index of the last '@' outside
+// them, which starts the domain, or -1; clean is false when the quotes
+// do not balance or a control character stands outside an escape.
+func scanMailbox(m string) (at int, clean bool) {
+	quoted, ctl := false, false
+	at = -1
 	for i := 0; i < len(m); i++ {
 		switch c := m[i]; {
 		case c < 0x20 || c == 0x7f:
-			return false
+			ctl = true
 		case c == '\\' && quoted:
 			i++
 		case c == '"':
@@ -116,7 +113,19 @@ func validMailbox(m string) bool {
 			at = i
 		}
 	}
-	if quoted {
+	return at, !ctl && !quoted
+}
+
+// validMailbox checks "local-part[@domain]" loosely, as Postfix does: no
+// control characters, spaces only inside a quoted local part, balanced
+// quotes, a domain (when present) of letters, digits, '-', '.' and '_' or an
+// address literal. A mailbox without a domain passes (policy decides).
+func validMailbox(m string) bool {
+	if m == "" || len(m) > 1000 {
+		return false
+	}
+	at, clean := scanMailbox(m)
+	if !clean {
 		return false
 	}
 	local := m
@@ -132,7 +141,7 @@ func validMailbox(m string) bool {
 	// The local part: RFC 5322 specials and spaces only inside quotes
 	// (§3.2.3); an unquoted '@' stays (sender-specified routing, which
 	// policy refuses to relay).
-	quoted = false
+	quoted := false
 	for i := 0; i < len(local); i++ {
 		switch c := local[i]; {
 		case c == '\\' && quoted:
