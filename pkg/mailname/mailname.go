@@ -96,6 +96,17 @@ func ValidMailhostAddr(addr string) bool {
 	return ValidIPv4(addr)
 }
 
+// TruncateDot removes one trailing dot from a name, not two: "a.example."
+// becomes "a.example", "a.example.." stays (Postfix's dup_if_truncate(),
+// and trivial-rewrite's "strip trailing dot at end of domain, but not
+// dot-dot").
+func TruncateDot(s string) string {
+	if n := len(s); n > 1 && s[n-1] == '.' && s[n-2] != '.' {
+		return s[:n-1]
+	}
+	return s
+}
+
 // ValidHostAddr is Postfix's valid_hostaddr: an IPv6 address when it
 // holds a colon, else an IPv4 address, without brackets or "IPv6:".
 func ValidHostAddr(addr string) bool {

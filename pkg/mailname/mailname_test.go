@@ -115,6 +115,16 @@ func TestValidHostAddr(t *testing.T) {
 	})
 }
 
+func TestTruncateDot(t *testing.T) {
+	for in, want := range map[string]string{
+		"a.example.": "a.example", "a.example..": "a.example..", "a.example": "a.example", ".": ".", "": "",
+	} {
+		if got := TruncateDot(in); got != want {
+			t.Errorf("TruncateDot(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
 func TestAllDigits(t *testing.T) {
 	checkPredicate(t, "AllDigits", AllDigits, []predicateCase{
 		{"0", true}, {"0123456789", true}, {"", false}, {"12a", false}, {" 1", false}, {"-1", false}, {"١", false},

@@ -73,9 +73,7 @@ func envelopeAddress(addr string, smtputf8 bool) (string, bool) {
 		return addr, true
 	}
 	local, domain := addr[:at], addr[at+1:]
-	if n := len(domain); n > 1 && domain[n-1] == '.' && domain[n-2] != '.' {
-		domain = domain[:n-1]
-	}
+	domain = mailname.TruncateDot(domain)
 	switch {
 	case strings.HasPrefix(domain, "["):
 		if !mailname.ValidMailhostLiteral(domain) {

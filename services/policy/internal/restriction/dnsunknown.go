@@ -7,6 +7,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 	"github.com/smtpgate/smtpgate/services/policy/internal/address"
 )
@@ -145,7 +146,7 @@ func (r unknownDomain) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	if err != nil || !a.HasDomain || a.Literal {
 		return Outcome{}, nil
 	}
-	domain := truncateDot(a.Domain)
+	domain := mailname.TruncateDot(a.Domain)
 	if r.dest.final(domain) {
 		return Outcome{}, nil
 	}

@@ -8,14 +8,6 @@ import (
 	"github.com/smtpgate/smtpgate/services/policy/internal/address"
 )
 
-// truncateDot removes one trailing dot, not two (dup_if_truncate()).
-func truncateDot(s string) string {
-	if n := len(s); n > 1 && s[n-1] == '.' && s[n-2] != '.' {
-		return s[:n-1]
-	}
-	return s
-}
-
 // heloCheck is reject_invalid_helo_hostname and
 // reject_non_fqdn_helo_hostname (and their old names).
 type heloCheck struct {
@@ -49,7 +41,7 @@ func (r heloCheck) Eval(_ context.Context, in *Input) (Outcome, error) {
 	if o, ok := heloLiteral(in, helo); ok {
 		return o, nil
 	}
-	name := truncateDot(helo)
+	name := mailname.TruncateDot(helo)
 	if r.fqdn {
 		if !mailname.ValidHostname(name) || !strings.Contains(name, ".") {
 			return in.Refuse(in.codes.NonFQDN, "5.5.2", "<%s>: %s rejected: need fully-qualified hostname", helo, classHELO), nil
@@ -91,7 +83,7 @@ func (r nonFQDNAddress) Eval(_ context.Context, in *Input) (Outcome, error) {
 	if strings.HasPrefix(domain, "[") && strings.HasSuffix(domain, "]") {
 		return Outcome{}, nil
 	}
-	d := truncateDot(domain)
+	d := mailname.TruncateDot(domain)
 	if d == "" || !mailname.ValidUTF8Hostname(d) || !strings.Contains(d, ".") {
 		return in.Refuse(in.codes.NonFQDN, "4.5.2", "<%s>: %s rejected: need fully-qualified address", addr, class), nil
 	}
