@@ -140,7 +140,7 @@ func NewAccess(c *maincf.Config, listenParam string, mode grpctls.Mode, log *slo
 			a.roles[id] |= r
 		}
 	}
-	if !a.mtls && c.Get(listenParam) != "" && !localListen(c.Get(listenParam)) {
+	if !a.mtls && c.Get(listenParam) != "" && !grpctls.LocalListen(c.Get(listenParam)) {
 		a.warning = fmt.Sprintf("%s %s: no client certificates (%s), so every caller that can connect may call every method, Authenticate with any client address included", listenParam, c.Get(listenParam), grpctls.ClientCAFile)
 	}
 	return a, nil
@@ -378,23 +378,6 @@ func (l *limiter) allow(key string) bool {
 	}
 	b.tokens--
 	return true
-}
-
-// localListen reports whether a listen address is reachable from this
-// machine only (loopback or a unix socket).
-func localListen(addr string) bool {
-	if strings.HasPrefix(addr, "unix:") {
-		return true
-	}
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if strings.EqualFold(host, "localhost") {
-		return true
-	}
-	ip := net.ParseIP(host)
-	return ip != nil && ip.IsLoopback()
 }
 
 // String lists the roles, for messages.

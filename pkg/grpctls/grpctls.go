@@ -81,7 +81,7 @@ func Server(c *maincf.Config, listenParam string, log *slog.Logger) (credentials
 	case cert == "" && ca != "":
 		return nil, "", c.Errorf(ClientCAFile, "mutual TLS needs a server certificate: set %s and %s too", CertFile, KeyFile)
 	case cert == "":
-		if err := plaintextOK(c, listenParam, localListen(c.Get(listenParam))); err != nil {
+		if err := plaintextOK(c, listenParam, LocalListen(c.Get(listenParam))); err != nil {
 			return nil, "", err
 		}
 		return insecure.NewCredentials(), Plaintext, nil
@@ -182,9 +182,9 @@ func certPool(param, path string, pemData []byte) (*x509.CertPool, error) {
 	return pool, nil
 }
 
-// localListen reports whether a listen address ("host:port" or
+// LocalListen reports whether a listen address ("host:port" or
 // "unix:/path") is reachable from this machine only.
-func localListen(addr string) bool {
+func LocalListen(addr string) bool {
 	if strings.HasPrefix(addr, "unix:") {
 		return true
 	}

@@ -44,7 +44,7 @@ func TestLocalAddresses(t *testing.T) {
 		"127.0.0.1":              false, // not an address to listen on
 		"localhost.example:1004": false,
 	} {
-		if got := localListen(addr); got != want {
+		if got := LocalListen(addr); got != want {
 			t.Errorf("listen %q: local = %v, want %v", addr, got, want)
 		}
 	}
