@@ -3,15 +3,20 @@
 //	smtpgate-<svc> [-c CONFIG_DIR]          validate, then serve until SIGINT/SIGTERM
 //	smtpgate-<svc> [-c CONFIG_DIR] check    validate only
 //
-// It loads main.cf and master.cf from the configuration directory, runs
-// the service's validation (problems printed with file:line, exit 1), sets
+// It loads main.cf and master.cf from the configuration directory through
+// the catalogue of every service's parameters, runs the service's Load
+// once (problems printed with file:line, exit 1; check stops there), sets
 // up the slog logger from smtpgate_log_format/smtpgate_log_level, tracing
 // from the OTEL_* environment (telemetry.Tracing), the Prometheus registry
 // served on smtpgate_<svc>_metrics_listen when set, Go's profiles on
 // smtpgate_<svc>_pprof_listen (loopback only) when set, logs the effective
-// configuration at debug level (secrets redacted) and serves. Env.Reload
-// reads and validates the directory again, for a service that reloads on
-// SIGHUP (the edge). Spans not yet exported are flushed on the way out.
+// configuration at debug level (secrets redacted) and serves with the
+// settings Load returned. Env.Reload reads the directory and runs Load
+// again, for a service that reloads on SIGHUP (the edge). Spans not yet
+// exported are flushed on the way out.
+//
+// It trusts the configuration directory (the operator's) and reports every
+// problem in it instead of serving.
 // Exit codes: 0 clean stop or valid configuration, 1 configuration or
 // runtime error, 2 usage error.
 package daemon
@@ -34,19 +39,24 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 )
 
-// Service describes one smtpgate service to Main.
-type Service struct {
+// Service describes one smtpgate service to Main; S is its settings, the
+// typed result of reading its part of the configuration.
+type Service[S any] struct {
 	// Name is the short name ("edge", "policy", "auth").
 	Name string
-	// Owner selects the parameters the service reads.
+	// Owner selects the parameters the service reads (for the effective
+	// configuration logged at debug level).
 	Owner maincf.Owner
-	// Validate checks the configuration; all problems, joined.
-	Validate func(cfg *maincf.Config, services []maincf.Service) error
-	// Run builds the service and serves until ctx ends. Start, when set,
-	// is used instead: it gets the telemetry as well.
-	Run func(ctx context.Context, cfg *maincf.Config, services []maincf.Service, log *slog.Logger) error
-	// Start builds the service from env and serves until ctx ends.
-	Start func(ctx context.Context, env Env) error
+	// Catalogue knows every parameter of every service (maincf.Shared
+	// and each service's params.Defs): a name nobody owns is an error.
+	Catalogue *maincf.Catalogue
+	// Load reads and checks the service's part of the configuration,
+	// once: every problem, joined, each with its file:line. check is
+	// Load with the settings dropped.
+	Load func(cfg *maincf.Config, services []maincf.Service) (S, error)
+	// Start builds the service from env.Settings and serves until ctx
+	// ends.
+	Start func(ctx context.Context, env Env[S]) error
 	// Warnings, when set, returns what a valid configuration should
 	// still tell the operator (gRPC callers trusted off loopback); check
 	// prints each on a "warning:" line and exits 0.
@@ -56,11 +66,19 @@ type Service struct {
 	Usage []string
 }
 
-// Env is what Main hands a service's Start.
-type Env struct {
+// Loaded is one reading of the configuration directory: main.cf, master.cf
+// and the settings the service's Load made of them.
+type Loaded[S any] struct {
+	Settings S
 	Config   *maincf.Config
 	Services []maincf.Service
-	Logger   *slog.Logger
+}
+
+// Env is what Main hands a service's Start.
+type Env[S any] struct {
+	// Loaded is the configuration read at start.
+	Loaded[S]
+	Logger *slog.Logger
 	// TracerProvider is never nil: a no-op provider when tracing is off
 	// (telemetry.Recording says which).
 	TracerProvider trace.TracerProvider
@@ -69,10 +87,10 @@ type Env struct {
 	// on smtpgate_<svc>_metrics_listen when that is set.
 	Metrics *prometheus.Registry
 	// Reload reads main.cf and master.cf again from the configuration
-	// directory and validates them as at start (Service.Validate); the
-	// error lists every problem with its file:line. A service that
-	// reloads on SIGHUP calls it.
-	Reload func() (*maincf.Config, []maincf.Service, error)
+	// directory and loads them as at start (Service.Load); the error
+	// lists every problem with its file:line. A service that reloads on
+	// SIGHUP calls it.
+	Reload func() (Loaded[S], error)
 }
 
 // MetricsParam is the parameter naming where service serves its metrics.
@@ -86,7 +104,7 @@ func PprofParam(service string) string {
 }
 
 // Main runs the command line of svc with args (without the program name).
-func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int {
+func Main[S any](ctx context.Context, svc Service[S], args []string, stderr io.Writer) int {
 	prog := "smtpgate-" + svc.Name
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -116,20 +134,22 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 		fs.Usage()
 		return 2
 	}
-	load := func() (*maincf.Config, []maincf.Service, error) {
-		cfg, services, err := maincf.Load(maincf.Params(), *dir)
-		if err == nil {
-			// Postfix's read-only process_name: main.cf can name a
-			// file per service with ${process_name}.
-			cfg = cfg.WithOverrides([]maincf.Param{{Name: "process_name", Value: prog}})
-			err = svc.Validate(cfg, services)
-		}
+	load := func() (Loaded[S], error) {
+		cfg, services, err := maincf.Load(svc.Catalogue, *dir)
 		if err != nil {
-			return nil, nil, err
+			return Loaded[S]{}, err
 		}
-		return cfg, services, nil
+		// Postfix's read-only process_name: main.cf can name a file per
+		// service with ${process_name}.
+		cfg = cfg.WithOverrides([]maincf.Param{{Name: "process_name", Value: prog}})
+		set, err := svc.Load(cfg, services)
+		if err != nil {
+			return Loaded[S]{}, err
+		}
+		return Loaded[S]{Settings: set, Config: cfg, Services: services}, nil
 	}
-	cfg, services, err := load()
+	loaded, err := load()
+	cfg := loaded.Config
 	if err != nil {
 		fmt.Fprintf(stderr, "%s: configuration errors:\n%v\n", prog, err)
 		return 1
@@ -148,7 +168,8 @@ func Main(ctx context.Context, svc Service, args []string, stderr io.Writer) int
 		return 1
 	}
 	LogEffective(ctx, log, cfg, svc.Owner)
-	if err := serve(ctx, svc, cfg, services, log, load); err != nil {
+	env := Env[S]{Loaded: loaded, Logger: log, Reload: load}
+	if err := serve(ctx, svc, env); err != nil {
 		log.ErrorContext(ctx, "stopped with an error", "err", err)
 		return 1
 	}
@@ -166,7 +187,8 @@ func LogEffective(ctx context.Context, log *slog.Logger, cfg *maincf.Config, own
 }
 
 // serve sets up tracing and metrics, runs the service and tears them down.
-func serve(ctx context.Context, svc Service, cfg *maincf.Config, services []maincf.Service, log *slog.Logger, reload func() (*maincf.Config, []maincf.Service, error)) (err error) {
+func serve[S any](ctx context.Context, svc Service[S], env Env[S]) (err error) {
+	cfg, log := env.Config, env.Logger
 	tp, shutdown, err := telemetry.Tracing(ctx, svc.Name)
 	if err != nil {
 		return fmt.Errorf("tracing: %w", err)
@@ -181,8 +203,7 @@ func serve(ctx context.Context, svc Service, cfg *maincf.Config, services []main
 	if telemetry.Recording(tp) {
 		log.InfoContext(ctx, "tracing on (OTEL_* environment)")
 	}
-	env := Env{Config: cfg, Services: services, Logger: log, TracerProvider: tp, Propagator: telemetry.Propagator(),
-		Metrics: telemetry.NewRegistry(svc.Name), Reload: reload}
+	env.TracerProvider, env.Propagator, env.Metrics = tp, telemetry.Propagator(), telemetry.NewRegistry(svc.Name)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var side []chan error // the metrics and pprof servers
@@ -222,10 +243,5 @@ func serve(ctx context.Context, svc Service, cfg *maincf.Config, services []main
 	if err := serveSide(PprofParam(svc.Name), telemetry.ServePprof); err != nil {
 		return errors.Join(err, waitSide())
 	}
-	if svc.Start != nil {
-		err = svc.Start(ctx, env)
-	} else {
-		err = svc.Run(ctx, cfg, services, log)
-	}
-	return errors.Join(err, waitSide())
+	return errors.Join(svc.Start(ctx, env), waitSide())
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -13,16 +12,36 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 )
 
-func testService(runErr error, ran *bool) Service {
-	return Service{
-		Name:  "test",
-		Owner: maincf.Edge,
-		Validate: func(cfg *maincf.Config, services []maincf.Service) error {
-			return cfg.Validate(maincf.Edge)
+// testSettings are the test service's settings: its one parameter of its
+// own, read by Load.
+type testSettings struct {
+	host  string
+	limit int64
+}
+
+func testService(runErr error, ran *bool) Service[testSettings] {
+	return countedService(runErr, ran, new(int))
+}
+
+// countedService is testService counting its Loads in loads.
+func countedService(runErr error, ran *bool, loads *int) Service[testSettings] {
+	cat := maincf.NewCatalogue(append(maincf.Shared(),
+		maincf.Def{Name: "smtpd_recipient_limit", Default: "1000", Owner: maincf.Edge, Check: maincf.CheckInt})...)
+	return Service[testSettings]{
+		Name:      "test",
+		Owner:     maincf.Edge,
+		Catalogue: cat,
+		Load: func(cfg *maincf.Config, services []maincf.Service) (testSettings, error) {
+			*loads++
+			if err := cfg.Validate(maincf.Edge); err != nil {
+				return testSettings{}, err
+			}
+			n, err := maincf.ParseInt(cfg.Get("smtpd_recipient_limit"))
+			return testSettings{host: cfg.Get("myhostname"), limit: n}, err
 		},
-		Run: func(ctx context.Context, cfg *maincf.Config, _ []maincf.Service, log *slog.Logger) error {
+		Start: func(ctx context.Context, env Env[testSettings]) error {
 			*ran = true
-			log.InfoContext(ctx, "running", "host", cfg.Get("myhostname"))
+			env.Logger.InfoContext(ctx, "running", "host", env.Settings.host, "limit", env.Settings.limit)
 			return runErr
 		},
 	}
@@ -48,7 +67,7 @@ func TestMain(t *testing.T) {
 		{"check ok", []string{"-c", good, "check"}, nil, 0, false, "smtpgate-test: warning: host is mail.example.org\n"},
 		{"check bad", []string{"-c", bad, "check"}, nil, 1, false, "main.cf:2: unknown parameter \"nosuch_parameter\""},
 		{"missing dir", []string{"-c", filepath.Join(good, "nope"), "check"}, nil, 1, false, "main.cf"},
-		{"serve", []string{"-c", good}, nil, 0, true, "host=mail.example.org"},
+		{"serve", []string{"-c", good}, nil, 0, true, "host=mail.example.org limit=1000"},
 		{"serve fails", []string{"-c", good}, errors.New("boom"), 1, true, "boom"},
 		{"serve refuses bad config", []string{"-c", bad}, nil, 1, false, "unknown parameter"},
 		{"unknown command", []string{"-c", good, "frobnicate"}, nil, 2, false, "unknown command \"frobnicate\" (want check)\nusage: smtpgate-test [-c CONFIG_DIR] [check]\n"},
@@ -57,20 +76,25 @@ func TestMain(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out bytes.Buffer
-			ran := false
-			svc := testService(tc.runErr, &ran)
+			ran, loads := false, 0
+			svc := countedService(tc.runErr, &ran, &loads)
 			svc.Usage = []string{"smtpgate-test frobnicate"}
 			svc.Warnings = func(cfg *maincf.Config) []string { return []string{"host is " + cfg.Get("myhostname")} }
 			code := Main(context.Background(), svc, tc.args, &out)
 			if code != tc.code || ran != tc.ran || !strings.Contains(out.String(), tc.out) {
 				t.Errorf("Main(%q) = %d ran=%v output:\n%s\nwant %d ran=%v containing %q", tc.args, code, ran, out.String(), tc.code, tc.ran, tc.out)
 			}
+			// The configuration is loaded once, whether to check or to
+			// serve; a usage error loads nothing.
+			if want := map[bool]int{true: 0, false: 1}[code == 2]; loads != want && !strings.Contains(tc.name, "missing") {
+				t.Errorf("Main(%q) loaded the configuration %d times, want %d", tc.args, loads, want)
+			}
 		})
 	}
 }
 
 // TestEnvReload: Env.Reload reads the configuration directory again and
-// validates it as at start; a broken file is an error with its file:line.
+// loads it as at start; a broken file is an error with its file:line.
 func TestEnvReload(t *testing.T) {
 	dir := t.TempDir()
 	mainCF := filepath.Join(dir, "main.cf")
@@ -79,18 +103,17 @@ func TestEnvReload(t *testing.T) {
 	}
 	var got []string
 	svc := testService(nil, new(bool))
-	svc.Run = nil
-	svc.Start = func(ctx context.Context, env Env) error {
+	svc.Start = func(ctx context.Context, env Env[testSettings]) error {
 		for _, content := range []string{"myhostname = two.example.org\n", "myhostname = x\nsmtpd_recipient_limit = lots\n"} {
 			if err := os.WriteFile(mainCF, []byte(content), 0o600); err != nil {
 				return err
 			}
-			cfg, _, err := env.Reload()
+			l, err := env.Reload()
 			if err != nil {
 				got = append(got, err.Error())
 				continue
 			}
-			got = append(got, cfg.Get("myhostname"))
+			got = append(got, l.Settings.host+" "+l.Config.Get("myhostname"))
 		}
 		return nil
 	}
@@ -98,7 +121,7 @@ func TestEnvReload(t *testing.T) {
 	if code := Main(context.Background(), svc, []string{"-c", dir}, &out); code != 0 {
 		t.Fatalf("Main = %d:\n%s", code, out.String())
 	}
-	if len(got) != 2 || got[0] != "two.example.org" || !strings.Contains(got[1], "main.cf:2: smtpd_recipient_limit") {
+	if len(got) != 2 || got[0] != "two.example.org two.example.org" || !strings.Contains(got[1], "main.cf:2: smtpd_recipient_limit") {
 		t.Errorf("reloads = %q, want the new myhostname, then an error at main.cf:2", got)
 	}
 }

@@ -50,7 +50,7 @@ func configIn(t *testing.T, dir, text string) *maincf.Config {
 	if err := os.WriteFile(filepath.Join(dir, "main.cf"), []byte(text), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	c, _, err := maincf.Load(maincf.Params(), dir)
+	c, _, err := maincf.Load(maincf.NewCatalogue(maincf.Shared()...), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -151,7 +151,7 @@ smtpgate_grpc_operator_identities = spiffe://example.org/operator/lisa
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := maincf.New(maincf.Params(), f, p.dir)
+	c := maincf.New(maincf.NewCatalogue(maincf.Shared()...), f, p.dir)
 	if err := c.Validate(maincf.All); err != nil {
 		t.Fatal(err)
 	}
@@ -453,7 +453,7 @@ func TestAccessWithoutClientCertificates(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return maincf.New(maincf.Params(), f, t.TempDir())
+		return maincf.New(maincf.NewCatalogue(maincf.Shared()...), f, t.TempDir())
 	}
 	c := parse("smtpgate_policy_listen = 127.0.0.1:10040\n")
 	a, err := NewAccess(c, "smtpgate_policy_listen", grpctls.Plaintext, nil)

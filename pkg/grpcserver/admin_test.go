@@ -18,7 +18,12 @@ func TestAdminStatus(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	a := &Admin{Service: "auth", Owner: maincf.Auth, Main: maincf.New(maincf.Params(), f, t.TempDir()), Services: services}
+	// The auth service's secret, and a parameter of another service.
+	cat := maincf.NewCatalogue(append(maincf.Shared(),
+		maincf.Def{Name: "smtpgate_auth_redis", Owner: maincf.Auth, Secret: true},
+		maincf.Def{Name: "smtpd_relay_restrictions", Default: "permit_mynetworks", Owner: maincf.Policy, Listener: true},
+		maincf.Def{Name: "smtpd_sasl_security_options", Owner: maincf.Auth, Listener: true})...)
+	a := &Admin{Service: "auth", Owner: maincf.Auth, Main: maincf.New(cat, f, t.TempDir()), Services: services}
 	st, err := a.Status(context.Background(), &adminv1.StatusRequest{})
 	if err != nil {
 		t.Fatal(err)

@@ -22,7 +22,7 @@ func config(t *testing.T, dir, text string) *maincf.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := maincf.New(maincf.Params(), f, dir)
+	c := maincf.New(maincf.NewCatalogue(maincf.Shared()...), f, dir)
 	if err := c.Validate(maincf.All); err != nil {
 		t.Fatal(err)
 	}

@@ -387,10 +387,12 @@ func TestEffectiveRedactsSecrets(t *testing.T) {
 	}
 }
 
-// TestCatalogue checks the real catalogue: no duplicate names (NewCatalogue
-// panics on one), every default expands and passes its own check.
-func TestCatalogue(t *testing.T) {
-	c := New(Params(), &File{params: map[string]Param{}}, "/etc/smtpgate")
+// TestShared checks the shared parameters: no duplicate names
+// (NewCatalogue panics on one), every default expands and passes its own
+// check. Each service's tests check the whole catalogue its command
+// builds.
+func TestShared(t *testing.T) {
+	c := New(NewCatalogue(Shared()...), &File{params: map[string]Param{}}, "/etc/smtpgate")
 	if err := c.Validate(All); err != nil {
 		t.Fatalf("defaults do not validate:\n%v", err)
 	}
@@ -433,12 +435,13 @@ func FuzzParseMaster(f *testing.F) {
 // A Redis URL that fails its check is reported without its value, which
 // may hold a password.
 func TestRedisURLCheckHidesValue(t *testing.T) {
-	c := New(Params(), mustParse(t, "smtpgate_connection_limit_redis = http://:hunter2@redis:6379\n"), "/x")
+	cat := NewCatalogue(Def{Name: "smtpgate_connection_limit_redis", Owner: Edge, Secret: true, Check: CheckRedisURL})
+	c := New(cat, mustParse(t, "smtpgate_connection_limit_redis = http://:hunter2@redis:6379\n"), "/x")
 	err := c.Validate(Edge)
 	if err == nil || !strings.Contains(err.Error(), "main.cf:1: smtpgate_connection_limit_redis = (value not shown): want a redis:// or rediss:// URL") || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("Validate: %v", err)
 	}
-	ok := New(Params(), mustParse(t, "smtpgate_connection_limit_redis = redis://:hunter2@redis:6379/0\n"), "/x")
+	ok := New(cat, mustParse(t, "smtpgate_connection_limit_redis = redis://:hunter2@redis:6379/0\n"), "/x")
 	if err := ok.Validate(Edge); err != nil {
 		t.Errorf("a good URL: %v", err)
 	}

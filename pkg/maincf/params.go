@@ -2,16 +2,8 @@ package maincf
 
 import (
 	"os"
-	"slices"
 	"strings"
 )
-
-// Params returns the catalogue of every parameter smtpgate knows, whichever
-// service reads it, so that each service can reject names nobody owns. The
-// definitions live beside this file, one file per owner.
-func Params() *Catalogue {
-	return NewCatalogue(slices.Concat(sharedParams(), edgeParams(), policyParams(), authParams())...)
-}
 
 // hostDefaults derives myhostname and mydomain from the system host name as
 // Postfix does: mydomain is myhostname minus its first label.
@@ -27,7 +19,14 @@ func hostDefaults() (hostname, domain string) {
 	return h, d
 }
 
-func sharedParams() []Def {
+// Shared are the parameters that more than one service reads, or that
+// code in pkg reads on a service's behalf: the host's names, logging, where
+// each service listens and is found, the side servers, TLS and caller
+// identities between the services, and process_name. Each service's own
+// parameters are defined in its params package (services/<svc>/params);
+// a service's command joins Shared and the three catalogues into one with
+// NewCatalogue, so that each rejects a name nobody owns.
+func Shared() []Def {
 	host, domain := hostDefaults()
 	return []Def{
 		{Name: "myhostname", Default: host, Owner: All, Listener: true},
@@ -37,9 +36,6 @@ func sharedParams() []Def {
 		{Name: "smtpgate_log_level", Default: "info", Owner: All, Check: CheckOneOf("debug", "info", "warn", "error")},
 		// Where the services listen and where the edge finds them.
 		{Name: "smtpgate_policy_listen", Default: "127.0.0.1:10040", Owner: Policy},
-		// Where smtpgate-policy serves Postfix's policy delegation protocol
-		// (check_policy_service); empty: not served.
-		{Name: "smtpgate_policy_delegation_listen", Default: "", Owner: Policy},
 		{Name: "smtpgate_auth_listen", Default: "127.0.0.1:10050", Owner: Auth},
 		{Name: "smtpgate_policy_service", Default: "$smtpgate_policy_listen", Owner: Edge},
 		{Name: "smtpgate_auth_service", Default: "$smtpgate_auth_listen", Owner: Edge | Policy},
@@ -53,12 +49,8 @@ func sharedParams() []Def {
 		{Name: "smtpgate_edge_pprof_listen", Default: "", Owner: Edge, Check: CheckLoopbackAddr},
 		{Name: "smtpgate_policy_pprof_listen", Default: "", Owner: Policy, Check: CheckLoopbackAddr},
 		{Name: "smtpgate_auth_pprof_listen", Default: "", Owner: Auth, Check: CheckLoopbackAddr},
-		// For how long the edge answers the stages policy said it always
-		// permits (nothing to evaluate) without asking; 0: always ask.
-		{Name: "smtpgate_policy_skip_time", Default: "5s", Owner: Edge, Check: CheckDuration},
-		// The deadline of each call to policy / auth (0 is refused: every
-		// call has a deadline).
-		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: Edge, Check: CheckPositiveDuration},
+		// The deadline of each call to auth (0 is refused: every call has
+		// a deadline).
 		{Name: "smtpgate_auth_timeout", Default: "10s", Owner: Edge | Policy, Check: CheckPositiveDuration},
 		// TLS between the services (pkg/grpctls). Server side, every gRPC
 		// listener: TLS when a certificate is set; mutual TLS (a client

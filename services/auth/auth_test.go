@@ -72,7 +72,7 @@ smtpd_sasl_security_options = noanonymous, noplaintext
 smtpd_sasl_tls_security_options = noanonymous
 `+extra), 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "master.cf"), []byte("sub inet n - n - - smtpd\n  -o smtpgate_sasl_mechanisms=LOGIN\n"), 0o600))
-	cfg, services, err := maincf.Load(maincf.Params(), dir)
+	cfg, services, err := maincf.Load(Catalogue(), dir)
 	must(t, err)
 	must(t, Validate(cfg, services))
 	set, err := Load(cfg, services)

@@ -20,7 +20,7 @@ import (
 // package names a parameter of the catalogue: the rest of the service
 // sees only Settings.
 func TestParametersReadOnlyInSettings(t *testing.T) {
-	cat := maincf.Params()
+	cat := Catalogue()
 	// Read for the auth service by pkg: the side servers by pkg/daemon,
 	// and the LookupUser limit by settings.go through grpcserver's name.
 	elsewhere := map[string]bool{daemon.MetricsParam("auth"): true, daemon.PprofParam("auth"): true, grpcserver.LookupRateLimit: true}
@@ -62,5 +62,17 @@ func TestParametersReadOnlyInSettings(t *testing.T) {
 	}
 	if len(inSettings) == 0 {
 		t.Fatal("found no parameter names in settings.go")
+	}
+}
+
+// TestCatalogue checks the catalogue every service's command reads main.cf
+// through (Shared and the three services' params): no name defined twice
+// (NewCatalogue panics on one), and every default expands and passes its
+// own check.
+func TestCatalogue(t *testing.T) {
+	f, err := maincf.Parse("main.cf", strings.NewReader(""))
+	must(t, err)
+	if err := maincf.New(Catalogue(), f, "/etc/smtpgate").Validate(maincf.All); err != nil {
+		t.Fatalf("defaults do not validate:\n%v", err)
 	}
 }

@@ -84,7 +84,7 @@ smtpgate_dovecot_auth_socket_mode = rw-rw----
 smtpgate_dovecot_auth_socket_user = no-such-user-smtpgate
 smtpgate_dovecot_auth_socket_group = no-such-group-smtpgate
 `), 0o600))
-	cfg, services, err := maincf.Load(maincf.Params(), dir)
+	cfg, services, err := maincf.Load(Catalogue(), dir)
 	must(t, err)
 	err = Validate(cfg, services)
 	if err == nil {

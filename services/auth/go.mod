@@ -42,6 +42,8 @@ require (
 )
 
 require (
+	github.com/smtpgate/smtpgate/services/edge v0.0.0
+	github.com/smtpgate/smtpgate/services/policy v0.0.0
 	golang.org/x/crypto v0.58.0
 	golang.org/x/net v0.60.0 // indirect
 	golang.org/x/sys v0.49.0 // indirect
@@ -53,3 +55,7 @@ require (
 replace github.com/smtpgate/smtpgate/proto => ../../proto
 
 replace github.com/smtpgate/smtpgate/pkg => ../../pkg
+
+replace github.com/smtpgate/smtpgate/services/edge => ../edge
+
+replace github.com/smtpgate/smtpgate/services/policy => ../policy

@@ -31,7 +31,7 @@ func TestPostfixAuthenticatesThroughDovecotProtocol(t *testing.T) {
 	must(t, os.WriteFile(filepath.Join(dir, "main.cf"), []byte("smtpgate_passwd_file = passwd\nmyhostname = mail.example.org\n"+
 		"smtpgate_sasl_mechanisms = PLAIN LOGIN\nsmtpd_sasl_security_options = noanonymous, noplaintext\n"), 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "master.cf"), nil, 0o600))
-	cfg, services, err := maincf.Load(maincf.Params(), dir)
+	cfg, services, err := maincf.Load(Catalogue(), dir)
 	must(t, err)
 	set, err := Load(cfg, services)
 	must(t, err)

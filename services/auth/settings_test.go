@@ -16,7 +16,7 @@ func loadDir(t *testing.T, mainCf, masterCf string) (*maincf.Config, []maincf.Se
 	dir := t.TempDir()
 	must(t, os.WriteFile(filepath.Join(dir, "main.cf"), []byte(mainCf), 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCf), 0o600))
-	cfg, services, err := maincf.Load(maincf.Params(), dir)
+	cfg, services, err := maincf.Load(Catalogue(), dir)
 	must(t, err)
 	return cfg, services
 }

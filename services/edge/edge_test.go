@@ -21,7 +21,7 @@ func load(t *testing.T, mainCF, masterCF string) (*maincf.Config, []maincf.Servi
 	if err := os.WriteFile(filepath.Join(dir, "master.cf"), []byte(masterCF), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, services, err := maincf.Load(maincf.Params(), dir)
+	cfg, services, err := maincf.Load(Catalogue(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}

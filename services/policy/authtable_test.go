@@ -52,7 +52,7 @@ smtpd_sender_restrictions = reject_sender_login_mismatch
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Main: maincf.New(maincf.Params(), f, t.TempDir())})
+	srv, err := New(Config{Main: maincf.New(Catalogue(), f, t.TempDir())})
 	if err != nil {
 		t.Fatal(err)
 	}

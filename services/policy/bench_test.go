@@ -43,7 +43,7 @@ func BenchmarkCheckRedisRateLimit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(Config{Main: maincf.New(maincf.Params(), f, b.TempDir())})
+	s, err := New(Config{Main: maincf.New(Catalogue(), f, b.TempDir())})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -70,7 +70,7 @@ func BenchmarkDelegation(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(Config{Main: maincf.New(maincf.Params(), f, b.TempDir())})
+	s, err := New(Config{Main: maincf.New(Catalogue(), f, b.TempDir())})
 	if err != nil {
 		b.Fatal(err)
 	}

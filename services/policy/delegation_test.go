@@ -26,7 +26,7 @@ func startDelegation(t *testing.T, extra string) (string, *logtest.Buffer) {
 		t.Fatal(err)
 	}
 	logs := &logtest.Buffer{}
-	srv, err := New(Config{Main: maincf.New(maincf.Params(), f, t.TempDir()), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	srv, err := New(Config{Main: maincf.New(Catalogue(), f, t.TempDir()), Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}

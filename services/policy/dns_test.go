@@ -101,7 +101,7 @@ func dnsServer(t *testing.T, extra string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Main: maincf.New(maincf.Params(), f, t.TempDir())})
+	srv, err := New(Config{Main: maincf.New(Catalogue(), f, t.TempDir())})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -179,7 +179,7 @@ func TestBadDNSRedisURLIsNotShown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Validate(maincf.New(maincf.Params(), f, t.TempDir()), nil)
+	err = Validate(maincf.New(Catalogue(), f, t.TempDir()), nil)
 	if err == nil || !strings.Contains(err.Error(), "smtpgate_dns_redis") || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("Validate: %v; want an error about smtpgate_dns_redis without the password", err)
 	}

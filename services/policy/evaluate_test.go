@@ -48,7 +48,7 @@ func TestRefusalEvaluatedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Main: maincf.New(maincf.Params(), f, t.TempDir())})
+	srv, err := New(Config{Main: maincf.New(Catalogue(), f, t.TempDir())})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -57,7 +57,7 @@ import (
 
 // Config is what the service is built from.
 type Config struct {
-	// Main is main.cf seen through maincf.Params().
+	// Main is main.cf seen through Catalogue().
 	Main *maincf.Config
 	// Services are the master.cf listeners; a request names one by its
 	// service column (e.g. "127.0.0.1:2587") to get its -o overrides.

@@ -50,7 +50,7 @@ func testConfig(t testing.TB) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Config{Main: maincf.New(maincf.Params(), f, t.TempDir()), Services: services}
+	return Config{Main: maincf.New(Catalogue(), f, t.TempDir()), Services: services}
 }
 
 // startServer runs the real gRPC server on 127.0.0.1:0 and returns a
@@ -247,7 +247,7 @@ func TestValidateReportsListenerErrors(t *testing.T) {
 
 func BenchmarkCheck(b *testing.B) {
 	f, _ := maincf.Parse("main.cf", strings.NewReader(mainCF))
-	srv, err := New(Config{Main: maincf.New(maincf.Params(), f, "")})
+	srv, err := New(Config{Main: maincf.New(Catalogue(), f, "")})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -92,7 +92,7 @@ local_recipient_maps = auth:users
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Main: maincf.New(maincf.Params(), f, t.TempDir())}
+	cfg := Config{Main: maincf.New(Catalogue(), f, t.TempDir())}
 	if clock != nil {
 		cfg.Now = clock.Now
 	}

@@ -32,17 +32,14 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	if len(args) > 0 && args[0] == "hash-password" {
 		return hashPassword(args[1:], stdin, stdout, stderr)
 	}
-	return daemon.Main(ctx, daemon.Service{
-		Name:     "auth",
-		Owner:    maincf.Auth,
-		Validate: auth.Validate,
-		Warnings: auth.Warnings,
-		Start: func(ctx context.Context, env daemon.Env) error {
-			set, err := auth.Load(env.Config, env.Services)
-			if err != nil {
-				return err
-			}
-			srv, err := auth.New(set, auth.Config{Logger: env.Logger,
+	return daemon.Main(ctx, daemon.Service[auth.Settings]{
+		Name:      "auth",
+		Owner:     maincf.Auth,
+		Catalogue: auth.Catalogue(),
+		Load:      auth.Load,
+		Warnings:  auth.Warnings,
+		Start: func(ctx context.Context, env daemon.Env[auth.Settings]) error {
+			srv, err := auth.New(env.Settings, auth.Config{Logger: env.Logger,
 				TracerProvider: env.TracerProvider, Propagator: env.Propagator, Metrics: env.Metrics})
 			if err != nil {
 				return err

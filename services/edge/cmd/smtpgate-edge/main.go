@@ -42,11 +42,14 @@ func main() {
 		signal.Reset(os.Interrupt, syscall.SIGTERM)
 		cancel()
 	}()
-	os.Exit(daemon.Main(ctx, daemon.Service{
-		Name:     "edge",
-		Owner:    maincf.Edge,
-		Validate: edge.Validate,
-		Start: func(ctx context.Context, env daemon.Env) error {
+	os.Exit(daemon.Main(ctx, daemon.Service[struct{}]{
+		Name:      "edge",
+		Owner:     maincf.Edge,
+		Catalogue: edge.Catalogue(),
+		Load: func(main *maincf.Config, services []maincf.Service) (struct{}, error) {
+			return struct{}{}, edge.Validate(main, services)
+		},
+		Start: func(ctx context.Context, env daemon.Env[struct{}]) error {
 			cfg := edge.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
 				TracerProvider: env.TracerProvider, Metrics: env.Metrics}
 			// smtpgate_maillog_file: a mail log in Postfix smtpd's words,
@@ -70,7 +73,7 @@ func main() {
 }
 
 // reloadOnHUP reloads the configuration at every SIGHUP until ctx ends.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *edge.Server, env daemon.Env) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *edge.Server, env daemon.Env[struct{}]) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -78,12 +81,12 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *edge.Server, en
 		case <-hup:
 		}
 		env.Logger.InfoContext(ctx, "SIGHUP: reloading the configuration")
-		main, services, err := env.Reload()
+		l, err := env.Reload()
 		if err == nil {
-			err = srv.Reload(ctx, main, services)
+			err = srv.Reload(ctx, l.Config, l.Services)
 		}
 		if err == nil {
-			daemon.LogEffective(ctx, env.Logger, main, maincf.Edge)
+			daemon.LogEffective(ctx, env.Logger, l.Config, maincf.Edge)
 			continue
 		}
 		// One line per problem, each with its file:line.

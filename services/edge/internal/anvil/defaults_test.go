@@ -5,12 +5,13 @@ import (
 	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	edgeparams "github.com/smtpgate/smtpgate/services/edge/params"
 )
 
 // TestRateUnit: a limit without a unit counts per anvil_rate_time_unit's
 // catalogued default; a unit given is kept.
 func TestRateUnit(t *testing.T) {
-	def, ok := maincf.Params().Def("anvil_rate_time_unit")
+	def, ok := maincf.NewCatalogue(edgeparams.Defs()...).Def("anvil_rate_time_unit")
 	if !ok {
 		t.Fatal("anvil_rate_time_unit is not in the catalogue")
 	}

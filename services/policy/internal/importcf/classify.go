@@ -8,6 +8,9 @@ import (
 	"sync"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	authparams "github.com/smtpgate/smtpgate/services/auth/params"
+	edgeparams "github.com/smtpgate/smtpgate/services/edge/params"
+	policyparams "github.com/smtpgate/smtpgate/services/policy/params"
 )
 
 // Verdict is what smtpgate does with one Postfix setting.
@@ -199,14 +202,14 @@ var rules = []rule{
 
 // mustDefault is the default of one of smtpgate's parameters.
 func mustDefault(name string) string {
-	d, _ := maincf.Params().Def(name)
+	d, _ := catalogue().Def(name)
 	return d.Default
 }
 
 // catalogueWithPrefix lists smtpgate's parameters starting with prefix.
 func catalogueWithPrefix(prefix string) []string {
 	var out []string
-	for _, n := range maincf.Params().Names() {
+	for _, n := range catalogue().Names() {
 		if strings.HasPrefix(n, prefix) {
 			out = append(out, n)
 		}
@@ -220,7 +223,7 @@ func catalogueWithPrefix(prefix string) []string {
 // unknown with a suggestion. Restriction classes, user-defined
 // parameters, per-transport names and values are judged by Import.
 func Classify(name string) (Verdict, string) {
-	if d, ok := maincf.Params().Def(name); ok {
+	if d, ok := catalogue().Def(name); ok {
 		return Taken, "read by smtpgate-" + d.Owner.String()
 	}
 	if !IsPostfixParam(name) {
@@ -248,11 +251,17 @@ func suggest(name string) string {
 	for n := range postfixParams() {
 		consider(n)
 	}
-	for _, n := range maincf.Params().Names() {
+	for _, n := range catalogue().Names() {
 		consider(n)
 	}
 	if best == "" {
 		return ""
 	}
 	return fmt.Sprintf(" (did you mean %s?)", best)
+}
+
+// catalogue is every parameter smtpgate knows (as each service's command
+// reads main.cf): the output is checked against it.
+func catalogue() *maincf.Catalogue {
+	return maincf.NewCatalogue(slices.Concat(maincf.Shared(), edgeparams.Defs(), policyparams.Defs(), authparams.Defs())...)
 }

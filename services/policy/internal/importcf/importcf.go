@@ -345,7 +345,7 @@ func override(file string, e masterEntry, a masterArg, role serviceRole) *Settin
 		return s
 	}
 	s.Verdict, s.Reason = Classify(a.name)
-	if d, ok := maincf.Params().Def(a.name); ok && !d.Listener {
+	if d, ok := catalogue().Def(a.name); ok && !d.Listener {
 		s.Verdict, s.Reason = CannotHonour, "smtpgate cannot set it per listener, only in main.cf"
 	}
 	if role == postscreenService && s.Verdict == Taken {
@@ -392,7 +392,7 @@ func (r *Report) view() (*maincf.Config, []maincf.Service, error) {
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := maincf.New(maincf.Params(), f, r.dir)
+	cfg := maincf.New(catalogue(), f, r.dir)
 	var services []maincf.Service
 	for _, l := range r.listeners {
 		svc := maincf.Service{Name: l.entry.Service, Type: "inet", Command: "smtpd", Pos: l.entry.Pos}

@@ -240,7 +240,7 @@ func TestImportCases(t *testing.T) {
 			if err := r.WriteConfig(outDir); err != nil {
 				t.Fatal(err)
 			}
-			cfg, services, err := maincf.Load(maincf.Params(), outDir)
+			cfg, services, err := maincf.Load(policy.Catalogue(), outDir)
 			if err == nil {
 				err = policy.Validate(cfg, services)
 			}
@@ -265,7 +265,7 @@ func TestWriteConfigClean(t *testing.T) {
 	if err := r.WriteConfig(dir); err != nil {
 		t.Fatal(err)
 	}
-	cfg, services, err := maincf.Load(maincf.Params(), dir)
+	cfg, services, err := maincf.Load(policy.Catalogue(), dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +304,7 @@ func TestWriteConfigWithoutMaster(t *testing.T) {
 	if err := r.WriteConfig(out); err != nil {
 		t.Fatal(err)
 	}
-	_, services, err := maincf.Load(maincf.Params(), out)
+	_, services, err := maincf.Load(policy.Catalogue(), out)
 	if err != nil {
 		t.Fatal(err)
 	}

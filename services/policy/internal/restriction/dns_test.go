@@ -565,7 +565,7 @@ func BenchmarkCachedDNSBL(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	e, err := CompileWith(maincf.New(maincf.Params(), f, b.TempDir()), Options{DNS: r})
+	e, err := CompileWith(maincf.New(testCatalogue(), f, b.TempDir()), Options{DNS: r})
 	if err != nil {
 		b.Fatal(err)
 	}

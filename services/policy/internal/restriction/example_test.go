@@ -8,6 +8,7 @@ import (
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
+	policyparams "github.com/smtpgate/smtpgate/services/policy/params"
 )
 
 func Example() {
@@ -19,7 +20,7 @@ smtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_
 	if err != nil {
 		panic(err)
 	}
-	engine, err := restriction.Compile(maincf.New(maincf.Params(), file, "/etc/smtpgate"))
+	engine, err := restriction.Compile(maincf.New(maincf.NewCatalogue(append(maincf.Shared(), policyparams.Defs()...)...), file, "/etc/smtpgate"))
 	if err != nil {
 		panic(err)
 	}

@@ -50,7 +50,7 @@ func FuzzNoOpenRelay(f *testing.F) {
 		if err != nil {
 			return
 		}
-		e, err := Compile(maincf.New(maincf.Params(), file, t.TempDir()))
+		e, err := Compile(maincf.New(testCatalogue(), file, t.TempDir()))
 		if err != nil {
 			return
 		}

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	policyparams "github.com/smtpgate/smtpgate/services/policy/params"
 )
 
 // base is the main.cf every test starts from; a test's settings go after
@@ -32,7 +33,7 @@ func config(t testing.TB, extra string) *maincf.Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return maincf.New(maincf.Params(), f, t.TempDir())
+	return maincf.New(testCatalogue(), f, t.TempDir())
 }
 
 func compile(t testing.TB, extra string) *Engine {
@@ -581,7 +582,7 @@ func FuzzCompile(f *testing.F) {
 		if err != nil {
 			return
 		}
-		e, err := Compile(maincf.New(maincf.Params(), file, ""))
+		e, err := Compile(maincf.New(testCatalogue(), file, ""))
 		if err != nil {
 			return
 		}
@@ -618,4 +619,10 @@ func BenchmarkCheck(b *testing.B) {
 			}
 		})
 	}
+}
+
+// testCatalogue is what smtpgate-policy reads main.cf through, as far as
+// the restrictions go: the shared parameters and policy's own.
+func testCatalogue() *maincf.Catalogue {
+	return maincf.NewCatalogue(append(maincf.Shared(), policyparams.Defs()...)...)
 }
