@@ -13,6 +13,7 @@ package grpcclient
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
@@ -212,19 +213,53 @@ func deadlineInterceptor(d time.Duration) grpc.UnaryClientInterceptor {
 	}
 }
 
+// Target is a gRPC service a process calls, read from main.cf once: its
+// address, the deadline of a unary call whose caller set none, and how the
+// connection is secured (the smtpgate_grpc_tls_* parameters).
+type Target struct {
+	// Param is the parameter that names the target
+	// (smtpgate_policy_service, smtpgate_auth_service).
+	Param    string
+	Address  string
+	Timeout  time.Duration
+	Security grpctls.Security
+}
+
+// LoadTarget reads the target main.cf names in param, its timeout in
+// timeoutParam and its security (grpctls.ClientSecurity, which reads the
+// TLS files); every problem, joined, with its file:line.
+func LoadTarget(c *maincf.Config, param, timeoutParam string) (Target, error) {
+	t := Target{Param: param, Address: c.Get(param)}
+	var errs []error
+	d, err := maincf.ParseDuration(c.Get(timeoutParam))
+	if err != nil {
+		errs = append(errs, c.Errorf(timeoutParam, "%v", err))
+	}
+	t.Timeout = d
+	if t.Security, err = grpctls.ClientSecurity(c, param); err != nil {
+		errs = append(errs, err)
+	}
+	return t, errors.Join(errs...)
+}
+
+// Dial makes the client of t. log (nil: none) gets the certificate reloads
+// and a line saying how the connection is secured. opts come after t's own
+// and may override them.
+func (t Target) Dial(log *slog.Logger, opts ...Option) (*grpc.ClientConn, error) {
+	if log != nil {
+		log.Info("gRPC client", "target", t.Address, "param", t.Param, "security", string(t.Security.Mode))
+	}
+	base := []Option{WithCredentials(t.Security.Credentials(log)), WithTimeout(t.Timeout)}
+	return Dial(t.Address, append(base, opts...)...)
+}
+
 // DialService makes the client of the service whose target main.cf names
-// in param (smtpgate_policy_service, smtpgate_auth_service), secured as
-// the smtpgate_grpc_tls_* parameters say (grpctls.Client); a unary call
-// whose caller set no deadline gets the duration in timeoutParam. log gets the certificate
-// reloads. opts come after and may override.
+// in param (smtpgate_policy_service, smtpgate_auth_service): LoadTarget,
+// then Dial.
 func DialService(c *maincf.Config, param, timeoutParam string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, error) {
-	creds, mode, err := grpctls.Client(c, param, log)
+	t, err := LoadTarget(c, param, timeoutParam)
 	if err != nil {
 		return nil, err
 	}
-	if log != nil {
-		log.Info("gRPC client", "target", c.Get(param), "param", param, "security", string(mode))
-	}
-	base := []Option{WithCredentials(creds), WithTimeout(c.Duration(timeoutParam))}
-	return Dial(c.Get(param), append(base, opts...)...)
+	return t.Dial(log, opts...)
 }

@@ -165,6 +165,18 @@ func Warnings(c *maincf.Config, listenParam string) []string {
 	return []string{a.Warning()}
 }
 
+// WithLogger returns a copy of a, made before any call, whose refusals go
+// to log: a service's settings build the Access once, without a logger,
+// and the service gives it its own when it starts.
+func (a *Access) WithLogger(log *slog.Logger) *Access {
+	if log == nil {
+		return a
+	}
+	c := *a
+	c.log = log
+	return &c
+}
+
 // WithRateLimit limits fullMethod to perSecond calls per second and caller
 // (bursts of up to a second's worth); beyond it the call is refused with
 // ResourceExhausted. perSecond <= 0: no limit.

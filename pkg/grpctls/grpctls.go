@@ -70,21 +70,65 @@ const (
 	MutualTLS Mode = "mtls"
 )
 
+// Security is how one gRPC listener or client is secured, read from
+// main.cf once (by a service's settings) and turned into credentials when
+// the service is built.
+type Security struct {
+	// Mode says how, for the logs.
+	Mode Mode
+	// creds are insecure credentials, or a *reloading with no logger.
+	creds credentials.TransportCredentials
+}
+
+// Credentials returns the transport credentials; log (nil: none) gets the
+// reloads of the TLS files. The files read by ServerSecurity or
+// ClientSecurity are not read again until a handshake finds them changed.
+func (s Security) Credentials(log *slog.Logger) credentials.TransportCredentials {
+	r, ok := s.creds.(*reloading)
+	if !ok || log == nil {
+		return s.creds
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return &reloading{files: r.files, load: r.load, log: log, content: r.content, creds: r.creds, failed: r.failed}
+}
+
 // Server returns the credentials of the gRPC listener whose address is
 // main.cf's listenParam. The error names the parameter at fault and its
 // file:line; log (nil: none) gets the reloads.
 func Server(c *maincf.Config, listenParam string, log *slog.Logger) (credentials.TransportCredentials, Mode, error) {
+	s, err := ServerSecurity(c, listenParam)
+	if err != nil {
+		return nil, "", err
+	}
+	return s.Credentials(log), s.Mode, nil
+}
+
+// Client returns the credentials of the client of the target in main.cf's
+// targetParam (a gRPC target: host:port, dns:///host:port, unix:/path).
+func Client(c *maincf.Config, targetParam string, log *slog.Logger) (credentials.TransportCredentials, Mode, error) {
+	s, err := ClientSecurity(c, targetParam)
+	if err != nil {
+		return nil, "", err
+	}
+	return s.Credentials(log), s.Mode, nil
+}
+
+// ServerSecurity reads the security of the gRPC listener whose address is
+// main.cf's listenParam, and its TLS files. The error names the parameter
+// at fault and its file:line.
+func ServerSecurity(c *maincf.Config, listenParam string) (Security, error) {
 	cert, key, ca := c.Path(CertFile), c.Path(KeyFile), c.Path(ClientCAFile)
 	switch {
 	case cert == "" && key != "":
-		return nil, "", c.Errorf(KeyFile, "set %s too", CertFile)
+		return Security{}, c.Errorf(KeyFile, "set %s too", CertFile)
 	case cert == "" && ca != "":
-		return nil, "", c.Errorf(ClientCAFile, "mutual TLS needs a server certificate: set %s and %s too", CertFile, KeyFile)
+		return Security{}, c.Errorf(ClientCAFile, "mutual TLS needs a server certificate: set %s and %s too", CertFile, KeyFile)
 	case cert == "":
 		if err := plaintextOK(c, listenParam, LocalListen(c.Get(listenParam))); err != nil {
-			return nil, "", err
+			return Security{}, err
 		}
-		return insecure.NewCredentials(), Plaintext, nil
+		return Security{Mode: Plaintext, creds: insecure.NewCredentials()}, nil
 	}
 	mode := TLS
 	files := []string{cert, key}
@@ -107,29 +151,30 @@ func Server(c *maincf.Config, listenParam string, log *slog.Logger) (credentials
 		}
 		return cfg, nil
 	}
-	r, err := newReloading(files, load, log)
+	r, err := newReloading(files, load)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", c.Pos(CertFile), err)
+		return Security{}, fmt.Errorf("%s: %w", c.Pos(CertFile), err)
 	}
-	return r, mode, nil
+	return Security{Mode: mode, creds: r}, nil
 }
 
-// Client returns the credentials of the client of the target in main.cf's
-// targetParam (a gRPC target: host:port, dns:///host:port, unix:/path).
-func Client(c *maincf.Config, targetParam string, log *slog.Logger) (credentials.TransportCredentials, Mode, error) {
+// ClientSecurity reads the security of the client of the target in
+// main.cf's targetParam (a gRPC target: host:port, dns:///host:port,
+// unix:/path), and its TLS files.
+func ClientSecurity(c *maincf.Config, targetParam string) (Security, error) {
 	ca, cert, key, name := c.Path(CAFile), c.Path(ClientCertFile), c.Path(ClientKeyFile), c.Get(ServerName)
 	switch {
 	case ca == "" && cert != "":
-		return nil, "", c.Errorf(ClientCertFile, "a client certificate is for TLS: set %s too", CAFile)
+		return Security{}, c.Errorf(ClientCertFile, "a client certificate is for TLS: set %s too", CAFile)
 	case ca == "" && name != "":
-		return nil, "", c.Errorf(ServerName, "a server name is for TLS: set %s too", CAFile)
+		return Security{}, c.Errorf(ServerName, "a server name is for TLS: set %s too", CAFile)
 	case cert == "" && key != "":
-		return nil, "", c.Errorf(ClientKeyFile, "set %s too", ClientCertFile)
+		return Security{}, c.Errorf(ClientKeyFile, "set %s too", ClientCertFile)
 	case ca == "":
 		if err := plaintextOK(c, targetParam, localTarget(c.Get(targetParam))); err != nil {
-			return nil, "", err
+			return Security{}, err
 		}
-		return insecure.NewCredentials(), Plaintext, nil
+		return Security{Mode: Plaintext, creds: insecure.NewCredentials()}, nil
 	}
 	mode := TLS
 	files := []string{ca}
@@ -154,11 +199,11 @@ func Client(c *maincf.Config, targetParam string, log *slog.Logger) (credentials
 		}
 		return cfg, nil
 	}
-	r, err := newReloading(files, load, log)
+	r, err := newReloading(files, load)
 	if err != nil {
-		return nil, "", fmt.Errorf("%s: %w", c.Pos(CAFile), err)
+		return Security{}, fmt.Errorf("%s: %w", c.Pos(CAFile), err)
 	}
-	return r, mode, nil
+	return Security{Mode: mode, creds: r}, nil
 }
 
 // plaintextOK applies the loopback rule to the address in param.
@@ -240,11 +285,8 @@ type reloading struct {
 	failed [][]byte
 }
 
-func newReloading(files []string, load func([][]byte) (*tls.Config, error), log *slog.Logger) (*reloading, error) {
-	if log == nil {
-		log = slog.New(slog.DiscardHandler)
-	}
-	r := &reloading{files: files, load: load, log: log}
+func newReloading(files []string, load func([][]byte) (*tls.Config, error)) (*reloading, error) {
+	r := &reloading{files: files, load: load, log: slog.New(slog.DiscardHandler)}
 	content, err := r.read()
 	if err != nil {
 		return nil, err

@@ -232,3 +232,32 @@ func FuzzLocalTarget(f *testing.F) {
 		}
 	})
 }
+
+// ServerSecurity reads the TLS files once, as a service's settings do;
+// Credentials, when the service starts, serves what was read then and
+// does not fail if the files broke in between (the next handshake logs
+// that, and keeps the pair that loaded).
+func TestSecurityReadOnce(t *testing.T) {
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	pool := x509.NewCertPool()
+	b, _ := os.ReadFile(ca.CertFile)
+	pool.AppendCertsFromPEM(b)
+	cert, key := ca.Server(t, "one")
+	c := config(t, dir, "smtpgate_grpc_tls_cert_file = "+cert+"\nsmtpgate_grpc_tls_key_file = "+key+"\n")
+	sec, err := ServerSecurity(c, "smtpgate_policy_listen")
+	if err != nil || sec.Mode != TLS {
+		t.Fatalf("ServerSecurity: %v, %v", sec.Mode, err)
+	}
+	if err := os.WriteFile(key, []byte("garbage"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	r := sec.Credentials(slog.New(slog.NewTextHandler(&logs, nil))).(*reloading)
+	if cn, err := served(t, r, pool); err != nil || cn != "one" {
+		t.Errorf("served %q, %v; want one, read by ServerSecurity", cn, err)
+	}
+	if !strings.Contains(logs.String(), "do not load; the previous ones stay in use") {
+		t.Errorf("the broken key is not logged to the service's logger:\n%s", logs.String())
+	}
+}

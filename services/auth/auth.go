@@ -85,12 +85,8 @@ func New(set Settings, cfg Config) (*Server, error) {
 	}
 	s := &Server{set: set, cfg: cfg, log: cfg.Logger}
 	var err error
-	if s.creds, s.security, err = grpctls.Server(set.main, listenParam, cfg.Logger); err != nil {
-		return nil, err
-	}
-	if s.access, err = newAccess(set, s.security, cfg.Logger); err != nil {
-		return nil, err
-	}
+	s.creds, s.security = set.grpcSecurity.Credentials(cfg.Logger), set.grpcSecurity.Mode
+	s.access = set.access.WithLogger(cfg.Logger)
 	a := &authority{log: s.log, hostname: set.hostname, users: set.users, listeners: set.listeners, sleep: sleep}
 	pw := make([]byte, 16)
 	_, _ = rand.Read(pw)

@@ -3,7 +3,6 @@ package auth
 import (
 	"errors"
 	"fmt"
-	"log/slog"
 	"os/user"
 	"strings"
 	"time"
@@ -45,8 +44,11 @@ type Settings struct {
 	// the smtpgate_dovecot_auth_* parameters.
 	dovecotListen []string
 	dovecot       dovecotSettings
-	// lookupRateLimit is smtpgate_auth_lookup_rate_limit.
-	lookupRateLimit int
+	// grpcSecurity secures the gRPC listener (its TLS files read once);
+	// access says who may call which method, with
+	// smtpgate_auth_lookup_rate_limit on LookupUser.
+	grpcSecurity grpctls.Security
+	access       *grpcserver.Access
 }
 
 // Load reads and checks the auth service's part of the configuration:
@@ -70,17 +72,12 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	if s.dovecot, err = parseDovecot(main); err != nil {
 		errs = append(errs, err)
 	}
-	// The gRPC listener's TLS files, and plaintext only on loopback.
-	if _, mode, err := grpctls.Server(main, listenParam, nil); err != nil {
+	// The gRPC listener's TLS files (read here, once), and plaintext
+	// only on loopback; who may call which method.
+	if s.grpcSecurity, err = grpctls.ServerSecurity(main, listenParam); err != nil {
 		errs = append(errs, err)
-	} else {
-		if _, err := grpcserver.NewAccess(main, listenParam, mode, nil); err != nil {
-			errs = append(errs, err)
-		} else if n, err := maincf.ParseInt(main.Get(grpcserver.LookupRateLimit)); err != nil {
-			errs = append(errs, main.Errorf(grpcserver.LookupRateLimit, "%v", err))
-		} else {
-			s.lookupRateLimit = int(min(n, 1<<30))
-		}
+	} else if s.access, err = newAccess(main, s.grpcSecurity.Mode); err != nil {
+		errs = append(errs, err)
 	}
 	errs = append(errs, typed...)
 	return s, errors.Join(errs...)
@@ -102,13 +99,17 @@ func Warnings(main *maincf.Config) []string {
 
 // newAccess returns who may call which method of the gRPC listener (the
 // roles of the client certificates), with smtpgate_auth_lookup_rate_limit
-// on LookupUser.
-func newAccess(set Settings, mode grpctls.Mode, log *slog.Logger) (*grpcserver.Access, error) {
-	a, err := grpcserver.NewAccess(set.main, listenParam, mode, log)
+// on LookupUser; the service gives it its logger (Access.WithLogger).
+func newAccess(main *maincf.Config, mode grpctls.Mode) (*grpcserver.Access, error) {
+	a, err := grpcserver.NewAccess(main, listenParam, mode, nil)
 	if err != nil {
 		return nil, err
 	}
-	return a.WithRateLimit(authv1.AuthService_LookupUser_FullMethodName, set.lookupRateLimit), nil
+	n, err := maincf.ParseInt(main.Get(grpcserver.LookupRateLimit))
+	if err != nil {
+		return nil, main.Errorf(grpcserver.LookupRateLimit, "%v", err)
+	}
+	return a.WithRateLimit(authv1.AuthService_LookupUser_FullMethodName, int(min(n, 1<<30))), nil
 }
 
 // typedParam reads name's value with parse. A bad value is added to errs
