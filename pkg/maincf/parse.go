@@ -6,6 +6,14 @@
 // The syntax follows postconf(5) and master(5): a logical line starts with
 // non-whitespace text, a line that starts with whitespace continues it, and
 // lines whose first non-whitespace character is '#' are comments.
+//
+// It owns the syntax ($name and ${name?x:y} expansion, -o overrides, the
+// value parsers and checks, file:line) and the parameters several services
+// share (Shared); it knows no service's own parameters: each service
+// defines them in its params package and joins the catalogues. The files
+// are the operator's and trusted to say what the operator means, not to be
+// well formed: every malformed line, unknown name and bad value is an
+// error with its file:line, never a silent default.
 package maincf
 
 import (
