@@ -27,6 +27,16 @@ func (s *stack) rawClientDial(t *testing.T, from, listener string) *rawClient {
 	return &rawClient{t: t, rawSMTP: r}
 }
 
+// rawHello connects, reads the greeting and says EHLO as
+// client.example.net, expecting a 250.
+func (s *stack) rawHello(t *testing.T, from, listener string) *rawClient {
+	t.Helper()
+	r := s.rawClientDial(t, from, listener)
+	r.reply()
+	r.do("EHLO client.example.net", "250")
+	return r
+}
+
 // reply reads one reply; multi-line replies are joined with "|".
 func (r *rawClient) reply() string {
 	r.t.Helper()
@@ -53,6 +63,45 @@ func (r *rawClient) do(cmd, want string) string {
 		r.t.Errorf("%q: got %q, want %q", cmd, got, want)
 	}
 	return got
+}
+
+// data sends DATA, expecting 354, then the message (which ends with the
+// line "."), and checks the start of the reply to it.
+func (r *rawClient) data(message, want string) string {
+	r.t.Helper()
+	r.do("DATA", "354")
+	return r.do(message, want)
+}
+
+// pipeliningRefused reads the replies to commands sent ahead, each
+// starting as in wants, then expects DATA's 503 for improper pipelining
+// (what names the case if it does not come; a 354 gets the message with
+// token, so that the caller's delivery check sees it), and says QUIT.
+func (r *rawClient) pipeliningRefused(what, token string, wants ...string) {
+	r.t.Helper()
+	for _, want := range wants {
+		if got := r.reply(); !strings.HasPrefix(got, want) {
+			r.t.Errorf("got %q, want %q", got, want)
+		}
+	}
+	if got := r.reply(); got != "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining" {
+		r.t.Errorf("%s: %q", what, got)
+		if strings.HasPrefix(got, "354") {
+			r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "")
+		}
+	}
+	r.do("QUIT", "221")
+}
+
+// expectDelivered checks that the delivered message got holds each of
+// wants.
+func expectDelivered(t *testing.T, got string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
+		if !strings.Contains(got, want) {
+			t.Errorf("the delivered message has no %q:\n%s", want, got)
+		}
+	}
 }
 
 // TestProtocolAttacks plays issue 16's protocol attacks against the real
@@ -95,28 +144,18 @@ func TestProtocolAttacks(t *testing.T) {
 		c.Close()
 
 		token := newToken("smtputf8")
-		r := s.rawClientDial(t, Stranger, "mx")
-		r.reply()
-		r.do("EHLO client.example.net", "250")
+		r := s.rawHello(t, Stranger, "mx")
 		r.do("MAIL FROM:<jöhn@example.net>", "553 5.6.7 Must declare SMTPUTF8 to send unicode address")
 		r.do("MAIL FROM:<someone@пример.испытание>", "501 5.1.7 Bad sender address syntax")
 		r.do("MAIL FROM:<jöhn@пример.испытание> SMTPUTF8", "250 2.1.0")
 		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
-		r.do("DATA", "354")
-		r.do("From: Jöhn <jöhn@пример.испытание>\r\nTo: <john@example.org>\r\nSubject: "+token+"\r\n\r\nПривет\r\n.", "250 2.0.0")
+		r.data("From: Jöhn <jöhn@пример.испытание>\r\nTo: <john@example.org>\r\nSubject: "+token+"\r\n\r\nПривет\r\n.", "250 2.0.0")
 		r.do("QUIT", "221")
-		got := s.maildirFile(token)
-		for _, want := range []string{"Return-Path: <jöhn@пример.испытание>", "From: Jöhn <jöhn@пример.испытание>", "Привет"} {
-			if !strings.Contains(got, want) {
-				t.Errorf("the delivered message has no %q:\n%s", want, got)
-			}
-		}
+		expectDelivered(t, s.maildirFile(token), "Return-Path: <jöhn@пример.испытание>", "From: Jöhn <jöhn@пример.испытание>", "Привет")
 	})
 
 	t.Run("a bad address literal is refused as Postfix refuses it", func(t *testing.T) {
-		r := s.rawClientDial(t, Stranger, "mx")
-		r.reply()
-		r.do("EHLO client.example.net", "250")
+		r := s.rawHello(t, Stranger, "mx")
 		r.do("MAIL FROM:<a@[300.1.1.1]>", "501 5.1.7 Bad sender address syntax")
 		r.do("MAIL FROM:<a@192.0.2.1>", "501 5.1.7 Bad sender address syntax")
 		r.do("MAIL FROM:<a@[192.0.2.1]>", "250 2.1.0")
@@ -126,20 +165,12 @@ func TestProtocolAttacks(t *testing.T) {
 
 	t.Run("the trailing dot is removed before the next hop", func(t *testing.T) {
 		token := newToken("trailingdot")
-		r := s.rawClientDial(t, Stranger, "mx")
-		r.reply()
-		r.do("EHLO client.example.net", "250")
+		r := s.rawHello(t, Stranger, "mx")
 		r.do("MAIL FROM:<someone@example.net.>", "250 2.1.0")
 		r.do("RCPT TO:<john@example.org.>", "250 2.1.5")
-		r.do("DATA", "354")
-		r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
+		r.data("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
 		r.do("QUIT", "221")
-		got := s.maildirFile(token)
-		for _, want := range []string{"Return-Path: <someone@example.net>\n", "X-Original-To: <john@example.org>\n", "for <john@example.org>;"} {
-			if !strings.Contains(got, want) {
-				t.Errorf("the delivered message has no %q:\n%s", want, got)
-			}
-		}
+		expectDelivered(t, s.maildirFile(token), "Return-Path: <someone@example.net>\n", "X-Original-To: <john@example.org>\n", "for <john@example.org>;")
 	})
 
 	t.Run("a client that talks before the greeting is refused at DATA", func(t *testing.T) {
@@ -147,18 +178,7 @@ func TestProtocolAttacks(t *testing.T) {
 		r := s.rawClientDial(t, Stranger, "mx")
 		// Everything at once, before the 220.
 		r.send("EHLO client.example.net\r\nMAIL FROM:<someone@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\n")
-		for _, want := range []string{"220 ", "250", "250 2.1.0", "250 2.1.5"} {
-			if got := r.reply(); !strings.HasPrefix(got, want) {
-				t.Errorf("got %q, want %q", got, want)
-			}
-		}
-		if got := r.reply(); got != "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining" {
-			t.Errorf("DATA from a client that talked first: %q", got)
-			if strings.HasPrefix(got, "354") {
-				r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "")
-			}
-		}
-		r.do("QUIT", "221")
+		r.pipeliningRefused("DATA from a client that talked first", token, "220 ", "250", "250 2.1.0", "250 2.1.5")
 		if n := s.maildirTokens()[token]; n != 0 {
 			t.Errorf("the early talker's message was delivered (%d copies)", n)
 		}
@@ -170,18 +190,7 @@ func TestProtocolAttacks(t *testing.T) {
 		r.reply()
 		r.do("HELO client.example.net", "250")
 		r.send("MAIL FROM:<someone@example.net>\r\nRCPT TO:<john@example.org>\r\nDATA\r\n")
-		for _, want := range []string{"250 2.1.0", "250 2.1.5"} {
-			if got := r.reply(); !strings.HasPrefix(got, want) {
-				t.Errorf("got %q, want %q", got, want)
-			}
-		}
-		if got := r.reply(); got != "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining" {
-			t.Errorf("DATA sent ahead after HELO: %q", got)
-			if strings.HasPrefix(got, "354") {
-				r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "")
-			}
-		}
-		r.do("QUIT", "221")
+		r.pipeliningRefused("DATA sent ahead after HELO", token, "250 2.1.0", "250 2.1.5")
 		if n := s.maildirTokens()[token]; n != 0 {
 			t.Errorf("the message sent ahead was delivered (%d copies)", n)
 		}
@@ -192,8 +201,7 @@ func TestProtocolAttacks(t *testing.T) {
 		r.do("HELO client.example.net", "250")
 		r.do("MAIL FROM:<someone@example.net>", "250")
 		r.do("RCPT TO:<john@example.org>", "250")
-		r.do("DATA", "354")
-		r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
+		r.data("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
 		r.do("QUIT", "221")
 		if n := s.maildirTokens()[token]; n != 1 {
 			t.Errorf("the lock-step message was delivered %d times, want once", n)
@@ -215,13 +223,10 @@ func TestSMTPUTF8NextHop(t *testing.T) {
 	t.Run("offered", func(t *testing.T) {
 		hop := handofftest.StartWith(t, "127.0.0.1:0", handofftest.Options{SMTPUTF8: true})
 		s := startStack(t, "smtpgate_next_hop = smtp://"+hop.Addr()+"\n")
-		r := s.rawClientDial(t, Stranger, "mx")
-		r.reply()
-		r.do("EHLO client.example.net", "250")
+		r := s.rawHello(t, Stranger, "mx")
 		r.do("MAIL FROM:<jöhn@пример.испытание> SMTPUTF8", "250 2.1.0")
 		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
-		r.do("DATA", "354")
-		r.do(utf8Message(newToken("utf8hop")), "250 2.0.0")
+		r.data(utf8Message(newToken("utf8hop")), "250 2.0.0")
 		r.do("QUIT", "221")
 		if mo := hop.MailOptions(); hop.Messages() != 1 || len(mo) != 1 || !mo[0].UTF8 {
 			t.Errorf("next hop: %d messages, MAIL options %+v; want one, with SMTPUTF8", hop.Messages(), mo)
@@ -230,21 +235,17 @@ func TestSMTPUTF8NextHop(t *testing.T) {
 	t.Run("not offered", func(t *testing.T) {
 		hop := handofftest.StartWith(t, "127.0.0.1:0", handofftest.Options{})
 		s := startStack(t, "smtpgate_next_hop = smtp://"+hop.Addr()+"\n")
-		r := s.rawClientDial(t, Stranger, "mx")
-		r.reply()
-		r.do("EHLO client.example.net", "250")
+		r := s.rawHello(t, Stranger, "mx")
 		r.do("MAIL FROM:<jöhn@пример.испытание> SMTPUTF8", "250 2.1.0")
 		r.do("RCPT TO:<john@example.org>", "553 5.6.7 <jöhn@пример.испытание>: message requires SMTPUTF8, but no server was found that supports SMTPUTF8")
 		r.do("RSET", "250")
 		r.do("MAIL FROM:<someone@example.net> SMTPUTF8", "250 2.1.0")
 		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
-		r.do("DATA", "354")
-		r.do(utf8Message(newToken("utf8header")), "550 5.6.7 message requires SMTPUTF8, but no server was found that supports SMTPUTF8")
+		r.data(utf8Message(newToken("utf8header")), "550 5.6.7 message requires SMTPUTF8, but no server was found that supports SMTPUTF8")
 		// Nothing in this one needs SMTPUTF8: it goes without it.
 		r.do("MAIL FROM:<someone@example.net> SMTPUTF8", "250 2.1.0")
 		r.do("RCPT TO:<john@example.org>", "250 2.1.5")
-		r.do("DATA", "354")
-		r.do("Subject: "+newToken("ascii")+"\r\n\r\nhello\r\n.", "250 2.0.0")
+		r.data("Subject: "+newToken("ascii")+"\r\n\r\nhello\r\n.", "250 2.0.0")
 		r.do("QUIT", "221")
 		if hop.Messages() != 1 {
 			t.Errorf("next hop took %d messages, want only the ASCII one", hop.Messages())
@@ -273,14 +274,11 @@ func TestIDNDestinations(t *testing.T) {
 		t.Run(tc.relayDomains, func(t *testing.T) {
 			s := startStack(t, "relay_domains = "+tc.relayDomains+"\n")
 			token := newToken("idn")
-			r := s.rawClientDial(t, Stranger, "mx")
-			r.reply()
-			r.do("EHLO client.example.net", "250")
+			r := s.rawHello(t, Stranger, "mx")
 			r.do("MAIL FROM:<someone@example.net>"+tc.mailParam, "250 2.1.0")
 			r.do("RCPT TO:<user@xn--e1afmkfd.example>", "554 5.7.1 <user@xn--e1afmkfd.example>: Relay access denied")
 			r.do("RCPT TO:<"+tc.rcpt+">", "250 2.1.5")
-			r.do("DATA", "354")
-			r.do("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
+			r.data("Subject: "+token+"\r\n\r\nbody\r\n.", "250 2.0.0")
 			r.do("QUIT", "221")
 			if got := s.maildirFile(token); !strings.Contains(got, "X-Original-To: <"+tc.rcpt+">\n") {
 				t.Errorf("the delivered message is not for %s:\n%s", tc.rcpt, got)

@@ -2,8 +2,6 @@ package handoff
 
 import (
 	"context"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,12 +100,8 @@ func TestMaildirIgnoresDSN(t *testing.T) {
 	if err := tx.Data(ctx, strings.NewReader(msg)); err != nil {
 		t.Fatal(err)
 	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "new"))
-	if len(entries) != 1 {
-		t.Fatalf("new/ holds %d files, want 1", len(entries))
-	}
-	b, _ := os.ReadFile(filepath.Join(dir, "new", entries[0].Name()))
-	if want := "Return-Path: <a@example.net>\nX-Original-To: <john@example.org>\nSubject: test\n\nline\n.dot line\n"; string(b) != want {
+	_, b := onlyMaildirFile(t, dir)
+	if want := "Return-Path: <a@example.net>\nX-Original-To: <john@example.org>\nSubject: test\n\nline\n.dot line\n"; b != want {
 		t.Errorf("file = %q, want %q", b, want)
 	}
 }

@@ -119,13 +119,7 @@ func TestRelaySMTP(t *testing.T) {
 	ctx := context.Background()
 	h.refuseRcpt["nobody@example.org"] = &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "<nobody@example.org>: Recipient address rejected: User unknown"}
 
-	tx, err := target.Begin(ctx, Envelope{Sender: "a@example.net"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
-		t.Fatal(err)
-	}
+	tx := beginToJohn(ctx, t, target)
 	err = tx.Rcpt(ctx, "nobody@example.org", RecipientDSN{})
 	if got := reply.FromHandoff(err).Text(); got != "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown" {
 		t.Errorf("refused RCPT reply = %q", got)
@@ -231,13 +225,7 @@ func TestRelayAbortSendsRSET(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	tx, err := target.Begin(ctx, Envelope{Sender: "a@example.net"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
-		t.Fatal(err)
-	}
+	tx := beginToJohn(ctx, t, target)
 	tx.Abort()
 	tx.Abort()
 	got := strings.Join(commands(), " ")
@@ -287,6 +275,33 @@ func TestRelayLMTP(t *testing.T) {
 	}
 }
 
+// beginToJohn begins a transaction from a@example.net at target with
+// john@example.org as its one recipient; either step failing ends the
+// test.
+func beginToJohn(ctx context.Context, t *testing.T, target Target) Tx {
+	t.Helper()
+	tx, err := target.Begin(ctx, Envelope{Sender: "a@example.net"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
+		t.Fatal(err)
+	}
+	return tx
+}
+
+// onlyMaildirFile returns the name and the content of the one message
+// in the Maildir dir's new/; another count ends the test.
+func onlyMaildirFile(t *testing.T, dir string) (name, content string) {
+	t.Helper()
+	entries, _ := os.ReadDir(filepath.Join(dir, "new"))
+	if len(entries) != 1 {
+		t.Fatalf("new/ holds %d files, want 1", len(entries))
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, "new", entries[0].Name()))
+	return entries[0].Name(), string(b)
+}
+
 func TestMaildir(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "Maildir")
 	target, err := Parse("maildir:Maildir", func(p string) string { return filepath.Join(filepath.Dir(dir), p) }, Options{Hostname: "mail.example.org"})
@@ -300,17 +315,13 @@ func TestMaildir(t *testing.T) {
 	if err := tx.Data(ctx, strings.NewReader(msg)); err != nil {
 		t.Fatal(err)
 	}
-	entries, _ := os.ReadDir(filepath.Join(dir, "new"))
-	if len(entries) != 1 {
-		t.Fatalf("new/ holds %d files, want 1", len(entries))
-	}
-	b, _ := os.ReadFile(filepath.Join(dir, "new", entries[0].Name()))
+	name, b := onlyMaildirFile(t, dir)
 	want := "Return-Path: <a@example.net>\nX-Original-To: <john@example.org>\nX-Original-To: <jane@example.org>\nSubject: test\n\nline\n.dot line\n"
-	if string(b) != want {
+	if b != want {
 		t.Errorf("file = %q, want %q", b, want)
 	}
-	if !strings.Contains(entries[0].Name(), ".mail.example.org,S=") {
-		t.Errorf("file name %q lacks host and size", entries[0].Name())
+	if !strings.Contains(name, ".mail.example.org,S=") {
+		t.Errorf("file name %q lacks host and size", name)
 	}
 	if tmp, _ := os.ReadDir(filepath.Join(dir, "tmp")); len(tmp) != 0 {
 		t.Errorf("tmp/ not empty")

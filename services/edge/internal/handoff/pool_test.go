@@ -230,13 +230,7 @@ func TestRelayPoolNeverRetriesData(t *testing.T) {
 	h, ln, _ := startCountingHop(t, "127.0.0.1:0")
 	r := pooled(t, ln.Addr().String())
 	ctx := context.Background()
-	tx, err := r.Begin(ctx, Envelope{Sender: "a@example.net"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
-		t.Fatal(err)
-	}
+	tx := beginToJohn(ctx, t, r)
 	// The next hop goes away while the content is on its way.
 	body := io.MultiReader(strings.NewReader("Subject: x\r\n\r\n"), readerFunc(func([]byte) (int, error) {
 		ln.drop("")

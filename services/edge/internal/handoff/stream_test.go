@@ -137,13 +137,7 @@ func TestRelayStreams(t *testing.T) {
 	defer srv.Close()
 	target, _ := Parse("smtp://"+ln.Addr().String(), nil, Options{Hostname: "mail.example.org", Timeout: 10 * time.Second})
 	ctx := context.Background()
-	tx, err := target.Begin(ctx, Envelope{Sender: "a@example.net"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
-		t.Fatal(err)
-	}
+	tx := beginToJohn(ctx, t, target)
 	const size = 5 << 20
 	if err := tx.Data(ctx, &lines{left: size}); err != nil {
 		t.Fatal(err)
@@ -154,13 +148,7 @@ func TestRelayStreams(t *testing.T) {
 	}
 
 	// The next hop goes away between RCPT and the content.
-	tx, err = target.Begin(ctx, Envelope{Sender: "a@example.net"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := tx.Rcpt(ctx, "john@example.org", RecipientDSN{}); err != nil {
-		t.Fatal(err)
-	}
+	tx = beginToJohn(ctx, t, target)
 	srv.Close()
 	r := reply.FromHandoff(tx.Data(ctx, &lines{left: size}))
 	if !r.Temporary() || !strings.HasPrefix(r.Enhanced, "4.4.") {
