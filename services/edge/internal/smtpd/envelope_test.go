@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
-	"io"
 	"net"
 	"strings"
 	"sync"
@@ -373,16 +372,7 @@ func FuzzAPIStrings(f *testing.F) {
 		pipe, clientEnd := net.Pipe()
 		// From 127.0.0.1, so that XCLIENT is allowed.
 		server := remoteConn{Conn: pipe, remote: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 4000}}
-		done := make(chan struct{})
-		go func() { srv.Serve(context.Background(), server, l); close(done) }()
-		go func() { _, _ = io.Copy(io.Discard, clientEnd) }()
-		_, _ = io.WriteString(clientEnd, in)
-		clientEnd.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("session did not end after the client closed")
-		}
+		sessionOf(t, srv, l, server, clientEnd, in)
 		if f := w.failures(); len(f) > 0 {
 			t.Errorf("requests the API cannot carry: %q", f)
 		}

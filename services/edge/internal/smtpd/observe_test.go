@@ -57,21 +57,7 @@ func TestTelemetry(t *testing.T) {
 	h.addr = ln.Addr().String()
 	c := h.dial()
 	c.reply()
-	for _, step := range []struct{ send, want string }{
-		{"EHLO client.example.net\r\n", "250"},
-		{"MAIL FROM:<a@example.net>\r\n", "250"},
-		{"RCPT TO:<x@elsewhere.example>\r\n", "554 5.7.1"},
-		{"RCPT TO:<john@example.org>\r\n", "250"},
-		{"DATA\r\n", "354"},
-		{"Subject: t\r\n\r\nhi\r\n.\r\n", "250 2.0.0"},
-		{"BOGUS\r\n", "500"},
-		{"QUIT\r\n", "221"},
-	} {
-		c.send(step.send)
-		if r := c.reply(); !strings.HasPrefix(r, step.want) {
-			t.Fatalf("%q: %q, want %s", step.send, r, step.want)
-		}
-	}
+	c.steps(append(refusedThenQueued(), [2]string{"BOGUS\r\n", "500"}, [2]string{"QUIT\r\n", "221"})...)
 	<-done
 
 	spans := rec.Ended()

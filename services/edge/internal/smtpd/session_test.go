@@ -354,6 +354,32 @@ func (c *client) do(cmd, want string) string {
 	return got
 }
 
+// steps sends each step's first string as it is (with its CRLF) and
+// checks that the reply starts with the second; a mismatch ends the
+// test.
+func (c *client) steps(steps ...[2]string) {
+	c.t.Helper()
+	for _, step := range steps {
+		c.send(step[0])
+		if r := c.reply(); !strings.HasPrefix(r, step[1]) {
+			c.t.Fatalf("%q: %q, want %s", step[0], r, step[1])
+		}
+	}
+}
+
+// refusedThenQueued is a transaction with one recipient refused (a
+// relay) and one accepted, and its message queued.
+func refusedThenQueued() [][2]string {
+	return [][2]string{
+		{"EHLO client.example.net\r\n", "250"},
+		{"MAIL FROM:<a@example.net>\r\n", "250"},
+		{"RCPT TO:<x@elsewhere.example>\r\n", "554 5.7.1"},
+		{"RCPT TO:<john@example.org>\r\n", "250"},
+		{"DATA\r\n", "354"},
+		{"Subject: t\r\n\r\nhi\r\n.\r\n", "250 2.0.0"},
+	}
+}
+
 func TestDialogue(t *testing.T) {
 	h := newHarness(t, relayDenied, func(l *Listener) { l.HardErrorLimit = 100 })
 	c := h.dial()
@@ -703,15 +729,23 @@ func FuzzSession(f *testing.F) {
 		l := &Listener{Name: "fuzz", Hostname: "h", Banner: "h", MaxMessageSize: 1 << 16, MaxRecipients: 10, LineLimit: 512, Timeout: time.Second, HardErrorLimit: 50, NextHop: &sink{}}
 		srv := &Server{Config: Config{Policy: &testPolicy{decide: relayDenied}, Auth: &testAuth{}, PolicyTimeout: time.Second, AuthTimeout: 100 * time.Millisecond}}
 		server, clientEnd := net.Pipe()
-		done := make(chan struct{})
-		go func() { srv.Serve(context.Background(), server, l); close(done) }()
-		go func() { _, _ = io.Copy(io.Discard, clientEnd) }()
-		_, _ = io.WriteString(clientEnd, in)
-		clientEnd.Close()
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("session did not end after the client closed")
-		}
+		sessionOf(t, srv, l, server, clientEnd, in)
 	})
+}
+
+// sessionOf serves one session of srv on l over server, while the
+// client at clientEnd sends in, hangs up and ignores every reply; the
+// session must end once the client is gone.
+func sessionOf(t *testing.T, srv *Server, l *Listener, server, clientEnd net.Conn, in string) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() { srv.Serve(context.Background(), server, l); close(done) }()
+	go func() { _, _ = io.Copy(io.Discard, clientEnd) }()
+	_, _ = io.WriteString(clientEnd, in)
+	clientEnd.Close()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("session did not end after the client closed")
+	}
 }
