@@ -45,17 +45,11 @@ func TestDovecotUnixSocket(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.srv.ServeDovecot(ctx, ln) }()
-	c, err := net.Dial("unix", path)
-	must(t, err)
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	d := &dovecot{t: t, c: c, br: bufio.NewReader(c)}
-	fmt.Fprintf(c, "VERSION\t1\t2\nCPID\t1\n")
-	for d.line() != "DONE" {
-	}
+	d := dialDovecot(t, "unix", path)
 	if got := d.plain("1", "192.0.2.5", "john@example.org", password); !strings.HasPrefix(got, "OK\t1\t") {
 		t.Errorf("AUTH on the unix socket: %q, want OK", got)
 	}
-	c.Close()
+	d.c.Close()
 	cancel()
 	must(t, <-done)
 	ln.Close() // as Run does
@@ -164,14 +158,7 @@ func TestDovecotRipFromTrustedOnly(t *testing.T) {
 		t.Errorf("the trusted caller's 30 guesses over 30 rip= networks: %d checked, %d refused; want 10 and 20 (the user's maximum)", checked, refused)
 	}
 	// Through Postfix, from home, john still gets in; from elsewhere not.
-	c, err := net.Dial("tcp", ln.Addr().String())
-	must(t, err)
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	d := &dovecot{t: t, c: c, br: bufio.NewReader(c)}
-	fmt.Fprintf(c, "VERSION\t1\t2\nCPID\t1\n")
-	for d.line() != "DONE" {
-	}
+	d := dialDovecot(t, "tcp", ln.Addr().String())
 	if got := d.plain("1", "10.99.0.1", "john@example.org", password); !strings.HasPrefix(got, "OK\t1\t") {
 		t.Errorf("john from home through the Dovecot port: %q, want OK", got)
 	}

@@ -328,21 +328,28 @@ func dovecotClient(t *testing.T, r *replica) *dovecot {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- r.srv.ServeDovecot(ctx, ln) }()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	must(t, err)
+	d := dialDovecot(t, "tcp", ln.Addr().String())
 	t.Cleanup(func() {
-		c.Close()
+		d.c.Close()
 		cancel()
 		<-done
 	})
+	return d
+}
+
+// dialDovecot connects to the Dovecot auth server at addr and reads its
+// handshake up to DONE.
+func dialDovecot(t *testing.T, network, addr string) *dovecot {
+	t.Helper()
+	c, err := net.Dial(network, addr)
+	must(t, err)
+	t.Cleanup(func() { c.Close() })
 	must(t, c.SetDeadline(time.Now().Add(10*time.Second)))
 	d := &dovecot{t: t, c: c, br: bufio.NewReader(c)}
 	fmt.Fprintf(c, "VERSION\t1\t2\nCPID\t1\n")
-	for {
-		if d.line() == "DONE" {
-			return d
-		}
+	for d.line() != "DONE" {
 	}
+	return d
 }
 
 func (d *dovecot) line() string {

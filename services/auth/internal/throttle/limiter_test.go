@@ -298,13 +298,8 @@ func BenchmarkReserveFail(b *testing.B) {
 		store(b, NewMemory(params))
 	})
 	b.Run("redis", func(b *testing.B) {
-		srv := redistest.Start(b)
-		c, err := NewRedisClient(srv.URL(), time.Second)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		store(b, NewRedis(c, params))
+		s, _ := redisStore(b, params)
+		store(b, s)
 	})
 	b.Run("limiter-redis", func(b *testing.B) {
 		srv := redistest.Start(b)

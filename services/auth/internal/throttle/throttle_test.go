@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/smtpgate/smtpgate/pkg/redistest"
 )
 
@@ -96,17 +98,28 @@ func newMemory(p Params) (*Memory, *clock) {
 	return m, c
 }
 
-// stores returns each implementation, empty, under the same params.
-func stores(t *testing.T, p Params) map[string]Store {
-	t.Helper()
-	m, _ := newMemory(p)
-	srv := redistest.Start(t)
+// redisStore returns a Redis store under p on a redis-server of its
+// own, and the client it uses.
+func redisStore(tb testing.TB, p Params) (*Redis, *redis.Client) {
+	tb.Helper()
+	srv := redistest.Start(tb)
 	c, err := NewRedisClient(srv.URL(), time.Second)
 	if err != nil {
-		t.Fatal(err)
+		tb.Fatal(err)
 	}
-	t.Cleanup(func() { c.Close() })
-	return map[string]Store{"memory": m, "redis": NewRedis(c, p)}
+	tb.Cleanup(func() { c.Close() })
+	return NewRedis(c, p), c
+}
+
+// eachStore runs test as a subtest against each implementation, empty,
+// under the same params.
+func eachStore(t *testing.T, p Params, test func(t *testing.T, s Store)) {
+	t.Helper()
+	m, _ := newMemory(p)
+	r, _ := redisStore(t, p)
+	for name, s := range map[string]Store{"memory": m, "redis": r} {
+		t.Run(name, func(t *testing.T) { test(t, s) })
+	}
 }
 
 // try runs one attempt of k against s: refused (the refusal), or
@@ -164,141 +177,139 @@ func admitted(t *testing.T, s Store, k Keys) Decision {
 
 // TestStores runs the same story against both implementations.
 func TestStores(t *testing.T) {
-	for name, s := range stores(t, params) {
-		t.Run(name, func(t *testing.T) {
-			t.Run("client lockout after growing delays", func(t *testing.T) {
-				k := KeysFor("192.0.2.1", "alice@example.org")
-				var delays []time.Duration
-				for i := range 2 {
-					d := try(t, s, KeysFor("192.0.2.1", fmt.Sprintf("user%d@example.org", i)))
-					if d.Locked {
-						t.Fatalf("failure %d locked: %+v", i+1, d)
-					}
-					delays = append(delays, d.Delay)
-					if d := admitted(t, s, k); d.Locked {
-						t.Fatalf("locked after %d failures: %+v", i+1, d)
-					}
+	eachStore(t, params, func(t *testing.T, s Store) {
+		t.Run("client lockout after growing delays", func(t *testing.T) {
+			k := KeysFor("192.0.2.1", "alice@example.org")
+			var delays []time.Duration
+			for i := range 2 {
+				d := try(t, s, KeysFor("192.0.2.1", fmt.Sprintf("user%d@example.org", i)))
+				if d.Locked {
+					t.Fatalf("failure %d locked: %+v", i+1, d)
 				}
-				d := try(t, s, k)
 				delays = append(delays, d.Delay)
-				if !d.Locked || !d.Tripped || d.Kind != "client" || d.Key != "192.0.2.1" || d.RetryAfter != params.Lockout {
-					t.Errorf("third failure: %+v, want the client locked for %v", d, params.Lockout)
+				if d := admitted(t, s, k); d.Locked {
+					t.Fatalf("locked after %d failures: %+v", i+1, d)
 				}
-				if want := []time.Duration{0, time.Second, 2 * time.Second}; fmt.Sprint(delays) != fmt.Sprint(want) {
-					t.Errorf("delays %v, want %v", delays, want)
+			}
+			d := try(t, s, k)
+			delays = append(delays, d.Delay)
+			if !d.Locked || !d.Tripped || d.Kind != "client" || d.Key != "192.0.2.1" || d.RetryAfter != params.Lockout {
+				t.Errorf("third failure: %+v, want the client locked for %v", d, params.Lockout)
+			}
+			if want := []time.Duration{0, time.Second, 2 * time.Second}; fmt.Sprint(delays) != fmt.Sprint(want) {
+				t.Errorf("delays %v, want %v", delays, want)
+			}
+			for _, user := range []string{"", "bob@example.org", "alice@example.org"} {
+				if d := admitted(t, s, KeysFor("192.0.2.1", user)); !d.Locked || d.Full || d.Kind != "client" {
+					t.Errorf("Reserve(client, %q) = %+v, want locked by client", user, d)
 				}
-				for _, user := range []string{"", "bob@example.org", "alice@example.org"} {
-					if d := admitted(t, s, KeysFor("192.0.2.1", user)); !d.Locked || d.Full || d.Kind != "client" {
-						t.Errorf("Reserve(client, %q) = %+v, want locked by client", user, d)
-					}
-				}
-				if d := admitted(t, s, KeysFor("192.0.2.2", "bob@example.org")); d.Locked {
-					t.Errorf("a neighbour is locked: %+v", d)
-				}
-			})
-			t.Run("network lockout", func(t *testing.T) {
-				for i := range 4 {
-					if d := try(t, s, KeysFor(fmt.Sprintf("198.51.100.%d", i+1), fmt.Sprintf("n%d", i))); d.Locked {
-						t.Fatalf("failure %d locked: %+v", i+1, d)
-					}
-				}
-				d := try(t, s, KeysFor("198.51.100.200", "n5"))
-				if !d.Tripped || d.Kind != "network" || d.Key != "198.51.100.0/24" {
-					t.Errorf("fifth failure in the network: %+v", d)
-				}
-				if d := admitted(t, s, KeysFor("198.51.100.99", "")); !d.Locked || d.Kind != "network" {
-					t.Errorf("another address of the network: %+v, want locked", d)
-				}
-				if d := admitted(t, s, KeysFor("198.51.101.1", "")); d.Locked {
-					t.Errorf("the next network is locked: %+v", d)
-				}
-			})
-			t.Run("user lockout across networks and spellings", func(t *testing.T) {
-				spellings := []string{"carol@example.org", "Carol@Example.org", " CAROL@EXAMPLE.ORG", "carol@example.ORG"}
-				for i, u := range spellings {
-					d := try(t, s, KeysFor(fmt.Sprintf("203.0.%d.1", i), u))
-					if (i == 3) != d.Tripped {
-						t.Fatalf("failure %d: %+v", i+1, d)
-					}
-					if i == 3 && (d.Kind != "user" || d.Key != "carol@example.org") {
-						t.Errorf("fourth failure: %+v, want the user locked", d)
-					}
-				}
-				if d := admitted(t, s, KeysFor("2001:db8::5", "CAROL@example.org")); !d.Locked || d.Kind != "user" {
-					t.Errorf("the user from elsewhere: %+v, want locked", d)
-				}
-			})
-			t.Run("success resets the client, not the user or network", func(t *testing.T) {
-				k := KeysFor("10.1.1.77", "dave@example.org")
-				for range 2 {
-					try(t, s, k)
-				}
-				if d := login(t, s, k); d.Locked {
-					t.Fatalf("login refused: %+v", d)
-				}
-				// From another network: the client count of 10.1.1.77 does
-				// not apply; dave's count (2) still does.
-				if d := try(t, s, KeysFor("10.9.9.9", "dave@example.org")); d.Locked || d.Delay != 2*time.Second {
-					t.Errorf("dave's third failure, elsewhere: %+v, want a delay of 2s (his count kept)", d)
-				}
-				// 10.1.1.77 is a known source of dave: client count only.
-				for i := range 2 {
-					d := try(t, s, k)
-					if want := time.Duration(i) * time.Second; d.Locked || d.Delay != want {
-						t.Errorf("failure %d after a success: %+v, want no lock and a delay of %v", i+1, d, want)
-					}
-				}
-				// 2 failures in 10.1.1.0/24 before the success; the two of
-				// the known source were not counted there.
-				for i := range 2 {
-					if d := try(t, s, KeysFor(fmt.Sprintf("10.1.1.%d", 100+i), "")); d.Locked {
-						t.Fatalf("network failure %d: %+v", 3+i, d)
-					}
-				}
-				if d := try(t, s, KeysFor("10.1.1.78", "")); !d.Tripped || d.Kind != "network" {
-					t.Errorf("fifth network failure: %+v, want the network locked", d)
-				}
-			})
-			t.Run("known source outlives an attack on its user", func(t *testing.T) {
-				home, attacker, travel := KeysFor("100.64.0.50", "erin@example.org"), KeysFor("203.0.113.66", "erin@example.org"), KeysFor("198.18.0.9", "erin@example.org")
-				if d := login(t, s, home); d.Locked {
-					t.Fatalf("first login: %+v", d)
-				}
-				// The attacker's 3rd failure locks it (client); the 4th user
-				// failure needs a second address.
-				for range 3 {
-					try(t, s, attacker)
-				}
-				if d := try(t, s, KeysFor("203.0.113.67", "erin@example.org")); !d.Tripped || d.Kind != "user" {
-					t.Fatalf("fourth failure for erin: %+v, want the user locked", d)
-				}
-				if d := admitted(t, s, travel); !d.Locked || d.Kind != "user" {
-					t.Errorf("erin from a new address: %+v, want locked (user)", d)
-				}
-				if d := login(t, s, home); d.Locked {
-					t.Errorf("erin from her known source: %+v, want admitted", d)
-				}
-				// Known sources are per user: someone else there is not.
-				if d := admitted(t, s, KeysFor("100.64.0.50", "frank@example.org")); d.Locked {
-					t.Errorf("frank from erin's address: %+v", d)
-				}
-				// Only the known source's own failures lock it.
-				for i := range 2 {
-					if d := try(t, s, home); d.Locked {
-						t.Fatalf("erin's typo %d at home: %+v", i+1, d)
-					}
-				}
-				if d := try(t, s, home); !d.Tripped || d.Kind != "client" {
-					t.Errorf("third failure from the known source: %+v, want its client locked", d)
-				}
-			})
-			t.Run("no keys", func(t *testing.T) {
-				if d := try(t, s, KeysFor("", "")); d.Locked || d.Delay != 0 {
-					t.Errorf("an attempt without keys: %+v", d)
-				}
-			})
+			}
+			if d := admitted(t, s, KeysFor("192.0.2.2", "bob@example.org")); d.Locked {
+				t.Errorf("a neighbour is locked: %+v", d)
+			}
 		})
-	}
+		t.Run("network lockout", func(t *testing.T) {
+			for i := range 4 {
+				if d := try(t, s, KeysFor(fmt.Sprintf("198.51.100.%d", i+1), fmt.Sprintf("n%d", i))); d.Locked {
+					t.Fatalf("failure %d locked: %+v", i+1, d)
+				}
+			}
+			d := try(t, s, KeysFor("198.51.100.200", "n5"))
+			if !d.Tripped || d.Kind != "network" || d.Key != "198.51.100.0/24" {
+				t.Errorf("fifth failure in the network: %+v", d)
+			}
+			if d := admitted(t, s, KeysFor("198.51.100.99", "")); !d.Locked || d.Kind != "network" {
+				t.Errorf("another address of the network: %+v, want locked", d)
+			}
+			if d := admitted(t, s, KeysFor("198.51.101.1", "")); d.Locked {
+				t.Errorf("the next network is locked: %+v", d)
+			}
+		})
+		t.Run("user lockout across networks and spellings", func(t *testing.T) {
+			spellings := []string{"carol@example.org", "Carol@Example.org", " CAROL@EXAMPLE.ORG", "carol@example.ORG"}
+			for i, u := range spellings {
+				d := try(t, s, KeysFor(fmt.Sprintf("203.0.%d.1", i), u))
+				if (i == 3) != d.Tripped {
+					t.Fatalf("failure %d: %+v", i+1, d)
+				}
+				if i == 3 && (d.Kind != "user" || d.Key != "carol@example.org") {
+					t.Errorf("fourth failure: %+v, want the user locked", d)
+				}
+			}
+			if d := admitted(t, s, KeysFor("2001:db8::5", "CAROL@example.org")); !d.Locked || d.Kind != "user" {
+				t.Errorf("the user from elsewhere: %+v, want locked", d)
+			}
+		})
+		t.Run("success resets the client, not the user or network", func(t *testing.T) {
+			k := KeysFor("10.1.1.77", "dave@example.org")
+			for range 2 {
+				try(t, s, k)
+			}
+			if d := login(t, s, k); d.Locked {
+				t.Fatalf("login refused: %+v", d)
+			}
+			// From another network: the client count of 10.1.1.77 does
+			// not apply; dave's count (2) still does.
+			if d := try(t, s, KeysFor("10.9.9.9", "dave@example.org")); d.Locked || d.Delay != 2*time.Second {
+				t.Errorf("dave's third failure, elsewhere: %+v, want a delay of 2s (his count kept)", d)
+			}
+			// 10.1.1.77 is a known source of dave: client count only.
+			for i := range 2 {
+				d := try(t, s, k)
+				if want := time.Duration(i) * time.Second; d.Locked || d.Delay != want {
+					t.Errorf("failure %d after a success: %+v, want no lock and a delay of %v", i+1, d, want)
+				}
+			}
+			// 2 failures in 10.1.1.0/24 before the success; the two of
+			// the known source were not counted there.
+			for i := range 2 {
+				if d := try(t, s, KeysFor(fmt.Sprintf("10.1.1.%d", 100+i), "")); d.Locked {
+					t.Fatalf("network failure %d: %+v", 3+i, d)
+				}
+			}
+			if d := try(t, s, KeysFor("10.1.1.78", "")); !d.Tripped || d.Kind != "network" {
+				t.Errorf("fifth network failure: %+v, want the network locked", d)
+			}
+		})
+		t.Run("known source outlives an attack on its user", func(t *testing.T) {
+			home, attacker, travel := KeysFor("100.64.0.50", "erin@example.org"), KeysFor("203.0.113.66", "erin@example.org"), KeysFor("198.18.0.9", "erin@example.org")
+			if d := login(t, s, home); d.Locked {
+				t.Fatalf("first login: %+v", d)
+			}
+			// The attacker's 3rd failure locks it (client); the 4th user
+			// failure needs a second address.
+			for range 3 {
+				try(t, s, attacker)
+			}
+			if d := try(t, s, KeysFor("203.0.113.67", "erin@example.org")); !d.Tripped || d.Kind != "user" {
+				t.Fatalf("fourth failure for erin: %+v, want the user locked", d)
+			}
+			if d := admitted(t, s, travel); !d.Locked || d.Kind != "user" {
+				t.Errorf("erin from a new address: %+v, want locked (user)", d)
+			}
+			if d := login(t, s, home); d.Locked {
+				t.Errorf("erin from her known source: %+v, want admitted", d)
+			}
+			// Known sources are per user: someone else there is not.
+			if d := admitted(t, s, KeysFor("100.64.0.50", "frank@example.org")); d.Locked {
+				t.Errorf("frank from erin's address: %+v", d)
+			}
+			// Only the known source's own failures lock it.
+			for i := range 2 {
+				if d := try(t, s, home); d.Locked {
+					t.Fatalf("erin's typo %d at home: %+v", i+1, d)
+				}
+			}
+			if d := try(t, s, home); !d.Tripped || d.Kind != "client" {
+				t.Errorf("third failure from the known source: %+v, want its client locked", d)
+			}
+		})
+		t.Run("no keys", func(t *testing.T) {
+			if d := try(t, s, KeysFor("", "")); d.Locked || d.Delay != 0 {
+				t.Errorf("an attempt without keys: %+v", d)
+			}
+		})
+	})
 }
 
 // TestConcurrentReservations: 60 attempts at once against a maximum of
@@ -307,63 +318,61 @@ func TestStores(t *testing.T) {
 func TestConcurrentReservations(t *testing.T) {
 	p := params
 	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 10, 0, 10
-	for name, s := range stores(t, p) {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			k := KeysFor("192.0.2.9", "john@example.org")
-			var wg sync.WaitGroup
-			var mu sync.Mutex
-			var held []Reservation
-			refused := 0
-			start := make(chan struct{})
-			for range 60 {
-				wg.Go(func() {
-					<-start
-					r, d, err := s.Reserve(ctx, k, false)
-					if err != nil {
-						t.Error(err)
-						return
+	eachStore(t, p, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		k := KeysFor("192.0.2.9", "john@example.org")
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		var held []Reservation
+		refused := 0
+		start := make(chan struct{})
+		for range 60 {
+			wg.Go(func() {
+				<-start
+				r, d, err := s.Reserve(ctx, k, false)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if d.Locked {
+					if !d.Full {
+						t.Errorf("refused as locked before any failure: %+v", d)
 					}
-					mu.Lock()
-					defer mu.Unlock()
-					if d.Locked {
-						if !d.Full {
-							t.Errorf("refused as locked before any failure: %+v", d)
-						}
-						refused++
-						return
-					}
-					held = append(held, r)
-				})
-			}
-			close(start)
-			wg.Wait()
-			if len(held) != 10 || refused != 50 {
-				t.Fatalf("%d admitted and %d refused of 60 at once, want 10 and 50", len(held), refused)
-			}
-			trips := 0
-			for _, r := range held {
-				wg.Go(func() {
-					d, err := s.Fail(ctx, r)
-					if err != nil {
-						t.Error(err)
-					}
-					mu.Lock()
-					defer mu.Unlock()
-					if d.Tripped {
-						trips++
-					}
-				})
-			}
-			wg.Wait()
-			if trips != 1 {
-				t.Errorf("%d lockouts started by the 10 failures, want 1", trips)
-			}
-			if d := admitted(t, s, k); !d.Locked || d.Full {
-				t.Errorf("after 10 failures: %+v, want locked", d)
-			}
-		})
-	}
+					refused++
+					return
+				}
+				held = append(held, r)
+			})
+		}
+		close(start)
+		wg.Wait()
+		if len(held) != 10 || refused != 50 {
+			t.Fatalf("%d admitted and %d refused of 60 at once, want 10 and 50", len(held), refused)
+		}
+		trips := 0
+		for _, r := range held {
+			wg.Go(func() {
+				d, err := s.Fail(ctx, r)
+				if err != nil {
+					t.Error(err)
+				}
+				mu.Lock()
+				defer mu.Unlock()
+				if d.Tripped {
+					trips++
+				}
+			})
+		}
+		wg.Wait()
+		if trips != 1 {
+			t.Errorf("%d lockouts started by the 10 failures, want 1", trips)
+		}
+		if d := admitted(t, s, k); !d.Locked || d.Full {
+			t.Errorf("after 10 failures: %+v, want locked", d)
+		}
+	})
 }
 
 // TestReleaseGivesBack: an attempt that ends without a verdict frees its
@@ -371,34 +380,32 @@ func TestConcurrentReservations(t *testing.T) {
 func TestReleaseGivesBack(t *testing.T) {
 	p := params
 	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 2, 0, 0
-	for name, s := range stores(t, p) {
-		t.Run(name, func(t *testing.T) {
-			ctx := context.Background()
-			k := KeysFor("192.0.2.10", "x")
-			for range 20 {
-				r, d, err := s.Reserve(ctx, k, false)
-				if err != nil || d.Locked {
-					t.Fatalf("Reserve: %+v, %v", d, err)
-				}
-				if err := s.Release(ctx, r); err != nil {
-					t.Fatal(err)
-				}
-				if d := login(t, s, k); d.Locked {
-					t.Fatalf("login: %+v", d)
-				}
+	eachStore(t, p, func(t *testing.T, s Store) {
+		ctx := context.Background()
+		k := KeysFor("192.0.2.10", "x")
+		for range 20 {
+			r, d, err := s.Reserve(ctx, k, false)
+			if err != nil || d.Locked {
+				t.Fatalf("Reserve: %+v, %v", d, err)
 			}
-			r1, _, _ := s.Reserve(ctx, k, false)
-			r2, _, _ := s.Reserve(ctx, k, false)
-			if d := admitted(t, s, k); !d.Full {
-				t.Errorf("a third attempt while two are in flight: %+v, want full", d)
+			if err := s.Release(ctx, r); err != nil {
+				t.Fatal(err)
 			}
-			s.Release(ctx, r1)
-			s.Release(ctx, r2)
-			if d := admitted(t, s, k); d.Locked {
-				t.Errorf("after both were released: %+v", d)
+			if d := login(t, s, k); d.Locked {
+				t.Fatalf("login: %+v", d)
 			}
-		})
-	}
+		}
+		r1, _, _ := s.Reserve(ctx, k, false)
+		r2, _, _ := s.Reserve(ctx, k, false)
+		if d := admitted(t, s, k); !d.Full {
+			t.Errorf("a third attempt while two are in flight: %+v, want full", d)
+		}
+		s.Release(ctx, r1)
+		s.Release(ctx, r2)
+		if d := admitted(t, s, k); d.Locked {
+			t.Errorf("after both were released: %+v", d)
+		}
+	})
 }
 
 // TestLostReservationExpires: a reservation never given back (its
@@ -408,13 +415,7 @@ func TestLostReservationExpires(t *testing.T) {
 	p := params
 	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 2, 0, 0
 	p.MaxHold = time.Second
-	srv := redistest.Start(t)
-	c, err := NewRedisClient(srv.URL(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s := NewRedis(c, p)
+	s, _ := redisStore(t, p)
 	ctx := context.Background()
 	k := KeysFor("192.0.2.11", "x")
 	if _, d, err := s.Reserve(ctx, k, false); err != nil || d.Locked {
@@ -501,13 +502,7 @@ func TestMemoryBounded(t *testing.T) {
 
 // TestRedisKeys: the keys expire, and hold no user name.
 func TestRedisKeys(t *testing.T) {
-	srv := redistest.Start(t)
-	c, err := NewRedisClient(srv.URL(), time.Second)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	s := NewRedis(c, params)
+	s, c := redisStore(t, params)
 	ctx := context.Background()
 	try(t, s, KeysFor("192.0.2.1", "Secret.Name@Example.org"))
 	login(t, s, KeysFor("192.0.2.2", "Secret.Name@Example.org"))
