@@ -3,6 +3,10 @@
 // self-signed server certificates, written as PEM files into a test's
 // directory (or kept in memory). Test support only: every test that
 // needs a certificate makes it here.
+//
+// It trusts nothing and talks to nobody: keys come from crypto/rand, are
+// made afresh for each call, and the PEM files are written with mode 0600;
+// no certificate made here is ever meant to leave a test.
 package certtest
 
 import (

@@ -4,10 +4,15 @@
 // Every connection balances round robin over the target's addresses,
 // pings an idle connection every 30s (a dead peer is noticed within
 // about 40s), gives every call a deadline (the caller's, or one of its
-// own), and retries on UNAVAILABLE
-// only the calls that are safe to repeat (see serviceConfig). Its HTTP/2
-// flow-control windows are static (grpcserver.WindowSize), so no
-// bandwidth-delay PINGs follow the calls.
+// own), and retries on UNAVAILABLE only the calls that are safe to
+// repeat (see serviceConfig). Its HTTP/2 flow-control windows are static
+// (grpcserver.WindowSize), so no bandwidth-delay PINGs follow the calls.
+//
+// Trust: the target and the transport credentials come from main.cf
+// (trusted; pkg/grpctls verifies the server's certificate, and refuses
+// plaintext off loopback unless the operator allows it). A peer is
+// believed only as far as that verification goes; what it answers is the
+// caller's to judge (the edge fails closed on any error).
 package grpcclient
 
 import (

@@ -5,9 +5,19 @@
 // caller) and timed (smtpgate_grpc_server_handling_seconds) when asked.
 // Transport security comes from WithCredentials (pkg/grpctls makes it from
 // main.cf), and who may call which method from WithAccess (the caller's
-// client certificate; see Access and methodRoles); keepalives are the same on every server (see keepaliveOptions),
-// and so is the transport's tuning for many small calls (see
-// transportOptions).
+// client certificate; see Access and methodRoles); keepalives are the
+// same on every server (see keepaliveOptions), and so is the transport's
+// tuning for many small calls (see transportOptions).
+//
+// Trust: with mutual TLS, a caller is known by its verified client
+// certificate and may call only the methods its roles allow (Access);
+// the rest are refused with PermissionDenied before the service sees
+// them, and health checks answer anyone. Without client certificates
+// (plaintext on loopback, or TLS without a client CA) whoever can
+// connect is trusted with every method. The trace context a caller sends
+// is taken only as the parent of the server's spans. What a request
+// carries is left to the service's handlers, which treat it as data from
+// SMTP clients.
 package grpcserver
 
 import (

@@ -20,6 +20,11 @@
 // content changed, the new certificates and CAs are used from that
 // handshake on (a pair that does not load is logged, and the previous one
 // stays). Connections already open keep the session they negotiated.
+//
+// Trust: the certificate, key and CA files named in main.cf are the
+// operator's and trusted; a peer is trusted only when its certificate
+// verifies against the configured CAs (a server for the target's name, a
+// client for mutual TLS). Private keys are never logged.
 package grpctls
 
 import (

@@ -1,5 +1,7 @@
 // Package logtest holds what tests need to read the logs of the code they
 // run: a buffer that the code's goroutines may write while the test reads.
+//
+// Test support only; it trusts nothing and talks to nobody.
 package logtest
 
 import (

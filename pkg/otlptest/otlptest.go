@@ -1,6 +1,9 @@
 // Package otlptest is an OTLP/gRPC trace receiver for tests: point a
 // service's exporter at it (OTEL_EXPORTER_OTLP_ENDPOINT=Endpoint(),
 // OTEL_EXPORTER_OTLP_PROTOCOL=grpc) and look at the spans it was sent.
+//
+// Test support only: it listens on loopback, takes whatever spans are sent
+// to it and checks nothing about the sender.
 package otlptest
 
 import (

@@ -4,6 +4,11 @@
 // so that a slow or dead Redis costs a caller at most that timeout and the
 // caller can fall back. The URL may hold a password and is never quoted in
 // errors.
+//
+// Trust: the URL comes from main.cf and is trusted (and secret); the Redis
+// server it names is trusted to keep what smtpgate wrote, but not to be
+// there: every caller decodes what comes back defensively and has a fail
+// mode for a Redis that fails or is slow.
 package redisclient
 
 import (

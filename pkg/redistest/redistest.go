@@ -3,6 +3,9 @@
 // without persistence, killed by its process id when the test ends. A
 // missing redis-server fails the test (scripts/deps --test installs it);
 // it is never skipped. Test support only.
+//
+// It trusts the redis-server it starts, which listens on loopback only and
+// is reached by nobody but the test.
 package redistest
 
 import (

@@ -2,6 +2,13 @@
 // itself: structured logs (log/slog) carrying the trace and span ids of
 // their context, OpenTelemetry traces exported over OTLP (Tracing), and
 // Prometheus metrics (NewRegistry, ServeMetrics).
+//
+// Trust: its settings come from main.cf and the OTEL_* environment
+// variables, both the operator's and trusted; a bad value is an error,
+// never a silent default. The metrics and pprof endpoints answer whoever
+// can reach their listener (the callers bind pprof to loopback); log
+// attributes are what the callers pass, and the callers keep secrets out
+// of them.
 package telemetry
 
 import (

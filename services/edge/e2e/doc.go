@@ -5,4 +5,9 @@
 // from a trusted (127.0.0.1) and a stranger's (127.0.0.66) source address.
 // TestScale runs them scaled out instead (cluster_test.go): HAProxy, two
 // edges, two replicas each of policy and auth, one redis-server.
+//
+// The tests trust nothing they drive: every reply, log line and delivered
+// file is checked, and every server they start (the binaries, redis-
+// server, HAProxy, Postfix, next hops and DNS servers) listens on loopback
+// only.
 package e2e

@@ -3,6 +3,11 @@
 //	smtpgate-auth [-c CONFIG_DIR]                 serve
 //	smtpgate-auth [-c CONFIG_DIR] check           validate the configuration
 //	smtpgate-auth hash-password [-s SCHEME]       hash the password on stdin
+//
+// It is wiring only: it trusts the configuration directory it is pointed
+// at and, for hash-password, whoever writes to its stdin (the operator);
+// the password is read from the first line of stdin and only its hash is
+// printed. What the running service trusts is said in package auth.
 package main
 
 import (

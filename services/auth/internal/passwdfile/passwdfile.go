@@ -7,6 +7,9 @@
 // are compared exactly as written (Dovecot's default). The file is read
 // again when its modification time or size changes; a broken new version is
 // reported and the previous users are kept.
+//
+// Trust: the file is the operator's and trusted; the user names looked up
+// come from SMTP clients, are only compared, and are never logged here.
 package passwdfile
 
 import (

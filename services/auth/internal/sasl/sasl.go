@@ -1,8 +1,13 @@
 // Package sasl implements the server side of SASL mechanisms as small
 // state machines that the gRPC stream of smtpgate.auth.v1 drives: PLAIN
 // (RFC 4616), LOGIN (draft-murchison-sasl-login), CRAM-MD5 (RFC 2195) and
-// SCRAM-SHA-256 (RFC 7677). Client data arrives
-// already base64-decoded; the package never logs it.
+// SCRAM-SHA-256 (RFC 7677). Client data arrives already base64-decoded.
+//
+// Trust: everything the client sends is hostile: a response that does not
+// parse ends the exchange with ErrMalformed, a wrong password and an
+// unknown user end it alike with ErrFailed, and the package never logs
+// client data. It trusts the Verifier and the stored credentials it is
+// given (the operator's password file).
 package sasl
 
 import (

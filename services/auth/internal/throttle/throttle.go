@@ -50,6 +50,12 @@
 //
 // What is stored: addresses, networks and, for users, the SHA-256 of the
 // normalised user name (lower-case, trimmed); never a password.
+//
+// Trust: the client address and the user name come from the SMTP client
+// (through the edge, or Postfix's rip= over the Dovecot protocol) and are
+// untrusted: they are only ever keys, the user name only as its hash, and
+// the in-process counts are bounded in size. Redis is trusted to count,
+// not to be there (see Fail mode).
 package throttle
 
 import (

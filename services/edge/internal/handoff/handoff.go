@@ -6,6 +6,15 @@
 // smtpd_proxy_filter), Data at end-of-data, Abort when the client resets or
 // goes away, so that nothing is delivered that the client was not told was
 // accepted. Errors are *reply.NextHopError values carrying the reply to give.
+//
+// Trust: the envelope and the content come from the SMTP client through
+// the engine and are passed on as they came, streamed; they are read only
+// to fold over-long lines (as Postfix's smtp(8) does) and to see whether
+// the message needs SMTPUTF8. The next hop and
+// the Maildir directory are the operator's (main.cf). A next hop's own
+// 4xx or 5xx reply reaches the client (reply.NextHopRefused checks its
+// code); any other failure to hand a message off is a temporary refusal,
+// never a 250.
 package handoff
 
 import (

@@ -6,6 +6,13 @@
 //
 // A temporary (4xx) reply never carries a 5.x.x enhanced status code
 // (RFC 3463 §3.1), and a permanent one never a 4.x.x.
+//
+// Trust: no code from elsewhere is taken blindly: a policy verdict whose
+// code does not match its action is no verdict (ErrNoVerdict, and the
+// caller fails closed), an enhanced code that does not parse is replaced,
+// and a next hop's reply outside 400-599 becomes a temporary failure. The
+// text of a verdict or of a next hop's reply is used as given (policy's
+// restriction package makes its text printable).
 package reply
 
 import (

@@ -5,6 +5,11 @@
 // It only parses: whether the client may use XCLIENT, and what the session
 // does with the result, is the SMTP engine's business. Values are checked
 // as Postfix checks them, and a command is applied whole or not at all.
+//
+// Trust: the command comes from a client the engine found authorized, and
+// its values are believed, as Postfix believes them, once they pass
+// Postfix's checks; a value that does not is refused with the attribute's
+// name.
 package xclient
 
 import (

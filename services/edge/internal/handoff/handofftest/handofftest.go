@@ -1,6 +1,8 @@
 // Package handofftest serves a real go-smtp next hop on loopback for the
 // edge's tests: it records the MAIL and RCPT options it was given and the
 // messages it took, counts the connections it accepted, and can die.
+//
+// Test support only: it listens on loopback and takes whatever it is sent.
 package handofftest
 
 import (
