@@ -2,7 +2,6 @@ package grpcclient
 
 import (
 	"context"
-	"net"
 	"sync"
 	"testing"
 	"time"
@@ -76,16 +75,9 @@ func TestRetryOnlyWhereSafe(t *testing.T) {
 	s := grpcserver.New()
 	authv1.RegisterAuthServiceServer(s.GRPC, f)
 	policyv1.RegisterPolicyServiceServer(s.GRPC, f)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, ln) }()
-	defer func() { cancel(); <-done }()
+	addr := serveLoopback(t, s)
 
-	conn, err := Dial(ln.Addr().String(), WithTimeout(7*time.Second))
+	conn, err := Dial(addr, WithTimeout(7*time.Second))
 	if err != nil {
 		t.Fatal(err)
 	}

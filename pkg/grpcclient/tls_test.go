@@ -75,15 +75,27 @@ func startAuth(t *testing.T, dir, serverMain string, log ...*logtest.Buffer) str
 	}
 	s := grpcserver.New(grpcserver.WithCredentials(creds))
 	authv1.RegisterAuthServiceServer(s.GRPC, whoAmI{})
+	return serveLoopback(t, s)
+}
+
+// serveLoopback serves s on a free loopback port until the test ends
+// and returns its address.
+func serveLoopback(t *testing.T, s *grpcserver.Server) string {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveUntilEnd(t, s, ln)
+	return ln.Addr().String()
+}
+
+// serveUntilEnd serves s on ln until the test ends.
+func serveUntilEnd(t *testing.T, s *grpcserver.Server, ln net.Listener) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
 	t.Cleanup(func() { cancel(); <-done })
-	return ln.Addr().String()
 }
 
 // ask dials addr as clientMain says and returns what Mechanisms answered
@@ -298,10 +310,7 @@ func TestMutualTLSReplicasByDNS(t *testing.T) {
 		r := &replica{calls: map[string]int{}}
 		authv1.RegisterAuthServiceServer(s.GRPC, r)
 		replicas = append(replicas, r)
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error, 1)
-		go func() { done <- s.Serve(ctx, ln) }()
-		t.Cleanup(func() { cancel(); <-done })
+		serveUntilEnd(t, s, ln)
 	}
 	zone := serveZone(t, "auth.test.", "127.0.0.1", "127.0.0.2")
 	port := strconv.Itoa(lns[0].Addr().(*net.TCPAddr).Port)

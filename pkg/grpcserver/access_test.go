@@ -1,7 +1,6 @@
 package grpcserver
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,7 +11,6 @@ import (
 	"net"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,6 +25,7 @@ import (
 
 	"github.com/smtpgate/smtpgate/pkg/certtest"
 	"github.com/smtpgate/smtpgate/pkg/grpctls"
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	adminv1 "github.com/smtpgate/smtpgate/proto/smtpgate/admin/v1"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
@@ -95,24 +94,6 @@ func (fakeAuth) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticate
 	return stream.Send(&authv1.AuthenticateResponse{Step: &authv1.AuthenticateResponse_Outcome{Outcome: &authv1.Outcome{Result: authv1.Result_RESULT_FAILURE}}})
 }
 
-// syncBuffer is a log sink safe for the server's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // pki is a CA and the certificates of the callers.
 type pki struct {
 	dir                   string
@@ -160,16 +141,16 @@ smtpgate_grpc_operator_identities = spiffe://example.org/operator/lisa
 
 // serve runs a server with every smtpgate service registered and access
 // as configured, and returns its address and log.
-func serve(t *testing.T, c *maincf.Config, limit int) (string, *syncBuffer) {
+func serve(t *testing.T, c *maincf.Config, limit int) (string, *logtest.Buffer) {
 	t.Helper()
 	addr, logs, _ := serveWithMetrics(t, c, limit)
 	return addr, logs
 }
 
 // serveWithMetrics is serve, with the server's metrics registry.
-func serveWithMetrics(t *testing.T, c *maincf.Config, limit int) (string, *syncBuffer, *prometheus.Registry) {
+func serveWithMetrics(t *testing.T, c *maincf.Config, limit int) (string, *logtest.Buffer, *prometheus.Registry) {
 	t.Helper()
-	logs := &syncBuffer{}
+	logs := &logtest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
 	creds, mode, err := grpctls.Server(c, "smtpgate_policy_listen", log)
 	if err != nil {
@@ -184,6 +165,13 @@ func serveWithMetrics(t *testing.T, c *maincf.Config, limit int) (string, *syncB
 	s := New(WithCredentials(creds), WithAccess(access), WithMetrics(reg), WithAdmin(&Admin{Service: "policy", Owner: maincf.Policy, Main: c}))
 	policyv1.RegisterPolicyServiceServer(s.GRPC, fakePolicy{})
 	authv1.RegisterAuthServiceServer(s.GRPC, fakeAuth{users: map[string]bool{"john@example.org": true}})
+	return serveLoopback(t, s), logs, reg
+}
+
+// serveLoopback serves s on a free loopback port until the test ends
+// and returns its address.
+func serveLoopback(t *testing.T, s *Server) string {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +183,7 @@ func serveWithMetrics(t *testing.T, c *maincf.Config, limit int) (string, *syncB
 		cancel()
 		<-done
 	})
-	return lis.Addr().String(), logs, reg
+	return lis.Addr().String()
 }
 
 // refusedCount is smtpgate_grpc_server_refused_total{method,code}.
@@ -461,15 +449,7 @@ func TestAccessWithoutClientCertificates(t *testing.T) {
 		t.Fatalf("loopback plaintext: %v, warning %q", err, a.Warning())
 	}
 	s := New(WithAccess(a), WithAdmin(&Admin{Service: "policy", Owner: maincf.Policy, Main: c}))
-	lis, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- s.Serve(ctx, lis) }()
-	defer func() { cancel(); <-done }()
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient(serveLoopback(t, s), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}

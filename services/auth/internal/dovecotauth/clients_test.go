@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 )
 
@@ -83,24 +84,6 @@ func FuzzParseClients(f *testing.F) {
 	})
 }
 
-// logs is a log sink safe for concurrent writes.
-type logs struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logs) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logs) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // serve runs s on ln until the test ends.
 func serve(t *testing.T, s *Server, ln net.Listener) {
 	t.Helper()
@@ -132,7 +115,7 @@ func TestStrangerRefused(t *testing.T) {
 		mu.Unlock()
 		return m.Start(s.Backend, s.Hostname)
 	}
-	out := &logs{}
+	out := &logtest.Buffer{}
 	s.Logger = slog.New(slog.NewTextHandler(out, nil))
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

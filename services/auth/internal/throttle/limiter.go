@@ -234,31 +234,25 @@ func (h *Hold) Fail(ctx context.Context) Decision {
 
 // Succeed records the attempt as a success: the client's failures are
 // forgotten and the address becomes a known source of the user.
-func (h *Hold) Succeed(ctx context.Context) {
-	if h.end() {
-		return
-	}
-	l := h.l
-	ctx = context.WithoutCancel(ctx)
-	_ = l.mem.Succeed(ctx, h.mem)
-	if h.shared == nil {
-		return
-	}
-	_, _ = l.ask(ctx, func(ctx context.Context) error { return l.shared.Succeed(ctx, *h.shared) })
-}
+func (h *Hold) Succeed(ctx context.Context) { h.finish(ctx, Store.Succeed) }
 
 // Release gives the attempt's places back: the exchange ended without a
 // verdict on the credentials. Fail, Succeed and Release run even when ctx
 // has ended (the caller went away), within the Redis timeout; a Redis
 // failure is logged and counted, and leaves the in-process counts.
-func (h *Hold) Release(ctx context.Context) {
+func (h *Hold) Release(ctx context.Context) { h.finish(ctx, Store.Release) }
+
+// finish ends the attempt with end (Store.Succeed or Store.Release) in
+// process memory and, when Redis took part, in Redis; only the first
+// Fail, Succeed or Release of a Hold counts.
+func (h *Hold) finish(ctx context.Context, end func(Store, context.Context, Reservation) error) {
 	if h.end() {
 		return
 	}
 	l := h.l
 	ctx = context.WithoutCancel(ctx)
-	_ = l.mem.Release(ctx, h.mem)
+	_ = end(l.mem, ctx, h.mem)
 	if h.shared != nil {
-		_, _ = l.ask(ctx, func(ctx context.Context) error { return l.shared.Release(ctx, *h.shared) })
+		_, _ = l.ask(ctx, func(ctx context.Context) error { return end(l.shared, ctx, *h.shared) })
 	}
 }

@@ -1,7 +1,6 @@
 package throttle
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,28 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/redistest"
 )
 
-// logBuffer is a log sink safe for concurrent writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
-func (l *logBuffer) count(s string) int { return strings.Count(l.String(), s) }
+// count is how many times s stands in what l holds.
+func count(l *logtest.Buffer, s string) int { return strings.Count(l.String(), s) }
 
 // flaky is a shared Store that fails while down.
 type flaky struct {
@@ -85,9 +68,9 @@ func (f *flaky) Calls() int {
 	return f.calls
 }
 
-func newLimiter(shared Store) (*Limiter, *clock, *logBuffer) {
+func newLimiter(shared Store) (*Limiter, *clock, *logtest.Buffer) {
 	m, c := newMemory(params)
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	return NewLimiter(shared, m, slog.New(slog.NewTextHandler(logs, nil))), c, logs
 }
 
@@ -129,10 +112,10 @@ func TestLimiterFallsBack(t *testing.T) {
 	if n := f.Calls(); n != 1 {
 		t.Errorf("redis asked %d times within the backoff, want once", n)
 	}
-	if n := logs.count("redis failed"); n != 1 {
+	if n := count(logs, "redis failed"); n != 1 {
 		t.Errorf("degradation logged %d times, want once:\n%s", n, logs)
 	}
-	if n := logs.count("authentication lockout"); n != 1 {
+	if n := count(logs, "authentication lockout"); n != 1 {
 		t.Errorf("lockout logged %d times, want once:\n%s", n, logs)
 	}
 
@@ -144,12 +127,12 @@ func TestLimiterFallsBack(t *testing.T) {
 	if n := f.Calls(); n != 2 {
 		t.Errorf("redis asked %d times after the backoff, want 2", n)
 	}
-	if n := logs.count("redis failed"); n != 1 {
+	if n := count(logs, "redis failed"); n != 1 {
 		t.Errorf("degradation logged %d times within WarnEvery, want once", n)
 	}
 	c.advance(l.WarnEvery)
 	lcheck(l, ctx, stranger)
-	if n := logs.count("redis failed"); n != 2 {
+	if n := count(logs, "redis failed"); n != 2 {
 		t.Errorf("degradation logged %d times after WarnEvery, want twice", n)
 	}
 
@@ -158,7 +141,7 @@ func TestLimiterFallsBack(t *testing.T) {
 	if d, err := lcheck(l, ctx, KeysFor("192.0.2.200", "grace")); err != nil || d.Locked {
 		t.Errorf("Check of a stranger with redis back: %+v, %v", d, err)
 	}
-	if n := logs.count("redis answers again"); n != 1 {
+	if n := count(logs, "redis answers again"); n != 1 {
 		t.Errorf("recovery logged %d times, want once:\n%s", n, logs)
 	}
 	// The in-process lockout still holds while redis knows nothing of it.
@@ -179,7 +162,7 @@ func TestLimiterCancelled(t *testing.T) {
 	if _, err := lcheck(l, ctx, KeysFor("192.0.2.1", "x")); !errors.Is(err, context.Canceled) {
 		t.Errorf("Check with a cancelled context: %v, want context.Canceled", err)
 	}
-	if logs.count("redis failed") != 0 {
+	if count(logs, "redis failed") != 0 {
 		t.Errorf("a cancelled caller is blamed on redis:\n%s", logs)
 	}
 }
@@ -222,7 +205,7 @@ func TestLimiterRedisSilent(t *testing.T) {
 			c.Close()
 		}
 	}()
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	l, err := New(Options{Params: params, RedisURL: "redis://" + ln.Addr().String() + "/0", Timeout: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)
@@ -251,7 +234,7 @@ func TestLimiterRedisSilent(t *testing.T) {
 // failures counted before (kept in process too) and after add up.
 func TestLimiterRedisStopped(t *testing.T) {
 	srv := redistest.Start(t)
-	logs := &logBuffer{}
+	logs := &logtest.Buffer{}
 	l, err := New(Options{Params: params, RedisURL: srv.URL(), Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {
 		t.Fatal(err)

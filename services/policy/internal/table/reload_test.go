@@ -11,28 +11,12 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/logtest"
 )
 
 func newTextLogger(w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, nil))
-}
-
-// syncBuilder is a strings.Builder safe for a logger shared by goroutines.
-type syncBuilder struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuilder) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuilder) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // fakeClock is a clock that tests move by hand.
@@ -83,7 +67,7 @@ func TestReload(t *testing.T) {
 				t.Fatal(err)
 			}
 			clock := newFakeClock()
-			var log syncBuilder
+			var log logtest.Buffer
 			tb, err := Open(tt.typ+":"+path, Options{Logger: newTextLogger(&log), ReloadCheck: time.Second, Now: clock.now})
 			if err != nil {
 				t.Fatal(err)
