@@ -19,12 +19,15 @@ func TestReloadCertificates(t *testing.T) {
 	certtest.SelfSigned(t, certFile, keyFile, "old.example")
 	main := "myhostname = h.example\nsmtpd_tls_cert_file = " + certFile + "\nsmtpd_tls_key_file = " + keyFile + "\n"
 	master := "127.0.0.1:2525 inet n - n - - smtpd\n"
-	cfg, services := load(t, main, master)
-	s, err := New(Config{Main: cfg, Services: services})
+	set, err := Load(load(t, main, master))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer s.closeClients()
+	s, err := New(set, Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
 	served := func() string {
 		t.Helper()
 		s.mu.Lock()
@@ -40,10 +43,17 @@ func TestReloadCertificates(t *testing.T) {
 		return leaf.DNSNames[0]
 	}
 	ctx := context.Background()
+	// What SIGHUP does: load the files again, reload what loaded.
+	reload := func(ctx context.Context, s *Server, main, master string) error {
+		set, err := Load(load(t, main, master))
+		if err != nil {
+			return err
+		}
+		return s.Reload(ctx, set)
+	}
 
 	certtest.SelfSigned(t, certFile, keyFile, "new.example")
-	cfg, services = load(t, main, master)
-	if err := s.Reload(ctx, cfg, services); err != nil {
+	if err := reload(ctx, s, main, master); err != nil {
 		t.Fatal(err)
 	}
 	if got := served(); got != "new.example" {
@@ -52,8 +62,7 @@ func TestReloadCertificates(t *testing.T) {
 
 	// A key that does not match: the old pair stays.
 	certtest.SelfSigned(t, certFile, filepath.Join(dir, "other-key.pem"), "bad.example")
-	cfg, services = load(t, main, master)
-	err = s.Reload(ctx, cfg, services)
+	err = reload(ctx, s, main, master)
 	if err == nil || !strings.Contains(err.Error(), "main.cf:2: smtpd_tls_cert_file") {
 		t.Errorf("reload with a mismatched pair = %v, want an error at main.cf:2", err)
 	}

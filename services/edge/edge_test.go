@@ -28,6 +28,16 @@ func load(t *testing.T, mainCF, masterCF string) (*maincf.Config, []maincf.Servi
 	return cfg, services
 }
 
+// listeners are the compiled listeners Load returns.
+func listeners(main *maincf.Config, services []maincf.Service) ([]*smtpd.Listener, error) {
+	set, err := Load(main, services)
+	var ls []*smtpd.Listener
+	for _, l := range set.listeners {
+		ls = append(ls, l.l)
+	}
+	return ls, err
+}
+
 func TestValidate(t *testing.T) {
 	for _, tc := range []struct {
 		name, main, master, want string
@@ -60,7 +70,7 @@ func TestValidate(t *testing.T) {
 	if err := Validate(cfg, services); err != nil {
 		t.Fatalf("valid configuration refused: %v", err)
 	}
-	ls, _, err := listeners(cfg, services)
+	ls, err := listeners(cfg, services)
 	if err != nil || len(ls) != 2 {
 		t.Fatalf("listeners = %v, %v", ls, err)
 	}
@@ -80,7 +90,7 @@ func TestStressSettings(t *testing.T) {
 	if err := Validate(cfg, services); err != nil {
 		t.Fatalf("valid configuration refused: %v", err)
 	}
-	ls, _, err := listeners(cfg, services)
+	ls, err := listeners(cfg, services)
 	if err != nil {
 		t.Fatal(err)
 	}

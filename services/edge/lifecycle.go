@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
 )
 
@@ -20,9 +19,9 @@ const handoffGrace = 5 * time.Second
 // get "421 4.3.2" at once, sessions inside a transaction go on until
 // smtpgate_shutdown_timeout and then get the 421 while they wait for
 // their client, and hand-offs under way finish (smtpd.Drain). Reload
-// meanwhile applies a new configuration.
+// meanwhile applies a new configuration. The listeners it opens it
+// closes; the caller closes the Server.
 func (s *Server) Run(ctx context.Context) error {
-	defer s.closeClients()
 	s.mu.Lock()
 	sockets := map[string]*socket{}
 	for _, b := range s.current.bindings {
@@ -106,14 +105,14 @@ func (s *Server) shutdown(ctx context.Context, abort context.CancelFunc) {
 	s.stopping = true
 	sockets := s.sockets
 	s.sockets = nil
-	timeout := s.current.main.Duration("smtpgate_shutdown_timeout")
+	timeout := s.current.set.shutdownTimeout
 	s.mu.Unlock()
 	for _, k := range sockets {
 		k.close()
 	}
 	s.accepting.Wait()
 	begin := time.Now()
-	s.log.InfoContext(ctx, "drain: started; listeners closed", "listeners", len(sockets), "sessions", s.drain.Stats().Live, "smtpgate_shutdown_timeout", timeout.String())
+	s.log.InfoContext(ctx, "drain: started; listeners closed", "listeners", len(sockets), "sessions", s.drain.Stats().Live, shutdownTimeoutParam, timeout.String())
 	s.drain.Start()
 	done := make(chan struct{})
 	go func() { s.sessions.Wait(); close(done) }()
@@ -150,30 +149,17 @@ func (s *Server) shutdown(ctx context.Context, abort context.CancelFunc) {
 		"aborted", aborted, "took", time.Since(begin).Round(time.Millisecond).String())
 }
 
-// restartOnly are the parameters a reload cannot apply: they are read
-// once, when the process starts. (The gRPC TLS files themselves are read
-// again at each new gRPC connection: a renewed certificate needs no
-// reload; only a new file name does.)
-var restartOnly = []string{"smtpgate_policy_service", "smtpgate_auth_service", "smtpgate_max_connections", "smtpgate_memory_budget",
-	"smtpgate_grpc_tls_ca_file", "smtpgate_grpc_tls_client_cert_file", "smtpgate_grpc_tls_client_key_file",
-	"smtpgate_grpc_tls_server_name", "smtpgate_grpc_allow_plaintext",
-	"smtpgate_connection_limit_redis", "smtpgate_stress_threshold", "smtpgate_stress_hold_time", "smtpgate_maillog_file", "smtpgate_edge_metrics_listen", "smtpgate_edge_pprof_listen",
-	"smtpgate_log_format", "smtpgate_log_level"}
-
-// Reload makes main and services, which must have passed Validate, the
-// configuration of new connections: banner, limits, timeouts, next hop,
-// every listener's -o overrides and TLS certificate (read again from
-// their files). Live sessions keep the configuration they started with.
-// Listeners that are new in master.cf open, those that are gone close
-// (their live sessions go on); one whose address cannot be opened fails
-// the whole reload. On any error the configuration in use stays.
-// The parameters in restartOnly keep their values until a restart; a
-// change to one is logged.
-func (s *Server) Reload(ctx context.Context, main *maincf.Config, services []maincf.Service) error {
-	g, err := s.compile(main, services)
-	if err != nil {
-		return err
-	}
+// Reload makes set, from Load, the configuration of new connections: a
+// new generation built from it as New builds the first, with the banner,
+// limits, timeouts, next hop, every listener's -o overrides and TLS
+// certificate (read again from their files by Load). Live sessions keep
+// the configuration they started with. Listeners that are new in
+// master.cf open, those that are gone close (their live sessions go on);
+// one whose address cannot be opened fails the whole reload. On any
+// error the configuration in use stays. The parameters in restartOnly
+// keep their values until a restart; a change to one is logged.
+func (s *Server) Reload(ctx context.Context, set Settings) error {
+	g := s.generation(set)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.stopping {
@@ -181,15 +167,14 @@ func (s *Server) Reload(ctx context.Context, main *maincf.Config, services []mai
 	}
 	var opened, closed []string
 	if s.sockets != nil {
+		var err error
 		if opened, closed, err = s.rebind(ctx, g); err != nil {
 			return err
 		}
 	}
-	for _, name := range restartOnly {
-		// No values: some are secrets (a Redis URL's password).
-		if s.current.main.Get(name) != main.Get(name) {
-			s.log.WarnContext(ctx, "reload: a parameter read only at start changed; it takes effect at the next restart", "name", name)
-		}
+	// No values: some are secrets (a Redis URL's password).
+	for _, name := range set.changedAtStart(s.current.set) {
+		s.log.WarnContext(ctx, "reload: a parameter read only at start changed; it takes effect at the next restart", "name", name)
 	}
 	old := s.current
 	s.current = g

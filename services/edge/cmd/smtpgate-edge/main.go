@@ -13,7 +13,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"os"
 	"os/signal"
 	"strings"
@@ -42,30 +41,28 @@ func main() {
 		signal.Reset(os.Interrupt, syscall.SIGTERM)
 		cancel()
 	}()
-	os.Exit(daemon.Main(ctx, daemon.Service[struct{}]{
+	os.Exit(daemon.Main(ctx, daemon.Service[edge.Settings]{
 		Name:      "edge",
 		Owner:     maincf.Edge,
 		Catalogue: edge.Catalogue(),
-		Load: func(main *maincf.Config, services []maincf.Service) (struct{}, error) {
-			return struct{}{}, edge.Validate(main, services)
-		},
-		Start: func(ctx context.Context, env daemon.Env[struct{}]) error {
-			cfg := edge.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
-				TracerProvider: env.TracerProvider, Metrics: env.Metrics}
+		Load:      edge.Load,
+		Start: func(ctx context.Context, env daemon.Env[edge.Settings]) error {
+			cfg := edge.Config{Logger: env.Logger, TracerProvider: env.TracerProvider, Metrics: env.Metrics}
 			// smtpgate_maillog_file: a mail log in Postfix smtpd's words,
 			// for pflogsumm and fail2ban's postfix filters.
-			if path := env.Config.Path("smtpgate_maillog_file"); path != "" {
-				f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
-				if err != nil {
-					return fmt.Errorf("smtpgate_maillog_file: %w", err)
-				}
-				defer f.Close()
-				cfg.MailLog = f
-			}
-			srv, err := edge.New(cfg)
+			f, err := env.Settings.OpenMailLog()
 			if err != nil {
 				return err
 			}
+			if f != nil {
+				defer f.Close()
+				cfg.MailLog = f
+			}
+			srv, err := edge.New(env.Settings, cfg)
+			if err != nil {
+				return err
+			}
+			defer srv.Close()
 			go reloadOnHUP(ctx, hup, srv, env)
 			return srv.Run(ctx)
 		},
@@ -73,7 +70,7 @@ func main() {
 }
 
 // reloadOnHUP reloads the configuration at every SIGHUP until ctx ends.
-func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *edge.Server, env daemon.Env[struct{}]) {
+func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *edge.Server, env daemon.Env[edge.Settings]) {
 	for {
 		select {
 		case <-ctx.Done():
@@ -83,7 +80,7 @@ func reloadOnHUP(ctx context.Context, hup <-chan os.Signal, srv *edge.Server, en
 		env.Logger.InfoContext(ctx, "SIGHUP: reloading the configuration")
 		l, err := env.Reload()
 		if err == nil {
-			err = srv.Reload(ctx, l.Config, l.Services)
+			err = srv.Reload(ctx, l.Settings)
 		}
 		if err == nil {
 			daemon.LogEffective(ctx, env.Logger, l.Config, maincf.Edge)

@@ -1,0 +1,357 @@
+package edge
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/grpcclient"
+	"github.com/smtpgate/smtpgate/pkg/grpctls"
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
+	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
+	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
+)
+
+// Settings are the edge's parameters, read once by Load: the only place
+// in this package that reads main.cf and master.cf by name. A reload
+// builds new Settings and the Server swaps them in whole (Reload).
+type Settings struct {
+	// hostname is main.cf's myhostname (the mail log's host).
+	hostname string
+	// listeners are the master.cf services, compiled, in order.
+	listeners []listenerSettings
+	// policy and auth are the gRPC clients' targets, credentials
+	// (smtpgate_grpc_tls_*, files read) and call deadlines
+	// (smtpgate_policy_timeout, smtpgate_auth_timeout).
+	policy, auth grpcclient.Target
+	// policySkipTime is smtpgate_policy_skip_time.
+	policySkipTime time.Duration
+	// maxConnections is smtpgate_max_connections; stressThreshold
+	// (percent of it) and stressHoldTime are smtpgate_stress_*.
+	maxConnections  int
+	stressThreshold int
+	stressHoldTime  time.Duration
+	// connLimitRedis is smtpgate_connection_limit_redis (a URL that may
+	// hold a password; never logged).
+	connLimitRedis string
+	// memoryBudget is smtpgate_memory_budget.
+	memoryBudget int64
+	// shutdownTimeout is smtpgate_shutdown_timeout.
+	shutdownTimeout time.Duration
+	// mailLogFile is smtpgate_maillog_file (OpenMailLog).
+	mailLogFile string
+	// startOnly are the values of the parameters in restartOnly.
+	startOnly []string
+}
+
+// listenerSettings are one master.cf service's: the engine's settings
+// (with its certificate, read from its files, and its next hop) and its
+// PROXY protocol; nil when off.
+type listenerSettings struct {
+	l     *smtpd.Listener
+	proxy *proxySettings
+}
+
+// proxySettings is a listener's PROXY protocol configuration.
+type proxySettings struct {
+	trusted *listener.Networks
+	timeout time.Duration
+}
+
+// shutdownTimeoutParam names smtpgate_shutdown_timeout in the drain's log.
+const shutdownTimeoutParam = "smtpgate_shutdown_timeout"
+
+// restartOnly are the parameters a reload cannot apply: they are read
+// once, when the process starts. (The gRPC TLS files themselves are read
+// again at each new gRPC connection: a renewed certificate needs no
+// reload; only a new file name does.)
+var restartOnly = []string{"smtpgate_policy_service", "smtpgate_auth_service", "smtpgate_max_connections", "smtpgate_memory_budget",
+	"smtpgate_grpc_tls_ca_file", "smtpgate_grpc_tls_client_cert_file", "smtpgate_grpc_tls_client_key_file",
+	"smtpgate_grpc_tls_server_name", "smtpgate_grpc_allow_plaintext",
+	"smtpgate_connection_limit_redis", "smtpgate_stress_threshold", "smtpgate_stress_hold_time", "smtpgate_maillog_file", "smtpgate_edge_metrics_listen", "smtpgate_edge_pprof_listen",
+	"smtpgate_log_format", "smtpgate_log_level"}
+
+// Load reads and checks the edge's part of the configuration: names and
+// values, the listeners, their certificates (read from their files) and
+// next hops, the gRPC clients' TLS files. Every bad value is reported,
+// with its file:line, in one joined error.
+func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
+	var typed []error
+	p := params{main, &typed}
+	s := Settings{
+		hostname:        main.Get("myhostname"),
+		policySkipTime:  p.duration("smtpgate_policy_skip_time"),
+		maxConnections:  int(p.int("smtpgate_max_connections")),
+		stressThreshold: int(p.int("smtpgate_stress_threshold")),
+		stressHoldTime:  p.duration("smtpgate_stress_hold_time"),
+		connLimitRedis:  main.Get("smtpgate_connection_limit_redis"),
+		memoryBudget:    p.int("smtpgate_memory_budget"),
+		shutdownTimeout: p.duration(shutdownTimeoutParam),
+		mailLogFile:     main.Path("smtpgate_maillog_file"),
+	}
+	for _, name := range restartOnly {
+		s.startOnly = append(s.startOnly, main.Get(name))
+	}
+	errs := []error{main.Validate(maincf.Edge), maincf.ValidateServices(main, services, maincf.Edge), checkConnLimitRedis(main, s.connLimitRedis)}
+	var listenerErrs []error
+	for _, svc := range services {
+		ls, err := compileListener(main.WithOverrides(svc.Overrides), svc, &typed)
+		if err != nil {
+			listenerErrs = append(listenerErrs, err)
+			continue
+		}
+		s.listeners = append(s.listeners, ls)
+	}
+	errs = append(errs, checkReserves(main, services, s.maxConnections, &typed))
+	if len(services) == 0 {
+		errs = append(errs, errors.New("master.cf: no smtpd services: the edge has nothing to listen on"))
+	}
+	errs = append(errs, listenerErrs...)
+	// The gRPC clients' TLS files, and plaintext only to loopback.
+	var err error
+	if s.policy, err = target(p, "smtpgate_policy_service", "smtpgate_policy_timeout"); err != nil {
+		errs = append(errs, err)
+	}
+	if s.auth, err = target(p, "smtpgate_auth_service", "smtpgate_auth_timeout"); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, typed...)
+	return s, errors.Join(errs...)
+}
+
+// Validate checks the edge's part of the configuration: Load with the
+// result dropped.
+func Validate(main *maincf.Config, services []maincf.Service) error {
+	_, err := Load(main, services)
+	return err
+}
+
+// OpenMailLog opens smtpgate_maillog_file for appending (created 0640
+// when missing): a mail log in Postfix smtpd's words, for pflogsumm and
+// fail2ban's postfix filters. nil, nil when it is not set.
+func (s Settings) OpenMailLog() (*os.File, error) {
+	if s.mailLogFile == "" {
+		return nil, nil
+	}
+	f, err := os.OpenFile(s.mailLogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+	if err != nil {
+		return nil, fmt.Errorf("smtpgate_maillog_file: %w", err)
+	}
+	return f, nil
+}
+
+// changedAtStart are the parameters of restartOnly whose value differs
+// between old and s.
+func (s Settings) changedAtStart(old Settings) []string {
+	var out []string
+	for i, name := range restartOnly {
+		if old.startOnly[i] != s.startOnly[i] {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// target reads the gRPC client of the service main.cf names in param:
+// its address, the deadline in timeoutParam and its security
+// (grpctls.ClientSecurity reads the TLS files). A bad timeout is the
+// catalogue's to report (params), once.
+func target(p params, param, timeoutParam string) (grpcclient.Target, error) {
+	t := grpcclient.Target{Param: param, Address: p.c.Get(param), Timeout: p.duration(timeoutParam)}
+	var err error
+	t.Security, err = grpctls.ClientSecurity(p.c, param)
+	return t, err
+}
+
+// params reads typed values from a configuration: a bad value is added to
+// errs unless the catalogue's own check (which Validate runs) reports it
+// already, so that none is silently read as zero and none is reported
+// twice.
+type params struct {
+	c    *maincf.Config
+	errs *[]error
+}
+
+func (p params) bool(name string) bool { return typedParam(p, name, maincf.ParseBool) }
+
+func (p params) int(name string) int64 { return typedParam(p, name, maincf.ParseInt) }
+
+func (p params) duration(name string) time.Duration {
+	return typedParam(p, name, maincf.ParseDuration)
+}
+
+func typedParam[T any](p params, name string, parse func(string) (T, error)) T {
+	v, err := parse(p.c.Get(name))
+	if err != nil {
+		if d, ok := p.c.Catalogue().Def(name); !ok || d.Check == nil {
+			*p.errs = append(*p.errs, p.c.Errorf(name, "%v", err))
+		}
+	}
+	return v
+}
+
+// compileListener compiles one master.cf service (c is main.cf with its
+// -o overrides) into the engine's settings. Every problem is reported,
+// each with the service's master.cf line before its own file:line.
+func compileListener(c *maincf.Config, svc maincf.Service, typed *[]error) (listenerSettings, error) {
+	var errs []error
+	fail := func(err error) {
+		errs = append(errs, fmt.Errorf("%s: service %s: %w", svc.Pos, svc.Name, err))
+	}
+	p := params{c, typed}
+	l := &smtpd.Listener{
+		Name:                   svc.Name,
+		Hostname:               c.Get("myhostname"),
+		Banner:                 c.Get("smtpd_banner"),
+		Wrapper:                p.bool("smtpd_tls_wrappermode"),
+		SASL:                   p.bool("smtpd_sasl_auth_enable"),
+		TLSAuthOnly:            p.bool("smtpd_tls_auth_only"),
+		MaxMessageSize:         p.int("message_size_limit"),
+		MaxRecipients:          int(p.int("smtpd_recipient_limit")),
+		LineLimit:              int(p.int("line_length_limit")),
+		DisableVRFY:            p.bool("disable_vrfy_command"),
+		HELORequired:           p.bool("smtpd_helo_required"),
+		ForbidUnauthPipelining: p.bool("smtpd_forbid_unauth_pipelining"),
+		GreetPause:             p.duration("smtpgate_greet_pause"),
+		DisableSMTPUTF8:        !p.bool("smtputf8_enable"),
+		StrictSMTPUTF8:         p.bool("strict_smtputf8"),
+		ConnectionCountLimit:   int(p.int("smtpd_client_connection_count_limit")),
+		ConnectionRateLimit:    int(p.int("smtpd_client_connection_rate_limit")),
+		RateTimeUnit:           p.duration("anvil_rate_time_unit"),
+		MemoryMessageLimit:     p.int("smtpgate_memory_message_limit"),
+		SpoolDir:               c.Path("smtpgate_spool_directory"),
+		SoftBounce:             p.bool("soft_bounce"),
+	}
+	// ETRN is advertised where Postfix's submission examples would not
+	// want it: everywhere but on listeners with SASL on.
+	l.ETRN = !l.SASL
+	normal := adaptive(p)
+	l.Timeout, l.HardErrorLimit, l.SoftErrorLimit, l.ErrorSleep, l.JunkCommandLimit =
+		normal.Timeout, normal.HardErrorLimit, normal.SoftErrorLimit, normal.ErrorSleep, normal.JunkCommandLimit
+	l.RecipientOvershootLimit = int(p.int("smtpd_recipient_overshoot_limit"))
+	var err error
+	if l.XCLIENTHosts, err = listener.ParseNetworks(c.List("smtpd_authorized_xclient_hosts")); err != nil {
+		fail(c.Errorf("smtpd_authorized_xclient_hosts", "%v", err))
+	}
+	if l.EventLimitExceptions, err = listener.ParseNetworks(c.List("smtpd_client_event_limit_exceptions")); err != nil {
+		fail(c.Errorf("smtpd_client_event_limit_exceptions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err))
+	}
+	l.NetworkCountLimit = int(p.int("smtpgate_network_connection_count_limit"))
+	l.IPv4Prefix, l.IPv6Prefix = int(p.int("smtpgate_network_ipv4_prefix")), int(p.int("smtpgate_network_ipv6_prefix"))
+	l.ConnectionReserve = int(p.int("smtpgate_connection_reserve"))
+	// The settings that depend on ${stress}, read as they are under
+	// stress, unless the listener forces stress with -o stress.
+	if !c.StressForced() {
+		if stressed := adaptive(params{c.UnderStress(), typed}); stressed != normal {
+			l.UnderStress = &stressed
+		}
+	}
+	if l.BareNewlineExclusions, err = listener.ParseNetworks(c.List("smtpd_forbid_bare_newline_exclusions")); err != nil {
+		fail(c.Errorf("smtpd_forbid_bare_newline_exclusions", "%v (addresses and networks only; set it when mynetworks has host names or tables)", err))
+	}
+	switch strings.ToLower(c.Get("smtpd_forbid_bare_newline")) {
+	case "reject":
+		l.BareNewline = smtpd.BareNewlineReject
+	case "no":
+		l.BareNewline = smtpd.BareNewlineNo
+	}
+	l.BareNewlineCode = int(p.int("smtpd_forbid_bare_newline_reject_code"))
+	switch strings.ToLower(c.Get("smtpgate_listener_mode")) {
+	case "submission":
+		l.Submission = true
+	case "":
+		l.Submission = l.SASL
+	}
+	certFile := c.Path("smtpd_tls_cert_file")
+	if certFile != "" {
+		// Read here, at every load: a reload picks up a renewed pair.
+		cert, err := loadCertificate(certFile, c.Path("smtpd_tls_key_file"))
+		if err != nil {
+			fail(c.Errorf("smtpd_tls_cert_file", "%v", err))
+		} else {
+			l.TLS = &tls.Config{GetCertificate: cert.get, MinVersion: tls.VersionTLS12}
+		}
+	}
+	switch c.Get("smtpd_tls_security_level") {
+	case "may":
+		l.TLSLevel = smtpd.TLSMay
+	case "encrypt":
+		l.TLSLevel = smtpd.TLSEncrypt
+	case "":
+		if l.TLS != nil {
+			l.TLSLevel = smtpd.TLSMay
+		}
+	}
+	if (l.TLSLevel != smtpd.TLSNone || l.Wrapper) && certFile == "" {
+		fail(c.Errorf("smtpd_tls_cert_file", "TLS is required on this listener but no certificate is configured"))
+	}
+	l.NextHop, err = handoff.Parse(c.Get("smtpgate_next_hop"), c.Resolve, handoff.Options{Hostname: l.Hostname, Timeout: p.duration("smtpgate_next_hop_timeout"),
+		IdleConnections: int(p.int("smtpgate_next_hop_idle_connections")), IdleTimeout: p.duration("smtpgate_next_hop_idle_timeout"),
+		LineLengthLimit: int(p.int("smtp_line_length_limit")), LMTPLineLengthLimit: int(p.int("lmtp_line_length_limit"))})
+	if err != nil {
+		fail(c.Errorf("smtpgate_next_hop", "%v", err))
+	}
+	proxy, err := proxyOf(p)
+	if err != nil {
+		fail(err)
+	}
+	return listenerSettings{l: l, proxy: proxy}, errors.Join(errs...)
+}
+
+// adaptive reads the settings that may depend on ${stress}
+// (maincf.Def.Stress).
+func adaptive(p params) smtpd.Adaptive {
+	return smtpd.Adaptive{
+		Timeout:          p.duration("smtpd_timeout"),
+		HardErrorLimit:   int(p.int("smtpd_hard_error_limit")),
+		SoftErrorLimit:   int(p.int("smtpd_soft_error_limit")),
+		ErrorSleep:       p.duration("smtpd_error_sleep_time"),
+		JunkCommandLimit: int(p.int("smtpd_junk_command_limit")),
+	}
+}
+
+// proxyOf reads a listener's PROXY protocol settings; nil when off.
+func proxyOf(p params) (*proxySettings, error) {
+	c := p.c
+	if c.Get("smtpd_upstream_proxy_protocol") == "" {
+		return nil, nil
+	}
+	trusted, err := listener.ParseNetworks(c.List("smtpgate_proxy_networks"))
+	if err != nil {
+		return nil, c.Errorf("smtpgate_proxy_networks", "%v", err)
+	}
+	return &proxySettings{trusted: trusted, timeout: p.duration("smtpd_upstream_proxy_timeout")}, nil
+}
+
+// checkReserves checks that the listeners' smtpgate_connection_reserve
+// leave room within smtpgate_max_connections (limit).
+func checkReserves(main *maincf.Config, services []maincf.Service, limit int, typed *[]error) error {
+	if limit <= 0 {
+		return nil
+	}
+	var sum int64
+	for _, svc := range services {
+		sum += params{main.WithOverrides(svc.Overrides), typed}.int("smtpgate_connection_reserve")
+		if sum > int64(limit) {
+			return fmt.Errorf("%s: service %s: smtpgate_connection_reserve: the listeners' reserves add up to %d (so far), more than smtpgate_max_connections = %d", svc.Pos, svc.Name, sum, limit)
+		}
+	}
+	return nil
+}
+
+// checkConnLimitRedis checks that smtpgate_connection_limit_redis (url)
+// parses.
+func checkConnLimitRedis(main *maincf.Config, url string) error {
+	rc, err := connLimitRedis(url)
+	if err != nil {
+		return main.Errorf("smtpgate_connection_limit_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
+	}
+	if rc != nil {
+		return rc.Close()
+	}
+	return nil
+}
