@@ -3,9 +3,11 @@ package edge
 import (
 	"context"
 	"crypto/x509"
+	"log/slog"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/certtest"
 )
@@ -68,5 +70,62 @@ func TestReloadCertificates(t *testing.T) {
 	}
 	if got := served(); got != "new.example" {
 		t.Errorf("after a bad reload: %s", got)
+	}
+}
+
+// TestReloadSwapsSettings: a reload gives new connections everything the
+// new Settings say (listener settings and the engine's timeouts), keeps
+// what lives as long as the process, and names the restart-only
+// parameters that changed, without their values.
+func TestReloadSwapsSettings(t *testing.T) {
+	master := "127.0.0.1:2525 inet n - n - - smtpd\n"
+	set, err := Load(load(t, "myhostname = h.example\n", master))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs strings.Builder
+	s, err := New(set, Config{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	first := s.current.bindings[0]
+	set, err = Load(load(t, `myhostname = h.example
+smtpd_banner = $myhostname ESMTP reloaded
+smtpgate_policy_timeout = 7s
+smtpgate_policy_skip_time = 0
+smtpgate_auth_timeout = 3s
+smtpgate_shutdown_timeout = 2s
+smtpgate_max_connections = 10
+smtpgate_connection_limit_redis = redis://:s3cret@127.0.0.1:1/0
+`, master))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Reload(context.Background(), set); err != nil {
+		t.Fatal(err)
+	}
+	b := s.current.bindings[0]
+	if b.l.Banner != "h.example ESMTP reloaded" || first.l.Banner != "h.example ESMTP smtpgate" {
+		t.Errorf("banner: new %q, old %q", b.l.Banner, first.l.Banner)
+	}
+	if b.engine.PolicyTimeout != 7*time.Second || b.engine.PolicySkipTime != 0 || b.engine.AuthTimeout != 3*time.Second || s.current.set.shutdownTimeout != 2*time.Second {
+		t.Errorf("engine settings after reload: policy %v, skip %v, auth %v, shutdown %v",
+			b.engine.PolicyTimeout, b.engine.PolicySkipTime, b.engine.AuthTimeout, s.current.set.shutdownTimeout)
+	}
+	if first.engine.PolicyTimeout != 10*time.Second || first.engine.PolicySkipTime != 5*time.Second {
+		t.Errorf("the old generation changed: policy %v, skip %v", first.engine.PolicyTimeout, first.engine.PolicySkipTime)
+	}
+	if b.engine.Limits != first.engine.Limits || b.engine.Drain != first.engine.Drain || b.engine.Policy != first.engine.Policy {
+		t.Error("the process's parts (limits, drain, policy client) are not shared by the new generation")
+	}
+	const warn = "reload: a parameter read only at start changed"
+	for _, name := range []string{"smtpgate_max_connections", "smtpgate_connection_limit_redis"} {
+		if !strings.Contains(logs.String(), warn+"; it takes effect at the next restart\" name="+name+"\n") {
+			t.Errorf("no restart warning for %s:\n%s", name, logs.String())
+		}
+	}
+	if n := strings.Count(logs.String(), warn); n != 2 || strings.Contains(logs.String(), "s3cret") {
+		t.Errorf("%d restart warnings (want 2), or a secret logged:\n%s", n, logs.String())
 	}
 }
