@@ -3,6 +3,7 @@ module github.com/smtpgate/smtpgate/services/auth
 go 1.26.0
 
 require (
+	github.com/go-crypt/x v0.4.17
 	github.com/prometheus/client_golang v1.25.0
 	github.com/redis/go-redis/extra/redisotel/v9 v9.23.0
 	github.com/redis/go-redis/v9 v9.23.0

@@ -3,10 +3,12 @@
 //
 //	user:{SCHEME}password:uid:gid:gecos:home:shell:extra_fields
 //
-// Only the first two fields are used; '#' starts a comment line. User names
-// are compared exactly as written (Dovecot's default). The file is read
-// again when its modification time or size changes; a broken new version is
-// reported and the previous users are kept.
+// A password without {SCHEME} is a crypt(3) string (Dovecot's default
+// scheme for passwd-files, CRYPT). Only the first two fields are used; '#'
+// starts a comment line. User names are compared exactly as written
+// (Dovecot's default). The file is read again when its modification time
+// or size changes; a broken new version is reported and the previous users
+// are kept.
 //
 // Trust: the file is the operator's and trusted; the user names looked up
 // come from SMTP clients, are only compared, and are never logged here.

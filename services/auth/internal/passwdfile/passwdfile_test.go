@@ -36,7 +36,8 @@ func TestParseErrors(t *testing.T) {
 		{"john\n", "passwd:1: want user:{SCHEME}password"},
 		{":{PLAIN}x\n", "passwd:1: want user"},
 		{"# c\njohn:secret\n", "passwd:2: user john: password has no {SCHEME} prefix"},
-		{"john:{MD5}x\n", "unknown password scheme"},
+		{"john:{OTP}x\n", "unknown password scheme"},
+		{"john:{MD5}x\n", "passwd:1: user john: {MD5}: data is not valid base64"},
 		{"a:{PLAIN}x\na:{PLAIN}y\n", "passwd:2: user a listed twice"},
 	} {
 		if _, err := Parse("passwd", strings.NewReader(tc.text)); err == nil || !strings.Contains(err.Error(), tc.want) {

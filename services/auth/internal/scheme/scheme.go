@@ -1,13 +1,17 @@
 // Package scheme verifies and makes passwords stored in Dovecot's
 // "{SCHEME}data" form (https://doc.dovecot.org/configuration_manual/authentication/password_schemes/):
-// {PLAIN}, {SHA256-CRYPT}, {SHA512-CRYPT}, {BLF-CRYPT}, {CRAM-MD5},
-// {SCRAM-SHA-256} and {ARGON2ID}. It trusts
+// {PLAIN}, {SHA256-CRYPT}, {SHA512-CRYPT}, {BLF-CRYPT}, {MD5-CRYPT}, {PBKDF2},
+// {SHA}, {SHA256}, {SHA512}, {SSHA}, {SSHA256}, {SSHA512}, {SMD5}, {PLAIN-MD5},
+// {LDAP-MD5}, {CRAM-MD5}, {SCRAM-SHA-256} and {ARGON2ID}, with Dovecot's encoding
+// suffixes (.HEX, .B64, .BASE64) and aliases. It trusts
 // nothing it is given: a stored value that does not parse is an error, and
 // comparisons take constant time.
 package scheme
 
 import (
+	"crypto/pbkdf2"
 	"crypto/rand"
+	"crypto/sha1"
 	"crypto/subtle"
 	"encoding/base64"
 	"errors"
@@ -26,9 +30,16 @@ const (
 	BLFCrypt    = "BLF-CRYPT"
 )
 
-// Names lists the schemes this package knows.
+// Names lists the schemes Hash makes.
 func Names() []string {
-	return []string{Plain, SHA256Crypt, SHA512Crypt, BLFCrypt, CRAMMD5, SCRAMSHA256, ARGON2ID}
+	return []string{Plain, SHA256Crypt, SHA512Crypt, BLFCrypt, CRAMMD5, SCRAMSHA256, ARGON2ID,
+		PBKDF2, SSHA, SSHA256, SSHA512, SHA, SHA256, SHA512}
+}
+
+// VerifyOnly lists the schemes Parse and Verify know but Hash does not
+// make: Dovecot 2.4's weak schemes.
+func VerifyOnly() []string {
+	return []string{MD5Crypt, SMD5, PlainMD5, LDAPMD5}
 }
 
 // ErrUnknownScheme is returned for a scheme this package does not know.
@@ -40,45 +51,103 @@ type Stored struct {
 	Data   string
 }
 
-// Parse reads "{SCHEME}data". Scheme names are case-insensitive; the data
-// is checked for the scheme's syntax.
+// Parse reads "{SCHEME}data" as Dovecot does: scheme names are
+// case-insensitive and may carry an encoding suffix (".HEX", ".B64",
+// ".BASE64"); a bare crypt(3) string ("$1$", "$5$", "$6$", "$2y$") is
+// Dovecot's passwd-file default scheme, CRYPT. The data is checked for the
+// scheme's syntax and kept in the scheme's default encoding, aliases under
+// one name (CLEAR and CLEARTEXT are PLAIN, SHA1 is SHA, HMAC-MD5 is
+// CRAM-MD5, CRYPT and MD5 the crypt scheme or digest their data is).
 func Parse(s string) (Stored, error) {
 	if !strings.HasPrefix(s, "{") {
-		return Stored{}, errors.New("password has no {SCHEME} prefix")
+		if cryptScheme(s) == "" {
+			return Stored{}, errors.New("password has no {SCHEME} prefix and is not a crypt(3) hash smtpgate knows ($1$, $5$, $6$, $2y$)")
+		}
+		if strings.HasPrefix(s, md5CryptPrefix) {
+			// Dovecot's password_get_scheme: "$1$salt$hash[$ignored]".
+			if i := strings.IndexByte(s[len(md5CryptPrefix):], '$'); i >= 0 {
+				if j := strings.IndexByte(s[len(md5CryptPrefix)+i+1:], '$'); j >= 0 {
+					s = s[:len(md5CryptPrefix)+i+1+j]
+				}
+			}
+		}
+		s = "{CRYPT}" + s
 	}
 	end := strings.IndexByte(s, '}')
 	if end < 0 {
 		return Stored{}, errors.New("password has no closing '}' after its scheme")
 	}
-	st := Stored{Scheme: strings.ToUpper(s[1:end]), Data: s[end+1:]}
+	written := strings.ToUpper(s[1:end])
+	name, enc, explicit, err := splitEncoding(written)
+	if err != nil {
+		return Stored{}, err
+	}
+	data := s[end+1:]
+	switch name {
+	case "CLEARTEXT", "CLEAR":
+		name = Plain
+	case "SHA1":
+		name = SHA
+	case "HMAC-MD5":
+		name = CRAMMD5
+	case "CRYPT", "MD5":
+		raw, err := decode(name, enc, explicit, data)
+		if err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
+		}
+		data, enc, explicit = string(raw), encNone, false
+		if name = cryptScheme(data); name == "" && written == "MD5" {
+			name = PlainMD5 // Dovecot's {MD5}: MD5-CRYPT, else PLAIN-MD5
+		} else if name == "" {
+			return Stored{}, fmt.Errorf("{%s}: not a crypt(3) hash smtpgate knows ($1$, $5$, $6$, $2y$; DES crypt is not supported)", written)
+		}
+	}
+	raw, err := decode(name, enc, explicit, data)
+	if err != nil {
+		return Stored{}, fmt.Errorf("{%s}: %w", written, err)
+	}
+	st := Stored{Scheme: name, Data: canonical(name, raw)}
+	if d, ok := digestSchemes[st.Scheme]; ok {
+		if err := checkDigest(d, raw); err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
+		}
+		return st, nil
+	}
 	switch st.Scheme {
-	case Plain, "CLEARTEXT":
-		st.Scheme = Plain
+	case Plain:
 	case SHA256Crypt, SHA512Crypt:
 		v := variant(st.Scheme)
 		if _, _, _, sum, err := v.parse(st.Data); err != nil {
-			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
 		} else if len(sum) != map[string]int{SHA256Crypt: 43, SHA512Crypt: 86}[st.Scheme] {
-			return Stored{}, fmt.Errorf("{%s}: hash has %d characters", st.Scheme, len(sum))
+			return Stored{}, fmt.Errorf("{%s}: hash has %d characters", written, len(sum))
 		}
 	case BLFCrypt:
 		if _, err := bcrypt.Cost([]byte(st.Data)); err != nil {
-			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
+		}
+	case MD5Crypt:
+		if _, _, err := parseMD5Crypt(st.Data); err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
+		}
+	case PBKDF2:
+		if _, err := parsePBKDF2(st.Data); err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
 		}
 	case CRAMMD5:
 		if _, err := parseCRAMContext(st.Data); err != nil {
-			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
 		}
 	case SCRAMSHA256:
 		if _, err := parseSCRAM(st.Data); err != nil {
-			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
 		}
 	case ARGON2ID:
 		if _, err := parseArgon2(st.Data); err != nil {
-			return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, err)
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
 		}
 	default:
-		return Stored{}, fmt.Errorf("{%s}: %w", st.Scheme, ErrUnknownScheme)
+		return Stored{}, fmt.Errorf("{%s}: %w", written, ErrUnknownScheme)
 	}
 	return st, nil
 }
@@ -95,6 +164,10 @@ func (s Stored) String() string { return "{" + s.Scheme + "}" + s.Data }
 
 // Verify reports whether password matches.
 func (s Stored) Verify(password []byte) bool {
+	if d, ok := digestSchemes[s.Scheme]; ok {
+		raw, err := decode(s.Scheme, encNone, false, s.Data)
+		return err == nil && verifyDigest(d, raw, password)
+	}
 	switch s.Scheme {
 	case Plain:
 		return subtle.ConstantTimeCompare([]byte(s.Data), password) == 1
@@ -117,6 +190,11 @@ func (s Stored) Verify(password []byte) bool {
 	case ARGON2ID:
 		a, err := parseArgon2(s.Data)
 		return err == nil && a.verify(password)
+	case MD5Crypt:
+		return verifyMD5Crypt(s.Data, password)
+	case PBKDF2:
+		p, err := parsePBKDF2(s.Data)
+		return err == nil && p.verify(password)
 	}
 	return false
 }
@@ -126,6 +204,25 @@ func (s Stored) Verify(password []byte) bool {
 func Hash(schemeName string, password []byte) (Stored, error) {
 	name := strings.ToUpper(schemeName)
 	switch name {
+	case "SHA1":
+		name = SHA
+	case "CLEAR", "CLEARTEXT":
+		name = Plain
+	}
+	if d, ok := digestSchemes[name]; ok && !d.weak {
+		return hashDigest(name, d, password)
+	}
+	switch name {
+	case PBKDF2:
+		salt, err := cryptSalt(pbkdf2SaltLen)
+		if err != nil {
+			return Stored{}, err
+		}
+		key, err := pbkdf2.Key(sha1.New, string(password), []byte(salt), pbkdf2DefaultRounds, pbkdf2KeyLen)
+		if err != nil {
+			return Stored{}, fmt.Errorf("pbkdf2: %w", err)
+		}
+		return Stored{Scheme: PBKDF2, Data: fmt.Sprintf("$1$%s$%d$%x", salt, pbkdf2DefaultRounds, key)}, nil
 	case Plain:
 		return Stored{Scheme: Plain, Data: string(password)}, nil
 	case SHA256Crypt, SHA512Crypt:
@@ -165,5 +262,16 @@ func Hash(schemeName string, password []byte) (Stored, error) {
 		enc := base64.RawStdEncoding.EncodeToString
 		return Stored{Scheme: ARGON2ID, Data: fmt.Sprintf("$argon2id$v=19$m=65536,t=3,p=1$%s$%s", enc(salt), enc(h))}, nil
 	}
+	if isWeak(name) {
+		return Stored{}, fmt.Errorf("{%s}: a weak scheme (Dovecot 2.4 refuses it without auth_allow_weak_schemes); smtpgate verifies it but does not make it", name)
+	}
 	return Stored{}, fmt.Errorf("{%s}: %w", name, ErrUnknownScheme)
+}
+
+// isWeak reports the schemes Dovecot 2.4 calls weak.
+func isWeak(name string) bool {
+	if d, ok := digestSchemes[name]; ok {
+		return d.weak
+	}
+	return name == MD5Crypt || name == "MD5" || name == "HMAC-MD5"
 }

@@ -1,0 +1,150 @@
+package scheme
+
+import (
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// doveadm runs the real `doveadm` (Debian's dovecot-core, installed by
+// scripts/deps --test); it needs no running Dovecot for `pw`.
+func doveadm(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	path, err := exec.LookPath("doveadm")
+	if err != nil {
+		t.Fatalf("doveadm not found (install dovecot-core: scripts/deps --test): %v", err)
+	}
+	out, err := exec.Command(path, args...).CombinedOutput()
+	return strings.TrimSpace(string(out)), err
+}
+
+// doveadmSchemes are the schemes real passwd-files hold, as `doveadm pw -s`
+// spells them, with the encoding suffixes it writes.
+var doveadmSchemes = []string{
+	"MD5-CRYPT", "MD5", "CRYPT",
+	"SSHA", "SSHA.HEX", "SSHA256", "SSHA256.b64", "SSHA512", "SSHA512.HEX",
+	"SHA", "SHA1", "SHA.HEX",
+	"SHA256", "SHA256.HEX", "SHA256.b64", "SHA256.BASE64",
+	"SHA512", "SHA512.HEX", "SHA512.b64", "SHA512.BASE64",
+	"PBKDF2",
+	"SMD5", "PLAIN-MD5", "PLAIN-MD5.b64", "LDAP-MD5", "LDAP-MD5.HEX",
+	"SHA256-CRYPT", "SHA512-CRYPT", "BLF-CRYPT",
+	"CRAM-MD5", "CRAM-MD5.b64", "HMAC-MD5",
+	"SCRAM-SHA-256", "ARGON2ID",
+	"PLAIN", "PLAIN.b64", "PLAIN.HEX", "CLEAR", "CLEARTEXT",
+}
+
+var doveadmPasswords = []string{"test", "pässword with spaces", "colon:and{brace}$dollar", strings.Repeat("long", 40)}
+
+// TestDoveadmHashesVerify: every hash `doveadm pw -s SCHEME` makes parses
+// and verifies its password, and no other.
+func TestDoveadmHashesVerify(t *testing.T) {
+	for _, s := range doveadmSchemes {
+		for i, pw := range doveadmPasswords {
+			if s == "ARGON2ID" && i > 0 {
+				continue // 64 MiB per hash: one is enough
+			}
+			hash, err := doveadm(t, "pw", "-s", s, "-p", pw)
+			if err != nil {
+				t.Fatalf("doveadm pw -s %s: %v: %s", s, err, hash)
+			}
+			st, err := Parse(hash)
+			if err != nil {
+				t.Errorf("Parse(%s) of doveadm's %q: %v", s, hash, err)
+				continue
+			}
+			if !st.Verify([]byte(pw)) {
+				t.Errorf("%s: %q does not verify its password %q", s, hash, pw)
+			}
+			if st.Verify(nil) {
+				t.Errorf("%s: %q verifies the empty password", s, hash)
+			}
+			// A wrong password fails here exactly when it fails in Dovecot
+			// (bcrypt, there as here, reads only the first 72 bytes).
+			for _, wrong := range []string{pw + "x", strings.ToUpper(pw), pw[:len(pw)-1]} {
+				_, dovecotErr := doveadm(t, "pw", "-t", hash, "-p", wrong)
+				if got, want := st.Verify([]byte(wrong)), dovecotErr == nil; got != want {
+					t.Errorf("%s: %q with %q: verified %v, Dovecot %v", s, hash, wrong, got, want)
+				}
+			}
+		}
+	}
+}
+
+// TestBareCryptLines: a passwd-file password without {SCHEME} is
+// Dovecot's default CRYPT; doveadm's output with the prefix cut off
+// verifies too.
+func TestBareCryptLines(t *testing.T) {
+	for _, s := range []string{"MD5-CRYPT", "SHA256-CRYPT", "SHA512-CRYPT", "BLF-CRYPT"} {
+		hash, err := doveadm(t, "pw", "-s", s, "-p", "bare")
+		if err != nil {
+			t.Fatalf("doveadm pw -s %s: %v: %s", s, err, hash)
+		}
+		bare := hash[strings.IndexByte(hash, '}')+1:]
+		st, err := Parse(bare)
+		if err != nil {
+			t.Fatalf("Parse(%q): %v", bare, err)
+		}
+		if st.Scheme != s || !st.Verify([]byte("bare")) || st.Verify([]byte("Bare")) {
+			t.Errorf("bare %q: scheme %s, verification wrong", bare, st.Scheme)
+		}
+	}
+}
+
+// TestHashVerifiedByDoveadm: what `smtpgate-auth hash-password -s` makes
+// (Hash), the real Dovecot verifies (`doveadm pw -t`), and refuses with
+// another password.
+func TestHashVerifiedByDoveadm(t *testing.T) {
+	for _, name := range Names() {
+		if name == ARGON2ID {
+			continue // Debian's dovecot-core is built with libsodium; checked below when it is
+		}
+		st, err := Hash(name, []byte("pässword"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if out, err := doveadm(t, "pw", "-t", st.String(), "-p", "pässword"); err != nil || !strings.Contains(out, "(verified)") {
+			t.Errorf("doveadm pw -t %s: %v: %s", st, err, out)
+		}
+		if out, err := doveadm(t, "pw", "-t", st.String(), "-p", "password"); err == nil {
+			t.Errorf("doveadm pw -t %s with a wrong password: %s", st, out)
+		}
+	}
+	st, err := Hash(ARGON2ID, []byte("pässword"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := doveadm(t, "pw", "-t", st.String(), "-p", "pässword"); err != nil || !strings.Contains(out, "(verified)") {
+		t.Errorf("doveadm pw -t %s: %v: %s", st, err, out)
+	}
+}
+
+// TestWeakSchemesNotMade: Hash refuses what Dovecot 2.4 calls weak, and
+// says why.
+func TestWeakSchemesNotMade(t *testing.T) {
+	for _, name := range VerifyOnly() {
+		if _, err := Hash(name, []byte("x")); err == nil || !strings.Contains(err.Error(), "weak") {
+			t.Errorf("Hash(%s) = %v, want a weak-scheme error", name, err)
+		}
+	}
+}
+
+// TestEncodingGuessed: without a suffix, Dovecot reads a fixed-size digest
+// as hex when it is exactly twice the size long, else as base64.
+func TestEncodingGuessed(t *testing.T) {
+	for _, s := range []string{"SHA256.HEX", "SHA512.HEX", "SHA.HEX", "PLAIN-MD5.b64", "LDAP-MD5.HEX"} {
+		hash, err := doveadm(t, "pw", "-s", s, "-p", "guess")
+		if err != nil {
+			t.Fatalf("doveadm pw -s %s: %v: %s", s, err, hash)
+		}
+		base, _, _ := strings.Cut(s, ".")
+		unsuffixed := "{" + base + "}" + hash[strings.IndexByte(hash, '}')+1:]
+		if _, err := doveadm(t, "pw", "-t", unsuffixed, "-p", "guess"); err != nil {
+			t.Fatalf("Dovecot does not verify %s either", unsuffixed)
+		}
+		st, err := Parse(unsuffixed)
+		if err != nil || !st.Verify([]byte("guess")) || st.Verify([]byte("guesS")) {
+			t.Errorf("%s: %+v, %v", unsuffixed, st, err)
+		}
+	}
+}
