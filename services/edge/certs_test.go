@@ -3,11 +3,16 @@ package edge
 import (
 	"context"
 	"crypto/x509"
+	"io"
 	"log/slog"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/smtpgate/smtpgate/pkg/certtest"
 )
@@ -127,5 +132,30 @@ smtpgate_connection_limit_redis = redis://:s3cret@127.0.0.1:1/0
 	}
 	if n := strings.Count(logs.String(), warn); n != 2 || strings.Contains(logs.String(), "s3cret") {
 		t.Errorf("%d restart warnings (want 2), or a secret logged:\n%s", n, logs.String())
+	}
+}
+
+// TestNewSetsEngineWhole: with every dependency given, New sets every
+// field of the engine's Config, so that a field added to smtpd.Config
+// and not built here (from the process's parts or from Settings, in
+// engineFor, the same way for New and Reload) fails here rather than
+// being silently zero.
+func TestNewSetsEngineWhole(t *testing.T) {
+	set, err := Load(load(t, "myhostname = h.example\n", "127.0.0.1:2525 inet n - n - - smtpd\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tp := sdktrace.NewTracerProvider()
+	defer tp.Shutdown(context.Background())
+	s, err := New(set, Config{Logger: slog.New(slog.DiscardHandler), TracerProvider: tp, Metrics: prometheus.NewRegistry(), MailLog: io.Discard})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := reflect.ValueOf(s.current.bindings[0].engine.Config)
+	for i := range c.NumField() {
+		if c.Field(i).IsZero() {
+			t.Errorf("New leaves smtpd.Config.%s unset", c.Type().Field(i).Name)
+		}
 	}
 }

@@ -199,9 +199,12 @@ func (s *Server) generation(set Settings) *generation {
 	return g
 }
 
-// engineFor is the engine with set's settings; what lives as long as the
-// process is shared, and the engine's Config is swapped whole
-// (smtpd.Server.Reconfigured).
+// engineFor is the engine of a generation: s.engine's Config holds what
+// lives as long as the process (its settings left zero: it serves no
+// session), and the settings a reload may change come from set, here
+// only, for New and Reload alike. The Config is swapped in whole
+// (smtpd.Server.Reconfigured); TestNewSetsEngineWhole fails on a field
+// of it left unset.
 func (s *Server) engineFor(set Settings) *smtpd.Server {
 	c := s.engine.Config
 	c.PolicyTimeout = set.policy.Timeout
