@@ -117,6 +117,19 @@ type call struct {
 
 // New checks cfg, fills in its defaults and returns a Resolver.
 func New(cfg Config) (*Resolver, error) {
+	r, err := NewUnbound(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.logSettings()
+	return r, nil
+}
+
+// NewUnbound is New for a Resolver whose logger and Redis cache are not
+// there yet, so that what holds it can be built before the process
+// opens its connections; Bind gives it both before its first lookup. It
+// logs nothing.
+func NewUnbound(cfg Config) (*Resolver, error) {
 	r := &Resolver{
 		timeout:    cfg.Timeout,
 		attempts:   cfg.Attempts,
@@ -192,10 +205,26 @@ func New(cfg Config) (*Resolver, error) {
 	r.local = newLRU(size)
 	r.udp = &dns.Client{Net: "udp", Timeout: r.timeout}
 	r.tcp = &dns.Client{Net: "tcp", Timeout: r.timeout}
+	return r, nil
+}
+
+// Bind gives a Resolver from NewUnbound its logger (nil: none) and the
+// Redis cache shared with other replicas (nil: none), and logs its
+// settings as New does. Call it once, before the first lookup; the
+// caller keeps closing c.
+func (r *Resolver) Bind(log *slog.Logger, c *redis.Client) {
+	if log != nil {
+		r.log = log
+	}
+	r.redis = c
+	r.logSettings()
+}
+
+// logSettings logs, at debug level, what r was built with.
+func (r *Resolver) logSettings() {
 	r.log.Debug("resolver", "servers", r.servers, "timeout", r.timeout, "attempts", r.attempts,
 		"redis", r.redis != nil, "min_ttl", r.minTTL, "max_ttl", r.maxTTL,
-		"negative_max_ttl", r.negMaxTTL, "error_ttl", r.errorTTL, "cache_size", size)
-	return r, nil
+		"negative_max_ttl", r.negMaxTTL, "error_ttl", r.errorTTL, "cache_size", r.local.max)
 }
 
 func cmp0(v, def time.Duration) time.Duration {

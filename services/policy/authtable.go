@@ -20,11 +20,8 @@ import (
 // cache (shared by every auth:users table of the process; nil: none);
 // unknown users and errors never are (see userCache).
 type authTable struct {
-	spec    string
-	client  authv1.AuthServiceClient
-	timeout time.Duration
-	cache   *userCache
-	counts  *userLookups
+	spec  string
+	users *authUsers
 }
 
 func (t *authTable) Name() string           { return t.spec }
@@ -32,32 +29,34 @@ func (t *authTable) Pattern() bool          { return true }
 func (t *authTable) Entries() []table.Entry { return nil }
 
 func (t *authTable) Lookup(ctx context.Context, key string) (string, bool, error) {
-	if t.client == nil {
+	u := t.users
+	if u.client == nil {
 		return "", false, fmt.Errorf("%s: no connection to smtpgate-auth", t.spec)
 	}
 	if key == "" || strings.HasPrefix(key, "@") || strings.HasSuffix(key, "@") {
 		return "", false, nil
 	}
-	if name, ok := t.cache.get(key); ok {
-		t.counts.hits.Add(1)
+	if name, ok := u.cache.get(key); ok {
+		u.counts.hits.Add(1)
 		return name, true, nil
 	}
-	t.counts.misses.Add(1)
-	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	u.counts.misses.Add(1)
+	ctx, cancel := context.WithTimeout(ctx, u.timeout)
 	defer cancel()
-	resp, err := t.client.LookupUser(ctx, &authv1.LookupUserRequest{Username: key})
+	resp, err := u.client.LookupUser(ctx, &authv1.LookupUserRequest{Username: key})
 	if err != nil {
 		return "", false, fmt.Errorf("%s: ask smtpgate-auth about %q: %w", t.spec, key, err)
 	}
 	if resp.GetExists() {
-		t.cache.put(key, resp.GetUsername())
+		u.cache.put(key, resp.GetUsername())
 	}
 	return resp.GetUsername(), resp.GetExists(), nil
 }
 
 // authUsers is what every auth:users table of a process shares: the
-// client (nil while only checking the configuration), the call timeout,
-// the cache of existing users (nil: off) and the lookup counts.
+// client (nil until New binds it, and while only checking the
+// configuration), the call timeout, the cache of existing users (nil:
+// off) and the lookup counts.
 type authUsers struct {
 	client  authv1.AuthServiceClient
 	timeout time.Duration
@@ -70,5 +69,5 @@ func openAuthTable(spec string, u *authUsers) (table.Table, error) {
 	if spec != "auth:users" {
 		return nil, fmt.Errorf("table %s: the auth table is auth:users", spec)
 	}
-	return &authTable{spec: spec, client: u.client, timeout: u.timeout, cache: u.cache, counts: &u.counts}, nil
+	return &authTable{spec: spec, users: u}, nil
 }

@@ -52,18 +52,15 @@ smtpd_sender_restrictions = reject_sender_login_mismatch
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Main: maincf.New(Catalogue(), f, t.TempDir())})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, serverSetup{Main: maincf.New(Catalogue(), f, t.TempDir())})
 	ctx := context.Background()
 	req := func(rcpt string) *policyv1.CheckRequest { return rcptRequest("", "203.0.113.5", rcpt) }
 
-	resp, err := srv.Check(ctx, req("John@Example.org"))
+	resp, err := srv.handler.Check(ctx, req("John@Example.org"))
 	if err != nil || resp.GetVerdict().GetAction() != policyv1.Action_ACTION_PERMIT {
 		t.Errorf("known user: %v %v", resp.GetVerdict(), err)
 	}
-	resp, err = srv.Check(ctx, req("nobody@example.org"))
+	resp, err = srv.handler.Check(ctx, req("nobody@example.org"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,18 +71,18 @@ smtpd_sender_restrictions = reject_sender_login_mismatch
 	r := req("john@example.org")
 	r.Transaction.Sender = "john@example.org"
 	r.Session.Sasl = &policyv1.SASL{Method: "PLAIN", Username: "lisa@example.org"}
-	resp, err = srv.Check(ctx, r)
+	resp, err = srv.handler.Check(ctx, r)
 	if err != nil || resp.GetVerdict().GetCode() != 553 {
 		t.Errorf("lisa sending as john: %v %v", resp.GetVerdict(), err)
 	}
 	r.Session.Sasl.Username = "john@example.org"
-	resp, err = srv.Check(ctx, r)
+	resp, err = srv.handler.Check(ctx, r)
 	if err != nil || resp.GetVerdict().GetAction() != policyv1.Action_ACTION_PERMIT {
 		t.Errorf("john sending as john: %v %v", resp.GetVerdict(), err)
 	}
 
 	g.Stop()
-	_, err = srv.Check(ctx, req("nobody@example.org"))
+	_, err = srv.handler.Check(ctx, req("nobody@example.org"))
 	if status.Code(err) != codes.Unavailable {
 		t.Errorf("auth down: %v, want Unavailable (the edge then answers 451)", err)
 	}

@@ -43,10 +43,7 @@ func BenchmarkCheckRedisRateLimit(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(Config{Main: maincf.New(Catalogue(), f, b.TempDir())})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := newServer(b, serverSetup{Main: maincf.New(Catalogue(), f, b.TempDir())})
 	req := &policyv1.CheckRequest{Stage: policyv1.Stage_STAGE_END_OF_DATA,
 		Session:     &policyv1.Session{Id: "s", ClientAddress: "203.0.113.5", HeloName: "x.example.net"},
 		Transaction: &policyv1.Transaction{Sender: "a@bulk.example", Recipient: "john@example.org", RecipientCount: 1, Size: 1000}}
@@ -54,7 +51,7 @@ func BenchmarkCheckRedisRateLimit(b *testing.B) {
 	var ds []time.Duration
 	for b.Loop() {
 		t0 := time.Now()
-		resp, err := s.Check(ctx, req)
+		resp, err := s.handler.Check(ctx, req)
 		ds = append(ds, time.Since(t0))
 		if err != nil || resp.GetVerdict().GetAction() != policyv1.Action_ACTION_PERMIT {
 			b.Fatalf("%v %v", resp.GetVerdict(), err)
@@ -70,10 +67,7 @@ func BenchmarkDelegation(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s, err := New(Config{Main: maincf.New(Catalogue(), f, b.TempDir())})
-	if err != nil {
-		b.Fatal(err)
-	}
+	s := newServer(b, serverSetup{Main: maincf.New(Catalogue(), f, b.TempDir())})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

@@ -86,10 +86,10 @@ func (s *Server) delegate(ctx context.Context, req policyproto.Request) (string,
 	if err != nil {
 		return "", err
 	}
-	e := s.engines[""]
+	e := s.set.listeners[""].engine
 	if pc := req["policy_context"]; pc != "" {
-		if le, ok := s.engines[pc]; ok {
-			e = le
+		if l, ok := s.set.listeners[pc]; ok {
+			e = l.engine
 		}
 	}
 	v, err := e.Check(ctx, f)

@@ -26,10 +26,7 @@ func startDelegation(t *testing.T, extra string) (string, *logtest.Buffer) {
 		t.Fatal(err)
 	}
 	logs := &logtest.Buffer{}
-	srv, err := New(Config{Main: maincf.New(Catalogue(), f, t.TempDir()), Logger: slog.New(slog.NewTextHandler(logs, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, serverSetup{Main: maincf.New(Catalogue(), f, t.TempDir()), Config: Config{Logger: slog.New(slog.NewTextHandler(logs, nil))}})
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

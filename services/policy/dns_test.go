@@ -101,17 +101,13 @@ func dnsServer(t *testing.T, extra string) *Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Main: maincf.New(Catalogue(), f, t.TempDir())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.authConn.Close() })
+	srv := newServer(t, serverSetup{Main: maincf.New(Catalogue(), f, t.TempDir())})
 	return srv
 }
 
 func checkRBL(t *testing.T, srv *Server) {
 	t.Helper()
-	resp, err := srv.Check(context.Background(), rcptRequest("", "127.0.0.2", "john@example.org"))
+	resp, err := srv.handler.Check(context.Background(), rcptRequest("", "127.0.0.2", "john@example.org"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +126,6 @@ func TestDNSBLSharedThroughRedis(t *testing.T) {
 	extra := "smtpgate_dns_servers = " + stub.addr + "\nsmtpgate_dns_redis = redis://127.0.0.1:" + strconv.Itoa(port) + "/0\n" +
 		"smtpd_client_restrictions = reject_rbl_client bl.test\n"
 	one, two := dnsServer(t, extra), dnsServer(t, extra)
-	defer one.redis.Close()
-	defer two.redis.Close()
 
 	checkRBL(t, one)
 	asked := stub.queries.Load()
@@ -167,7 +161,6 @@ func TestDNSBLWithRedisDown(t *testing.T) {
 	ln.Close()
 	srv := dnsServer(t, "smtpgate_dns_servers = "+stub.addr+"\nsmtpgate_dns_redis = redis://127.0.0.1:"+strconv.Itoa(port)+"/0\n"+
 		"smtpd_client_restrictions = reject_rbl_client bl.test\n")
-	defer srv.redis.Close()
 	checkRBL(t, srv)
 	if st := srv.DNSStats(); st.RedisFallbacks == 0 {
 		t.Errorf("stats %+v: want Redis fallbacks", st)

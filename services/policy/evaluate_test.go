@@ -48,11 +48,8 @@ func TestRefusalEvaluatedOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(Config{Main: maincf.New(Catalogue(), f, t.TempDir())})
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := srv.Check(context.Background(), rcptRequest("", "203.0.113.5", "john@example.org"))
+	srv := newServer(t, serverSetup{Main: maincf.New(Catalogue(), f, t.TempDir())})
+	resp, err := srv.handler.Check(context.Background(), rcptRequest("", "203.0.113.5", "john@example.org"))
 	if err != nil || resp.GetVerdict().GetCode() != 554 {
 		t.Fatalf("Check: %v %v", resp.GetVerdict(), err)
 	}

@@ -31,7 +31,7 @@ func TestExplainOverGRPC(t *testing.T) {
 		t.Fatal(err)
 	}
 	logs := &logtest.Buffer{}
-	client := serveWith(t, Config{Main: maincf.New(Catalogue(), f, dir), Logger: slog.New(slog.NewTextHandler(logs, nil))})
+	client := serveWith(t, serverSetup{Main: maincf.New(Catalogue(), f, dir), Config: Config{Logger: slog.New(slog.NewTextHandler(logs, nil))}})
 
 	req := rcptRequest("", "203.0.113.5", "john@example.org")
 	req.Transaction.Sender = "bob@mail.spammer.example"

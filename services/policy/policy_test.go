@@ -40,7 +40,7 @@ const masterCF = `
   -o smtpd_relay_restrictions=permit_sasl_authenticated,reject
 `
 
-func testConfig(t testing.TB) Config {
+func testConfig(t testing.TB) serverSetup {
 	t.Helper()
 	f, err := maincf.Parse("main.cf", strings.NewReader(mainCF))
 	if err != nil {
@@ -50,7 +50,35 @@ func testConfig(t testing.TB) Config {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return Config{Main: maincf.New(Catalogue(), f, t.TempDir()), Services: services}
+	return serverSetup{Main: maincf.New(Catalogue(), f, t.TempDir()), Services: services}
+}
+
+// serverSetup is what the tests build a Server from: the configuration
+// Load reads, and New's Config.
+type serverSetup struct {
+	Main     *maincf.Config
+	Services []maincf.Service
+	Config
+}
+
+// newServer loads setup and builds a Server from it, closed (without
+// error) when the test ends.
+func newServer(tb testing.TB, setup serverSetup) *Server {
+	tb.Helper()
+	set, err := Load(setup.Main, setup.Services)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	srv, err := New(set, setup.Config)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := srv.Close(); err != nil {
+			tb.Errorf("Close: %v", err)
+		}
+	})
+	return srv
 }
 
 // startServer runs the real gRPC server on 127.0.0.1:0 and returns a
@@ -66,12 +94,9 @@ func startServer(t *testing.T) (*grpc.ClientConn, *logtest.Buffer) {
 // serveConn runs a server built from cfg on 127.0.0.1:0 and returns a
 // connection to it; the server stops when the test ends, and must stop
 // cleanly.
-func serveConn(t testing.TB, cfg Config) *grpc.ClientConn {
+func serveConn(t testing.TB, cfg serverSetup) *grpc.ClientConn {
 	t.Helper()
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
+	srv := newServer(t, cfg)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -247,15 +272,12 @@ func TestValidateReportsListenerErrors(t *testing.T) {
 
 func BenchmarkCheck(b *testing.B) {
 	f, _ := maincf.Parse("main.cf", strings.NewReader(mainCF))
-	srv, err := New(Config{Main: maincf.New(Catalogue(), f, "")})
-	if err != nil {
-		b.Fatal(err)
-	}
+	srv := newServer(b, serverSetup{Main: maincf.New(Catalogue(), f, "")})
 	req := rcptRequest("", "203.0.113.5", "lisa@example.com")
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := srv.Check(ctx, req); err != nil {
+		if _, err := srv.handler.Check(ctx, req); err != nil {
 			b.Fatal(err)
 		}
 	}

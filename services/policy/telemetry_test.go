@@ -20,7 +20,7 @@ import (
 
 // serveWith runs a server built from cfg on 127.0.0.1:0 and returns a
 // client of it; the server stops when the test ends.
-func serveWith(t testing.TB, cfg Config) policyv1.PolicyServiceClient {
+func serveWith(t testing.TB, cfg serverSetup) policyv1.PolicyServiceClient {
 	t.Helper()
 	return policyv1.NewPolicyServiceClient(serveConn(t, cfg))
 }

@@ -92,18 +92,14 @@ local_recipient_maps = auth:users
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := Config{Main: maincf.New(Catalogue(), f, t.TempDir())}
+	cfg := serverSetup{Main: maincf.New(Catalogue(), f, t.TempDir())}
 	if clock != nil {
 		cfg.Now = clock.Now
 	}
 	if reg != nil {
 		cfg.Metrics = reg
 	}
-	srv, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { srv.authConn.Close() })
+	srv := newServer(t, cfg)
 	return srv, users
 }
 
@@ -112,7 +108,7 @@ const unknownUser = "<nobody@example.org>: Recipient address rejected: User unkn
 // rcptVerdict asks srv about a stranger's RCPT TO rcpt.
 func rcptVerdict(t *testing.T, srv *Server, rcpt string) (*policyv1.Verdict, error) {
 	t.Helper()
-	resp, err := srv.Check(context.Background(), rcptRequest("", "203.0.113.5", rcpt))
+	resp, err := srv.handler.Check(context.Background(), rcptRequest("", "203.0.113.5", rcpt))
 	return resp.GetVerdict(), err
 }
 
@@ -247,7 +243,7 @@ func BenchmarkCheckAuthUsers(b *testing.B) {
 			var ds []time.Duration
 			for b.Loop() {
 				t0 := time.Now()
-				resp, err := srv.Check(ctx, req)
+				resp, err := srv.handler.Check(ctx, req)
 				ds = append(ds, time.Since(t0))
 				if err != nil || resp.GetVerdict().GetAction() != policyv1.Action_ACTION_PERMIT {
 					b.Fatalf("%v %v", resp.GetVerdict(), err)

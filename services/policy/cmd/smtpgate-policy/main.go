@@ -43,20 +43,19 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 && args[0] == "import" {
 		return runImport(args[1:], stdout, stderr)
 	}
-	return daemon.Main(ctx, daemon.Service[struct{}]{
+	return daemon.Main(ctx, daemon.Service[policy.Settings]{
 		Name:      "policy",
 		Owner:     maincf.Policy,
 		Catalogue: policy.Catalogue(),
-		Load: func(main *maincf.Config, services []maincf.Service) (struct{}, error) {
-			return struct{}{}, policy.Validate(main, services)
-		},
-		Warnings: policy.Warnings,
-		Start: func(ctx context.Context, env daemon.Env[struct{}]) error {
-			srv, err := policy.New(policy.Config{Main: env.Config, Services: env.Services, Logger: env.Logger,
+		Load:      policy.Load,
+		Warnings:  policy.Warnings,
+		Start: func(ctx context.Context, env daemon.Env[policy.Settings]) error {
+			srv, err := policy.New(env.Settings, policy.Config{Logger: env.Logger,
 				TracerProvider: env.TracerProvider, Propagator: env.Propagator, Metrics: env.Metrics})
 			if err != nil {
 				return err
 			}
+			defer srv.Close()
 			return srv.Run(ctx)
 		},
 		Usage: []string{importUsage},

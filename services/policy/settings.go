@@ -1,0 +1,235 @@
+package policy
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/smtpgate/smtpgate/pkg/grpcserver"
+	"github.com/smtpgate/smtpgate/pkg/grpctls"
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/resolver"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/policy/internal/greylist"
+	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
+	"github.com/smtpgate/smtpgate/services/policy/internal/table"
+)
+
+// The parameters pkg reads by name on the policy service's behalf.
+const (
+	// listenParam is the gRPC listener's: pkg/grpctls and pkg/grpcserver
+	// read its TLS files and callers by its name.
+	listenParam = "smtpgate_policy_listen"
+	// authServiceParam and authTimeoutParam are smtpgate-auth's address
+	// and call deadline, for auth:users tables: pkg/grpcclient dials by
+	// their names (and pkg/grpctls reads the client TLS files).
+	authServiceParam = "smtpgate_auth_service"
+	authTimeoutParam = "smtpgate_auth_timeout"
+)
+
+// Settings are the policy service's parameters, read once by Load: the
+// only place in this package that reads main.cf and master.cf by name.
+// The restriction lists are compiled here, once; what they use at run
+// time that only a running process may open (the smtpgate-auth
+// connection, the resolver's and the shared state's Redis, the logger)
+// they reach through the bindings New fills in, so one Settings serves
+// one Server.
+type Settings struct {
+	// main and services are kept for what pkg reads by name on policy's
+	// behalf (the gRPC listener's TLS files and callers, the auth
+	// client's target and TLS files), for the admin service's view and
+	// for the configuration logged at start.
+	main     *maincf.Config
+	services []maincf.Service
+	// listen is smtpgate_policy_listen; delegationListen is
+	// smtpgate_policy_delegation_listen (empty: not served).
+	listen           string
+	delegationListen string
+	// listeners are the compiled lists of main.cf ("") and of each
+	// master.cf service (its -o overrides).
+	listeners map[string]listener
+	// dnsErr says why there is no resolver (bad smtpgate_dns_servers or
+	// smtpgate_dns_redis): only an error for lists that use DNS, a
+	// warning at start otherwise.
+	dnsErr error
+	// dnsRedis is smtpgate_dns_redis; rateLimitRedis is
+	// smtpgate_rate_limit_redis; greylistRedis is smtpgate_greylist_redis
+	// (empty: in process). Checked URLs: they may hold a password and
+	// are never shown.
+	dnsRedis, rateLimitRedis, greylistRedis string
+	// greylist are the smtpgate_greylist_* parameters.
+	greylist greylist.Params
+	// usersCacheTime is smtpgate_auth_users_cache_time.
+	usersCacheTime time.Duration
+	// bind is what the compiled lists hold and New binds.
+	bind *bindings
+}
+
+// listener is one listener's compiled restriction lists, with the stages
+// they always permit (CheckResponse.permit_stages), computed once:
+// responses share them and nothing may change them.
+type listener struct {
+	engine  *restriction.Engine
+	permits []policyv1.Stage
+}
+
+// Load reads and checks the policy service's part of the configuration
+// and compiles every listener's restriction lists: every bad value is
+// reported, with its file:line, in one joined error. It opens no
+// connection: New does.
+func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
+	s := Settings{main: main, services: services, listen: main.Get(listenParam),
+		delegationListen: main.Get("smtpgate_policy_delegation_listen"), bind: newBindings()}
+	var typed []error
+	dur := func(name string) time.Duration { return typedParam(main, &typed, name, maincf.ParseDuration) }
+	s.usersCacheTime = dur("smtpgate_auth_users_cache_time")
+	s.bind.users.timeout = dur(authTimeoutParam)
+
+	// The shared state of check_rate_limit and check_greylist.
+	var errs []error
+	var err error
+	if s.greylist, err = restriction.GreylistParams(main); err != nil {
+		errs = append(errs, err)
+	}
+	s.rateLimitRedis = redisURL(main, "smtpgate_rate_limit_redis", &errs)
+	s.greylistRedis = redisURL(main, "smtpgate_greylist_redis", &errs)
+
+	// The resolver of the DNS restrictions: without one, naming them is
+	// an error.
+	var dnsErrs []error
+	s.dnsRedis = redisURL(main, "smtpgate_dns_redis", &dnsErrs)
+	if len(dnsErrs) == 0 {
+		s.bind.dns, err = resolver.NewUnbound(resolver.Config{Servers: main.List("smtpgate_dns_servers"), Timeout: dur("smtpgate_dns_timeout")})
+		if err != nil {
+			dnsErrs = append(dnsErrs, main.Errorf("smtpgate_dns_servers", "%v", err))
+		}
+	}
+	s.dnsErr = errors.Join(dnsErrs...)
+
+	s.listeners, err = compileListeners(main, services, s.bind)
+	if err != nil {
+		if s.dnsErr != nil {
+			err = errors.Join(s.dnsErr, err)
+		}
+		errs = append(errs, err)
+	}
+	// The gRPC listener's and the auth client's TLS files, and plaintext
+	// only on loopback; who may call which method (the client
+	// certificates' roles).
+	if _, mode, err := grpctls.Server(main, listenParam, nil); err != nil {
+		errs = append(errs, err)
+	} else if _, err := grpcserver.NewAccess(main, listenParam, mode, nil); err != nil {
+		errs = append(errs, err)
+	}
+	if _, _, err := grpctls.Client(main, authServiceParam, nil); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, typed...)
+	return s, errors.Join(errs...)
+}
+
+// Validate checks the configuration as smtpgate-policy reads it: Load
+// with the result dropped. Unknown parameter names and bad values in
+// main.cf and in the master.cf -o overrides, and the restriction lists
+// of main.cf and of every listener; every problem is reported, joined,
+// each with its file:line.
+func Validate(main *maincf.Config, services []maincf.Service) error {
+	_, err := Load(main, services)
+	return err
+}
+
+// Warnings returns what check says about a valid configuration: gRPC
+// callers trusted with every method off loopback (no client
+// certificates).
+func Warnings(main *maincf.Config) []string {
+	return grpcserver.Warnings(main, listenParam)
+}
+
+// typedParam reads name's value with parse. A bad value is added to errs
+// unless the catalogue's own check (which Load runs) reports it already,
+// so that none is silently read as zero and none is reported twice.
+func typedParam[T any](c *maincf.Config, errs *[]error, name string, parse func(string) (T, error)) T {
+	v, err := parse(c.Get(name))
+	if err != nil {
+		if d, ok := c.Catalogue().Def(name); !ok || d.Check == nil {
+			*errs = append(*errs, c.Errorf(name, "%v", err))
+		}
+	}
+	return v
+}
+
+// redisURL returns the checked Redis URL of param (empty: none); the
+// error never quotes the URL: it may hold a password.
+func redisURL(main *maincf.Config, param string, errs *[]error) string {
+	u := main.Get(param)
+	if u == "" {
+		return ""
+	}
+	if _, err := redis.ParseURL(u); err != nil {
+		*errs = append(*errs, main.Errorf(param, "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)"))
+		return ""
+	}
+	return u
+}
+
+// compileListeners compiles the lists of main.cf and of every listener
+// against the bindings. Services without overrides share main.cf's.
+func compileListeners(main *maincf.Config, services []maincf.Service, b *bindings) (map[string]listener, error) {
+	opts := restriction.Options{DNS: b.dns, RateLimits: &b.limits, Greylist: &b.grey, OpenTable: func(spec string) (table.Table, error) {
+		if strings.HasPrefix(spec, "auth:") {
+			return openAuthTable(spec, &b.users)
+		}
+		return table.Open(spec, table.Options{Dir: main.Dir(), Logger: b.log})
+	}}
+	errs := []error{main.Validate(maincf.Policy), maincf.ValidateServices(main, services, maincf.Policy)}
+	engines := map[string]*restriction.Engine{}
+	e, err := restriction.CompileWith(main, opts)
+	if err != nil {
+		errs = append(errs, err)
+	}
+	engines[""] = e
+	for _, s := range services {
+		if len(s.Overrides) == 0 {
+			engines[s.Name] = engines[""]
+			continue
+		}
+		e, err := restriction.CompileWith(main.WithOverrides(s.Overrides), opts)
+		if err != nil && engines[""] != nil {
+			// Only report what this listener's overrides add: errors of
+			// main.cf alone were reported above.
+			for _, e := range flatten(err) {
+				errs = append(errs, fmt.Errorf("service %s: %w", s.Name, e))
+			}
+		}
+		engines[s.Name] = e
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	out := make(map[string]listener, len(engines))
+	permits := map[*restriction.Engine][]policyv1.Stage{}
+	for name, e := range engines {
+		p, ok := permits[e]
+		if !ok {
+			p = permitStages(e)
+			permits[e] = p
+		}
+		out[name] = listener{engine: e, permits: p}
+	}
+	return out, nil
+}
+
+// flatten returns the errors joined in err, or err alone.
+func flatten(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
