@@ -39,6 +39,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	"github.com/smtpgate/smtpgate/services/auth/internal/authcache"
 	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
 	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
@@ -95,6 +96,9 @@ func New(set Settings, cfg Config) (*Server, error) {
 	if a.dummy, err = scheme.Hash(scheme.SHA512Crypt, pw); err != nil {
 		return nil, err
 	}
+	if a.cache, err = authcache.New(set.cache); err != nil {
+		return nil, err
+	}
 	opts := set.throttle
 	opts.Logger = s.log
 	if telemetry.Recording(cfg.TracerProvider) {
@@ -107,6 +111,7 @@ func New(set Settings, cfg Config) (*Server, error) {
 	a.metrics = newMetrics(cfg.Metrics, a.limiter.RedisErrors)
 	s.log.Info("authentication throttling", "shared", a.limiter.Shared(), "window", opts.Window, "lockout", opts.Lockout,
 		"max_per_client", opts.MaxPerClient, "max_per_network", opts.MaxPerNetwork, "max_per_user", opts.MaxPerUser)
+	s.log.Info("authentication cache", "on", a.cache != nil, "size", set.cache.Size, "ttl", set.cache.TTL)
 	s.auth = a
 	return s, nil
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/xdg-go/scram"
 
+	"github.com/smtpgate/smtpgate/services/auth/internal/authcache"
 	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
@@ -33,6 +34,8 @@ type authority struct {
 	secret []byte
 	// limiter throttles failed authentications.
 	limiter *throttle.Limiter
+	// cache remembers successful password verifications (nil: off).
+	cache   *authcache.Cache
 	metrics *metrics
 	// sleep holds back the answer to a failure; tests replace it.
 	sleep func(context.Context, time.Duration) error
@@ -77,14 +80,19 @@ func (a *authority) findUser(ctx context.Context, name string) (string, bool) {
 
 // Verify implements sasl.Verifier against the passwd-file. Unknown users
 // are checked against a dummy hash so that they take as long as a wrong
-// password.
+// password. A success is remembered in the auth cache under the user's
+// stored hash, so that a changed or removed user is looked up afresh.
 func (a *authority) Verify(ctx context.Context, user string, password []byte) (bool, error) {
 	st, ok := a.lookup(ctx, user)
 	if !ok {
 		a.dummy.Verify(password)
 		return false, nil
 	}
-	return st.Verify(password), nil
+	ok, hit, err := a.cache.Verify(authcache.Password, user, st.String(), password, func() (bool, error) {
+		return st.Verify(password), nil
+	})
+	a.metrics.cached(a.cache != nil, hit)
+	return ok, err
 }
 
 // CRAMMD5 implements sasl.Secrets: the HMAC for users stored as {PLAIN}

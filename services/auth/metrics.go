@@ -15,6 +15,7 @@ type metrics struct {
 	authentications *prometheus.CounterVec
 	lockouts        *prometheus.CounterVec
 	lockedOut       prometheus.Counter
+	cacheLookups    *prometheus.CounterVec
 	// known are the mechanism names smtpgate implements.
 	known map[string]sasl.Mechanism
 }
@@ -34,6 +35,10 @@ func newMetrics(r prometheus.Registerer, redisErrors func() uint64) *metrics {
 			Name: "smtpgate_auth_locked_out_total",
 			Help: "Authentications refused without checking the credentials because of a lockout.",
 		})),
+		cacheLookups: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpgate_auth_cache_lookups_total",
+			Help: "Password verifications looked up in the auth cache, by result (hit: no hash computed; miss).",
+		}, []string{"result"})),
 	}
 	telemetry.Register(r, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "smtpgate_auth_redis_errors_total",
@@ -49,4 +54,16 @@ func (m *metrics) authenticated(mech string, r authv1.Result) {
 		mech = "other"
 	}
 	m.authentications.WithLabelValues(mech, strings.ToLower(strings.TrimPrefix(r.String(), "RESULT_"))).Inc()
+}
+
+// cached counts one auth cache lookup; nothing when the cache is off.
+func (m *metrics) cached(on, hit bool) {
+	if m == nil || !on {
+		return
+	}
+	result := "miss"
+	if hit {
+		result = "hit"
+	}
+	m.cacheLookups.WithLabelValues(result).Inc()
 }

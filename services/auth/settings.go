@@ -11,6 +11,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/grpctls"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
+	"github.com/smtpgate/smtpgate/services/auth/internal/authcache"
 	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
 	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
@@ -40,6 +41,8 @@ type Settings struct {
 	listeners map[string]listener
 	// throttle are the smtpgate_auth_* throttling parameters.
 	throttle throttle.Options
+	// cache is smtpgate_auth_cache_size and smtpgate_auth_cache_ttl.
+	cache authcache.Options
 	// dovecotListen is smtpgate_dovecot_auth_listen; dovecot the rest of
 	// the smtpgate_dovecot_auth_* parameters.
 	dovecotListen []string
@@ -68,6 +71,10 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	}
 	var typed []error
 	s.throttle = throttleOptions(main, &typed)
+	s.cache = authcache.Options{
+		Size: int(typedParam(main, &typed, "smtpgate_auth_cache_size", maincf.ParseInt)),
+		TTL:  typedParam(main, &typed, "smtpgate_auth_cache_ttl", maincf.ParseDuration),
+	}
 	errs = append(errs, validateThrottle(main))
 	if s.dovecot, err = parseDovecot(main); err != nil {
 		errs = append(errs, err)

@@ -68,5 +68,16 @@ func Defs() []maincf.Def {
 		// failures of other addresses (and the user's count) never lock the
 		// user out from there; 0: no source is ever known.
 		{Name: "smtpgate_auth_known_source_time", Default: "30d", Owner: maincf.Auth, Check: maincf.CheckDuration},
+		// The authentication cache (Dovecot's auth_cache_size and
+		// auth_cache_ttl, but counted in entries, about 200 bytes each):
+		// a successful password verification is remembered, as an HMAC
+		// under a per-process random key, for the TTL from when it was
+		// made, so that the same user, password and stored hash are not
+		// hashed again. A changed or removed passwd-file user is honoured
+		// at the next reload (within a second); a backend that cannot
+		// tell a change is honoured within the TTL. 0 in either turns the
+		// cache off. Per replica; failures are never cached.
+		{Name: "smtpgate_auth_cache_size", Default: "10000", Owner: maincf.Auth, Check: maincf.CheckIntRange(0, 10_000_000)},
+		{Name: "smtpgate_auth_cache_ttl", Default: "5m", Owner: maincf.Auth, Check: maincf.CheckDuration},
 	}
 }
