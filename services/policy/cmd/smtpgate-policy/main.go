@@ -10,7 +10,8 @@
 // or MASTER_CF) and reports, setting by setting, whether smtpgate takes,
 // ignores, cannot honour or does not know it; with -o it writes the
 // smtpgate main.cf and master.cf made of what was taken. It exits 0 when
-// everything can be taken or ignored, 1 otherwise, 2 on usage errors.
+// everything can be taken (as Postfix does it) or ignored, 1 when anything
+// behaves differently, cannot be honoured or is unknown, 2 on usage errors.
 // This file is wiring only.
 package main
 
@@ -70,6 +71,8 @@ func runImport(args []string, stdout, stderr io.Writer) int {
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s\n", importUsage)
 		fs.PrintDefaults()
+		fmt.Fprintf(stderr, "exit status: 0 smtpgate takes everything as Postfix does it (or it does not matter);\n"+
+			"1 anything behaves differently, cannot be honoured or is unknown, or a file cannot be read or written; 2 usage error\n")
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2

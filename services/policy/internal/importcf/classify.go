@@ -23,6 +23,12 @@ const (
 	// Ignored: a Postfix parameter that does not matter to an SMTP front
 	// door without a queue.
 	Ignored
+	// BehavesDifferently: smtpgate takes the setting (or Postfix's
+	// default for it) but what happens to the mail changes; Reason says
+	// exactly what. The setting may still be written (relayhost, as
+	// smtpgate_next_hop) or not (a local_recipient_maps smtpgate cannot
+	// read).
+	BehavesDifferently
 	// CannotHonour: a parameter that changes what Postfix's smtpd does,
 	// which smtpgate does not implement (yet).
 	CannotHonour
@@ -36,6 +42,8 @@ func (v Verdict) String() string {
 		return "taken"
 	case Ignored:
 		return "ignored"
+	case BehavesDifferently:
+		return "behaves differently"
 	case CannotHonour:
 		return "cannot honour"
 	case Unknown:

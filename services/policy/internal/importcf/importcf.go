@@ -47,9 +47,33 @@ type Setting struct {
 	// Errors are smtpgate's own complaints about a value it reads, as
 	// smtpgate-policy check would print them.
 	Errors []string
+	// Default: the setting is not in main.cf; Value is Postfix's
+	// default, which is what Postfix does (Pos has no line).
+	Default bool
 
 	// lines are the physical main.cf lines as written.
 	lines []string
+	// mapped: what is written is out (possibly nothing), not lines.
+	mapped bool
+	out    []string
+	// keep: written although the verdict is BehavesDifferently.
+	keep bool
+}
+
+// writes reports whether the setting goes into the written configuration.
+func (s *Setting) writes() bool {
+	if s.Default || s.Verdict != Taken && !(s.Verdict == BehavesDifferently && s.keep) {
+		return false
+	}
+	return !s.mapped || len(s.out) > 0
+}
+
+// written returns the main.cf lines written for a setting that writes().
+func (s *Setting) written() []string {
+	if s.mapped {
+		return s.out
+	}
+	return s.lines
 }
 
 // Report is the outcome of Import.
@@ -66,7 +90,10 @@ type Report struct {
 	dir       string
 	mainLines int
 	// services are the names of every master.cf service.
-	services  []string
+	services []string
+	// commands are the commands of master.cf's services that are not
+	// inet listeners (the transports), by name.
+	commands  map[string]string
 	listeners []*listener
 }
 
@@ -76,6 +103,8 @@ type listener struct {
 	// addrs are smtpgate's service columns (host:port).
 	addrs     []string
 	overrides []*Setting
+	// all are every -o override, whatever its verdict.
+	all []*Setting
 	// columns are Postfix's private..maxproc columns.
 	columns []string
 }
@@ -120,6 +149,8 @@ func Import(opts Options) (*Report, error) {
 	r.userDefined()
 	r.perTransport()
 	r.settle()
+	r.delivery()
+	r.sasl()
 	return r, nil
 }
 
@@ -269,8 +300,12 @@ func (r *Report) readMaster(data []byte) error {
 	// service: its overrides are those of the postscreen listener.
 	var passOverrides []*Setting
 	var screened []*listener
+	r.commands = map[string]string{}
 	for _, e := range entries {
 		r.services = append(r.services, e.name())
+		if e.typ() != "inet" {
+			r.commands[e.name()] = e.command()
+		}
 		line := &Setting{Pos: e.pos, Service: e.name(), Value: strings.Join(e.fields, " ")}
 		r.Settings = append(r.Settings, line)
 		var l *listener
@@ -302,6 +337,9 @@ func (r *Report) readMaster(data []byte) error {
 		for _, a := range e.args {
 			s := override(file, e, a, role)
 			r.Settings = append(r.Settings, s)
+			if l != nil {
+				l.all = append(l.all, s)
+			}
 			switch {
 			case s.Verdict != Taken:
 			case role == passService:
@@ -384,8 +422,8 @@ func (r *Report) settle() {
 func (r *Report) view() (*maincf.Config, []maincf.Service, error) {
 	lines := make([]string, r.mainLines)
 	for _, s := range r.Settings {
-		if s.Service == "" && s.Verdict == Taken {
-			copy(lines[s.Pos.Line-1:], s.lines)
+		if s.Service == "" && s.writes() && len(s.written()) <= len(s.lines) {
+			copy(lines[s.Pos.Line-1:], s.written())
 		}
 	}
 	f, err := maincf.Parse(filepath.Base(r.MainPath), strings.NewReader(strings.Join(lines, "\n")))
@@ -397,7 +435,7 @@ func (r *Report) view() (*maincf.Config, []maincf.Service, error) {
 	for _, l := range r.listeners {
 		svc := maincf.Service{Name: l.entry.Service, Type: "inet", Command: "smtpd", Pos: l.entry.Pos}
 		for _, o := range l.overrides {
-			if o.Verdict == Taken {
+			if o.writes() {
 				svc.Overrides = append(svc.Overrides, maincf.Param{Name: o.Name, Value: o.Value, Pos: o.Pos})
 			}
 		}
@@ -542,8 +580,9 @@ func (r *Report) Count(v Verdict) int {
 	return n
 }
 
-// OK reports whether smtpgate can take the configuration: nothing it
+// OK reports whether smtpgate can take the configuration without changing
+// what happens to mail: nothing that behaves differently, nothing it
 // cannot honour and nothing unknown.
 func (r *Report) OK() bool {
-	return r.Count(CannotHonour) == 0 && r.Count(Unknown) == 0
+	return r.Count(BehavesDifferently) == 0 && r.Count(CannotHonour) == 0 && r.Count(Unknown) == 0
 }

@@ -2,6 +2,7 @@ package importcf_test
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,7 +46,14 @@ func TestImportPostfix(t *testing.T) {
 		t.Errorf("master.cf beside main.cf not read: %q", r.MasterPath)
 	}
 	T, I, C, U := importcf.Taken, importcf.Ignored, importcf.CannotHonour, importcf.Unknown
+	B := importcf.BehavesDifferently
 	checkVerdicts(t, r, verdicts{
+		// Not set in main.cf: Postfix's defaults (no relayhost: MX
+		// delivery; unknown local users refused; Cyrus SASL behind
+		// the submission listener).
+		"main.cf:0 relayhost":                      B,
+		"main.cf:0 local_recipient_maps":           B,
+		"main.cf:0 smtpd_sasl_type":                C,
 		"main.cf:3 smtpd_banner":                   T,
 		"main.cf:4 biff":                           I,
 		"main.cf:5 append_dot_mydomain":            I,
@@ -59,9 +67,9 @@ func TestImportPostfix(t *testing.T) {
 		"main.cf:16 myhostname":                    T,
 		"main.cf:17 mydomain":                      T,
 		"main.cf:18 myorigin":                      I,
-		"main.cf:19 mydestination":                 T,
+		"main.cf:19 mydestination":                 B,
 		"main.cf:20 mynetworks":                    T,
-		"main.cf:22 relay_domains":                 T,
+		"main.cf:22 relay_domains":                 B,
 		"main.cf:23 inet_interfaces":               I,
 		"main.cf:24 inet_protocols":                I,
 		"main.cf:25 recipient_delimiter":           T,
@@ -118,6 +126,9 @@ func write(t *testing.T, files map[string]string) string {
 	}
 	return dir
 }
+
+// cleanTail is a delivery that smtpgate takes as Postfix does it.
+const cleanTail = "mydestination =\nrelayhost = [192.0.2.25]:25\n"
 
 func TestImportCases(t *testing.T) {
 	T, I, C, U := importcf.Taken, importcf.Ignored, importcf.CannotHonour, importcf.Unknown
@@ -216,7 +227,12 @@ func TestImportCases(t *testing.T) {
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			files := map[string]string{"main.cf": tc.main, "clients.cidr": "192.0.2.0/24 HOLD\n"}
+			// Every case ends with a destination smtpgate can take whole:
+			// no local domains, the relayhost as the next hop.
+			n := strings.Count(tc.main, "\n")
+			tc.want[fmt.Sprintf("main.cf:%d mydestination", n+1)] = T
+			tc.want[fmt.Sprintf("main.cf:%d relayhost", n+2)] = T
+			files := map[string]string{"main.cf": tc.main + cleanTail, "clients.cidr": "192.0.2.0/24 HOLD\n"}
 			if tc.master != "" {
 				files["master.cf"] = tc.master
 			}
@@ -280,7 +296,7 @@ func TestWriteConfigClean(t *testing.T) {
 		}
 		names = append(names, s.Name+" "+strings.Join(over, " "))
 	}
-	want := ":25 |127.0.0.1:587 smtpd_sasl_auth_enable=yes smtpd_relay_restrictions=permit_sasl_authenticated, reject"
+	want := ":25 |127.0.0.1:587 smtpd_helo_required=no smtpd_relay_restrictions=permit_mynetworks, reject"
 	if got := strings.Join(names, "|"); got != want {
 		t.Errorf("listeners:\n%s\nwant:\n%s", got, want)
 	}

@@ -19,7 +19,7 @@ func (r *Report) WriteText(w io.Writer) error {
 		files += ", " + r.MasterPath
 	}
 	fmt.Fprintf(bw, "import of %s\n", files)
-	for _, v := range []Verdict{Taken, Ignored, CannotHonour, Unknown} {
+	for _, v := range []Verdict{Taken, Ignored, BehavesDifferently, CannotHonour, Unknown} {
 		n := r.Count(v)
 		if n == 0 {
 			continue
@@ -43,7 +43,8 @@ func (r *Report) WriteText(w io.Writer) error {
 	if r.OK() {
 		fmt.Fprintf(bw, "\nsmtpgate can take this configuration.\n")
 	} else {
-		fmt.Fprintf(bw, "\nsmtpgate cannot take this configuration as it is: %d cannot honour, %d unknown.\n", r.Count(CannotHonour), r.Count(Unknown))
+		fmt.Fprintf(bw, "\nsmtpgate cannot take this configuration as it is: %d behave differently, %d cannot honour, %d unknown.\n",
+			r.Count(BehavesDifferently), r.Count(CannotHonour), r.Count(Unknown))
 	}
 	return bw.Flush()
 }
@@ -53,6 +54,10 @@ func (r *Report) WriteText(w io.Writer) error {
 // columns...".
 func (s *Setting) label() string {
 	switch {
+	case s.Default && s.Value == "":
+		return fmt.Sprintf("%s: %s not set (Postfix's default: empty)", s.Pos.File, s.Name)
+	case s.Default:
+		return fmt.Sprintf("%s: %s not set (Postfix's default: %s)", s.Pos.File, s.Name, s.Value)
 	case s.Name == "":
 		return fmt.Sprintf("%s: %s", s.Pos, s.Value)
 	case s.Service != "":
@@ -74,8 +79,15 @@ func (r *Report) WriteConfig(dir string) error {
 	fmt.Fprintf(&mb, "# the settings smtpgate takes as written. Relative paths are relative to\n")
 	fmt.Fprintf(&mb, "# this directory.\n")
 	for _, s := range r.Settings {
-		if s.Service == "" && s.Verdict == Taken {
-			fmt.Fprintf(&mb, "\n# %s\n%s\n", s.Pos, strings.Join(s.lines, "\n"))
+		if s.Service == "" && s.writes() {
+			fmt.Fprintf(&mb, "\n# %s", s.Pos)
+			if s.mapped {
+				fmt.Fprintf(&mb, ": %s = %s", s.Name, s.Value)
+			}
+			if s.Verdict == BehavesDifferently {
+				fmt.Fprintf(&mb, " (behaves differently: see the import report)")
+			}
+			fmt.Fprintf(&mb, "\n%s\n", strings.Join(s.written(), "\n"))
 		}
 	}
 	var sb strings.Builder
@@ -106,7 +118,7 @@ func (r *Report) WriteConfig(dir string) error {
 		for _, a := range l.addrs {
 			fmt.Fprintf(&sb, "%s inet %s smtpd\n", a, strings.Join(l.columns, " "))
 			for _, o := range l.overrides {
-				if o.Verdict != Taken {
+				if !o.writes() {
 					continue
 				}
 				if strings.ContainsAny(o.Value, " \t") || o.Value == "" {
