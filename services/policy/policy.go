@@ -130,13 +130,8 @@ func New(set Settings, cfg Config) (*Server, error) {
 	}
 	log := cfg.Logger
 	s := &Server{set: set, cfg: cfg, log: log, shared: &shared{}}
-	var err error
-	if s.creds, s.security, err = grpctls.Server(set.main, listenParam, log); err != nil {
-		return nil, err
-	}
-	if s.access, err = grpcserver.NewAccess(set.main, listenParam, s.security, log); err != nil {
-		return nil, err
-	}
+	s.creds, s.security = set.grpcSecurity.Credentials(log), set.grpcSecurity.Mode
+	s.access = set.access.WithLogger(log)
 	if err := s.open(); err != nil {
 		return nil, errors.Join(err, s.Close())
 	}
@@ -163,8 +158,7 @@ func New(set Settings, cfg Config) (*Server, error) {
 // state's, and binds them to the lists.
 func (s *Server) open() error {
 	set, b := s.set, s.set.bind
-	conn, err := grpcclient.DialService(set.main, authServiceParam, authTimeoutParam, s.log,
-		grpcclient.WithTracerProvider(s.cfg.TracerProvider), grpcclient.WithPropagator(s.cfg.Propagator))
+	conn, err := set.auth.Dial(s.log, grpcclient.WithTracerProvider(s.cfg.TracerProvider), grpcclient.WithPropagator(s.cfg.Propagator))
 	if err != nil {
 		return fmt.Errorf("%s: %w", authServiceParam, err)
 	}

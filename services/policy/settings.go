@@ -8,6 +8,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/grpctls"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
@@ -23,10 +24,10 @@ const (
 	// listenParam is the gRPC listener's: pkg/grpctls and pkg/grpcserver
 	// read its TLS files and callers by its name.
 	listenParam = "smtpgate_policy_listen"
-	// authServiceParam and authTimeoutParam are smtpgate-auth's address
-	// and call deadline, for auth:users tables: pkg/grpcclient dials by
-	// their names (and pkg/grpctls reads the client TLS files).
+	// authServiceParam is smtpgate-auth's target, for auth:users
+	// tables: pkg/grpctls reads the client's TLS files by its name.
 	authServiceParam = "smtpgate_auth_service"
+	// authTimeoutParam is the deadline of each call to smtpgate-auth.
 	authTimeoutParam = "smtpgate_auth_timeout"
 )
 
@@ -38,10 +39,8 @@ const (
 // they reach through the bindings New fills in, so one Settings serves
 // one Server.
 type Settings struct {
-	// main and services are kept for what pkg reads by name on policy's
-	// behalf (the gRPC listener's TLS files and callers, the auth
-	// client's target and TLS files), for the admin service's view and
-	// for the configuration logged at start.
+	// main and services are kept for the admin service's view and for
+	// the configuration logged at start.
 	main     *maincf.Config
 	services []maincf.Service
 	// listen is smtpgate_policy_listen; delegationListen is
@@ -64,6 +63,13 @@ type Settings struct {
 	greylist greylist.Params
 	// usersCacheTime is smtpgate_auth_users_cache_time.
 	usersCacheTime time.Duration
+	// grpcSecurity secures the gRPC listener (its TLS files read once);
+	// access says who may call which method.
+	grpcSecurity grpctls.Security
+	access       *grpcserver.Access
+	// auth is smtpgate-auth's target, call deadline and client TLS (its
+	// files read once), dialled by New.
+	auth grpcclient.Target
 	// bind is what the compiled lists hold and New binds.
 	bind *bindings
 }
@@ -86,7 +92,8 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	var typed []error
 	dur := func(name string) time.Duration { return typedParam(main, &typed, name, maincf.ParseDuration) }
 	s.usersCacheTime = dur("smtpgate_auth_users_cache_time")
-	s.bind.users.timeout = dur(authTimeoutParam)
+	s.auth = grpcclient.Target{Param: authServiceParam, Address: main.Get(authServiceParam), Timeout: dur(authTimeoutParam)}
+	s.bind.users.timeout = s.auth.Timeout
 
 	// The shared state of check_rate_limit and check_greylist.
 	var errs []error
@@ -116,15 +123,15 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 		}
 		errs = append(errs, err)
 	}
-	// The gRPC listener's and the auth client's TLS files, and plaintext
-	// only on loopback; who may call which method (the client
-	// certificates' roles).
-	if _, mode, err := grpctls.Server(main, listenParam, nil); err != nil {
+	// The gRPC listener's and the auth client's TLS files (read here,
+	// once), and plaintext only on loopback; who may call which method
+	// (the client certificates' roles).
+	if s.grpcSecurity, err = grpctls.ServerSecurity(main, listenParam); err != nil {
 		errs = append(errs, err)
-	} else if _, err := grpcserver.NewAccess(main, listenParam, mode, nil); err != nil {
+	} else if s.access, err = grpcserver.NewAccess(main, listenParam, s.grpcSecurity.Mode, nil); err != nil {
 		errs = append(errs, err)
 	}
-	if _, _, err := grpctls.Client(main, authServiceParam, nil); err != nil {
+	if s.auth.Security, err = grpctls.ClientSecurity(main, authServiceParam); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, typed...)

@@ -2,19 +2,26 @@ package policy
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"log/slog"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/redis/go-redis/v9"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/credentials"
 
+	"github.com/smtpgate/smtpgate/pkg/certtest"
 	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/redistest"
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 )
 
 // loadMain parses mainCF plus extra as main.cf in dir.
@@ -125,5 +132,56 @@ func TestCloseClosesWhatNewOpened(t *testing.T) {
 	}
 	if err := srv.Close(); err != nil {
 		t.Errorf("second Close: %v", err)
+	}
+}
+
+// TestTLSFilesReadByLoad: the gRPC listener's and the auth client's TLS
+// files are read by Load, once: a Server built after they are gone
+// starts, and serves TLS with the pair Load read.
+func TestTLSFilesReadByLoad(t *testing.T) {
+	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	cert, key := ca.Server(t, "policy")
+	main := loadMain(t, "smtpgate_grpc_tls_cert_file = "+cert+"\nsmtpgate_grpc_tls_key_file = "+key+
+		"\nsmtpgate_grpc_tls_ca_file = "+ca.CertFile+"\n", dir)
+	set, err := Load(main, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	if pem, err := os.ReadFile(ca.CertFile); err != nil || !pool.AppendCertsFromPEM(pem) {
+		t.Fatalf("CA certificate: %v", err)
+	}
+	for _, f := range []string{cert, key, ca.CertFile} {
+		if err := os.Remove(f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	srv, err := New(set, Config{})
+	if err != nil {
+		t.Fatalf("New after the TLS files are gone: %v", err)
+	}
+	defer srv.Close()
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, lis) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{RootCAs: pool, ServerName: "localhost"})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	resp, err := policyv1.NewPolicyServiceClient(conn).Check(ctx, rcptRequest("", "127.0.0.1", "john@example.org"))
+	if err != nil || resp.GetVerdict().GetAction() != policyv1.Action_ACTION_PERMIT {
+		t.Fatalf("Check over TLS: %v %v", resp.GetVerdict(), err)
 	}
 }
