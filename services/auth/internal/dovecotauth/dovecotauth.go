@@ -33,12 +33,10 @@ import (
 	"strings"
 	"sync"
 
+	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotwire"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
 )
-
-// MaxLine is the longest line accepted (Dovecot's limit).
-const MaxLine = 16384
 
 // Server answers Dovecot auth clients.
 type Server struct {
@@ -206,14 +204,14 @@ func (s *Server) serveConn(ctx context.Context, c io.ReadWriter) error {
 	_, _ = rand.Read(cookie[:])
 	fmt.Fprintf(cn.w, "VERSION\t1\t2\n")
 	for _, m := range s.Mechanisms(true) {
-		fmt.Fprintf(cn.w, "MECH\t%s%s\n", m.Name, flags(m.Flags))
+		fmt.Fprintf(cn.w, "MECH\t%s%s\n", m.Name, dovecotwire.FormatFlags(m.Flags))
 	}
 	fmt.Fprintf(cn.w, "SPID\t%d\nCUID\t%d\nCOOKIE\t%s\nDONE\n", os.Getpid(), cuid, hex.EncodeToString(cookie[:]))
 	if err := cn.w.Flush(); err != nil {
 		return err
 	}
 	for {
-		line, err := readLine(br)
+		line, err := dovecotwire.ReadLine(br)
 		if err != nil {
 			return err
 		}
@@ -224,82 +222,6 @@ func (s *Server) serveConn(ctx context.Context, c io.ReadWriter) error {
 			return err
 		}
 	}
-}
-
-var errLineTooLong = errors.New("line too long")
-
-// readLine reads one LF-terminated line of at most MaxLine bytes.
-func readLine(br *bufio.Reader) (string, error) {
-	var b []byte
-	for {
-		chunk, err := br.ReadSlice('\n')
-		b = append(b, chunk...)
-		if len(b) > MaxLine+1 {
-			return "", errLineTooLong
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if err != nil {
-			return "", err
-		}
-		return strings.TrimSuffix(strings.TrimSuffix(string(b), "\n"), "\r"), nil
-	}
-}
-
-// flags renders mechanism flags as Dovecot names them.
-func flags(f sasl.Flags) string {
-	var out []string
-	for _, x := range []struct {
-		f sasl.Flags
-		n string
-	}{{sasl.Anonymous, "anonymous"}, {sasl.Plaintext, "plaintext"}, {sasl.Dictionary, "dictionary"}, {sasl.Active, "active"}, {sasl.ForwardSecrecy, "forward-secrecy"}, {sasl.MutualAuth, "mutual-auth"}} {
-		if f&x.f != 0 {
-			out = append(out, x.n)
-		}
-	}
-	if len(out) == 0 {
-		return ""
-	}
-	return "\t" + strings.Join(out, "\t")
-}
-
-// unescape undoes Dovecot's \001 escaping.
-func unescape(s string) (string, bool) {
-	if !strings.ContainsRune(s, '\x01') {
-		return s, true
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '\x01' {
-			b.WriteByte(s[i])
-			continue
-		}
-		if i+1 >= len(s) {
-			return "", false
-		}
-		i++
-		switch s[i] {
-		case '0':
-			b.WriteByte(0)
-		case '1':
-			b.WriteByte(1)
-		case 't':
-			b.WriteByte('\t')
-		case 'r':
-			b.WriteByte('\r')
-		case 'n':
-			b.WriteByte('\n')
-		default:
-			return "", false
-		}
-	}
-	return b.String(), true
-}
-
-// escape applies Dovecot's \001 escaping.
-func escape(s string) string {
-	return strings.NewReplacer("\x01", "\x011", "\x00", "\x010", "\t", "\x01t", "\r", "\x01r", "\n", "\x01n").Replace(s)
 }
 
 // handle processes one client line.
@@ -329,7 +251,7 @@ func (cn *conn) handle(ctx context.Context, line string) error {
 func (cn *conn) fail(id, user string) {
 	fmt.Fprintf(cn.w, "FAIL\t%s\treason=authentication failure", id)
 	if user != "" {
-		fmt.Fprintf(cn.w, "\tuser=%s", escape(user))
+		fmt.Fprintf(cn.w, "\tuser=%s", dovecotwire.Escape(user))
 	}
 	cn.w.WriteString("\n")
 }
@@ -356,7 +278,7 @@ func (cn *conn) auth(ctx context.Context, f []string) error {
 	client := ""
 	for i, p := range f[2:] {
 		k, v, _ := strings.Cut(p, "=")
-		v, ok := unescape(v)
+		v, ok := dovecotwire.Unescape(v)
 		if !ok {
 			cn.fail(id, "")
 			return nil
@@ -448,7 +370,7 @@ func (cn *conn) step(ctx context.Context, id string, r *request, resp []byte) {
 	result := "SUCCESS"
 	switch {
 	case err == nil:
-		fmt.Fprintf(cn.w, "OK\t%s\tuser=%s\n", id, escape(user))
+		fmt.Fprintf(cn.w, "OK\t%s\tuser=%s\n", id, dovecotwire.Escape(user))
 	case errors.Is(err, sasl.ErrFailed), errors.Is(err, sasl.ErrMalformed):
 		result = "FAILURE"
 		cn.fail(id, "")

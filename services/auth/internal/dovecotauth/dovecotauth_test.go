@@ -154,18 +154,6 @@ func TestAuthBeforeVersionCloses(t *testing.T) {
 	}
 }
 
-func TestEscape(t *testing.T) {
-	for _, s := range []string{"plain", "a\tb", "x\x01y\x00z\r\n"} {
-		got, ok := unescape(escape(s))
-		if !ok || got != s {
-			t.Errorf("round trip of %q = %q, %v", s, got, ok)
-		}
-	}
-	if _, ok := unescape("bad\x01x"); ok {
-		t.Error("bad escape accepted")
-	}
-}
-
 // FuzzConn feeds arbitrary client lines after a valid handshake: the
 // server never panics, and never says OK without a correct password.
 func FuzzConn(f *testing.F) {
