@@ -235,3 +235,33 @@ func TestCachedAnswersStayInProcess(t *testing.T) {
 		t.Errorf("DNS asked %d times, want 1", n)
 	}
 }
+
+// TestBind: a Resolver built by NewUnbound logs nothing and uses no
+// Redis until Bind gives it both; it then logs its settings once and
+// reads what another replica wrote.
+func TestBind(t *testing.T) {
+	s := startStub(t)
+	rs := redistest.Start(t)
+	clk := newClock()
+	early, logs := new(logBuffer), new(logBuffer)
+	r1 := newResolver(t, s, clk, func(c *resolver.Config) { c.Redis, c.RedisTimeout = redisClient(t, rs.Addr), 5*time.Second })
+	r2, err := resolver.NewUnbound(resolver.Config{Servers: []string{s.Addr}, Timeout: time.Second, Attempts: 2, Now: clk.Now,
+		RedisTimeout: 5 * time.Second, Logger: slog.New(slog.NewTextHandler(early, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	if a, err := r1.Lookup(ctx, "example.test", dns.TypeMX); err != nil || a.Source != resolver.FromDNS {
+		t.Fatalf("r1: %v from %v", err, a.Source)
+	}
+	r2.Bind(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), redisClient(t, rs.Addr))
+	if a, err := r2.Lookup(ctx, "example.test", dns.TypeMX); err != nil || a.Source != resolver.FromRedis {
+		t.Errorf("r2 after Bind: %v from %v, want redis", err, a.Source)
+	}
+	if early.String() != "" {
+		t.Errorf("NewUnbound logged:\n%s", early.String())
+	}
+	if n := logs.count("msg=resolver "); n != 1 || logs.count("redis=true") != 1 {
+		t.Errorf("Bind logged %d settings lines, want 1 with redis=true:\n%s", n, logs.String())
+	}
+}
