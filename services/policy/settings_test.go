@@ -91,9 +91,9 @@ func TestTableWarningsReachTheLog(t *testing.T) {
 	}
 }
 
-// TestCloseClosesWhatNewOpened: Close closes the smtpgate-auth
-// connection and every Redis client New opened, once; a Settings serves
-// one Server.
+// TestCloseClosesWhatNewOpened: Serve closes nothing New opened; Close
+// closes the smtpgate-auth connection and every Redis client, once; a
+// Settings serves one Server.
 func TestCloseClosesWhatNewOpened(t *testing.T) {
 	rs := redistest.Start(t)
 	main := loadMain(t, "smtpgate_dns_redis = "+rs.URL()+"\nsmtpgate_rate_limit_redis = "+rs.URL()+
@@ -113,11 +113,23 @@ func TestCloseClosesWhatNewOpened(t *testing.T) {
 	if len(clients) != 3 {
 		t.Fatalf("%d Redis clients, want 3", len(clients))
 	}
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sctx, stop := context.WithCancel(context.Background())
+	stop()
+	if err := srv.Serve(sctx, lis); err != nil {
+		t.Fatalf("Serve: %v", err)
+	}
 	ctx := context.Background()
 	for _, c := range clients {
 		if err := c.Ping(ctx).Err(); err != nil {
-			t.Fatalf("Redis before Close: %v", err)
+			t.Fatalf("Redis after Serve, before Close: %v", err)
 		}
+	}
+	if st := srv.authConn.GetState(); st == connectivity.Shutdown {
+		t.Errorf("smtpgate-auth connection shut down by Serve")
 	}
 	if err := srv.Close(); err != nil {
 		t.Fatalf("Close: %v", err)
