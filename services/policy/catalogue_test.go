@@ -14,6 +14,10 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 )
 
+// compilerCalls are the restriction package's functions that read
+// main.cf by name: only settings.go (Load) may call them.
+var compilerCalls = map[string]bool{"Compile": true, "CompileWith": true, "GreylistParams": true}
+
 // catalogued returns the catalogued parameter names that the non-test Go
 // files of dir name in string literals, by file.
 func catalogued(t *testing.T, cat *maincf.Catalogue, dir string) map[string]map[string]bool {
@@ -36,6 +40,11 @@ func catalogued(t *testing.T, cat *maincf.Catalogue, dir string) map[string]map[
 			t.Fatal(err)
 		}
 		ast.Inspect(file, func(n ast.Node) bool {
+			if sel, ok := n.(*ast.SelectorExpr); ok && dir == "." && filepath.Base(f) != "settings.go" {
+				if id, ok := sel.X.(*ast.Ident); ok && id.Name == "restriction" && compilerCalls[sel.Sel.Name] {
+					t.Errorf("%s calls restriction.%s; only settings.go compiles the lists", f, sel.Sel.Name)
+				}
+			}
 			lit, ok := n.(*ast.BasicLit)
 			if !ok || lit.Kind != token.STRING {
 				return true
@@ -61,8 +70,8 @@ func catalogued(t *testing.T, cat *maincf.Catalogue, dir string) map[string]map[
 // (internal/restriction: the lists and the Postfix parameters they
 // use), or by pkg on policy's behalf (listed below, each checked to be
 // named there); and no other source file of the package names a
-// parameter of the catalogue: the rest of the service sees only
-// Settings.
+// parameter of the catalogue or calls the compiler: the rest of the
+// service sees only Settings.
 func TestParametersReadOnlyInSettings(t *testing.T) {
 	cat := Catalogue()
 	// Read for the policy service by pkg, by the names settings.go hands
