@@ -345,8 +345,12 @@ func (r *Report) delivery() {
 	if len(r.effectiveList("mydestination")) > 0 {
 		rt := routes["local_transport"]
 		if rt.spec == "" || rt.spec != nh.spec {
+			skipped := "no alias expansion, no .forward, no local mailbox"
+			if mb := routes["mailbox_transport"]; mb.spec != "" && mb.spec == nh.spec {
+				skipped = "no alias expansion, no .forward: the mailbox deliveries go where mailbox_transport sends them"
+			}
 			reason := fmt.Sprintf("smtpgate-policy takes these as its local domains, but where Postfix hands their mail to %s, "+
-				"smtpgate hands it, with the recipient as the client wrote it (no alias expansion, no .forward, no local mailbox), to %s", rt.desc, nh)
+				"smtpgate hands it, with the recipient as the client wrote it (%s), to %s", rt.desc, skipped, nh)
 			r.classSetting("mydestination", reason)
 		}
 	}

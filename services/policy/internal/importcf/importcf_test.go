@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	authparams "github.com/smtpgate/smtpgate/services/auth/params"
 	"github.com/smtpgate/smtpgate/services/policy"
 	"github.com/smtpgate/smtpgate/services/policy/internal/importcf"
 )
@@ -327,4 +328,84 @@ func TestWriteConfigWithoutMaster(t *testing.T) {
 	if len(services) != 1 || services[0].Name != "127.0.0.1:25" {
 		t.Errorf("services = %+v, want 127.0.0.1:25", services)
 	}
+}
+
+// TestImportSetups: Debian's stock configuration and the two usual SASL
+// setups on top of it. What matters is where the mail goes and who can
+// log in; every other setting is as in TestWrittenPassesCheck.
+func TestImportSetups(t *testing.T) {
+	T, C, B := importcf.Taken, importcf.CannotHonour, importcf.BehavesDifferently
+	// smtpd_sasl_type = dovecot is what smtpgate-auth's catalogue says:
+	// cannot honour until it has the parameter.
+	dovecotSASL := C
+	if _, ok := authCatalogue()["smtpd_sasl_type"]; ok {
+		dovecotSASL = T
+	}
+	type want struct {
+		verdict importcf.Verdict
+		reason  string // a part of it
+	}
+	debian := map[string]want{
+		"main.cf:45 mydestination":            {B, "hands their mail to local(8)"},
+		"main.cf:46 relayhost":                {B, "smtpgate looks up no MX records and hands that mail to smtpgate_next_hop, which the written main.cf leaves at its default maildir:var/maildir"},
+		"main.cf:0 local_recipient_maps":      {B, "smtpgate cannot read proxy:unix:passwd.byname, $alias_maps, so the written main.cf leaves local_recipient_maps empty and smtpgate accepts every local part (every such message is written to the Maildir)"},
+		"main.cf:36 smtp_tls_security_level":  {importcf.Ignored, ""},
+		"main.cf:40 smtpd_relay_restrictions": {T, ""},
+	}
+	for _, tc := range []struct {
+		dir  string
+		want map[string]want
+	}{
+		{"debian", debian},
+		{"dovecot", map[string]want{
+			"main.cf:45 mydestination":            {B, "(no alias expansion, no .forward: the mailbox deliveries go where mailbox_transport sends them), to smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp"},
+			"main.cf:46 relayhost":                {B, "hands that mail to smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp (written from main.cf:58 mailbox_transport)"},
+			"main.cf:58 mailbox_transport":        {T, "written as smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp"},
+			"main.cf:0 local_recipient_maps":      {B, "the next hop may still refuse it at RCPT TO"},
+			"main.cf:54 smtpd_sasl_type":          {dovecotSASL, ""},
+			"main.cf:56 smtpd_sasl_auth_enable":   {T, ""},
+			"master.cf:24 smtpd_sasl_auth_enable": {T, ""},
+		}},
+		{"cyrus", map[string]want{
+			"main.cf:45 mydestination":          {B, ""},
+			"main.cf:54 smtpd_sasl_auth_enable": {T, ""},
+			"main.cf:0 smtpd_sasl_type": {C, "AUTH on service smtp (master.cf:14): Postfix checks passwords with Cyrus SASL (saslauthd, sasldb2 or auxprop, " +
+				"as smtpd.conf in cyrus_sasl_config_path says); smtpgate-auth cannot ask Cyrus or saslauthd"},
+			"main.cf:58 cyrus_sasl_config_path": {C, ""},
+		}},
+	} {
+		t.Run(tc.dir, func(t *testing.T) {
+			r, err := importcf.Import(importcf.Options{Main: filepath.Join("testdata", tc.dir, "main.cf")})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.OK() {
+				t.Error("OK() = true")
+			}
+			got := map[string]*importcf.Setting{}
+			for _, s := range r.Settings {
+				got[s.Pos.String()+" "+s.Name] = s
+			}
+			for k, w := range tc.want {
+				s, ok := got[k]
+				switch {
+				case !ok:
+					t.Errorf("%s: not reported", k)
+				case s.Verdict != w.verdict:
+					t.Errorf("%s: %v, want %v (%s)", k, s.Verdict, w.verdict, s.Reason)
+				case !strings.Contains(s.Reason, w.reason):
+					t.Errorf("%s: reason lacks %q:\n%s", k, w.reason, s.Reason)
+				}
+			}
+		})
+	}
+}
+
+// authCatalogue is smtpgate-auth's parameters by name.
+func authCatalogue() map[string]bool {
+	m := map[string]bool{}
+	for _, d := range authparams.Defs() {
+		m[d.Name] = true
+	}
+	return m
 }

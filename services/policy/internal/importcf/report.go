@@ -67,28 +67,45 @@ func (s *Setting) label() string {
 }
 
 // WriteConfig writes dir/main.cf with the taken main.cf settings, as
-// written, and dir/master.cf with the smtpd listeners in smtpgate's form
-// (host:port service column, only the taken -o overrides). Without a
-// master.cf, the listener is Postfix's default: port 25 on every address.
+// written (relayhost or a transport as smtpgate_next_hop), and
+// dir/master.cf with the smtpd listeners in smtpgate's form (host:port
+// service column, only the taken -o overrides). Without a master.cf, the
+// listener is Postfix's default: port 25 on every address. The lookup
+// tables the written settings name are copied into dir and named
+// relatively; certificates and keys are named by absolute path, not
+// copied (files.go says why).
 func (r *Report) WriteConfig(dir string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
 	}
+	files := newCopier(r, dir)
 	var mb strings.Builder
 	fmt.Fprintf(&mb, "# smtpgate main.cf written by smtpgate-policy import from %s:\n", r.MainPath)
-	fmt.Fprintf(&mb, "# the settings smtpgate takes as written. Relative paths are relative to\n")
-	fmt.Fprintf(&mb, "# this directory.\n")
+	fmt.Fprintf(&mb, "# the settings smtpgate takes. Relative paths are relative to this\n")
+	fmt.Fprintf(&mb, "# directory: the lookup tables named here were copied into it.\n")
+	fmt.Fprintf(&mb, "# Certificates and keys were not copied: they are named where they are.\n")
 	for _, s := range r.Settings {
-		if s.Service == "" && s.writes() {
-			fmt.Fprintf(&mb, "\n# %s", s.Pos)
-			if s.mapped {
-				fmt.Fprintf(&mb, ": %s = %s", s.Name, s.Value)
-			}
-			if s.Verdict == BehavesDifferently {
-				fmt.Fprintf(&mb, " (behaves differently: see the import report)")
-			}
-			fmt.Fprintf(&mb, "\n%s\n", strings.Join(s.written(), "\n"))
+		if s.Service != "" || !s.writes() {
+			continue
 		}
+		fmt.Fprintf(&mb, "\n# %s", s.Pos)
+		if s.mapped {
+			fmt.Fprintf(&mb, ": %s = %s", s.Name, s.Value)
+		}
+		if s.Verdict == BehavesDifferently {
+			fmt.Fprintf(&mb, " (behaves differently: see the import report)")
+		}
+		lines := s.written()
+		if !s.mapped {
+			v, err := files.rewrite(s.Name, s.Value)
+			if err != nil {
+				return fmt.Errorf("%s: %w", s.Pos, err)
+			}
+			if v != s.Value {
+				lines = []string{s.Name + " = " + v}
+			}
+		}
+		fmt.Fprintf(&mb, "\n%s\n", strings.Join(lines, "\n"))
 	}
 	var sb strings.Builder
 	from := r.MasterPath
@@ -121,10 +138,14 @@ func (r *Report) WriteConfig(dir string) error {
 				if !o.writes() {
 					continue
 				}
-				if strings.ContainsAny(o.Value, " \t") || o.Value == "" {
-					fmt.Fprintf(&sb, "  -o { %s = %s }\n", o.Name, o.Value)
+				v, err := files.rewrite(o.Name, o.Value)
+				if err != nil {
+					return fmt.Errorf("%s: %w", o.Pos, err)
+				}
+				if strings.ContainsAny(v, " \t") || v == "" {
+					fmt.Fprintf(&sb, "  -o { %s = %s }\n", o.Name, v)
 				} else {
-					fmt.Fprintf(&sb, "  -o %s=%s\n", o.Name, o.Value)
+					fmt.Fprintf(&sb, "  -o %s=%s\n", o.Name, v)
 				}
 			}
 		}
