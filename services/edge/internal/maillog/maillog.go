@@ -40,14 +40,25 @@ func New(w io.Writer, host string) *Log {
 
 // Printf writes one line: the syslog header, then the message.
 func (l *Log) Printf(format string, args ...any) {
+	l.line(false, func(b []byte) []byte { return fmt.Appendf(b, format, args...) })
+}
+
+// line writes one line: the syslog header, then what write appends to
+// it, made printable (escape) when escaped is set. A nil Log writes
+// nothing; lines of concurrent sessions do not mix.
+func (l *Log) line(escaped bool, write func(b []byte) []byte) {
 	if l == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	l.begin()
-	l.buf = fmt.Appendf(l.buf, format, args...)
-	l.end(len(l.buf))
+	from := len(l.buf)
+	l.buf = write(l.buf)
+	if !escaped {
+		from = len(l.buf)
+	}
+	l.end(from)
 }
 
 // begin starts a line in l.buf with the syslog header; l.mu is held.
@@ -99,28 +110,16 @@ func (p Peer) appendTo(b []byte) []byte {
 
 // Connect logs a new connection: "connect from name[addr]".
 func (l *Log) Connect(client Peer) {
-	if l == nil {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.begin()
-	l.buf = client.appendTo(append(l.buf, "connect from "...))
-	l.end(len(l.buf))
+	l.line(false, func(b []byte) []byte { return client.appendTo(append(b, "connect from "...)) })
 }
 
 // Disconnect logs the end of a connection with its commands:
 // "disconnect from name[addr] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4".
 func (l *Log) Disconnect(client Peer, cmds *Commands) {
-	if l == nil {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.begin()
-	l.buf = client.appendTo(append(l.buf, "disconnect from "...))
-	l.buf = cmds.appendTo(append(l.buf, ' '))
-	l.end(len(l.buf))
+	l.line(false, func(b []byte) []byte {
+		b = client.appendTo(append(b, "disconnect from "...))
+		return cmds.appendTo(append(b, ' '))
+	})
 }
 
 // Reject is a refusal as Postfix's smtpd logs it.
@@ -148,15 +147,10 @@ type Reject struct {
 // unknown[192.0.2.1]: 554 5.7.1 <x@example.net>: Relay access denied;
 // from=<a@example.org> to=<x@example.net> proto=ESMTP
 // helo=<client.example.net>", escaped as printable text.
-func (l *Log) Reject(r Reject) {
-	if l == nil {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.begin()
-	from := len(l.buf)
-	b := l.buf
+func (l *Log) Reject(r Reject) { l.line(true, r.appendTo) }
+
+// appendTo appends the refusal's message, without the syslog header.
+func (r *Reject) appendTo(b []byte) []byte {
 	if r.QueueID == "" {
 		b = append(b, "NOQUEUE"...)
 	} else {
@@ -178,8 +172,7 @@ func (l *Log) Reject(r Reject) {
 	if r.Helo != "" {
 		b = append(append(append(b, " helo=<"...), r.Helo...), '>')
 	}
-	l.buf = b
-	l.end(from)
+	return b
 }
 
 // Client logs what Postfix's smtpd logs when it creates a queue file, at
@@ -187,39 +180,28 @@ func (l *Log) Reject(r Reject) {
 // ", sasl_method=PLAIN, sasl_username=user" for an authenticated client
 // (saslUsername not empty); escaped as printable text.
 func (l *Log) Client(queueID string, client Peer, saslMethod, saslUsername string) {
-	if l == nil {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.begin()
-	from := len(l.buf)
-	l.buf = append(l.buf, queueID...)
-	l.buf = client.appendTo(append(l.buf, ": client="...))
-	if saslUsername != "" {
-		l.buf = append(append(l.buf, ", sasl_method="...), saslMethod...)
-		l.buf = append(append(l.buf, ", sasl_username="...), saslUsername...)
-	}
-	l.end(from)
+	l.line(true, func(b []byte) []byte {
+		b = client.appendTo(append(append(b, queueID...), ": client="...))
+		if saslUsername != "" {
+			b = append(append(b, ", sasl_method="...), saslMethod...)
+			b = append(append(b, ", sasl_username="...), saslUsername...)
+		}
+		return b
+	})
 }
 
 // Queued logs a message handed to the next hop as Postfix's qmgr logs
 // one entering the active queue: "QUEUEID: from=<sender>, size=1234,
 // nrcpt=1 (queue active)", the sender escaped as printable text.
 func (l *Log) Queued(queueID, sender string, size int64, nrcpt int) {
-	if l == nil {
-		return
-	}
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.begin()
-	l.buf = append(append(l.buf, queueID...), ": from=<"...)
-	from := len(l.buf)
-	l.buf = escape(append(l.buf, sender...), from)
-	l.buf = strconv.AppendInt(append(l.buf, ">, size="...), size, 10)
-	l.buf = strconv.AppendInt(append(l.buf, ", nrcpt="...), int64(nrcpt), 10)
-	l.buf = append(l.buf, " (queue active)"...)
-	l.end(len(l.buf))
+	l.line(false, func(b []byte) []byte {
+		b = append(append(b, queueID...), ": from=<"...)
+		from := len(b)
+		b = escape(append(b, sender...), from)
+		b = strconv.AppendInt(append(b, ">, size="...), size, 10)
+		b = strconv.AppendInt(append(b, ", nrcpt="...), int64(nrcpt), 10)
+		return append(b, " (queue active)"...)
+	})
 }
 
 // Commands counts a session's commands for the disconnect line, in the
