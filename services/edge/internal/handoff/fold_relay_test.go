@@ -3,44 +3,14 @@ package handoff
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/emersion/go-smtp"
-
 	"github.com/smtpgate/smtpgate/pkg/logtest"
+	"github.com/smtpgate/smtpgate/services/edge/internal/handoff/handofftest"
 )
-
-// recorder is a go-smtp next hop that keeps the content it receives;
-// like go-smtp's server by default, it refuses lines over 2000 bytes.
-type recorder struct {
-	mu   sync.Mutex
-	data []string
-}
-
-func (r *recorder) NewSession(*smtp.Conn) (smtp.Session, error) { return &recSession{r: r}, nil }
-
-type recSession struct{ r *recorder }
-
-func (*recSession) Reset()                               {}
-func (*recSession) Logout() error                        { return nil }
-func (*recSession) Mail(string, *smtp.MailOptions) error { return nil }
-func (*recSession) Rcpt(string, *smtp.RcptOptions) error { return nil }
-func (s *recSession) Data(r io.Reader) error {
-	b, err := io.ReadAll(r)
-	if err != nil {
-		return err
-	}
-	s.r.mu.Lock()
-	defer s.r.mu.Unlock()
-	s.r.data = append(s.r.data, string(b))
-	return nil
-}
 
 // TestRelayFoldsLongLines: a line of a megabyte reaches an SMTP or LMTP
 // next hop broken into lines of at most smtp_line_length_limit (or
@@ -61,20 +31,13 @@ func TestRelayFoldsLongLines(t *testing.T) {
 		{"off", false, Options{}, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &recorder{}
-			srv := smtp.NewServer(rec)
-			srv.Domain, srv.LMTP = "next.example", tc.lmtp
-			srv.MaxMessageBytes, srv.ReadTimeout, srv.WriteTimeout = 4<<20, 10*time.Second, 10*time.Second
-			ln, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			go func() { _ = srv.Serve(ln) }()
-			t.Cleanup(func() { _ = srv.Close() })
+			// Like go-smtp's server by default, the next hop refuses
+			// lines over 2000 bytes.
+			hop := handofftest.StartWith(t, "127.0.0.1:0", handofftest.Options{LMTP: tc.lmtp, Keep: true})
 			var logs logtest.Buffer
 			tc.opts.Hostname, tc.opts.Timeout = "edge.example", 10*time.Second
 			tc.opts.Logger = slog.New(slog.NewTextHandler(&logs, nil))
-			r := &Relay{Network: "tcp", Addr: ln.Addr().String(), LMTP: tc.lmtp, Opts: tc.opts}
+			r := &Relay{Network: "tcp", Addr: hop.Addr(), LMTP: tc.lmtp, Opts: tc.opts}
 			ctx := context.Background()
 			tx, err := r.Begin(ctx, Envelope{Sender: "a@example.net", QueueID: "4F00D1E5C0DE"})
 			if err != nil {
@@ -98,12 +61,11 @@ func TestRelayFoldsLongLines(t *testing.T) {
 			if err != nil {
 				t.Fatalf("Data: %v", err)
 			}
-			rec.mu.Lock()
-			defer rec.mu.Unlock()
-			if len(rec.data) != 1 {
-				t.Fatalf("next hop got %d messages", len(rec.data))
+			data := hop.Contents()
+			if len(data) != 1 {
+				t.Fatalf("next hop got %d messages", len(data))
 			}
-			got := strings.ReplaceAll(rec.data[0], "\r\n", "\n")
+			got := strings.ReplaceAll(data[0], "\r\n", "\n")
 			lines := strings.Split(strings.TrimSuffix(got, "\n"), "\n")
 			for i, l := range lines {
 				if len(l) > tc.limit {

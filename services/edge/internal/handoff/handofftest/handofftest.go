@@ -1,6 +1,8 @@
-// Package handofftest serves a real go-smtp next hop on loopback for the
-// edge's tests: it records the MAIL and RCPT options it was given and the
-// messages it took, counts the connections it accepted, and can die.
+// Package handofftest serves a real go-smtp next hop (SMTP or LMTP) on
+// loopback for the edge's tests: it records the MAIL and RCPT options it
+// was given and the messages it took (their content too, when asked),
+// counts the connections it accepted, and can die. Like go-smtp's server
+// by default, it refuses lines over 2000 bytes.
 //
 // Test support only: it listens on loopback and takes whatever it is sent.
 package handofftest
@@ -8,6 +10,7 @@ package handofftest
 import (
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 
@@ -25,6 +28,8 @@ type Hop struct {
 	mail     []smtp.MailOptions
 	rcpts    map[string]smtp.RcptOptions
 	messages int
+	keep     bool
+	contents []string
 }
 
 // Start serves a next hop on addr ("127.0.0.1:0" for any free port) until
@@ -34,9 +39,13 @@ func Start(tb testing.TB, addr string, dsn bool) *Hop {
 	return StartWith(tb, addr, Options{DSN: dsn})
 }
 
-// Options are what a next hop offers.
+// Options are what a next hop offers, and whether it keeps what it takes.
 type Options struct {
 	DSN, SMTPUTF8 bool
+	// LMTP makes it an LMTP server.
+	LMTP bool
+	// Keep keeps the content of every message taken (Contents).
+	Keep bool
 }
 
 // StartWith is Start with the extensions of opts offered.
@@ -46,9 +55,10 @@ func StartWith(tb testing.TB, addr string, opts Options) *Hop {
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h := &Hop{ln: ln, rcpts: map[string]smtp.RcptOptions{}, done: make(chan struct{})}
+	h := &Hop{ln: ln, rcpts: map[string]smtp.RcptOptions{}, done: make(chan struct{}), keep: opts.Keep}
 	h.srv = smtp.NewServer(h)
 	h.srv.Domain = "next.example"
+	h.srv.LMTP = opts.LMTP
 	h.srv.EnableDSN = opts.DSN
 	h.srv.EnableSMTPUTF8 = opts.SMTPUTF8
 	go func() { defer close(h.done); _ = h.srv.Serve(listener{h}) }()
@@ -82,6 +92,15 @@ func (h *Hop) Messages() int {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	return h.messages
+}
+
+// Contents are the contents of the messages taken so far, in order, as
+// the hop received them (CRLF line ends, dot-stuffing undone); empty
+// unless the hop was started with Options.Keep.
+func (h *Hop) Contents() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]string(nil), h.contents...)
 }
 
 // MailOptions are the options of every MAIL FROM so far, in order.
@@ -140,11 +159,19 @@ func (s session) Rcpt(to string, o *smtp.RcptOptions) error {
 }
 
 func (s session) Data(r io.Reader) error {
-	if _, err := io.Copy(io.Discard, r); err != nil {
+	var b strings.Builder
+	w := io.Discard
+	if s.h.keep {
+		w = &b
+	}
+	if _, err := io.Copy(w, r); err != nil {
 		return err
 	}
 	s.h.mu.Lock()
 	defer s.h.mu.Unlock()
 	s.h.messages++
+	if s.h.keep {
+		s.h.contents = append(s.h.contents, b.String())
+	}
 	return nil
 }
