@@ -65,6 +65,15 @@ func (c *client) message(subject string) {
 	}
 }
 
+// transaction sends MAIL FROM sender and RCPT TO john@example.org,
+// expecting both accepted, then a message with subject (message).
+func (c *client) transaction(sender, subject string) {
+	c.t.Helper()
+	c.do("MAIL FROM:<"+sender+">", "250 2.1.0 Ok")
+	c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
+	c.message(subject)
+}
+
 func discardVerdict(warning string) *policyv1.Verdict {
 	v := &policyv1.Verdict{Action: policyv1.Action_ACTION_DISCARD, Restriction: "check_recipient_access", List: "smtpd_recipient_restrictions"}
 	if warning != "" {
@@ -161,15 +170,11 @@ func TestDiscardStages(t *testing.T) {
 			c := h.dial()
 			c.reply()
 			c.do("EHLO client.example.net", "250-")
-			c.do("MAIL FROM:<bulk@example.net>", "250 2.1.0 Ok")
-			c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
-			c.message("discarded")
+			c.transaction("bulk@example.net", "discarded")
 			// A discarded transaction ended by RSET does not taint the next.
 			c.do("MAIL FROM:<bulk@example.net>", "250 2.1.0 Ok")
 			c.do("RSET", "250 2.0.0 Ok")
-			c.do("MAIL FROM:<a@example.net>", "250 2.1.0 Ok")
-			c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
-			c.message("delivered")
+			c.transaction("a@example.net", "delivered")
 			c.do("QUIT", "221")
 			if got := h.sink.subjects(); !slices.Equal(got, []string{"delivered"}) {
 				t.Errorf("next hop got %q, want only the second message", got)
@@ -215,14 +220,10 @@ func TestDiscardSession(t *testing.T) {
 		}
 		c.do("EHLO client.example.net", "250-")
 		for _, subj := range []string{"one", "two"} {
-			c.do("MAIL FROM:<a@example.net>", "250 2.1.0 Ok")
-			c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
-			c.message(subj)
+			c.transaction("a@example.net", subj)
 		}
 		c.do("EHLO other.example.net", "250-")
-		c.do("MAIL FROM:<a@example.net>", "250 2.1.0 Ok")
-		c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
-		c.message("three")
+		c.transaction("a@example.net", "three")
 		c.do("QUIT", "221")
 		begun, _ := h.sink.counts()
 		if n := len(h.sink.messages()); n != 0 || begun != 0 {
@@ -242,13 +243,9 @@ func TestDiscardSession(t *testing.T) {
 		c := h.dial()
 		c.reply()
 		c.do("EHLO bad.example.net", "250-")
-		c.do("MAIL FROM:<a@example.net>", "250 2.1.0 Ok")
-		c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
-		c.message("discarded")
+		c.transaction("a@example.net", "discarded")
 		c.do("EHLO good.example.net", "250-")
-		c.do("MAIL FROM:<a@example.net>", "250 2.1.0 Ok")
-		c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
-		c.message("delivered")
+		c.transaction("a@example.net", "delivered")
 		c.do("QUIT", "221")
 		if got := h.sink.subjects(); !slices.Equal(got, []string{"delivered"}) {
 			t.Errorf("next hop got %q", got)
