@@ -117,17 +117,7 @@ func TestStrangerRefused(t *testing.T) {
 	}
 	out := &logtest.Buffer{}
 	s.Logger = slog.New(slog.NewTextHandler(out, nil))
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, s, ln)
-	c, err := net.Dial("tcp", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialServed(t, s)
 	var lines strings.Builder
 	lines.WriteString("VERSION\t1\t0\nCPID\t1\n")
 	for i := range 30 {

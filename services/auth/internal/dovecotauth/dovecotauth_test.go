@@ -51,7 +51,14 @@ type session struct {
 
 func start(t *testing.T) *session {
 	t.Helper()
-	s := newServer()
+	c := dialServed(t, newServer())
+	return &session{t: t, c: c, br: bufio.NewReader(c)}
+}
+
+// dialServed serves s on a free loopback port until the test ends and
+// returns a connection to it, closed when the test ends.
+func dialServed(t *testing.T, s *Server) net.Conn {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -63,7 +70,7 @@ func start(t *testing.T) *session {
 	}
 	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
 	t.Cleanup(func() { c.Close() })
-	return &session{t: t, c: c, br: bufio.NewReader(c)}
+	return c
 }
 
 func (s *session) line() string {

@@ -305,8 +305,7 @@ func BenchmarkReserveFail(b *testing.B) {
 // back.
 func TestLimiterKnownAcrossReplicas(t *testing.T) {
 	srv := redistest.Start(t)
-	p := params
-	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 3, 0, 2
+	p := maxima(3, 0, 2)
 	replica := func() *Limiter {
 		l, err := New(Options{Params: p, RedisURL: srv.URL()})
 		if err != nil {

@@ -98,6 +98,14 @@ func newMemory(p Params) (*Memory, *clock) {
 	return m, c
 }
 
+// maxima is params with other maximum failures per client, network and
+// user.
+func maxima(client, network, user int64) Params {
+	p := params
+	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = client, network, user
+	return p
+}
+
 // redisStore returns a Redis store under p on a redis-server of its
 // own, and the client it uses.
 func redisStore(tb testing.TB, p Params) (*Redis, *redis.Client) {
@@ -316,9 +324,7 @@ func TestStores(t *testing.T) {
 // 10 (the client's and the user's): exactly 10 are admitted, and all fail,
 // so exactly one lockout starts and every later attempt is refused.
 func TestConcurrentReservations(t *testing.T) {
-	p := params
-	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 10, 0, 10
-	eachStore(t, p, func(t *testing.T, s Store) {
+	eachStore(t, maxima(10, 0, 10), func(t *testing.T, s Store) {
 		ctx := context.Background()
 		k := KeysFor("192.0.2.9", "john@example.org")
 		var wg sync.WaitGroup
@@ -378,9 +384,7 @@ func TestConcurrentReservations(t *testing.T) {
 // TestReleaseGivesBack: an attempt that ends without a verdict frees its
 // place, and successes free theirs.
 func TestReleaseGivesBack(t *testing.T) {
-	p := params
-	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 2, 0, 0
-	eachStore(t, p, func(t *testing.T, s Store) {
+	eachStore(t, maxima(2, 0, 0), func(t *testing.T, s Store) {
 		ctx := context.Background()
 		k := KeysFor("192.0.2.10", "x")
 		for range 20 {
@@ -412,8 +416,7 @@ func TestReleaseGivesBack(t *testing.T) {
 // replica died) holds its place for MaxHold, each one on its own: later
 // attempts of the same key do not keep it alive.
 func TestLostReservationExpires(t *testing.T) {
-	p := params
-	p.MaxPerClient, p.MaxPerNetwork, p.MaxPerUser = 2, 0, 0
+	p := maxima(2, 0, 0)
 	p.MaxHold = time.Second
 	s, _ := redisStore(t, p)
 	ctx := context.Background()
