@@ -108,6 +108,42 @@ func (g *greeted) quit(t *testing.T) {
 
 func admitted(g *greeted) bool { return strings.HasPrefix(g.reply, "220 ") }
 
+// mxOn is the address of the mx listener on each of hosts (the edge on
+// 127.0.0.1, a second edge on 127.0.0.2).
+func (s *stack) mxOn(hosts ...string) []string {
+	var addrs []string
+	for _, h := range hosts {
+		addrs = append(addrs, net.JoinHostPort(h, itoa(s.port["mx"])))
+	}
+	return addrs
+}
+
+// admitAtOnce opens n connections at once, the i-th from from(i) to
+// edges[i%len(edges)], and returns the admitted ones; each other one must
+// have been refused with refusal(i), and is closed.
+func admitAtOnce(t *testing.T, edges []string, n int, from, refusal func(i int) string) []*greeted {
+	t.Helper()
+	conns := make([]*greeted, n)
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Go(func() { conns[i] = connectFrom(t, from(i), edges[i%len(edges)]) })
+	}
+	wg.Wait()
+	var open []*greeted
+	for i, g := range conns {
+		switch want := refusal(i); {
+		case admitted(g):
+			open = append(open, g)
+		case g.reply != want:
+			t.Errorf("connection %d from %s refused with %q, want %q", i, from(i), g.reply, want)
+			g.conn.Close()
+		default:
+			g.conn.Close()
+		}
+	}
+	return open
+}
+
 const tooMany = "421 4.7.0 mail.example.org Error: too many connections from " + Stranger
 
 // Two smtpgate-edge processes sharing one redis-server hold
@@ -125,30 +161,10 @@ smtpgate_connection_limit_redis = %s
 `, limit, redis.URL()))
 	secondMetrics := freePort(t)
 	secondLog := s.secondEdge("127.0.0.2", secondMetrics)
-	edges := []string{
-		net.JoinHostPort("127.0.0.1", itoa(s.port["mx"])),
-		net.JoinHostPort("127.0.0.2", itoa(s.port["mx"])),
-	}
+	edges := s.mxOn("127.0.0.1", "127.0.0.2")
 
 	// All at once, alternating between the edges.
-	conns := make([]*greeted, 10)
-	var wg sync.WaitGroup
-	for i := range conns {
-		wg.Go(func() { conns[i] = connect(t, edges[i%2]) })
-	}
-	wg.Wait()
-	var open []*greeted
-	for _, g := range conns {
-		switch {
-		case admitted(g):
-			open = append(open, g)
-		case g.reply != tooMany:
-			t.Errorf("refused connection got %q, want %q", g.reply, tooMany)
-			g.conn.Close()
-		default:
-			g.conn.Close()
-		}
-	}
+	open := admitAtOnce(t, edges, 10, func(int) string { return Stranger }, func(int) string { return tooMany })
 	if len(open) != limit {
 		t.Fatalf("%d of 10 connections admitted across the two edges, want exactly %d", len(open), limit)
 	}
@@ -289,10 +305,7 @@ anvil_rate_time_unit = 1h
 smtpgate_connection_limit_redis = `+redis.URL()+`
 `)
 	s.secondEdge("127.0.0.2", freePort(t))
-	edges := []string{
-		net.JoinHostPort("127.0.0.1", itoa(s.port["mx"])),
-		net.JoinHostPort("127.0.0.2", itoa(s.port["mx"])),
-	}
+	edges := s.mxOn("127.0.0.1", "127.0.0.2")
 	var got []string
 	for i := range 6 {
 		g := connect(t, edges[i%2])

@@ -273,29 +273,11 @@ func TestNetworkLimitAcrossEdges(t *testing.T) {
 smtpgate_connection_limit_redis = %s
 `, limit, redis.URL()))
 	s.secondEdge("127.0.0.2", freePort(t))
-	edges := []string{
-		net.JoinHostPort("127.0.0.1", itoa(s.port["mx"])),
-		net.JoinHostPort("127.0.0.2", itoa(s.port["mx"])),
-	}
-	conns := make([]*greeted, 6)
-	var wg sync.WaitGroup
-	for i := range conns {
-		wg.Go(func() { conns[i] = connectFrom(t, fmt.Sprintf("127.0.7.%d", i+1), edges[i%2]) })
-	}
-	wg.Wait()
-	var open []*greeted
-	for i, g := range conns {
-		want := fmt.Sprintf("421 4.7.0 mail.example.org Error: too many connections from 127.0.7.%d", i+1)
-		switch {
-		case admitted(g):
-			open = append(open, g)
-		case g.reply != want:
-			t.Errorf("127.0.7.%d: %q, want %q", i+1, g.reply, want)
-			g.conn.Close()
-		default:
-			g.conn.Close()
-		}
-	}
+	edges := s.mxOn("127.0.0.1", "127.0.0.2")
+	from := func(i int) string { return fmt.Sprintf("127.0.7.%d", i+1) }
+	open := admitAtOnce(t, edges, 6, from, func(i int) string {
+		return "421 4.7.0 mail.example.org Error: too many connections from " + from(i)
+	})
 	if len(open) != limit {
 		t.Fatalf("%d of 6 connections from one /24 admitted across two edges, want exactly %d", len(open), limit)
 	}
