@@ -97,9 +97,7 @@ func TestBareNewlineCommand(t *testing.T) {
 	c.do("QUIT", "221")
 
 	h = newHarness(t, permit, func(l *Listener) { l.BareNewline = BareNewlineReject })
-	c = h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250-")
+	c = h.ehlo("250-")
 	c.send("MAIL FROM:<a@example.net>\nNOOP\r\n")
 	if got, want := c.reply(), "550 5.5.2 mail.example.org Error: bare <LF> received"; got != want {
 		t.Errorf("got %q, want %q", got, want)

@@ -94,9 +94,7 @@ func TestDiscardAtRCPT(t *testing.T) {
 		}
 		return relayDenied(r)
 	}, nil)
-	c := h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250-")
+	c := h.ehlo("250-")
 	c.do("MAIL FROM:<a@example.net>", "250 2.1.0 Ok")
 	c.do("RCPT TO:<john@example.org>", "250 2.1.5 Ok")
 	c.do("RCPT TO:<spam@example.org>", "250 2.1.5 Ok")
@@ -167,9 +165,7 @@ func TestDiscardStages(t *testing.T) {
 				}
 				return permit(r)
 			}, nil)
-			c := h.dial()
-			c.reply()
-			c.do("EHLO client.example.net", "250-")
+			c := h.ehlo("250-")
 			c.transaction("bulk@example.net", "discarded")
 			// A discarded transaction ended by RSET does not taint the next.
 			c.do("MAIL FROM:<bulk@example.net>", "250 2.1.0 Ok")
@@ -270,9 +266,7 @@ func TestVerdictWarnings(t *testing.T) {
 		}
 		return permit(r)
 	}, nil)
-	c := h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250-")
+	c := h.ehlo("250-")
 	c.do("MAIL FROM:<a@example.net>", "250 ")
 	c.do("RCPT TO:<john@example.org>", "250 ")
 	c.do("RCPT TO:<lisa@example.com>", "554 5.7.1 <lisa@example.com>: Relay access denied")
@@ -358,9 +352,7 @@ func TestDeferIfPermitCarried(t *testing.T) {
 
 	t.Run("session", func(t *testing.T) {
 		h := newHarness(t, decide, nil)
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250-")
+		c := h.ehlo("250-")
 		c.do("MAIL FROM:<a@example.net>", "250 ")
 		c.do("RCPT TO:<john@example.org>", "250 ")
 		c.do("RCPT TO:<jane@example.org>", "250 ")

@@ -65,9 +65,7 @@ func TestDrain(t *testing.T) {
 	t.Cleanup(release) // before the wait above, should the test fail early
 
 	start := func() *client {
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250-")
+		c := h.ehlo("250-")
 		return c
 	}
 	idle := start()

@@ -183,9 +183,7 @@ func TestSMTPUTF8(t *testing.T) {
 	}
 	// Without strict_smtputf8 a UTF-8 local part passes, as in Postfix.
 	h.l.StrictSMTPUTF8 = false
-	c = h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250-")
+	c = h.ehlo("250-")
 	c.do("MAIL FROM:<jöhn@example.net>", "250 2.1.0 Ok")
 	c.do("RCPT TO:<пользователь@example.org>", "250 2.1.5 Ok")
 	c.do("RCPT TO:<user@пример.испытание>", "501 5.1.3 Bad recipient address syntax")
@@ -274,9 +272,7 @@ func TestEnvelopeDomain(t *testing.T) {
 // Postfix refuses it.
 func TestTrailingDot(t *testing.T) {
 	h := newHarness(t, relayDenied, nil)
-	c := h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250-")
+	c := h.ehlo("250-")
 	c.do("MAIL FROM:<a@[300.1.1.1]>", "501 5.1.7 Bad sender address syntax")
 	c.do("MAIL FROM:<lisa@example.net.>", "250 2.1.0 Ok")
 	c.do("RCPT TO:<john@[IPv6:2001:db8:::1]>", "501 5.1.3 Bad recipient address syntax")
@@ -312,9 +308,7 @@ func TestSASLSenderAndSNI(t *testing.T) {
 	w := &wire{}
 	h := newHarness(t, w.policy(permit), nil)
 	for _, name := range []string{"mail\xff.example.org", "mail.example.org"} {
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250-")
+		c := h.ehlo("250-")
 		c.do("STARTTLS", "220")
 		tc := tls.Client(c.conn, &tls.Config{InsecureSkipVerify: true, ServerName: name})
 		if err := tc.Handshake(); err != nil {

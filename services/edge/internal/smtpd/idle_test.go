@@ -20,9 +20,7 @@ func BenchmarkIdleSession(b *testing.B) {
 	runtime.ReadMemStats(&ms)
 	stack0, heap0, g0 := ms.StackInuse, ms.HeapAlloc, runtime.NumGoroutine()
 	for range b.N {
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250")
+		c := h.ehlo("250")
 		c.do("NOOP", "250")
 	}
 	b.StopTimer()
@@ -79,9 +77,7 @@ func BenchmarkHandOff(b *testing.B) {
 func TestIdleRead(t *testing.T) {
 	t.Run("group larger than the buffer", func(t *testing.T) {
 		h := newHarness(t, permit, nil)
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250")
+		c := h.ehlo("250")
 		const n = 1000 // 6,000 bytes in one write: more than ioBufSize
 		c.send(strings.Repeat("RSET\r\n", n) + "NOOP\r\n")
 		for i := range n {
@@ -133,9 +129,7 @@ func TestIdleRead(t *testing.T) {
 	})
 	t.Run("connection reset while idle", func(t *testing.T) {
 		h := newHarness(t, permit, nil)
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250")
+		c := h.ehlo("250")
 		// A close with SO_LINGER 0 sends RST: the idle session's read
 		// fails with ECONNRESET.
 		if err := c.conn.(*net.TCPConn).SetLinger(0); err != nil {
@@ -153,9 +147,7 @@ func TestIdleRead(t *testing.T) {
 			t.Errorf("no read error \"connection reset by peer\" logged; records: %v", h.logs.records(t))
 		}
 		// The server goes on.
-		c2 := h.dial()
-		c2.reply()
-		c2.do("EHLO client.example.net", "250")
+		h.ehlo("250")
 	})
 }
 

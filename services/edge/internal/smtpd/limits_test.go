@@ -71,9 +71,7 @@ func TestPipelining(t *testing.T) {
 	}
 	t.Run("after EHLO, a group is fine", func(t *testing.T) {
 		h := newHarness(t, permit, func(l *Listener) { l.ForbidUnauthPipelining = true })
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250")
+		c := h.ehlo("250")
 		c.send("MAIL FROM:<a@example.net>\r\nRCPT TO:<b@example.org>\r\nDATA\r\n")
 		for _, want := range []string{"250 2.1.0", "250 2.1.5", "354"} {
 			if got := c.reply(); !strings.HasPrefix(got, want) {
@@ -144,9 +142,7 @@ func TestPipelining(t *testing.T) {
 				t.Errorf("policy was not told: %v", seen)
 			}
 			// A patient client is not reported.
-			c = h.dial()
-			c.reply()
-			c.do("EHLO client.example.net", "250")
+			h.ehlo("250")
 			if seen := stagesSeen(h); seen[len(seen)-1] {
 				t.Errorf("patient client reported: %v", seen)
 			}

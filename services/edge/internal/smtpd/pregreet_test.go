@@ -37,9 +37,7 @@ func TestSpokeFirst(t *testing.T) {
 	}
 	// A client that waits for the greeting is not flagged.
 	h := newHarness(t, permit, nil)
-	c := h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250")
+	c := h.ehlo("250")
 	c.do("MAIL FROM:<a@example.net>", "250")
 	for _, r := range h.requests() {
 		if r.GetSession().GetUnauthPipelining() {

@@ -26,9 +26,7 @@ func TestRelayPoolThroughSessions(t *testing.T) {
 	h := newHarness(t, permit, func(l *Listener) { l.NextHop = target })
 	send := func(rcptWant, dataWant string) {
 		t.Helper()
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250")
+		c := h.ehlo("250")
 		c.do("MAIL FROM:<a@example.net>", "250")
 		if got := c.do("RCPT TO:<john@example.org>", rcptWant); !strings.HasPrefix(got, "250") {
 			c.do("QUIT", "221")

@@ -319,6 +319,16 @@ func (h *harness) dial() *client {
 	return &client{t: h.t, conn: conn, br: bufio.NewReader(conn)}
 }
 
+// ehlo dials, reads the greeting and says EHLO client.example.net,
+// checking that the reply starts with want.
+func (h *harness) ehlo(want string) *client {
+	h.t.Helper()
+	c := h.dial()
+	c.reply()
+	c.do("EHLO client.example.net", want)
+	return c
+}
+
 // reply reads one (possibly multi-line) reply and returns its last line.
 func (c *client) reply() string {
 	c.t.Helper()
@@ -461,9 +471,7 @@ func TestEHLOKeywords(t *testing.T) {
 // (RFC 2920) and gets every reply, in order, and one message.
 func TestPipelinedTransaction(t *testing.T) {
 	h := newHarness(t, relayDenied, nil)
-	c := h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250-")
+	c := h.ehlo("250-")
 	c.send("MAIL FROM:<a@example.net>\r\nRCPT TO:<john@example.org>\r\nRCPT TO:<lisa@example.com>\r\nDATA\r\n")
 	for _, want := range []string{"250 2.1.0", "250 2.1.5", "554 5.7.1 <lisa@example.com>: Relay access denied", "354 End data with <CR><LF>.<CR><LF>"} {
 		if got := c.reply(); !strings.HasPrefix(got, want) {
@@ -492,9 +500,7 @@ func TestSmuggling(t *testing.T) {
 		sep := v.sep
 		t.Run(escaped(sep), func(t *testing.T) {
 			h := newHarness(t, permit, nil)
-			c := h.dial()
-			c.reply()
-			c.do("EHLO client.example.net", "250-")
+			c := h.ehlo("250-")
 			c.do("MAIL FROM:<a@example.net>", "250 ")
 			c.do("RCPT TO:<john@example.org>", "250 ")
 			c.do("DATA", "354 ")
@@ -551,9 +557,7 @@ func TestPolicyFailsClosed(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newHarness(t, tc.decide, nil)
-			c := h.dial()
-			c.reply()
-			c.do("EHLO client.example.net", "250-")
+			c := h.ehlo("250-")
 			c.do("MAIL FROM:<a@example.net>", "250 ")
 			c.do("RCPT TO:<john@example.org>", "451 4.3.0 <john@example.org>: Temporary lookup failure")
 			c.do("DATA", "554 5.5.1 Error: no valid recipients")
@@ -585,9 +589,7 @@ func TestConnectRefusal(t *testing.T) {
 func TestNextHopRefusalPassesThrough(t *testing.T) {
 	h := newHarness(t, permit, nil)
 	h.sink.refuse["nobody@example.org"] = true
-	c := h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250-")
+	c := h.ehlo("250-")
 	c.do("MAIL FROM:<a@example.net>", "250 ")
 	c.do("RCPT TO:<nobody@example.org>", "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown")
 	c.do("RCPT TO:<john@example.org>", "250 ")
@@ -644,9 +646,7 @@ func startTLS(t *testing.T, c *client) *client {
 
 func TestSTARTTLSAndAUTH(t *testing.T) {
 	h := newHarness(t, permit, func(l *Listener) { l.SASL = true; l.TLSAuthOnly = true; l.TLSLevel = TLSEncrypt })
-	c := h.dial()
-	c.reply()
-	c.do("EHLO client.example.net", "250-")
+	c := h.ehlo("250-")
 	c.do("MAIL FROM:<john@example.org>", "530 5.7.0 Must issue a STARTTLS command first")
 	c = startTLS(t, c)
 	// After STARTTLS the session starts over (RFC 3207 §4.2); as in

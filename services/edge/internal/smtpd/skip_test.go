@@ -42,9 +42,7 @@ func TestPolicySkipsPermitStages(t *testing.T) {
 	}
 	dialogue := func(t *testing.T, h *harness) {
 		t.Helper()
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250")
+		c := h.ehlo("250")
 		c.do("MAIL FROM:<a@example.net>", "250 2.1.0")
 		c.do("RCPT TO:<john@example.org>", "450 4.7.1 <unknown[127.0.0.1]>: Client host rejected: cannot find your hostname")
 		c.do("QUIT", "221")
@@ -86,9 +84,7 @@ func TestPolicySkipsPermitStages(t *testing.T) {
 	h := newHarness(t, permit, nil)
 	h.policy.setPermitStages(CONNECT, HELO, MAIL, DATA, EOD)
 	for range 2 {
-		c := h.dial()
-		c.reply()
-		c.do("EHLO client.example.net", "250")
+		c := h.ehlo("250")
 		c.do("MAIL FROM:<a@example.net>", "250")
 		c.do("RCPT TO:<john@example.org>", "250")
 		c.do("DATA", "354")

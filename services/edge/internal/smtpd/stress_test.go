@@ -196,9 +196,7 @@ func TestStressSessions(t *testing.T) {
 	l.UnderStress = &Adaptive{Timeout: time.Second, HardErrorLimit: 1, JunkCommandLimit: 1}
 	serveAll(t, srv, ln, &l)
 
-	idle := h.dial()
-	idle.reply()
-	idle.do("EHLO client.example.net", "250")
+	idle := h.ehlo("250")
 	// Not under stress: errors and junk are allowed.
 	idle.do("MAIL", "501")
 	idle.do("NOOP", "250")
