@@ -236,9 +236,9 @@ type Target struct {
 func LoadTarget(c *maincf.Config, param, timeoutParam string) (Target, error) {
 	t := Target{Param: param, Address: c.Get(param)}
 	var errs []error
-	d, err := maincf.ParseDuration(c.Get(timeoutParam))
+	d, err := maincf.Typed(c, timeoutParam, maincf.ParseDuration)
 	if err != nil {
-		errs = append(errs, c.Errorf(timeoutParam, "%v", err))
+		errs = append(errs, err)
 	}
 	t.Timeout = d
 	if t.Security, err = grpctls.ClientSecurity(c, param); err != nil {

@@ -466,3 +466,25 @@ func FuzzExpand(f *testing.F) {
 		_ = c.Validate(Edge)
 	})
 }
+
+// Typed reports a bad value once (by the catalogue's check when it has one,
+// else by Typed, with file:line) and a name the catalogue does not know.
+func TestTyped(t *testing.T) {
+	cat := NewCatalogue(Def{Name: "checked", Default: "1", Owner: Edge, Check: CheckInt}, Def{Name: "unchecked", Default: "1", Owner: Edge})
+	c := New(cat, mustParse(t, "checked = many\nunchecked = lots\n"), "/x")
+	if _, err := Typed(c, "checked", ParseInt); err != nil {
+		t.Errorf("checked: %v, want nil (Validate reports it)", err)
+	}
+	if err := c.Validate(Edge); err == nil || !strings.Contains(err.Error(), "main.cf:1: checked = many") {
+		t.Errorf("Validate: %v", err)
+	}
+	if _, err := Typed(c, "unchecked", ParseInt); err == nil || !strings.Contains(err.Error(), "main.cf:2: unchecked") {
+		t.Errorf("unchecked: %v, want an error at main.cf:2", err)
+	}
+	if _, err := Typed(c, "uncheked", ParseInt); err == nil || !strings.Contains(err.Error(), "uncheked is not a parameter") {
+		t.Errorf("misspelt name: %v", err)
+	}
+	if n, err := Typed(New(cat, mustParse(t, ""), "/x"), "unchecked", ParseInt); n != 1 || err != nil {
+		t.Errorf("default: %d, %v", n, err)
+	}
+}

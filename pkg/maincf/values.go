@@ -173,6 +173,25 @@ func CheckReplyCode(classes string) func(string) error {
 	}
 }
 
+// Typed reads name's value with parse, for a service's settings. The error,
+// with name's file:line, is for a value that does not parse unless the
+// catalogue's own check reports it already (Validate), so that no bad value
+// reads as zero silently and none is reported twice; a name the catalogue
+// does not know is an error too (a misspelt name in the code, not in
+// main.cf).
+func Typed[T any](c *Config, name string, parse func(string) (T, error)) (T, error) {
+	d, known := c.cat.Def(name)
+	if !known {
+		var zero T
+		return zero, fmt.Errorf("maincf: %s is not a parameter of the catalogue", name)
+	}
+	v, err := parse(c.Get(name))
+	if err != nil && d.Check == nil {
+		return v, c.Errorf(name, "%v", err)
+	}
+	return v, nil
+}
+
 // Bool returns the boolean value of name; invalid values read as false
 // (Validate reports them).
 func (c *Config) Bool(name string) bool {

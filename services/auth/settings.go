@@ -124,11 +124,9 @@ func newAccess(main *maincf.Config, mode grpctls.Mode) (*grpcserver.Access, erro
 // already, so that none is silently read as zero and none is reported
 // twice.
 func typedParam[T any](c *maincf.Config, errs *[]error, name string, parse func(string) (T, error)) T {
-	v, err := parse(c.Get(name))
+	v, err := maincf.Typed(c, name, parse)
 	if err != nil {
-		if d, ok := c.Catalogue().Def(name); !ok || d.Check == nil {
-			*errs = append(*errs, c.Errorf(name, "%v", err))
-		}
+		*errs = append(*errs, err)
 	}
 	return v
 }

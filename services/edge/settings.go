@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
-	"github.com/smtpgate/smtpgate/pkg/grpctls"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
@@ -113,10 +112,10 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	errs = append(errs, listenerErrs...)
 	// The gRPC clients' TLS files, and plaintext only to loopback.
 	var err error
-	if s.policy, err = target(p, "smtpgate_policy_service", "smtpgate_policy_timeout"); err != nil {
+	if s.policy, err = grpcclient.LoadTarget(p.c, "smtpgate_policy_service", "smtpgate_policy_timeout"); err != nil {
 		errs = append(errs, err)
 	}
-	if s.auth, err = target(p, "smtpgate_auth_service", "smtpgate_auth_timeout"); err != nil {
+	if s.auth, err = grpcclient.LoadTarget(p.c, "smtpgate_auth_service", "smtpgate_auth_timeout"); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, typed...)
@@ -156,17 +155,6 @@ func (s Settings) changedAtStart(old Settings) []string {
 	return out
 }
 
-// target reads the gRPC client of the service main.cf names in param:
-// its address, the deadline in timeoutParam and its security
-// (grpctls.ClientSecurity reads the TLS files). A bad timeout is the
-// catalogue's to report (params), once.
-func target(p params, param, timeoutParam string) (grpcclient.Target, error) {
-	t := grpcclient.Target{Param: param, Address: p.c.Get(param), Timeout: p.duration(timeoutParam)}
-	var err error
-	t.Security, err = grpctls.ClientSecurity(p.c, param)
-	return t, err
-}
-
 // params reads typed values from a configuration: a bad value is added to
 // errs unless the catalogue's own check (which Validate runs) reports it
 // already, so that none is silently read as zero and none is reported
@@ -185,11 +173,9 @@ func (p params) duration(name string) time.Duration {
 }
 
 func typedParam[T any](p params, name string, parse func(string) (T, error)) T {
-	v, err := parse(p.c.Get(name))
+	v, err := maincf.Typed(p.c, name, parse)
 	if err != nil {
-		if d, ok := p.c.Catalogue().Def(name); !ok || d.Check == nil {
-			*p.errs = append(*p.errs, p.c.Errorf(name, "%v", err))
-		}
+		*p.errs = append(*p.errs, err)
 	}
 	return v
 }

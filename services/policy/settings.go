@@ -159,11 +159,9 @@ func Warnings(main *maincf.Config) []string {
 // unless the catalogue's own check (which Load runs) reports it already,
 // so that none is silently read as zero and none is reported twice.
 func typedParam[T any](c *maincf.Config, errs *[]error, name string, parse func(string) (T, error)) T {
-	v, err := parse(c.Get(name))
+	v, err := maincf.Typed(c, name, parse)
 	if err != nil {
-		if d, ok := c.Catalogue().Def(name); !ok || d.Check == nil {
-			*errs = append(*errs, c.Errorf(name, "%v", err))
-		}
+		*errs = append(*errs, err)
 	}
 	return v
 }
