@@ -173,12 +173,13 @@ func (s Stored) Verify(password []byte) bool {
 		return subtle.ConstantTimeCompare([]byte(s.Data), password) == 1
 	case SHA256Crypt, SHA512Crypt:
 		v := variant(s.Scheme)
-		rounds, explicit, salt, sum, err := v.parse(s.Data)
+		rounds, explicit, salt, _, err := v.parse(s.Data)
 		if err != nil {
 			return false
 		}
-		got := v.crypt(password, salt, rounds, explicit)
-		return subtle.ConstantTimeCompare([]byte(got[strings.LastIndexByte(got, '$')+1:]), []byte(sum)) == 1
+		// The whole string, as Dovecot compares what crypt(3) returns: a
+		// salt longer than 16 or rounds out of range never match.
+		return subtle.ConstantTimeCompare([]byte(v.crypt(password, salt, rounds, explicit)), []byte(s.Data)) == 1
 	case BLFCrypt:
 		return bcrypt.CompareHashAndPassword([]byte(s.Data), password) == nil
 	case CRAMMD5:
