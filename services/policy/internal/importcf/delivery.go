@@ -139,7 +139,7 @@ func hostPort(dest, defPort string) (hostport string, bracketed bool, err error)
 	if n, err := strconv.Atoi(port); err != nil || n <= 0 || n > 65535 {
 		return "", false, fmt.Errorf("%q: port %q is not a port number or a known service", dest, port)
 	}
-	if host == "" || strings.ContainsAny(host, "$/ \t{}") {
+	if !validHost(host) {
 		return "", false, fmt.Errorf("%q: not a host name or address", dest)
 	}
 	return net.JoinHostPort(host, port), bracketed, nil
@@ -487,4 +487,21 @@ func tableReadable(spec string) bool {
 		}
 		t = rest
 	}
+}
+
+// validHost reports whether h is an IP address or a host name (letters,
+// digits, '-', '_' and dots between labels).
+func validHost(h string) bool {
+	if net.ParseIP(h) != nil {
+		return true
+	}
+	if h == "" || strings.HasPrefix(h, ".") || strings.Contains(h, "..") {
+		return false
+	}
+	for _, c := range h {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
+			return false
+		}
+	}
+	return true
 }

@@ -164,15 +164,16 @@ func TestDelivery(t *testing.T) {
 		{
 			name: "Cyrus SASL",
 			main: noLocal + "relayhost = [relay.example.net]\nsmtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = cyrus\nsmtpd_sasl_path = smtpd\n",
-			want: verdicts{"main.cf:3 relayhost": T, "main.cf:4 smtpd_sasl_auth_enable": T, "main.cf:5 smtpd_sasl_type": C, "main.cf:6 smtpd_sasl_path": C},
+			want: verdicts{"main.cf:3 relayhost": T, "main.cf:4 smtpd_sasl_auth_enable": C, "main.cf:5 smtpd_sasl_type": C, "main.cf:6 smtpd_sasl_path": C},
 			reason: map[string]string{"main.cf:5 smtpd_sasl_type": "smtpgate-auth cannot ask Cyrus or saslauthd",
 				"main.cf:6 smtpd_sasl_path": "Cyrus's application configuration (smtpd.conf)"},
 		},
 		{
-			name:   "Cyrus SASL by default",
-			main:   noLocal + "relayhost = [relay.example.net]\nsmtpd_sasl_auth_enable = yes\n",
-			want:   verdicts{"main.cf:3 relayhost": T, "main.cf:4 smtpd_sasl_auth_enable": T, "main.cf:0 smtpd_sasl_type": C},
-			reason: map[string]string{"main.cf:0 smtpd_sasl_type": "AUTH on main.cf: Postfix checks passwords with Cyrus SASL"},
+			name:       "Cyrus SASL by default",
+			main:       noLocal + "relayhost = [relay.example.net]\nsmtpd_sasl_auth_enable = yes\n",
+			want:       verdicts{"main.cf:3 relayhost": T, "main.cf:4 smtpd_sasl_auth_enable": C, "main.cf:0 smtpd_sasl_type": C},
+			notWritten: []string{"smtpd_sasl_auth_enable"},
+			reason:     map[string]string{"main.cf:0 smtpd_sasl_type": "AUTH on main.cf: Postfix checks passwords with Cyrus SASL"},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
