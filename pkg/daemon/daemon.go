@@ -57,10 +57,10 @@ type Service[S any] struct {
 	// Start builds the service from env.Settings and serves until ctx
 	// ends.
 	Start func(ctx context.Context, env Env[S]) error
-	// Warnings, when set, returns what a valid configuration should
-	// still tell the operator (gRPC callers trusted off loopback); check
-	// prints each on a "warning:" line and exits 0.
-	Warnings func(cfg *maincf.Config) []string
+	// Warnings, when set, returns what the settings of a valid
+	// configuration should still tell the operator (gRPC callers trusted
+	// off loopback); check prints each on a "warning:" line and exits 0.
+	Warnings func(set S) []string
 	// Usage are extra usage lines, for commands the service's main
 	// handles itself before calling Main ("smtpgate-auth hash-password").
 	Usage []string
@@ -156,7 +156,7 @@ func Main[S any](ctx context.Context, svc Service[S], args []string, stderr io.W
 	}
 	if checkOnly {
 		if svc.Warnings != nil {
-			for _, w := range svc.Warnings(cfg) {
+			for _, w := range svc.Warnings(loaded.Settings) {
 				fmt.Fprintf(stderr, "%s: warning: %s\n", prog, w)
 			}
 		}

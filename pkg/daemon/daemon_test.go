@@ -79,7 +79,7 @@ func TestMain(t *testing.T) {
 			ran, loads := false, 0
 			svc := countedService(tc.runErr, &ran, &loads)
 			svc.Usage = []string{"smtpgate-test frobnicate"}
-			svc.Warnings = func(cfg *maincf.Config) []string { return []string{"host is " + cfg.Get("myhostname")} }
+			svc.Warnings = func(set testSettings) []string { return []string{"host is " + set.host} }
 			code := Main(context.Background(), svc, tc.args, &out)
 			if code != tc.code || ran != tc.ran || !strings.Contains(out.String(), tc.out) {
 				t.Errorf("Main(%q) = %d ran=%v output:\n%s\nwant %d ran=%v containing %q", tc.args, code, ran, out.String(), tc.code, tc.ran, tc.out)

@@ -150,21 +150,6 @@ func NewAccess(c *maincf.Config, listenParam string, mode grpctls.Mode, log *slo
 // nothing): callers trusted off loopback.
 func (a *Access) Warning() string { return a.warning }
 
-// Warnings returns Warning of the gRPC listener in main.cf's listenParam,
-// for check (nothing when the configuration does not load: check reports
-// that as an error).
-func Warnings(c *maincf.Config, listenParam string) []string {
-	_, mode, err := grpctls.Server(c, listenParam, nil)
-	if err != nil {
-		return nil
-	}
-	a, err := NewAccess(c, listenParam, mode, nil)
-	if err != nil || a.Warning() == "" {
-		return nil
-	}
-	return []string{a.Warning()}
-}
-
 // WithLogger returns a copy of a, made before any call, whose refusals go
 // to log: a service's settings build the Access once, without a logger,
 // and the service gives it its own when it starts.

@@ -100,8 +100,11 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 // Warnings returns what check says about a valid configuration: gRPC
 // callers trusted with every method off loopback (no client
 // certificates).
-func Warnings(main *maincf.Config) []string {
-	return grpcserver.Warnings(main, listenParam)
+func Warnings(set Settings) []string {
+	if set.access == nil || set.access.Warning() == "" {
+		return nil
+	}
+	return []string{set.access.Warning()}
 }
 
 // newAccess returns who may call which method of the gRPC listener (the

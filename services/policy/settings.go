@@ -151,8 +151,11 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 // Warnings returns what check says about a valid configuration: gRPC
 // callers trusted with every method off loopback (no client
 // certificates).
-func Warnings(main *maincf.Config) []string {
-	return grpcserver.Warnings(main, listenParam)
+func Warnings(set Settings) []string {
+	if set.access == nil || set.access.Warning() == "" {
+		return nil
+	}
+	return []string{set.access.Warning()}
 }
 
 // typedParam reads name's value with parse. A bad value is added to errs
