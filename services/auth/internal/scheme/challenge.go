@@ -30,6 +30,12 @@ const (
 	SCRAMSHA256 = "SCRAM-SHA-256"
 	// ARGON2ID stores a PHC-format Argon2id hash (RFC 9106).
 	ARGON2ID = "ARGON2ID"
+	// SCRAMSHA1 is SCRAMSHA256 with SHA-1 (RFC 5802), Dovecot's
+	// {SCRAM-SHA-1}; verified, and it serves SCRAM-SHA-1, but not made.
+	SCRAMSHA1 = "SCRAM-SHA-1"
+	// ARGON2I stores a PHC-format Argon2i hash, Dovecot's {ARGON2I};
+	// verified, not made.
+	ARGON2I = "ARGON2I"
 )
 
 // cramContext is the HMAC-MD5 key schedule of a password: the MD5 states
@@ -118,12 +124,18 @@ func (c cramContext) HMAC(msg []byte) []byte {
 
 // scramSecret is what a SCRAM server stores (RFC 5802 §3).
 type scramSecret struct {
+	hash                 func() hash.Hash
 	iterations           int
 	salt                 []byte
 	storedKey, serverKey []byte
 }
 
-func parseSCRAM(s string) (scramSecret, error) {
+// parseSCRAM reads {SCRAM-SHA-256} data.
+func parseSCRAM(s string) (scramSecret, error) { return parseSCRAMHash(sha256.New, s) }
+
+// parseSCRAMHash reads "iterations,salt,StoredKey,ServerKey" with keys of
+// h's size.
+func parseSCRAMHash(h func() hash.Hash, s string) (scramSecret, error) {
 	parts := strings.Split(s, ",")
 	if len(parts) != 4 {
 		return scramSecret{}, errors.New("want iterations,salt,StoredKey,ServerKey")
@@ -132,10 +144,10 @@ func parseSCRAM(s string) (scramSecret, error) {
 	if err != nil || n < 1 || n > 10_000_000 {
 		return scramSecret{}, fmt.Errorf("bad iteration count %q", parts[0])
 	}
-	sec := scramSecret{iterations: n}
+	sec := scramSecret{hash: h, iterations: n}
 	for i, dst := range []*[]byte{&sec.salt, &sec.storedKey, &sec.serverKey} {
 		b, err := base64.StdEncoding.DecodeString(parts[i+1])
-		if err != nil || len(b) == 0 || (i > 0 && len(b) != sha256.Size) {
+		if err != nil || len(b) == 0 || (i > 0 && len(b) != h().Size()) {
 			return scramSecret{}, fmt.Errorf("bad base64 field %d", i+2)
 		}
 		*dst = b
@@ -165,24 +177,30 @@ func scramKeysHash(h func() hash.Hash, password, salt []byte, iterations int) (s
 }
 
 func (s scramSecret) verify(password []byte) bool {
-	stored, _ := scramKeys(password, s.salt, s.iterations)
+	stored, _ := scramKeysHash(s.hash, password, s.salt, s.iterations)
 	return subtle.ConstantTimeCompare(stored, s.storedKey) == 1
 }
 
-// argon2Hash is a parsed "$argon2id$v=19$m=M,t=T,p=P$salt$hash".
+// argon2Hash is a parsed "$argon2id$v=19$m=M,t=T,p=P$salt$hash" (or
+// $argon2i$).
 type argon2Hash struct {
+	id         bool // Argon2id; else Argon2i
 	memory     uint32
 	time       uint32
 	threads    uint8
 	salt, hash []byte
 }
 
-func parseArgon2(s string) (argon2Hash, error) {
+// parseArgon2 reads {ARGON2ID} data.
+func parseArgon2(s string) (argon2Hash, error) { return parseArgon2Variant("argon2id", s) }
+
+// parseArgon2Variant reads "$VARIANT$v=19$m=…,t=…,p=…$salt$hash".
+func parseArgon2Variant(variant, s string) (argon2Hash, error) {
 	parts := strings.Split(s, "$")
-	if len(parts) != 6 || parts[0] != "" || parts[1] != "argon2id" || parts[2] != "v=19" {
-		return argon2Hash{}, errors.New("want $argon2id$v=19$m=…,t=…,p=…$salt$hash")
+	if len(parts) != 6 || parts[0] != "" || parts[1] != variant || parts[2] != "v=19" {
+		return argon2Hash{}, fmt.Errorf("want $%s$v=19$m=…,t=…,p=…$salt$hash", variant)
 	}
-	var a argon2Hash
+	a := argon2Hash{id: variant == "argon2id"}
 	var p uint32
 	if _, err := fmt.Sscanf(parts[3], "m=%d,t=%d,p=%d", &a.memory, &a.time, &p); err != nil || p == 0 || p > 255 || a.time == 0 || a.memory < 8*p || a.memory > 4<<20 {
 		return argon2Hash{}, fmt.Errorf("bad parameters %q", parts[3])
@@ -199,7 +217,11 @@ func parseArgon2(s string) (argon2Hash, error) {
 }
 
 func (a argon2Hash) verify(password []byte) bool {
-	got := argon2.IDKey(password, a.salt, a.time, a.memory, a.threads, uint32(len(a.hash)))
+	key := argon2.Key
+	if a.id {
+		key = argon2.IDKey
+	}
+	got := key(password, a.salt, a.time, a.memory, a.threads, uint32(len(a.hash)))
 	return subtle.ConstantTimeCompare(got, a.hash) == 1
 }
 
@@ -220,10 +242,18 @@ func (s Stored) CRAMMD5Digest(challenge []byte) (digest []byte, ok bool) {
 	return nil, false
 }
 
-// SCRAMSHA1Credentials returns the SCRAM-SHA-1 secrets of a user, derived
-// from a {PLAIN} password with the given salt; ok is false for every other
-// stored form (SCRAM-SHA-1 is kept for old clients and is off by default).
+// SCRAMSHA1Credentials returns the SCRAM-SHA-1 secrets of a user stored
+// as {SCRAM-SHA-1}, or derived from a {PLAIN} password with the given
+// salt; ok is false for every other stored form (SCRAM-SHA-1 is kept for
+// old clients and is off by default).
 func (s Stored) SCRAMSHA1Credentials(plainSalt []byte) (salt []byte, iterations int, storedKey, serverKey []byte, ok bool) {
+	if s.Scheme == SCRAMSHA1 {
+		sec, err := parseSCRAMHash(sha1.New, s.Data)
+		if err != nil {
+			return nil, 0, nil, nil, false
+		}
+		return sec.salt, sec.iterations, sec.storedKey, sec.serverKey, true
+	}
 	if s.Scheme != Plain {
 		return nil, 0, nil, nil, false
 	}

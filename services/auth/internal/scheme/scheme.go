@@ -2,7 +2,8 @@
 // "{SCHEME}data" form (https://doc.dovecot.org/configuration_manual/authentication/password_schemes/):
 // {PLAIN}, {SHA256-CRYPT}, {SHA512-CRYPT}, {BLF-CRYPT}, {MD5-CRYPT}, {PBKDF2},
 // {SHA}, {SHA256}, {SHA512}, {SSHA}, {SSHA256}, {SSHA512}, {SMD5}, {PLAIN-MD5},
-// {LDAP-MD5}, {CRAM-MD5}, {SCRAM-SHA-256} and {ARGON2ID}, with Dovecot's encoding
+// {LDAP-MD5}, {CRAM-MD5}, {SCRAM-SHA-256}, {SCRAM-SHA-1}, {ARGON2ID} and
+// {ARGON2I}, with Dovecot's encoding
 // suffixes (.HEX, .B64, .BASE64) and aliases. It trusts
 // nothing it is given: a stored value that does not parse is an error, and
 // comparisons take constant time.
@@ -37,9 +38,10 @@ func Names() []string {
 }
 
 // VerifyOnly lists the schemes Parse and Verify know but Hash does not
-// make: Dovecot 2.4's weak schemes.
+// make: Dovecot 2.4's weak schemes, and two superseded by the ones Hash
+// makes (SCRAM-SHA-256, ARGON2ID).
 func VerifyOnly() []string {
-	return []string{MD5Crypt, SMD5, PlainMD5, LDAPMD5}
+	return []string{MD5Crypt, SMD5, PlainMD5, LDAPMD5, SCRAMSHA1, ARGON2I}
 }
 
 // ErrUnknownScheme is returned for a scheme this package does not know.
@@ -146,6 +148,14 @@ func Parse(s string) (Stored, error) {
 		if _, err := parseArgon2(st.Data); err != nil {
 			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
 		}
+	case ARGON2I:
+		if _, err := parseArgon2Variant("argon2i", st.Data); err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
+		}
+	case SCRAMSHA1:
+		if _, err := parseSCRAMHash(sha1.New, st.Data); err != nil {
+			return Stored{}, fmt.Errorf("{%s}: %w", written, err)
+		}
 	default:
 		return Stored{}, fmt.Errorf("{%s}: %w", written, ErrUnknownScheme)
 	}
@@ -191,6 +201,12 @@ func (s Stored) Verify(password []byte) bool {
 	case ARGON2ID:
 		a, err := parseArgon2(s.Data)
 		return err == nil && a.verify(password)
+	case ARGON2I:
+		a, err := parseArgon2Variant("argon2i", s.Data)
+		return err == nil && a.verify(password)
+	case SCRAMSHA1:
+		sec, err := parseSCRAMHash(sha1.New, s.Data)
+		return err == nil && sec.verify(password)
 	case MD5Crypt:
 		return verifyMD5Crypt(s.Data, password)
 	case PBKDF2:
@@ -262,6 +278,9 @@ func Hash(schemeName string, password []byte) (Stored, error) {
 		h := argon2.IDKey(password, salt, 3, 64*1024, 1, 32)
 		enc := base64.RawStdEncoding.EncodeToString
 		return Stored{Scheme: ARGON2ID, Data: fmt.Sprintf("$argon2id$v=19$m=65536,t=3,p=1$%s$%s", enc(salt), enc(h))}, nil
+	}
+	if name == SCRAMSHA1 || name == ARGON2I {
+		return Stored{}, fmt.Errorf("{%s}: smtpgate verifies it but does not make it; use %s", name, map[string]string{SCRAMSHA1: SCRAMSHA256, ARGON2I: ARGON2ID}[name])
 	}
 	if isWeak(name) {
 		return Stored{}, fmt.Errorf("{%s}: a weak scheme (Dovecot 2.4 refuses it without auth_allow_weak_schemes); smtpgate verifies it but does not make it", name)
