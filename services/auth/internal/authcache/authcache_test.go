@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
 )
@@ -186,5 +187,29 @@ func BenchmarkKnown(b *testing.B) {
 		if !c.Known(Password, "john@example.org", "{SHA512-CRYPT}$6$x$y", []byte("john-example-password")) {
 			b.Fatal("miss")
 		}
+	}
+}
+
+// TestConcurrent: many callers at once (run with -race) never grow the
+// cache past its size, and a full cache stays full.
+func TestConcurrent(t *testing.T) {
+	c, _ := newCache(t, 64, time.Hour)
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 500 {
+				user := fmt.Sprintf("u%d-%d", g, i%16)
+				c.Remember(Password, user, "", []byte("pw"))
+				c.Known(Password, user, "", []byte("pw"))
+				if n := c.Len(); n > 64 {
+					t.Errorf("Len %d > 64", n)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if c.Len() != 64 {
+		t.Errorf("Len = %d after 8x16 distinct users, want 64", c.Len())
 	}
 }
