@@ -51,10 +51,10 @@ func TestHashPasswordDovecotVerifies(t *testing.T) {
 			t.Fatalf("hash-password -s %s: exit %d: %s", s, code, errOut.String())
 		}
 		hash := strings.TrimSpace(out.String())
-		if got, err := exec.Command(doveadm, "pw", "-t", hash, "-p", "pässword:1").CombinedOutput(); err != nil {
+		if got, err := exec.Command(doveadm, "-c", "/dev/null", "pw", "-t", hash, "-p", "pässword:1").CombinedOutput(); err != nil {
 			t.Errorf("doveadm pw -t %s: %v: %s", hash, err, got)
 		}
-		if got, err := exec.Command(doveadm, "pw", "-t", hash, "-p", "pässword:2").CombinedOutput(); err == nil {
+		if got, err := exec.Command(doveadm, "-c", "/dev/null", "pw", "-t", hash, "-p", "pässword:2").CombinedOutput(); err == nil {
 			t.Errorf("doveadm pw -t %s verified a wrong password: %s", hash, got)
 		}
 	}

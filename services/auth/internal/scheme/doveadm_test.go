@@ -8,14 +8,16 @@ import (
 )
 
 // doveadm runs the real `doveadm` (Debian's dovecot-core, installed by
-// scripts/deps --test); it needs no running Dovecot for `pw`.
+// scripts/deps --test); it needs no running Dovecot, nor any
+// configuration, for `pw`.
 func doveadm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
 	path, err := exec.LookPath("doveadm")
 	if err != nil {
 		t.Fatalf("doveadm not found (install dovecot-core: scripts/deps --test): %v", err)
 	}
-	out, err := exec.Command(path, args...).CombinedOutput()
+	// -c /dev/null: no system configuration is read.
+	out, err := exec.Command(path, append([]string{"-c", "/dev/null"}, args...)...).CombinedOutput()
 	return strings.TrimSpace(string(out)), err
 }
 
