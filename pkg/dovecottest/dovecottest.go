@@ -347,3 +347,19 @@ func handshake(path string) error {
 		}
 	}
 }
+
+// Addresses returns a function that gives a new IPv4 address under the
+// /16 prefix16 ("198.18") at each call, safe for concurrent use: a client
+// address per request, so that Dovecot's penalty (which delays every
+// failure of an address after its first, up to 15 s) sees no series
+// unless a test means one.
+func Addresses(prefix16 string) func() string {
+	var mu sync.Mutex
+	n := 0
+	return func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		n++
+		return fmt.Sprintf("%s.%d.%d", prefix16, n/250%250, n%250+1)
+	}
+}

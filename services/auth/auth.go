@@ -41,6 +41,7 @@ import (
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	"github.com/smtpgate/smtpgate/services/auth/internal/authcache"
 	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
+	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotclient"
 	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
 )
@@ -99,6 +100,24 @@ func New(set Settings, cfg Config) (*Server, error) {
 	if a.cache, err = authcache.New(set.cache); err != nil {
 		return nil, err
 	}
+	// Dovecot's sockets: one client (one multiplexed connection, dialled
+	// on first use) per socket, shared by the listeners that name it.
+	a.dovecot = map[string]*dovecotclient.Client{}
+	for _, l := range set.listeners {
+		if l.dovecot == "" || a.dovecot[l.dovecot] != nil {
+			continue
+		}
+		if a.dovecot[l.dovecot], err = dovecotclient.New(l.dovecot, set.dovecotTimeout); err != nil {
+			return nil, fmt.Errorf("dovecot auth-client socket: %w", err)
+		}
+		s.log.Info("SASL through Dovecot", "socket", l.dovecot)
+	}
+	if set.userdb != "" {
+		if a.userdb, err = dovecotclient.NewUserDB(set.userdb, set.dovecotTimeout); err != nil {
+			return nil, fmt.Errorf("dovecot userdb socket: %w", err)
+		}
+		s.log.Info("users from Dovecot's userdb", "socket", set.userdb)
+	}
 	opts := set.throttle
 	opts.Logger = s.log
 	if telemetry.Recording(cfg.TracerProvider) {
@@ -116,11 +135,19 @@ func New(set Settings, cfg Config) (*Server, error) {
 	return s, nil
 }
 
-// Close closes what New opened (the throttle's Redis connections); after
-// the first call it does nothing.
+// Close closes what New opened (the throttle's Redis connections, the
+// connections to Dovecot); after the first call it does nothing.
 func (s *Server) Close() error {
 	var err error
-	s.closeOnce.Do(func() { err = s.auth.limiter.Close() })
+	s.closeOnce.Do(func() {
+		for _, c := range s.auth.dovecot {
+			c.Close()
+		}
+		if s.auth.userdb != nil {
+			s.auth.userdb.Close()
+		}
+		err = s.auth.limiter.Close()
+	})
 	return err
 }
 

@@ -72,6 +72,12 @@ smtpd_sasl_security_options = noanonymous, noplaintext
 smtpd_sasl_tls_security_options = noanonymous
 `+extra), 0o600))
 	must(t, os.WriteFile(filepath.Join(dir, "master.cf"), []byte("sub inet n - n - - smtpd\n  -o smtpgate_sasl_mechanisms=LOGIN\n"), 0o600))
+	return serveDir(t, dir, reg)
+}
+
+// serveDir runs the real server on the main.cf and master.cf of dir.
+func serveDir(t *testing.T, dir string, reg prometheus.Registerer) *replica {
+	t.Helper()
 	cfg, services, err := maincf.Load(Catalogue(), dir)
 	must(t, err)
 	must(t, Validate(cfg, services))

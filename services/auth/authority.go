@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"fmt"
 	"log/slog"
 	"strings"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/xdg-go/scram"
 
 	"github.com/smtpgate/smtpgate/services/auth/internal/authcache"
+	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotclient"
 	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/scheme"
@@ -35,7 +37,12 @@ type authority struct {
 	// limiter throttles failed authentications.
 	limiter *throttle.Limiter
 	// cache remembers successful password verifications (nil: off).
-	cache   *authcache.Cache
+	cache *authcache.Cache
+	// dovecot are the clients of the Dovecot auth-client sockets of the
+	// smtpd_sasl_type = dovecot listeners, by socket; userdb the client of
+	// smtpgate_dovecot_userdb_path (nil: none).
+	dovecot map[string]*dovecotclient.Client
+	userdb  *dovecotclient.Client
 	metrics *metrics
 	// sleep holds back the answer to a failure; tests replace it.
 	sleep func(context.Context, time.Duration) error
@@ -46,6 +53,10 @@ type listener struct {
 	mechanisms []sasl.Mechanism // in configured order
 	plain      sasl.SecurityOptions
 	tls        sasl.SecurityOptions
+	// dovecot is Dovecot's auth-client socket (inet:host:port or
+	// unix:/path) when smtpd_sasl_type = dovecot; "": smtpgate's own
+	// users check the passwords.
+	dovecot string
 }
 
 // lookup finds user in the passwd-file; a failed reload is logged and the
@@ -61,10 +72,26 @@ func (a *authority) lookup(ctx context.Context, user string) (scheme.Stored, boo
 	return st, ok
 }
 
-// findUser returns the name under which user exists in the
+// findUser returns the name under which user exists: in Dovecot's
+// userdb when smtpgate_dovecot_userdb_path is set (Dovecot applies its
+// own auth_username_format), else in the passwd-file. An error means the
+// userdb could not answer.
+func (a *authority) findUser(ctx context.Context, name string) (string, bool, error) {
+	if a.userdb != nil {
+		n, ok, err := a.userdb.Lookup(ctx, name, "smtp")
+		if err != nil {
+			return "", false, fmt.Errorf("dovecot userdb: %w", err)
+		}
+		return n, ok, nil
+	}
+	n, ok := a.findPasswdUser(ctx, name)
+	return n, ok, nil
+}
+
+// findPasswdUser returns the name under which user exists in the
 // passwd-file: as given, then with its domain lower-cased, then all
 // lower-case (Dovecot's default auth_username_format is %Lu).
-func (a *authority) findUser(ctx context.Context, name string) (string, bool) {
+func (a *authority) findPasswdUser(ctx context.Context, name string) (string, bool) {
 	candidates := []string{name}
 	if i := strings.LastIndexByte(name, '@'); i >= 0 {
 		candidates = append(candidates, name[:i+1]+strings.ToLower(name[i+1:]))

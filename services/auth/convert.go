@@ -37,6 +37,21 @@ func channelBinding(sess *authv1.Session) (scram.ChannelBinding, bool) {
 	return scram.ChannelBinding{Type: scram.ChannelBindingTLSExporter, Data: sess.GetChannelBinding()}, true
 }
 
+// sessionOf is what a relayed exchange tells Dovecot about the session.
+func sessionOf(sess *authv1.Session) session {
+	return session{client: sess.GetClientAddress(), clientPort: int(sess.GetClientPort()), server: sess.GetServerAddress(), tls: sess.GetTls()}
+}
+
+// findMechanism returns the mechanism named name (upper case) in ms.
+func findMechanism(ms []sasl.Mechanism, name string) (sasl.Mechanism, bool) {
+	for _, m := range ms {
+		if m.Name == name {
+			return m, true
+		}
+	}
+	return sasl.Mechanism{}, false
+}
+
 // mechanismNames returns the names of ms, in order.
 func mechanismNames(ms []sasl.Mechanism) []string {
 	var out []string

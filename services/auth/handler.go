@@ -32,20 +32,31 @@ func (h handler) LookupUser(ctx context.Context, req *authv1.LookupUserRequest) 
 	if name == "" || len(name) > 1024 || strings.ContainsAny(name, "\x00\r\n") {
 		return nil, status.Error(codes.InvalidArgument, "username: want a user name of at most 1024 octets without NUL, CR or LF")
 	}
-	if c, ok := h.auth.findUser(ctx, name); ok {
+	c, ok, err := h.auth.findUser(ctx, name)
+	if err != nil {
+		// Fail closed: the caller answers a temporary error, never
+		// "unknown user".
+		h.auth.log.WarnContext(ctx, "user lookup failed", "err", err)
+		return nil, status.Error(codes.Unavailable, "the user database could not be asked")
+	}
+	if ok {
 		return &authv1.LookupUserResponse{Exists: true, Username: c}, nil
 	}
 	return &authv1.LookupUserResponse{}, nil
 }
 
 // Mechanisms implements authv1.AuthServiceServer.
-func (h handler) Mechanisms(_ context.Context, req *authv1.MechanismsRequest) (*authv1.MechanismsResponse, error) {
+func (h handler) Mechanisms(ctx context.Context, req *authv1.MechanismsRequest) (*authv1.MechanismsResponse, error) {
 	l, err := sessionListener(h.auth, req.GetSession())
 	if err != nil {
 		return nil, err
 	}
 	_, binding := channelBinding(req.GetSession())
-	return &authv1.MechanismsResponse{Mechanisms: mechanismNames(l.offeredWith(req.GetSession().GetTls(), binding))}, nil
+	ms, err := h.auth.offeredBy(ctx, l, req.GetSession().GetTls(), binding)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "%v", err)
+	}
+	return &authv1.MechanismsResponse{Mechanisms: mechanismNames(ms)}, nil
 }
 
 // Authenticate implements authv1.AuthServiceServer: one SASL exchange per
@@ -82,17 +93,16 @@ func (h handler) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 	}
 
 	cb, binding := channelBinding(sess)
-	var m sasl.Mechanism
-	found := false
-	for _, o := range l.offeredWith(sess.GetTls(), binding) {
-		if o.Name == mech {
-			m, found = o, true
-		}
+	offered, err := h.auth.offeredBy(ctx, l, sess.GetTls(), binding)
+	if err != nil {
+		h.auth.log.WarnContext(ctx, "authentication could not be checked", append(logAttrs, "err", err)...)
+		return end(authv1.Result_RESULT_TEMPORARY_FAILURE, "")
 	}
+	m, found := findMechanism(offered, mech)
 	if !found {
 		if !sess.GetTls() {
-			for _, o := range l.offered(true) {
-				if o.Name == mech {
+			if withTLS, err := h.auth.offeredBy(ctx, l, true, false); err == nil {
+				if _, ok := findMechanism(withTLS, mech); ok {
 					return end(authv1.Result_RESULT_ENCRYPTION_REQUIRED, "")
 				}
 			}
@@ -100,7 +110,11 @@ func (h handler) Authenticate(stream grpc.BidiStreamingServer[authv1.Authenticat
 		return end(authv1.Result_RESULT_UNSUPPORTED_MECHANISM, "")
 	}
 
-	ex = h.auth.startWith(m, sess.GetClientAddress(), cb)
+	if l.dovecot != "" {
+		ex = h.auth.startRelay(l, m, sessionOf(sess))
+	} else {
+		ex = h.auth.startWith(m, sess.GetClientAddress(), cb)
+	}
 	defer ex.End(ctx)
 	var resp []byte
 	if start.GetHasInitialResponse() {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os/user"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	authv1 "github.com/smtpgate/smtpgate/proto/smtpgate/auth/v1"
 	"github.com/smtpgate/smtpgate/services/auth/internal/authcache"
 	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotauth"
+	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotclient"
 	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
@@ -47,6 +49,11 @@ type Settings struct {
 	// the smtpgate_dovecot_auth_* parameters.
 	dovecotListen []string
 	dovecot       dovecotSettings
+	// userdb is smtpgate_dovecot_userdb_path, resolved ("": none);
+	// dovecotTimeout is smtpgate_dovecot_timeout. The listeners'
+	// smtpd_sasl_path are in listeners.
+	userdb         string
+	dovecotTimeout time.Duration
 	// grpcSecurity secures the gRPC listener (its TLS files read once);
 	// access says who may call which method, with
 	// smtpgate_auth_lookup_rate_limit on LookupUser.
@@ -76,6 +83,13 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 		TTL:  typedParam(main, &typed, "smtpgate_auth_cache_ttl", maincf.ParseDuration),
 	}
 	errs = append(errs, validateThrottle(main))
+	s.dovecotTimeout = typedParam(main, &typed, "smtpgate_dovecot_timeout", maincf.ParseDuration)
+	if v := main.Get("smtpgate_dovecot_userdb_path"); v != "" {
+		if s.userdb, err = dovecotSocket(v); err != nil {
+			errs = append(errs, main.Errorf("smtpgate_dovecot_userdb_path", "%v", err))
+		}
+	}
+	errs = append(errs, needUsers(main, s))
 	if s.dovecot, err = parseDovecot(main); err != nil {
 		errs = append(errs, err)
 	}
@@ -200,7 +214,56 @@ func compileListener(c *maincf.Config) (listener, error) {
 	if l.tls, err = sasl.ParseSecurityOptions(c.List("smtpd_sasl_tls_security_options")); err != nil {
 		errs = append(errs, c.Errorf("smtpd_sasl_tls_security_options", "%v", err))
 	}
+	// A bad smtpd_sasl_type is the catalogue's check's to report.
+	if c.Get("smtpd_sasl_type") == "dovecot" {
+		if l.dovecot, err = dovecotSocket(c.Get("smtpd_sasl_path")); err != nil {
+			errs = append(errs, c.Errorf("smtpd_sasl_path", "%v", err))
+		}
+	}
 	return l, errors.Join(errs...)
+}
+
+// postfixQueue is Postfix's default queue_directory: Postfix resolves a
+// relative smtpd_sasl_path there (its smtpd runs there, often chrooted),
+// so a relative Dovecot socket path is taken from there too. smtpgate
+// has no queue_directory; with another one, write the absolute path.
+const postfixQueue = "/var/spool/postfix"
+
+// dovecotSocket resolves a Dovecot socket path as Postfix resolves
+// smtpd_sasl_path: inet:host:port, unix:/path or /path, and a relative
+// path (with or without unix:) under postfixQueue. It returns
+// inet:host:port or unix:/path.
+func dovecotSocket(v string) (string, error) {
+	if v == "" {
+		return "", errors.New("empty: want inet:host:port, unix:/path or a path relative to /var/spool/postfix such as private/auth")
+	}
+	if !strings.HasPrefix(v, "inet:") {
+		p := strings.TrimPrefix(v, "unix:")
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(postfixQueue, p)
+		}
+		v = "unix:" + p
+	}
+	if _, _, err := dovecotclient.ParsePath(v); err != nil {
+		return "", err
+	}
+	return v, nil
+}
+
+// needUsers refuses a configuration whose auth:users tables (valid
+// recipients, sender login maps) have no user database to ask: no
+// smtpgate_passwd_file and no smtpgate_dovecot_userdb_path.
+func needUsers(c *maincf.Config, s Settings) error {
+	if s.users != nil || s.userdb != "" || c.Get("smtpgate_passwd_file") != "" {
+		return nil
+	}
+	for _, name := range c.Catalogue().Names() {
+		if strings.Contains(c.Get(name), "auth:users") {
+			return c.Errorf(name, "auth:users has no user database: set smtpgate_dovecot_userdb_path to Dovecot's auth-userdb socket "+
+				"(service auth { unix_listener auth-userdb }), e.g. private/auth-userdb or inet:127.0.0.1:12346, or smtpgate_passwd_file")
+		}
+	}
+	return nil
 }
 
 // parseDovecot reads the smtpgate_dovecot_auth_* parameters.

@@ -89,3 +89,45 @@ smtpgate_sasl_mechanisms = PLAIN LOGIN
 		t.Errorf("service sub offers %d mechanisms, want 1 (its -o)", n)
 	}
 }
+
+// TestLoadSASLType: smtpd_sasl_type and smtpd_sasl_path, in main.cf and
+// per listener, resolve as documented (a relative path under
+// /var/spool/postfix, as Postfix resolves it); what smtpgate cannot honour is reported with its
+// file:line.
+func TestLoadSASLType(t *testing.T) {
+	cfg, services := loadDir(t, `smtpd_sasl_type = dovecot
+smtpd_sasl_path = private/auth
+smtpgate_dovecot_userdb_path = inet:127.0.0.1:12346
+`, `sub inet n - n - - smtpd
+  -o smtpd_sasl_path=inet:[::1]:12345
+own inet n - n - - smtpd
+  -o smtpd_sasl_type=smtpgate
+`)
+	set, err := Load(cfg, services)
+	must(t, err)
+	for name, want := range map[string]string{"": "unix:/var/spool/postfix/private/auth", "sub": "inet:[::1]:12345", "own": ""} {
+		if got := set.listeners[name].dovecot; got != want {
+			t.Errorf("listener %q: Dovecot socket %q, want %q", name, got, want)
+		}
+	}
+	if set.userdb != "inet:127.0.0.1:12346" || set.dovecotTimeout != 10*time.Second {
+		t.Errorf("userdb %q timeout %v", set.userdb, set.dovecotTimeout)
+	}
+
+	cfg, services = loadDir(t, `smtpd_sasl_type = cyrus
+local_recipient_maps = auth:users
+`, `sub inet n - n - - smtpd
+  -o smtpd_sasl_type=dovecot
+  -o smtpd_sasl_path=inet:no-port
+`)
+	_, err = Load(cfg, services)
+	for _, want := range []string{
+		"main.cf:1: smtpd_sasl_type = cyrus: cyrus cannot be honoured",
+		"service sub: ", "master.cf:1: smtpd_sasl_path: \"inet:no-port\": want inet:host:port",
+		"main.cf:2: local_recipient_maps: auth:users has no user database: set smtpgate_dovecot_userdb_path",
+	} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Load: %v\nwant %q", err, want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 
 	"github.com/xdg-go/scram"
 
+	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotclient"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
 )
@@ -35,6 +36,17 @@ func (s *authority) start(m sasl.Mechanism, client string) sasl.Exchange {
 func (s *authority) startWith(m sasl.Mechanism, client string, cb scram.ChannelBinding) *attempt {
 	a := &attempt{s: s, client: client}
 	a.ex = m.StartWith(a, sasl.Params{Hostname: s.hostname, ChannelBinding: cb})
+	return a
+}
+
+// startRelay begins an exchange of m relayed to the Dovecot of listener
+// l, under the throttle.
+func (s *authority) startRelay(l listener, m sasl.Mechanism, sess session) *attempt {
+	a := &attempt{s: s, client: sess.client}
+	a.ex = &relay{at: a, client: s.dovecot[l.dovecot], req: dovecotclient.Request{
+		Mechanism: m.Name, Service: "smtp", LocalIP: sess.server, RemoteIP: sess.client,
+		LocalPort: sess.serverPort, RemotePort: sess.clientPort, Secured: sess.tls,
+	}}
 	return a
 }
 
@@ -117,8 +129,14 @@ func (a *attempt) Next(ctx context.Context, resp []byte) ([]byte, bool, error) {
 }
 
 // End gives back the reservation of an exchange abandoned before its end
-// (the client cancelled or went away); after the end it does nothing.
-func (a *attempt) End(ctx context.Context) { a.hold.Release(ctx) }
+// (the client cancelled or went away), and ends what the exchange holds
+// (a relayed exchange at Dovecot); after the end it does nothing.
+func (a *attempt) End(ctx context.Context) {
+	a.hold.Release(ctx)
+	if e, ok := a.ex.(interface{ End(context.Context) }); ok {
+		e.End(ctx)
+	}
+}
 
 // sleep waits d or until ctx ends.
 func sleep(ctx context.Context, d time.Duration) error {

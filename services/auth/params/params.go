@@ -7,7 +7,22 @@
 // file:line.
 package params
 
-import "github.com/smtpgate/smtpgate/pkg/maincf"
+import (
+	"fmt"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+)
+
+// checkSASLType accepts the smtpd_sasl_type values smtpgate can honour.
+func checkSASLType(v string) error {
+	switch v {
+	case "smtpgate", "dovecot":
+		return nil
+	case "cyrus":
+		return fmt.Errorf("cyrus cannot be honoured: smtpgate cannot ask Cyrus SASL or saslauthd; use dovecot (with smtpd_sasl_path) or smtpgate (smtpgate_passwd_file)")
+	}
+	return fmt.Errorf("%q: want dovecot or smtpgate", v)
+}
 
 // Defs are the parameters smtpgate-auth reads: their defaults, checks and whether
 // a master.cf -o override may set them.
@@ -33,6 +48,27 @@ func Defs() []maincf.Def {
 		{Name: "smtpgate_dovecot_auth_socket_group", Default: "", Owner: maincf.Auth},
 		// Users in Dovecot passwd-file format.
 		{Name: "smtpgate_passwd_file", Default: "", Owner: maincf.Auth},
+		// Who checks AUTH passwords, per listener as in Postfix: smtpgate
+		// (smtpgate-auth's own users, smtpgate_passwd_file) or dovecot
+		// (Dovecot's auth-client socket at smtpd_sasl_path). Postfix's
+		// default, cyrus, cannot be honoured: smtpgate cannot ask Cyrus SASL
+		// or saslauthd.
+		{Name: "smtpd_sasl_type", Default: "smtpgate", Owner: maincf.Auth, Listener: true, Check: checkSASLType},
+		// With smtpd_sasl_type = dovecot, Dovecot's auth-client socket:
+		// inet:host:port, unix:/path, /path, or a path relative to
+		// /var/spool/postfix, Postfix's default queue_directory, where
+		// Postfix resolves it (private/auth is the socket the Debian
+		// recipes give Postfix). Postfix's default.
+		{Name: "smtpd_sasl_path", Default: "smtpd", Owner: maincf.Auth, Listener: true},
+		// Dovecot's auth-userdb socket (same forms as smtpd_sasl_path): the
+		// users of auth:users tables (valid recipients, sender login maps)
+		// are looked up there (Dovecot's USER command) instead of in
+		// smtpgate_passwd_file. Empty: not asked.
+		{Name: "smtpgate_dovecot_userdb_path", Default: "", Owner: maincf.Auth},
+		// How long smtpgate-auth waits for Dovecot to connect, to answer a
+		// handshake and to answer each request (Postfix: 10 s, fixed);
+		// past it, the AUTH is answered 454 4.7.0.
+		{Name: "smtpgate_dovecot_timeout", Default: "10s", Owner: maincf.Auth, Check: maincf.CheckDuration},
 		// Mechanisms offered, in order, before the security options filter them.
 		{Name: "smtpgate_sasl_mechanisms", Default: "PLAIN LOGIN", Owner: maincf.Auth, Listener: true},
 		{Name: "smtpd_sasl_security_options", Default: "noanonymous, noplaintext", Owner: maincf.Auth, Listener: true},

@@ -81,18 +81,8 @@ func client(t *testing.T, path string) *Client {
 	return c
 }
 
-// nextRIP gives each request its own client address: Dovecot's penalty
-// delays every failure of an address after its first, up to 15 s.
-var nextRIP = func() func() string {
-	var mu sync.Mutex
-	n := 0
-	return func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		n++
-		return fmt.Sprintf("198.18.%d.%d", n/250, n%250+1)
-	}
-}()
+// nextRIP gives each request its own client address (Dovecot's penalty).
+var nextRIP = dovecottest.Addresses("198.18")
 
 func plainReq(user, pass string) Request {
 	return Request{Mechanism: "PLAIN", LocalIP: "127.0.0.1", RemoteIP: nextRIP(), LocalPort: 587, RemotePort: 40000,
