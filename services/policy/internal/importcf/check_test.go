@@ -93,7 +93,8 @@ func TestWriteCopiesTables(t *testing.T) {
 		filepath.Join(src, "local_users"):     "alice x\n",
 		filepath.Join(other, "sender_access"): "ham.example OK\n",
 		filepath.Join(src, "submission.cidr"): "198.51.100.0/24 OK\n",
-		filepath.Join(src, "main.cf"): "myhostname = mx.example.org\nrelayhost = [192.0.2.25]\n" +
+		filepath.Join(src, "main.cf"): "myhostname = mx.example.org\nrelayhost = [192.0.2.25]\nmynetworks = 127.0.0.0/8\n" +
+			"strict_smtputf8 = no\ndisable_vrfy_command = no\nsmtpd_forbid_bare_newline = no\ncompatibility_level = 3.6\n" +
 			"smtpd_tls_cert_file = /etc/ssl/certs/ssl-cert-snakeoil.pem\nsmtpd_tls_key_file = /etc/ssl/private/ssl-cert-snakeoil.key\n" +
 			"local_recipient_maps = texthash:local_users\n" +
 			"smtpd_restriction_classes = strict\nstrict = check_sender_access hash:" + filepath.Join(other, "sender_access") + ", reject\n" +

@@ -44,6 +44,9 @@ var postfixDefaults = map[string]string{
 	"smtp_tls_security_level": "",
 	"smtp_sasl_auth_enable":   "no",
 	"virtual_mailbox_domains": "$virtual_mailbox_maps",
+	"smtpd_tls_auth_only":     "no",
+	"smtpd_tls_wrappermode":   "no",
+	"compatibility_level":     "0",
 }
 
 // effective returns the value of a main.cf parameter as Postfix uses it:

@@ -151,6 +151,7 @@ func Import(opts Options) (*Report, error) {
 	r.settle()
 	r.delivery()
 	r.sasl()
+	r.defaults()
 	return r, nil
 }
 

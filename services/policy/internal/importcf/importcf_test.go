@@ -61,6 +61,9 @@ func TestImportPostfix(t *testing.T) {
 		"main.cf:0 relayhost":                      B,
 		"main.cf:0 local_recipient_maps":           B,
 		"main.cf:0 smtpd_sasl_type":                C,
+		"main.cf:0 strict_smtputf8":                B,
+		"main.cf:0 disable_vrfy_command":           B,
+		"main.cf:0 smtpd_forbid_bare_newline":      B,
 		"main.cf:3 smtpd_banner":                   T,
 		"main.cf:4 biff":                           I,
 		"main.cf:5 append_dot_mydomain":            I,
@@ -134,8 +137,10 @@ func write(t *testing.T, files map[string]string) string {
 	return dir
 }
 
-// cleanTail is a delivery that smtpgate takes as Postfix does it.
-const cleanTail = "mydestination =\nrelayhost = [192.0.2.25]:25\n"
+// cleanTail is a delivery that smtpgate takes as Postfix does it, and
+// Postfix's defaults where smtpgate's differ.
+const cleanTail = "mydestination =\nrelayhost = [192.0.2.25]:25\nmynetworks = 127.0.0.0/8\n" +
+	"strict_smtputf8 = no\ndisable_vrfy_command = no\nsmtpd_forbid_bare_newline = no\ncompatibility_level = 3.6\n"
 
 func TestImportCases(t *testing.T) {
 	T, I, C, U := importcf.Taken, importcf.Ignored, importcf.CannotHonour, importcf.Unknown
@@ -236,10 +241,23 @@ func TestImportCases(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			// Every case ends with a destination smtpgate can take whole:
 			// no local domains, the relayhost as the next hop.
+			// (without the settings the case makes itself).
 			n := strings.Count(tc.main, "\n")
-			tc.want[fmt.Sprintf("main.cf:%d mydestination", n+1)] = T
-			tc.want[fmt.Sprintf("main.cf:%d relayhost", n+2)] = T
-			files := map[string]string{"main.cf": tc.main + cleanTail, "clients.cidr": "192.0.2.0/24 HOLD\n"}
+			tail := ""
+			for _, l := range strings.Split(strings.TrimSuffix(cleanTail, "\n"), "\n") {
+				name, _, _ := strings.Cut(l, " ")
+				if strings.HasPrefix(tc.main, name+" ") || strings.Contains(tc.main, "\n"+name+" ") ||
+					name == "mynetworks" && strings.Contains(tc.main, "mynetworks_style") {
+					continue
+				}
+				n++
+				tail += l + "\n"
+				tc.want[fmt.Sprintf("main.cf:%d %s", n, name)] = T
+				if name == "compatibility_level" {
+					tc.want[fmt.Sprintf("main.cf:%d %s", n, name)] = I
+				}
+			}
+			files := map[string]string{"main.cf": tc.main + tail, "clients.cidr": "192.0.2.0/24 HOLD\n"}
 			if tc.master != "" {
 				files["master.cf"] = tc.master
 			}
@@ -364,13 +382,14 @@ func TestImportSetups(t *testing.T) {
 	}{
 		{"debian", debian},
 		{"dovecot", map[string]want{
-			"main.cf:45 mydestination":            {B, "(no alias expansion, no .forward: the mailbox deliveries go where mailbox_transport sends them), to smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp"},
-			"main.cf:46 relayhost":                {B, "hands that mail to smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp (written from main.cf:58 mailbox_transport)"},
-			"main.cf:58 mailbox_transport":        {T, "written as smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp"},
-			"main.cf:0 local_recipient_maps":      {B, "the next hop may still refuse it at RCPT TO"},
-			"main.cf:54 smtpd_sasl_type":          {dovecotSASL, ""},
-			"main.cf:56 smtpd_sasl_auth_enable":   {T, ""},
-			"master.cf:24 smtpd_sasl_auth_enable": {T, ""},
+			"main.cf:45 mydestination":              {B, "(no alias expansion, no .forward: the mailbox deliveries go where mailbox_transport sends them), to smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp"},
+			"main.cf:46 relayhost":                  {B, "hands that mail to smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp (written from main.cf:58 mailbox_transport)"},
+			"main.cf:58 mailbox_transport":          {T, "written as smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp"},
+			"main.cf:0 local_recipient_maps":        {B, "the next hop may still refuse it at RCPT TO"},
+			"main.cf:54 smtpd_sasl_type":            {dovecotSASL, ""},
+			"main.cf:0 smtpd_sasl_security_options": {B, "without TLS it offers no PLAIN or LOGIN"},
+			"main.cf:56 smtpd_sasl_auth_enable":     {T, ""},
+			"master.cf:24 smtpd_sasl_auth_enable":   {T, ""},
 		}},
 		{"cyrus", map[string]want{
 			"main.cf:45 mydestination":          {B, ""},
