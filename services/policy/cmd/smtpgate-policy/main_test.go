@@ -216,7 +216,8 @@ func TestImportUsage(t *testing.T) {
 		if code := run(context.Background(), args, io.Discard, &stderr); code != 2 {
 			t.Errorf("%q: exit %d, want 2", args, code)
 		}
-		if !strings.Contains(stderr.String(), "usage: smtpgate-policy import [-o DIR] MAIN_CF [MASTER_CF]") {
+		if !strings.Contains(stderr.String(), "usage: smtpgate-policy import [-o DIR] MAIN_CF [MASTER_CF]") ||
+			!strings.Contains(stderr.String(), "1 anything behaves differently, cannot be honoured or is unknown") {
 			t.Errorf("%q: stderr:\n%s", args, stderr.String())
 		}
 	}

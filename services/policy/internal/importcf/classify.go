@@ -149,7 +149,7 @@ var rules = []rule{
 	{exact: []string{"content_filter"},
 		verdict: CannotHonour, reason: "no content filter: point smtpgate_next_hop at the filter instead"},
 	{prefix: []string{"smtpd_sasl_"}, exact: []string{"cyrus_sasl_config_path", "broken_sasl_auth_clients"},
-		verdict: CannotHonour, reason: "SASL: smtpgate-auth checks passwords itself (smtpgate_passwd_file, smtpgate_sasl_mechanisms), not through Cyrus or Dovecot"},
+		verdict: CannotHonour, reason: "SASL setting smtpgate does not have: smtpgate-auth checks passwords itself (smtpgate_passwd_file, smtpgate_sasl_mechanisms) or through Dovecot (smtpd_sasl_type = dovecot), never through Cyrus"},
 	{prefix: []string{"smtpd_tls_", "smtpd_enforce_tls", "smtpd_use_tls"}, exact: []string{"relay_clientcerts"},
 		verdict: CannotHonour, reason: "TLS setting smtpgate does not have (it reads " + strings.Join(catalogueWithPrefix("smtpd_tls_"), ", ") + ")"},
 	{prefix: []string{"tls_"},

@@ -224,8 +224,9 @@ func (r *Report) delivery() {
 	// hosts of the recipient's domain.
 	viaMX := route{desc: "the MX hosts of the recipient's domain by SMTP"}
 	relay, relaySetting := r.effective("relayhost")
+	relay, expandErr := r.expand(relay)
 	var dests []string
-	if !strings.Contains(relay, "$") {
+	if expandErr == nil {
 		dests = maincf.SplitList(relay)
 	}
 	var nh nextHop
@@ -238,6 +239,8 @@ func (r *Report) delivery() {
 	defaultRoute := viaMX
 	switch {
 	case nh.from != nil:
+	case expandErr != nil:
+		relaySetting.Verdict, relaySetting.Reason = CannotHonour, "cannot translate to smtpgate_next_hop: "+expandErr.Error()
 	case len(dests) > 0:
 		rt, err := smtpRoute(dests[0])
 		if err != nil {
@@ -271,7 +274,7 @@ func (r *Report) delivery() {
 		// virtual domains use becomes the next hop when there is one.
 		var cands []*Setting
 		var spec string
-		for _, name := range []string{"local_transport", "mailbox_transport", "virtual_transport"} {
+		for _, name := range []string{"local_transport", "mailbox_transport", "virtual_transport", "relay_transport", "default_transport"} {
 			s := r.lookup(name)
 			if s == nil || s.Value == "" || !r.classInUse(name) {
 				continue
@@ -301,7 +304,7 @@ func (r *Report) delivery() {
 
 	// Mail for other domains (relayed for mynetworks and SASL clients):
 	// relayhost, or MX delivery.
-	if len(dests) == 0 && routes["default_transport"] == viaMX {
+	if len(dests) == 0 && expandErr == nil && routes["default_transport"] == viaMX {
 		reason := fmt.Sprintf("Postfix delivers mail for other domains (relayed for mynetworks and SASL-authenticated clients) itself, to the MX hosts of each recipient's domain; "+
 			"smtpgate looks up no MX records and hands that mail to %s. Set smtpgate_next_hop (or relayhost, in Postfix's form) to the host that should deliver it", nh)
 		if relaySetting != nil {
@@ -507,4 +510,28 @@ func validHost(h string) bool {
 		}
 	}
 	return true
+}
+
+// expand replaces the $name, ${name} and $(name) references of a value
+// with the values main.cf gives those parameters; a parameter main.cf
+// does not set is an error (its Postfix default may depend on the
+// machine).
+func (r *Report) expand(v string) (string, error) {
+	for range 10 {
+		m := refPattern.FindStringSubmatchIndex(v)
+		if m == nil {
+			return v, nil
+		}
+		name := v[m[2]:m[3]]
+		s := r.lookup(name)
+		if s == nil {
+			return "", fmt.Errorf("$%s is not set in main.cf: write the host in place", name)
+		}
+		end := m[1]
+		if end < len(v) && (v[end] == '}' || v[end] == ')') && m[0]+1 < len(v) && (v[m[0]+1] == '{' || v[m[0]+1] == '(') {
+			end++
+		}
+		v = v[:m[0]] + s.Value + v[end:]
+	}
+	return "", fmt.Errorf("too many $name references")
 }

@@ -71,6 +71,26 @@ func TestDelivery(t *testing.T) {
 			written: []string{"smtpgate_next_hop = smtp://a.example.net:25"},
 		},
 		{
+			name:    "relayhost naming a parameter",
+			main:    noLocal + "mydomain = example.net\nrelayhost = ${mydomain}\n",
+			want:    verdicts{"main.cf:4 relayhost": B},
+			reason:  map[string]string{"main.cf:4 relayhost": "looks up the MX records of example.net"},
+			written: []string{"smtpgate_next_hop = smtp://example.net:25"},
+		},
+		{
+			name:       "relayhost naming a parameter main.cf does not set",
+			main:       noLocal + "relayhost = $mydomain\n",
+			want:       verdicts{"main.cf:3 relayhost": C},
+			reason:     map[string]string{"main.cf:3 relayhost": "$mydomain is not set in main.cf"},
+			notWritten: []string{"smtpgate_next_hop"},
+		},
+		{
+			name:    "smarthost as default_transport",
+			main:    noLocal + "default_transport = smtp:[smarthost.example.net]:587\n",
+			want:    verdicts{"main.cf:3 default_transport": T},
+			written: []string{"smtpgate_next_hop = smtp://smarthost.example.net:587"},
+		},
+		{
 			name:       "relayhost that cannot be translated",
 			main:       noLocal + "relayhost = [relay.example.net]:nosuchservice\n",
 			want:       verdicts{"main.cf:3 relayhost": C},
