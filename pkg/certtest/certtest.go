@@ -63,6 +63,15 @@ func NewCA(t testing.TB, dir, name string) *CA {
 	return ca
 }
 
+// Pool is a certificate pool holding the CA's certificate only: the
+// roots a client (or, for client certificates, a server) verifies its
+// peer against.
+func (ca *CA) Pool() *x509.CertPool {
+	pool := x509.NewCertPool()
+	pool.AddCert(ca.cert)
+	return pool
+}
+
 // Server issues a server certificate for localhost, 127.0.0.1 and ::1
 // (and any further DNS names) and writes dir/name.pem and
 // dir/name-key.pem.

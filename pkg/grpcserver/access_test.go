@@ -3,13 +3,11 @@ package grpcserver
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -213,13 +211,7 @@ func refusedCount(t *testing.T, reg *prometheus.Registry, method string, code co
 // dial connects as caller ("" for no client certificate).
 func (p *pki) dial(t *testing.T, addr, caller string) *grpc.ClientConn {
 	t.Helper()
-	pem, err := os.ReadFile(p.ca.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(pem)
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: pool, ServerName: "localhost"}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, RootCAs: p.ca.Pool(), ServerName: "localhost"}
 	if caller != "" {
 		kp, err := tls.LoadX509KeyPair(p.callers[caller][0], p.callers[caller][1])
 		if err != nil {

@@ -161,9 +161,7 @@ func served(t *testing.T, r *reloading, pool *x509.CertPool) (string, error) {
 func TestReloadOnChange(t *testing.T) {
 	dir := t.TempDir()
 	ca := certtest.NewCA(t, dir, "ca")
-	pool := x509.NewCertPool()
-	b, _ := os.ReadFile(ca.CertFile)
-	pool.AppendCertsFromPEM(b)
+	pool := ca.Pool()
 	cert, key := ca.Server(t, "one")
 	for from, to := range map[string]string{cert: "server.pem", key: "server-key.pem"} {
 		if err := os.Rename(from, filepath.Join(dir, to)); err != nil {
@@ -240,9 +238,7 @@ func FuzzLocalTarget(f *testing.F) {
 func TestSecurityReadOnce(t *testing.T) {
 	dir := t.TempDir()
 	ca := certtest.NewCA(t, dir, "ca")
-	pool := x509.NewCertPool()
-	b, _ := os.ReadFile(ca.CertFile)
-	pool.AppendCertsFromPEM(b)
+	pool := ca.Pool()
 	cert, key := ca.Server(t, "one")
 	c := config(t, dir, "smtpgate_grpc_tls_cert_file = "+cert+"\nsmtpgate_grpc_tls_key_file = "+key+"\n")
 	sec, err := ServerSecurity(c, "smtpgate_policy_listen")

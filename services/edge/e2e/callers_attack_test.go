@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
-	"crypto/x509"
 	"encoding/base64"
 	"fmt"
 	"os"
@@ -344,12 +343,7 @@ func contains(list []string, s string) bool {
 // dialAs opens a gRPC connection to addr with name's certificate.
 func dialAs(t *testing.T, p *mtlsPKI, addr, name string) *grpc.ClientConn {
 	t.Helper()
-	ca, err := os.ReadFile(p.ca.CertFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AppendCertsFromPEM(ca)
+	pool := p.ca.Pool()
 	kp, err := tls.LoadX509KeyPair(p.cert[name][0], p.cert[name][1])
 	if err != nil {
 		t.Fatal(err)

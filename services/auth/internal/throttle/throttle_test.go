@@ -130,19 +130,26 @@ func eachStore(t *testing.T, p Params, test func(t *testing.T, s Store)) {
 	}
 }
 
+// reserve reserves a place for k in s (d.Locked: refused); an error
+// ends the test.
+func reserve(t *testing.T, s Store, k Keys) (Reservation, Decision) {
+	t.Helper()
+	r, d, err := s.Reserve(context.Background(), k, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r, d
+}
+
 // try runs one attempt of k against s: refused (the refusal), or
 // admitted and then failed (the failure's decision).
 func try(t *testing.T, s Store, k Keys) Decision {
 	t.Helper()
-	ctx := context.Background()
-	r, d, err := s.Reserve(ctx, k, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, d := reserve(t, s, k)
 	if d.Locked {
 		return d
 	}
-	d, err = s.Fail(ctx, r)
+	d, err := s.Fail(context.Background(), r)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -153,15 +160,11 @@ func try(t *testing.T, s Store, k Keys) Decision {
 // refusal when there is one.
 func login(t *testing.T, s Store, k Keys) Decision {
 	t.Helper()
-	ctx := context.Background()
-	r, d, err := s.Reserve(ctx, k, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, d := reserve(t, s, k)
 	if d.Locked {
 		return d
 	}
-	if err := s.Succeed(ctx, r); err != nil {
+	if err := s.Succeed(context.Background(), r); err != nil {
 		t.Fatal(err)
 	}
 	return Decision{}
@@ -170,13 +173,9 @@ func login(t *testing.T, s Store, k Keys) Decision {
 // admitted reports whether s would admit k now, without counting it.
 func admitted(t *testing.T, s Store, k Keys) Decision {
 	t.Helper()
-	ctx := context.Background()
-	r, d, err := s.Reserve(ctx, k, false)
-	if err != nil {
-		t.Fatal(err)
-	}
+	r, d := reserve(t, s, k)
 	if !d.Locked {
-		if err := s.Release(ctx, r); err != nil {
+		if err := s.Release(context.Background(), r); err != nil {
 			t.Fatal(err)
 		}
 	}
