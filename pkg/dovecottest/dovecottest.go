@@ -8,6 +8,9 @@
 // process id. A missing dovecot fails the caller (scripts/deps --test
 // installs it); it is never skipped. Test support only: start one per
 // package (TestMain), not one per test.
+//
+// It trusts the Dovecot it starts, which is reached only through its own
+// sockets and loopback, by the test alone.
 package dovecottest
 
 import (

@@ -5,6 +5,11 @@
 // TAB-separated fields, values in Dovecot's \001 escaping, and the
 // mechanism flags of MECH lines. See Dovecot's lib/strescape.c
 // (str_tabescape) and doc.dovecot.org's "Authentication protocol".
+//
+// It trusts neither peer (Postfix on the server side, Dovecot on the
+// client side) to send well-formed lines: a line is bounded (MaxLine), and
+// an escape that does not parse is reported (Unescape's ok) for the
+// caller to decide on, never guessed at.
 package dovecotwire
 
 import (
