@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/smtpgate/smtpgate/pkg/certtest"
+	"github.com/smtpgate/smtpgate/pkg/dnstest"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/grpctls"
 	"github.com/smtpgate/smtpgate/pkg/logtest"
@@ -251,11 +252,7 @@ func (r *replica) Mechanisms(ctx context.Context, req *authv1.MechanismsRequest)
 // Kubernetes Service would.
 func serveZone(t *testing.T, name string, ips ...string) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := &dns.Server{PacketConn: pc, Handler: dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+	return dnstest.ServeUDP(t, dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(req)
 		q := req.Question[0]
@@ -268,10 +265,7 @@ func serveZone(t *testing.T, name string, ips ...string) string {
 			}
 		}
 		_ = w.WriteMsg(m)
-	})}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
+	}))
 }
 
 // Two replicas behind one DNS name, as with a headless Service: the

@@ -1,7 +1,6 @@
 package restriction
 
 import (
-	"net"
 	"strings"
 	"sync"
 	"testing"
@@ -9,6 +8,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/smtpgate/smtpgate/pkg/dnstest"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
 
@@ -80,17 +80,7 @@ func startDNSStub(t testing.TB) *dnsStub {
 	if err := zp.Err(); err != nil {
 		t.Fatal(err)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s.Addr = pc.LocalAddr().String()
-	srv := &dns.Server{PacketConn: pc, Handler: s}
-	started := make(chan struct{})
-	srv.NotifyStartedFunc = func() { close(started) }
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	t.Cleanup(func() { _ = srv.Shutdown() })
+	s.Addr = dnstest.ServeUDP(t, s)
 	return s
 }
 

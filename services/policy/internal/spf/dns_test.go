@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/smtpgate/smtpgate/pkg/dnstest"
 )
 
 // testDNS is an authoritative DNS server on 127.0.0.1 serving a zone
@@ -37,16 +39,7 @@ func startDNS(tb testing.TB, zone string) *testDNS {
 	if err := zp.Err(); err != nil {
 		tb.Fatalf("zone: %v", err)
 	}
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		tb.Fatal(err)
-	}
-	started := make(chan struct{})
-	srv := &dns.Server{PacketConn: pc, Handler: s, NotifyStartedFunc: func() { close(started) }}
-	go func() { _ = srv.ActivateAndServe() }()
-	<-started
-	tb.Cleanup(func() { _ = srv.Shutdown() })
-	s.addr = pc.LocalAddr().String()
+	s.addr = dnstest.ServeUDP(tb, s)
 	return s
 }
 
