@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/miekg/dns"
+
+	"github.com/smtpgate/smtpgate/pkg/dnstest"
 )
 
 // startZone serves records (name → A and TXT; several A records separated
@@ -13,11 +15,7 @@ import (
 // other name is NXDOMAIN.
 func startZone(t *testing.T, a, txt map[string]string) string {
 	t.Helper()
-	pc, err := net.ListenPacket("udp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	mux := dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
+	return dnstest.ServeUDP(t, dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
 		m := new(dns.Msg)
 		m.SetReply(req)
 		m.RecursionAvailable = true
@@ -38,11 +36,7 @@ func startZone(t *testing.T, a, txt map[string]string) string {
 			m.Rcode = dns.RcodeNameError
 		}
 		_ = w.WriteMsg(m)
-	})
-	srv := &dns.Server{PacketConn: pc, Handler: mux}
-	go func() { _ = srv.ActivateAndServe() }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
-	return pc.LocalAddr().String()
+	}))
 }
 
 // TestDNSBLRefusesAtRCPT: a stranger listed in a DNS blocklist is refused
