@@ -12,7 +12,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/logtest"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
@@ -117,7 +116,7 @@ func TestStrangerRefused(t *testing.T) {
 	}
 	out := &logtest.Buffer{}
 	s.Logger = slog.New(slog.NewTextHandler(out, nil))
-	c := dialServed(t, s)
+	c := dialServed(t, s, "tcp", "127.0.0.1:0")
 	var lines strings.Builder
 	lines.WriteString("VERSION\t1\t0\nCPID\t1\n")
 	for i := range 30 {
@@ -145,17 +144,7 @@ func itoa(n int) string { return strconv.Itoa(n) }
 func TestUnixSocketLetIn(t *testing.T) {
 	s := newServer()
 	s.Clients = Clients{}
-	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "auth"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	serve(t, s, ln)
-	c, err := net.Dial("unix", ln.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	c := dialServed(t, s, "unix", filepath.Join(t.TempDir(), "auth"))
 	sess := &session{t: t, c: c, br: bufio.NewReader(c)}
 	sess.handshake()
 	sess.send("AUTH\t1\tPLAIN\tservice=smtp\tsecured\tresp=" + b64("\x00john@example.org\x00secret"))

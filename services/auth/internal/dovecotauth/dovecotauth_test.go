@@ -51,20 +51,21 @@ type session struct {
 
 func start(t *testing.T) *session {
 	t.Helper()
-	c := dialServed(t, newServer())
+	c := dialServed(t, newServer(), "tcp", "127.0.0.1:0")
 	return &session{t: t, c: c, br: bufio.NewReader(c)}
 }
 
-// dialServed serves s on a free loopback port until the test ends and
-// returns a connection to it, closed when the test ends.
-func dialServed(t *testing.T, s *Server) net.Conn {
+// dialServed serves s on a listener at address ("tcp", "127.0.0.1:0":
+// a free loopback port; "unix", a path) until the test ends and returns
+// a connection to it, closed when the test ends.
+func dialServed(t *testing.T, s *Server, network, address string) net.Conn {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := net.Listen(network, address)
 	if err != nil {
 		t.Fatal(err)
 	}
 	serve(t, s, ln)
-	c, err := net.Dial("tcp", ln.Addr().String())
+	c, err := net.Dial(network, ln.Addr().String())
 	if err != nil {
 		t.Fatal(err)
 	}
