@@ -50,6 +50,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	binDir = dir
+	defer stopDovecot()
 	return m.Run()
 }
 
