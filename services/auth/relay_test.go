@@ -299,3 +299,25 @@ func TestDovecotUserdb(t *testing.T) {
 		}
 	}
 }
+
+// FuzzReadUser: whatever the client sends, readUser never panics, names
+// a user only with data that holds it, and says a response carries
+// credentials only with a user name known (LOGIN's comes a step before).
+func FuzzReadUser(f *testing.F) {
+	f.Add("PLAIN", 1, "\x00user@example.org\x00pw")
+	f.Add("LOGIN", 1, "user@example.org")
+	f.Add("CRAM-MD5", 1, "user@example.org 0123456789abcdef")
+	f.Add("SCRAM-SHA-256", 1, "n,,n=us=2Cer,r=nonce")
+	f.Fuzz(func(t *testing.T, mech string, n int, resp string) {
+		user, creds, err := readUser(mech, n, []byte(resp))
+		if err != nil && (user != "" || creds) {
+			t.Fatalf("readUser(%q, %d, %q) = %q, %v with error %v", mech, n, resp, user, creds, err)
+		}
+		if creds && user == "" && !(mech == "LOGIN" && n == 2) {
+			t.Fatalf("readUser(%q, %d, %q): credentials without a user name", mech, n, resp)
+		}
+		if user != "" && mech == "PLAIN" && !strings.Contains(resp, "\x00"+user+"\x00") {
+			t.Fatalf("readUser(%q, %q) named %q", mech, resp, user)
+		}
+	})
+}

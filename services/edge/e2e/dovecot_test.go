@@ -8,8 +8,10 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/dovecottest"
+	"github.com/smtpgate/smtpgate/pkg/postfixtest"
 )
 
 // The real Dovecot (Debian's dovecot-core and dovecot-sqlite) of this
@@ -207,4 +209,79 @@ func TestDovecotKilled(t *testing.T) {
 	if err != nil || !strings.Contains(string(out), "250 2.1.5 Ok") {
 		t.Errorf("a recipient check with Dovecot back: %v\n%s", err, out)
 	}
+}
+
+// TestDovecotDifferential: a real Postfix (pkg/postfixtest) with
+// smtpd_sasl_type = dovecot and smtpgate, both asking the same Dovecot
+// over TCP, give the same reply codes (and enhanced codes) for every
+// user's right and wrong password, and for every AUTH while Dovecot is
+// down. The texts after the codes differ as docs/postfix-differences.md
+// says ("SASL through Dovecot").
+func TestDovecotDifferential(t *testing.T) {
+	s, d := dovecotStack(t, "")
+	certFile, keyFile := writeCert(t, t.TempDir())
+	pf := postfixtest.Start(t, postfixtest.Options{Main: fmt.Sprintf(`smtpd_sasl_auth_enable = yes
+smtpd_sasl_type = dovecot
+smtpd_sasl_path = inet:%s
+smtpd_tls_security_level = may
+smtpd_tls_cert_file = %s
+smtpd_tls_key_file = %s
+smtpd_tls_auth_only = yes
+`, d.ClientAddr, certFile, keyFile)})
+	// auth runs STARTTLS and AUTH PLAIN against addr from the address
+	// from, and returns the reply's code and enhanced code.
+	auth := func(addr, from, user, pass string) string {
+		conn, err := dialConn(from, addr, 60*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c, err := smtp.NewClient(conn, "mail.example.org")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.StartTLS(tlsConfig()); err != nil {
+			t.Fatalf("%s: %v", addr, err)
+		}
+		if err := c.Auth(smtp.PlainAuth("", user, pass, "mail.example.org")); err != nil {
+			f := strings.Fields(replyOf(err))
+			if len(f) < 2 {
+				return replyOf(err)
+			}
+			return f[0] + " " + f[1]
+		}
+		return "235 2.7.0"
+	}
+	smtpgate := fmt.Sprintf("127.0.0.1:%d", s.port["submission"])
+	n := 0
+	from := func() string { n++; return fmt.Sprintf("127.0.6.%d", n) }
+	compare := func(what, user, pass, want string) {
+		t.Helper()
+		p, g := auth(pf.Addr(), from(), user, pass), auth(smtpgate, from(), user, pass)
+		if p != g || p != want {
+			t.Errorf("%s: Postfix %q, smtpgate %q, want %q from both", what, p, g, want)
+		}
+	}
+	for _, u := range append(append([]dovecottest.User{}, dovecotUsers...), dovecotSQLUsers...) {
+		compare(u.Name+" ("+u.Scheme+")", u.Name, u.Password, "235 2.7.0")
+		compare(u.Name+" with a wrong password", u.Name, "wrong-"+u.Password, "535 5.7.8")
+	}
+	compare("an unknown user", "nobody@example.org", "x", "535 5.7.8")
+	d.Kill()
+	defer func() { _ = d.Restart() }()
+	compare("Dovecot killed", "dovesql@example.org", "dovesql-secret", "454 4.7.0")
+	if err := d.Restart(); err != nil {
+		t.Fatal(err)
+	}
+	// The first AUTH after the restart: smtpgate's finds its connection
+	// dead before answering and sends the request again on a new one;
+	// Postfix's smtpd answers 454 ("Connection lost to authentication
+	// server") and connects again for the next.
+	if g := auth(smtpgate, from(), "dovesql@example.org", "dovesql-secret"); g != "235 2.7.0" {
+		t.Errorf("smtpgate's first AUTH with Dovecot back: %q, want 235 2.7.0", g)
+	}
+	if p := auth(pf.Addr(), from(), "dovesql@example.org", "dovesql-secret"); p != "235 2.7.0" && p != "454 4.7.0" {
+		t.Errorf("Postfix's first AUTH with Dovecot back: %q", p)
+	}
+	compare("Dovecot back", "dovesql@example.org", "dovesql-secret", "235 2.7.0")
 }

@@ -562,6 +562,10 @@ func (x *Exchange) parse(f []string) (Reply, error) {
 	bad := func(why string) (Reply, error) {
 		return Reply{}, fmt.Errorf("%s: %w: %s %s", x.c.path, ErrUnavailable, f[0], why)
 	}
+	if len(f) < 2 {
+		// read dispatches only lines with an id; never trust that here.
+		return bad("without a request id")
+	}
 	switch f[0] {
 	case "CONT":
 		if len(f) < 3 || f[2] == "#" {
