@@ -1,10 +1,15 @@
 // Package importcf reads an existing Postfix configuration (main.cf and
 // master.cf) and says, setting by setting, what smtpgate does with it:
-// takes it as written, ignores it (it does not matter to an SMTP front
-// door without a queue), cannot honour it (it changes what Postfix's
-// smtpd does and smtpgate does not implement it), or does not know it
-// (not a Postfix 3.7 parameter: a typo). It can then write the smtpgate
-// configuration made of what was taken.
+// takes it as written (or translated: relayhost as smtpgate_next_hop),
+// ignores it (it does not matter to an SMTP front door without a queue),
+// takes it but behaves differently (where the mail goes, who is a valid
+// recipient, a default smtpgate changes: delivery.go, sasl.go,
+// defaults.go say exactly what), cannot honour it (it changes what
+// Postfix's smtpd does and smtpgate does not implement it), or does not
+// know it (not a Postfix 3.7 parameter: a typo). Postfix's defaults count
+// as settings where they behave differently. It can then write the
+// smtpgate configuration made of what was taken, with copies of the
+// lookup tables it names (files.go).
 //
 // A setting smtpgate reads is taken only if smtpgate accepts its value:
 // the imported configuration is checked the way smtpgate-policy check
