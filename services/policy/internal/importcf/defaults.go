@@ -111,6 +111,9 @@ func (r *Report) plaintextAuth() bool {
 		if slices.ContainsFunc(over, func(o *Setting) bool { return o.Name == "smtpd_sasl_security_options" }) {
 			continue // the listener sets its own
 		}
+		if en := r.enabler(over); en != nil && en.Verdict == CannotHonour {
+			continue // AUTH is not written there
+		}
 		if get("smtpd_sasl_auth_enable", over) == "yes" && get("smtpd_tls_auth_only", over) != "yes" && get("smtpd_tls_wrappermode", over) != "yes" {
 			return true
 		}
@@ -125,4 +128,16 @@ func (r *Report) compatBelow(level int) bool {
 	major, _, _ := strings.Cut(strings.TrimSpace(v), ".")
 	n, err := strconv.Atoi(major)
 	return err != nil || n < level
+}
+
+// enabler is the setting that decides smtpd_sasl_auth_enable for a
+// listener with these overrides (nil: Postfix's default).
+func (r *Report) enabler(over []*Setting) *Setting {
+	en := r.lookup("smtpd_sasl_auth_enable")
+	for _, o := range over {
+		if o.Name == "smtpd_sasl_auth_enable" {
+			en = o
+		}
+	}
+	return en
 }

@@ -471,8 +471,8 @@ func (r *Report) localRecipients(nh nextHop) {
 	reason := fmt.Sprintf("Postfix refuses RCPT TO a local part of mydestination that %s does not list (UNIX accounts and aliases): "+
 		"\"550 5.1.1 <user@domain>: Recipient address rejected: User unknown in local recipient table\"; smtpgate cannot read %s, "+
 		"so the written main.cf leaves local_recipient_maps empty and smtpgate accepts every local part (%s). "+
-		"To keep the refusal, set local_recipient_maps = auth:users (smtpgate-auth's users) or a table of the valid addresses",
-		value, strings.Join(unread, ", "), then)
+		"To keep the refusal, set local_recipient_maps = auth:users (smtpgate-auth's users%s) or a table of the valid addresses",
+		value, strings.Join(unread, ", "), then, userdbHint(r))
 	if s == nil {
 		r.defaultSetting("local_recipient_maps", BehavesDifferently, reason)
 		return
@@ -534,4 +534,16 @@ func (r *Report) expand(v string) (string, error) {
 		v = v[:m[0]] + s.Value + v[end:]
 	}
 	return "", fmt.Errorf("too many $name references")
+}
+
+// userdbHint says where auth:users finds Dovecot's users when the
+// configuration uses Dovecot SASL and smtpgate can ask Dovecot's userdb.
+func userdbHint(r *Report) string {
+	if _, ok := catalogue().Def("smtpgate_dovecot_userdb_path"); !ok {
+		return ""
+	}
+	if v, _ := r.effective("smtpd_sasl_type"); v != "dovecot" {
+		return ""
+	}
+	return "; with Dovecot, smtpgate_dovecot_userdb_path = private/auth-userdb asks Dovecot's userdb"
 }

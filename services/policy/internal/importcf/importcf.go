@@ -341,6 +341,9 @@ func (r *Report) readMaster(data []byte) error {
 			}
 		}
 		for _, a := range e.args {
+			if role == otherService && a.name == "" {
+				continue // a command's own arguments (pipe's argv=...): the service line says it is ignored
+			}
 			s := override(file, e, a, role)
 			r.Settings = append(r.Settings, s)
 			if l != nil {

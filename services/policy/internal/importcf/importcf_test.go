@@ -376,11 +376,18 @@ func TestImportSetups(t *testing.T) {
 		"main.cf:36 smtp_tls_security_level":  {importcf.Ignored, ""},
 		"main.cf:40 smtpd_relay_restrictions": {T, ""},
 	}
+	userdb := ""
+	if authCatalogue()["smtpgate_dovecot_userdb_path"] {
+		userdb = "with Dovecot, smtpgate_dovecot_userdb_path = private/auth-userdb asks Dovecot's userdb"
+	}
 	for _, tc := range []struct {
 		dir  string
 		want map[string]want
+		// absent are settings not reported.
+		absent []string
 	}{
-		{"debian", debian},
+		// The pipe services' arguments are not listed one by one.
+		{"debian", debian, []string{"master.cf:96 "}},
 		{"dovecot", map[string]want{
 			"main.cf:45 mydestination":              {B, "(no alias expansion, no .forward: the mailbox deliveries go where mailbox_transport sends them), to smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp"},
 			"main.cf:46 relayhost":                  {B, "hands that mail to smtpgate_next_hop = lmtp+unix:///var/spool/postfix/private/dovecot-lmtp (written from main.cf:58 mailbox_transport)"},
@@ -390,14 +397,14 @@ func TestImportSetups(t *testing.T) {
 			"main.cf:0 smtpd_sasl_security_options": {B, "without TLS it offers no PLAIN or LOGIN"},
 			"main.cf:56 smtpd_sasl_auth_enable":     {T, ""},
 			"master.cf:24 smtpd_sasl_auth_enable":   {T, ""},
-		}},
+		}, nil},
 		{"cyrus", map[string]want{
 			"main.cf:45 mydestination":          {B, ""},
 			"main.cf:54 smtpd_sasl_auth_enable": {C, "not written: only Cyrus SASL checks these passwords"},
 			"main.cf:0 smtpd_sasl_type": {C, "AUTH on service smtp (master.cf:14): Postfix checks passwords with Cyrus SASL (saslauthd, sasldb2 or auxprop, " +
 				"as smtpd.conf in cyrus_sasl_config_path says); smtpgate-auth cannot ask Cyrus or saslauthd"},
 			"main.cf:58 cyrus_sasl_config_path": {C, ""},
-		}},
+		}, nil},
 	} {
 		t.Run(tc.dir, func(t *testing.T) {
 			r, err := importcf.Import(importcf.Options{Main: filepath.Join("testdata", tc.dir, "main.cf")})
@@ -410,6 +417,14 @@ func TestImportSetups(t *testing.T) {
 			got := map[string]*importcf.Setting{}
 			for _, s := range r.Settings {
 				got[s.Pos.String()+" "+s.Name] = s
+			}
+			for _, k := range tc.absent {
+				if s, ok := got[k]; ok {
+					t.Errorf("%s reported: %s = %s", k, s.Name, s.Value)
+				}
+			}
+			if s := got["main.cf:0 local_recipient_maps"]; tc.dir == "dovecot" && s != nil && !strings.Contains(s.Reason, userdb) {
+				t.Errorf("local_recipient_maps: reason lacks %q:\n%s", userdb, s.Reason)
 			}
 			for k, w := range tc.want {
 				s, ok := got[k]
