@@ -53,6 +53,9 @@ type Options struct {
 	// DisablePlaintextAuth is Dovecot's disable_plaintext_auth (its
 	// default is yes; here the zero value is no).
 	DisablePlaintextAuth bool
+	// Debug is auth_debug: the log shows each request as received
+	// (passwords hidden; auth_debug_passwords stays no).
+	Debug bool
 }
 
 // Server is one running Dovecot.
@@ -115,6 +118,7 @@ default_internal_group = nogroup
 default_login_user = nobody
 auth_mechanisms = %[3]s
 disable_plaintext_auth = %[4]s
+auth_debug = %[6]s
 auth_failure_delay = 0
 %[5]sservice auth {
   user = root
@@ -129,7 +133,7 @@ auth_failure_delay = 0
     port = %[2]s
   }
 }
-`, d, port, mechs, yesNo[o.DisablePlaintextAuth], dbs(d))
+`, d, port, mechs, yesNo[o.DisablePlaintextAuth], dbs(d), yesNo[o.Debug])
 	if err := os.WriteFile(s.conf, []byte(conf), 0o644); err != nil {
 		return nil, err
 	}

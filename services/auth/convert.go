@@ -39,7 +39,7 @@ func channelBinding(sess *authv1.Session) (scram.ChannelBinding, bool) {
 
 // sessionOf is what a relayed exchange tells Dovecot about the session.
 func sessionOf(sess *authv1.Session) session {
-	return session{client: sess.GetClientAddress(), clientPort: int(sess.GetClientPort()), server: sess.GetServerAddress(), tls: sess.GetTls()}
+	return session{client: sess.GetClientAddress(), clientPort: int(sess.GetClientPort()), server: sess.GetServerAddress(), serverPort: int(sess.GetServerPort()), tls: sess.GetTls()}
 }
 
 // findMechanism returns the mechanism named name (upper case) in ms.

@@ -5,6 +5,7 @@ import (
 	"net/smtp"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -44,7 +45,7 @@ func realDovecot(t *testing.T) *dovecottest.Server {
 			return
 		}
 		dovecotOnce.srv, dovecotOnce.err = dovecottest.Start(dovecotOnce.dir, dovecottest.Options{
-			PasswdUsers: dovecotUsers, SQLUsers: dovecotSQLUsers, DisablePlaintextAuth: true})
+			PasswdUsers: dovecotUsers, SQLUsers: dovecotSQLUsers, DisablePlaintextAuth: true, Debug: true})
 	})
 	if dovecotOnce.err != nil {
 		t.Fatal(dovecotOnce.err)
@@ -102,7 +103,7 @@ func dovecotPlain(t *testing.T, s *stack, from, user, pass string) string {
 // (swaks) and sends to another Dovecot user; a wrong password is 535
 // 5.7.8; a recipient Dovecot's userdb does not know is refused.
 func TestDovecotAuth(t *testing.T) {
-	s, _ := dovecotStack(t, "")
+	s, d := dovecotStack(t, "")
 	swaks, err := exec.LookPath("swaks")
 	if err != nil {
 		t.Fatal("swaks is not installed: run scripts/deps --test")
@@ -126,6 +127,13 @@ func TestDovecotAuth(t *testing.T) {
 		if s.maildirTokens()[tok] != 1 {
 			t.Errorf("the message of %s is not in the Maildir", u.Name)
 		}
+	}
+	// What Dovecot was told (its auth_debug log): the session as the edge
+	// sees it, as Postfix tells it, with the ports besides.
+	want := regexp.MustCompile(`client in: AUTH\t\d+\tPLAIN\tservice=smtp\tnologin\tlip=127\.0\.0\.1\trip=127\.0\.3\.1\tlport=` +
+		itoa(s.port["submission"]) + `\trport=[1-9]\d*\tsecured\tresp=<hidden>\n`)
+	if !want.MatchString(d.Log()) {
+		t.Errorf("Dovecot's log has no AUTH matching %s", want)
 	}
 	// A recipient only Dovecot's userdb decides on (local_recipient_maps
 	// = auth:users): a user smtpgate's passwd-file knows, Dovecot does not.

@@ -115,8 +115,11 @@ type Session struct {
 	// TLS channel-binding data of the given type, for *-PLUS mechanisms.
 	ChannelBindingType string `protobuf:"bytes,7,opt,name=channel_binding_type,json=channelBindingType,proto3" json:"channel_binding_type,omitempty"`
 	ChannelBinding     []byte `protobuf:"bytes,8,opt,name=channel_binding,json=channelBinding,proto3" json:"channel_binding,omitempty"`
-	unknownFields      protoimpl.UnknownFields
-	sizeCache          protoimpl.SizeCache
+	// Local port of the connection (Dovecot's lport, for a listener whose
+	// passwords Dovecot checks).
+	ServerPort    uint32 `protobuf:"varint,9,opt,name=server_port,json=serverPort,proto3" json:"server_port,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -203,6 +206,13 @@ func (x *Session) GetChannelBinding() []byte {
 		return x.ChannelBinding
 	}
 	return nil
+}
+
+func (x *Session) GetServerPort() uint32 {
+	if x != nil {
+		return x.ServerPort
+	}
+	return 0
 }
 
 // MechanismsRequest asks which mechanisms to advertise.
@@ -802,7 +812,7 @@ var File_smtpgate_auth_v1_auth_proto protoreflect.FileDescriptor
 
 const file_smtpgate_auth_v1_auth_proto_rawDesc = "" +
 	"\n" +
-	"\x1bsmtpgate/auth/v1/auth.proto\x12\x10smtpgate.auth.v1\"\x91\x02\n" +
+	"\x1bsmtpgate/auth/v1/auth.proto\x12\x10smtpgate.auth.v1\"\xb2\x02\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\blistener\x18\x02 \x01(\tR\blistener\x12%\n" +
@@ -812,7 +822,9 @@ const file_smtpgate_auth_v1_auth_proto_rawDesc = "" +
 	"\x0eserver_address\x18\x05 \x01(\tR\rserverAddress\x12\x10\n" +
 	"\x03tls\x18\x06 \x01(\bR\x03tls\x120\n" +
 	"\x14channel_binding_type\x18\a \x01(\tR\x12channelBindingType\x12'\n" +
-	"\x0fchannel_binding\x18\b \x01(\fR\x0echannelBinding\"H\n" +
+	"\x0fchannel_binding\x18\b \x01(\fR\x0echannelBinding\x12\x1f\n" +
+	"\vserver_port\x18\t \x01(\rR\n" +
+	"serverPort\"H\n" +
 	"\x11MechanismsRequest\x123\n" +
 	"\asession\x18\x01 \x01(\v2\x19.smtpgate.auth.v1.SessionR\asession\"4\n" +
 	"\x12MechanismsResponse\x12\x1e\n" +

@@ -125,7 +125,7 @@ func (s *session) authTimeout() time.Duration {
 }
 
 func (s *session) authSession() *authv1.Session {
-	sess := &authv1.Session{Id: s.id, Listener: s.l.Name, ClientAddress: s.client.addr, ClientPort: port(s.client.port), ServerAddress: s.local.addr, Tls: s.tls.state != nil}
+	sess := &authv1.Session{Id: s.id, Listener: s.l.Name, ClientAddress: s.client.addr, ClientPort: port(s.client.port), ServerAddress: s.local.addr, ServerPort: port(s.local.port), Tls: s.tls.state != nil}
 	if s.tls.channelBinding != nil {
 		sess.ChannelBindingType, sess.ChannelBinding = "tls-exporter", s.tls.channelBinding
 	}
