@@ -141,3 +141,33 @@ func (r *Report) enabler(over []*Setting) *Setting {
 	}
 	return en
 }
+
+// protocols judges inet_protocols: smtpgate's listeners without an
+// address listen on every IPv4 and IPv6 address, whatever it says.
+func (r *Report) protocols() {
+	s := r.lookup("inet_protocols")
+	if s == nil || s.Verdict != Ignored {
+		return
+	}
+	v := map[string]bool{}
+	for _, w := range strings.Fields(strings.ReplaceAll(strings.ToLower(s.Value), ",", " ")) {
+		v[w] = true
+	}
+	if v["all"] || v["ipv4"] && v["ipv6"] {
+		return
+	}
+	wildcard := r.MasterPath == "" && r.lookup("inet_interfaces") == nil
+	for _, l := range r.listeners {
+		for _, a := range l.addrs {
+			if strings.HasPrefix(a, ":") {
+				wildcard = true
+			}
+		}
+	}
+	if !wildcard {
+		return
+	}
+	s.Verdict = BehavesDifferently
+	s.Reason = "Postfix accepts connections over " + s.Value + " only; smtpgate's listeners without an address (:port) accept IPv4 and IPv6 " +
+		"clients alike: give each master.cf listener the address it should listen on (host:port)"
+}

@@ -91,6 +91,17 @@ func TestDelivery(t *testing.T) {
 			written: []string{"smtpgate_next_hop = smtp://smarthost.example.net:587"},
 		},
 		{
+			name:   "IPv4 only",
+			main:   noLocal + "relayhost = [relay.example.net]\ninet_protocols = ipv4\n",
+			want:   verdicts{"main.cf:4 inet_protocols": B},
+			reason: map[string]string{"main.cf:4 inet_protocols": "accept IPv4 and IPv6 clients alike"},
+		},
+		{
+			name: "IPv4 only, on an address",
+			main: noLocal + "relayhost = [relay.example.net]\ninet_protocols = ipv4\ninet_interfaces = 127.0.0.1\n",
+			want: verdicts{"main.cf:4 inet_protocols": I, "main.cf:5 inet_interfaces": I},
+		},
+		{
 			name:       "relayhost that cannot be translated",
 			main:       noLocal + "relayhost = [relay.example.net]:nosuchservice\n",
 			want:       verdicts{"main.cf:3 relayhost": C},

@@ -157,6 +157,7 @@ func Import(opts Options) (*Report, error) {
 	r.delivery()
 	r.sasl()
 	r.defaults()
+	r.protocols()
 	return r, nil
 }
 
