@@ -89,7 +89,7 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 			errs = append(errs, main.Errorf("smtpgate_dovecot_userdb_path", "%v", err))
 		}
 	}
-	errs = append(errs, needUsers(main, s))
+	errs = append(errs, needUsers(main, s), authPossible(main, services, s))
 	if s.dovecot, err = parseDovecot(main); err != nil {
 		errs = append(errs, err)
 	}
@@ -300,4 +300,65 @@ func parseDovecot(c *maincf.Config) (dovecotSettings, error) {
 		}
 	}
 	return d, errors.Join(errs...)
+}
+
+// authPossible refuses a master.cf listener on which AUTH can never
+// succeed: SASL on (smtpd_sasl_auth_enable) with no user database, or no
+// mechanism left in any TLS state the listener can reach, after
+// smtpd_sasl_security_options (before TLS) and
+// smtpd_sasl_tls_security_options (after it), given its TLS settings
+// (the edge's parameters, read here for this check only). A Dovecot
+// listener's mechanisms are Dovecot's, known only when it answers: only
+// the TLS states are checked for it.
+func authPossible(c *maincf.Config, services []maincf.Service, s Settings) error {
+	var errs []error
+	for _, svc := range services {
+		lc := c.WithOverrides(svc.Overrides)
+		on, err := maincf.ParseBool(lc.Get("smtpd_sasl_auth_enable"))
+		if err != nil || !on {
+			continue // a bad value is the catalogue's to report
+		}
+		l := s.listeners[svc.Name]
+		fail := func(format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%s: service %s: smtpd_sasl_auth_enable = yes, but AUTH can never succeed here: %s",
+				svc.Pos, svc.Name, fmt.Sprintf(format, args...)))
+		}
+		if l.dovecot == "" && s.users == nil && lc.Get("smtpgate_passwd_file") == "" {
+			fail("there is no user database: set smtpgate_passwd_file, or smtpd_sasl_type = dovecot with smtpd_sasl_path")
+			continue
+		}
+		wrapper, _ := maincf.ParseBool(lc.Get("smtpd_tls_wrappermode"))
+		authOnly, _ := maincf.ParseBool(lc.Get("smtpd_tls_auth_only"))
+		hasTLS := lc.Get("smtpd_tls_cert_file") != "" && (wrapper || lc.Get("smtpd_tls_security_level") != "none")
+		before := !wrapper && !authOnly // AUTH offered before STARTTLS
+		if !hasTLS && !before {
+			fail("AUTH is offered only under TLS (smtpd_tls_auth_only = yes) and the listener has no TLS: set smtpd_tls_cert_file (and smtpd_tls_security_level = may or encrypt)")
+			continue
+		}
+		if l.dovecot != "" {
+			continue
+		}
+		var usable []sasl.Mechanism
+		if before {
+			usable = append(usable, l.offered(false)...)
+		}
+		if hasTLS {
+			usable = append(usable, l.offered(true)...)
+		}
+		if len(usable) > 0 {
+			continue
+		}
+		var names []string
+		for _, m := range l.mechanisms {
+			names = append(names, m.Name)
+		}
+		if hasTLS {
+			fail("smtpd_sasl_tls_security_options = %s leaves none of smtpgate_sasl_mechanisms (%s): allow one of them, or add one it allows",
+				lc.Get("smtpd_sasl_tls_security_options"), strings.Join(names, " "))
+		} else {
+			fail("the listener has no TLS and smtpd_sasl_security_options = %s leaves none of smtpgate_sasl_mechanisms (%s) before TLS: set smtpd_tls_cert_file (and smtpd_tls_security_level = may or encrypt) so that AUTH happens under TLS",
+				lc.Get("smtpd_sasl_security_options"), strings.Join(names, " "))
+		}
+	}
+	return errors.Join(errs...)
 }

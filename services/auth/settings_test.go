@@ -131,3 +131,46 @@ local_recipient_maps = auth:users
 		}
 	}
 }
+
+// TestAuthNeverPossible: check refuses a listener on which AUTH can never
+// succeed, naming its master.cf line and the fix, and accepts the same
+// listener once the fix is made.
+func TestAuthNeverPossible(t *testing.T) {
+	dir := t.TempDir()
+	cert := filepath.Join(dir, "cert.pem")
+	must(t, os.WriteFile(cert, []byte("not read by smtpgate-auth"), 0o600))
+	abs, err := filepath.Abs(filepath.Join("..", "..", "deploy", "local", "passwd"))
+	must(t, err)
+	passwd := "smtpgate_passwd_file = " + abs + "\n"
+	const sub = "mx inet n - n - - smtpd\n127.0.0.1:2587 inet n - n - - smtpd\n  -o smtpd_sasl_auth_enable=yes\n"
+	for _, tc := range []struct {
+		name, main, master, want string
+	}{
+		{"no user database", "", sub + "  -o smtpd_tls_cert_file=" + cert + "\n",
+			"master.cf:2: service 127.0.0.1:2587: smtpd_sasl_auth_enable = yes, but AUTH can never succeed here: there is no user database: set smtpgate_passwd_file, or smtpd_sasl_type = dovecot"},
+		{"plaintext only, no TLS", passwd, sub,
+			"master.cf:2: service 127.0.0.1:2587: smtpd_sasl_auth_enable = yes, but AUTH can never succeed here: the listener has no TLS and smtpd_sasl_security_options = noanonymous, noplaintext leaves none of smtpgate_sasl_mechanisms (PLAIN LOGIN) before TLS: set smtpd_tls_cert_file"},
+		{"TLS only, no TLS", passwd, sub + "  -o smtpd_tls_auth_only=yes\n",
+			"master.cf:2: service 127.0.0.1:2587: smtpd_sasl_auth_enable = yes, but AUTH can never succeed here: AUTH is offered only under TLS (smtpd_tls_auth_only = yes) and the listener has no TLS"},
+		{"TLS switched off", passwd, sub + "  -o smtpd_tls_cert_file=" + cert + "\n  -o smtpd_tls_security_level=none\n",
+			"the listener has no TLS and smtpd_sasl_security_options"},
+		{"nothing left under TLS", passwd, sub + "  -o smtpd_tls_cert_file=" + cert + "\n  -o smtpd_sasl_tls_security_options=noanonymous,noplaintext\n",
+			"master.cf:2: service 127.0.0.1:2587: smtpd_sasl_auth_enable = yes, but AUTH can never succeed here: smtpd_sasl_tls_security_options = noanonymous,noplaintext leaves none of smtpgate_sasl_mechanisms (PLAIN LOGIN)"},
+		{"fixed: TLS", passwd, sub + "  -o smtpd_tls_cert_file=" + cert + "\n", ""},
+		{"fixed: plaintext allowed before TLS", passwd, sub + "  -o smtpd_sasl_security_options=noanonymous\n", ""},
+		{"fixed: implicit TLS", passwd, sub + "  -o smtpd_tls_cert_file=" + cert + "\n  -o smtpd_tls_wrappermode=yes\n  -o smtpd_tls_auth_only=yes\n", ""},
+		{"fixed: Dovecot's users", "smtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:12345\n", sub + "  -o smtpd_tls_cert_file=" + cert + "\n", ""},
+		{"SASL off", "", "mx inet n - n - - smtpd\n", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg, services := loadDir(t, tc.main, tc.master)
+			_, err := Load(cfg, services)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Load: %v, want no error", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Load: %v\nwant %q", err, tc.want)
+			}
+		})
+	}
+}

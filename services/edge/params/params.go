@@ -14,15 +14,17 @@ import "github.com/smtpgate/smtpgate/pkg/maincf"
 func Defs() []maincf.Def {
 	return []maincf.Def{
 		{Name: "smtpd_banner", Default: "$myhostname ESMTP $mail_name", Owner: maincf.Edge, Listener: true},
-		{Name: "smtpd_tls_cert_file", Default: "", Owner: maincf.Edge, Listener: true},
+		// smtpgate-auth reads the listeners' TLS and SASL switches too, to
+		// refuse a listener on which AUTH can never succeed.
+		{Name: "smtpd_tls_cert_file", Default: "", Owner: maincf.Edge | maincf.Auth, Listener: true},
 		{Name: "smtpd_tls_key_file", Default: "$smtpd_tls_cert_file", Owner: maincf.Edge, Listener: true},
 		// none, may (STARTTLS offered) or encrypt (STARTTLS required).
-		{Name: "smtpd_tls_security_level", Default: "", Owner: maincf.Edge, Listener: true, Check: maincf.CheckOneOf("", "none", "may", "encrypt")},
+		{Name: "smtpd_tls_security_level", Default: "", Owner: maincf.Edge | maincf.Auth, Listener: true, Check: maincf.CheckOneOf("", "none", "may", "encrypt")},
 		// Implicit TLS from the first byte (port 465, "submissions").
-		{Name: "smtpd_tls_wrappermode", Default: "no", Owner: maincf.Edge, Listener: true, Check: maincf.CheckBool},
+		{Name: "smtpd_tls_wrappermode", Default: "no", Owner: maincf.Edge | maincf.Auth, Listener: true, Check: maincf.CheckBool},
 		// Offer AUTH only after STARTTLS.
-		{Name: "smtpd_tls_auth_only", Default: "no", Owner: maincf.Edge, Listener: true, Check: maincf.CheckBool},
-		{Name: "smtpd_sasl_auth_enable", Default: "no", Owner: maincf.Edge, Listener: true, Check: maincf.CheckBool},
+		{Name: "smtpd_tls_auth_only", Default: "no", Owner: maincf.Edge | maincf.Auth, Listener: true, Check: maincf.CheckBool},
+		{Name: "smtpd_sasl_auth_enable", Default: "no", Owner: maincf.Edge | maincf.Auth, Listener: true, Check: maincf.CheckBool},
 		{Name: "message_size_limit", Default: "10240000", Owner: maincf.Edge, Listener: true, Check: maincf.CheckInt},
 		{Name: "smtpd_recipient_limit", Default: "1000", Owner: maincf.Edge, Listener: true, Check: maincf.CheckInt},
 		// RCPTs past smtpd_recipient_limit (each "452 4.5.3 Error: too
