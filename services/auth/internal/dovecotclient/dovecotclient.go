@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/smtpgate/smtpgate/services/auth/internal/dovecotwire"
@@ -59,6 +60,12 @@ type Client struct {
 	mu    sync.Mutex
 	cur   *conn
 	mechs []Mechanism // from the last handshake
+	// dials counts finished dial attempts, and dialErr is the last one's
+	// error: a request that waited for a dial that failed takes its
+	// error instead of dialling once more, so that a Dovecot that does
+	// not answer costs one timeout, not one per waiting request.
+	dials   atomic.Uint64
+	dialErr error
 }
 
 // ParsePath reads a socket path as Postfix's smtpd_sasl_path takes it
@@ -131,16 +138,23 @@ func (c *Client) Mechanisms(ctx context.Context) ([]Mechanism, error) {
 
 // conn returns the live connection, dialling when there is none.
 func (c *Client) conn(ctx context.Context) (*conn, error) {
+	seen := c.dials.Load()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.cur != nil && !c.cur.dead() {
 		return c.cur, nil
 	}
+	if c.dials.Load() != seen && c.dialErr != nil {
+		return nil, c.dialErr
+	}
 	// Held while dialling: requests arriving meanwhile wait for this
 	// connection instead of opening their own.
 	cn, mechs, err := c.dial(ctx)
+	c.dials.Add(1)
+	c.dialErr = nil
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w: %w", c.path, ErrUnavailable, err)
+		c.dialErr = fmt.Errorf("%s: %w: %w", c.path, ErrUnavailable, err)
+		return nil, c.dialErr
 	}
 	c.cur = cn
 	if c.kind == authClient {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -270,27 +271,78 @@ func TestUnreachable(t *testing.T) {
 	if _, _, err := c.Start(context.Background(), plainReq("sha512@example.org", "pw-sha512")); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("missing socket: %v", err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close() // held open, silent
-		}
-	}()
-	silent, err := New("inet:"+ln.Addr().String(), 200*time.Millisecond)
+	addr, _ := silentServer(t)
+	silent, err := New("inet:"+addr, 200*time.Millisecond)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer silent.Close()
 	if _, _, err := silent.Start(context.Background(), plainReq("sha512@example.org", "pw-sha512")); !errors.Is(err, ErrUnavailable) {
 		t.Errorf("silent server: %v", err)
+	}
+}
+
+// silentServer accepts connections on loopback and never says a word,
+// as a hung Dovecot; accepted counts them.
+func silentServer(t *testing.T) (addr string, accepted *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int64)
+	var held []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			held = append(held, c)
+			mu.Unlock()
+		}
+	}()
+	return ln.Addr().String(), accepted
+}
+
+// TestSilentDialShared: requests that arrive while a dial to a Dovecot
+// that never answers is under way take its failure instead of each
+// dialling (and waiting out the timeout) in turn.
+func TestSilentDialShared(t *testing.T) {
+	addr, accepted := silentServer(t)
+	silent, err := New("inet:"+addr, time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	const n = 20
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if _, _, err := silent.Start(context.Background(), plainReq("sha512@example.org", "pw-sha512")); !errors.Is(err, ErrUnavailable) {
+				t.Errorf("silent server: %v", err)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if got := accepted.Load(); got >= n {
+		t.Errorf("%d requests dialled %d times; want the waiting ones to share a failed dial", n, got)
 	}
 }
 
