@@ -194,14 +194,8 @@ func TestCallersAttack(t *testing.T) {
 	})
 
 	t.Run("edge works", func(t *testing.T) {
-		swaks, err := exec.LookPath("swaks")
-		if err != nil {
-			t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")
-		}
 		tok := newToken("callers")
-		out, err := exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(s.port["submission"]), "--tls",
-			"--auth", "PLAIN", "--auth-user", "john@example.org", "--auth-password", JohnPassword,
-			"--from", "john@example.org", "--to", "lisa@example.com", "--header", "Subject: "+tok, "--timeout", "20").CombinedOutput()
+		out, err := swaksAsJohn(t, s.port["submission"], "PLAIN", "lisa@example.com", tok)
 		if err != nil || !strings.Contains(string(out), "235 2.7.0 Authentication successful") || !strings.Contains(string(out), "250 2.0.0 Ok: queued as") {
 			t.Fatalf("swaks AUTH and relay over the mutual-TLS stack: %v\n%s\n--- edge ---\n%s", err, out, s.log("edge"))
 		}
@@ -234,13 +228,8 @@ func TestCallersAttack(t *testing.T) {
 			write(t, filepath.Join(dir, name), text)
 		}
 		s.startAs("impostor-edge", "edge", dir, []string{"127.0.0.1:" + itoa(mx), "127.0.0.1:" + itoa(sub)})
-		swaks, err := exec.LookPath("swaks")
-		if err != nil {
-			t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")
-		}
-		out, err := exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(sub), "--tls",
-			"--auth", "PLAIN", "--auth-user", "john@example.org", "--auth-password", JohnPassword,
-			"--from", "john@example.org", "--to", "lisa@example.com", "--timeout", "20").CombinedOutput()
+		swaks := swaksPath(t)
+		out, err := swaksAsJohn(t, sub, "PLAIN", "lisa@example.com", "")
 		// policy refuses the connect stage's Check: the greeting is
 		// 421 4.3.0, before any AUTH.
 		if err == nil || !strings.Contains(string(out), "<** 421 4.3.0 ") || strings.Contains(string(out), "235 ") {

@@ -22,10 +22,7 @@ func TestSMTPNextHop(t *testing.T) {
 // bad RET; Python's smtplib sends RET, ENVID, NOTIFY and ORCPT, and the
 // next hop gets them as sent.
 func testDSN(t *testing.T, s *stack, hop *nextHop) {
-	swaks, err := exec.LookPath("swaks")
-	if err != nil {
-		t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")
-	}
+	swaks := swaksPath(t)
 	mx := []string{"--server", "127.0.0.1", "--port", itoa(s.port["mx"]), "--local-interface", Stranger, "--timeout", "20"}
 
 	out, err := exec.Command(swaks, append(mx, "--to", "john@example.org", "--quit-after", "EHLO")...).CombinedOutput()

@@ -176,14 +176,9 @@ func TestEndToEnd(t *testing.T) {
 	})
 
 	t.Run("swaks", func(t *testing.T) {
-		swaks, err := exec.LookPath("swaks")
-		if err != nil {
-			t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")
-		}
+		swaks := swaksPath(t)
 		tok := newToken("swaks")
-		out, err := exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(s.port["submission"]), "--tls",
-			"--auth", "LOGIN", "--auth-user", "john@example.org", "--auth-password", JohnPassword,
-			"--from", "john@example.org", "--to", "lisa@example.com", "--header", "Subject: "+tok, "--timeout", "20").CombinedOutput()
+		out, err := swaksAsJohn(t, s.port["submission"], "LOGIN", "lisa@example.com", tok)
 		if err != nil || !strings.Contains(string(out), "250 2.0.0 Ok: queued as") {
 			t.Errorf("swaks AUTH LOGIN relay: %v\n%s", err, out)
 			l.refused = append(l.refused, tok)

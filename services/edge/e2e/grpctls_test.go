@@ -23,14 +23,9 @@ func TestMutualTLSStack(t *testing.T) {
 		}
 	}
 
-	swaks, err := exec.LookPath("swaks")
-	if err != nil {
-		t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")
-	}
+	swaks := swaksPath(t)
 	tok := newToken("mtls")
-	out, err := exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(s.port["submission"]), "--tls",
-		"--auth", "PLAIN", "--auth-user", "john@example.org", "--auth-password", JohnPassword,
-		"--from", "john@example.org", "--to", "john@example.org", "--header", "Subject: "+tok, "--timeout", "20").CombinedOutput()
+	out, err := swaksAsJohn(t, s.port["submission"], "PLAIN", "john@example.org", tok)
 	if err != nil || !strings.Contains(string(out), "250 2.0.0 Ok: queued as") {
 		t.Fatalf("swaks over the mutual-TLS stack: %v\n%s\n--- edge ---\n%s", err, out, s.log("edge"))
 	}

@@ -142,10 +142,7 @@ func TestSASLMechanisms(t *testing.T) {
 				}
 			}
 
-			swaks, err := exec.LookPath("swaks")
-			if err != nil {
-				t.Fatal("swaks is not installed: run scripts/deps --test")
-			}
+			swaks := swaksPath(t)
 			tlsFlag := "--tls"
 			if l.implicit {
 				tlsFlag = "--tlsc"

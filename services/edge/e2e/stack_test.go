@@ -524,6 +524,32 @@ func (s *stack) maildirFile(token string) string {
 
 func itoa(n int) string { return strconv.Itoa(n) }
 
+// swaksPath is where swaks is; a missing swaks fails the test
+// (scripts/deps --test installs it).
+func swaksPath(t *testing.T) string {
+	t.Helper()
+	swaks, err := exec.LookPath("swaks")
+	if err != nil {
+		t.Fatal("swaks is not installed: scripts/test installs it (scripts/deps --test)")
+	}
+	return swaks
+}
+
+// swaksAsJohn runs swaks against the listener on port: STARTTLS, AUTH
+// mech as john@example.org, and a message from john to rcpt, with
+// "Subject: token" when token is not empty. It returns what swaks said
+// (stdout and stderr, as CombinedOutput).
+func swaksAsJohn(t *testing.T, port int, mech, rcpt, token string) ([]byte, error) {
+	t.Helper()
+	args := []string{"--server", "127.0.0.1", "--port", itoa(port), "--tls",
+		"--auth", mech, "--auth-user", "john@example.org", "--auth-password", JohnPassword,
+		"--from", "john@example.org", "--to", rcpt}
+	if token != "" {
+		args = append(args, "--header", "Subject: "+token)
+	}
+	return exec.Command(swaksPath(t), append(args, "--timeout", "20")...).CombinedOutput()
+}
+
 func tlsConfig() *tls.Config {
 	return &tls.Config{ServerName: "mail.example.org", InsecureSkipVerify: true}
 }
