@@ -150,6 +150,15 @@ func NewAccess(c *maincf.Config, listenParam string, mode grpctls.Mode, log *slo
 // nothing): callers trusted off loopback.
 func (a *Access) Warning() string { return a.warning }
 
+// Warnings is Warning as the lines check prints: none for nothing, and
+// none for a nil Access (a configuration that did not load).
+func (a *Access) Warnings() []string {
+	if a == nil || a.warning == "" {
+		return nil
+	}
+	return []string{a.warning}
+}
+
 // WithLogger returns a copy of a, made before any call, whose refusals go
 // to log: a service's settings build the Access once, without a logger,
 // and the service gives it its own when it starts.

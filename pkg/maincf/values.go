@@ -192,6 +192,16 @@ func Typed[T any](c *Config, name string, parse func(string) (T, error)) (T, err
 	return v, nil
 }
 
+// Collect reads name with Typed and adds its error, if any, to errs: for
+// settings that report every bad value at once.
+func Collect[T any](c *Config, errs *[]error, name string, parse func(string) (T, error)) T {
+	v, err := Typed(c, name, parse)
+	if err != nil {
+		*errs = append(*errs, err)
+	}
+	return v
+}
+
 // Bool returns the boolean value of name; invalid values read as false
 // (Validate reports them).
 func (c *Config) Bool(name string) bool {

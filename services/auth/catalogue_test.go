@@ -1,18 +1,13 @@
 package auth
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"os"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 
 	"github.com/smtpgate/smtpgate/pkg/daemon"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/maincf/maincftest"
 )
 
 // TestParametersReadOnlyInSettings: every parameter that only the auth
@@ -24,44 +19,11 @@ func TestParametersReadOnlyInSettings(t *testing.T) {
 	// Read for the auth service by pkg: the side servers by pkg/daemon,
 	// and the LookupUser limit by settings.go through grpcserver's name.
 	elsewhere := map[string]bool{daemon.MetricsParam("auth"): true, daemon.PprofParam("auth"): true, grpcserver.LookupRateLimit: true}
-	files, err := filepath.Glob("*.go")
-	must(t, err)
-	inSettings := map[string]bool{}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		src, err := os.ReadFile(f)
-		must(t, err)
-		file, err := parser.ParseFile(token.NewFileSet(), f, src, 0)
-		must(t, err)
-		ast.Inspect(file, func(n ast.Node) bool {
-			lit, ok := n.(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING {
-				return true
-			}
-			v, err := strconv.Unquote(lit.Value)
-			if err != nil {
-				return true
-			}
-			if _, known := cat.Def(v); !known {
-				return true
-			}
-			if f == "settings.go" {
-				inSettings[v] = true
-			} else {
-				t.Errorf("%s names the parameter %s; only settings.go reads parameters", f, v)
-			}
-			return true
-		})
-	}
+	inSettings := maincftest.OnlyIn(t, cat, ".", "settings.go", nil)
 	for _, name := range cat.Names() {
 		if d, _ := cat.Def(name); d.Owner == maincf.Auth && !inSettings[name] && !elsewhere[name] {
 			t.Errorf("%s is the auth service's parameter but settings.go does not read it", name)
 		}
-	}
-	if len(inSettings) == 0 {
-		t.Fatal("found no parameter names in settings.go")
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os/user"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
@@ -18,6 +19,9 @@ import (
 	"github.com/smtpgate/smtpgate/services/auth/internal/passwdfile"
 	"github.com/smtpgate/smtpgate/services/auth/internal/sasl"
 	"github.com/smtpgate/smtpgate/services/auth/internal/throttle"
+	authparams "github.com/smtpgate/smtpgate/services/auth/params"
+	edgeparams "github.com/smtpgate/smtpgate/services/edge/params"
+	policyparams "github.com/smtpgate/smtpgate/services/policy/params"
 )
 
 // listenParam is the gRPC listener's parameter; pkg/grpctls and
@@ -79,11 +83,11 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	var typed []error
 	s.throttle = throttleOptions(main, &typed)
 	s.cache = authcache.Options{
-		Size: int(typedParam(main, &typed, "smtpgate_auth_cache_size", maincf.ParseInt)),
-		TTL:  typedParam(main, &typed, "smtpgate_auth_cache_ttl", maincf.ParseDuration),
+		Size: int(maincf.Collect(main, &typed, "smtpgate_auth_cache_size", maincf.ParseInt)),
+		TTL:  maincf.Collect(main, &typed, "smtpgate_auth_cache_ttl", maincf.ParseDuration),
 	}
 	errs = append(errs, validateThrottle(main))
-	s.dovecotTimeout = typedParam(main, &typed, "smtpgate_dovecot_timeout", maincf.ParseDuration)
+	s.dovecotTimeout = maincf.Collect(main, &typed, "smtpgate_dovecot_timeout", maincf.ParseDuration)
 	if v := main.Get("smtpgate_dovecot_userdb_path"); v != "" {
 		if s.userdb, err = dovecotSocket(v); err != nil {
 			errs = append(errs, main.Errorf("smtpgate_dovecot_userdb_path", "%v", err))
@@ -114,12 +118,7 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 // Warnings returns what check says about a valid configuration: gRPC
 // callers trusted with every method off loopback (no client
 // certificates).
-func Warnings(set Settings) []string {
-	if set.access == nil || set.access.Warning() == "" {
-		return nil
-	}
-	return []string{set.access.Warning()}
-}
+func Warnings(set Settings) []string { return set.access.Warnings() }
 
 // newAccess returns who may call which method of the gRPC listener (the
 // roles of the client certificates), with smtpgate_auth_lookup_rate_limit
@@ -136,22 +135,10 @@ func newAccess(main *maincf.Config, mode grpctls.Mode) (*grpcserver.Access, erro
 	return a.WithRateLimit(authv1.AuthService_LookupUser_FullMethodName, int(min(n, 1<<30))), nil
 }
 
-// typedParam reads name's value with parse. A bad value is added to errs
-// unless the catalogue's own check (which Validate runs) reports it
-// already, so that none is silently read as zero and none is reported
-// twice.
-func typedParam[T any](c *maincf.Config, errs *[]error, name string, parse func(string) (T, error)) T {
-	v, err := maincf.Typed(c, name, parse)
-	if err != nil {
-		*errs = append(*errs, err)
-	}
-	return v
-}
-
 // throttleOptions reads the smtpgate_auth_* throttling parameters.
 func throttleOptions(c *maincf.Config, errs *[]error) throttle.Options {
-	dur := func(name string) time.Duration { return typedParam(c, errs, name, maincf.ParseDuration) }
-	num := func(name string) int64 { return typedParam(c, errs, name, maincf.ParseInt) }
+	dur := func(name string) time.Duration { return maincf.Collect(c, errs, name, maincf.ParseDuration) }
+	num := func(name string) int64 { return maincf.Collect(c, errs, name, maincf.ParseInt) }
 	return throttle.Options{
 		Params: throttle.Params{
 			Window:        dur("smtpgate_auth_failure_window"),
@@ -361,4 +348,10 @@ func authPossible(c *maincf.Config, services []maincf.Service, s Settings) error
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// Catalogue is what smtpgate-auth reads main.cf through: its own parameters and
+// every other service's, so that a name nobody owns is an error.
+func Catalogue() *maincf.Catalogue {
+	return maincf.NewCatalogue(slices.Concat(maincf.Shared(), edgeparams.Defs(), policyparams.Defs(), authparams.Defs())...)
 }

@@ -1,16 +1,10 @@
 package edge
 
 import (
-	"go/ast"
-	"go/parser"
-	"go/token"
-	"os"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/maincf/maincftest"
 )
 
 // TestParametersReadOnlyInSettings: every parameter the edge owns is read
@@ -28,43 +22,7 @@ func TestParametersReadOnlyInSettings(t *testing.T) {
 	// servers and pkg/grpctls's files, settings.go names for the restart
 	// warnings: restartOnly.)
 	elsewhere := map[string]bool{"process_name": true, "mydomain": true, "mail_name": true, maincf.StressParam: true}
-	files, err := filepath.Glob("*.go")
-	if err != nil {
-		t.Fatal(err)
-	}
-	inSettings := map[string]bool{}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
-		}
-		src, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		file, err := parser.ParseFile(token.NewFileSet(), f, src, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			lit, ok := n.(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING {
-				return true
-			}
-			v, err := strconv.Unquote(lit.Value)
-			if err != nil {
-				return true
-			}
-			if _, known := cat.Def(v); !known {
-				return true
-			}
-			if f == "settings.go" {
-				inSettings[v] = true
-			} else {
-				t.Errorf("%s names the parameter %s; only settings.go reads parameters", f, v)
-			}
-			return true
-		})
-	}
+	inSettings := maincftest.OnlyIn(t, cat, ".", "settings.go", nil)
 	for _, name := range cat.Names() {
 		d, _ := cat.Def(name)
 		switch edge := d.Owner&maincf.Edge != 0; {

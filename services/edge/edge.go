@@ -3,8 +3,11 @@
 // (internal/smtpd) on each connection, asks smtpgate-policy for verdicts and
 // smtpgate-auth for SASL over gRPC, and hands accepted mail to the next hop
 // (internal/handoff) before it answers 250. It keeps no state beyond live
-// sessions. It trusts the policy and auth services' answers and nothing the
-// SMTP client sends; when a dependency fails it refuses temporarily.
+// sessions. It trusts the policy and auth services' answers, the next
+// hop's replies (a refusal is passed on, never turned into a 250) and the
+// counts of the shared Redis of smtpgate_connection_limit_redis (when it
+// fails, each edge counts alone); it trusts nothing the SMTP client sends.
+// When a dependency fails it refuses temporarily.
 //
 // The package has one shape: Load (settings.go) reads every parameter
 // once into Settings; Server (this file) is the process, New → Run(ctx)

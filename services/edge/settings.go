@@ -5,14 +5,18 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	authparams "github.com/smtpgate/smtpgate/services/auth/params"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
 	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
+	edgeparams "github.com/smtpgate/smtpgate/services/edge/params"
+	policyparams "github.com/smtpgate/smtpgate/services/policy/params"
 )
 
 // Settings are the edge's parameters, read once by Load: the only place
@@ -164,20 +168,12 @@ type params struct {
 	errs *[]error
 }
 
-func (p params) bool(name string) bool { return typedParam(p, name, maincf.ParseBool) }
+func (p params) bool(name string) bool { return maincf.Collect(p.c, p.errs, name, maincf.ParseBool) }
 
-func (p params) int(name string) int64 { return typedParam(p, name, maincf.ParseInt) }
+func (p params) int(name string) int64 { return maincf.Collect(p.c, p.errs, name, maincf.ParseInt) }
 
 func (p params) duration(name string) time.Duration {
-	return typedParam(p, name, maincf.ParseDuration)
-}
-
-func typedParam[T any](p params, name string, parse func(string) (T, error)) T {
-	v, err := maincf.Typed(p.c, name, parse)
-	if err != nil {
-		*p.errs = append(*p.errs, err)
-	}
-	return v
+	return maincf.Collect(p.c, p.errs, name, maincf.ParseDuration)
 }
 
 // compileListener compiles one master.cf service (c is main.cf with its
@@ -340,4 +336,10 @@ func checkConnLimitRedis(main *maincf.Config, url string) error {
 		return rc.Close()
 	}
 	return nil
+}
+
+// Catalogue is what smtpgate-edge reads main.cf through: its own parameters and
+// every other service's, so that a name nobody owns is an error.
+func Catalogue() *maincf.Catalogue {
+	return maincf.NewCatalogue(slices.Concat(maincf.Shared(), edgeparams.Defs(), policyparams.Defs(), authparams.Defs())...)
 }

@@ -2,16 +2,12 @@ package policy
 
 import (
 	"go/ast"
-	"go/parser"
-	"go/token"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 
 	"github.com/smtpgate/smtpgate/pkg/daemon"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/pkg/maincf/maincftest"
 )
 
 // compilerCalls are the restriction package's functions that read
@@ -19,50 +15,17 @@ import (
 var compilerCalls = map[string]bool{"Compile": true, "CompileWith": true, "GreylistParams": true}
 
 // catalogued returns the catalogued parameter names that the non-test Go
-// files of dir name in string literals, by file.
+// files of dir name in string literals, by file; in the package itself,
+// a call of the compiler outside settings.go fails the test.
 func catalogued(t *testing.T, cat *maincf.Catalogue, dir string) map[string]map[string]bool {
 	t.Helper()
-	files, err := filepath.Glob(filepath.Join(dir, "*.go"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	out := map[string]map[string]bool{}
-	for _, f := range files {
-		if strings.HasSuffix(f, "_test.go") {
-			continue
+	return maincftest.NamedIn(t, cat, dir, func(f string, n ast.Node) {
+		if sel, ok := n.(*ast.SelectorExpr); ok && dir == "." && f != "settings.go" {
+			if id, ok := sel.X.(*ast.Ident); ok && id.Name == "restriction" && compilerCalls[sel.Sel.Name] {
+				t.Errorf("%s calls restriction.%s; only settings.go compiles the lists", f, sel.Sel.Name)
+			}
 		}
-		src, err := os.ReadFile(f)
-		if err != nil {
-			t.Fatal(err)
-		}
-		file, err := parser.ParseFile(token.NewFileSet(), f, src, 0)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ast.Inspect(file, func(n ast.Node) bool {
-			if sel, ok := n.(*ast.SelectorExpr); ok && dir == "." && filepath.Base(f) != "settings.go" {
-				if id, ok := sel.X.(*ast.Ident); ok && id.Name == "restriction" && compilerCalls[sel.Sel.Name] {
-					t.Errorf("%s calls restriction.%s; only settings.go compiles the lists", f, sel.Sel.Name)
-				}
-			}
-			lit, ok := n.(*ast.BasicLit)
-			if !ok || lit.Kind != token.STRING {
-				return true
-			}
-			v, err := strconv.Unquote(lit.Value)
-			if err != nil {
-				return true
-			}
-			if _, known := cat.Def(v); known {
-				if out[filepath.Base(f)] == nil {
-					out[filepath.Base(f)] = map[string]bool{}
-				}
-				out[filepath.Base(f)][v] = true
-			}
-			return true
-		})
-	}
-	return out
+	})
 }
 
 // TestParametersReadOnlyInSettings: every parameter the policy service

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -14,9 +15,12 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	authparams "github.com/smtpgate/smtpgate/services/auth/params"
+	edgeparams "github.com/smtpgate/smtpgate/services/edge/params"
 	"github.com/smtpgate/smtpgate/services/policy/internal/greylist"
 	"github.com/smtpgate/smtpgate/services/policy/internal/restriction"
 	"github.com/smtpgate/smtpgate/services/policy/internal/table"
+	policyparams "github.com/smtpgate/smtpgate/services/policy/params"
 )
 
 // The parameters pkg reads by name on the policy service's behalf.
@@ -90,7 +94,7 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	s := Settings{main: main, services: services, listen: main.Get(listenParam),
 		delegationListen: main.Get("smtpgate_policy_delegation_listen"), bind: newBindings()}
 	var typed []error
-	dur := func(name string) time.Duration { return typedParam(main, &typed, name, maincf.ParseDuration) }
+	dur := func(name string) time.Duration { return maincf.Collect(main, &typed, name, maincf.ParseDuration) }
 	s.usersCacheTime = dur("smtpgate_auth_users_cache_time")
 	s.auth = grpcclient.Target{Param: authServiceParam, Address: main.Get(authServiceParam), Timeout: dur(authTimeoutParam)}
 	s.bind.users.timeout = s.auth.Timeout
@@ -151,23 +155,7 @@ func Validate(main *maincf.Config, services []maincf.Service) error {
 // Warnings returns what check says about a valid configuration: gRPC
 // callers trusted with every method off loopback (no client
 // certificates).
-func Warnings(set Settings) []string {
-	if set.access == nil || set.access.Warning() == "" {
-		return nil
-	}
-	return []string{set.access.Warning()}
-}
-
-// typedParam reads name's value with parse. A bad value is added to errs
-// unless the catalogue's own check (which Load runs) reports it already,
-// so that none is silently read as zero and none is reported twice.
-func typedParam[T any](c *maincf.Config, errs *[]error, name string, parse func(string) (T, error)) T {
-	v, err := maincf.Typed(c, name, parse)
-	if err != nil {
-		*errs = append(*errs, err)
-	}
-	return v
-}
+func Warnings(set Settings) []string { return set.access.Warnings() }
 
 // redisURL returns the checked Redis URL of param (empty: none); the
 // error never quotes the URL: it may hold a password.
@@ -240,4 +228,10 @@ func flatten(err error) []error {
 		return out
 	}
 	return []error{err}
+}
+
+// Catalogue is what smtpgate-policy reads main.cf through: its own parameters and
+// every other service's, so that a name nobody owns is an error.
+func Catalogue() *maincf.Catalogue {
+	return maincf.NewCatalogue(slices.Concat(maincf.Shared(), edgeparams.Defs(), policyparams.Defs(), authparams.Defs())...)
 }

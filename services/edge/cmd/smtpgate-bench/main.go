@@ -10,6 +10,10 @@
 //	                                     a DNSBL zone served over UDP (scenario c)
 //	smtpgate-bench ports N               print N free loopback TCP ports
 //
+// It is a test tool: it trusts its flags and the servers it measures
+// (their replies are counted, not judged), and it targets only the
+// addresses it is given, which scripts/bench keeps on loopback.
+//
 // Latencies are per message from MAIL FROM to the 250 after DATA, and, for
 // the first message of each session, from the start of the connect to that
 // 250. Exit status 0 when the run completed (errors are counted, not

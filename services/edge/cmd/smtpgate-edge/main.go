@@ -9,6 +9,9 @@
 // reloads main.cf, master.cf and the TLS certificates for new sessions,
 // or, when the new configuration is invalid, logs every error with its
 // file:line and keeps the old one.
+//
+// It trusts its configuration directory and the signals it is sent (the
+// operator's); everything else is the edge package's to judge.
 package main
 
 import (

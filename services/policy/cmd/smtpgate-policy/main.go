@@ -12,7 +12,9 @@
 // smtpgate main.cf and master.cf made of what was taken. It exits 0 when
 // everything can be taken (as Postfix does it) or ignored, 1 when anything
 // behaves differently, cannot be honoured or is unknown, 2 on usage errors.
-// This file is wiring only.
+// This file is wiring only. It trusts its configuration directory; import
+// trusts the Postfix files it is given no further than to read them: what
+// it cannot map is reported, never guessed.
 package main
 
 import (
