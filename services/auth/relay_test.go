@@ -37,6 +37,7 @@ var (
 		{Name: "dssha@example.org", Password: "dssha-pw", Scheme: "SSHA256"},
 		{Name: "dcram@example.org", Password: "dcram-pw", Scheme: "CRAM-MD5"},
 		{Name: "dscram@example.org", Password: "dscram-pw", Scheme: "SCRAM-SHA-256"},
+		{Name: "dscram1@example.org", Password: "dscram1-pw", Scheme: "SCRAM-SHA-1"},
 	}
 	dovecotSQLUsers = []dovecottest.User{
 		{Name: "dsql@example.org", Password: "dsql-pw", Scheme: "SHA256-CRYPT"},
@@ -63,7 +64,7 @@ func realDovecot(t *testing.T) *dovecottest.Server {
 		}
 		dovecotSrv, dovecotErr = dovecottest.Start(dovecotDir, dovecottest.Options{
 			PasswdUsers: dovecotPasswdUsers, SQLUsers: dovecotSQLUsers,
-			Mechanisms: []string{"plain", "login", "cram-md5", "scram-sha-256", "digest-md5"}})
+			Mechanisms: []string{"plain", "login", "cram-md5", "scram-sha-1", "scram-sha-256", "digest-md5"}})
 	})
 	if dovecotErr != nil {
 		t.Fatal(dovecotErr)
@@ -120,10 +121,10 @@ func TestDovecotMechanisms(t *testing.T) {
 	}{
 		// Dovecot's list, without DIGEST-MD5 (smtpgate cannot relay it),
 		// filtered by the security options with Dovecot's flags.
-		{"dove", true, "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256"},
-		{"dove", false, "CRAM-MD5 SCRAM-SHA-256"},
-		{"doveinet", true, "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256"},
-		{"doverel", true, "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-256"},
+		{"dove", true, "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256"},
+		{"dove", false, "CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256"},
+		{"doveinet", true, "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256"},
+		{"doverel", true, "PLAIN LOGIN CRAM-MD5 SCRAM-SHA-1 SCRAM-SHA-256"},
 		// main.cf's listener: smtpgate's own (smtpgate_sasl_mechanisms).
 		{"", true, "PLAIN LOGIN"},
 	} {
@@ -173,7 +174,7 @@ func TestDovecotPlain(t *testing.T) {
 	}
 }
 
-// TestDovecotMultiStep: LOGIN, CRAM-MD5 and SCRAM-SHA-256 run their
+// TestDovecotMultiStep: LOGIN, CRAM-MD5, SCRAM-SHA-1 and SCRAM-SHA-256 run their
 // rounds through Dovecot's challenges.
 func TestDovecotMultiStep(t *testing.T) {
 	r, _ := startDovecotReplica(t, "")
@@ -202,26 +203,34 @@ func TestDovecotMultiStep(t *testing.T) {
 			t.Errorf("CRAM-MD5 %s: %v", pw, resp)
 		}
 	}
-	// SCRAM-SHA-256: Dovecot's server-final is checked by the client.
-	sc, err := scram.SHA256.NewClient("dscram@example.org", "dscram-pw", "")
-	must(t, err)
-	conv := sc.NewConversation()
-	first, _ := conv.Step("")
-	st, err := r.client.Authenticate(context.Background())
-	must(t, err)
-	must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Start{Start: &authv1.Start{Session: dsession("dove", false), Mechanism: "SCRAM-SHA-256", HasInitialResponse: true, InitialResponse: []byte(first)}}}))
-	for {
-		resp, err := st.Recv()
+	// SCRAM: Dovecot's server-final is checked by the client.
+	for _, tc := range []struct {
+		mech, user, pw string
+		hash           scram.HashGeneratorFcn
+	}{
+		{"SCRAM-SHA-256", "dscram@example.org", "dscram-pw", scram.SHA256},
+		{"SCRAM-SHA-1", "dscram1@example.org", "dscram1-pw", scram.SHA1},
+	} {
+		sc, err := tc.hash.NewClient(tc.user, tc.pw, "")
 		must(t, err)
-		if o := resp.GetOutcome(); o != nil {
-			if o.GetResult() != authv1.Result_RESULT_SUCCESS || !conv.Valid() {
-				t.Fatalf("SCRAM-SHA-256: %v (server proved itself: %v)", o, conv.Valid())
+		conv := sc.NewConversation()
+		first, _ := conv.Step("")
+		st, err := r.client.Authenticate(context.Background())
+		must(t, err)
+		must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Start{Start: &authv1.Start{Session: dsession("dove", false), Mechanism: tc.mech, HasInitialResponse: true, InitialResponse: []byte(first)}}}))
+		for {
+			resp, err := st.Recv()
+			must(t, err)
+			if o := resp.GetOutcome(); o != nil {
+				if o.GetResult() != authv1.Result_RESULT_SUCCESS || !conv.Valid() {
+					t.Fatalf("%s: %v (server proved itself: %v)", tc.mech, o, conv.Valid())
+				}
+				break
 			}
-			break
+			next, err := conv.Step(string(resp.GetChallenge().GetData()))
+			must(t, err)
+			must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Response{Response: []byte(next)}}))
 		}
-		next, err := conv.Step(string(resp.GetChallenge().GetData()))
-		must(t, err)
-		must(t, st.Send(&authv1.AuthenticateRequest{Step: &authv1.AuthenticateRequest_Response{Response: []byte(next)}}))
 	}
 }
 
