@@ -104,10 +104,7 @@ func dovecotPlain(t *testing.T, s *stack, from, user, pass string) string {
 // 5.7.8; a recipient Dovecot's userdb does not know is refused.
 func TestDovecotAuth(t *testing.T) {
 	s, d := dovecotStack(t, "")
-	swaks, err := exec.LookPath("swaks")
-	if err != nil {
-		t.Fatal("swaks is not installed: run scripts/deps --test")
-	}
+	swaks := swaksPath(t)
 	for i, u := range append(append([]dovecottest.User{}, dovecotUsers...), dovecotSQLUsers...) {
 		from := fmt.Sprintf("127.0.3.%d", 2*i+1)
 		if got := dovecotPlain(t, s, from, u.Name, u.Password); got != "235" {
@@ -164,10 +161,10 @@ func TestDovecotAuth(t *testing.T) {
 
 // TestDovecotLockout: smtpgate's brute-force throttle stands in front of
 // Dovecot: after 3 wrong passwords from one address, the right one from
-// there is refused with 454 4.7.0, and the user still gets in from
-// another address.
+// there is refused with 454 4.7.0, with PLAIN and with LOGIN, without
+// Dovecot being asked, and the user still gets in from another address.
 func TestDovecotLockout(t *testing.T) {
-	s, _ := dovecotStack(t, "smtpgate_auth_max_failures_per_client = 3\n")
+	s, d := dovecotStack(t, "smtpgate_auth_max_failures_per_client = 3\n")
 	for i := range 3 {
 		if got := dovecotPlain(t, s, "127.0.4.1", "dove512@example.org", fmt.Sprintf("guess-%d", i)); !strings.HasPrefix(got, "535 5.7.8") {
 			t.Fatalf("guess %d: %q, want 535 5.7.8", i, got)
@@ -175,6 +172,17 @@ func TestDovecotLockout(t *testing.T) {
 	}
 	if got := dovecotPlain(t, s, "127.0.4.1", "dove512@example.org", "dove512-secret"); !strings.HasPrefix(got, "454 4.7.0") {
 		t.Fatalf("the right password from a locked-out address: %q, want 454 4.7.0", got)
+	}
+	out, _ := exec.Command(swaksPath(t), "--server", "127.0.0.1", "--port", itoa(s.port["submission"]), "--tls",
+		"--local-interface", "127.0.4.1", "--auth", "LOGIN", "--auth-user", "dovesql@example.org", "--auth-password", "dovesql-secret",
+		"--quit-after", "AUTH", "--timeout", "30").CombinedOutput()
+	if !strings.Contains(string(out), "454 4.7.0") {
+		t.Fatalf("AUTH LOGIN from a locked-out address: want 454 4.7.0\n%s", out)
+	}
+	// Dovecot saw the 3 guesses, and nothing of the locked-out address
+	// after them (its auth_debug log shows every request).
+	if n := strings.Count(d.Log(), "\trip=127.0.4.1\t"); n != 3 {
+		t.Errorf("Dovecot got %d requests from 127.0.4.1, want the 3 guesses only", n)
 	}
 	if got := dovecotPlain(t, s, "127.0.4.2", "dove512@example.org", "dove512-secret"); got != "235" {
 		t.Fatalf("the user from another address: %q", got)
@@ -197,10 +205,7 @@ func TestDovecotKilled(t *testing.T) {
 			t.Errorf("Dovecot killed, password %q: %q, want 454 4.7.0", pass, got)
 		}
 	}
-	swaks, err := exec.LookPath("swaks")
-	if err != nil {
-		t.Fatal("swaks is not installed: run scripts/deps --test")
-	}
+	swaks := swaksPath(t)
 	out, _ := exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(s.port["mx"]),
 		"--from", "someone@example.net", "--to", "dovesql@example.org", "--quit-after", "RCPT", "--timeout", "30").CombinedOutput()
 	if !strings.Contains(string(out), "451 4.3.0 <dovesql@example.org>: Temporary lookup failure") {
@@ -212,7 +217,7 @@ func TestDovecotKilled(t *testing.T) {
 	if got := dovecotPlain(t, s, "127.0.5.3", "dovesql@example.org", "dovesql-secret"); got != "235" {
 		t.Errorf("Dovecot back: %q", got)
 	}
-	out, err = exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(s.port["mx"]),
+	out, err := exec.Command(swaks, "--server", "127.0.0.1", "--port", itoa(s.port["mx"]),
 		"--from", "someone@example.net", "--to", "dovesql@example.org", "--quit-after", "RCPT", "--timeout", "30").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "250 2.1.5 Ok") {
 		t.Errorf("a recipient check with Dovecot back: %v\n%s", err, out)
