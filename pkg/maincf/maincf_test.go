@@ -488,3 +488,14 @@ func TestTyped(t *testing.T) {
 		t.Errorf("default: %d, %v", n, err)
 	}
 }
+
+func TestFlatten(t *testing.T) {
+	a, b, c := errors.New("a"), errors.New("b"), errors.New("c")
+	got := Flatten(errors.Join(a, errors.Join(b, nil, c)))
+	if len(got) != 3 || got[0] != a || got[1] != b || got[2] != c {
+		t.Errorf("Flatten = %v, want a, b, c", got)
+	}
+	if Flatten(nil) != nil || len(Flatten(a)) != 1 {
+		t.Errorf("Flatten(nil) = %v, Flatten(a) = %v", Flatten(nil), Flatten(a))
+	}
+}

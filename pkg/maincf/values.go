@@ -192,6 +192,23 @@ func Typed[T any](c *Config, name string, parse func(string) (T, error)) (T, err
 	return v, nil
 }
 
+// Flatten returns the errors a joined error holds, one per problem, however
+// deeply joined (nil for nil): a configuration's errors, each with its
+// file:line, for one log record or report line each.
+func Flatten(err error) []error {
+	if err == nil {
+		return nil
+	}
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		var out []error
+		for _, e := range j.Unwrap() {
+			out = append(out, Flatten(e)...)
+		}
+		return out
+	}
+	return []error{err}
+}
+
 // Collect reads name with Typed and adds its error, if any, to errs: for
 // settings that report every bad value at once.
 func Collect[T any](c *Config, errs *[]error, name string, parse func(string) (T, error)) T {

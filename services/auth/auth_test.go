@@ -80,7 +80,7 @@ func serveDir(t *testing.T, dir string, reg prometheus.Registerer) *replica {
 	t.Helper()
 	cfg, services, err := maincf.Load(Catalogue(), dir)
 	must(t, err)
-	must(t, Validate(cfg, services))
+	must(t, validate(cfg, services))
 	set, err := Load(cfg, services)
 	must(t, err)
 	logs := &logtest.Buffer{}

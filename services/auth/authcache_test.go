@@ -165,7 +165,7 @@ func TestAuthCacheParameters(t *testing.T) {
 		must(t, os.WriteFile(filepath.Join(dir, "master.cf"), nil, 0o600))
 		cfg, services, err := maincf.Load(Catalogue(), dir)
 		if err == nil {
-			err = Validate(cfg, services)
+			err = validate(cfg, services)
 		}
 		name, _, _ := strings.Cut(line, " ")
 		if err == nil || !strings.Contains(err.Error(), "main.cf:2") || !strings.Contains(err.Error(), name) {

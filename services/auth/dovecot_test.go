@@ -80,7 +80,7 @@ smtpgate_dovecot_auth_socket_group = no-such-group-smtpgate
 `), 0o600))
 	cfg, services, err := maincf.Load(Catalogue(), dir)
 	must(t, err)
-	err = Validate(cfg, services)
+	err = validate(cfg, services)
 	if err == nil {
 		t.Fatal("Validate accepted bad Dovecot listener settings")
 	}

@@ -108,13 +108,6 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	return s, errors.Join(errs...)
 }
 
-// Validate checks the auth service's part of the configuration: Load with
-// the result dropped.
-func Validate(main *maincf.Config, services []maincf.Service) error {
-	_, err := Load(main, services)
-	return err
-}
-
 // Warnings returns what check says about a valid configuration: gRPC
 // callers trusted with every method off loopback (no client
 // certificates).

@@ -24,7 +24,7 @@ func loadDir(t *testing.T, mainCf, masterCf string) (*maincf.Config, []maincf.Se
 // TestLoadReportsEveryBadValue: one Load reports each bad value of every
 // part of the configuration (SASL listeners, passwd-file, throttle,
 // Dovecot listener), each with its file:line and each once, not only the
-// first; check (Validate) says the same.
+// first; check (validate: Load with the settings dropped) says the same.
 func TestLoadReportsEveryBadValue(t *testing.T) {
 	cfg, services := loadDir(t, `smtpgate_sasl_mechanisms = PLAIN NO-SUCH-MECH OTHER-MECH
 smtpgate_passwd_file = no-such-passwd
@@ -49,7 +49,7 @@ smtpgate_auth_max_failures_per_user = many
 			t.Errorf("Load: %v\nsays %q %d times, want once", err, want, n)
 		}
 	}
-	if verr := Validate(cfg, services); verr == nil || verr.Error() != err.Error() {
+	if verr := validate(cfg, services); verr == nil || verr.Error() != err.Error() {
 		t.Errorf("Validate: %v\nwant what Load says: %v", verr, err)
 	}
 }
@@ -173,4 +173,10 @@ func TestAuthNeverPossible(t *testing.T) {
 			}
 		})
 	}
+}
+
+// validate is check: Load with the settings dropped.
+func validate(main *maincf.Config, services []maincf.Service) error {
+	_, err := Load(main, services)
+	return err
 }

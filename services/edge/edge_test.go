@@ -60,14 +60,14 @@ func TestValidate(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			cfg, services := load(t, tc.main, tc.master)
-			err := Validate(cfg, services)
+			err := validate(cfg, services)
 			if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "s3cret") {
 				t.Errorf("Validate = %v, want %q", err, tc.want)
 			}
 		})
 	}
 	cfg, services := load(t, "myhostname = h.example\nsmtpgate_next_hop = lmtp://127.0.0.1:24\n", "127.0.0.1:25 inet n - n - - smtpd\n127.0.0.1:26 inet n - n - - smtpd -o message_size_limit=1000 -o disable_vrfy_command=no\n")
-	if err := Validate(cfg, services); err != nil {
+	if err := validate(cfg, services); err != nil {
 		t.Fatalf("valid configuration refused: %v", err)
 	}
 	ls, err := listeners(cfg, services)
@@ -87,7 +87,7 @@ func TestStressSettings(t *testing.T) {
 127.0.0.1:26 inet n - n - - smtpd -o stress=yes
 127.0.0.1:587 inet n - n - - smtpd -o stress= -o smtpgate_connection_reserve=20 -o smtpgate_network_connection_count_limit=7
 `)
-	if err := Validate(cfg, services); err != nil {
+	if err := validate(cfg, services); err != nil {
 		t.Fatalf("valid configuration refused: %v", err)
 	}
 	ls, err := listeners(cfg, services)

@@ -126,13 +126,6 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	return s, errors.Join(errs...)
 }
 
-// Validate checks the edge's part of the configuration: Load with the
-// result dropped.
-func Validate(main *maincf.Config, services []maincf.Service) error {
-	_, err := Load(main, services)
-	return err
-}
-
 // OpenMailLog opens smtpgate_maillog_file for appending (created 0640
 // when missing): a mail log in Postfix smtpd's words, for pflogsumm and
 // fail2ban's postfix filters. nil, nil when it is not set.
@@ -160,7 +153,7 @@ func (s Settings) changedAtStart(old Settings) []string {
 }
 
 // params reads typed values from a configuration: a bad value is added to
-// errs unless the catalogue's own check (which Validate runs) reports it
+// errs unless the catalogue's own check (which Load runs) reports it
 // already, so that none is silently read as zero and none is reported
 // twice.
 type params struct {

@@ -172,7 +172,7 @@ func TestBadDNSRedisURLIsNotShown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Validate(maincf.New(Catalogue(), f, t.TempDir()), nil)
+	err = validate(maincf.New(Catalogue(), f, t.TempDir()), nil)
 	if err == nil || !strings.Contains(err.Error(), "smtpgate_dns_redis") || strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("Validate: %v; want an error about smtpgate_dns_redis without the password", err)
 	}

@@ -254,7 +254,7 @@ func TestValidateReportsListenerErrors(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = Validate(cfg.Main, services)
+	err = validate(cfg.Main, services)
 	want := []string{
 		`service 127.0.0.1:2588: master.cf:2: smtpd_client_restrictions: unknown restriction "permit_foo"`,
 		"service 127.0.0.1:2588: master.cf:2: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer or defer_if_permit",
@@ -265,8 +265,8 @@ func TestValidateReportsListenerErrors(t *testing.T) {
 	if diff := cmp.Diff(want, strings.Split(err.Error(), "\n")); diff != "" {
 		t.Errorf("errors (-want +got):\n%s", diff)
 	}
-	if err := Validate(cfg.Main, cfg.Services); err != nil {
-		t.Errorf("Validate(good config): %v", err)
+	if err := validate(cfg.Main, cfg.Services); err != nil {
+		t.Errorf("validate(good config): %v", err)
 	}
 }
 

@@ -142,16 +142,6 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	return s, errors.Join(errs...)
 }
 
-// Validate checks the configuration as smtpgate-policy reads it: Load
-// with the result dropped. Unknown parameter names and bad values in
-// main.cf and in the master.cf -o overrides, and the restriction lists
-// of main.cf and of every listener; every problem is reported, joined,
-// each with its file:line.
-func Validate(main *maincf.Config, services []maincf.Service) error {
-	_, err := Load(main, services)
-	return err
-}
-
 // Warnings returns what check says about a valid configuration: gRPC
 // callers trusted with every method off loopback (no client
 // certificates).
@@ -196,7 +186,7 @@ func compileListeners(main *maincf.Config, services []maincf.Service, b *binding
 		if err != nil && engines[""] != nil {
 			// Only report what this listener's overrides add: errors of
 			// main.cf alone were reported above.
-			for _, e := range flatten(err) {
+			for _, e := range maincf.Flatten(err) {
 				errs = append(errs, fmt.Errorf("service %s: %w", s.Name, e))
 			}
 		}
@@ -216,18 +206,6 @@ func compileListeners(main *maincf.Config, services []maincf.Service, b *binding
 		out[name] = listener{engine: e, permits: p}
 	}
 	return out, nil
-}
-
-// flatten returns the errors joined in err, or err alone.
-func flatten(err error) []error {
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // Catalogue is what smtpgate-policy reads main.cf through: its own parameters and

@@ -62,7 +62,7 @@ smtpgate_dns_timeout = soon
 	if strings.Contains(err.Error(), "s3cret") {
 		t.Errorf("Load error shows a Redis password:\n%v", err)
 	}
-	if verr := Validate(main, nil); verr == nil || verr.Error() != err.Error() {
+	if verr := validate(main, nil); verr == nil || verr.Error() != err.Error() {
 		t.Errorf("Validate = %v, want Load's error", verr)
 	}
 }
@@ -196,4 +196,10 @@ func TestTLSFilesReadByLoad(t *testing.T) {
 	if err != nil || resp.GetVerdict().GetAction() != policyv1.Action_ACTION_PERMIT {
 		t.Fatalf("Check over TLS: %v %v", resp.GetVerdict(), err)
 	}
+}
+
+// validate is check: Load with the settings dropped.
+func validate(main *maincf.Config, services []maincf.Service) error {
+	_, err := Load(main, services)
+	return err
 }

@@ -486,34 +486,19 @@ func (r *Report) check() []string {
 				continue
 			}
 			if _, err := restriction.CompileWith(cfg.WithOverrides(svc.Overrides), opts); err != nil {
-				for _, e := range flatten(err) {
+				for _, e := range maincf.Flatten(err) {
 					errs = append(errs, fmt.Errorf("service %s: %w", svc.Name, e))
 				}
 			}
 		}
 	}
 	var out []string
-	for _, e := range flatten(errors.Join(errs...)) {
+	for _, e := range maincf.Flatten(errors.Join(errs...)) {
 		if !slices.Contains(out, e.Error()) {
 			out = append(out, e.Error())
 		}
 	}
 	return out
-}
-
-// flatten returns the errors joined in err.
-func flatten(err error) []error {
-	if err == nil {
-		return nil
-	}
-	if j, ok := err.(interface{ Unwrap() []error }); ok {
-		var out []error
-		for _, e := range j.Unwrap() {
-			out = append(out, flatten(e)...)
-		}
-		return out
-	}
-	return []error{err}
 }
 
 // blame finds the taken setting a complaint is about: the one at the

@@ -283,7 +283,7 @@ func TestImportCases(t *testing.T) {
 			}
 			cfg, services, err := maincf.Load(policy.Catalogue(), outDir)
 			if err == nil {
-				err = policy.Validate(cfg, services)
+				_, err = policy.Load(cfg, services)
 			}
 			if err != nil && !strings.Contains(err.Error(), "clients.cidr") && !strings.Contains(err.Error(), "nosuch") {
 				t.Errorf("the written configuration fails:\n%v", err)
@@ -310,7 +310,7 @@ func TestWriteConfigClean(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := policy.Validate(cfg, services); err != nil {
+	if _, err := policy.Load(cfg, services); err != nil {
 		t.Fatalf("policy check of the written configuration:\n%v", err)
 	}
 	var names []string
