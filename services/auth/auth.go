@@ -127,7 +127,7 @@ func New(set Settings, cfg Config) (*Server, error) {
 	if a.limiter, err = throttle.New(opts); err != nil {
 		return nil, err
 	}
-	a.metrics = newMetrics(cfg.Metrics, a.limiter.RedisErrors)
+	a.metrics = newMetrics(cfg.Metrics, a.limiter.RedisErrors, a.dovecotErrors)
 	s.log.Info("authentication throttling", "shared", a.limiter.Shared(), "window", opts.Window, "lockout", opts.Lockout,
 		"max_per_client", opts.MaxPerClient, "max_per_network", opts.MaxPerNetwork, "max_per_user", opts.MaxPerUser)
 	s.log.Info("authentication cache", "on", a.cache != nil, "size", set.cache.Size, "ttl", set.cache.TTL)

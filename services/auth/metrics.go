@@ -20,7 +20,7 @@ type metrics struct {
 	known map[string]sasl.Mechanism
 }
 
-func newMetrics(r prometheus.Registerer, redisErrors func() uint64) *metrics {
+func newMetrics(r prometheus.Registerer, redisErrors, dovecotErrors func() uint64) *metrics {
 	m := &metrics{
 		known: sasl.Mechanisms(),
 		authentications: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -44,6 +44,10 @@ func newMetrics(r prometheus.Registerer, redisErrors func() uint64) *metrics {
 		Name: "smtpgate_auth_redis_errors_total",
 		Help: "Failed or timed out calls to the Redis of smtpgate_auth_redis.",
 	}, func() float64 { return float64(redisErrors()) }))
+	telemetry.Register(r, prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "smtpgate_auth_dovecot_errors_total",
+		Help: "Requests to Dovecot (smtpd_sasl_type = dovecot, smtpgate_dovecot_userdb_path) that got no answer: unreachable, connection lost, timed out or garbled; each is answered as a temporary failure.",
+	}, func() float64 { return float64(dovecotErrors()) }))
 	return m
 }
 

@@ -34,6 +34,7 @@ func TestMetricsScrape(t *testing.T) {
 		`smtpgate_auth_lockouts_total{kind="client"} 1`,
 		`smtpgate_auth_locked_out_total 1`,
 		`smtpgate_auth_redis_errors_total 0`,
+		`smtpgate_auth_dovecot_errors_total 0`,
 		// Timed when the stream's handler returns, just after the
 		// outcome was sent: scraped again until it shows.
 		`smtpgate_grpc_server_handling_seconds_count{code="OK",method="/smtpgate.auth.v1.AuthService/Authenticate"} 5`,

@@ -66,6 +66,19 @@ func (a *authority) offeredBy(ctx context.Context, l listener, tls, binding bool
 	return out, nil
 }
 
+// dovecotErrors sums the requests to Dovecot that got no answer, over
+// its sockets.
+func (a *authority) dovecotErrors() uint64 {
+	var n uint64
+	for _, c := range a.dovecot {
+		n += c.Errors()
+	}
+	if a.userdb != nil {
+		n += a.userdb.Errors()
+	}
+	return n
+}
+
 // relay is one SASL exchange relayed to Dovecot. It implements
 // sasl.Exchange under an attempt, whose bookkeeping (the throttle's
 // reservation, failure counts and delays) wraps it as it wraps

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/xdg-go/scram"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -83,6 +84,12 @@ var clientAddr = dovecottest.Addresses("127.1")
 // TCP, "doverel" on the unix socket again (/path).
 func startDovecotReplica(t *testing.T, extra string) (*replica, *dovecottest.Server) {
 	t.Helper()
+	return startDovecotReplicaWith(t, extra, nil)
+}
+
+// startDovecotReplicaWith is startDovecotReplica with metrics on reg.
+func startDovecotReplicaWith(t *testing.T, extra string, reg prometheus.Registerer) (*replica, *dovecottest.Server) {
+	t.Helper()
 	d := realDovecot(t)
 	dir := t.TempDir()
 	passwd, err := os.ReadFile("../../deploy/local/passwd")
@@ -105,7 +112,7 @@ doverel inet n - n - - smtpd
   -o smtpd_sasl_type=dovecot
   -o smtpd_sasl_path=%s
 `, d.ClientSocket, d.ClientAddr, d.ClientSocket)), 0o600))
-	return serveDir(t, dir, nil), d
+	return serveDir(t, dir, reg), d
 }
 
 func dsession(listener string, tls bool) *authv1.Session {
@@ -262,7 +269,19 @@ func TestDovecotThrottled(t *testing.T) {
 // Unavailable, never "unknown user"; once Dovecot is back the same
 // server authenticates again, without a restart.
 func TestDovecotDown(t *testing.T) {
-	r, d := startDovecotReplica(t, "")
+	reg := prometheus.NewRegistry()
+	r, d := startDovecotReplicaWith(t, "", reg)
+	errorsTotal := func() float64 {
+		mfs, err := reg.Gather()
+		must(t, err)
+		for _, mf := range mfs {
+			if mf.GetName() == "smtpgate_auth_dovecot_errors_total" {
+				return mf.GetMetric()[0].GetCounter().GetValue()
+			}
+		}
+		t.Fatal("no smtpgate_auth_dovecot_errors_total")
+		return 0
+	}
 	plain := func() authv1.Result {
 		_, o := exchange(t, r.client, dsession("dove", true), "PLAIN", []byte("\x00d512@example.org\x00d512-pw"))
 		return o.GetResult()
@@ -273,6 +292,9 @@ func TestDovecotDown(t *testing.T) {
 	}
 	if got := plain(); got != authv1.Result_RESULT_SUCCESS {
 		t.Fatalf("before: %v", got)
+	}
+	if n := errorsTotal(); n != 0 {
+		t.Fatalf("smtpgate_auth_dovecot_errors_total = %v with Dovecot up", n)
 	}
 	d.Kill()
 	// Back for the other tests, whatever happens here.
@@ -287,6 +309,10 @@ func TestDovecotDown(t *testing.T) {
 	}
 	if ok, code := lookup(); code != codes.Unavailable {
 		t.Errorf("Dovecot killed: lookup %v, %v; want Unavailable", ok, code)
+	}
+	// The AUTH and the lookup that got no answer are counted.
+	if n := errorsTotal(); n < 2 {
+		t.Errorf("smtpgate_auth_dovecot_errors_total = %v with Dovecot killed, want at least 2", n)
 	}
 	must(t, d.Restart())
 	if got := plain(); got != authv1.Result_RESULT_SUCCESS {

@@ -66,7 +66,14 @@ type Client struct {
 	// not answer costs one timeout, not one per waiting request.
 	dials   atomic.Uint64
 	dialErr error
+	// errors counts the requests that got no answer (ErrUnavailable).
+	errors atomic.Uint64
 }
+
+// Errors returns how many requests got no answer from Dovecot: it could
+// not be reached, the connection failed, or a reply did not come in
+// time, or made no sense.
+func (c *Client) Errors() uint64 { return c.errors.Load() }
 
 // ParsePath reads a socket path as Postfix's smtpd_sasl_path takes it
 // ("inet:host:port", "unix:/path" or "/path") into a network and address
@@ -397,6 +404,7 @@ func (c *Client) roundTrip(ctx context.Context, format func(id uint32) string) (
 	for try := 0; ; try++ {
 		cn, err := c.conn(ctx)
 		if err != nil {
+			c.errors.Add(1)
 			return nil, 0, nil, nil, err
 		}
 		id, ch := cn.register()
@@ -419,6 +427,7 @@ func (c *Client) roundTrip(ctx context.Context, format func(id uint32) string) (
 		// waiting out Dovecot's penalty for their own client.
 		lost := cn.dead()
 		if !(lost && reused && try == 0) {
+			c.errors.Add(1)
 			return nil, 0, nil, nil, fmt.Errorf("%s: %w: %w", c.path, ErrUnavailable, err)
 		}
 		c.drop(cn, err)
@@ -548,6 +557,7 @@ func (c *Client) Start(ctx context.Context, r Request) (*Exchange, Reply, error)
 func (x *Exchange) Continue(ctx context.Context, resp []byte) (Reply, error) {
 	if err := x.cn.send(fmt.Sprintf("CONT\t%d\t%s\n", x.id, base64.StdEncoding.EncodeToString(resp)), x.c.timeout); err != nil {
 		x.Close()
+		x.c.errors.Add(1)
 		return Reply{}, fmt.Errorf("%s: %w: %w", x.c.path, ErrUnavailable, err)
 	}
 	f, err := x.cn.await(ctx, x.ch, x.c.timeout)
@@ -556,6 +566,7 @@ func (x *Exchange) Continue(ctx context.Context, resp []byte) (Reply, error) {
 		if ctx.Err() != nil {
 			return Reply{}, ctx.Err()
 		}
+		x.c.errors.Add(1)
 		return Reply{}, fmt.Errorf("%s: %w: %w", x.c.path, ErrUnavailable, err)
 	}
 	rep, err := x.parse(f)
@@ -574,6 +585,7 @@ func (x *Exchange) Close() { x.cn.forget(x.id) }
 // client is told to retry, never let in.
 func (x *Exchange) parse(f []string) (Reply, error) {
 	bad := func(why string) (Reply, error) {
+		x.c.errors.Add(1)
 		return Reply{}, fmt.Errorf("%s: %w: %s %s", x.c.path, ErrUnavailable, f[0], why)
 	}
 	if len(f) < 2 {

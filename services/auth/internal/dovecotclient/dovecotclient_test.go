@@ -369,8 +369,14 @@ func TestRestart(t *testing.T) {
 		}
 	}
 	check("before", true)
+	if c.Errors() != 0 || u.Errors() != 0 {
+		t.Fatalf("errors counted with Dovecot up: %d, %d", c.Errors(), u.Errors())
+	}
 	dovecot.Kill()
 	check("killed", false)
+	if c.Errors() != 1 || u.Errors() != 1 {
+		t.Errorf("errors counted with Dovecot killed: %d, %d; want 1, 1", c.Errors(), u.Errors())
+	}
 	if err := dovecot.Restart(); err != nil {
 		t.Fatal(err)
 	}
