@@ -269,14 +269,7 @@ func (s *Server) signal(sig syscall.Signal) {
 	if s.cmd == nil {
 		return
 	}
-	var children []int
-	if sig == syscall.SIGKILL {
-		children = childrenOf(s.cmd.Process.Pid)
-	}
-	_ = s.cmd.Process.Signal(sig)
-	for _, pid := range children {
-		_ = syscall.Kill(pid, sig)
-	}
+	children := s.send(sig, sig == syscall.SIGKILL)
 	<-s.exited
 	for _, pid := range children {
 		for i := 0; i < 500 && syscall.Kill(pid, 0) == nil && !zombie(pid); i++ {
@@ -286,6 +279,36 @@ func (s *Server) signal(sig syscall.Signal) {
 	for i := 0; i < 500 && handshake(s.ClientSocket) == nil; i++ {
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// Freeze stops Dovecot's master and children (SIGSTOP), as a hung
+// Dovecot: its sockets still accept connections, nothing answers. Thaw
+// lets them run again.
+func (s *Server) Freeze() { s.stopCont(syscall.SIGSTOP) }
+
+// Thaw undoes Freeze (SIGCONT).
+func (s *Server) Thaw() { s.stopCont(syscall.SIGCONT) }
+
+func (s *Server) stopCont(sig syscall.Signal) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cmd != nil {
+		s.send(sig, true)
+	}
+}
+
+// send signals the master, and each of its children too when all, by
+// process id; it returns the children signalled. The caller holds s.mu.
+func (s *Server) send(sig syscall.Signal, all bool) []int {
+	var children []int
+	if all {
+		children = childrenOf(s.cmd.Process.Pid)
+	}
+	_ = s.cmd.Process.Signal(sig)
+	for _, pid := range children {
+		_ = syscall.Kill(pid, sig)
+	}
+	return children
 }
 
 // childrenOf lists the processes whose parent is pid, from /proc.

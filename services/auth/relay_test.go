@@ -323,6 +323,36 @@ func TestDovecotDown(t *testing.T) {
 	}
 }
 
+// TestDovecotHung: a Dovecot that accepts and never answers (stopped
+// with SIGSTOP) gets smtpgate_dovecot_timeout, then a temporary failure
+// (454), never a success; running again, it answers the next AUTH on
+// the same server.
+func TestDovecotHung(t *testing.T) {
+	r, d := startDovecotReplica(t, "smtpgate_dovecot_timeout = 1s\n")
+	plain := func() authv1.Result {
+		_, o := exchange(t, r.client, dsession("dove", true), "PLAIN", []byte("\x00dsql@example.org\x00dsql-pw"))
+		return o.GetResult()
+	}
+	if got := plain(); got != authv1.Result_RESULT_SUCCESS {
+		t.Fatalf("before: %v", got)
+	}
+	d.Freeze()
+	thawed := false
+	defer func() {
+		if !thawed {
+			d.Thaw()
+		}
+	}()
+	if got := plain(); got != authv1.Result_RESULT_TEMPORARY_FAILURE {
+		t.Errorf("Dovecot stopped: %v, want TEMPORARY_FAILURE", got)
+	}
+	d.Thaw()
+	thawed = true
+	if got := plain(); got != authv1.Result_RESULT_SUCCESS {
+		t.Errorf("Dovecot running again: %v", got)
+	}
+}
+
 // TestDovecotUserdb: auth:users answers through Dovecot's userdb (both
 // its passdbs' users), not the passwd-file.
 func TestDovecotUserdb(t *testing.T) {
