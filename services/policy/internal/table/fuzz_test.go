@@ -186,3 +186,70 @@ func reNaive(t *reTable, key string) (string, bool) {
 	}
 	return "", false
 }
+
+// FuzzCF parses arbitrary .cf text as a sqlite_table(5) file and, when
+// it parses, reads the SQL settings: nothing may panic, every setting
+// kept is a known one, and errors name the file.
+func FuzzCF(f *testing.F) {
+	f.Add("dbpath = /var/db.sqlite\nquery = SELECT goto FROM alias\n  WHERE address='%s'\n")
+	f.Add("table = t\nselect_field = a\nwhere_field = b\nadditional_conditions = AND c = 1\nexpansion_limit = 3\n")
+	f.Add("query = %u %d %1 %S %U %D %%\nresult_format = %u@%d\ndomain = a.example, !b.example\n")
+	f.Add("hosts = x\n= y\nno equals\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		cf, err := parseCF("sqlite", "fuzz.cf", []byte(text), sqliteParams)
+		if err != nil {
+			if !strings.Contains(err.Error(), "fuzz.cf") {
+				t.Fatalf("error without the file name: %v", err)
+			}
+			return
+		}
+		for name := range cf.params {
+			if !containsString(sqliteParams, name) {
+				t.Fatalf("unknown parameter %q kept", name)
+			}
+		}
+		c, err := readSQLConfig(cf)
+		if err != nil {
+			return
+		}
+		if q, ok := c.tmpl.expandQuery("lisa@example.com", sqliteQuote); ok && q == "" && c.tmpl.query != "" {
+			t.Fatalf("query %q expands to nothing", c.tmpl.query)
+		}
+	})
+}
+
+// FuzzQueryExpansion expands arbitrary templates with arbitrary keys and
+// checks that a key quoted into '%s' stays one SQL string literal: the
+// attacker's text cannot end the quotes.
+func FuzzQueryExpansion(f *testing.F) {
+	f.Add("SELECT a FROM t WHERE b='%s'", "%u@%d", "x'; DROP TABLE t; --@example.com", "v@example.org")
+	f.Add("%1.%2 %S %U %D %%", "%s %S", "lisa@mail.example.com", "@")
+	f.Add("%d", "%d", "a@b@c..example.", "x@")
+	f.Add("100%", "%u", "'", "")
+	f.Fuzz(func(t *testing.T, query, result, key, value string) {
+		tm, err := parseTemplates(query, result)
+		if err != nil {
+			return
+		}
+		tm.expandQuery(key, sqliteQuote)
+		var b strings.Builder
+		tm.appendResult(&b, value, key)
+		tm.appendResult(&b, value, key)
+
+		lit, err := parseTemplates("'%s'", "%s")
+		if err != nil {
+			t.Fatal(err)
+		}
+		q, ok := lit.expandQuery(key, sqliteQuote)
+		if !ok {
+			t.Fatalf("'%%s' refused key %q", key)
+		}
+		inner := q[1 : len(q)-1]
+		if strings.ReplaceAll(inner, "''", "") != strings.ReplaceAll(key, "'", "") {
+			t.Fatalf("key %q quoted as %q: a quote is not doubled", key, q)
+		}
+		if strings.ReplaceAll(inner, "''", "") != strings.ReplaceAll(inner, "'", "") {
+			t.Fatalf("key %q quoted as %q: a lone quote ends the literal", key, q)
+		}
+	})
+}

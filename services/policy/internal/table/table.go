@@ -73,6 +73,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 )
@@ -126,6 +127,21 @@ type Options struct {
 	ReloadCheck time.Duration
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
+	// QueryTimeout bounds each lookup in a database or server table
+	// (sqlite:, socketmap:, tcp:), on top of the caller's deadline
+	// (default 5s, below the edge's smtpgate_policy_timeout of 10s, so
+	// that the policy says which table failed).
+	QueryTimeout time.Duration
+	// PoolSize is the most connections a database or server table keeps
+	// open (default 8).
+	PoolSize int
+}
+
+func (o Options) poolSize() int {
+	if o.PoolSize <= 0 {
+		return 8
+	}
+	return o.PoolSize
 }
 
 func (o Options) withDefaults() Options {
@@ -138,6 +154,9 @@ func (o Options) withDefaults() Options {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.QueryTimeout <= 0 {
+		o.QueryTimeout = 5 * time.Second
+	}
 	return o
 }
 
@@ -145,14 +164,21 @@ func (o Options) withDefaults() Options {
 // that smtpgate does not implement (mysql:, ldap:, ...).
 var ErrUnsupported = errors.New("table type is not supported")
 
-// Supported lists the table types Open accepts, besides the proxy:
-// prefix, which it strips.
+// Supported lists the table types Open reads from a text file or from
+// main.cf itself, besides the proxy: prefix, which it strips.
 var Supported = []string{"cidr", "regexp", "pcre", "hash", "texthash", "btree", "lmdb", "cdb", "dbm", "sdbm", "inline", "static"}
+
+// Connected lists the table types Open accepts that look keys up in a
+// database or a server, with Postfix's configuration: "sqlite:" names a
+// sqlite_table(5) .cf file; "socketmap:" and "tcp:" name a server's
+// address. Their lookups can fail (a temporary failure, ErrLookup), and
+// their tables hold connections: they implement io.Closer.
+var Connected = []string{"sqlite"}
 
 type unsupportedError struct{ typ string }
 
 func (e unsupportedError) Error() string {
-	return fmt.Sprintf("table type %q is not supported; supported: %s", e.typ, strings.Join(Supported, ", "))
+	return fmt.Sprintf("table type %q is not supported; supported: %s", e.typ, strings.Join(append(slices.Clone(Supported), Connected...), ", "))
 }
 
 func (e unsupportedError) Unwrap() error { return ErrUnsupported }
@@ -175,6 +201,12 @@ func Open(spec string, opts Options) (Table, error) {
 		return openInline(spec, name)
 	case "static":
 		return openStatic(spec, name)
+	case "sqlite":
+		path, err := cfPath(spec, name, opts)
+		if err != nil {
+			return nil, err
+		}
+		return openSQLite(spec, path, opts)
 	}
 	parse, pattern := parserFor(typ)
 	if parse == nil {
@@ -192,6 +224,21 @@ func Open(spec string, opts Options) (Table, error) {
 		return nil, err
 	}
 	return t, nil
+}
+
+// cfPath is the .cf file of a database table: Postfix reads a name that
+// starts with "/" or "." as a file (cfg_parser_alloc()), and any other
+// name as main.cf parameters "name_query"..., which smtpgate does not.
+// A relative file name is resolved in Options.Dir.
+func cfPath(spec, name string, opts Options) (string, error) {
+	if !strings.HasPrefix(name, "/") && !strings.HasPrefix(name, ".") {
+		return "", fmt.Errorf("table %q: name the configuration file (e.g. /etc/postfix/%s.cf); "+
+			"configuring the table with main.cf parameters %s_* is not supported", spec, name, name)
+	}
+	if !filepath.IsAbs(name) && opts.Dir != "" {
+		name = filepath.Join(opts.Dir, name)
+	}
+	return name, nil
 }
 
 // splitSpec splits "type:name", dropping any "proxy:" prefixes.
