@@ -2,6 +2,9 @@ package policy
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -9,6 +12,7 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 	"github.com/smtpgate/smtpgate/services/policy/internal/greylist"
 	"github.com/smtpgate/smtpgate/services/policy/internal/ratelimit"
+	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
 
 // bindings are what the lists Load compiles hold but only the process
@@ -28,6 +32,10 @@ type bindings struct {
 	// them the process's stores (in memory, or in Redis).
 	limits boundCounter
 	grey   boundGreylist
+	// tables are the database and server tables (table.Connected)
+	// opened, once per spec for every listener; Server.Close closes
+	// them, check probes them.
+	tables connectedTables
 	// log is the tables' logger: records wait in held until New binds it.
 	log  *slog.Logger
 	held *heldLog
@@ -38,6 +46,56 @@ type bindings struct {
 func newBindings() *bindings {
 	held := &heldLog{}
 	return &bindings{log: slog.New(heldHandler{log: held}), held: held}
+}
+
+// connectedTables are the tables of table.Connected types, opened once
+// per spec: their connection pools are shared by every listener.
+type connectedTables struct {
+	bySpec map[string]table.Table
+	order  []table.Table
+}
+
+// open opens spec, or returns the table opened for it before.
+func (c *connectedTables) open(spec string, opts table.Options) (table.Table, error) {
+	if t, ok := c.bySpec[spec]; ok {
+		return t, nil
+	}
+	t, err := table.Open(spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	if _, ok := t.(io.Closer); !ok {
+		return t, nil
+	}
+	if c.bySpec == nil {
+		c.bySpec = map[string]table.Table{}
+	}
+	c.bySpec[spec] = t
+	c.order = append(c.order, t)
+	return t, nil
+}
+
+// probe asks each table that can whether its database or server
+// answers, and returns a warning for each that does not.
+func (c *connectedTables) probe(ctx context.Context) []string {
+	var out []string
+	for _, t := range c.order {
+		if p, ok := t.(table.Prober); ok {
+			if err := p.Probe(ctx); err != nil {
+				out = append(out, fmt.Sprintf("table %s: cannot be reached now (lookups will fail temporarily, 451 4.3.0): %v", t.Name(), err))
+			}
+		}
+	}
+	return out
+}
+
+// close closes the tables, the last opened first.
+func (c *connectedTables) close() error {
+	var errs []error
+	for i := len(c.order) - 1; i >= 0; i-- {
+		errs = append(errs, c.order[i].(io.Closer).Close())
+	}
+	return errors.Join(errs...)
 }
 
 // boundCounter is the check_rate_limit counter the lists hold: the

@@ -206,7 +206,9 @@ func openRedis(url string, timeout time.Duration) (*redis.Client, error) {
 }
 
 // Close closes what New opened, in reverse order: the shared state's
-// Redis clients, the resolver's, the smtpgate-auth connection. After the
+// Redis clients, the resolver's, the smtpgate-auth connection, and the
+// database and server tables' connections (opened by their first
+// lookups). After the
 // first call it does nothing.
 func (s *Server) Close() error {
 	s.closeOnce.Do(func() {
@@ -220,6 +222,7 @@ func (s *Server) Close() error {
 		if s.authConn != nil {
 			errs = append(errs, s.authConn.Close())
 		}
+		errs = append(errs, s.set.bind.tables.close())
 		s.closeErr = errors.Join(errs...)
 	})
 	return s.closeErr

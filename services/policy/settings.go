@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"slices"
@@ -144,8 +145,15 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 
 // Warnings returns what check says about a valid configuration: gRPC
 // callers trusted with every method off loopback (no client
-// certificates).
-func Warnings(set Settings) []string { return set.access.Warnings() }
+// certificates), and database or server tables that cannot be reached
+// now (their lookups fail temporarily until they can).
+func Warnings(set Settings) []string {
+	out := set.access.Warnings()
+	if set.bind != nil {
+		out = append(out, set.bind.tables.probe(context.Background())...)
+	}
+	return out
+}
 
 // redisURL returns the checked Redis URL of param (empty: none); the
 // error never quotes the URL: it may hold a password.
@@ -168,7 +176,7 @@ func compileListeners(main *maincf.Config, services []maincf.Service, b *binding
 		if strings.HasPrefix(spec, "auth:") {
 			return openAuthTable(spec, &b.users)
 		}
-		return table.Open(spec, table.Options{Dir: main.Dir(), Logger: b.log})
+		return b.tables.open(spec, table.Options{Dir: main.Dir(), Logger: b.log})
 	}}
 	errs := []error{main.Validate(maincf.Policy), maincf.ValidateServices(main, services, maincf.Policy)}
 	engines := map[string]*restriction.Engine{}

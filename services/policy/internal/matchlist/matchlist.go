@@ -7,18 +7,26 @@
 //
 // Semantics follow postconf(5) and match_list(3): patterns are tried left
 // to right, the first match decides, and "!pattern" makes a match a
-// non-match. Lookup tables ("type:name") and "/file/name" patterns are
-// not supported yet and are reported as configuration errors, so that a
-// list never silently matches less than the postmaster wrote.
+// non-match. In a domain list, a lookup table ("type:name", e.g.
+// virtual_mailbox_domains = sqlite:/etc/postfix/domains.cf) matches a
+// domain it has an entry for, as match_hostname() does: the domain, then
+// its parents (".example.com" in a plain list, "example.com" in a
+// parent-style one; the parents only in fixed-string tables); a table
+// that fails makes the match fail, and the caller fails closed.
+// "/file/name" patterns, and tables in network lists, are not supported
+// yet and are reported as configuration errors, so that a list never
+// silently matches less than the postmaster wrote.
 package matchlist
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strconv"
 	"strings"
 
 	"github.com/smtpgate/smtpgate/services/policy/internal/address"
+	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
 
 // Domains is a compiled domain list.
@@ -31,6 +39,8 @@ type Domains struct {
 
 type domainPattern struct {
 	negate bool
+	// tbl is a "type:name" pattern's table.
+	tbl table.Table
 	// dot is a ".example.com" pattern: subdomains only.
 	dot  bool
 	name string
@@ -43,12 +53,26 @@ type domainPattern struct {
 // virtual_*_domains). A ".example.com" pattern matches subdomains in
 // either case.
 func ParseDomains(patterns []string, parent bool) (*Domains, error) {
+	return ParseDomainsWith(patterns, parent, nil)
+}
+
+// ParseDomainsWith is ParseDomains with lookup tables: open opens a
+// "type:name" pattern (nil: tables are refused).
+func ParseDomainsWith(patterns []string, parent bool, open func(spec string) (table.Table, error)) (*Domains, error) {
 	d := &Domains{parent: parent}
 	for _, p := range patterns {
 		negate := false
 		for strings.HasPrefix(p, "!") {
 			negate = !negate
 			p = p[1:]
+		}
+		if open != nil && isTable(p) {
+			t, err := open(p)
+			if err != nil {
+				return nil, err
+			}
+			d.patterns = append(d.patterns, domainPattern{negate: negate, tbl: t, name: p})
+			continue
 		}
 		if err := notTable(p); err != nil {
 			return nil, err
@@ -67,17 +91,52 @@ func ParseDomains(patterns []string, parent bool) (*Domains, error) {
 }
 
 // Match reports whether domain (normalised with address.NormalizeDomain)
-// is in the list.
-func (d *Domains) Match(domain string) bool {
+// is in the list. err is set when a table of the list could not be
+// consulted (Postfix's "table lookup problem"): the caller fails closed.
+func (d *Domains) Match(ctx context.Context, domain string) (bool, error) {
 	if d == nil || domain == "" {
-		return false
+		return false, nil
 	}
 	for _, p := range d.patterns {
-		if p.matches(domain, d.parent) {
-			return !p.negate
+		var ok bool
+		if p.tbl != nil {
+			var err error
+			if ok, err = p.lookup(ctx, domain, d.parent); err != nil {
+				return false, err
+			}
+		} else {
+			ok = p.matches(domain, d.parent)
+		}
+		if ok {
+			return !p.negate, nil
 		}
 	}
-	return false
+	return false, nil
+}
+
+// lookup looks domain up in a table pattern, then its parents in a
+// fixed-string table: ".b.c" and ".c" (parent-style: "b.c" and "c").
+func (p domainPattern) lookup(ctx context.Context, domain string, parent bool) (bool, error) {
+	for key := domain; key != ""; {
+		if key == domain || !p.tbl.Pattern() {
+			_, ok, err := p.tbl.Lookup(ctx, key)
+			if err != nil {
+				return false, fmt.Errorf("%s: table lookup problem: %w", p.tbl.Name(), err)
+			}
+			if ok {
+				return true, nil
+			}
+		}
+		i := strings.IndexByte(key[1:], '.')
+		if i < 0 {
+			break
+		}
+		key = key[i+1:]
+		if parent {
+			key = key[1:]
+		}
+	}
+	return false, nil
 }
 
 func (p domainPattern) matches(domain string, parent bool) bool {
@@ -218,6 +277,11 @@ func (n *Networks) String() string {
 		parts = append(parts, s)
 	}
 	return strings.Join(parts, " ")
+}
+
+// isTable reports a "type:name" pattern.
+func isTable(p string) bool {
+	return strings.Contains(p, ":") && !strings.HasPrefix(p, "[") && !strings.HasPrefix(p, "/")
 }
 
 // notTable reports lookup-table and file patterns, not supported yet.

@@ -1,11 +1,16 @@
 package matchlist
 
 import (
+	"context"
+	"errors"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
+	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
 
 func TestDomains(t *testing.T) {
@@ -36,8 +41,8 @@ func TestDomains(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if got := d.Match(tc.domain); got != tc.want {
-				t.Errorf("%q.Match(%q) = %v, want %v", tc.patterns, tc.domain, got, tc.want)
+			if got, err := d.Match(context.Background(), tc.domain); got != tc.want || err != nil {
+				t.Errorf("%q.Match(%q) = %v, %v; want %v", tc.patterns, tc.domain, got, err, tc.want)
 			}
 		})
 	}
@@ -165,6 +170,56 @@ func FuzzParseDomains(f *testing.F) {
 		if err != nil {
 			return
 		}
-		_ = d.Match(domain)
+		_, _ = d.Match(context.Background(), domain)
 	})
+}
+
+// A table in a domain list matches the domains it has, then parents as
+// match_hostname() does; a table that fails fails the match.
+func TestDomainsTable(t *testing.T) {
+	dir := t.TempDir()
+	cf := filepath.Join(dir, "down.cf")
+	if err := os.WriteFile(cf, []byte("dbpath = "+filepath.Join(dir, "none.sqlite")+"\nquery = SELECT 1 WHERE '%s' = 'x'\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	open := func(spec string) (table.Table, error) { return table.Open(spec, table.Options{}) }
+	plain, err := ParseDomainsWith([]string{"!inline:{bad.example.com=x}", "inline:{example.com=x, .sub.example.org=x}"}, false, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, err := ParseDomainsWith([]string{"inline:{example.org=x}"}, true, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, c := range []struct {
+		d      *Domains
+		domain string
+		want   bool
+	}{
+		{plain, "example.com", true},
+		{plain, "bad.example.com", false}, // negated
+		{plain, "other.example.com", false},
+		{plain, "a.sub.example.org", true}, // ".sub.example.org" is a parent key
+		{parent, "example.org", true},
+		{parent, "a.b.example.org", true},
+		{parent, "example.net", false},
+	} {
+		if got, err := c.d.Match(ctx, c.domain); got != c.want || err != nil {
+			t.Errorf("Match(%q) = %v, %v; want %v", c.domain, got, err, c.want)
+		}
+	}
+	down, err := ParseDomainsWith([]string{"example.net", "sqlite:" + cf}, false, open)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := down.Match(ctx, "example.net"); !ok || err != nil {
+		t.Errorf("a name before the table: %v, %v", ok, err)
+	}
+	if ok, err := down.Match(ctx, "example.com"); ok || !errors.Is(err, table.ErrLookup) {
+		t.Errorf("a failing table: %v, %v; want an ErrLookup", ok, err)
+	}
+	if _, err := ParseDomains([]string{"inline:{a=b}"}, false); err == nil {
+		t.Error("ParseDomains without tables accepted one")
+	}
 }

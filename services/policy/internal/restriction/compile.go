@@ -106,8 +106,21 @@ func CompileWith(cfg *maincf.Config, opts Options) (*Engine, error) {
 	if c.nets, err = matchlist.ParseNetworks(cfg.List("mynetworks")); err != nil {
 		c.errs = append(c.errs, cfg.Errorf("mynetworks", "%v", err))
 	}
+	// Tables in domain lists (virtual_mailbox_domains =
+	// sqlite:/etc/postfix/domains.cf) are opened once, as elsewhere.
+	openList := func(spec string) (table.Table, error) {
+		if t, ok := c.tables[spec]; ok {
+			return t, nil
+		}
+		t, err := c.opts.OpenTable(spec)
+		if err != nil {
+			return nil, err
+		}
+		c.tables[spec] = t
+		return t, nil
+	}
 	for _, name := range []string{"mydestination", "virtual_alias_domains", "virtual_mailbox_domains"} {
-		d, err := matchlist.ParseDomains(cfg.List(name), false)
+		d, err := matchlist.ParseDomainsWith(cfg.List(name), false, openList)
 		if err != nil {
 			c.errs = append(c.errs, cfg.Errorf(name, "%v", err))
 			d, _ = matchlist.ParseDomains(nil, false)
@@ -116,7 +129,7 @@ func CompileWith(cfg *maincf.Config, opts Options) (*Engine, error) {
 	}
 	// relay_domains is in Postfix's parent_domain_matches_subdomains by
 	// default: "example.com" also covers its subdomains.
-	if c.dest.Relay, err = matchlist.ParseDomains(cfg.List("relay_domains"), true); err != nil {
+	if c.dest.Relay, err = matchlist.ParseDomainsWith(cfg.List("relay_domains"), true, openList); err != nil {
 		c.errs = append(c.errs, cfg.Errorf("relay_domains", "%v", err))
 	}
 

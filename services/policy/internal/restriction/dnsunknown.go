@@ -147,8 +147,8 @@ func (r unknownDomain) Eval(ctx context.Context, in *Input) (Outcome, error) {
 		return Outcome{}, nil
 	}
 	domain := mailname.TruncateDot(a.Domain)
-	if r.dest.final(domain) {
-		return Outcome{}, nil
+	if final, err := r.dest.final(ctx, domain); final || err != nil {
+		return Outcome{}, err
 	}
 	res := dnsNotFound
 	mx, err := lookupMX(ctx, in, r.dns, domain)
@@ -189,12 +189,12 @@ func nullMX(mx []resolver.MX) bool {
 
 // final reports a final destination (mydestination,
 // virtual_alias_domains, virtual_mailbox_domains).
-func (d *Destinations) final(domain string) bool {
+func (d *Destinations) final(ctx context.Context, domain string) (bool, error) {
 	domain = strings.ToLower(domain)
 	for _, f := range d.Final {
-		if f.Match(domain) {
-			return true
+		if ok, err := f.Match(ctx, domain); ok || err != nil {
+			return ok, err
 		}
 	}
-	return false
+	return false, nil
 }

@@ -74,8 +74,11 @@ func (r dnsxl) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	f := in.Facts
 	// Postfix's safety: an allow list does not permit mail to a
 	// recipient this system would not accept anyway (no relaying).
-	if r.allow && f.Stage == Rcpt && f.Recipient != "" && !r.dest.Authorized(f.Recipient) {
-		return Outcome{}, nil
+	if r.allow && f.Stage == Rcpt && f.Recipient != "" {
+		ok, err := r.dest.Authorized(ctx, f.Recipient)
+		if err != nil || !ok {
+			return Outcome{}, err
+		}
 	}
 	var query, what string
 	a := f.ClientAddr.Unmap()

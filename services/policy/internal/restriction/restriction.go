@@ -245,17 +245,20 @@ type Destinations struct {
 // and does not know its own interface addresses (a documented difference
 // from Postfix, on the closed side). The bare "postmaster" is handled by the
 // caller (RFC 5321 section 4.5.1).
-func (d *Destinations) Authorized(recipient string) bool {
+//
+// err is set when a domain list's table could not be consulted: the
+// caller fails closed.
+func (d *Destinations) Authorized(ctx context.Context, recipient string) (bool, error) {
 	a, err := address.Parse(recipient)
 	if err != nil || !a.HasDomain || a.Literal || a.Routed() {
-		return false
+		return false, nil
 	}
 	for _, f := range d.Final {
-		if f.Match(a.Domain) {
-			return true
+		if ok, err := f.Match(ctx, a.Domain); ok || err != nil {
+			return ok, err
 		}
 	}
-	return d.Relay.Match(a.Domain)
+	return d.Relay.Match(ctx, a.Domain)
 }
 
 // authDestination implements permit_auth_destination,
@@ -270,13 +273,17 @@ type authDestination struct {
 }
 
 func (r authDestination) Name() string { return r.name }
-func (r authDestination) Eval(_ context.Context, in *Input) (Outcome, error) {
+func (r authDestination) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	// Like Postfix, these only look at a recipient when there is one: in
 	// smtpd_client_restrictions at CONNECT they do nothing.
 	if in.Facts.Recipient == "" {
 		return Outcome{}, nil
 	}
-	if r.dest.Authorized(in.Facts.Recipient) {
+	ok, err := r.dest.Authorized(ctx, in.Facts.Recipient)
+	if err != nil {
+		return Outcome{}, err
+	}
+	if ok {
 		return Outcome{Result: r.onAuth}, nil
 	}
 	if r.onUnauth == nil {

@@ -389,8 +389,10 @@ func TestCompileErrors(t *testing.T) {
 			[]string{"main.cf:13: in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer or defer_if_permit"}},
 		{"bad mynetworks", "mynetworks = ::1/128",
 			[]string{`main.cf:11: mynetworks: IPv6 network "::1/128" must be written in brackets, e.g. [::1]/128`}},
-		{"table in mydestination", "mydestination = hash:/etc/postfix/domains",
-			[]string{`main.cf:11: mydestination: lookup table "hash:/etc/postfix/domains": lookup tables are not supported yet in domain lists`}},
+		{"missing table in mydestination", "mydestination = hash:/etc/postfix/domains",
+			[]string{`main.cf:11: mydestination: table hash:/etc/postfix/domains: stat /etc/postfix/domains: no such file or directory`}},
+		{"file in mydestination", "mydestination = /etc/postfix/domains",
+			[]string{`main.cf:11: mydestination: file "/etc/postfix/domains": file patterns are not supported yet`}},
 		{"several problems at once", "smtpd_helo_restrictions = x\nsmtpd_data_restrictions = y",
 			[]string{`main.cf:11: smtpd_helo_restrictions: unknown restriction "x"`, `main.cf:12: smtpd_data_restrictions: unknown restriction "y"`}},
 	} {

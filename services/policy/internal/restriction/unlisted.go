@@ -5,6 +5,7 @@ import (
 	"strings"
 
 	"github.com/smtpgate/smtpgate/services/policy/internal/address"
+	"github.com/smtpgate/smtpgate/services/policy/internal/matchlist"
 	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 )
 
@@ -137,19 +138,33 @@ func (v *validRecipients) check(ctx context.Context, in *Input, addr string, sen
 		}
 		return unknown(code, where), nil
 	}
-	switch {
-	case v.dest.Final[0].Match(a.Domain):
+	// Which class the domain is in; a domain list's table that fails
+	// fails the check (closed).
+	list := -1
+	lists := [4]*matchlist.Domains{v.dest.Final[0], v.dest.Final[1], v.dest.Final[2], v.dest.Relay}
+	for i, d := range lists {
+		ok, err := d.Match(ctx, a.Domain)
+		if err != nil {
+			return Outcome{}, err
+		}
+		if ok {
+			list = i
+			break
+		}
+	}
+	switch list {
+	case 0:
 		// Postfix's queue manager absorbs these local parts itself.
 		switch strings.ToLower(a.Local) {
 		case "postmaster", "mailer-daemon", "double-bounce":
 			return Outcome{}, nil
 		}
 		return check(v.local, true, in.codes.UnknownLocal, "local recipient")
-	case v.dest.Final[1].Match(a.Domain):
+	case 1:
 		return unknown(in.codes.UnknownVirtualAlias, "virtual alias"), nil
-	case v.dest.Final[2].Match(a.Domain):
+	case 2:
 		return check(v.virtualMailbox, false, in.codes.UnknownVirtualMailbox, "virtual mailbox")
-	case v.dest.Relay.Match(a.Domain):
+	case 3:
 		return check(v.relay, false, in.codes.UnknownRelay, "relay recipient")
 	}
 	return Outcome{}, nil

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"time"
 	"unicode/utf8"
 )
@@ -96,12 +97,43 @@ func readSQLConfig(f *cfFile) (sqlConfig, error) {
 // (sqlite:, and later mysql: and pgsql:). The pool of connections is
 // database/sql's.
 type sqlTable struct {
-	spec    string
-	db      *sql.DB
+	spec string
+	// open opens the pool; it is called on first use, so that opening
+	// the table (Load, check) starts nothing and connects nowhere.
+	open    func() (*sql.DB, error)
 	cfg     sqlConfig
 	quote   func(string) string
 	timeout time.Duration
 	opts    Options
+	// probe is the query Probe runs (empty: a ping).
+	probe string
+
+	mu     sync.Mutex // guards db and closed
+	db     *sql.DB
+	closed bool
+}
+
+// errClosed is the error of a lookup in a closed table.
+var errClosed = errors.New("table closed")
+
+// pool returns the pool of connections, opening it on first use.
+func (t *sqlTable) pool() (*sql.DB, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.closed {
+		return nil, errClosed
+	}
+	if t.db == nil {
+		db, err := t.open()
+		if err != nil {
+			return nil, err
+		}
+		db.SetMaxOpenConns(t.opts.poolSize())
+		db.SetMaxIdleConns(t.opts.poolSize())
+		db.SetConnMaxIdleTime(time.Minute)
+		t.db = db
+	}
+	return t.db, nil
 }
 
 // Lookup runs the query for key. As Postfix's SQL tables do, the key is
@@ -135,7 +167,11 @@ func (t *sqlTable) Lookup(ctx context.Context, key string) (string, bool, error)
 }
 
 func (t *sqlTable) query(ctx context.Context, q, key string) (string, error) {
-	rows, err := t.db.QueryContext(ctx, q)
+	db, err := t.pool()
+	if err != nil {
+		return "", err
+	}
+	rows, err := db.QueryContext(ctx, q)
 	if err != nil {
 		return "", err
 	}
@@ -182,5 +218,33 @@ func (t *sqlTable) Pattern() bool    { return false }
 func (t *sqlTable) Name() string     { return t.spec }
 func (t *sqlTable) Entries() []Entry { return nil }
 
-// Close closes the pool of connections.
-func (t *sqlTable) Close() error { return t.db.Close() }
+// Probe connects to the database and runs a query that reads nothing,
+// for check: a database that cannot be reached is a warning there, not
+// an error (it may be down while the configuration is checked).
+func (t *sqlTable) Probe(ctx context.Context) error {
+	db, err := t.pool()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(ctx, t.timeout)
+	defer cancel()
+	if t.probe == "" {
+		return db.PingContext(ctx)
+	}
+	rows, err := db.QueryContext(ctx, t.probe)
+	if err != nil {
+		return err
+	}
+	return rows.Close()
+}
+
+// Close closes the pool of connections; later lookups fail.
+func (t *sqlTable) Close() error {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.closed = true
+	if t.db == nil {
+		return nil
+	}
+	return t.db.Close()
+}

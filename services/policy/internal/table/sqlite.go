@@ -47,13 +47,9 @@ func openSQLite(spec, cfPath string, opts Options) (Table, error) {
 	// refuses writes even through a statement the query could name.
 	dsn := (&url.URL{Scheme: "file", OmitHost: true, Path: dbpath,
 		RawQuery: "mode=ro&_pragma=query_only(1)&_pragma=busy_timeout(" + sqliteBusyTimeout + ")"}).String()
-	db, err := sql.Open("sqlite", dsn)
-	if err != nil {
-		return nil, fmt.Errorf("table %s: %w", spec, err)
-	}
-	db.SetMaxOpenConns(opts.poolSize())
-	db.SetMaxIdleConns(opts.poolSize())
-	return &sqlTable{spec: spec, db: db, cfg: cfg, quote: sqliteQuote, timeout: opts.QueryTimeout, opts: opts}, nil
+	open := func() (*sql.DB, error) { return sql.Open("sqlite", dsn) }
+	return &sqlTable{spec: spec, open: open, cfg: cfg, quote: sqliteQuote, timeout: opts.QueryTimeout, opts: opts,
+		probe: "SELECT 1 FROM sqlite_master LIMIT 1"}, nil
 }
 
 // sqliteQuote escapes text for a query's '...' string literal as

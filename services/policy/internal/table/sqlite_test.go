@@ -240,3 +240,34 @@ func TestSQLiteOpenErrors(t *testing.T) {
 	defer tb.(io.Closer).Close()
 	checkLookups(t, tb, []lookupCase{{"joe@example.com", "example.com/joe/", true}})
 }
+
+// Probe is what check reports as a warning; Close ends the table.
+func TestSQLiteProbeAndClose(t *testing.T) {
+	dir := t.TempDir()
+	db := newSQLiteDB(t, dir)
+	good := openSQLiteCF(t, dir, "good.cf", "dbpath = "+db+"\nquery = SELECT maildir FROM mailbox WHERE username='%s'\n")
+	missing := openSQLiteCF(t, dir, "missing.cf", "dbpath = "+filepath.Join(dir, "none.sqlite")+"\nquery = SELECT maildir FROM mailbox WHERE username='%s'\n")
+	notDB := filepath.Join(dir, "text.sqlite")
+	if err := os.WriteFile(notDB, []byte(strings.Repeat("not a database\n", 100)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	garbage := openSQLiteCF(t, dir, "garbage.cf", "dbpath = "+notDB+"\nquery = SELECT maildir FROM mailbox WHERE username='%s'\n")
+	ctx := context.Background()
+	if err := good.(Prober).Probe(ctx); err != nil {
+		t.Errorf("probe of a good database: %v", err)
+	}
+	for _, tb := range []Table{missing, garbage} {
+		if err := tb.(Prober).Probe(ctx); err == nil {
+			t.Errorf("probe of %s: no error", tb.Name())
+		}
+		if _, _, err := tb.Lookup(ctx, "lisa@example.com"); !errors.Is(err, ErrLookup) {
+			t.Errorf("%s: lookup err = %v; want an ErrLookup", tb.Name(), err)
+		}
+	}
+	if err := good.(io.Closer).Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := good.Lookup(ctx, "lisa@example.com"); !errors.Is(err, ErrLookup) {
+		t.Errorf("lookup after Close: err = %v; want an ErrLookup", err)
+	}
+}

@@ -2,9 +2,13 @@
 // restrictions and table-valued parameters name as "type:name": cidr:,
 // regexp:, pcre: (with Go's RE2 engine), hash:, texthash:, lmdb:, btree:,
 // cdb:, dbm: and sdbm: (read from the text source file that postmap
-// would compile), inline:{...} and static:. The configuration and the
-// table files are trusted; the keys looked up come from SMTP clients and
-// are not.
+// would compile), inline:{...} and static:, and the database table
+// sqlite: (sqlite_table(5), configured by Postfix's own .cf file; see
+// sqlite.go and query.go for the query expansion of db_common.c). The
+// configuration, the table files and the databases are trusted; the keys
+// looked up come from SMTP clients and are not: they reach a database
+// only quoted as Postfix quotes them, and a database that fails makes
+// the lookup fail (ErrLookup), never "not found".
 //
 // The reference is Postfix 3.7: https://www.postfix.org/DATABASE_README.html,
 // cidr_table(5), regexp_table(5), pcre_table(5) and postmap(1).
@@ -100,6 +104,14 @@ type Table interface {
 	Entries() []Entry
 }
 
+// Prober is a Connected table that can say whether its database or
+// server answers. check calls it and reports a failure as a warning: the
+// server may be down while the configuration is checked, and lookups
+// then fail temporarily (ErrLookup), as in Postfix.
+type Prober interface {
+	Probe(ctx context.Context) error
+}
+
 // Entry is one rule of a table.
 type Entry struct {
 	// Pos is where the entry is, "file:line", or the table name for
@@ -185,8 +197,10 @@ func (e unsupportedError) Unwrap() error { return ErrUnsupported }
 
 // Open opens the table spec "type:name", e.g.
 // "cidr:/etc/postfix/client.cidr", "inline:{ a=b, { c = d e } }",
-// "static:OK". "proxy:hash:/x" is the same as "hash:/x": there is no
-// proxymap service to go through. File-backed tables read the text file
+// "static:OK", "sqlite:/etc/postfix/mailboxes.cf". "proxy:hash:/x" is
+// the same as "hash:/x": there is no proxymap service to go through; the
+// process opens the table itself. Database tables connect on their
+// first lookup, not here. File-backed tables read the text file
 // (for hash: and the other indexed types, the source that postmap(1)
 // would compile) and reread it when it changes; see Options.ReloadCheck.
 // Errors name the file:line of the bad entry.
