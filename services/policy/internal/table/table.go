@@ -2,9 +2,10 @@
 // restrictions and table-valued parameters name as "type:name": cidr:,
 // regexp:, pcre: (with Go's RE2 engine), hash:, texthash:, lmdb:, btree:,
 // cdb:, dbm: and sdbm: (read from the text source file that postmap
-// would compile), inline:{...} and static:, and the database table
-// sqlite: (sqlite_table(5), configured by Postfix's own .cf file; see
-// sqlite.go and query.go for the query expansion of db_common.c). The
+// would compile), inline:{...} and static:, the database table sqlite:
+// (sqlite_table(5), configured by Postfix's own .cf file; see sqlite.go
+// and query.go for the query expansion of db_common.c), and the server
+// tables socketmap: and tcp: (socketmap.go, tcp.go, netpool.go). The
 // configuration, the table files and the databases are trusted; the keys
 // looked up come from SMTP clients and are not: they reach a database
 // only quoted as Postfix quotes them, and a database that fails makes
@@ -185,7 +186,7 @@ var Supported = []string{"cidr", "regexp", "pcre", "hash", "texthash", "btree", 
 // sqlite_table(5) .cf file; "socketmap:" and "tcp:" name a server's
 // address. Their lookups can fail (a temporary failure, ErrLookup), and
 // their tables hold connections: they implement io.Closer.
-var Connected = []string{"sqlite"}
+var Connected = []string{"sqlite", "socketmap", "tcp"}
 
 type unsupportedError struct{ typ string }
 
@@ -221,6 +222,10 @@ func Open(spec string, opts Options) (Table, error) {
 			return nil, err
 		}
 		return openSQLite(spec, path, opts)
+	case "socketmap":
+		return openSocketmap(spec, name, opts)
+	case "tcp":
+		return openTCP(spec, name, opts)
 	}
 	parse, pattern := parserFor(typ)
 	if parse == nil {
