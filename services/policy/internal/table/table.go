@@ -5,7 +5,8 @@
 // would compile), inline:{...} and static:, the database table sqlite:
 // (sqlite_table(5), configured by Postfix's own .cf file; see sqlite.go
 // and query.go for the query expansion of db_common.c), and the server
-// tables socketmap: and tcp: (socketmap.go, tcp.go, netpool.go). The
+// tables socketmap: and tcp: (socketmap.go, tcp.go, netpool.go), and
+// smtpgate's own redis: (redis.go), shared live by every replica. The
 // configuration, the table files and the databases are trusted; the keys
 // looked up come from SMTP clients and are not: they reach a database
 // only quoted as Postfix quotes them, and a database that fails makes
@@ -184,9 +185,10 @@ var Supported = []string{"cidr", "regexp", "pcre", "hash", "texthash", "btree", 
 // Connected lists the table types Open accepts that look keys up in a
 // database or a server, with Postfix's configuration: "sqlite:" names a
 // sqlite_table(5) .cf file; "socketmap:" and "tcp:" name a server's
-// address. Their lookups can fail (a temporary failure, ErrLookup), and
+// address; "redis:" (smtpgate's own) names a .cf file with the Redis URL
+// and key prefix. Their lookups can fail (a temporary failure, ErrLookup), and
 // their tables hold connections: they implement io.Closer.
-var Connected = []string{"sqlite", "socketmap", "tcp"}
+var Connected = []string{"sqlite", "socketmap", "tcp", "redis"}
 
 type unsupportedError struct{ typ string }
 
@@ -222,6 +224,12 @@ func Open(spec string, opts Options) (Table, error) {
 			return nil, err
 		}
 		return openSQLite(spec, path, opts)
+	case "redis":
+		path, err := cfPath(spec, name, opts)
+		if err != nil {
+			return nil, err
+		}
+		return openRedis(spec, path, opts)
 	case "socketmap":
 		return openSocketmap(spec, name, opts)
 	case "tcp":
