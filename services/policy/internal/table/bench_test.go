@@ -2,7 +2,11 @@ package table
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -92,4 +96,40 @@ func benchOpen(b *testing.B, typ, text string) Table {
 		b.Fatal(err)
 	}
 	return tb
+}
+
+// BenchmarkSQLiteLookup looks mailboxes up in a PostfixAdmin-like SQLite
+// database of 10,000 mailboxes (an indexed column), as
+// virtual_mailbox_maps = sqlite:... does at each RCPT TO.
+func BenchmarkSQLiteLookup(b *testing.B) {
+	dir := b.TempDir()
+	path := filepath.Join(dir, "db.sqlite")
+	db, err := sql.Open("sqlite", path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var ins strings.Builder
+	ins.WriteString("CREATE TABLE mailbox (username TEXT PRIMARY KEY, maildir TEXT);\nBEGIN;\n")
+	keys := make([]string, 0, 100)
+	for i := range 10_000 {
+		fmt.Fprintf(&ins, "INSERT INTO mailbox VALUES ('user%d@example.com', 'example.com/user%d/');\n", i, i)
+		if i%100 == 0 {
+			keys = append(keys, fmt.Sprintf("user%d@example.com", i))
+		}
+	}
+	ins.WriteString("COMMIT;\n")
+	if _, err := db.Exec(ins.String()); err != nil {
+		b.Fatal(err)
+	}
+	db.Close()
+	cf := filepath.Join(dir, "m.cf")
+	if err := os.WriteFile(cf, []byte("dbpath = "+path+"\nquery = SELECT maildir FROM mailbox WHERE username='%s'\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	tb, err := Open("sqlite:"+cf, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tb.(io.Closer).Close()
+	benchLookups(b, tb, keys, true)
 }
