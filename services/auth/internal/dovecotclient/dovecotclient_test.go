@@ -20,8 +20,15 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/dovecottest"
 )
 
-// dovecot is the real Dovecot every test here talks to, started once.
-var dovecot *dovecottest.Server
+// theDovecot is the real Dovecot the tests here talk to: started by the
+// first test that needs one (not by TestMain, so that fuzzing workers,
+// which run FuzzReply only, start none), stopped by TestMain.
+var theDovecot struct {
+	sync.Once
+	srv *dovecottest.Server
+	dir string
+	err error
+}
 
 // The users, in several of the schemes doveadm pw makes.
 var (
@@ -43,33 +50,41 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "dovecotclient")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	// The tab user cannot live in a passwd-file (':'-separated lines take a
-	// TAB, but Dovecot splits protocol fields on it); it stays out.
-	var users []dovecottest.User
-	for _, u := range passwdUsers {
-		if !strings.Contains(u.Name, "\t") {
-			users = append(users, u)
+	code := m.Run()
+	if theDovecot.srv != nil {
+		theDovecot.srv.Stop()
+		if code != 0 {
+			fmt.Fprintln(os.Stderr, theDovecot.srv.Log())
 		}
 	}
-	dovecot, err = dovecottest.Start(dir, dovecottest.Options{PasswdUsers: users, SQLUsers: sqlUsers,
-		Mechanisms: []string{"plain", "login", "cram-md5", "scram-sha-256"}})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.RemoveAll(dir)
-		os.Exit(1)
+	if theDovecot.dir != "" {
+		os.RemoveAll(theDovecot.dir)
 	}
-	code := m.Run()
-	dovecot.Stop()
-	if code != 0 {
-		fmt.Fprintln(os.Stderr, dovecot.Log())
-	}
-	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// realDovecot returns the package's Dovecot, starting it once.
+func realDovecot(t *testing.T) *dovecottest.Server {
+	t.Helper()
+	theDovecot.Do(func() {
+		if theDovecot.dir, theDovecot.err = os.MkdirTemp("", "dovecotclient"); theDovecot.err != nil {
+			return
+		}
+		// The tab user cannot live in a passwd-file (Dovecot splits
+		// protocol fields on TAB); it stays out.
+		var users []dovecottest.User
+		for _, u := range passwdUsers {
+			if !strings.Contains(u.Name, "\t") {
+				users = append(users, u)
+			}
+		}
+		theDovecot.srv, theDovecot.err = dovecottest.Start(theDovecot.dir, dovecottest.Options{PasswdUsers: users, SQLUsers: sqlUsers,
+			Mechanisms: []string{"plain", "login", "cram-md5", "scram-sha-256"}})
+	})
+	if theDovecot.err != nil {
+		t.Fatal(theDovecot.err)
+	}
+	return theDovecot.srv
 }
 
 func client(t *testing.T, path string) *Client {
@@ -91,6 +106,7 @@ func plainReq(user, pass string) Request {
 }
 
 func TestMechanisms(t *testing.T) {
+	dovecot := realDovecot(t)
 	for _, path := range []string{"unix:" + dovecot.ClientSocket, dovecot.ClientSocket, "inet:" + dovecot.ClientAddr} {
 		ms, err := client(t, path).Mechanisms(context.Background())
 		if err != nil {
@@ -112,6 +128,7 @@ func TestMechanisms(t *testing.T) {
 // TestPlain: every user, in every scheme and both passdbs, gets in with
 // the right password and not with a wrong one.
 func TestPlain(t *testing.T) {
+	dovecot := realDovecot(t)
 	c := client(t, "unix:"+dovecot.ClientSocket)
 	ctx := context.Background()
 	for _, u := range append(passwdUsers[:len(passwdUsers)-1:len(passwdUsers)-1], sqlUsers...) {
@@ -131,6 +148,7 @@ func TestPlain(t *testing.T) {
 }
 
 func TestLogin(t *testing.T) {
+	dovecot := realDovecot(t)
 	c := client(t, "inet:"+dovecot.ClientAddr)
 	ctx := context.Background()
 	for _, pass := range []string{"pw-sql512", "wrong"} {
@@ -158,6 +176,7 @@ func verdict(t *testing.T, what string, rep Reply, err error, ok bool) {
 }
 
 func TestCRAMMD5(t *testing.T) {
+	dovecot := realDovecot(t)
 	c := client(t, "unix:"+dovecot.ClientSocket)
 	ctx := context.Background()
 	for _, pass := range []string{"pw-cram", "wrong"} {
@@ -173,6 +192,7 @@ func TestCRAMMD5(t *testing.T) {
 }
 
 func TestSCRAM(t *testing.T) {
+	dovecot := realDovecot(t)
 	c := client(t, "unix:"+dovecot.ClientSocket)
 	ctx := context.Background()
 	for _, pass := range []string{"pw-scram", "wrong"} {
@@ -203,6 +223,7 @@ func TestSCRAM(t *testing.T) {
 // TestConcurrent: exchanges in parallel on one connection each get their
 // own answer.
 func TestConcurrent(t *testing.T) {
+	dovecot := realDovecot(t)
 	c := client(t, "unix:"+dovecot.ClientSocket)
 	var wg sync.WaitGroup
 	errs := make(chan error, 40)
@@ -231,6 +252,7 @@ func TestConcurrent(t *testing.T) {
 }
 
 func TestUserdb(t *testing.T) {
+	dovecot := realDovecot(t)
 	for _, path := range []string{"unix:" + dovecot.UserdbSocket, dovecot.UserdbSocket} {
 		c, err := NewUserDB(path, 0)
 		if err != nil {
@@ -254,6 +276,7 @@ func TestUserdb(t *testing.T) {
 // TestWrongSocket: each client refuses the other kind of socket, as
 // Postfix refuses auth-master for auth-client.
 func TestWrongSocket(t *testing.T) {
+	dovecot := realDovecot(t)
 	u, _ := NewUserDB("unix:"+dovecot.ClientSocket, 0)
 	if _, _, err := u.Lookup(context.Background(), "sha512@example.org", ""); !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "auth-client socket") {
 		t.Errorf("userdb lookup on auth-client: %v", err)
@@ -350,6 +373,7 @@ func TestSilentDialShared(t *testing.T) {
 // once it is back the same client authenticates again, without being
 // made anew.
 func TestRestart(t *testing.T) {
+	dovecot := realDovecot(t)
 	c := client(t, "unix:"+dovecot.ClientSocket)
 	u, err := NewUserDB("unix:"+dovecot.UserdbSocket, 0)
 	if err != nil {
