@@ -22,6 +22,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -70,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Password, "password", "", "AUTH PLAIN password (or $SMTPGATE_BENCH_PASSWORD)")
 	fs.BoolVar(&cfg.StartTLS, "starttls", false, "STARTTLS after EHLO (certificate not verified)")
 	fs.BoolVar(&cfg.ImplicitTLS, "tls", false, "implicit TLS from the first byte (certificate not verified)")
+	groups := fs.String("groups", "", "TLS key exchange `groups` to offer, comma-separated: X25519, X25519MLKEM768, P256, P384, P521 (default: Go's)")
 	fs.DurationVar(&cfg.Duration, "d", 0, "run this long, warm-up included (default 10s when -n is not given)")
 	fs.Int64Var(&cfg.Messages, "n", 0, "stop after this many messages, warm-up included")
 	fs.DurationVar(&cfg.Warmup, "warmup", 0, "do not count what starts in the first `duration`")
@@ -89,6 +91,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if fs.NArg() != 1 {
 		fs.Usage()
 		return 2
+	}
+	if *groups != "" {
+		ids := map[string]tls.CurveID{"X25519": tls.X25519, "X25519MLKEM768": tls.X25519MLKEM768, "P256": tls.CurveP256, "P384": tls.CurveP384, "P521": tls.CurveP521}
+		for _, g := range strings.Split(*groups, ",") {
+			id, ok := ids[strings.TrimSpace(g)]
+			if !ok {
+				fmt.Fprintf(stderr, "smtpgate-bench: -groups: unknown group %q\n", g)
+				return 2
+			}
+			cfg.Groups = append(cfg.Groups, id)
+		}
 	}
 	cfg.Addr = fs.Arg(0)
 	src, err := loadgen.ParseSources(sources)

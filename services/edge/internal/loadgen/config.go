@@ -16,6 +16,7 @@
 package loadgen
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -49,6 +50,9 @@ type Config struct {
 	// StartTLS sends STARTTLS after EHLO; ImplicitTLS starts TLS on
 	// connect.
 	StartTLS, ImplicitTLS bool
+	// Groups are the TLS key exchange groups offered, in order; empty:
+	// Go's defaults (X25519MLKEM768 first).
+	Groups []tls.CurveID
 	// Duration bounds the run (warm-up included) when non-zero;
 	// Messages bounds it by messages attempted (warm-up included) when
 	// non-zero. One of them must be set.

@@ -167,7 +167,7 @@ func (r *runner) open(ctx context.Context, id int) (*smtp.Client, net.Conn, stri
 	}
 	_ = conn.SetDeadline(time.Now().Add(cfg.Timeout))
 	host, _, _ := net.SplitHostPort(cfg.Addr)
-	tlsConf := &tls.Config{InsecureSkipVerify: true, ServerName: host} //nolint:gosec // a benchmark on loopback
+	tlsConf := &tls.Config{InsecureSkipVerify: true, ServerName: host, CurvePreferences: cfg.Groups} //nolint:gosec // a benchmark on loopback
 	if cfg.ImplicitTLS {
 		tc := tls.Client(conn, tlsConf)
 		if err := tc.HandshakeContext(ctx); err != nil {
