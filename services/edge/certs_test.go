@@ -15,6 +15,7 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/smtpgate/smtpgate/pkg/certtest"
+	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
 )
 
 // TestReloadCertificates: a reload reads the listeners' certificates
@@ -147,7 +148,7 @@ func TestNewSetsEngineWhole(t *testing.T) {
 	}
 	tp := sdktrace.NewTracerProvider()
 	defer tp.Shutdown(context.Background())
-	s, err := New(set, Config{Logger: slog.New(slog.DiscardHandler), TracerProvider: tp, Metrics: prometheus.NewRegistry(), MailLog: io.Discard})
+	s, err := New(set, Config{Logger: slog.New(slog.DiscardHandler), TracerProvider: tp, Metrics: prometheus.NewRegistry(), MailLog: maillog.New(io.Discard, "mx", "")})
 	if err != nil {
 		t.Fatal(err)
 	}

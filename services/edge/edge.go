@@ -51,7 +51,7 @@ type Config struct {
 	// MailLog, when set, gets a mail log in Postfix smtpd's words and
 	// syslog's format (internal/maillog), for pflogsumm and the like
 	// (Settings.OpenMailLog).
-	MailLog io.Writer
+	MailLog *maillog.Log
 }
 
 // Server is the smtpgate-edge process: New opens what lives as long as
@@ -153,9 +153,7 @@ func New(set Settings, cfg Config) (*Server, error) {
 		Memory: memoryBudget(set.memoryBudget),
 		Drain:  s.drain,
 	}}
-	if cfg.MailLog != nil {
-		s.engine.MailLog = maillog.New(cfg.MailLog, set.hostname)
-	}
+	s.engine.MailLog = cfg.MailLog
 	if cfg.Metrics != nil {
 		s.engine.Metrics = smtpd.NewMetrics(cfg.Metrics)
 		memoryMetrics(cfg.Metrics, s.engine.Memory)

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -14,6 +13,7 @@ import (
 	authparams "github.com/smtpgate/smtpgate/services/auth/params"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 	"github.com/smtpgate/smtpgate/services/edge/internal/listener"
+	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
 	"github.com/smtpgate/smtpgate/services/edge/internal/smtpd"
 	edgeparams "github.com/smtpgate/smtpgate/services/edge/params"
 	policyparams "github.com/smtpgate/smtpgate/services/policy/params"
@@ -45,8 +45,10 @@ type Settings struct {
 	memoryBudget int64
 	// shutdownTimeout is smtpgate_shutdown_timeout.
 	shutdownTimeout time.Duration
-	// mailLogFile is smtpgate_maillog_file (OpenMailLog).
-	mailLogFile string
+	// mailLog is where the mail log goes (maillog_file, its old name
+	// smtpgate_maillog_file, smtpgate_syslog_socket, syslog_name,
+	// syslog_facility; OpenMailLog).
+	mailLog maillog.Destination
 	// startOnly are the values of the parameters in restartOnly.
 	startOnly []string
 }
@@ -75,7 +77,7 @@ const shutdownTimeoutParam = "smtpgate_shutdown_timeout"
 var restartOnly = []string{"smtpgate_policy_service", "smtpgate_auth_service", "smtpgate_max_connections", "smtpgate_memory_budget",
 	"smtpgate_grpc_tls_ca_file", "smtpgate_grpc_tls_client_cert_file", "smtpgate_grpc_tls_client_key_file",
 	"smtpgate_grpc_tls_server_name", "smtpgate_grpc_allow_plaintext",
-	"smtpgate_connection_limit_redis", "smtpgate_stress_threshold", "smtpgate_stress_hold_time", "smtpgate_maillog_file", "smtpgate_edge_metrics_listen", "smtpgate_edge_pprof_listen",
+	"smtpgate_connection_limit_redis", "smtpgate_stress_threshold", "smtpgate_stress_hold_time", "maillog_file", "smtpgate_maillog_file", "smtpgate_syslog_socket", "syslog_name", "syslog_facility", "smtpgate_edge_metrics_listen", "smtpgate_edge_pprof_listen",
 	"smtpgate_log_format", "smtpgate_log_level"}
 
 // Load reads and checks the edge's part of the configuration: names and
@@ -94,7 +96,11 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 		connLimitRedis:  main.Get("smtpgate_connection_limit_redis"),
 		memoryBudget:    p.int("smtpgate_memory_budget"),
 		shutdownTimeout: p.duration(shutdownTimeoutParam),
-		mailLogFile:     main.Path("smtpgate_maillog_file"),
+		mailLog: maillog.Destination{File: main.Path("maillog_file"), Socket: main.Path("smtpgate_syslog_socket"),
+			Name: main.Get("syslog_name"), Facility: main.Get("syslog_facility"), Host: main.Get("myhostname")},
+	}
+	if s.mailLog.File == "" {
+		s.mailLog.File = main.Path("smtpgate_maillog_file")
 	}
 	for _, name := range restartOnly {
 		s.startOnly = append(s.startOnly, main.Get(name))
@@ -126,18 +132,16 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	return s, errors.Join(errs...)
 }
 
-// OpenMailLog opens smtpgate_maillog_file for appending (created 0640
-// when missing): a mail log in Postfix smtpd's words, for pflogsumm and
-// fail2ban's postfix filters. nil, nil when it is not set.
-func (s Settings) OpenMailLog() (*os.File, error) {
-	if s.mailLogFile == "" {
-		return nil, nil
-	}
-	f, err := os.OpenFile(s.mailLogFile, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o640)
+// OpenMailLog opens the mail log, in Postfix's words and program names:
+// maillog_file (or its old name smtpgate_maillog_file) appended to,
+// "/dev/stdout" or "/dev/stderr", or else syslog through
+// smtpgate_syslog_socket, as syslog_name and syslog_facility say.
+func (s Settings) OpenMailLog() (*maillog.Log, error) {
+	l, err := maillog.Open(s.mailLog)
 	if err != nil {
-		return nil, fmt.Errorf("smtpgate_maillog_file: %w", err)
+		return nil, fmt.Errorf("maillog_file: %w", err)
 	}
-	return f, nil
+	return l, nil
 }
 
 // changedAtStart are the parameters of restartOnly whose value differs

@@ -7,7 +7,12 @@
 // file:line.
 package params
 
-import "github.com/smtpgate/smtpgate/pkg/maincf"
+import (
+	"fmt"
+	"strings"
+
+	"github.com/smtpgate/smtpgate/pkg/maincf"
+)
 
 // Defs are the parameters smtpgate-edge reads: their defaults, checks and whether
 // a master.cf -o override may set them.
@@ -178,10 +183,22 @@ func Defs() []maincf.Def {
 		// a mynetworks-style list of addresses and networks (no host
 		// names or tables).
 		{Name: "smtpd_forbid_bare_newline_exclusions", Default: "$mynetworks", Owner: maincf.Edge, Listener: true},
-		// A mail log in Postfix smtpd's words ("connect from ...",
-		// "NOQUEUE: reject: ...", "disconnect from ...") appended to this
-		// file, for pflogsumm and fail2ban; empty: none.
+		// The mail log, in Postfix's words and program names (for
+		// pflogsumm and fail2ban's postfix filters): Postfix 3.4's
+		// maillog_file, a file appended to (reopened on SIGUSR1 and
+		// SIGHUP), "/dev/stdout" or "/dev/stderr"; empty: syslog, as
+		// Postfix, through smtpgate_syslog_socket.
+		{Name: "maillog_file", Default: "", Owner: maincf.Edge},
+		// maillog_file's old name, read when maillog_file is not set.
 		{Name: "smtpgate_maillog_file", Default: "", Owner: maincf.Edge},
+		// The syslog socket the mail log goes to when maillog_file is
+		// empty (a Unix datagram socket, as syslog(3)'s).
+		{Name: "smtpgate_syslog_socket", Default: "/dev/log", Owner: maincf.Edge},
+		// Postfix's: the mail log's program names are syslog_name/smtpd,
+		// syslog_name/qmgr, ...; syslog_facility its syslog facility.
+		{Name: "syslog_name", Default: "postfix", Owner: maincf.Edge, Check: checkSyslogName},
+		{Name: "syslog_facility", Default: "mail", Owner: maincf.Edge, Check: maincf.CheckOneOf("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
+			"uucp", "cron", "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7")},
 		// For how long the edge answers the stages policy said it always
 		// permits (nothing to evaluate) without asking; 0: always ask.
 		{Name: "smtpgate_policy_skip_time", Default: "5s", Owner: maincf.Edge, Check: maincf.CheckDuration},
@@ -189,4 +206,13 @@ func Defs() []maincf.Def {
 		// has a deadline); smtpgate_auth_timeout is auth's.
 		{Name: "smtpgate_policy_timeout", Default: "10s", Owner: maincf.Edge, Check: maincf.CheckPositiveDuration},
 	}
+}
+
+// checkSyslogName checks syslog_name: the mail log's program names are
+// NAME/smtpd[PID], so NAME holds no white space, ':', '[' or ']'.
+func checkSyslogName(v string) error {
+	if v == "" || strings.ContainsAny(v, " \t:[]") {
+		return fmt.Errorf("want a name without white space, ':', '[' or ']', got %q", v)
+	}
+	return nil
 }

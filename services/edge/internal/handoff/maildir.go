@@ -37,6 +37,8 @@ type maildirTx struct {
 	m     *Maildir
 	env   Envelope
 	rcpts []string
+	// done: the message is written.
+	done bool
 }
 
 // Rcpt ignores the DSN parameters.
@@ -56,6 +58,7 @@ func (t *maildirTx) Data(_ context.Context, msg io.Reader) error {
 	if err := t.m.write(&head, msg); err != nil {
 		return &reply.NextHopError{Reply: reply.WriteError, Err: err}
 	}
+	t.done = true
 	return nil
 }
 

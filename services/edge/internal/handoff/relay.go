@@ -174,6 +174,10 @@ type relayTx struct {
 	// over, RFC 5321 §4.1.1.4), whatever it was; dead: the connection
 	// is not to be used again.
 	inData, ended, dead bool
+	// reply and replies are the next hop's replies to the content
+	// (Report): an SMTP next hop's one, an LMTP one's per recipient.
+	reply   string
+	replies map[string]string
 }
 
 // Rcpt passes the DSN parameters on only to a next hop that advertised
@@ -291,7 +295,7 @@ func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 		}
 		return reply.NextHopFailed(fmt.Errorf("send to %s: %w", t.r, err))
 	}
-	if err := w.Close(); err != nil {
+	if err := t.closeData(w); err != nil {
 		var lmtpErr smtp.LMTPDataError
 		if errors.As(err, &lmtpErr) {
 			t.inData, t.ended = false, true
@@ -304,6 +308,24 @@ func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 	}
 	t.inData, t.ended = false, true
 	return nil
+}
+
+// closeData ends the content and keeps the next hop's replies for
+// Report.
+func (t *relayTx) closeData(w *smtp.DataCommand) error {
+	if t.r.LMTP {
+		resp, err := w.CloseWithLMTPResponse()
+		t.replies = make(map[string]string, len(resp))
+		for rcpt, r := range resp {
+			t.replies[rcpt] = "250 " + r.StatusText
+		}
+		return err
+	}
+	resp, err := w.CloseWithResponse()
+	if err == nil {
+		t.reply = "250 " + resp.StatusText
+	}
+	return err
 }
 
 // copyBufSize is the size of Data's copy buffers, io.Copy's own.

@@ -1,7 +1,11 @@
-// Package maillog writes the edge's mail log in Postfix's words and
-// syslog's line format ("Mon DD HH:MM:SS host smtpgate/smtpd[PID]: ..."),
-// so that tools made for Postfix's maillog (pflogsumm, fail2ban's postfix
-// filters) can read it. It trusts its callers to pass printable text.
+// Package maillog writes the edge's mail log in Postfix's words, with
+// Postfix's program names ("postfix/smtpd[PID]", "postfix/cleanup",
+// "postfix/qmgr", "postfix/smtp", as syslog_name says), so that tools made
+// for Postfix's maillog (pflogsumm, fail2ban's postfix filters) read it
+// unchanged. Lines go to syslog over a Unix datagram socket (/dev/log), to
+// a file (reopened by Reopen, for logrotate), or to any writer (stdout or
+// stderr for journald). It trusts its callers to pass printable text
+// where it does not escape.
 package maillog
 
 import (
@@ -14,74 +18,102 @@ import (
 )
 
 // Log is a mail log. Its methods are safe for concurrent use; a nil *Log
-// writes nothing.
+// (or a zero one) writes nothing.
 type Log struct {
-	mu   sync.Mutex
-	w    io.Writer
-	host string
-	pid  int
+	mu  sync.Mutex
+	out io.Writer
+	// syslog: out is a syslog socket; lines are "<PRI>Mmm dd hh:mm:ss
+	// tag: msg", without the host (syslogd adds it) and without a
+	// newline, as syslog(3) sends them.
+	syslog   bool
+	facility int
+	host     string
+	name     string
+	pid      int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	buf []byte
-	// tag is " host smtpgate/smtpd[pid]: ", made once by New.
-	tag string
 }
 
-// New returns a log writing to w with host as the syslog host name
-// ("localhost" when empty).
-func New(w io.Writer, host string) *Log {
+// Severities (RFC 5424) of the lines: Postfix's msg_info and msg_warn.
+const (
+	severityWarning = 4
+	severityInfo    = 6
+)
+
+// Programs: the Postfix daemons whose lines the edge writes.
+const (
+	progSmtpd   = "smtpd"
+	progCleanup = "cleanup"
+	progQmgr    = "qmgr"
+)
+
+// New returns a log writing lines in a file's format ("Mmm dd hh:mm:ss
+// host name/program[pid]: msg\n") to w, host being the syslog host name
+// ("localhost" when empty) and name syslog_name ("postfix" when empty).
+func New(w io.Writer, host, name string) *Log {
 	if host == "" {
 		host = "localhost"
 	}
-	l := &Log{w: w, host: host, pid: os.Getpid()}
-	l.tag = fmt.Sprintf(" %s smtpgate/smtpd[%d]: ", l.host, l.pid)
-	return l
+	if name == "" {
+		name = DefaultName
+	}
+	return &Log{out: w, host: host, name: name, pid: os.Getpid(), facility: facilityMail}
 }
 
-// Printf writes one line: the syslog header, then the message.
+// DefaultName is syslog_name's default: Postfix's, so that the tools'
+// stock patterns ("postfix/smtpd[...]") match.
+const DefaultName = "postfix"
+
+// Printf writes one smtpd line: the header, then the message.
 func (l *Log) Printf(format string, args ...any) {
-	l.line(false, func(b []byte) []byte { return fmt.Appendf(b, format, args...) })
+	l.line(progSmtpd, severityInfo, false, func(b []byte) []byte { return fmt.Appendf(b, format, args...) })
 }
 
-// line writes one line: the syslog header, then what write appends to
-// it, made printable (escape) when escaped is set. A nil Log writes
-// nothing; lines of concurrent sessions do not mix.
-func (l *Log) line(escaped bool, write func(b []byte) []byte) {
-	if l == nil {
+// line writes one line of program prog: the header, then what write
+// appends to it, made printable (escape) when escaped is set. A nil Log
+// writes nothing; lines of concurrent sessions do not mix.
+func (l *Log) line(prog string, severity int, escaped bool, write func(b []byte) []byte) {
+	if l == nil || l.out == nil {
 		return
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	l.begin()
+	l.begin(prog, severity)
 	from := len(l.buf)
 	l.buf = write(l.buf)
 	if !escaped {
 		from = len(l.buf)
 	}
-	l.end(from)
+	l.buf = escape(l.buf, from)
+	if !l.syslog {
+		l.buf = append(l.buf, '\n')
+	}
+	// A log that cannot be written loses the line, as syslog(3) does;
+	// the mail is not refused for it.
+	_, _ = l.out.Write(l.buf)
 }
 
-// begin starts a line in l.buf with the syslog header; l.mu is held.
-func (l *Log) begin() {
+// begin starts a line in l.buf with its header; l.mu is held.
+func (l *Log) begin(prog string, severity int) {
 	now := time.Now
 	if l.Now != nil {
 		now = l.Now
 	}
-	// RFC 3164's timestamp, as syslogd writes Postfix's lines.
-	l.buf = now().AppendFormat(l.buf[:0], time.Stamp)
-	if l.tag != "" {
-		l.buf = append(l.buf, l.tag...)
-	} else {
-		l.buf = fmt.Appendf(l.buf, " %s smtpgate/smtpd[%d]: ", l.host, l.pid)
+	l.buf = l.buf[:0]
+	if l.syslog {
+		l.buf = append(l.buf, '<')
+		l.buf = strconv.AppendInt(l.buf, int64(l.facility<<3|severity), 10)
+		l.buf = append(l.buf, '>')
 	}
-}
-
-// end writes the line begun with begin, with what it holds from
-// escapeFrom on made printable (escape); l.mu is held.
-func (l *Log) end(escapeFrom int) {
-	l.buf = escape(l.buf, escapeFrom)
-	l.buf = append(l.buf, '\n')
-	_, _ = l.w.Write(l.buf)
+	// RFC 3164's timestamp, as syslogd writes Postfix's lines.
+	l.buf = now().AppendFormat(l.buf, time.Stamp)
+	l.buf = append(l.buf, ' ')
+	if !l.syslog {
+		l.buf = append(append(l.buf, l.host...), ' ')
+	}
+	l.buf = append(append(append(l.buf, l.name...), '/'), prog...)
+	l.buf = append(strconv.AppendInt(append(l.buf, '['), int64(l.pid), 10), "]: "...)
 }
 
 // escape makes b[from:] printable as Go quotes a string (control
@@ -110,13 +142,13 @@ func (p Peer) appendTo(b []byte) []byte {
 
 // Connect logs a new connection: "connect from name[addr]".
 func (l *Log) Connect(client Peer) {
-	l.line(false, func(b []byte) []byte { return client.appendTo(append(b, "connect from "...)) })
+	l.line(progSmtpd, severityInfo, false, func(b []byte) []byte { return client.appendTo(append(b, "connect from "...)) })
 }
 
 // Disconnect logs the end of a connection with its commands:
 // "disconnect from name[addr] ehlo=1 mail=1 rcpt=0/1 quit=1 commands=3/4".
 func (l *Log) Disconnect(client Peer, cmds *Commands) {
-	l.line(false, func(b []byte) []byte {
+	l.line(progSmtpd, severityInfo, false, func(b []byte) []byte {
 		b = client.appendTo(append(b, "disconnect from "...))
 		return cmds.appendTo(append(b, ' '))
 	})
@@ -127,6 +159,9 @@ type Reject struct {
 	// QueueID is the transaction's queue id, "" for NOQUEUE (no
 	// recipient accepted yet).
 	QueueID string
+	// Action is "reject" when empty, or "reject_warning" (a refusal
+	// warn_if_reject turned into a warning).
+	Action string
 	// Stage is the stage as Postfix names it: "CONNECT", "RCPT",
 	// "EHLO", "END-OF-MESSAGE"...
 	Stage  string
@@ -147,7 +182,7 @@ type Reject struct {
 // unknown[192.0.2.1]: 554 5.7.1 <x@example.net>: Relay access denied;
 // from=<a@example.org> to=<x@example.net> proto=ESMTP
 // helo=<client.example.net>", escaped as printable text.
-func (l *Log) Reject(r Reject) { l.line(true, r.appendTo) }
+func (l *Log) Reject(r Reject) { l.line(progSmtpd, severityInfo, true, r.appendTo) }
 
 // appendTo appends the refusal's message, without the syslog header.
 func (r *Reject) appendTo(b []byte) []byte {
@@ -156,7 +191,13 @@ func (r *Reject) appendTo(b []byte) []byte {
 	} else {
 		b = append(b, r.QueueID...)
 	}
-	b = append(b, ": reject: "...)
+	b = append(b, ": "...)
+	if r.Action == "" {
+		b = append(b, "reject"...)
+	} else {
+		b = append(b, r.Action...)
+	}
+	b = append(b, ": "...)
 	b = append(b, r.Stage...)
 	b = r.Client.appendTo(append(b, " from "...))
 	b = append(b, ": "...)
@@ -180,7 +221,7 @@ func (r *Reject) appendTo(b []byte) []byte {
 // ", sasl_method=PLAIN, sasl_username=user" for an authenticated client
 // (saslUsername not empty); escaped as printable text.
 func (l *Log) Client(queueID string, client Peer, saslMethod, saslUsername string) {
-	l.line(true, func(b []byte) []byte {
+	l.line(progSmtpd, severityInfo, true, func(b []byte) []byte {
 		b = client.appendTo(append(append(b, queueID...), ": client="...))
 		if saslUsername != "" {
 			b = append(append(b, ", sasl_method="...), saslMethod...)
@@ -194,7 +235,7 @@ func (l *Log) Client(queueID string, client Peer, saslMethod, saslUsername strin
 // one entering the active queue: "QUEUEID: from=<sender>, size=1234,
 // nrcpt=1 (queue active)", the sender escaped as printable text.
 func (l *Log) Queued(queueID, sender string, size int64, nrcpt int) {
-	l.line(false, func(b []byte) []byte {
+	l.line(progQmgr, severityInfo, false, func(b []byte) []byte {
 		b = append(append(b, queueID...), ": from=<"...)
 		from := len(b)
 		b = escape(append(b, sender...), from)
@@ -277,3 +318,7 @@ func appendCount(b []byte, ok, total int) []byte {
 	}
 	return strconv.AppendInt(b, int64(total), 10)
 }
+
+// On reports whether the log writes anywhere: the caller may skip the
+// work of making a line.
+func (l *Log) On() bool { return l != nil && l.out != nil }

@@ -10,10 +10,10 @@ import (
 
 func TestPrintf(t *testing.T) {
 	var b bytes.Buffer
-	l := New(&b, "mail")
+	l := New(&b, "mail", "")
 	l.Now = func() time.Time { return time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC) }
 	l.Printf("connect from %s", "unknown[192.0.2.1]")
-	want := "Mar  4 05:06:07 mail smtpgate/smtpd[" + strconv.Itoa(os.Getpid()) + "]: connect from unknown[192.0.2.1]\n"
+	want := "Mar  4 05:06:07 mail postfix/smtpd[" + strconv.Itoa(os.Getpid()) + "]: connect from unknown[192.0.2.1]\n"
 	if b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}

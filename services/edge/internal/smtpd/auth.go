@@ -61,9 +61,18 @@ func (s *session) auth(ctx context.Context, arg string) reply.Reply {
 		}
 		if o := resp.GetOutcome(); o != nil {
 			r := reply.FromAuthResult(o.GetResult())
-			if o.GetResult() == authv1.Result_RESULT_SUCCESS {
+			switch o.GetResult() {
+			case authv1.Result_RESULT_SUCCESS:
 				s.sasl.mech, s.sasl.user = mech, o.GetUsername()
 				s.log.Info("authenticated", "sasl_method", mech, "sasl_username", s.sasl.user)
+			case authv1.Result_RESULT_FAILURE:
+				// Postfix's words with Dovecot's reason (the line
+				// fail2ban's postfix[mode=auth] filter counts).
+				s.srv.MailLog.SASLFailed(s.peer(), mech, "authentication failure")
+			case authv1.Result_RESULT_TEMPORARY_FAILURE:
+				s.srv.MailLog.SASLFailed(s.peer(), mech, "Temporary authentication failure")
+			case authv1.Result_RESULT_CANCELLED:
+				s.srv.MailLog.SASLAborted(s.peer(), mech)
 			}
 			return r
 		}

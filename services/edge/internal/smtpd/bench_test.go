@@ -143,7 +143,7 @@ func newSessionBench(b *testing.B) (string, *benchSink) {
 		NextHop: hop, ETRN: true, BareNewline: BareNewlineNormalize}
 	srv := &Server{Config: Config{Policy: grpcPolicy{policyv1.NewPolicyServiceClient(cc)}, Auth: &testAuth{}, Logger: log,
 		PolicyTimeout: 5 * time.Second, AuthTimeout: 5 * time.Second, PolicySkipTime: time.Minute,
-		MailLog: maillog.New(io.Discard, "mail.example.org"), Metrics: NewMetrics(prometheus.NewRegistry()), Drain: &Drain{}}}
+		MailLog: maillog.New(io.Discard, "mail.example.org", ""), Metrics: NewMetrics(prometheus.NewRegistry()), Drain: &Drain{}}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)

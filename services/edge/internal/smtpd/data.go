@@ -308,8 +308,11 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 	hctx, span := s.startHandoff(ctx, tx.queueID, int64(len(head))+size)
 	start := time.Now()
 	err = tx.hand.Data(hctx, io.MultiReader(bytes.NewReader(head), content))
-	s.srv.Metrics.handedOff(time.Since(start), err)
+	end := time.Now()
+	s.srv.Metrics.handedOff(end.Sub(start), err)
 	endHandoff(span, err)
+	total := int64(len(head)) + size
+	s.logHandedOff(tx, head, total, start, end, err)
 	if err != nil {
 		if reply.IsRefusal(err) {
 			s.log.InfoContext(ctx, "next hop refused the message", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
@@ -318,8 +321,6 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		}
 		return reply.FromHandoff(err)
 	}
-	total := int64(len(head)) + size
-	s.srv.MailLog.Queued(tx.queueID, tx.sender, total, len(tx.rcpts))
 	if s.log.Enabled(ctx, slog.LevelInfo) {
 		attrs := make([]slog.Attr, 0, 10)
 		attrs = append(attrs, slog.String("queue_id", tx.queueID), slog.String("client", s.namaddr()))

@@ -13,11 +13,12 @@ import (
 
 // TestMailLog runs two sessions with the Postfix-format mail log on and
 // checks the lines, then has Debian's pflogsumm (scripts/deps --test)
-// count them: two messages received, one recipient rejected.
+// count them, with no --syslog-name: two messages received and
+// delivered, one recipient rejected.
 func TestMailLog(t *testing.T) {
 	h := newHarness(t, relayDenied, nil)
 	var buf logBuffer
-	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, MailLog: maillog.New(&buf, "mail")}}
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, MailLog: maillog.New(&buf, "mail", "")}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -41,9 +42,12 @@ func TestMailLog(t *testing.T) {
 	stop()
 
 	log := buf.String()
-	header := `^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d mail smtpgate/smtpd\[\d+\]: `
+	header := `^[A-Z][a-z]{2} [ 0-9]\d \d\d:\d\d:\d\d mail postfix/(smtpd|qmgr|cleanup|smtp)\[\d+\]: `
 	for _, want := range []string{
 		`connect from unknown\[127\.0\.0\.1\]$`,
+		`[0-9A-F]{12}: message-id=<>$`,
+		`[0-9A-F]{12}: to=<john@example\.org>, relay=\S+, delay=[0-9.]+, delays=[0-9.]+/0/[0-9.]+/[0-9.]+, dsn=2\.0\.0, status=sent \(250 .*\)$`,
+		`[0-9A-F]{12}: removed$`,
 		`NOQUEUE: reject: RCPT from unknown\[127\.0\.0\.1\]: 554 5\.7\.1 <x@elsewhere\.example>: Relay access denied; from=<a@example\.net> to=<x@elsewhere\.example> proto=ESMTP helo=<client\.example\.net>$`,
 		`[0-9A-F]{12}: client=unknown\[127\.0\.0\.1\]$`,
 		`[0-9A-F]{12}: from=<a@example\.net>, size=\d+, nrcpt=1 \(queue active\)$`,
@@ -63,11 +67,11 @@ func TestMailLog(t *testing.T) {
 	if err := os.WriteFile(file, []byte(log), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command(pflogsumm, "--syslog-name=smtpgate", file).CombinedOutput()
+	out, err := exec.Command(pflogsumm, file).CombinedOutput()
 	if err != nil {
 		t.Fatalf("pflogsumm: %v\n%s", err, out)
 	}
-	for _, want := range []string{`(?m)^\s+2\s+received$`, `(?m)^\s+1\s+rejected \(`} {
+	for _, want := range []string{`(?m)^\s+2\s+received$`, `(?m)^\s+2\s+delivered$`, `(?m)^\s+1\s+rejected \(`} {
 		if !regexp.MustCompile(want).Match(out) {
 			t.Errorf("pflogsumm: no %s in\n%s", want, out)
 		}

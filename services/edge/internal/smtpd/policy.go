@@ -127,6 +127,10 @@ func (s *session) applyVerdict(ctx context.Context, stage policyv1.Stage, tx *po
 	where := stageName(stage, s.helo.esmtp)
 	for _, w := range v.GetWarnings() {
 		s.log.WarnContext(ctx, w, "stage", where, "client_name", s.namaddr(), "from", tx.GetSender(), "to", tx.GetRecipient(), "helo", s.helo.name)
+		if text, ok := strings.CutPrefix(w, "reject_warning: "); ok {
+			// warn_if_reject: Postfix's "NOQUEUE: reject_warning: ..."
+			s.logRejectAs("reject_warning", stage, tx, text)
+		}
 	}
 	r, ok, err = reply.FromVerdict(v)
 	if err != nil {
@@ -183,7 +187,13 @@ func stageName(stage policyv1.Stage, esmtp bool) string {
 // <x@example.net>: Relay access denied; from=<a@example.org>
 // to=<x@example.net> proto=ESMTP helo=<client.example.net>".
 func (s *session) logReject(stage policyv1.Stage, tx *policyv1.Transaction, r reply.Reply) {
-	e := maillog.Reject{Stage: stageName(stage, s.helo.esmtp), Client: s.peer(), Reason: r.Text(), Proto: s.protocol(), Helo: s.helo.name}
+	s.logRejectAs("", stage, tx, r.Text())
+}
+
+// logRejectAs writes a reject line with action ("" for reject, or
+// "reject_warning") and the reply's text.
+func (s *session) logRejectAs(action string, stage policyv1.Stage, tx *policyv1.Transaction, text string) {
+	e := maillog.Reject{Action: action, Stage: stageName(stage, s.helo.esmtp), Client: s.peer(), Reason: text, Proto: s.protocol(), Helo: s.helo.name}
 	if s.tx != nil && len(s.tx.rcpts) > 0 {
 		e.QueueID = s.tx.queueID
 	}

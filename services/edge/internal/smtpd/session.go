@@ -71,6 +71,10 @@ type session struct {
 	commands int
 	// cmds counts the commands for the mail log's disconnect line.
 	cmds maillog.Commands
+	// where is the last command's verb as Postfix's smtpd names it in
+	// "lost connection after RCPT": "CONNECT" before any, "UNKNOWN" for
+	// a verb it does not know.
+	where string
 	// release gives back the session's place in Server.Limits.
 	release func()
 	// span is the session's span; nil when the server does not trace.
@@ -225,6 +229,14 @@ func (s *session) close() {
 	s.wire.close()
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
 	s.srv.MailLog.Disconnect(s.peer(), &s.cmds)
+}
+
+// whereNow is where the session is, as Postfix's smtpd says it.
+func (s *session) whereNow() string {
+	if s.where == "" {
+		return "CONNECT"
+	}
+	return s.where
 }
 
 // namaddr is Postfix's "name[addr]"; the edge does no DNS, so the name is
@@ -383,6 +395,7 @@ func (s *session) run(ctx context.Context) {
 		if limit := s.tune().HardErrorLimit; limit > 0 && s.errors >= limit {
 			s.send(reply.TooManyErrors(s.l.Hostname))
 			s.log.Info("too many errors", "errors", s.errors)
+			s.srv.MailLog.Ended(s.peer(), maillog.TooManyErrors, s.whereNow())
 			return
 		}
 		s.waitCommand(true)
@@ -407,16 +420,22 @@ func (s *session) run(ctx context.Context) {
 		case isTimeout(err):
 			s.send(reply.Timeout(s.l.Hostname))
 			s.log.Info("timeout", "after", s.tune().Timeout, "stress", s.srv.Limits.stressed())
+			s.srv.MailLog.Ended(s.peer(), maillog.Timeout, s.whereNow())
 			return
 		case err != nil:
 			if !errors.Is(err, io.EOF) {
 				s.log.Info("read", "err", err)
 			}
+			s.srv.MailLog.Ended(s.peer(), maillog.LostConnection, s.whereNow())
 			return
 		}
 		s.commands++
 		denied := s.verdicts.denied
 		verb, _ := splitCommand(line)
+		s.where = verb
+		if !knownCommands[verb] {
+			s.where = "UNKNOWN"
+		}
 		cctx, span := s.startCommand(ctx, verb)
 		r, _ := s.offStack(cctx, line, false)
 		if r.Close && (r.Code == 0 || r.Code == 421) && s.srv.Drain.closing() {
@@ -428,6 +447,11 @@ func (s *session) run(ctx context.Context) {
 		endCommand(span, r)
 		s.cmds.Count(verb, r.Code < 400)
 		if r.Close {
+			if r.Code == 0 && !s.srv.Drain.closing() {
+				// The client went away in the middle of the command
+				// (DATA content, a BDAT chunk, an AUTH response).
+				s.srv.MailLog.Ended(s.peer(), maillog.LostConnection, s.whereNow())
+			}
 			return
 		}
 		if r.Code >= 400 {
@@ -531,7 +555,9 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 	// sending ahead.
 	if knownCommands[verb] && verb != "BDAT" && !s.unauthPipelining && s.wire.pending() > 0 && (!s.helo.esmtp || mustBeLast[verb]) {
 		s.unauthPipelining = true
-		s.log.Info("improper command pipelining after "+verb, "next", printable(s.wire.peekPending(100)))
+		pending := s.wire.peekPending(100)
+		s.log.Info("improper command pipelining after "+verb, "next", printable(pending))
+		s.srv.MailLog.Pipelining(s.peer(), verb, pending)
 		if s.l.ForbidUnauthPipelining {
 			return reply.SyncError
 		}

@@ -260,8 +260,10 @@ func (s *session) forward(ctx context.Context, addr string, dsn handoff.Recipien
 		if s.tx.params.envid != nil {
 			env.EnvelopeID = *s.tx.params.envid
 		}
+		start := time.Now()
 		hand, err := s.l.NextHop.Begin(ctx, env)
 		if err != nil {
+			s.logRcptRefused(s.tx, addr, start, err)
 			s.srv.Metrics.handoffFailed("begin")
 			if reply.IsRefusal(err) {
 				s.log.InfoContext(ctx, "next hop refused the transaction", "queue_id", s.tx.queueID, "err", err)
@@ -272,8 +274,10 @@ func (s *session) forward(ctx context.Context, addr string, dsn handoff.Recipien
 		}
 		s.tx.hand = hand
 	}
+	start := time.Now()
 	if err := s.tx.hand.Rcpt(ctx, addr, dsn); err != nil {
 		s.log.Info("next hop refused recipient", "queue_id", s.tx.queueID, "rcpt", addr, "err", err)
+		s.logRcptRefused(s.tx, addr, start, err)
 		return reply.FromHandoff(err), false
 	}
 	return reply.Reply{}, true
