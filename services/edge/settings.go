@@ -173,6 +173,17 @@ func (p params) duration(name string) time.Duration {
 	return maincf.Collect(p.c, p.errs, name, maincf.ParseDuration)
 }
 
+// overridden is the value of name when svc's -o options set it; "" when
+// main.cf's applies.
+func overridden(svc maincf.Service, c *maincf.Config, name string) string {
+	for _, o := range svc.Overrides {
+		if o.Name == name {
+			return c.Get(name)
+		}
+	}
+	return ""
+}
+
 // compileListener compiles one master.cf service (c is main.cf with its
 // -o overrides) into the engine's settings. Every problem is reported,
 // each with the service's master.cf line before its own file:line.
@@ -183,6 +194,7 @@ func compileListener(c *maincf.Config, svc maincf.Service, typed *[]error) (list
 	}
 	p := params{c, typed}
 	l := &smtpd.Listener{
+		SyslogName:             overridden(svc, c, "syslog_name"),
 		Name:                   svc.Name,
 		Hostname:               c.Get("myhostname"),
 		Banner:                 c.Get("smtpd_banner"),

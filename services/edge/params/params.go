@@ -196,7 +196,9 @@ func Defs() []maincf.Def {
 		{Name: "smtpgate_syslog_socket", Default: "/dev/log", Owner: maincf.Edge},
 		// Postfix's: the mail log's program names are syslog_name/smtpd,
 		// syslog_name/qmgr, ...; syslog_facility its syslog facility.
-		{Name: "syslog_name", Default: "postfix", Owner: maincf.Edge, Check: checkSyslogName},
+		// A master.cf -o syslog_name=postfix/submission names that
+		// listener's lines postfix/submission/smtpd, as Postfix does.
+		{Name: "syslog_name", Default: "postfix", Owner: maincf.Edge, Listener: true, Check: checkSyslogName},
 		{Name: "syslog_facility", Default: "mail", Owner: maincf.Edge, Check: maincf.CheckOneOf("kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news",
 			"uucp", "cron", "authpriv", "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7")},
 		// For how long the edge answers the stages policy said it always

@@ -46,8 +46,8 @@ func CheckFacility(v string) error {
 }
 
 // CheckName checks a syslog_name value: Postfix's programs are named
-// "NAME/smtpd", so NAME must not be empty nor hold white space, ':' or
-// '['.
+// "NAME/smtpd", so NAME must not be empty nor hold white space, ':', '['
+// or ']' (a '/' is fine: "postfix/submission").
 func CheckName(v string) error {
 	if v == "" || strings.ContainsAny(v, " \t:[]") {
 		return fmt.Errorf("syslog_name %q: want a name without white space, ':', '[' or ']'", v)
@@ -93,7 +93,7 @@ func Open(d Destination) (*Log, error) {
 // away), or reconnects to the syslog socket; lines written meanwhile go
 // to the old file. A log on stdout or stderr does nothing.
 func (l *Log) Reopen() error {
-	if l == nil {
+	if !l.On() {
 		return nil
 	}
 	r, ok := l.out.(interface{ reopen() error })
@@ -107,7 +107,7 @@ func (l *Log) Reopen() error {
 
 // Close closes the log's file or socket.
 func (l *Log) Close() error {
-	if l == nil {
+	if !l.On() {
 		return nil
 	}
 	c, ok := l.out.(io.Closer)

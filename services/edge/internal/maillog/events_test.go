@@ -105,3 +105,28 @@ func TestDelayFormat(t *testing.T) {
 		}
 	}
 }
+
+// TestNamed: a listener's syslog_name (master.cf -o
+// syslog_name=postfix/submission) names its lines, on the same output.
+func TestNamed(t *testing.T) {
+	var b bytes.Buffer
+	l := New(&b, "mx", "")
+	l.Now = func() time.Time { return time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC) }
+	if l.Named("") != l || l.Named("postfix") != l {
+		t.Error("Named with the log's own name or none made a new log")
+	}
+	sub := l.Named("postfix/submission")
+	sub.Connect(Peer{Name: "unknown", Addr: "192.0.2.1"})
+	sub.Removed("0123456789AB") // qmgr keeps main.cf's name
+	pid := strconv.Itoa(os.Getpid())
+	want := "Mar  4 05:06:07 mx postfix/submission/smtpd[" + pid + "]: connect from unknown[192.0.2.1]\n" +
+		"Mar  4 05:06:07 mx postfix/qmgr[" + pid + "]: 0123456789AB: removed\n"
+	if b.String() != want {
+		t.Errorf("got\n%s\nwant\n%s", b.String(), want)
+	}
+	var zero Log
+	zero.Named("x").Connect(Peer{}) // a zero log writes nothing
+	if zero.On() || zero.Reopen() != nil || zero.Close() != nil {
+		t.Error("a zero log is on")
+	}
+}

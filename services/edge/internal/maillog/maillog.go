@@ -18,8 +18,16 @@ import (
 )
 
 // Log is a mail log. Its methods are safe for concurrent use; a nil *Log
-// (or a zero one) writes nothing.
+// (or a zero one) writes nothing. Logs made by Named share one output.
 type Log struct {
+	*sink
+	// name is syslog_name: the programs are name/smtpd, name/qmgr, ...;
+	// smtpd's own lines use smtpdName when it is set (Named).
+	name, smtpdName string
+}
+
+// sink is where a Log's lines go, shared by the Logs Named makes.
+type sink struct {
 	mu  sync.Mutex
 	out io.Writer
 	// syslog: out is a syslog socket; lines are "<PRI>Mmm dd hh:mm:ss
@@ -28,11 +36,22 @@ type Log struct {
 	syslog   bool
 	facility int
 	host     string
-	name     string
 	pid      int
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
 	buf []byte
+}
+
+// Named returns a log writing to l's output whose smtpd lines are under
+// syslog_name name (a master.cf -o syslog_name=postfix/submission
+// override; the other programs' lines keep l's name, as Postfix's
+// cleanup, qmgr and smtp have main.cf's); l itself when the name is l's
+// or empty.
+func (l *Log) Named(name string) *Log {
+	if l == nil || name == "" || name == l.name {
+		return l
+	}
+	return &Log{sink: l.sink, name: l.name, smtpdName: name}
 }
 
 // Severities (RFC 5424) of the lines: Postfix's msg_info and msg_warn.
@@ -58,7 +77,7 @@ func New(w io.Writer, host, name string) *Log {
 	if name == "" {
 		name = DefaultName
 	}
-	return &Log{out: w, host: host, name: name, pid: os.Getpid(), facility: facilityMail}
+	return &Log{sink: &sink{out: w, host: host, pid: os.Getpid(), facility: facilityMail}, name: name}
 }
 
 // DefaultName is syslog_name's default: Postfix's, so that the tools'
@@ -74,7 +93,7 @@ func (l *Log) Printf(format string, args ...any) {
 // appends to it, made printable (escape) when escaped is set. A nil Log
 // writes nothing; lines of concurrent sessions do not mix.
 func (l *Log) line(prog string, severity int, escaped bool, write func(b []byte) []byte) {
-	if l == nil || l.out == nil {
+	if !l.On() {
 		return
 	}
 	l.mu.Lock()
@@ -112,7 +131,11 @@ func (l *Log) begin(prog string, severity int) {
 	if !l.syslog {
 		l.buf = append(append(l.buf, l.host...), ' ')
 	}
-	l.buf = append(append(append(l.buf, l.name...), '/'), prog...)
+	name := l.name
+	if prog == progSmtpd && l.smtpdName != "" {
+		name = l.smtpdName
+	}
+	l.buf = append(append(append(l.buf, name...), '/'), prog...)
 	l.buf = append(strconv.AppendInt(append(l.buf, '['), int64(l.pid), 10), "]: "...)
 }
 
@@ -321,4 +344,4 @@ func appendCount(b []byte, ok, total int) []byte {
 
 // On reports whether the log writes anywhere: the caller may skip the
 // work of making a line.
-func (l *Log) On() bool { return l != nil && l.out != nil }
+func (l *Log) On() bool { return l != nil && l.sink != nil && l.out != nil }

@@ -68,11 +68,11 @@ func (s *session) auth(ctx context.Context, arg string) reply.Reply {
 			case authv1.Result_RESULT_FAILURE:
 				// Postfix's words with Dovecot's reason (the line
 				// fail2ban's postfix[mode=auth] filter counts).
-				s.srv.MailLog.SASLFailed(s.peer(), mech, "authentication failure")
+				s.mlog.SASLFailed(s.peer(), mech, "authentication failure")
 			case authv1.Result_RESULT_TEMPORARY_FAILURE:
-				s.srv.MailLog.SASLFailed(s.peer(), mech, "Temporary authentication failure")
+				s.mlog.SASLFailed(s.peer(), mech, "Temporary authentication failure")
 			case authv1.Result_RESULT_CANCELLED:
-				s.srv.MailLog.SASLAborted(s.peer(), mech)
+				s.mlog.SASLAborted(s.peer(), mech)
 			}
 			return r
 		}

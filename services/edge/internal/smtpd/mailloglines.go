@@ -21,15 +21,15 @@ import (
 // end of data: cleanup's message-id=, qmgr's from=, size=, nrcpt=, one
 // delivery line per recipient, and qmgr's removed.
 func (s *session) logHandedOff(tx *transaction, head []byte, size int64, handStart, handEnd time.Time, err error) {
-	if !s.srv.MailLog.On() {
+	if !s.mlog.On() {
 		return
 	}
 	id := ""
 	if content, rerr := tx.body.Reader(); rerr == nil {
 		id = messageID(io.MultiReader(bytes.NewReader(head), content))
 	}
-	s.srv.MailLog.MessageID(tx.queueID, id)
-	s.srv.MailLog.Queued(tx.queueID, tx.sender, size, len(tx.rcpts))
+	s.mlog.MessageID(tx.queueID, id)
+	s.mlog.Queued(tx.queueID, tx.sender, size, len(tx.rcpts))
 	rep := report(s.l.NextHop, tx.hand)
 	for _, rcpt := range tx.rcpts {
 		d := delivery(tx, rep, rcpt, handStart, handEnd)
@@ -46,9 +46,9 @@ func (s *session) logHandedOff(tx *transaction, head []byte, size int64, handSta
 		if err == nil {
 			d.Status, d.DSN = "sent", dsnOf(d.Text, "2.0.0")
 		}
-		s.srv.MailLog.Delivered(d)
+		s.mlog.Delivered(d)
 	}
-	s.srv.MailLog.Removed(tx.queueID)
+	s.mlog.Removed(tx.queueID)
 }
 
 // logRcptRefused logs the next hop's refusal of one recipient, as
@@ -56,7 +56,7 @@ func (s *session) logHandedOff(tx *transaction, head []byte, size int64, handSta
 // not reached), "host NAME[ADDR] said: ... (in reply to RCPT TO
 // command)".
 func (s *session) logRcptRefused(tx *transaction, rcpt string, start time.Time, err error) {
-	if !s.srv.MailLog.On() {
+	if !s.mlog.On() {
 		return
 	}
 	rep := report(s.l.NextHop, tx.hand)
@@ -66,7 +66,7 @@ func (s *session) logRcptRefused(tx *transaction, rcpt string, start time.Time, 
 		what = "MAIL FROM"
 	}
 	refusal(&d, rep, err, what)
-	s.srv.MailLog.Delivered(d)
+	s.mlog.Delivered(d)
 }
 
 // report is what the transaction's next hop tells of itself, or, before

@@ -200,7 +200,7 @@ func (s *session) logRejectAs(action string, stage policyv1.Stage, tx *policyv1.
 	if tx != nil {
 		e.Envelope, e.From, e.To = true, tx.GetSender(), tx.GetRecipient()
 	}
-	s.srv.MailLog.Reject(e)
+	s.mlog.Reject(e)
 }
 
 // logDiscard logs a DISCARD verdict as Postfix does ("discard: RCPT from

@@ -21,6 +21,6 @@ func (s *session) spokeFirst() bool {
 func (s *session) flagPregreet() bool {
 	s.unauthPipelining = true
 	s.log.Info("improper command pipelining after CONNECT: client talked before the greeting")
-	s.srv.MailLog.Pipelining(s.peer(), "CONNECT", s.wire.peekPending(100))
+	s.mlog.Pipelining(s.peer(), "CONNECT", s.wire.peekPending(100))
 	return true
 }

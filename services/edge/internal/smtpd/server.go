@@ -65,6 +65,11 @@ const (
 // Listener holds one listener's settings (main.cf with its master.cf -o
 // overrides).
 type Listener struct {
+	// SyslogName is syslog_name when this listener's master.cf -o sets
+	// it ("postfix/submission"): its sessions' smtpd lines are
+	// SyslogName/smtpd[PID] (cleanup, qmgr and delivery lines keep
+	// main.cf's name, as in Postfix); empty: main.cf's.
+	SyslogName string
 	// Name is the master.cf service name, sent to policy and auth.
 	Name     string
 	Hostname string // myhostname

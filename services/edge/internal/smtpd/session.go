@@ -71,6 +71,8 @@ type session struct {
 	commands int
 	// cmds counts the commands for the mail log's disconnect line.
 	cmds maillog.Commands
+	// mlog is the mail log under the listener's syslog_name.
+	mlog *maillog.Log
 	// where is the last command's verb as Postfix's smtpd names it in
 	// "lost connection after RCPT": "CONNECT" before any, "UNKNOWN" for
 	// a verb it does not know.
@@ -171,7 +173,7 @@ type sessionVerdicts struct {
 }
 
 func newSession(srv *Server, l *Listener, conn net.Conn, peer listener.Peer) *session {
-	s := &session{srv: srv, l: l, id: newID(), client: clientInfo{origin: policyv1.Origin_ORIGIN_SOCKET}}
+	s := &session{srv: srv, l: l, id: newID(), client: clientInfo{origin: policyv1.Origin_ORIGIN_SOCKET}, mlog: srv.MailLog.Named(l.SyslogName)}
 	s.client.addr, s.client.port = splitHostPort(peer.Client)
 	s.local.addr, s.local.port = splitHostPort(peer.Server)
 	attrs := []slog.Attr{slog.String("session", s.id), slog.String("listener", l.Name), slog.String("client", s.client.addr)}
@@ -228,7 +230,7 @@ func (s *session) close() {
 	}
 	s.wire.close()
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
-	s.srv.MailLog.Disconnect(s.peer(), &s.cmds)
+	s.mlog.Disconnect(s.peer(), &s.cmds)
 }
 
 // whereNow is where the session is, as Postfix's smtpd says it.
@@ -355,13 +357,13 @@ func (s *session) refuseBareNewline(what string, command bool) reply.Reply {
 			e.To = s.tx.rcpts[0]
 		}
 	}
-	s.srv.MailLog.Reject(e)
+	s.mlog.Reject(e)
 	return r
 }
 
 func (s *session) run(ctx context.Context) {
 	s.log.Info("connect", "server", net.JoinHostPort(s.local.addr, s.local.port))
-	s.srv.MailLog.Connect(s.peer())
+	s.mlog.Connect(s.peer())
 	if s.l.Wrapper {
 		if ok, _ := offStack(s.srv.workers(), func() (bool, struct{}) { return s.handshake(), struct{}{} }); !ok {
 			return
@@ -395,7 +397,7 @@ func (s *session) run(ctx context.Context) {
 		if limit := s.tune().HardErrorLimit; limit > 0 && s.errors >= limit {
 			s.send(reply.TooManyErrors(s.l.Hostname))
 			s.log.Info("too many errors", "errors", s.errors)
-			s.srv.MailLog.Ended(s.peer(), maillog.TooManyErrors, s.whereNow())
+			s.mlog.Ended(s.peer(), maillog.TooManyErrors, s.whereNow())
 			return
 		}
 		s.waitCommand(true)
@@ -420,13 +422,13 @@ func (s *session) run(ctx context.Context) {
 		case isTimeout(err):
 			s.send(reply.Timeout(s.l.Hostname))
 			s.log.Info("timeout", "after", s.tune().Timeout, "stress", s.srv.Limits.stressed())
-			s.srv.MailLog.Ended(s.peer(), maillog.Timeout, s.whereNow())
+			s.mlog.Ended(s.peer(), maillog.Timeout, s.whereNow())
 			return
 		case err != nil:
 			if !errors.Is(err, io.EOF) {
 				s.log.Info("read", "err", err)
 			}
-			s.srv.MailLog.Ended(s.peer(), maillog.LostConnection, s.whereNow())
+			s.mlog.Ended(s.peer(), maillog.LostConnection, s.whereNow())
 			return
 		}
 		s.commands++
@@ -450,7 +452,7 @@ func (s *session) run(ctx context.Context) {
 			if r.Code == 0 && !s.srv.Drain.closing() {
 				// The client went away in the middle of the command
 				// (DATA content, a BDAT chunk, an AUTH response).
-				s.srv.MailLog.Ended(s.peer(), maillog.LostConnection, s.whereNow())
+				s.mlog.Ended(s.peer(), maillog.LostConnection, s.whereNow())
 			}
 			return
 		}
@@ -557,7 +559,7 @@ func (s *session) command(ctx context.Context, line string) reply.Reply {
 		s.unauthPipelining = true
 		pending := s.wire.peekPending(100)
 		s.log.Info("improper command pipelining after "+verb, "next", printable(pending))
-		s.srv.MailLog.Pipelining(s.peer(), verb, pending)
+		s.mlog.Pipelining(s.peer(), verb, pending)
 		if s.l.ForbidUnauthPipelining {
 			return reply.SyncError
 		}

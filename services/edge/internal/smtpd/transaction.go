@@ -247,7 +247,7 @@ func (s *session) rcpt(ctx context.Context, arg string) reply.Reply {
 	if len(s.tx.rcpts) == 1 {
 		// Postfix logs this when it creates the queue file, at the
 		// first recipient accepted.
-		s.srv.MailLog.Client(s.tx.queueID, s.peer(), s.sasl.mech, s.sasl.user)
+		s.mlog.Client(s.tx.queueID, s.peer(), s.sasl.mech, s.sasl.user)
 	}
 	return reply.RcptOK
 }

@@ -65,7 +65,8 @@ func TestClassify(t *testing.T) {
 		{"myorigin", Ignored, "rewriting"},
 		{"sender_canonical_maps", Ignored, "rewriting"},
 		{"always_bcc", Ignored, "rewriting"},
-		{"syslog_name", Ignored, "logging"},
+		{"syslog_name", Taken, "smtpgate-edge"},
+		{"debug_peer_level", Ignored, "logging"},
 		{"compatibility_level", Ignored, "installation"},
 		{"inet_interfaces", Ignored, "master.cf"},
 		// Not Postfix parameters at all.

@@ -74,6 +74,7 @@ var changedDefaults = []changedDefault{
 	{name: "virtual_alias_maps", postfix: ""},                  // $virtual_maps, which is empty unless set
 	{name: "smtpd_sasl_tls_security_options", postfix: ""},     // noanonymous with TLS in both
 	{name: "smtpd_client_event_limit_exceptions", postfix: ""}, // $mynetworks in both
+	{name: "syslog_name", postfix: ""},                         // postfix in both (no multi_instance_name in smtpgate)
 }
 
 // defaults reports the parameters main.cf leaves to a default that

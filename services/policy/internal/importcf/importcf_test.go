@@ -96,7 +96,7 @@ func TestImportPostfix(t *testing.T) {
 		"main.cf:41 header_checks":                 C,
 		"master.cf:7 ":                             T,
 		"master.cf:8 ":                             T,
-		"master.cf:9 syslog_name":                  I,
+		"master.cf:9 syslog_name":                  T,
 		"master.cf:10 smtpd_tls_security_level":    T,
 		"master.cf:11 smtpd_sasl_auth_enable":      C, // only Cyrus would check the passwords
 		"master.cf:12 smtpd_tls_auth_only":         T,
@@ -226,7 +226,7 @@ func TestImportCases(t *testing.T) {
 			name:   "override naming an unknown restriction",
 			main:   base,
 			master: "2525 inet n - n - - smtpd\n  -o syslog_name=x -o smtpd_client_restrictions=permit_sasl_authenticated,rejct\n",
-			want: verdicts{"main.cf:1 myhostname": T, "master.cf:1 ": T, "master.cf:2 syslog_name": I,
+			want: verdicts{"main.cf:1 myhostname": T, "master.cf:1 ": T, "master.cf:2 syslog_name": T,
 				"master.cf:2 smtpd_client_restrictions": C},
 			wantText: []string{`service 2525: master.cf:2: smtpd_client_restrictions: unknown restriction "rejct"`},
 		},
@@ -321,7 +321,7 @@ func TestWriteConfigClean(t *testing.T) {
 		}
 		names = append(names, s.Name+" "+strings.Join(over, " "))
 	}
-	want := ":25 |127.0.0.1:587 smtpd_helo_required=no smtpd_relay_restrictions=permit_mynetworks, reject"
+	want := ":25 |127.0.0.1:587 syslog_name=postfix/submission smtpd_helo_required=no smtpd_relay_restrictions=permit_mynetworks, reject"
 	if got := strings.Join(names, "|"); got != want {
 		t.Errorf("listeners:\n%s\nwant:\n%s", got, want)
 	}
