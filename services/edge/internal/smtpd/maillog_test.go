@@ -77,3 +77,52 @@ func TestMailLog(t *testing.T) {
 		}
 	}
 }
+
+// TestMailLogNextHopRefusal: the next hop's refusal of a recipient is
+// logged as Postfix's smtp(8) logs a bounce, and pflogsumm counts it
+// bounced; the recipient it took is delivered.
+func TestMailLogNextHopRefusal(t *testing.T) {
+	h := newHarness(t, permit, nil)
+	h.sink.refuse["nobody@example.org"] = true
+	var buf logBuffer
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, MailLog: maillog.New(&buf, "mail", "")}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := serveAll(t, srv, ln, h.l)
+	h.addr = ln.Addr().String()
+	c := h.ehlo("250-")
+	c.do("MAIL FROM:<a@example.net>", "250 ")
+	c.do("RCPT TO:<john@example.org>", "250 ")
+	c.do("RCPT TO:<nobody@example.org>", "550 5.1.1 <nobody@example.org>: Recipient address rejected: User unknown")
+	c.do("DATA", "354")
+	c.send("Message-ID: <m1@example.net>\r\nSubject: t\r\n\r\nhi\r\n.\r\n")
+	c.reply()
+	c.do("QUIT", "221")
+	stop()
+	log := buf.String()
+	for _, want := range []string{
+		`postfix/cleanup\[\d+\]: [0-9A-F]{12}: message-id=<m1@example\.net>$`,
+		`postfix/smtp\[\d+\]: [0-9A-F]{12}: to=<nobody@example\.org>, relay=none, delay=[0-9.]+, delays=[0-9.]+/0/0/[0-9.]+, dsn=5\.1\.1, status=bounced \(host none said: 550 5\.1\.1 <nobody@example\.org>: Recipient address rejected: User unknown \(in reply to RCPT TO command\)\)$`,
+		`postfix/qmgr\[\d+\]: [0-9A-F]{12}: from=<a@example\.net>, size=\d+, nrcpt=1 \(queue active\)$`,
+		`postfix/smtp\[\d+\]: [0-9A-F]{12}: to=<john@example\.org>, relay=none, .* status=sent \(250 Ok\)$`,
+	} {
+		if !regexp.MustCompile(`(?m)` + want).MatchString(log) {
+			t.Errorf("no line %s in\n%s", want, log)
+		}
+	}
+	file := filepath.Join(t.TempDir(), "maillog")
+	if err := os.WriteFile(file, []byte(log), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("pflogsumm", file).CombinedOutput()
+	if err != nil {
+		t.Fatalf("pflogsumm: %v\n%s", err, out)
+	}
+	for _, want := range []string{`(?m)^\s+1\s+received$`, `(?m)^\s+1\s+delivered$`, `(?m)^\s+1\s+bounced$`} {
+		if !regexp.MustCompile(want).Match(out) {
+			t.Errorf("pflogsumm: no %s in\n%s", want, out)
+		}
+	}
+}

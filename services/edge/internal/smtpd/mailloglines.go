@@ -99,9 +99,12 @@ func refusal(d *maillog.Delivery, rep handoff.Report, err error, what string) {
 	if d.DSN == "" {
 		d.DSN = "4.0.0"
 	}
-	host, _, _ := strings.Cut(rep.Relay, "]")
+	host := rep.Relay // "name[addr]", without the port
+	if i := strings.IndexByte(host, ']'); i >= 0 {
+		host = host[:i+1]
+	}
 	if reply.IsRefusal(err) {
-		d.Text = "host " + host + "] said: " + oneLine(r.Text()) + " (in reply to " + what + " command)"
+		d.Text = "host " + host + " said: " + oneLine(r.Text()) + " (in reply to " + what + " command)"
 		return
 	}
 	var nh *reply.NextHopError
