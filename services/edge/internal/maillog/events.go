@@ -44,6 +44,18 @@ func (l *Log) Ended(client Peer, reason, where string) {
 	})
 }
 
+// EndedInContent logs a session that ended abnormally while the client
+// sent a message's content, as Postfix's smtpd does: "lost connection
+// after DATA (1234 bytes) from name[addr]", cmd being "DATA" or "BDAT"
+// and size the bytes of content received.
+func (l *Log) EndedInContent(client Peer, reason, cmd string, size int64) {
+	l.line(progSmtpd, severityInfo, true, func(b []byte) []byte {
+		b = append(append(append(append(b, reason...), " after "...), cmd...), " ("...)
+		b = strconv.AppendInt(b, size, 10)
+		return client.appendTo(append(b, " bytes) from "...))
+	})
+}
+
 // Pipelining logs a client that sent commands ahead of a reply where
 // that is not allowed: "improper command pipelining after EHLO from
 // name[addr]: MAIL FROM:<a@example.org>\r\n", with up to 100 bytes of

@@ -132,6 +132,7 @@ func (s *session) readChunk(n int64, w io.Writer) (reply.Reply, bool) {
 		_, _ = w.Write(s.chunkBuf[:got])
 		n -= int64(got)
 		if err != nil {
+			s.endedInContent(err, "BDAT")
 			s.resetTx()
 			if isTimeout(err) {
 				return reply.Timeout(s.l.Hostname), false

@@ -209,6 +209,7 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	mode := s.bareNewline()
 	_, tooBig, bare, err := readData(s.wire.br, s.tx.body, s.sizeLimit(), mode, s.touch)
 	if err != nil {
+		s.endedInContent(err, "DATA")
 		s.resetTx()
 		if isTimeout(err) {
 			return reply.Timeout(s.l.Hostname)

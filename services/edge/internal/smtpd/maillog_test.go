@@ -6,7 +6,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/smtpgate/smtpgate/services/edge/internal/maillog"
 )
@@ -123,6 +125,43 @@ func TestMailLogNextHopRefusal(t *testing.T) {
 	for _, want := range []string{`(?m)^\s+1\s+received$`, `(?m)^\s+1\s+delivered$`, `(?m)^\s+1\s+bounced$`} {
 		if !regexp.MustCompile(want).Match(out) {
 			t.Errorf("pflogsumm: no %s in\n%s", want, out)
+		}
+	}
+}
+
+// TestMailLogLostConnection: a client gone without QUIT is logged as
+// Postfix's smtpd logs it, after the last command, or in DATA with the
+// bytes received.
+func TestMailLogLostConnection(t *testing.T) {
+	h := newHarness(t, permit, nil)
+	var buf logBuffer
+	srv := &Server{Config: Config{Policy: h.policy, Auth: h.auth, MailLog: maillog.New(&buf, "mail", "")}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := serveAll(t, srv, ln, h.l)
+	h.addr = ln.Addr().String()
+	c := h.ehlo("250-")
+	c.do("MAIL FROM:<a@example.net>", "250 ")
+	c.conn.Close()
+	c = h.ehlo("250-")
+	c.do("MAIL FROM:<a@example.net>", "250 ")
+	c.do("RCPT TO:<john@example.org>", "250 ")
+	c.do("DATA", "354")
+	c.send("Subject: x\r\n")
+	c.conn.Close()
+	for deadline := time.Now().Add(30 * time.Second); strings.Count(buf.String(), "disconnect from") < 2 && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stop()
+	log := buf.String()
+	for _, want := range []string{
+		`postfix/smtpd\[\d+\]: lost connection after MAIL from unknown\[127\.0\.0\.1\]$`,
+		`postfix/smtpd\[\d+\]: lost connection after DATA \(12 bytes\) from unknown\[127\.0\.0\.1\]$`,
+	} {
+		if !regexp.MustCompile(`(?m)` + want).MatchString(log) {
+			t.Errorf("no line %s in\n%s", want, log)
 		}
 	}
 }

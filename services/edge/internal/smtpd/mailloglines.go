@@ -69,6 +69,24 @@ func (s *session) logRcptRefused(tx *transaction, rcpt string, start time.Time, 
 	s.mlog.Delivered(d)
 }
 
+// endedInContent logs the timeout or lost connection err while the
+// client sent cmd's content (the transaction not reset yet), unless the
+// drain ended it.
+func (s *session) endedInContent(err error, cmd string) {
+	if s.srv.Drain.closing() {
+		return
+	}
+	var size int64
+	if s.tx != nil && s.tx.body != nil {
+		size = s.tx.body.Size()
+	}
+	reason := maillog.LostConnection
+	if isTimeout(err) {
+		reason = maillog.Timeout
+	}
+	s.mlog.EndedInContent(s.peer(), reason, cmd, size)
+}
+
 // report is what the transaction's next hop tells of itself, or, before
 // it began, what the target does.
 func report(target handoff.Target, hand handoff.Tx) handoff.Report {
