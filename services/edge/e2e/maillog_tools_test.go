@@ -41,6 +41,7 @@ func TestMailLogTools(t *testing.T) {
 		failedAuth    = 3
 		pipelining    = 2
 		lostConn      = 2
+		tooManyErrors = 1
 		acceptedRcpts = accepted
 	)
 	var l ledger
@@ -98,7 +99,29 @@ func TestMailLogTools(t *testing.T) {
 		}
 		r.close() // gone without QUIT
 	}
-	sessions := accepted + relayRefused + unknownUser + failedAuth + pipelining + lostConn
+	for i := 0; i < tooManyErrors; i++ {
+		// smtpd_hard_error_limit (20) bad commands, then the 421.
+		r, err := s.dialListener(Stranger, "mx", 30*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := r.response(220); err != nil {
+			t.Fatal(err)
+		}
+		for j := 0; j < 20; j++ {
+			if err := r.writeLine("XYZZY"); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := r.response(5); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if _, _, err := r.response(421); err != nil {
+			t.Fatalf("after 20 errors: %v", err)
+		}
+		r.close()
+	}
+	sessions := accepted + relayRefused + unknownUser + failedAuth + pipelining + lostConn + tooManyErrors
 	// Every session's disconnect line reached the log (the stack's own
 	// probes come from 127.0.0.1).
 	const disconnect = "]: disconnect from unknown[127.0.0.66] "
@@ -116,6 +139,7 @@ func TestMailLogTools(t *testing.T) {
 	for _, want := range []string{
 		" postfix/smtpd[", " postfix/cleanup[", " postfix/qmgr[", " postfix/virtual[",
 		"lost connection after MAIL from unknown[127.0.0.66]",
+		"too many errors after UNKNOWN from unknown[127.0.0.66]",
 		"improper command pipelining after HELO from unknown[127.0.0.66]: MAIL FROM:<a@example.net>\\r\\n",
 		// deploy/local's master.cf: -o syslog_name=postfix/submission.
 		" postfix/submission/smtpd[",
@@ -140,8 +164,8 @@ func TestMailLogTools(t *testing.T) {
 		n, _ := strconv.Atoi(string(m[1]))
 		return n
 	}
-	if got, want := f2b(filter), relayRefused+unknownUser+pipelining; got != want {
-		t.Errorf("fail2ban-regex %s matched %d lines, want %d (relay refused, unknown user, pipelining)\n%s", filter, got, want, log)
+	if got, want := f2b(filter), relayRefused+unknownUser+pipelining+tooManyErrors; got != want {
+		t.Errorf("fail2ban-regex %s matched %d lines, want %d (relay refused, unknown user, pipelining, too many errors)\n%s", filter, got, want, log)
 	}
 	if got := f2b("postfix[mode=auth]"); got != failedAuth {
 		t.Errorf("fail2ban-regex postfix[mode=auth] matched %d lines, want %d failed AUTHs\n%s", got, failedAuth, log)
