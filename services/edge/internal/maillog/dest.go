@@ -70,7 +70,7 @@ func Open(d Destination) (*Log, error) {
 		if d.Socket == "" {
 			return nil, errors.New("syslog: no socket")
 		}
-		out = &syslogSocket{path: d.Socket}
+		out = &syslogSocket{path: d.Socket, retry: syslogRetry}
 		syslog = true
 	case "/dev/stdout":
 		out = os.Stdout
@@ -150,16 +150,29 @@ func (f *file) Close() error { return f.f.Close() }
 type syslogSocket struct {
 	path string
 	conn net.Conn
+	// failed is when a connection last failed: no new one is tried for
+	// retry (syslogRetry) after it, so that a missing syslogd costs no
+	// system call per line.
+	failed time.Time
+	retry  time.Duration
 }
+
+// syslogRetry is how long the lines are dropped after the syslog socket
+// could not be reached.
+const syslogRetry = time.Second
 
 func (s *syslogSocket) Write(p []byte) (int, error) {
 	for try := 0; try < 2; try++ {
 		if s.conn == nil {
+			if !s.failed.IsZero() && time.Since(s.failed) < s.retry {
+				return 0, errors.New("syslog: socket unreachable, line lost")
+			}
 			c, err := net.Dial("unixgram", s.path)
 			if err != nil {
+				s.failed = time.Now()
 				return 0, fmt.Errorf("syslog: %w", err)
 			}
-			s.conn = c
+			s.conn, s.failed = c, time.Time{}
 		}
 		// A syslogd that does not read must not stall every session
 		// waiting on the log's lock: the line is lost instead.
@@ -178,6 +191,7 @@ func (s *syslogSocket) Write(p []byte) (int, error) {
 const syslogWriteTimeout = 2 * time.Second
 
 func (s *syslogSocket) reopen() error {
+	s.failed = time.Time{}
 	if s.conn != nil {
 		err := s.conn.Close()
 		s.conn = nil

@@ -101,3 +101,36 @@ func TestOpenChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestSyslogAbsent: with no syslogd, lines are dropped without a
+// connection attempt each; once it listens, Reopen (or the retry delay)
+// brings the lines back.
+func TestSyslogAbsent(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "log")
+	l, err := Open(Destination{Socket: sock, Name: "postfix", Facility: "mail", Host: "mx"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	l.out.(*syslogSocket).retry = time.Hour // no timing in the test
+	l.Removed("AAAAAAAAAAAA")               // lost: nobody listens
+	srv, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	l.Removed("BBBBBBBBBBBB") // lost: not tried again within the delay
+	if err := l.Reopen(); err != nil {
+		t.Fatal(err)
+	}
+	l.Removed("CCCCCCCCCCCC")
+	buf := make([]byte, 2048)
+	_ = srv.SetReadDeadline(time.Now().Add(10 * time.Second))
+	n, err := srv.Read(buf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(buf[:n]); !strings.HasSuffix(got, "]: CCCCCCCCCCCC: removed") {
+		t.Errorf("first line syslogd got: %q", got)
+	}
+}
