@@ -39,13 +39,13 @@ func TestMailLogSettings(t *testing.T) {
 	}
 	for _, bad := range []string{"syslog_name = post fix\n", "syslog_facility = mailx\n", "syslog_name = a:b\n"} {
 		cfg, services := load(t, "myhostname = h.example\n"+bad, master)
-		err := Validate(cfg, services)
+		_, err := Load(cfg, services)
 		if err == nil || !strings.Contains(err.Error(), "main.cf:2: ") {
 			t.Errorf("%q: got %v, want an error at main.cf:2", bad, err)
 		}
 	}
 	cfg, services := load(t, "myhostname = h.example\n", "127.0.0.1:25 inet n - n - - smtpd -o syslog_name=bad[name]\n")
-	if err := Validate(cfg, services); err == nil || !strings.Contains(err.Error(), "master.cf:1") {
+	if _, err := Load(cfg, services); err == nil || !strings.Contains(err.Error(), "master.cf:1") {
 		t.Errorf("-o syslog_name=bad[name]: got %v, want an error at master.cf:1", err)
 	}
 }
