@@ -30,28 +30,13 @@ func TestRedisTableAttack(t *testing.T) {
 		}
 		return 0, string(out)
 	}
-	mail := func(sender string) string {
-		t.Helper()
-		c, err := s.dial(Stranger, "mx", false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := c.Hello("client.example.net"); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Mail(sender); err != nil {
-			return replyOf(err)
-		}
-		return replyOf(c.Rcpt("john@example.org"))
-	}
-	if got := mail("spammer@example.net"); got != "ok" {
+	if got := s.rcptReply(t, Stranger, "spammer@example.net", "john@example.org"); got != "ok" {
 		t.Errorf("before the table is loaded: %q; want ok", got)
 	}
 	if code, out := table("redis:"+cf, "senders"); code != 0 || !strings.Contains(out, "2 entries loaded") {
 		t.Fatalf("load: exit %d: %s", code, out)
 	}
-	if got := mail("Spammer@Example.NET"); !strings.HasPrefix(got, "554 5.7.1 <Spammer@Example.NET>: Sender address rejected: Access denied") {
+	if got := s.rcptReply(t, Stranger, "Spammer@Example.NET", "john@example.org"); !strings.HasPrefix(got, "554 5.7.1 <Spammer@Example.NET>: Sender address rejected: Access denied") {
 		t.Errorf("after the load: %q; want 554 5.7.1 ... Access denied", got)
 	}
 	if code, out := table("-q", "spammer@example.net", "redis:"+cf); code != 0 || out != "REJECT\n" {
@@ -60,7 +45,7 @@ func TestRedisTableAttack(t *testing.T) {
 	if code, out := table("-d", "spammer@example.net", "redis:"+cf); code != 0 {
 		t.Fatalf("-d: exit %d: %s", code, out)
 	}
-	if got := mail("spammer@example.net"); got != "ok" {
+	if got := s.rcptReply(t, Stranger, "spammer@example.net", "john@example.org"); got != "ok" {
 		t.Errorf("after the delete: %q; want ok", got)
 	}
 	if code, out := table("redis:"+cf, "senders"); code != 0 {
@@ -70,7 +55,7 @@ func TestRedisTableAttack(t *testing.T) {
 	// The sender is checked at RCPT TO (smtpd_delay_reject = yes): the
 	// edge names the command's address, the recipient (Postfix names
 	// the sender, the key that failed; docs/postfix-differences.md).
-	if got := mail("spammer@example.net"); got != "451 4.3.0 <john@example.org>: Temporary lookup failure" {
+	if got := s.rcptReply(t, Stranger, "spammer@example.net", "john@example.org"); got != "451 4.3.0 <john@example.org>: Temporary lookup failure" {
 		t.Errorf("Redis down: %q; want 451 4.3.0", got)
 	}
 }

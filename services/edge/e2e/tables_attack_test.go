@@ -76,36 +76,14 @@ func TestSQLiteTablesAttack(t *testing.T) {
 	db, extra := sqliteTables(t, dir)
 	s := newStack(t, extra)
 
-	rcpt := func(from, sender, to string) string {
-		t.Helper()
-		c, err := s.dial(from, "mx", false)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		if err := c.Hello("client.example.net"); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Mail(sender); err != nil {
-			return replyOf(err)
-		}
-		return replyOf(c.Rcpt(to))
-	}
-	expect := func(got, want string) {
-		t.Helper()
-		if !strings.HasPrefix(got, want) {
-			t.Errorf("got %q; want %q...", got, want)
-		}
-	}
-
 	t.Run("mailboxes and aliases", func(t *testing.T) {
-		expect(rcpt(Stranger, "someone@example.net", "lisa@example.com"), "ok")
-		expect(rcpt(Stranger, "someone@example.net", "LISA@Example.COM"), "ok")
-		expect(rcpt(Stranger, "someone@example.net", "team@example.com"), "ok") // an alias is valid
-		expect(rcpt(Stranger, "someone@example.net", "nobody@example.com"),
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "lisa@example.com"), "ok")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "LISA@Example.COM"), "ok")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "team@example.com"), "ok") // an alias is valid
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "nobody@example.com"),
 			"550 5.1.1 <nobody@example.com>: Recipient address rejected: User unknown in virtual mailbox table")
 		// A domain the table does not list is no destination: relay denied.
-		expect(rcpt(Stranger, "someone@example.net", "lisa@old.example"), "554 5.7.1 <lisa@old.example>: Relay access denied")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "lisa@old.example"), "554 5.7.1 <lisa@old.example>: Relay access denied")
 		tok := newToken("sqlite")
 		if err := s.send(message{from: Stranger, listener: "mx", sender: "someone@example.net", rcpts: []string{"lisa@example.com"}, token: tok}); err != nil {
 			t.Fatalf("message to a mailbox: %v", err)
@@ -117,7 +95,7 @@ func TestSQLiteTablesAttack(t *testing.T) {
 
 	t.Run("sender logins", func(t *testing.T) {
 		// Unauthenticated, an address that has an owner is refused.
-		expect(rcpt(Stranger, "lisa@example.com", "lisa@example.com"), "553 5.7.1 <lisa@example.com>: Sender address rejected: not logged in")
+		expectPrefix(t, s.rcptReply(t, Stranger, "lisa@example.com", "lisa@example.com"), "553 5.7.1 <lisa@example.com>: Sender address rejected: not logged in")
 		// john@example.org owns john@example.com, not lisa@example.com.
 		send := func(sender string) error {
 			c, err := s.dial(Trusted, "submission", false)
@@ -129,7 +107,7 @@ func TestSQLiteTablesAttack(t *testing.T) {
 		if err := send("john@example.com"); err != nil {
 			t.Errorf("john as john@example.com: %v", err)
 		}
-		expect(replyOf(send("lisa@example.com")), "553 5.7.1 <lisa@example.com>: Sender address rejected: not owned by user john@example.org")
+		expectPrefix(t, replyOf(send("lisa@example.com")), "553 5.7.1 <lisa@example.com>: Sender address rejected: not owned by user john@example.org")
 	})
 
 	t.Run("injection", func(t *testing.T) {
@@ -140,15 +118,15 @@ func TestSQLiteTablesAttack(t *testing.T) {
 			"_isa",
 		} {
 			addr := local + "@example.com"
-			expect(rcpt(Stranger, "someone@example.net", addr), "550 5.1.1 <"+addr+">: Recipient address rejected: User unknown in virtual mailbox table")
+			expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", addr), "550 5.1.1 <"+addr+">: Recipient address rejected: User unknown in virtual mailbox table")
 		}
 		// A '%' in a recipient is sender-specified routing, refused before
 		// any table; as a sender it reaches smtpd_sender_login_maps, where
 		// a wildcard that matched lisa@example.com would say "not logged
 		// in".
-		expect(rcpt(Stranger, "someone@example.net", "%@example.com"), "554 5.7.1 <%@example.com>: Relay access denied")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "%@example.com"), "554 5.7.1 <%@example.com>: Relay access denied")
 		for _, sender := range []string{"%@example.com", "lisa%@example.com", "_isa@example.com", "%isa@example.com", `"' OR '1'='1"@example.com`} {
-			expect(rcpt(Stranger, sender, "lisa@example.com"), "ok")
+			expectPrefix(t, s.rcptReply(t, Stranger, sender, "lisa@example.com"), "ok")
 		}
 		// A NUL in the address never reaches a table: the edge refuses
 		// the command line.
@@ -175,7 +153,7 @@ func TestSQLiteTablesAttack(t *testing.T) {
 		if got := sqlite3(t, db, "SELECT count(*) FROM mailbox;"); strings.TrimSpace(got) != "2" {
 			t.Errorf("mailbox rows after the attacks: %q; want 2", got)
 		}
-		expect(rcpt(Stranger, "someone@example.net", "lisa@example.com"), "ok")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "lisa@example.com"), "ok")
 	})
 
 	t.Run("locked database defers and recovers", func(t *testing.T) {
@@ -199,8 +177,8 @@ func TestSQLiteTablesAttack(t *testing.T) {
 		if l, err := out.ReadString('\n'); err != nil || l != "locked\n" {
 			t.Fatalf("sqlite3 lock: %q, %v", l, err)
 		}
-		expect(rcpt(Stranger, "someone@example.net", "lisa@example.com"), "451 4.3.0 <lisa@example.com>: Temporary lookup failure")
-		expect(rcpt(Stranger, "someone@example.net", "nobody@example.com"), "451 4.3.0 <nobody@example.com>: Temporary lookup failure")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "lisa@example.com"), "451 4.3.0 <lisa@example.com>: Temporary lookup failure")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "nobody@example.com"), "451 4.3.0 <nobody@example.com>: Temporary lookup failure")
 		if !strings.Contains(s.log("policy"), "table lookup failed") {
 			t.Errorf("policy did not log the failed lookup:\n%s", s.log("policy"))
 		}
@@ -210,8 +188,8 @@ func TestSQLiteTablesAttack(t *testing.T) {
 		if l, err := out.ReadString('\n'); err != nil || l != "released\n" {
 			t.Fatalf("sqlite3 commit: %q, %v", l, err)
 		}
-		expect(rcpt(Stranger, "someone@example.net", "lisa@example.com"), "ok")
-		expect(rcpt(Stranger, "someone@example.net", "nobody@example.com"), "550 5.1.1")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "lisa@example.com"), "ok")
+		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "nobody@example.com"), "550 5.1.1")
 	})
 
 	t.Run("check validates the .cf files", func(t *testing.T) {
@@ -247,4 +225,31 @@ func TestSQLiteTablesAttack(t *testing.T) {
 			t.Errorf("missing database: want a warning, not an error: err %v, output:\n%s", err, out)
 		}
 	})
+}
+
+// rcptReply says EHLO, MAIL FROM:<sender> and RCPT TO:<to> on the mx
+// listener from the address from, and returns the reply to the first of
+// MAIL and RCPT that is refused, or "ok".
+func (s *stack) rcptReply(t *testing.T, from, sender, to string) string {
+	t.Helper()
+	c, err := s.dial(from, "mx", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Hello("client.example.net"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Mail(sender); err != nil {
+		return replyOf(err)
+	}
+	return replyOf(c.Rcpt(to))
+}
+
+// expectPrefix fails t unless got starts with want.
+func expectPrefix(t *testing.T, got, want string) {
+	t.Helper()
+	if !strings.HasPrefix(got, want) {
+		t.Errorf("got %q; want %q...", got, want)
+	}
 }
