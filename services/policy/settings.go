@@ -97,12 +97,14 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	var typed []error
 	dur := func(name string) time.Duration { return maincf.Collect(main, &typed, name, maincf.ParseDuration) }
 	s.usersCacheTime = dur("smtpgate_auth_users_cache_time")
-	s.auth = grpcclient.Target{Param: authServiceParam, Address: main.Get(authServiceParam), Timeout: dur(authTimeoutParam)}
+	var err error
+	if s.auth, err = grpcclient.LoadTarget(main, authServiceParam, authTimeoutParam); err != nil {
+		typed = append(typed, err)
+	}
 	s.bind.users.timeout = s.auth.Timeout
 
 	// The shared state of check_rate_limit and check_greylist.
 	var errs []error
-	var err error
 	if s.greylist, err = restriction.GreylistParams(main); err != nil {
 		errs = append(errs, err)
 	}
@@ -134,9 +136,6 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 	if s.grpcSecurity, err = grpctls.ServerSecurity(main, listenParam); err != nil {
 		errs = append(errs, err)
 	} else if s.access, err = grpcserver.NewAccess(main, listenParam, s.grpcSecurity.Mode, nil); err != nil {
-		errs = append(errs, err)
-	}
-	if s.auth.Security, err = grpctls.ClientSecurity(main, authServiceParam); err != nil {
 		errs = append(errs, err)
 	}
 	errs = append(errs, typed...)

@@ -269,7 +269,8 @@ func suggest(name string) string {
 }
 
 // catalogue is every parameter smtpgate knows (as each service's command
-// reads main.cf): the output is checked against it.
-func catalogue() *maincf.Catalogue {
+// reads main.cf): the output is checked against it. Built once: Classify
+// and the report ask it for every parameter of the imported main.cf.
+var catalogue = sync.OnceValue(func() *maincf.Catalogue {
 	return maincf.NewCatalogue(slices.Concat(maincf.Shared(), edgeparams.Defs(), policyparams.Defs(), authparams.Defs())...)
-}
+})
