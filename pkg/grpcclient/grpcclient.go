@@ -52,7 +52,7 @@ type options struct {
 	extra   []grpc.DialOption
 }
 
-// WithCredentials secures the connection with creds (grpctls.Client);
+// WithCredentials secures the connection with creds (grpctls.ClientSecurity);
 // without it the client speaks plaintext.
 func WithCredentials(creds credentials.TransportCredentials) Option {
 	return func(o *options) { o.creds = creds }
@@ -256,15 +256,4 @@ func (t Target) Dial(log *slog.Logger, opts ...Option) (*grpc.ClientConn, error)
 	}
 	base := []Option{WithCredentials(t.Security.Credentials(log)), WithTimeout(t.Timeout)}
 	return Dial(t.Address, append(base, opts...)...)
-}
-
-// DialService makes the client of the service whose target main.cf names
-// in param (smtpgate_policy_service, smtpgate_auth_service): LoadTarget,
-// then Dial.
-func DialService(c *maincf.Config, param, timeoutParam string, log *slog.Logger, opts ...Option) (*grpc.ClientConn, error) {
-	t, err := LoadTarget(c, param, timeoutParam)
-	if err != nil {
-		return nil, err
-	}
-	return t.Dial(log, opts...)
 }

@@ -70,7 +70,8 @@ func startAuth(t *testing.T, dir, serverMain string, log ...*logtest.Buffer) str
 	if len(log) > 0 {
 		logger = slog.New(slog.NewTextHandler(log[0], nil))
 	}
-	creds, _, err := grpctls.Server(c, "smtpgate_auth_listen", logger)
+	sec, err := grpctls.ServerSecurity(c, "smtpgate_auth_listen")
+	creds := sec.Credentials(logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -104,7 +105,7 @@ func serveUntilEnd(t *testing.T, s *grpcserver.Server, ln net.Listener) {
 func ask(t *testing.T, dir, addr, clientMain string) (string, error) {
 	t.Helper()
 	c := configIn(t, dir, "smtpgate_auth_service = "+addr+"\nsmtpgate_auth_timeout = 5s\n"+clientMain)
-	conn, err := DialService(c, "smtpgate_auth_service", "smtpgate_auth_timeout", nil)
+	conn, err := dialService(c, "smtpgate_auth_service", "smtpgate_auth_timeout", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -208,7 +209,8 @@ func TestUnixSocket(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "auth.sock")
 	c := configIn(t, dir, "smtpgate_auth_listen = unix:"+sock+"\nsmtpgate_auth_service = unix:"+sock+"\n")
-	creds, mode, err := grpctls.Server(c, "smtpgate_auth_listen", nil)
+	sec, err := grpctls.ServerSecurity(c, "smtpgate_auth_listen")
+	creds, mode := sec.Credentials(nil), sec.Mode
 	if err != nil || mode != grpctls.Plaintext {
 		t.Fatalf("server on a unix socket: %v, %v", mode, err)
 	}
@@ -222,7 +224,7 @@ func TestUnixSocket(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- s.Serve(ctx, ln) }()
 	defer func() { cancel(); <-done }()
-	conn, err := DialService(c, "smtpgate_auth_service", "smtpgate_auth_timeout", nil)
+	conn, err := dialService(c, "smtpgate_auth_service", "smtpgate_auth_timeout", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -296,7 +298,8 @@ func TestMutualTLSReplicasByDNS(t *testing.T) {
 	}
 	var replicas []*replica
 	for _, ln := range lns {
-		creds, _, err := grpctls.Server(c, "smtpgate_auth_listen", nil)
+		sec, err := grpctls.ServerSecurity(c, "smtpgate_auth_listen")
+		creds := sec.Credentials(nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -310,7 +313,7 @@ func TestMutualTLSReplicasByDNS(t *testing.T) {
 	port := strconv.Itoa(lns[0].Addr().(*net.TCPAddr).Port)
 	cc := configIn(t, dir, "smtpgate_auth_service = dns://"+zone+"/auth.test:"+port+"\n"+
 		"smtpgate_grpc_tls_ca_file = ca.pem\nsmtpgate_grpc_tls_client_cert_file = edge.pem\nsmtpgate_grpc_tls_client_key_file = edge-key.pem\n")
-	conn, err := DialService(cc, "smtpgate_auth_service", "smtpgate_auth_timeout", nil)
+	conn, err := dialService(cc, "smtpgate_auth_service", "smtpgate_auth_timeout", nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -350,4 +353,14 @@ func TestMutualTLSReplicasByDNS(t *testing.T) {
 		}
 		r.mu.Unlock()
 	}
+}
+
+// dialService dials the service main.cf names in param, as a service does:
+// LoadTarget, then Dial.
+func dialService(c *maincf.Config, param, timeoutParam string, log *slog.Logger) (*grpc.ClientConn, error) {
+	t, err := LoadTarget(c, param, timeoutParam)
+	if err != nil {
+		return nil, err
+	}
+	return t.Dial(log)
 }

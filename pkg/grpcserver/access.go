@@ -123,7 +123,7 @@ type Access struct {
 }
 
 // NewAccess returns the authorisation of the gRPC listener in main.cf's
-// listenParam, secured as mode (grpctls.Server's). Identities set without
+// listenParam, secured as mode (grpctls.ServerSecurity's). Identities set without
 // mutual TLS are an error naming the parameter. log (nil: none) gets the
 // refusals.
 func NewAccess(c *maincf.Config, listenParam string, mode grpctls.Mode, log *slog.Logger) (*Access, error) {

@@ -150,7 +150,8 @@ func serveWithMetrics(t *testing.T, c *maincf.Config, limit int) (string, *logte
 	t.Helper()
 	logs := &logtest.Buffer{}
 	log := slog.New(slog.NewTextHandler(logs, nil))
-	creds, mode, err := grpctls.Server(c, "smtpgate_policy_listen", log)
+	sec, err := grpctls.ServerSecurity(c, "smtpgate_policy_listen")
+	creds, mode := sec.Credentials(log), sec.Mode
 	if err != nil {
 		t.Fatal(err)
 	}

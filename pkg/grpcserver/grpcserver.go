@@ -92,7 +92,7 @@ func WithServerOptions(opts ...grpc.ServerOption) Option {
 	return func(o *options) { o.grpcOpts = append(o.grpcOpts, opts...) }
 }
 
-// WithCredentials secures the server with creds (grpctls.Server); without
+// WithCredentials secures the server with creds (grpctls.ServerSecurity); without
 // it the server speaks plaintext.
 func WithCredentials(creds credentials.TransportCredentials) Option {
 	return func(o *options) { o.creds = creds }

@@ -98,27 +98,6 @@ func (s Security) Credentials(log *slog.Logger) credentials.TransportCredentials
 	return &reloading{files: r.files, load: r.load, log: log, content: r.content, creds: r.creds, failed: r.failed}
 }
 
-// Server returns the credentials of the gRPC listener whose address is
-// main.cf's listenParam. The error names the parameter at fault and its
-// file:line; log (nil: none) gets the reloads.
-func Server(c *maincf.Config, listenParam string, log *slog.Logger) (credentials.TransportCredentials, Mode, error) {
-	s, err := ServerSecurity(c, listenParam)
-	if err != nil {
-		return nil, "", err
-	}
-	return s.Credentials(log), s.Mode, nil
-}
-
-// Client returns the credentials of the client of the target in main.cf's
-// targetParam (a gRPC target: host:port, dns:///host:port, unix:/path).
-func Client(c *maincf.Config, targetParam string, log *slog.Logger) (credentials.TransportCredentials, Mode, error) {
-	s, err := ClientSecurity(c, targetParam)
-	if err != nil {
-		return nil, "", err
-	}
-	return s.Credentials(log), s.Mode, nil
-}
-
 // ServerSecurity reads the security of the gRPC listener whose address is
 // main.cf's listenParam, and its TLS files. The error names the parameter
 // at fault and its file:line.

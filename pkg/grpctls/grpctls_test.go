@@ -76,14 +76,14 @@ func TestLocalAddresses(t *testing.T) {
 func TestPlaintextRefused(t *testing.T) {
 	dir := t.TempDir()
 	c := config(t, dir, "smtpgate_policy_listen = 0.0.0.0:10040\nsmtpgate_auth_service = dns:///smtpgate-auth:10050\n")
-	_, _, err := Server(c, "smtpgate_policy_listen", nil)
+	_, err := ServerSecurity(c, "smtpgate_policy_listen")
 	for _, want := range []string{"main.cf:1: smtpgate_policy_listen: ", `"0.0.0.0:10040" is not a loopback address`,
 		"set smtpgate_grpc_tls_cert_file and smtpgate_grpc_tls_key_file", "smtpgate_grpc_allow_plaintext = yes"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("server error %v does not say %q", err, want)
 		}
 	}
-	_, _, err = Client(c, "smtpgate_auth_service", nil)
+	_, err = ClientSecurity(c, "smtpgate_auth_service")
 	for _, want := range []string{"main.cf:2: smtpgate_auth_service: ", "set smtpgate_grpc_tls_ca_file", "smtpgate_grpc_allow_plaintext = yes"} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("client error %v does not say %q", err, want)
@@ -91,17 +91,17 @@ func TestPlaintextRefused(t *testing.T) {
 	}
 	// The default addresses are loopback.
 	c = config(t, dir, "")
-	if _, mode, err := Server(c, "smtpgate_auth_listen", nil); err != nil || mode != Plaintext {
-		t.Errorf("loopback listener: %v, %v", mode, err)
+	if sec, err := ServerSecurity(c, "smtpgate_auth_listen"); err != nil || sec.Mode != Plaintext {
+		t.Errorf("loopback listener: %v, %v", sec.Mode, err)
 	}
-	if _, mode, err := Client(c, "smtpgate_policy_service", nil); err != nil || mode != Plaintext {
-		t.Errorf("loopback client: %v, %v", mode, err)
+	if sec, err := ClientSecurity(c, "smtpgate_policy_service"); err != nil || sec.Mode != Plaintext {
+		t.Errorf("loopback client: %v, %v", sec.Mode, err)
 	}
 	c = config(t, dir, "smtpgate_policy_listen = 0.0.0.0:10040\nsmtpgate_auth_service = dns:///smtpgate-auth:10050\nsmtpgate_grpc_allow_plaintext = yes\n")
-	if _, _, err := Server(c, "smtpgate_policy_listen", nil); err != nil {
+	if _, err := ServerSecurity(c, "smtpgate_policy_listen"); err != nil {
 		t.Errorf("allowed plaintext listener: %v", err)
 	}
-	if _, _, err := Client(c, "smtpgate_auth_service", nil); err != nil {
+	if _, err := ClientSecurity(c, "smtpgate_auth_service"); err != nil {
 		t.Errorf("allowed plaintext client: %v", err)
 	}
 }
@@ -123,12 +123,12 @@ func TestIncompleteSettings(t *testing.T) {
 		}
 		c := config(t, dir, tc.main)
 		if tc.server != "" {
-			if _, _, err := Server(c, "smtpgate_policy_listen", nil); err == nil || !strings.Contains(err.Error(), tc.server) {
+			if _, err := ServerSecurity(c, "smtpgate_policy_listen"); err == nil || !strings.Contains(err.Error(), tc.server) {
 				t.Errorf("%q: server error %v, want %q", tc.main, err, tc.server)
 			}
 		}
 		if tc.client != "" {
-			if _, _, err := Client(c, "smtpgate_policy_service", nil); err == nil || !strings.Contains(err.Error(), tc.client) {
+			if _, err := ClientSecurity(c, "smtpgate_policy_service"); err == nil || !strings.Contains(err.Error(), tc.client) {
 				t.Errorf("%q: client error %v, want %q", tc.main, err, tc.client)
 			}
 		}
@@ -170,7 +170,8 @@ func TestReloadOnChange(t *testing.T) {
 	}
 	var logs bytes.Buffer
 	c := config(t, dir, "smtpgate_grpc_tls_cert_file = server.pem\nsmtpgate_grpc_tls_key_file = server-key.pem\n")
-	creds, mode, err := Server(c, "smtpgate_policy_listen", slog.New(slog.NewTextHandler(&logs, nil)))
+	sec, err := ServerSecurity(c, "smtpgate_policy_listen")
+	creds, mode := sec.Credentials(slog.New(slog.NewTextHandler(&logs, nil))), sec.Mode
 	if err != nil || mode != TLS {
 		t.Fatalf("Server: %v, %v", mode, err)
 	}

@@ -69,7 +69,7 @@ type Server struct {
 	cfg  Config
 	log  *slog.Logger
 	auth *authority
-	// creds secure the gRPC listener (grpctls.Server); security says how.
+	// creds secure the gRPC listener (grpctls.Security.Credentials); security says how.
 	creds    credentials.TransportCredentials
 	security grpctls.Mode
 	// access says who may call which method (grpcserver.Access).

@@ -85,7 +85,7 @@ type Server struct {
 	log *slog.Logger
 	// handler answers PolicyService.
 	handler *handler
-	// creds secure the gRPC listener (grpctls.Server); security says how.
+	// creds secure the gRPC listener (grpctls.Security.Credentials); security says how.
 	creds    credentials.TransportCredentials
 	security grpctls.Mode
 	// access says who may call which method (grpcserver.Access).
