@@ -115,6 +115,19 @@ func Load(main *maincf.Config, services []maincf.Service) (Settings, error) {
 		}
 		s.listeners = append(s.listeners, ls)
 	}
+	tickets := sessionTickets{timeout: p.duration("smtpd_tls_session_cache_timeout")}
+	if path := main.Path("smtpgate_tls_session_ticket_keys_file"); path != "" {
+		keys, err := readTicketKeys(path)
+		if err != nil {
+			errs = append(errs, main.Errorf("smtpgate_tls_session_ticket_keys_file", "%v", err))
+		}
+		tickets.keys = keys
+	}
+	for _, ls := range s.listeners {
+		if ls.l.TLS != nil {
+			tickets.apply(ls.l.TLS)
+		}
+	}
 	errs = append(errs, checkReserves(main, services, s.maxConnections, &typed))
 	if len(services) == 0 {
 		errs = append(errs, errors.New("master.cf: no smtpd services: the edge has nothing to listen on"))

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/hex"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -223,7 +224,7 @@ func configFiles(m *manifest, d *appsv1.Deployment) (files map[string]string, tl
 		}
 		for _, it := range items {
 			files[it.Path] = data[it.Key]
-			if tls {
+			if tls || it.Key == ticketKeysKey {
 				tlsFiles[it.Path] = it.Key
 			}
 		}
@@ -487,16 +488,26 @@ func checkIngressGraph(m *manifest, roles map[string]*appsv1.Deployment, p *prob
 	}
 }
 
+// ticketKeysKey is the key of the edge's TLS session ticket keys in its
+// Secret (smtpgate-tls-tickets), projected as tls/tickets.
+const ticketKeysKey = "tickets"
+
 // runServiceChecks rebuilds each smtpgate Deployment's /etc/smtpgate in a
 // temporary directory and runs `smtpgate-<svc> -c DIR check` on it. The
-// kubernetes.io/tls Secrets are placeholders, so a throwaway self-signed
-// pair stands in for them.
+// kubernetes.io/tls Secrets and the ticket keys are placeholders, so a
+// throwaway self-signed pair and a throwaway key stand in for them.
 func runServiceChecks(m *manifest, bin string, p *problems) {
 	certPEM, keyPEM, err := selfSigned()
 	if err != nil {
 		p.add("self-signed certificate: %v", err)
 		return
 	}
+	var key [32]byte
+	if _, err := rand.Read(key[:]); err != nil {
+		p.add("ticket key: %v", err)
+		return
+	}
+	ticketKey := hex.EncodeToString(key[:]) + "\n"
 	roles := byRole(m)
 	for _, svc := range smtpgateServices {
 		d := roles[svc]
@@ -515,6 +526,8 @@ func runServiceChecks(m *manifest, bin string, p *problems) {
 				content = keyPEM
 			case corev1.ServiceAccountRootCAKey: // "ca.crt": self-signed, its own CA
 				content = certPEM
+			case ticketKeysKey:
+				content = ticketKey
 			}
 			full := filepath.Join(dir, filepath.FromSlash(path))
 			if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {

@@ -10,6 +10,7 @@ package params
 import (
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 )
@@ -114,6 +115,20 @@ func Defs() []maincf.Def {
 		// more). Not a Postfix parameter. 15s fits Kubernetes' default
 		// 30 s terminationGracePeriodSeconds with a 5 s preStop.
 		{Name: "smtpgate_shutdown_timeout", Default: "15s", Owner: maincf.Edge, Check: maincf.CheckDuration},
+		// TLS session resumption (RFC 5077 tickets, and TLS 1.3's): a
+		// ticket is honoured for this long after it was issued (each
+		// resumption issues a new one); 0 turns resumption off. As in
+		// Postfix, main.cf only (one value for every listener), at
+		// least 2 minutes when set, at most 100 days.
+		{Name: "smtpd_tls_session_cache_timeout", Default: "3600s", Owner: maincf.Edge, Check: checkSessionCacheTimeout},
+		// A file of ticket keys that every edge replica shares, so a
+		// client resumes on whichever replica the load balancer picks:
+		// one key a line, 32 random bytes as 64 hex digits (openssl
+		// rand -hex 32); the first encrypts new tickets, all decrypt.
+		// Read at start and on every reload. Empty: each process makes
+		// its own keys and rotates them itself. Not a Postfix parameter
+		// (Postfix's tlsmgr keeps its keys in memory).
+		{Name: "smtpgate_tls_session_ticket_keys_file", Default: "", Owner: maincf.Edge},
 		// Message content above this many bytes is spooled to a file in
 		// smtpgate_spool_directory (mode 0600, removed after the
 		// hand-off) instead of being held in memory.
@@ -215,6 +230,19 @@ func Defs() []maincf.Def {
 func checkSyslogName(v string) error {
 	if v == "" || strings.ContainsAny(v, " \t:[]") {
 		return fmt.Errorf("want a name without white space, ':', '[' or ']', got %q", v)
+	}
+	return nil
+}
+
+// checkSessionCacheTimeout is smtpd_tls_session_cache_timeout's check: a
+// time of at most 100 days, as Postfix's.
+func checkSessionCacheTimeout(v string) error {
+	d, err := maincf.ParseDuration(v)
+	if err != nil {
+		return err
+	}
+	if d > 100*24*time.Hour {
+		return fmt.Errorf("at most 100 days, got %q", v)
 	}
 	return nil
 }

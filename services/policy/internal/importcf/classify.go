@@ -136,8 +136,8 @@ const (
 var rules = []rule{
 	// Harmless smtpd settings first, so that the smtpd_* rule below does
 	// not catch them.
-	{exact: []string{"smtpd_tls_session_cache_database", "smtpd_tls_session_cache_timeout", "smtpd_tls_loglevel"},
-		verdict: Ignored, reason: "TLS session cache and logging: Go's crypto/tls manages its own"},
+	{exact: []string{"smtpd_tls_session_cache_database", "smtpd_tls_loglevel"},
+		verdict: Ignored, reason: "TLS session cache database and logging: smtpgate resumes sessions with tickets only (smtpd_tls_session_cache_timeout, smtpgate_tls_session_ticket_keys_file)"},
 	{prefix: []string{"postscreen_", "dnsblog_"}, exact: []string{"postscreen"},
 		verdict: CannotHonour, reason: "postscreen is not implemented: there is no pre-SMTP screening"},
 	{exact: []string{"non_smtpd_milters"},
