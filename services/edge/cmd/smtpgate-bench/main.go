@@ -71,6 +71,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Password, "password", "", "AUTH PLAIN password (or $SMTPGATE_BENCH_PASSWORD)")
 	fs.BoolVar(&cfg.StartTLS, "starttls", false, "STARTTLS after EHLO (certificate not verified)")
 	fs.BoolVar(&cfg.ImplicitTLS, "tls", false, "implicit TLS from the first byte (certificate not verified)")
+	fs.BoolVar(&cfg.Resume, "resume", false, "resume each session's TLS session on its next connection (session tickets), as a reconnecting client does")
 	groups := fs.String("groups", "", "TLS key exchange `groups` to offer, comma-separated: X25519, X25519MLKEM768, P256, P384, P521 (default: Go's)")
 	fs.DurationVar(&cfg.Duration, "d", 0, "run this long, warm-up included (default 10s when -n is not given)")
 	fs.Int64Var(&cfg.Messages, "n", 0, "stop after this many messages, warm-up included")

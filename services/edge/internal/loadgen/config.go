@@ -53,6 +53,10 @@ type Config struct {
 	// Groups are the TLS key exchange groups offered, in order; empty:
 	// Go's defaults (X25519MLKEM768 first).
 	Groups []tls.CurveID
+	// Resume keeps each session's TLS session (a ticket) for its next
+	// connection, as a client that reconnects does: one cache per
+	// concurrent session.
+	Resume bool
 	// Duration bounds the run (warm-up included) when non-zero;
 	// Messages bounds it by messages attempted (warm-up included) when
 	// non-zero. One of them must be set.

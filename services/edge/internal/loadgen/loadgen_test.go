@@ -2,6 +2,7 @@ package loadgen
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -16,6 +17,7 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/google/go-cmp/cmp"
 	"github.com/miekg/dns"
+	"github.com/smtpgate/smtpgate/pkg/certtest"
 )
 
 func TestParseSources(t *testing.T) {
@@ -358,5 +360,36 @@ func TestDNSBL(t *testing.T) {
 	cancel()
 	if err := <-done; err != nil {
 		t.Errorf("Serve: %v", err)
+	}
+}
+
+// TestRunResume: with Resume, every session after a worker's first
+// resumes its TLS session; without it, none does.
+func TestRunResume(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := smtp.NewServer(&refuser{})
+	srv.Domain = "test.invalid"
+	srv.TLSConfig = &tls.Config{Certificates: []tls.Certificate{certtest.SelfSignedCert(t, "test.invalid")}}
+	done := make(chan struct{})
+	go func() { _ = srv.Serve(l); close(done) }()
+	t.Cleanup(func() { srv.Close(); <-done })
+	for _, resume := range []bool{false, true} {
+		res, err := Run(context.Background(), Config{
+			Addr: l.Addr().String(), Connections: 2, MessagesPerConn: 1, Size: 200, Recipients: 1, StartTLS: true, Resume: resume,
+			Sender: "s{c}@example.net", Recipient: "ok{r}@example.com", Messages: 10, Timeout: 5 * time.Second,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := int64(0)
+		if resume {
+			want = res.Sessions - 2
+		}
+		if res.Sessions < 8 || res.Resumed != want {
+			t.Errorf("Resume %v: %d sessions, %d resumed; want at least 8, %d resumed", resume, res.Sessions, res.Resumed, want)
+		}
 	}
 }

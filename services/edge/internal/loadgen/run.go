@@ -31,6 +31,12 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 	}
 	start := time.Now()
 	r := &runner{cfg: cfg, warmEnd: start.Add(cfg.Warmup)}
+	if cfg.Resume {
+		r.caches = make([]tls.ClientSessionCache, cfg.Connections)
+		for i := range r.caches {
+			r.caches[i] = tls.NewLRUClientSessionCache(1)
+		}
+	}
 	if cfg.Duration > 0 {
 		r.deadline = start.Add(cfg.Duration)
 		var cancel context.CancelFunc
@@ -53,6 +59,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 
 type runner struct {
 	cfg      Config
+	caches   []tls.ClientSessionCache // per worker, with Config.Resume
 	warmEnd  time.Time
 	deadline time.Time    // zero: no duration
 	claimed  atomic.Int64 // messages started, against cfg.Messages
@@ -115,6 +122,9 @@ func (r *runner) session(ctx context.Context, id int, msgNo *int, t *tally) bool
 	defer context.AfterFunc(ctx, func() { conn.Close() })()
 	if r.counted(begin) {
 		t.sessions++
+		if tc, ok := c.TLSConnectionState(); ok && tc.DidResume {
+			t.resumed++
+		}
 	}
 	for m := 0; m < cfg.MessagesPerConn; m++ {
 		if m > 0 && !r.claim(ctx) {
@@ -168,6 +178,9 @@ func (r *runner) open(ctx context.Context, id int) (*smtp.Client, net.Conn, stri
 	_ = conn.SetDeadline(time.Now().Add(cfg.Timeout))
 	host, _, _ := net.SplitHostPort(cfg.Addr)
 	tlsConf := &tls.Config{InsecureSkipVerify: true, ServerName: host, CurvePreferences: cfg.Groups} //nolint:gosec // a benchmark on loopback
+	if r.caches != nil {
+		tlsConf.ClientSessionCache = r.caches[id]
+	}
 	if cfg.ImplicitTLS {
 		tc := tls.Client(conn, tlsConf)
 		if err := tc.HandshakeContext(ctx); err != nil {

@@ -16,6 +16,7 @@ type tally struct {
 	msg      []time.Duration // MAIL FROM sent → 250 after DATA
 	first    []time.Duration // connect started → 250 after DATA, first message of a session
 	sessions int64           // sessions that reached EHLO (and TLS/AUTH)
+	resumed  int64           // of those, sessions whose TLS session was resumed
 	errors   map[string]int64
 }
 
@@ -36,6 +37,9 @@ type Result struct {
 	Messages       int64   `json:"messages"`
 	MessagesPerSec float64 `json:"messages_per_sec"`
 	Sessions       int64   `json:"sessions"`
+	// Resumed counts the sessions whose TLS handshake resumed an
+	// earlier session (Config.Resume).
+	Resumed int64 `json:"resumed"`
 	// Msg: from MAIL FROM to the 250 after DATA, every message.
 	Msg Latency `json:"latency_mail_to_250"`
 	// Connect: from the start of the TCP connect to the 250 after DATA,
@@ -78,6 +82,7 @@ func merge(target string, conns int, window time.Duration, ts []*tally) *Result 
 	for _, t := range ts {
 		r.Messages += t.ok
 		r.Sessions += t.sessions
+		r.Resumed += t.resumed
 		msg = append(msg, t.msg...)
 		first = append(first, t.first...)
 		for k, v := range t.errors {
@@ -95,7 +100,7 @@ func merge(target string, conns int, window time.Duration, ts []*tally) *Result 
 // WriteText writes r for people.
 func (r *Result) WriteText(w io.Writer) {
 	fmt.Fprintf(w, "target %s, %d connections, window %.1fs\n", r.Target, r.Connections, r.Window.Seconds())
-	fmt.Fprintf(w, "messages accepted: %d (%.1f/s), sessions: %d\n", r.Messages, r.MessagesPerSec, r.Sessions)
+	fmt.Fprintf(w, "messages accepted: %d (%.1f/s), sessions: %d (TLS resumed: %d)\n", r.Messages, r.MessagesPerSec, r.Sessions, r.Resumed)
 	row := func(name string, l Latency) {
 		fmt.Fprintf(w, "%-28s n=%-7d p50 %-9s p90 %-9s p99 %-9s max %s\n", name, l.N,
 			ms(l.P50), ms(l.P90), ms(l.P99), ms(l.Max))
