@@ -2,6 +2,7 @@
 //
 //	smtpgate-<svc> [-c CONFIG_DIR]          validate, then serve until SIGINT/SIGTERM
 //	smtpgate-<svc> [-c CONFIG_DIR] check    validate only
+//	smtpgate-<svc> --version                print the build (pkg/buildinfo) on stdout
 //
 // It loads main.cf and master.cf from the configuration directory through
 // the catalogue of every service's parameters, runs the service's Load
@@ -29,12 +30,14 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/smtpgate/smtpgate/pkg/buildinfo"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 )
@@ -64,6 +67,8 @@ type Service[S any] struct {
 	// Usage are extra usage lines, for commands the service's main
 	// handles itself before calling Main ("smtpgate-auth hash-password").
 	Usage []string
+	// Stdout receives what --version prints; os.Stdout when nil.
+	Stdout io.Writer
 }
 
 // Loaded is one reading of the configuration directory: main.cf, master.cf
@@ -109,15 +114,33 @@ func Main[S any](ctx context.Context, svc Service[S], args []string, stderr io.W
 	fs := flag.NewFlagSet(prog, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	dir := fs.String("c", "/etc/smtpgate", "configuration `directory` (main.cf, master.cf)")
+	version := fs.Bool("version", false, "print the version, VCS revision, build date and Go version, and exit")
 	fs.Usage = func() {
 		fmt.Fprintf(stderr, "usage: %s [-c CONFIG_DIR] [check]\n", prog)
 		for _, u := range svc.Usage {
 			fmt.Fprintf(stderr, "       %s\n", u)
 		}
+		fmt.Fprintf(stderr, "       %s --version\n", prog)
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
 		return 2
+	}
+	if *version {
+		if fs.NArg() != 0 {
+			fmt.Fprintf(stderr, "%s: --version takes no arguments\n", prog)
+			fs.Usage()
+			return 2
+		}
+		out := svc.Stdout
+		if out == nil {
+			out = os.Stdout
+		}
+		if _, err := io.WriteString(out, buildinfo.Get().String(prog)); err != nil {
+			fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+			return 1
+		}
+		return 0
 	}
 	checkOnly := false
 	switch fs.Arg(0) {

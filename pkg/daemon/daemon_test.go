@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smtpgate/smtpgate/pkg/buildinfo"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 )
 
@@ -123,5 +124,29 @@ func TestEnvReload(t *testing.T) {
 	}
 	if len(got) != 2 || got[0] != "two.example.org two.example.org" || !strings.Contains(got[1], "main.cf:2: smtpd_recipient_limit") {
 		t.Errorf("reloads = %q, want the new myhostname, then an error at main.cf:2", got)
+	}
+}
+
+// TestVersion: --version (and Go's -version) prints the build on stdout,
+// as pkg/buildinfo reports it, without reading the configuration.
+func TestVersion(t *testing.T) {
+	want := buildinfo.Get().String("smtpgate-test")
+	for _, args := range [][]string{{"--version"}, {"-version"}, {"-c", "/nonexistent", "--version"}} {
+		var stdout, stderr bytes.Buffer
+		ran, loads := false, 0
+		svc := countedService(nil, &ran, &loads)
+		svc.Stdout = &stdout
+		if code := Main(context.Background(), svc, args, &stderr); code != 0 || ran || loads != 0 {
+			t.Errorf("Main(%q) = %d ran=%v loads=%d, want 0, no start, no load; stderr:\n%s", args, code, ran, loads, stderr.String())
+		}
+		if stdout.String() != want || !strings.HasPrefix(want, "smtpgate-test, version ") {
+			t.Errorf("Main(%q) printed %q, want %q", args, stdout.String(), want)
+		}
+	}
+	var stdout, stderr bytes.Buffer
+	svc := countedService(nil, new(bool), new(int))
+	svc.Stdout = &stdout
+	if code := Main(context.Background(), svc, []string{"--version", "check"}, &stderr); code != 2 || stdout.Len() != 0 {
+		t.Errorf("--version check = %d, stdout %q; want 2 and nothing printed", code, stdout.String())
 	}
 }

@@ -2,8 +2,8 @@ package grpcserver
 
 import (
 	"context"
-	"runtime/debug"
 
+	"github.com/smtpgate/smtpgate/pkg/buildinfo"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	adminv1 "github.com/smtpgate/smtpgate/proto/smtpgate/admin/v1"
 )
@@ -20,15 +20,9 @@ type Admin struct {
 
 // Status implements AdminService.Status.
 func (a *Admin) Status(context.Context, *adminv1.StatusRequest) (*adminv1.StatusResponse, error) {
-	out := &adminv1.StatusResponse{Service: a.Service, Version: "(unknown)"}
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		out.Version, out.GoVersion = bi.Main.Version, bi.GoVersion
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				out.Revision = s.Value
-			}
-		}
-	}
+	bi := buildinfo.Get()
+	out := &adminv1.StatusResponse{Service: a.Service, Version: bi.Version, Revision: bi.Revision,
+		BuildDate: bi.Date, GoVersion: bi.GoVersion}
 	if a.Main == nil {
 		return out, nil
 	}

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smtpgate/smtpgate/pkg/buildinfo"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
 	adminv1 "github.com/smtpgate/smtpgate/proto/smtpgate/admin/v1"
 )
@@ -46,5 +47,10 @@ func TestAdminStatus(t *testing.T) {
 	}
 	if st.GetService() != "auth" || st.GetGoVersion() == "" {
 		t.Errorf("status: %v", st)
+	}
+	// The build is what --version prints (pkg/buildinfo).
+	if bi := buildinfo.Get(); st.GetVersion() != bi.Version || st.GetRevision() != bi.Revision ||
+		st.GetBuildDate() != bi.Date || st.GetGoVersion() != bi.GoVersion {
+		t.Errorf("status build %q %q %q %q, want %+v", st.GetVersion(), st.GetRevision(), st.GetBuildDate(), st.GetGoVersion(), bi)
 	}
 }

@@ -6,27 +6,31 @@ import (
 	"fmt"
 	"net"
 	"net/http"
-	"runtime"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/smtpgate/smtpgate/pkg/buildinfo"
 )
 
 // NewRegistry returns the Prometheus registry of service ("edge",
 // "policy", "auth"), holding the Go runtime and process collectors and
-// smtpgate_build_info{service,version,go_version} (always 1). Each
+// smtpgate_build_info{service,version,revision,build_date,go_version}
+// (always 1; pkg/buildinfo, as --version and AdminService/Status). Each
 // service registers its own metrics on it; nothing is global.
 func NewRegistry(service string) *prometheus.Registry {
+	bi := buildinfo.Get()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name:        "smtpgate_build_info",
-			Help:        "Build of the running smtpgate service (always 1).",
-			ConstLabels: prometheus.Labels{"service": service, "version": Version(), "go_version": runtime.Version()},
+			Name: "smtpgate_build_info",
+			Help: "Build of the running smtpgate service (always 1).",
+			ConstLabels: prometheus.Labels{"service": service, "version": bi.Version, "revision": bi.Revision,
+				"build_date": bi.Date, "go_version": bi.GoVersion},
 		}, func() float64 { return 1 }),
 	)
 	return reg

@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/smtpgate/smtpgate/pkg/buildinfo"
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 )
 
@@ -27,7 +28,10 @@ func TestServeMetrics(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	want := `smtpgate_build_info{go_version="` + runtime.Version() + `",service="policy",version=`
+	// The labels carry what --version prints (pkg/buildinfo).
+	bi := buildinfo.Get()
+	want := `smtpgate_build_info{build_date="` + bi.Date + `",go_version="` + runtime.Version() + `",revision="` + bi.Revision +
+		`",service="policy",version="` + bi.Version + `"} 1`
 	if !strings.Contains(string(body), want) {
 		t.Errorf("no %s in\n%s", want, body)
 	}

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -18,6 +17,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/smtpgate/smtpgate/pkg/buildinfo"
 )
 
 // Propagator is the propagation every smtpgate hop uses: W3C trace context
@@ -91,7 +92,7 @@ func tracing(ctx context.Context, service string, getenv func(string) string) (t
 	res, err := resource.New(ctx,
 		resource.WithAttributes(
 			attribute.String("service.name", "smtpgate-"+service),
-			attribute.String("service.version", Version()),
+			attribute.String("service.version", buildinfo.Get().Version),
 		),
 		resource.WithTelemetrySDK(),
 		// Last, so that OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win.
@@ -154,24 +155,6 @@ func samplerFromEnv(getenv func(string) string) (sdktrace.Sampler, error) {
 		return sdktrace.ParentBased(sdktrace.TraceIDRatioBased(f)), nil
 	}
 	return nil, fmt.Errorf("OTEL_TRACES_SAMPLER=%q: want always_on, always_off, traceidratio or their parentbased_ forms", name)
-}
-
-// Version is the version of the running binary: its module version, or
-// the VCS revision it was built from, or "devel".
-func Version() string {
-	bi, ok := debug.ReadBuildInfo()
-	if !ok {
-		return "unknown"
-	}
-	if v := bi.Main.Version; v != "" && v != "(devel)" {
-		return v
-	}
-	for _, s := range bi.Settings {
-		if s.Key == "vcs.revision" {
-			return s.Value
-		}
-	}
-	return "devel"
 }
 
 // Recording says whether tp may record spans: false for nil and for the

@@ -181,13 +181,19 @@ type StatusResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// "edge", "policy" or "auth".
 	Service string `protobuf:"bytes,1,opt,name=service,proto3" json:"service,omitempty"`
-	// The module version the binary was built from ("(devel)" for a local
-	// build) and its VCS revision when known.
-	Version       string       `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Revision      string       `protobuf:"bytes,3,opt,name=revision,proto3" json:"revision,omitempty"`
-	GoVersion     string       `protobuf:"bytes,4,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
-	Parameters    []*Parameter `protobuf:"bytes,5,rep,name=parameters,proto3" json:"parameters,omitempty"`
-	Listeners     []*Listener  `protobuf:"bytes,6,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	// The version the binary was built from (`git describe` for a release
+	// build, else the module version, else "devel") and its VCS revision
+	// ("unknown" when not recorded).
+	Version    string       `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Revision   string       `protobuf:"bytes,3,opt,name=revision,proto3" json:"revision,omitempty"`
+	GoVersion  string       `protobuf:"bytes,4,opt,name=go_version,json=goVersion,proto3" json:"go_version,omitempty"`
+	Parameters []*Parameter `protobuf:"bytes,5,rep,name=parameters,proto3" json:"parameters,omitempty"`
+	Listeners  []*Listener  `protobuf:"bytes,6,rep,name=listeners,proto3" json:"listeners,omitempty"`
+	// The build date, RFC 3339 in UTC: the commit's time for a release
+	// build (reproducible), "unknown" when not recorded. version, revision,
+	// build_date and go_version are what `smtpgate-<svc> --version` prints
+	// and smtpgate_build_info's labels carry (pkg/buildinfo).
+	BuildDate     string `protobuf:"bytes,7,opt,name=build_date,json=buildDate,proto3" json:"build_date,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -264,6 +270,13 @@ func (x *StatusResponse) GetListeners() []*Listener {
 	return nil
 }
 
+func (x *StatusResponse) GetBuildDate() string {
+	if x != nil {
+		return x.BuildDate
+	}
+	return ""
+}
+
 var File_smtpgate_admin_v1_admin_proto protoreflect.FileDescriptor
 
 const file_smtpgate_admin_v1_admin_proto_rawDesc = "" +
@@ -276,7 +289,7 @@ const file_smtpgate_admin_v1_admin_proto_rawDesc = "" +
 	"\bposition\x18\x03 \x01(\tR\bposition\"Z\n" +
 	"\bListener\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12:\n" +
-	"\toverrides\x18\x02 \x03(\v2\x1c.smtpgate.admin.v1.ParameterR\toverrides\"\xf8\x01\n" +
+	"\toverrides\x18\x02 \x03(\v2\x1c.smtpgate.admin.v1.ParameterR\toverrides\"\x97\x02\n" +
 	"\x0eStatusResponse\x12\x18\n" +
 	"\aservice\x18\x01 \x01(\tR\aservice\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x1a\n" +
@@ -286,7 +299,9 @@ const file_smtpgate_admin_v1_admin_proto_rawDesc = "" +
 	"\n" +
 	"parameters\x18\x05 \x03(\v2\x1c.smtpgate.admin.v1.ParameterR\n" +
 	"parameters\x129\n" +
-	"\tlisteners\x18\x06 \x03(\v2\x1b.smtpgate.admin.v1.ListenerR\tlisteners2]\n" +
+	"\tlisteners\x18\x06 \x03(\v2\x1b.smtpgate.admin.v1.ListenerR\tlisteners\x12\x1d\n" +
+	"\n" +
+	"build_date\x18\a \x01(\tR\tbuildDate2]\n" +
 	"\fAdminService\x12M\n" +
 	"\x06Status\x12 .smtpgate.admin.v1.StatusRequest\x1a!.smtpgate.admin.v1.StatusResponseB>Z<github.com/smtpgate/smtpgate/proto/smtpgate/admin/v1;adminv1b\x06proto3"
 

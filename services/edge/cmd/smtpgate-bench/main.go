@@ -9,6 +9,7 @@
 //	smtpgate-bench dns -listen ADDR [-zone Z] [-listed A,B]
 //	                                     a DNSBL zone served over UDP (scenario c)
 //	smtpgate-bench ports N               print N free loopback TCP ports
+//	smtpgate-bench --version             print the build (pkg/buildinfo)
 //
 // It is a test tool: it trusts its flags and the servers it measures
 // (their replies are counted, not judged), and it targets only the
@@ -35,6 +36,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/smtpgate/smtpgate/pkg/buildinfo"
 	"github.com/smtpgate/smtpgate/services/edge/internal/loadgen"
 )
 
@@ -47,6 +49,9 @@ func main() {
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) > 0 {
 		switch args[0] {
+		case "--version", "-version":
+			fmt.Fprint(stdout, buildinfo.Get().String("smtpgate-bench"))
+			return 0
 		case "sink":
 			return sink(ctx, args[1:], stdout, stderr)
 		case "ports":
