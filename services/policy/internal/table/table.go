@@ -4,7 +4,8 @@
 // cdb:, dbm: and sdbm: (read from the text source file that postmap
 // would compile), inline:{...} and static:, the database table sqlite:
 // (sqlite_table(5), configured by Postfix's own .cf file; see sqlite.go
-// and query.go for the query expansion of db_common.c), and the server
+// and query.go for the query expansion of db_common.c), the directory
+// table ldap: (ldap_table(5), ldap.go), and the server
 // tables socketmap: and tcp: (socketmap.go, tcp.go, netpool.go), and
 // smtpgate's own redis: (redis.go), shared live by every replica. The
 // configuration, the table files and the databases are trusted; the keys
@@ -184,11 +185,11 @@ var Supported = []string{"cidr", "regexp", "pcre", "hash", "texthash", "btree", 
 
 // Connected lists the table types Open accepts that look keys up in a
 // database or a server, with Postfix's configuration: "sqlite:" names a
-// sqlite_table(5) .cf file; "socketmap:" and "tcp:" name a server's
+// sqlite_table(5) .cf file, "ldap:" an ldap_table(5) one; "socketmap:" and "tcp:" name a server's
 // address; "redis:" (smtpgate's own) names a .cf file with the Redis URL
 // and key prefix. Their lookups can fail (a temporary failure, ErrLookup), and
 // their tables hold connections: they implement io.Closer.
-var Connected = []string{"sqlite", "socketmap", "tcp", "redis"}
+var Connected = []string{"sqlite", "ldap", "socketmap", "tcp", "redis"}
 
 type unsupportedError struct{ typ string }
 
@@ -224,6 +225,12 @@ func Open(spec string, opts Options) (Table, error) {
 			return nil, err
 		}
 		return openSQLite(spec, path, opts)
+	case "ldap":
+		path, err := cfPath(spec, name, opts)
+		if err != nil {
+			return nil, err
+		}
+		return openLDAP(spec, path, opts)
 	case "redis":
 		path, err := cfPath(spec, name, opts)
 		if err != nil {

@@ -1,0 +1,250 @@
+package table
+
+import (
+	"context"
+	"errors"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/smtpgate/smtpgate/pkg/ldaptest"
+)
+
+// openLDAPCF writes an ldap_table(5) .cf file with text and opens it.
+func openLDAPCF(t *testing.T, dir, name, text string) Table {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tb, err := Open("proxy:ldap:"+filepath.Join(dir, name), Options{})
+	if err != nil {
+		t.Fatalf("open: %v", err)
+	}
+	t.Cleanup(func() { tb.(io.Closer).Close() })
+	return tb
+}
+
+// expectLookupError fails t unless looking key up fails temporarily.
+func expectLookupError(t *testing.T, tb Table, key string) {
+	t.Helper()
+	v, ok, err := tb.Lookup(context.Background(), key)
+	if !errors.Is(err, ErrLookup) || ok || v != "" {
+		t.Errorf("Lookup(%q) = %q, %v, %v; want a temporary lookup failure", key, v, ok, err)
+	}
+}
+
+// One slapd (ldaptest's sample directory) serves every case; the last
+// one stops and restarts it.
+func TestLDAPTable(t *testing.T) {
+	srv := ldaptest.Start(t, ldaptest.Entries)
+	dir := t.TempDir()
+	common := "server_host = " + srv.URL() + "\nsearch_base = dc=example, dc=com\nversion = 3\n"
+
+	t.Run("mail site", func(t *testing.T) {
+		domains := openLDAPCF(t, dir, "domains.cf", common+"query_filter = (associatedDomain=%s)\nresult_attribute = associatedDomain\n")
+		mailboxes := openLDAPCF(t, dir, "mailboxes.cf", common+"query_filter = (&(objectClass=inetOrgPerson)(mail=%s))\nresult_attribute = mail\nresult_format = %d/%u/\n")
+		aliases := openLDAPCF(t, dir, "aliases.cf", common+"query_filter = (&(objectClass=nisMailAlias)(cn=%s))\nresult_attribute = rfc822MailMember\n")
+		logins := openLDAPCF(t, dir, "logins.cf", common+"query_filter = mail=%s\nresult_attribute = mailRoutingAddress\n")
+		checkLookups(t, domains, []lookupCase{
+			hit("example.com", "example.com"),
+			hit("EXAMPLE.COM", "example.com"), // keys are case-folded
+			miss("example.org"),
+		})
+		checkLookups(t, mailboxes, []lookupCase{
+			hit("lisa@example.com", "example.com/lisa/"),
+			hit("Lisa@Example.COM", "example.com/lisa/"),
+			miss("nobody@example.com"),
+			miss("team@example.com"),
+		})
+		checkLookups(t, aliases, []lookupCase{
+			hit("team@example.com", "lisa@example.com,john@example.com"), // values joined
+			miss("lisa@example.com"),
+		})
+		checkLookups(t, logins, []lookupCase{
+			hit("john@example.com", "john@example.org"),
+			hit("lisa@example.com", "lisa@example.com"),
+			miss("nobody@example.com"),
+		})
+	})
+
+	t.Run("ldapi, several servers, search base from the key", func(t *testing.T) {
+		// The first server is down: the next one answers.
+		byBase := openLDAPCF(t, dir, "bybase.cf", "server_host = 127.0.0.1:1, "+srv.LDAPIURL()+"\nversion = 3\n"+
+			"search_base = uid=%u, ou=people, dc=example, dc=com\nscope = base\nquery_filter = (mail=%s)\n"+
+			"result_attribute = uid\ndomain = example.com\n")
+		checkLookups(t, byBase, []lookupCase{
+			hit("lisa@example.com", "lisa"),
+			miss("nobody@example.com"),      // the base made from the key does not exist: not found
+			miss("lisa@example.org"),        // not in domain: not asked
+			miss("lisa,ou=x@example.com"),   // the ',' is escaped in the DN
+			miss("lisa@example.com@x.test"), // the domain is the last '@'
+		})
+	})
+
+	t.Run("special, terminal and leaf attributes", func(t *testing.T) {
+		groups := openLDAPCF(t, dir, "groups.cf", common+"query_filter = (&(objectClass=groupOfNames)(cn=%u))\n"+
+			"result_attribute = mail\nspecial_result_attribute = member\n")
+		// uid=gone does not exist: skipped, as Postfix does.
+		checkLookups(t, groups, []lookupCase{hit("staff@example.com", "lisa@example.com,john@example.com")})
+		terminal := openLDAPCF(t, dir, "terminal.cf", common+"query_filter = (|(cn=%u)(uid=%u))\n"+
+			"result_attribute = mail\nspecial_result_attribute = member\nterminal_result_attribute = mailRoutingAddress\n")
+		// john has a terminal attribute: only it is returned; the group
+		// has none, and its members' terminal attributes are.
+		checkLookups(t, terminal, []lookupCase{
+			hit("john@x", "john@example.org"),
+			hit("staff@x", "lisa@example.com,john@example.org"),
+		})
+		leaf := openLDAPCF(t, dir, "leaf.cf", common+"query_filter = (cn=%u)\n"+
+			"result_attribute = mail\nspecial_result_attribute = member\nleaf_result_attribute = cn\n")
+		// The group has members (not a leaf): its cn is not returned,
+		// its members' are.
+		checkLookups(t, leaf, []lookupCase{hit("staff@x", "Lisa,lisa@example.com,John,john@example.com")})
+		// An LDAP URL value is searched with the URL's base, scope
+		// and filter, for the URL's attributes that are result
+		// attributes.
+		url := openLDAPCF(t, dir, "url.cf", common+"query_filter = (uid=%u)\nresult_attribute = mail\nspecial_result_attribute = labeledURI\n")
+		checkLookups(t, url, []lookupCase{hit("sales@x", "lisa@example.com"), hit("lisa@x", "lisa@example.com")})
+	})
+
+	t.Run("limits", func(t *testing.T) {
+		one := openLDAPCF(t, dir, "one.cf", common+"query_filter = (cn=%s)\nresult_attribute = rfc822MailMember\nexpansion_limit = 1\n")
+		checkLookups(t, one, []lookupCase{miss("nobody@example.com")})
+		expectLookupError(t, one, "team@example.com") // two results
+		size := openLDAPCF(t, dir, "size.cf", common+"query_filter = (&(objectClass=inetOrgPerson)(mail=*%d))\nresult_attribute = uid\nsize_limit = 1\n")
+		expectLookupError(t, size, "x@example.com") // two entries
+		checkLookups(t, size, []lookupCase{miss("x@example.net")})
+	})
+
+	t.Run("filter injection finds nothing", func(t *testing.T) {
+		mailboxes := openLDAPCF(t, dir, "inject.cf", common+"query_filter = (&(objectClass=inetOrgPerson)(mail=%s))\nresult_attribute = uid\n")
+		byUser := openLDAPCF(t, dir, "injectuser.cf", common+"query_filter = (uid=%u)\nresult_attribute = uid\n")
+		for _, key := range []string{
+			"*", "*@example.com", "lisa*", "*)(uid=*",
+			"*)(|(uid=*", "lisa)(uid=*@example.com", `\2a@example.com`, `\`, `lisa\@example.com`, "lisa\x00@example.com",
+			"(lisa@example.com)", "lisa@example.com\x00)(uid=*", "lisa\xff@example.com",
+		} {
+			for _, tb := range []Table{mailboxes, byUser} {
+				if v, ok, err := tb.Lookup(context.Background(), key); ok || err != nil {
+					t.Errorf("%s: Lookup(%q) = %q, %v, %v; want not found", tb.Name(), key, v, ok, err)
+				}
+			}
+		}
+		// After the last '@' is the domain: (uid=%u) sees "lisa" here,
+		// and (mail=%s) the whole key, escaped.
+		for _, key := range []string{"lisa@example.com)(uid=*"} {
+			checkLookups(t, byUser, []lookupCase{hit(key, "lisa")})
+			for _, tb := range []Table{mailboxes} {
+				if v, ok, err := tb.Lookup(context.Background(), key); ok || err != nil {
+					t.Errorf("%s: Lookup(%q) = %q, %v, %v; want not found", tb.Name(), key, v, ok, err)
+				}
+			}
+		}
+		checkLookups(t, byUser, []lookupCase{hit("lisa@example.com", "lisa")})
+	})
+
+	t.Run("binds", func(t *testing.T) {
+		good := openLDAPCF(t, dir, "bind.cf", common+"bind_dn = "+ldaptest.ServiceDN+"\nbind_pw = "+ldaptest.ServicePW+"\nquery_filter = (mail=%s)\nresult_attribute = uid\n")
+		checkLookups(t, good, []lookupCase{hit("lisa@example.com", "lisa")})
+		wrong := openLDAPCF(t, dir, "wrongpw.cf", common+"bind_dn = "+ldaptest.ServiceDN+"\nbind_pw = not-the-password\nquery_filter = (mail=%s)\nresult_attribute = uid\n")
+		expectLookupError(t, wrong, "lisa@example.com")
+		expectLookupError(t, wrong, "nobody@example.com")
+		// bind = no: no bind at all, anonymous searches.
+		none := openLDAPCF(t, dir, "nobind.cf", common+"bind = no\nbind_dn = "+ldaptest.ServiceDN+"\nbind_pw = wrong\nquery_filter = (mail=%s)\nresult_attribute = uid\n")
+		checkLookups(t, none, []lookupCase{hit("lisa@example.com", "lisa")})
+		static := openLDAPCF(t, dir, "nobase.cf", "server_host = "+srv.URL()+"\nsearch_base = ou=none, dc=example, dc=com\nquery_filter = (mail=%s)\n")
+		expectLookupError(t, static, "lisa@example.com") // a static base that does not exist
+	})
+
+	t.Run("server stopped and back", func(t *testing.T) {
+		tb := openLDAPCF(t, dir, "restart.cf", common+"query_filter = (mail=%s)\nresult_attribute = uid\n")
+		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa")})
+		srv.Stop()
+		expectLookupError(t, tb, "lisa@example.com")
+		expectLookupError(t, tb, "nobody@example.com")
+		if err := tb.(Prober).Probe(context.Background()); err == nil {
+			t.Error("Probe of a stopped server: no error")
+		}
+		srv.Restart(t)
+		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa"), miss("nobody@example.com")})
+		// A kept connection that the restart killed is replaced.
+		srv.Stop()
+		srv.Restart(t)
+		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa")})
+	})
+}
+
+// Bad .cf files are refused with the file:line of the setting.
+func TestLDAPConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for _, c := range []struct{ text, want string }{
+		{"server_host = ldap://x\nquery = (mail=%s)\n", `x.cf:2: unknown ldap parameter "query"`},
+		{"bind = sasl\n", "x.cf:1: bind: sasl: SASL binds are not supported"},
+		{"bind = maybe\n", `x.cf:1: bind: "maybe": want yes, no, simple or none`},
+		{"scope = tree\n", `x.cf:1: scope: "tree": want sub, one or base`},
+		{"version = 4\n", "x.cf:1: version: 4: want 2 or 3"},
+		{"dereference = 4\n", "x.cf:1: dereference: 4: want 0"},
+		{"query_filter = (mail=lisa)\n", `x.cf:1: query_filter: "(mail=lisa)" does not use the lookup key`},
+		{"query_filter = (mail=%s\n", `x.cf:1: query_filter: "(mail=%s" is not an LDAP filter`},
+		{"query_filter = (mail=%x)\n", "x.cf:1: query_filter: invalid query template"},
+		{"\nserver_host = http://x\n", `x.cf:2: server_host: "http://x": want an ldap://`},
+		{"chase_referrals = yes\n", "x.cf:1: chase_referrals: yes: referrals are not followed"},
+		{"start_tls = sometimes\n", `x.cf:1: start_tls: "sometimes": want yes or no`},
+		{"tls_ca_cert_file = /nonexistent.pem\n", "x.cf:1: tls_ca_cert_file: open /nonexistent.pem"},
+		{"timeout = -1\n", "x.cf:1: timeout = \"-1\""},
+	} {
+		if err := os.WriteFile(filepath.Join(dir, "x.cf"), []byte(c.text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open("ldap:"+filepath.Join(dir, "x.cf"), Options{})
+		if err == nil || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: error %v; want %q", c.text, err, c.want)
+		}
+	}
+}
+
+// The key is escaped as Postfix escapes it: RFC 4515 in the filter, RFC
+// 4514 in the search base.
+func TestLDAPQuoting(t *testing.T) {
+	tb := &ldapTable{}
+	var err error
+	if tb.base, err = parseTemplates("uid=%u, ou=%d", "%s"); err != nil {
+		t.Fatal(err)
+	}
+	if tb.filter, err = parseTemplates("(mail=%s)", "%s"); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct{ key, base, filter string }{
+		{"lisa@example.com", "uid=lisa, ou=example.com", "(mail=lisa@example.com)"},
+		{"*)(uid=*@x", `uid=*)(uid=*, ou=x`, `(mail=\2A\29\28uid=\2A@x)`},
+		{`a\b@x`, `uid=a\5Cb, ou=x`, `(mail=a\5Cb@x)`},
+		{` #"+,;<>a@x`, `uid=\20\23\22\2B\2C\3B\3C\3Ea, ou=x`, `(mail= #"+,;<>a@x)`},
+	} {
+		base, filter, ok := tb.expand(c.key)
+		if !ok || base != c.base || filter != c.filter {
+			t.Errorf("expand(%q) = %q, %q, %v; want %q, %q", c.key, base, filter, ok, c.base, c.filter)
+		}
+	}
+}
+
+func TestLDAPURLParse(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want ldapURL
+	}{
+		{"ldap:///ou=people,dc=example,dc=com?mail?one?(uid=lisa)", ldapURL{dn: "ou=people,dc=example,dc=com", attrs: []string{"mail"}, scope: 1, filter: "(uid=lisa)"}},
+		{"ldap://host/cn=x%20y,dc=example", ldapURL{dn: "cn=x y,dc=example", scope: 0, filter: "(objectClass=*)"}},
+		{"<URL:ldap:///dc=x??sub?uid=a>", ldapURL{dn: "dc=x", scope: 2, filter: "(uid=a)"}},
+	} {
+		got, err := parseLDAPURL(c.in)
+		if err != nil || got.dn != c.want.dn || got.scope != c.want.scope || got.filter != c.want.filter || strings.Join(got.attrs, ",") != strings.Join(c.want.attrs, ",") {
+			t.Errorf("parseLDAPURL(%q) = %+v, %v; want %+v", c.in, got, err, c.want)
+		}
+	}
+	for _, bad := range []string{"ldap:///dc=x??tree", "ldap:///dc=x????!crit", "ldap:///%zz"} {
+		if _, err := parseLDAPURL(bad); err == nil {
+			t.Errorf("parseLDAPURL(%q): no error", bad)
+		}
+	}
+}
