@@ -135,9 +135,9 @@ func TestOpenErrors(t *testing.T) {
 		spec string
 		want string
 	}{
-		{"mysql:/etc/postfix/mysql.cf", `table type "mysql" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, socketmap, tcp, redis`},
-		{"proxy:ldap:/etc/postfix/ldap.cf", `table type "ldap" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, socketmap, tcp, redis`},
-		{"unionmap:{hash:/a, hash:/b}", `table type "unionmap" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, socketmap, tcp, redis`},
+		{"mysql:/etc/postfix/mysql.cf", `table type "mysql" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, ldap, socketmap, tcp, redis`},
+		{"proxy:ldap:/etc/postfix/ldap.cf", `table ldap:/etc/postfix/ldap.cf: open /etc/postfix/ldap.cf: no such file or directory`},
+		{"unionmap:{hash:/a, hash:/b}", `table type "unionmap" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, ldap, socketmap, tcp, redis`},
 		{"/etc/postfix/access", `table "/etc/postfix/access": expected type:name`},
 		{"hash", `table "hash": expected type:name`},
 		{"hash:", `table "hash:": missing file name after "hash:"`},
