@@ -20,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,10 +40,22 @@ const (
 	RootPW = "admin-secret"
 )
 
+// Options say what a slapd serves besides plain LDAP.
+type Options struct {
+	// LDIF is the directory's contents (see Start).
+	LDIF string
+	// CertFile and KeyFile, when set, are the server's certificate and
+	// key: slapd then offers StartTLS on its ldap:// port and listens
+	// on ldaps://127.0.0.1:TLSPort too.
+	CertFile, KeyFile string
+}
+
 // Server is one slapd.
 type Server struct {
 	// Port is its TCP port on 127.0.0.1.
 	Port int
+	// TLSPort is its ldaps:// port, when it has a certificate.
+	TLSPort int
 	// Socket is the path of its ldapi:// socket.
 	Socket string
 	dir    string
@@ -56,6 +69,9 @@ type Server struct {
 // URL is the server's ldap://127.0.0.1:PORT URL.
 func (s *Server) URL() string { return "ldap://127.0.0.1:" + strconv.Itoa(s.Port) }
 
+// LDAPSURL is the server's ldaps://127.0.0.1:TLSPORT URL (with a certificate).
+func (s *Server) LDAPSURL() string { return "ldaps://127.0.0.1:" + strconv.Itoa(s.TLSPort) }
+
 // LDAPIURL is the server's ldapi:// URL (the socket path percent-encoded).
 func (s *Server) LDAPIURL() string { return "ldapi://" + url.PathEscape(s.Socket) }
 
@@ -66,6 +82,13 @@ func (s *Server) LDAPIURL() string { return "ldapi://" + url.PathEscape(s.Socket
 // until it answers.
 func Start(t testing.TB, ldif string) *Server {
 	t.Helper()
+	return StartWith(t, Options{LDIF: ldif})
+}
+
+// StartWith is Start with TLS when o has a certificate.
+func StartWith(t testing.TB, o Options) *Server {
+	t.Helper()
+	ldif := o.LDIF
 	for _, b := range []string{Slapd, Slapadd} {
 		if _, err := os.Stat(b); err != nil {
 			t.Fatalf("%s is needed (install the slapd package with scripts/deps --test): %v", b, err)
@@ -100,6 +123,10 @@ directory %[1]s/data
 index objectClass eq
 index mail,uid,cn,associatedDomain,mailLocalAddress eq
 `, dir, Suffix, RootDN, RootPW)
+	if o.CertFile != "" {
+		// Global directives go before the first database.
+		conf = strings.Replace(conf, "database mdb\n", fmt.Sprintf("TLSCertificateFile %s\nTLSCertificateKeyFile %s\ndatabase mdb\n", o.CertFile, o.KeyFile), 1)
+	}
 	if err := os.WriteFile(filepath.Join(dir, "slapd.conf"), []byte(conf), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -109,16 +136,23 @@ index mail,uid,cn,associatedDomain,mailLocalAddress eq
 	if out, err := exec.Command(Slapadd, "-q", "-f", filepath.Join(dir, "slapd.conf"), "-l", filepath.Join(dir, "data.ldif")).CombinedOutput(); err != nil {
 		t.Fatalf("slapadd: %v\n%s", err, out)
 	}
+	s := &Server{Port: freePort(t), Socket: filepath.Join(dir, "ldapi"), dir: dir}
+	if o.CertFile != "" {
+		s.TLSPort = freePort(t)
+	}
+	t.Cleanup(s.Stop)
+	s.Restart(t)
+	return s
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := ln.Addr().(*net.TCPAddr).Port
-	ln.Close()
-	s := &Server{Port: port, Socket: filepath.Join(dir, "ldapi"), dir: dir}
-	t.Cleanup(s.Stop)
-	s.Restart(t)
-	return s
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
 }
 
 // Restart runs slapd again (after Stop) on the same port, with the same
@@ -130,8 +164,11 @@ func (s *Server) Restart(t testing.TB) {
 	for {
 		out := new(bytes.Buffer)
 		// -d 0: in the foreground, so that the process id is slapd's.
-		cmd := exec.Command(Slapd, "-d", "0", "-f", filepath.Join(s.dir, "slapd.conf"),
-			"-h", s.URL()+"/ "+s.LDAPIURL()+"/")
+		urls := s.URL() + "/ " + s.LDAPIURL() + "/"
+		if s.TLSPort != 0 {
+			urls += " " + s.LDAPSURL() + "/"
+		}
+		cmd := exec.Command(Slapd, "-d", "0", "-f", filepath.Join(s.dir, "slapd.conf"), "-h", urls)
 		cmd.Stdout, cmd.Stderr = out, out
 		if err := cmd.Start(); err != nil {
 			t.Fatalf("start %s: %v", Slapd, err)

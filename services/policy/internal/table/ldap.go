@@ -522,14 +522,21 @@ func (t *ldapTable) dial(ctx context.Context) (*ldap.Conn, error) {
 	}
 	var errs []error
 	for _, u := range t.urls {
-		c, err := ldap.DialURL(u, ldap.DialWithDialer(d), ldap.DialWithTLSConfig(t.tls))
+		// The name the server's certificate must have is the URL's
+		// host (for ldapi://, where there is none, "localhost").
+		tc := t.tls.Clone()
+		tc.ServerName = "localhost"
+		if pu, err := url.Parse(u); err == nil && pu.Hostname() != "" {
+			tc.ServerName = pu.Hostname()
+		}
+		c, err := ldap.DialURL(u, ldap.DialWithDialer(d), ldap.DialWithTLSConfig(tc))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("connect %s: %w", u, err))
 			continue
 		}
 		c.SetTimeout(t.requestTimeout(ctx))
 		if t.startTLS && !strings.HasPrefix(u, "ldaps://") {
-			if err := c.StartTLS(t.tls); err != nil {
+			if err := c.StartTLS(tc); err != nil {
 				c.Close()
 				errs = append(errs, fmt.Errorf("start_tls with %s: %w", u, err))
 				continue

@@ -3,12 +3,16 @@ package table
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/smtpgate/smtpgate/pkg/certtest"
 	"github.com/smtpgate/smtpgate/pkg/ldaptest"
 )
 
@@ -35,12 +39,98 @@ func expectLookupError(t *testing.T, tb Table, key string) {
 	}
 }
 
-// One slapd (ldaptest's sample directory) serves every case; the last
-// one stops and restarts it.
+// One slapd (ldaptest's sample directory, with a certificate of the
+// test's CA) serves every case; the last one stops and restarts it.
 func TestLDAPTable(t *testing.T) {
-	srv := ldaptest.Start(t, ldaptest.Entries)
 	dir := t.TempDir()
+	ca := certtest.NewCA(t, dir, "ca")
+	cert, key := ca.Server(t, "slapd")
+	srv := ldaptest.StartWith(t, ldaptest.Options{LDIF: ldaptest.Entries, CertFile: cert, KeyFile: key})
 	common := "server_host = " + srv.URL() + "\nsearch_base = dc=example, dc=com\nversion = 3\n"
+
+	t.Run("TLS", func(t *testing.T) {
+		bind := "bind_dn = " + ldaptest.ServiceDN + "\nbind_pw = " + ldaptest.ServicePW + "\nquery_filter = (mail=%s)\nresult_attribute = uid\n"
+		base := "search_base = dc=example, dc=com\n"
+		for name, text := range map[string]string{
+			"starttls.cf": "server_host = " + srv.URL() + "\nstart_tls = yes\ntls_require_cert = yes\ntls_ca_cert_file = " + ca.CertFile + "\n",
+			"ldaps.cf":    "server_host = " + srv.LDAPSURL() + "\ntls_require_cert = yes\ntls_ca_cert_dir = " + filepath.Dir(ca.CertFile) + "\n",
+			// Postfix's default: the certificate is not verified.
+			"noverify.cf": "server_host = " + srv.LDAPSURL() + "\n",
+		} {
+			checkLookups(t, openLDAPCF(t, dir, name, text+base+bind), []lookupCase{hit("lisa@example.com", "lisa")})
+		}
+		// Verified against the system's CAs, which do not know the
+		// test's: the lookup fails, it never goes on unverified.
+		for name, text := range map[string]string{
+			"untrusted-starttls.cf": "server_host = " + srv.URL() + "\nstart_tls = yes\ntls_require_cert = yes\n",
+			"untrusted-ldaps.cf":    "server_host = " + srv.LDAPSURL() + "\ntls_require_cert = yes\n",
+		} {
+			expectLookupError(t, openLDAPCF(t, dir, name, text+base+bind), "lisa@example.com")
+		}
+		// The certificate is for localhost and 127.0.0.1, not this name.
+		other := openLDAPCF(t, dir, "wrongname.cf", "server_host = ldaps://127.0.0.2:"+fmt.Sprint(srv.TLSPort)+"\ntls_require_cert = yes\ntls_ca_cert_file = "+ca.CertFile+"\n"+base+bind)
+		expectLookupError(t, other, "lisa@example.com")
+	})
+
+	t.Run("a server that does not answer", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		var held []net.Conn
+		var mu sync.Mutex
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				held = append(held, c) // read nothing, answer nothing
+				mu.Unlock()
+			}
+		}()
+		defer func() {
+			mu.Lock()
+			defer mu.Unlock()
+			for _, c := range held {
+				c.Close()
+			}
+		}()
+		silent := openLDAPCF(t, dir, "silent.cf", "server_host = "+ln.Addr().String()+"\ntimeout = 1\nquery_filter = (mail=%s)\n")
+		expectLookupError(t, silent, "lisa@example.com")
+		noBind := openLDAPCF(t, dir, "silentnobind.cf", "server_host = "+ln.Addr().String()+"\ntimeout = 1\nbind = no\nquery_filter = (mail=%s)\n")
+		expectLookupError(t, noBind, "lisa@example.com")
+	})
+
+	t.Run("lookups at once share the connections", func(t *testing.T) {
+		tb := openLDAPCF(t, dir, "parallel.cf", common+"query_filter = (mail=%s)\nresult_attribute = uid\n")
+		var wg sync.WaitGroup
+		errs := make(chan error, 64)
+		for i := range 64 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				key, want := "lisa@example.com", "lisa"
+				if i%2 == 1 {
+					key, want = "john@example.com", "john"
+				}
+				v, ok, err := tb.Lookup(context.Background(), key)
+				if err != nil || !ok || v != want {
+					errs <- fmt.Errorf("Lookup(%q) = %q, %v, %v", key, v, ok, err)
+				}
+			}()
+		}
+		wg.Wait()
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		if n := len(tb.(*ldapTable).idle); n < 1 || n > 8 {
+			t.Errorf("%d connections kept; want 1..8", n)
+		}
+	})
 
 	t.Run("mail site", func(t *testing.T) {
 		domains := openLDAPCF(t, dir, "domains.cf", common+"query_filter = (associatedDomain=%s)\nresult_attribute = associatedDomain\n")
