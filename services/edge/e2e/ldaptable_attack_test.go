@@ -217,6 +217,21 @@ func TestLDAPTablesAttack(t *testing.T) {
 		if strings.Contains(wrong.log("policy"), "not-the-password") {
 			t.Error("policy logged the bind password")
 		}
+		// A real Postfix with the same files defers the same way.
+		pf := postfixtest.Start(t, postfixtest.Options{Main: common + ldapTables(t, wrongDir, srv, "not-the-password")})
+		d := &dialogue{name: "wrong bind_pw", from: Stranger, cmds: []string{
+			"EHLO client.example.net",
+			"MAIL FROM:<someone@example.net>",
+			"RCPT TO:<lisa@example.com>",
+			"RCPT TO:<nobody@example.com>",
+			"QUIT",
+		}}
+		rows, unexpected, _ := d.run(t, pf.Addr(), fmt.Sprintf("127.0.0.1:%d", wrong.ports("edge")[0]))
+		if unexpected > 0 {
+			t.Errorf("dialogue %q: %d step(s) differ from Postfix:\n%s\n--- Postfix maillog ---\n%s", d.name, unexpected, table(rows), pf.Log())
+		} else {
+			t.Logf("dialogue %q: the same replies:\n%s", d.name, table(rows))
+		}
 	})
 
 	t.Run("check validates the .cf files", func(t *testing.T) {
@@ -253,6 +268,26 @@ func TestLDAPTablesAttack(t *testing.T) {
 	})
 
 	t.Run("slapd stopped defers and recovers", func(t *testing.T) {
+		// A real Postfix beside it, with connections to slapd of its
+		// own made before the stop.
+		pf := postfixtest.Start(t, postfixtest.Options{Main: common + extra})
+		d := &dialogue{name: "slapd", from: Stranger, cmds: []string{
+			"EHLO client.example.net",
+			"MAIL FROM:<someone@example.net>",
+			"RCPT TO:<lisa@example.com>",
+			"RCPT TO:<nobody@example.com>",
+			"QUIT",
+		}}
+		compare := func(when string) {
+			t.Helper()
+			rows, unexpected, _ := d.run(t, pf.Addr(), fmt.Sprintf("127.0.0.1:%d", s.ports("edge")[0]))
+			if unexpected > 0 {
+				t.Errorf("%s: %d step(s) differ from Postfix:\n%s", when, unexpected, table(rows))
+			} else {
+				t.Logf("%s: the same replies:\n%s", when, table(rows))
+			}
+		}
+		compare("slapd up")
 		srv.Stop()
 		for _, rcpt := range []string{"lisa@example.com", "nobody@example.com"} {
 			expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", rcpt), "451 4.3.0 <"+rcpt+">: Temporary lookup failure")
@@ -260,8 +295,13 @@ func TestLDAPTablesAttack(t *testing.T) {
 		if !strings.Contains(s.log("policy"), "table lookup failed") {
 			t.Errorf("policy did not log the failed lookup:\n%s", s.log("policy"))
 		}
+		compare("slapd stopped")
 		srv.Restart(t)
 		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "lisa@example.com"), "ok")
 		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "nobody@example.com"), "550 5.1.1")
+		compare("slapd back")
+		if t.Failed() {
+			t.Logf("--- Postfix maillog ---\n%s", pf.Log())
+		}
 	})
 }
