@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/smtpgate/smtpgate/pkg/ldaptest"
 )
 
 func benchLookups(b *testing.B, tb Table, keys []string, wantOK bool) {
@@ -127,6 +129,33 @@ func BenchmarkSQLiteLookup(b *testing.B) {
 		b.Fatal(err)
 	}
 	tb, err := Open("sqlite:"+cf, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer tb.(io.Closer).Close()
+	benchLookups(b, tb, keys, true)
+}
+
+// BenchmarkLDAPLookup looks mailboxes up in a real slapd holding 2,000
+// inetOrgPerson entries (mail indexed), as virtual_mailbox_maps =
+// ldap:... does at each RCPT TO, over kept connections.
+func BenchmarkLDAPLookup(b *testing.B) {
+	var ldif strings.Builder
+	ldif.WriteString(ldaptest.Entries)
+	keys := make([]string, 0, 100)
+	for i := range 2_000 {
+		fmt.Fprintf(&ldif, "\ndn: uid=user%d,ou=people,dc=example,dc=com\nobjectClass: inetOrgPerson\nuid: user%d\ncn: u\nsn: u\nmail: user%d@example.com\n", i, i, i)
+		if i%20 == 0 {
+			keys = append(keys, fmt.Sprintf("user%d@example.com", i))
+		}
+	}
+	srv := ldaptest.Start(b, ldif.String())
+	cf := filepath.Join(b.TempDir(), "m.cf")
+	if err := os.WriteFile(cf, []byte("server_host = "+srv.URL()+"\nversion = 3\nsearch_base = dc=example, dc=com\n"+
+		"query_filter = (mail=%s)\nresult_attribute = mail\nresult_format = %d/%u/\n"), 0o644); err != nil {
+		b.Fatal(err)
+	}
+	tb, err := Open("ldap:"+cf, Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
