@@ -72,7 +72,9 @@ func TestLDAPTablesAttack(t *testing.T) {
 	srv := ldaptest.Start(t, ldaptest.Entries)
 	dir := tempDirFor(t, "ldap-tables-")
 	extra := ldapTables(t, dir, srv, ldaptest.ServicePW)
-	s := startStack(t, extra)
+	// common is what the differential dialogues' Postfix is given
+	// besides: the same for both.
+	s := startStack(t, common+extra)
 
 	t.Run("mailboxes and aliases", func(t *testing.T) {
 		expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "lisa@example.com"), "ok")
@@ -148,8 +150,7 @@ func TestLDAPTablesAttack(t *testing.T) {
 			t.Fatalf("Postfix's ldap tables are needed (scripts/deps --test installs postfix-ldap): %v", err)
 		}
 		pf := postfixtest.Start(t, postfixtest.Options{Main: common + extra})
-		gate := startStack(t, common+extra)
-		gateAddr := fmt.Sprintf("127.0.0.1:%d", gate.ports("edge")[0])
+		gateAddr := fmt.Sprintf("127.0.0.1:%d", s.ports("edge")[0])
 		for _, d := range []*dialogue{
 			{name: "virtual mailboxes and aliases", from: Stranger, cmds: []string{
 				"EHLO client.example.net",
@@ -207,7 +208,7 @@ func TestLDAPTablesAttack(t *testing.T) {
 
 	t.Run("wrong bind_pw defers", func(t *testing.T) {
 		wrongDir := tempDirFor(t, "ldap-wrongpw-")
-		wrong := startStack(t, ldapTables(t, wrongDir, srv, "not-the-password"))
+		wrong := startStack(t, common+ldapTables(t, wrongDir, srv, "not-the-password"))
 		for _, rcpt := range []string{"lisa@example.com", "nobody@example.com", "team@example.com"} {
 			expectPrefix(t, wrong.rcptReply(t, Stranger, "someone@example.net", rcpt), "451 4.3.0 <"+rcpt+">: Temporary lookup failure")
 		}
