@@ -62,3 +62,42 @@ func FuzzLDAPExpansion(f *testing.F) {
 		}
 	})
 }
+
+// FuzzLDAPConfig reads arbitrary .cf text as an ldap_table(5) file:
+// nothing may panic, errors name the file, and a table that opens has a
+// server, a filter that uses the key, and expands a plain address into
+// a filter go-ldap compiles. (The TLS file settings are dropped: the
+// fuzzer must not make the test read arbitrary files.)
+func FuzzLDAPConfig(f *testing.F) {
+	f.Add("server_host = ldap://a ldaps://b:636, c:389 d ldapi://%2Frun%2Fldapi\nsearch_base = dc=%2, dc=%1\nquery_filter = mail=%s\n")
+	f.Add("bind = sasl\nscope = one\nversion = 4\ndereference = 9\nresult_attribute =\nspecial_result_attribute = member\n")
+	f.Add("query_filter = (&(objectClass=*)(|(mail=%s)(uid=%u)))\nresult_format = %d/%u/\nexpansion_limit = 2\nsize_limit = 1\ndomain = example.com, !b.example\n")
+	f.Add("timeout = 0\nstart_tls = yes\ntls_require_cert = no\nchase_referrals = no\ncache = yes\nserver_port = 99999\n")
+	f.Fuzz(func(t *testing.T, text string) {
+		cf, err := parseCF("ldap", "fuzz.cf", []byte(text), LDAPParams)
+		if err != nil {
+			if !strings.Contains(err.Error(), "fuzz.cf") {
+				t.Fatalf("error without the file name: %v", err)
+			}
+			return
+		}
+		for _, n := range []string{"tls_ca_cert_file", "tls_ca_cert_dir", "tls_cert", "tls_key"} {
+			delete(cf.params, n)
+		}
+		tb, err := newLDAPTable("ldap:fuzz.cf", cf, Options{}.withDefaults())
+		if err != nil {
+			if !strings.Contains(err.Error(), "fuzz.cf") {
+				t.Fatalf("error without the file name: %v", err)
+			}
+			return
+		}
+		if len(tb.urls) == 0 || !tb.filter.dynamic {
+			t.Fatalf("opened without a server or a key in the filter: %+v", tb)
+		}
+		if _, filter, ok := tb.expand("lisa@example.com"); ok {
+			if _, err := ldap.CompileFilter(filter); err != nil {
+				t.Fatalf("filter %q: %v", filter, err)
+			}
+		}
+	})
+}

@@ -91,6 +91,12 @@ func openLDAP(spec, path string, opts Options) (Table, error) {
 	if err != nil {
 		return nil, err
 	}
+	return newLDAPTable(spec, f, opts)
+}
+
+// newLDAPTable makes the table of a parsed .cf file.
+func newLDAPTable(spec string, f *cfFile, opts Options) (*ldapTable, error) {
+	var err error
 	t := &ldapTable{spec: spec, opts: opts}
 	var errs []error
 	add := func(err error) {
