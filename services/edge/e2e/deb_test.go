@@ -67,7 +67,8 @@ func TestDebianPackage(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Fatal("TestDebianPackage installs a package: run it as root (scripts/test in CI is)")
 	}
-	for _, tool := range []string{"dpkg", "setpriv", "adduser", "openssl"} {
+	// systemd-analyze: scripts/check-deploy installs systemd.
+	for _, tool := range []string{"dpkg", "setpriv", "adduser", "openssl", "systemd-analyze"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			t.Fatalf("%s is not installed: %v", tool, err)
 		}
@@ -141,6 +142,18 @@ func TestDebianPackage(t *testing.T) {
 		}
 		if fi.Mode().Perm() != mode {
 			t.Errorf("%s has mode %v, want %v", path, fi.Mode().Perm(), mode)
+		}
+	}
+	// The package's units (User= instead of deploy/systemd's DynamicUser=)
+	// as systemd reads them, sandboxed as well as deploy/systemd's
+	// (scripts/check-deploy's threshold).
+	units := []string{"smtpgate-edge.service", "smtpgate-policy.service", "smtpgate-auth.service", "smtpgate.target"}
+	if b, err := exec.Command("systemd-analyze", append([]string{"verify", "--man=no"}, units...)...).CombinedOutput(); err != nil || len(b) > 0 {
+		t.Errorf("systemd-analyze verify of the installed units: %v\n%s", err, b)
+	}
+	for _, u := range units[:3] {
+		if b, err := exec.Command("systemd-analyze", "security", "--offline=yes", "--threshold=25", u).CombinedOutput(); err != nil {
+			t.Errorf("systemd-analyze security %s: %v\n%s", u, err, b)
 		}
 	}
 	for _, svc := range []string{"edge", "policy", "auth"} {
