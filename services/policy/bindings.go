@@ -35,7 +35,7 @@ type bindings struct {
 	// tables are the database and server tables (table.Connected)
 	// opened, once per spec for every listener; Server.Close closes
 	// them, check probes them.
-	tables connectedTables
+	tables openTables
 	// log is the tables' logger: records wait in held until New binds it.
 	log  *slog.Logger
 	held *heldLog
@@ -48,15 +48,18 @@ func newBindings() *bindings {
 	return &bindings{log: slog.New(heldHandler{log: held}), held: held}
 }
 
-// connectedTables are the tables of table.Connected types, opened once
-// per spec: their connection pools are shared by every listener.
-type connectedTables struct {
+// openTables are the lookup tables, opened once per spec and shared by
+// every listener's restriction lists: one copy of a million-entry file
+// in memory, one connection pool per database.
+type openTables struct {
 	bySpec map[string]table.Table
-	order  []table.Table
+	// order are the tables that hold connections (io.Closer), in the
+	// order they were opened.
+	order []table.Table
 }
 
 // open opens spec, or returns the table opened for it before.
-func (c *connectedTables) open(spec string, opts table.Options) (table.Table, error) {
+func (c *openTables) open(spec string, opts table.Options) (table.Table, error) {
 	if t, ok := c.bySpec[spec]; ok {
 		return t, nil
 	}
@@ -64,20 +67,19 @@ func (c *connectedTables) open(spec string, opts table.Options) (table.Table, er
 	if err != nil {
 		return nil, err
 	}
-	if _, ok := t.(io.Closer); !ok {
-		return t, nil
-	}
 	if c.bySpec == nil {
 		c.bySpec = map[string]table.Table{}
 	}
 	c.bySpec[spec] = t
-	c.order = append(c.order, t)
+	if _, ok := t.(io.Closer); ok {
+		c.order = append(c.order, t)
+	}
 	return t, nil
 }
 
 // probe asks each table that can whether its database or server
 // answers, and returns a warning for each that does not.
-func (c *connectedTables) probe(ctx context.Context) []string {
+func (c *openTables) probe(ctx context.Context) []string {
 	var out []string
 	for _, t := range c.order {
 		if p, ok := t.(table.Prober); ok {
@@ -90,7 +92,7 @@ func (c *connectedTables) probe(ctx context.Context) []string {
 }
 
 // close closes the tables, the last opened first.
-func (c *connectedTables) close() error {
+func (c *openTables) close() error {
 	var errs []error
 	for i := len(c.order) - 1; i >= 0; i-- {
 		errs = append(errs, c.order[i].(io.Closer).Close())

@@ -8,6 +8,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/pkg/maincf"
@@ -238,32 +239,40 @@ func (c *compiler) accessTable(param, spec string) table.Table {
 	if t == nil || seen {
 		return t
 	}
-	for _, e := range t.Entries() {
-		v := strings.TrimSpace(e.Value)
-		cmd := ""
-		if w := strings.Fields(v); len(w) > 0 {
-			cmd = w[0]
-		}
-		upper := strings.ToUpper(cmd)
-		switch {
-		case strings.Contains(v, "$"):
-			// A regexp substitution: judged when it is looked up.
-		case queueActions[upper]:
-			c.errs = append(c.errs, fmt.Errorf("%s: %s: action %s needs a mail queue, and smtpgate has none; "+
-				"let the next hop do it (e.g. a header_checks or access rule in the Postfix behind smtpgate)", e.Pos, spec, upper))
-		case knownAction(upper, v):
-		case strings.Contains(v, ":"):
-			c.errs = append(c.errs, fmt.Errorf("%s: %s: entry %q names a lookup table; define a restriction class and name it instead", e.Pos, spec, v))
-		default:
-			vc := *c
-			vc.errs = nil
-			vc.items("", maincf.SplitList(v), nil)
-			for _, err := range vc.errs {
-				c.errs = append(c.errs, fmt.Errorf("%s: %s: entry %q: %w", e.Pos, spec, v, err))
-			}
+	table.Range(t, func(_, value string, at table.At) bool {
+		c.checkAccessValue(spec, value, at)
+		return true
+	})
+	return t
+}
+
+// checkAccessValue reports an access table entry whose action smtpgate
+// cannot honour. It allocates nothing for the common actions: a table
+// may have a million entries.
+func (c *compiler) checkAccessValue(spec, value string, at table.At) {
+	v := strings.TrimSpace(value)
+	cmd := v
+	if i := strings.IndexFunc(v, unicode.IsSpace); i >= 0 {
+		cmd = v[:i]
+	}
+	upper := strings.ToUpper(cmd)
+	switch {
+	case strings.Contains(v, "$"):
+		// A regexp substitution: judged when it is looked up.
+	case queueActions[upper]:
+		c.errs = append(c.errs, fmt.Errorf("%s: %s: action %s needs a mail queue, and smtpgate has none; "+
+			"let the next hop do it (e.g. a header_checks or access rule in the Postfix behind smtpgate)", at, spec, upper))
+	case knownAction(upper, v):
+	case strings.Contains(v, ":"):
+		c.errs = append(c.errs, fmt.Errorf("%s: %s: entry %q names a lookup table; define a restriction class and name it instead", at, spec, v))
+	default:
+		vc := *c
+		vc.errs = nil
+		vc.items("", maincf.SplitList(v), nil)
+		for _, err := range vc.errs {
+			c.errs = append(c.errs, fmt.Errorf("%s: %s: entry %q: %w", at, spec, v, err))
 		}
 	}
-	return t
 }
 
 // knownAction reports an access(5) action word (upper case) of value.

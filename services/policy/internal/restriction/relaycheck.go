@@ -3,6 +3,9 @@ package restriction
 import (
 	"fmt"
 	"strings"
+	"unicode"
+
+	"github.com/smtpgate/smtpgate/services/policy/internal/table"
 
 	"github.com/smtpgate/smtpgate/pkg/mailname"
 )
@@ -120,8 +123,9 @@ func (e *Engine) strangerOutcome(r Restriction, depth int) (refuses bool, opens 
 // openingEntry returns the first entry of an access table that a
 // stranger can trigger and that permits, or "".
 func (e *Engine) openingEntry(name string, target accessTarget, m accessMap, depth int) string {
-	for _, entry := range m.tbl.Entries() {
-		key := strings.ToLower(entry.Key)
+	found := ""
+	table.Range(m.tbl, func(entryKey, entryValue string, at table.At) bool {
+		key := strings.ToLower(entryKey)
 		switch target {
 		case targetHELO, targetSender:
 			// The client says what it likes.
@@ -129,23 +133,25 @@ func (e *Engine) openingEntry(name string, target accessTarget, m accessMap, dep
 			// Addresses cannot be forged and names are verified, but
 			// "unknown" is the name of every client without one.
 			if m.tbl.Pattern() || key != "unknown" {
-				continue
+				return true
 			}
 		case targetRecipient:
 			// Domains and addresses name the destinations the postmaster
 			// chose to relay to; "user@" lets a local part go anywhere.
 			if m.tbl.Pattern() || !strings.HasSuffix(key, "@") {
-				continue
+				return true
 			}
 		default:
-			continue
+			return true
 		}
-		if e.valuePermits(entry.Value, depth) {
-			return fmt.Sprintf("%s %s at %s: %q lets any client that gives %s relay",
-				name, m.spec, entry.Pos, entry.Key+" "+entry.Value, targetWhat(target, entry.Key, m.tbl.Pattern()))
+		if e.valuePermits(entryValue, depth) {
+			found = fmt.Sprintf("%s %s at %s: %q lets any client that gives %s relay",
+				name, m.spec, at, entryKey+" "+entryValue, targetWhat(target, entryKey, m.tbl.Pattern()))
+			return false
 		}
-	}
-	return ""
+		return true
+	})
+	return found
 }
 
 func targetWhat(t accessTarget, key string, pattern bool) string {
@@ -160,11 +166,14 @@ func targetWhat(t accessTarget, key string, pattern bool) string {
 // all digits) or names restrictions that can let a stranger through.
 func (e *Engine) valuePermits(value string, depth int) bool {
 	v := strings.TrimSpace(value)
-	fields := strings.Fields(v)
-	if len(fields) == 0 {
+	if v == "" {
 		return true // an empty value is OK in Postfix
 	}
-	upper := strings.ToUpper(fields[0])
+	first := v
+	if i := strings.IndexFunc(v, unicode.IsSpace); i >= 0 {
+		first = v[:i]
+	}
+	upper := strings.ToUpper(first)
 	switch {
 	case upper == "OK" || upper == "RELAY" || mailname.AllDigits(v):
 		return true

@@ -47,7 +47,7 @@ func parseInline(spec, name string) (*hashTable, error) {
 	if err != nil {
 		return fail("%v", err)
 	}
-	h := &hashTable{m: make(map[string]string, len(elems))}
+	h := newHashTable("", spec, len(name))
 	for _, el := range elems {
 		if strings.HasPrefix(el, "{") {
 			if el, err = stripBraces(el); err != nil {
@@ -62,12 +62,14 @@ func parseInline(spec, name string) (*hashTable, error) {
 		if k == "" {
 			return fail("missing attribute name in %q", el)
 		}
-		h.add(Entry{Pos: spec, Key: k, Value: v})
+		if _, err := h.add(0, []byte(k), []byte(v)); err != nil {
+			return fail("%v", err)
+		}
 	}
 	if len(h.ents) == 0 {
 		return fail("empty table")
 	}
-	return h, nil
+	return h.seal(), nil
 }
 
 // stripBraces turns "{ text }" into "text": the braces must be the first

@@ -30,6 +30,15 @@ func newFakeClock() *fakeClock {
 	return c
 }
 
+// settle waits for a reload of tb that a lookup started.
+func settle(tb Table) {
+	if f, ok := tb.(*fileTable); ok {
+		f.mu.Lock()
+		//lint:ignore SA2001 an empty critical section: waiting for the reload is the point
+		f.mu.Unlock()
+	}
+}
+
 // rewrite replaces the file atomically, with an mtime a second later, so
 // that the change shows even on file systems with coarse timestamps.
 func rewrite(t *testing.T, path, text string) {
@@ -72,8 +81,14 @@ func TestReload(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
+			// want looks the key up once (which may start a reload),
+			// waits for a reload under way, and checks the answer.
 			want := func(v string) {
 				t.Helper()
+				if _, _, err := tb.Lookup(context.Background(), tt.key); err != nil {
+					t.Fatal(err)
+				}
+				settle(tb)
 				checkLookups(t, tb, []lookupCase{hit(tt.key, v)})
 			}
 			want("v1")
@@ -129,6 +144,8 @@ func TestReloadRealClock(t *testing.T) {
 	checkLookups(t, tb, []lookupCase{hit("k", "v1")})
 	rewrite(t, path, "k value2\n")
 	time.Sleep(20 * time.Millisecond)
+	tb.Lookup(context.Background(), "k") // starts the reload
+	settle(tb)
 	checkLookups(t, tb, []lookupCase{hit("k", "value2")})
 	checkEntries(t, tb, []Entry{{Pos: "1", Key: "k", Value: "value2"}})
 }
@@ -203,3 +220,56 @@ func TestConcurrentLookups(t *testing.T) {
 }
 
 func writeFile(path, text string) error { return os.WriteFile(path, []byte(text), 0o644) }
+
+// TestReloadDoesNotStallLookups: while a changed table is being parsed
+// (here, held in its parser until the test lets it go), lookups go on
+// with the contents in use, the one that noticed the change included;
+// then the new contents replace them whole.
+func TestReloadDoesNotStallLookups(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "access")
+	if err := os.WriteFile(path, []byte("k v1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	parsing, release := make(chan struct{}, 1), make(chan struct{})
+	var held atomic.Bool
+	parse := func(s *source) (matcher, error) {
+		if held.Load() {
+			parsing <- struct{}{}
+			<-release
+		}
+		return parseHash(s)
+	}
+	clock := newFakeClock()
+	opts := Options{ReloadCheck: time.Second, Now: clock.now, Logger: newTextLogger(io.Discard)}
+	tb, err := openFile("hash:"+path, "hash", path, false, parse, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	held.Store(true)
+	rewrite(t, path, "k v2\n")
+	clock.add(2 * time.Second)
+	// This lookup notices the change and starts the reload: it answers
+	// without waiting for the parse, from the contents in use.
+	answered := make(chan string, 1)
+	go func() {
+		v, _, _ := tb.Lookup(context.Background(), "k")
+		answered <- v
+	}()
+	select {
+	case v := <-answered:
+		if v != "v1" {
+			t.Fatalf("the lookup that noticed the change got %q, want v1", v)
+		}
+	case <-time.After(30 * time.Second):
+		close(release)
+		t.Fatal("the lookup that noticed the change waited for the reload's parse")
+	}
+	<-parsing
+	for range 100 {
+		checkLookups(t, tb, []lookupCase{hit("k", "v1")})
+	}
+	close(release)
+	settle(tb)
+	checkLookups(t, tb, []lookupCase{hit("k", "v2")})
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -68,16 +69,30 @@ type logicalLine struct {
 // even across ignored lines. Continuations are joined with one space.
 // Trailing whitespace (including a CR of CRLF files) is removed.
 func (s *source) lines() ([]logicalLine, error) {
+	var out []logicalLine
+	err := s.eachLine(func(line int, text []byte) error {
+		out = append(out, logicalLine{line: line, text: string(text)})
+		return nil
+	})
+	return out, err
+}
+
+// eachLine calls fn with each logical line, as lines splits them, and
+// the line it starts on. text is only valid during the call: a parser
+// that keeps it copies it (a big table is read without a string per
+// line).
+func (s *source) eachLine(fn func(line int, text []byte) error) error {
 	var (
-		out  []logicalLine
 		cur  []byte
 		from int
 	)
-	flush := func() {
-		if from > 0 {
-			out = append(out, logicalLine{line: from, text: string(cur)})
+	flush := func() error {
+		if from == 0 {
+			return nil
 		}
-		cur, from = nil, 0
+		err := fn(from, cur)
+		cur, from = cur[:0], 0
+		return err
 	}
 	data := s.data
 	for n := 1; len(data) > 0; n++ {
@@ -88,7 +103,7 @@ func (s *source) lines() ([]logicalLine, error) {
 			data = nil
 		}
 		if len(raw) > MaxLineLength {
-			return nil, s.errorf(n, "line longer than %d bytes", MaxLineLength)
+			return s.errorf(n, "line longer than %d bytes", MaxLineLength)
 		}
 		text := bytes.TrimRight(raw, " \t\r\n\v\f")
 		body := bytes.TrimLeft(text, " \t\r\n\v\f")
@@ -103,18 +118,19 @@ func (s *source) lines() ([]logicalLine, error) {
 				continue
 			}
 			if len(cur)+1+len(body) > MaxLineLength {
-				return nil, s.errorf(from, "logical line longer than %d bytes", MaxLineLength)
+				return s.errorf(from, "logical line longer than %d bytes", MaxLineLength)
 			}
 			cur = append(cur, ' ')
 			cur = append(cur, body...)
 			continue
 		}
-		flush()
+		if err := flush(); err != nil {
+			return err
+		}
 		from = n
 		cur = append(cur, body...)
 	}
-	flush()
-	return out, nil
+	return flush()
 }
 
 // matcher is the parsed contents of a table.
@@ -169,7 +185,21 @@ func openFile(spec, typ, path string, pattern bool, parse parseFunc, opts Option
 	}
 	t.cur.Store(snap)
 	t.next.Store(opts.Now().UnixNano() + int64(opts.ReloadCheck))
+	releaseAfterLoad(snap)
 	return t, nil
+}
+
+// bigTableFile is the file size from which a load gives the memory its
+// parse used (the file's bytes, the buffers outgrown) back to the
+// kernel at once, rather than when Go's scavenger gets to it minutes
+// later: a million-entry table would otherwise keep the process's
+// resident size at twice what the table holds.
+const bigTableFile = 8 << 20
+
+func releaseAfterLoad(snap *snapshot) {
+	if snap.sig.size >= bigTableFile {
+		debug.FreeOSMemory()
+	}
 }
 
 // load stats, reads and parses the file. Stat comes first so that a
@@ -213,8 +243,10 @@ func (t *fileTable) loadSig(sig fileSig) (*snapshot, error) {
 
 // maybeReload stats the file when Options.ReloadCheck has passed since
 // the last check, and reloads it when its mtime or size changed. Only
-// the lookup that wins the compare-and-swap does the work; the others
-// go on with the current contents.
+// the lookup that wins the compare-and-swap starts the work, and it does
+// not wait for it: a table of a million entries takes seconds to parse,
+// and the lookups go on with the current contents until the new ones
+// replace them whole.
 func (t *fileTable) maybeReload() {
 	now := t.opts.Now().UnixNano()
 	next := t.next.Load()
@@ -222,9 +254,16 @@ func (t *fileTable) maybeReload() {
 		return
 	}
 	if !t.mu.TryLock() {
-		return
+		return // a reload is under way
 	}
-	defer t.mu.Unlock()
+	go func() {
+		defer t.mu.Unlock()
+		t.reload()
+	}()
+}
+
+// reload does maybeReload's work; t.mu is held.
+func (t *fileTable) reload() {
 	var sig fileSig
 	fi, err := os.Stat(t.path)
 	if err != nil {
@@ -252,6 +291,7 @@ func (t *fileTable) maybeReload() {
 	t.failed = fileSig{}
 	t.cur.Store(snap)
 	t.opts.Logger.Info("table reloaded", "table", t.spec)
+	releaseAfterLoad(snap)
 }
 
 func (t *fileTable) Lookup(_ context.Context, key string) (string, bool, error) {
@@ -267,4 +307,21 @@ func (t *fileTable) Name() string { return t.spec }
 func (t *fileTable) Entries() []Entry {
 	t.maybeReload()
 	return t.cur.Load().m.entries()
+}
+
+// Range is Ranger's: the contents in use, one entry at a time where the
+// table type can (hash: and its kin).
+func (t *fileTable) Range(fn func(key, value string, at At) bool) {
+	m := t.cur.Load().m
+	if r, ok := m.(interface {
+		rangeEntries(func(key, value string, at At) bool)
+	}); ok {
+		r.rangeEntries(fn)
+		return
+	}
+	for _, e := range m.entries() {
+		if !fn(e.Key, e.Value, At{pos: e.Pos}) {
+			return
+		}
+	}
 }

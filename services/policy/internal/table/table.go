@@ -81,6 +81,7 @@ import (
 	"log/slog"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -105,6 +106,45 @@ type Table interface {
 	// that a rule's conditions can be told from it. static: has one
 	// entry with an empty Key.
 	Entries() []Entry
+}
+
+// At is where an entry is, as Entry.Pos says it ("file:line", or the
+// table's name for inline: and static:), made into a string only when
+// asked: visiting a million entries then makes no string for each.
+type At struct {
+	file string
+	line int
+	pos  string
+}
+
+func (a At) String() string {
+	if a.file == "" {
+		return a.pos
+	}
+	return a.file + ":" + strconv.Itoa(a.line)
+}
+
+// Ranger is a Table that visits its entries one at a time, in file
+// order, without listing them all at once: checking a million-entry file
+// then holds one entry at a time, not a million.
+type Ranger interface {
+	// Range calls fn with each entry's key, value and place, in file
+	// order, until it returns false.
+	Range(fn func(key, value string, at At) bool)
+}
+
+// Range calls fn with each entry of t, as Entries lists them, until fn
+// returns false.
+func Range(t Table, fn func(key, value string, at At) bool) {
+	if r, ok := t.(Ranger); ok {
+		r.Range(fn)
+		return
+	}
+	for _, e := range t.Entries() {
+		if !fn(e.Key, e.Value, At{pos: e.Pos}) {
+			return
+		}
+	}
 }
 
 // Prober is a Connected table that can say whether its database or

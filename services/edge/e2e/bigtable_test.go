@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// bigTableEntries is the size of TestBigTableMemory's access table: issue
+// 19's million entries, and its budget for them.
+const (
+	bigTableEntries = 1_000_000
+	bigTableBudget  = 200 << 20
+)
+
+// TestBigTableMemory starts the real smtpgate-policy with a
+// check_recipient_access hash: table of a million entries: its resident
+// memory stays under 200 MiB once the table is loaded and across a
+// reload of it, every entry tried through the real stack is refused with
+// its own text and a key not in the table is not, and a change to the
+// file reaches the RCPT replies without a restart.
+func TestBigTableMemory(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "big_access")
+	writeBig := func(probe string) {
+		t.Helper()
+		f, err := os.Create(path + ".new")
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := bufio.NewWriterSize(f, 1<<20)
+		for i := range bigTableEntries {
+			fmt.Fprintf(w, "user%d@big.example REJECT no mail for user %d\n", i, i)
+		}
+		fmt.Fprintf(w, "probe@big.example %s\n", probe)
+		if err := w.Flush(); err != nil {
+			t.Fatal(err)
+		}
+		if err := f.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeBig("REJECT probe before")
+	s := newStack(t, "smtpd_recipient_restrictions = check_recipient_access hash:"+path+", permit_mynetworks, reject_unauth_destination\n")
+	pid := s.procs["policy"].Process.Pid
+
+	rcpt := func(to string) error {
+		t.Helper()
+		c, err := s.dial("127.0.0.1", "mx", false)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if err := c.Hello("client.example.net"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Mail("sender@example.net"); err != nil {
+			t.Fatal(err)
+		}
+		return c.Rcpt(to)
+	}
+	for _, i := range []int{0, 1, 4242, 500_000, bigTableEntries - 1} {
+		to := fmt.Sprintf("user%d@big.example", i)
+		err := rcpt(to)
+		if want := fmt.Sprintf("554 5.7.1 <%s>: Recipient address rejected: no mail for user %d", to, i); err == nil || replyOf(err) != want {
+			t.Errorf("RCPT TO:<%s>: %q, want %q", to, replyOf(err), want)
+		}
+	}
+	if err := rcpt(fmt.Sprintf("user%d@big.example", bigTableEntries)); err != nil {
+		t.Errorf("a recipient not in the table, from mynetworks: %v", err)
+	}
+	loaded := procMemory(t, pid)
+	t.Logf("policy with %d entries: VmRSS %d MiB, VmHWM %d MiB (the load's peak)", bigTableEntries, loaded["VmRSS"]>>20, loaded["VmHWM"]>>20)
+	if loaded["VmRSS"] > bigTableBudget {
+		t.Errorf("policy's resident memory with a %d-entry table is %d MiB, over %d MiB", bigTableEntries, loaded["VmRSS"]>>20, bigTableBudget>>20)
+	}
+
+	// A reload: the probe flips; RCPTs go on being answered meanwhile.
+	writeBig("OK probe after")
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		err := rcpt("probe@big.example")
+		if err == nil {
+			break
+		}
+		if !strings.HasPrefix(replyOf(err), "554 5.7.1 <probe@big.example>: Recipient address rejected: probe before") {
+			t.Fatalf("RCPT TO:<probe@big.example> during the reload: %q", replyOf(err))
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the changed table never reached the RCPT replies")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	reloaded := procMemory(t, pid)
+	t.Logf("policy after a reload: VmRSS %d MiB, VmHWM %d MiB (two tables at once while the new one loads)", reloaded["VmRSS"]>>20, reloaded["VmHWM"]>>20)
+	if reloaded["VmRSS"] > bigTableBudget {
+		t.Errorf("policy's resident memory after a reload of the %d-entry table is %d MiB, over %d MiB", bigTableEntries, reloaded["VmRSS"]>>20, bigTableBudget>>20)
+	}
+}
