@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"os"
 	"os/exec"
 	"os/user"
@@ -99,6 +100,22 @@ func TestDebianPackage(t *testing.T) {
 	debs, _ := filepath.Glob(filepath.Join(out, "smtpgate_*.deb"))
 	if len(debs) != 1 {
 		t.Fatalf("scripts/deb made %v, want one smtpgate_*.deb", debs)
+	}
+	// Reproducible: packaging the same binaries again, a second later,
+	// gives the same bytes (file times from SOURCE_DATE_EPOCH).
+	out2 := t.TempDir()
+	again := exec.Command("scripts/deb", "-o", out2, "--bin", filepath.Join(out, "build"))
+	again.Dir = root
+	if b, err := again.CombinedOutput(); err != nil {
+		t.Fatalf("scripts/deb --bin: %v\n%s", err, b)
+	}
+	first, err := os.ReadFile(debs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	second, err := os.ReadFile(filepath.Join(out2, filepath.Base(debs[0])))
+	if err != nil || !bytes.Equal(first, second) {
+		t.Errorf("a second scripts/deb of the same binaries made a different %s (%v)", filepath.Base(debs[0]), err)
 	}
 
 	// Purged whatever happens (registered before the processes' stop, so
