@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"time"
@@ -93,56 +94,139 @@ func readSQLConfig(f *cfFile) (sqlConfig, error) {
 	return c, errors.Join(errs...)
 }
 
-// sqlTable is a table looked up with an SQL query through database/sql
-// (sqlite:, and later mysql: and pgsql:). The pool of connections is
-// database/sql's.
-type sqlTable struct {
-	spec string
+// hostRetry is how long a database host whose connection or query
+// failed is left alone while another host can be tried (Postfix's
+// RETRY_CONN_INTV in dict_mysql.c and dict_pgsql.c).
+const hostRetry = time.Minute
+
+// sqlHost is one database server of a table (mysql_table(5)'s and
+// pgsql_table(5)'s "hosts"; the one database file of sqlite:), with its
+// own pool of connections (database/sql's) and Postfix's host state.
+type sqlHost struct {
+	// name is the host as written in the .cf file.
+	name string
+	// unix is a UNIX-domain socket, which Postfix tries before TCP.
+	unix bool
 	// open opens the pool; it is called on first use, so that opening
 	// the table (Load, check) starts nothing and connects nowhere.
-	open    func() (*sql.DB, error)
-	cfg     sqlConfig
-	quote   func(string) string
-	timeout time.Duration
-	opts    Options
+	open func() (*sql.DB, error)
+
+	// Guarded by the table's mu.
+	db *sql.DB
+	// active: the last query succeeded; failed: the last connection or
+	// query failed, and the host is left alone until retryAt.
+	active, failed bool
+	retryAt        time.Time
+}
+
+// sqlTable is a table looked up with an SQL query through database/sql
+// (sqlite:, mysql:, pgsql:).
+type sqlTable struct {
+	spec  string
+	hosts []*sqlHost
+	cfg   sqlConfig
+	// quote escapes a key part for the query's '...' literals. When
+	// connQuote is set instead, the quoting depends on the connection
+	// (MySQL's NO_BACKSLASH_ESCAPES, PostgreSQL's
+	// standard_conforming_strings), as mysql_real_escape_string() and
+	// PQescapeStringConn() do: connQuote returns it for one connection.
+	quote     func(string) string
+	connQuote func(ctx context.Context, c *sql.Conn) (func(string) string, error)
+	// allColumns expands every column of a row (mysql:, pgsql:); sqlite:
+	// reads the first.
+	allColumns bool
+	// noResultOK makes a statement that returns no result set "not
+	// found" (pgsql:, mysql: with require_result_set = no); otherwise it
+	// is a failed lookup.
+	noResultOK bool
+	timeout    time.Duration
+	opts       Options
 	// probe is the query Probe runs (empty: a ping).
 	probe string
 
-	mu     sync.Mutex // guards db and closed
-	db     *sql.DB
+	mu     sync.Mutex // guards closed and the hosts' state
 	closed bool
 }
 
 // errClosed is the error of a lookup in a closed table.
 var errClosed = errors.New("table closed")
 
-// pool returns the pool of connections, opening it on first use.
-func (t *sqlTable) pool() (*sql.DB, error) {
+// pool returns a host's pool of connections, opening it on first use.
+func (t *sqlTable) pool(h *sqlHost) (*sql.DB, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
 		return nil, errClosed
 	}
-	if t.db == nil {
-		db, err := t.open()
+	if h.db == nil {
+		db, err := h.open()
 		if err != nil {
 			return nil, err
 		}
 		db.SetMaxOpenConns(t.opts.poolSize())
 		db.SetMaxIdleConns(t.opts.poolSize())
+		// Postfix closes a connection idle for a minute (IDLE_CONN_INTV).
 		db.SetConnMaxIdleTime(time.Minute)
-		t.db = db
+		h.db = db
 	}
-	return t.db, nil
+	return h.db, nil
+}
+
+// order is the order in which a lookup tries the hosts, as Postfix's
+// dict_mysql_get_active() and dict_pgsql_get_active() choose them: the
+// hosts whose last query succeeded, UNIX-domain sockets first, each
+// group in random order; then the hosts not tried yet or whose
+// failure is more than a minute old, UNIX-domain sockets first, in
+// random order. Postfix stops there, and fails the lookup without
+// asking anyone while every host failed within the last minute;
+// smtpgate then tries the failed hosts too, so that a database that
+// comes back is used at once (docs/postfix-differences.md).
+func (t *sqlTable) order() []*sqlHost {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := t.opts.Now()
+	var groups [5][]*sqlHost
+	for _, h := range t.hosts {
+		g := 0
+		switch {
+		case h.active:
+		case !h.failed || !now.Before(h.retryAt):
+			g = 2
+		default:
+			g = 4
+		}
+		if !h.unix && g < 4 {
+			g++
+		}
+		groups[g] = append(groups[g], h)
+	}
+	out := make([]*sqlHost, 0, len(t.hosts))
+	for _, g := range groups {
+		rand.Shuffle(len(g), func(i, j int) { g[i], g[j] = g[j], g[i] })
+		out = append(out, g...)
+	}
+	return out
+}
+
+// mark records the outcome of a query on h.
+func (t *sqlTable) mark(h *sqlHost, ok bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	h.active, h.failed = ok, !ok
+	if !ok {
+		h.retryAt = t.opts.Now().Add(hostRetry)
+	}
 }
 
 // Lookup runs the query for key. As Postfix's SQL tables do, the key is
 // case-folded; a key that is not UTF-8 (or holds a NUL, which Postfix
 // cannot even pass) is not found without a query; a key the domain
 // setting does not list, or that cannot fill in the query's %d, %u or
-// %[1-9], is not found without a query. Each row's first column is
-// expanded with result_format and the rows are joined with commas; NULL
-// and empty values are skipped. A failed query, or more rows than
+// %[1-9], is not found without a query. Each row's first column (every
+// column, for mysql: and pgsql:) is expanded with result_format and the
+// results are joined with commas; NULL and empty values are skipped. The
+// hosts are tried in turn (see order) until one answers. A lookup that
+// no host could answer, or that returns more results than
 // expansion_limit, is an error wrapping ErrLookup.
 func (t *sqlTable) Lookup(ctx context.Context, key string) (string, bool, error) {
 	if !utf8.ValidString(key) || strings.IndexByte(key, 0) >= 0 {
@@ -152,52 +236,52 @@ func (t *sqlTable) Lookup(ctx context.Context, key string) (string, bool, error)
 	if !t.cfg.domain.allows(key) {
 		return "", false, nil
 	}
-	q, ok := t.cfg.tmpl.expandQuery(key, t.quote)
-	if !ok {
+	if _, ok := t.cfg.tmpl.expandQuery(key, t.quoteOrNone()); !ok {
 		return "", false, nil
 	}
 	ctx, cancel := context.WithTimeout(ctx, t.timeout)
 	defer cancel()
-	v, err := t.query(ctx, q, key)
-	if err != nil {
-		t.opts.Logger.WarnContext(ctx, "table lookup failed", "table", t.spec, "err", err)
-		return "", false, &lookupError{table: t.spec, err: err}
+	var errs []error
+	for _, h := range t.order() {
+		values, err := t.queryHost(ctx, h, key)
+		if err != nil {
+			t.mark(h, false)
+			t.opts.Logger.WarnContext(ctx, "table lookup failed", "table", t.spec, "host", h.name, "err", err)
+			errs = append(errs, fmt.Errorf("host %s: %w", h.name, err))
+			if ctx.Err() != nil {
+				break
+			}
+			continue
+		}
+		t.mark(h, true)
+		v, err := t.result(values, key)
+		if err != nil {
+			t.opts.Logger.WarnContext(ctx, "table lookup failed", "table", t.spec, "err", err)
+			return "", false, &lookupError{table: t.spec, err: err}
+		}
+		return v, v != "", nil
 	}
-	return v, v != "", nil
+	if len(errs) == 0 {
+		errs = append(errs, errClosed)
+	}
+	return "", false, &lookupError{table: t.spec, err: errors.Join(errs...)}
 }
 
-func (t *sqlTable) query(ctx context.Context, q, key string) (string, error) {
-	db, err := t.pool()
-	if err != nil {
-		return "", err
+// quoteOrNone is the quoting for the check that a key can fill in the
+// query at all (before a connection is chosen).
+func (t *sqlTable) quoteOrNone() func(string) string {
+	if t.quote != nil {
+		return t.quote
 	}
-	rows, err := db.QueryContext(ctx, q)
-	if err != nil {
-		return "", err
-	}
-	defer rows.Close()
-	cols, err := rows.Columns()
-	if err != nil {
-		return "", err
-	}
-	if len(cols) == 0 {
-		return "", errors.New("query returns no column")
-	}
-	var (
-		b     strings.Builder
-		v     sql.NullString
-		n     int
-		other sql.RawBytes
-	)
-	dest := make([]any, len(cols))
-	dest[0] = &v
-	for i := 1; i < len(dest); i++ {
-		dest[i] = &other
-	}
-	for rows.Next() {
-		if err := rows.Scan(dest...); err != nil {
-			return "", err
-		}
+	return func(s string) string { return s }
+}
+
+// result expands the values of a query with result_format and joins
+// them, failing when there are more than expansion_limit.
+func (t *sqlTable) result(values []sql.NullString, key string) (string, error) {
+	var b strings.Builder
+	n := 0
+	for _, v := range values {
 		if !v.Valid {
 			continue
 		}
@@ -208,21 +292,116 @@ func (t *sqlTable) query(ctx context.Context, q, key string) (string, error) {
 			}
 		}
 	}
-	if err := rows.Err(); err != nil {
-		return "", err
-	}
 	return b.String(), nil
+}
+
+// queryHost runs the query for key on one host and returns the values
+// it answered (the first column, or every column, of each row). An error
+// is the host's: it could not be reached, or the query failed.
+func (t *sqlTable) queryHost(ctx context.Context, h *sqlHost, key string) ([]sql.NullString, error) {
+	db, err := t.pool(h)
+	if err != nil {
+		return nil, err
+	}
+	var rows *sql.Rows
+	if t.connQuote == nil {
+		q, _ := t.cfg.tmpl.expandQuery(key, t.quote)
+		rows, err = db.QueryContext(ctx, q)
+	} else {
+		conn, cerr := db.Conn(ctx)
+		if cerr != nil {
+			return nil, cerr
+		}
+		defer conn.Close()
+		quote, qerr := t.connQuote(ctx, conn)
+		if qerr != nil {
+			return nil, qerr
+		}
+		q, _ := t.cfg.tmpl.expandQuery(key, quote)
+		rows, err = conn.QueryContext(ctx, q)
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	values, err := t.readRows(rows)
+	if err != nil {
+		return nil, err
+	}
+	return values, rows.Close()
+}
+
+// readRows reads the values of the first result set; a later result set
+// that returns data is an error, as in Postfix's dict_mysql.c.
+func (t *sqlTable) readRows(rows *sql.Rows) ([]sql.NullString, error) {
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	if len(cols) == 0 {
+		if t.noResultOK {
+			return nil, nil
+		}
+		return nil, errors.New("query returned no result set")
+	}
+	n := 1
+	if t.allColumns {
+		n = len(cols)
+	}
+	row := make([]sql.NullString, len(cols))
+	dest := make([]any, len(cols))
+	var other sql.RawBytes
+	for i := range dest {
+		if i < n {
+			dest[i] = &row[i]
+		} else {
+			dest[i] = &other
+		}
+	}
+	var values []sql.NullString
+	for rows.Next() {
+		if err := rows.Scan(dest...); err != nil {
+			return nil, err
+		}
+		values = append(values, row[:n]...)
+		if t.cfg.limit > 0 && len(values) > 64*t.cfg.limit+1024 {
+			// Far beyond the limit: the lookup fails anyway.
+			break
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	for rows.NextResultSet() {
+		if more, err := rows.Columns(); err == nil && len(more) > 0 {
+			return nil, errors.New("multiple result sets returning data are not supported")
+		}
+	}
+	return values, rows.Err()
 }
 
 func (t *sqlTable) Pattern() bool    { return false }
 func (t *sqlTable) Name() string     { return t.spec }
 func (t *sqlTable) Entries() []Entry { return nil }
 
-// Probe connects to the database and runs a query that reads nothing,
-// for check: a database that cannot be reached is a warning there, not
-// an error (it may be down while the configuration is checked).
+// Probe connects to every host and runs a query that reads nothing, for
+// check: a database that cannot be reached is a warning there, not an
+// error (it may be down while the configuration is checked).
 func (t *sqlTable) Probe(ctx context.Context) error {
-	db, err := t.pool()
+	var errs []error
+	for _, h := range t.hosts {
+		if err := t.probeHost(ctx, h); err != nil {
+			if len(t.hosts) > 1 {
+				err = fmt.Errorf("host %s: %w", h.name, err)
+			}
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (t *sqlTable) probeHost(ctx context.Context, h *sqlHost) error {
+	db, err := t.pool(h)
 	if err != nil {
 		return err
 	}
@@ -238,13 +417,17 @@ func (t *sqlTable) Probe(ctx context.Context) error {
 	return rows.Close()
 }
 
-// Close closes the pool of connections; later lookups fail.
+// Close closes the pools of connections; later lookups fail.
 func (t *sqlTable) Close() error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.closed = true
-	if t.db == nil {
-		return nil
+	var errs []error
+	for _, h := range t.hosts {
+		if h.db != nil {
+			errs = append(errs, h.db.Close())
+			h.db = nil
+		}
 	}
-	return t.db.Close()
+	return errors.Join(errs...)
 }

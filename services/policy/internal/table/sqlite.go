@@ -48,7 +48,7 @@ func openSQLite(spec, cfPath string, opts Options) (Table, error) {
 	dsn := (&url.URL{Scheme: "file", OmitHost: true, Path: dbpath,
 		RawQuery: "mode=ro&_pragma=query_only(1)&_pragma=busy_timeout(" + sqliteBusyTimeout + ")"}).String()
 	open := func() (*sql.DB, error) { return sql.Open("sqlite", dsn) }
-	return &sqlTable{spec: spec, open: open, cfg: cfg, quote: sqliteQuote, timeout: opts.QueryTimeout, opts: opts,
+	return &sqlTable{spec: spec, hosts: []*sqlHost{{name: dbpath, unix: true, open: open}}, cfg: cfg, quote: sqliteQuote, timeout: opts.QueryTimeout, opts: opts,
 		probe: "SELECT 1 FROM sqlite_master LIMIT 1"}, nil
 }
 

@@ -2,10 +2,11 @@
 // restrictions and table-valued parameters name as "type:name": cidr:,
 // regexp:, pcre: (with Go's RE2 engine), hash:, texthash:, lmdb:, btree:,
 // cdb:, dbm: and sdbm: (read from the text source file that postmap
-// would compile), inline:{...} and static:, the database table sqlite:
-// (sqlite_table(5), configured by Postfix's own .cf file; see sqlite.go
-// and query.go for the query expansion of db_common.c), the directory
-// table ldap: (ldap_table(5), ldap.go), and the server
+// would compile), inline:{...} and static:, the database tables sqlite:,
+// mysql: and pgsql: (sqlite_table(5), mysql_table(5), pgsql_table(5),
+// configured by Postfix's own .cf files; see sql.go, sqlite.go, mysql.go,
+// pgsql.go and query.go for the query expansion of db_common.c), the
+// directory table ldap: (ldap_table(5), ldap.go), and the server
 // tables socketmap: and tcp: (socketmap.go, tcp.go, netpool.go), and
 // smtpgate's own redis: (redis.go), shared live by every replica. The
 // configuration, the table files and the databases are trusted; the keys
@@ -224,12 +225,13 @@ var ErrUnsupported = errors.New("table type is not supported")
 var Supported = []string{"cidr", "regexp", "pcre", "hash", "texthash", "btree", "lmdb", "cdb", "dbm", "sdbm", "inline", "static"}
 
 // Connected lists the table types Open accepts that look keys up in a
-// database or a server, with Postfix's configuration: "sqlite:" names a
-// sqlite_table(5) .cf file, "ldap:" an ldap_table(5) one; "socketmap:" and "tcp:" name a server's
+// database or a server, with Postfix's configuration: "sqlite:",
+// "mysql:" and "pgsql:" name a sqlite_table(5), mysql_table(5) or
+// pgsql_table(5) .cf file, "ldap:" an ldap_table(5) one; "socketmap:" and "tcp:" name a server's
 // address; "redis:" (smtpgate's own) names a .cf file with the Redis URL
 // and key prefix. Their lookups can fail (a temporary failure, ErrLookup), and
 // their tables hold connections: they implement io.Closer.
-var Connected = []string{"sqlite", "ldap", "socketmap", "tcp", "redis"}
+var Connected = []string{"sqlite", "mysql", "pgsql", "ldap", "socketmap", "tcp", "redis"}
 
 type unsupportedError struct{ typ string }
 
@@ -265,10 +267,16 @@ func Open(spec string, opts Options) (Table, error) {
 			return nil, err
 		}
 		return openSQLite(spec, path, opts)
-	case "ldap":
+	case "ldap", "mysql", "pgsql":
 		path, err := cfPath(spec, name, opts)
 		if err != nil {
 			return nil, err
+		}
+		switch typ {
+		case "mysql":
+			return openMySQL(spec, path, opts)
+		case "pgsql":
+			return openPgSQL(spec, path, opts)
 		}
 		return openLDAP(spec, path, opts)
 	case "redis":
