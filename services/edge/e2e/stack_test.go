@@ -51,6 +51,7 @@ func run(m *testing.M) int {
 	}
 	binDir = dir
 	defer stopDovecot()
+	defer stopSQLServers()
 	return m.Run()
 }
 
