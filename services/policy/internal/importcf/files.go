@@ -13,12 +13,20 @@ import (
 
 // The files a written configuration names. Lookup tables (cidr:, pcre:,
 // regexp:, hash: and the other indexed types, read from their source
-// text) are copied beside the written main.cf and named relatively, so
+// text) and the .cf files of database tables (cfTypes) are copied
+// beside the written main.cf and named relatively, so
 // that the directory is whole and passes check on another machine.
 // Certificates and private keys are not copied: a copy of a key is one
 // more place a secret lives, with whatever mode the copy gets, and a
 // renewed certificate (certbot renews in place) would never reach the
 // copy. They are named by their absolute path instead, where they are.
+
+// cfTypes are the table types configured by a .cf file of Postfix's
+// (sqlite_table(5), mysql_table(5), pgsql_table(5), ldap_table(5)) or
+// smtpgate's (redis:). The file is copied as it is, with its mode: it
+// may hold a database password. The database it names stays where it
+// is (a relative sqlite: dbpath is relative to the written directory).
+var cfTypes = []string{"sqlite", "mysql", "pgsql", "ldap", "redis"}
 
 // keyFiles are the parameters that name a certificate or a key.
 var keyFiles = []string{"smtpd_tls_cert_file", "smtpd_tls_key_file"}
@@ -50,8 +58,13 @@ func tableFile(word string) (prefix, file string, ok bool) {
 			rest = name
 			continue
 		}
-		if typ == "inline" || typ == "static" || !slices.Contains(table.Supported, typ) ||
-			name == "" || strings.ContainsAny(name, "${}() \t") {
+		if typ == "inline" || typ == "static" || name == "" || strings.ContainsAny(name, "${}() \t") {
+			return "", "", false
+		}
+		// The database and directory tables name their .cf file
+		// (mysql:/etc/postfix/x.cf); socketmap: and tcp: name a server.
+		cf := slices.Contains(cfTypes, typ) && (strings.HasPrefix(name, "/") || strings.HasPrefix(name, "."))
+		if !slices.Contains(table.Supported, typ) && !cf {
 			return "", "", false
 		}
 		return prefix + typ + ":", name, true
@@ -76,6 +89,12 @@ func (c *copier) rewrite(name, value string) (string, error) {
 		local, err := c.copy(file)
 		if err != nil {
 			return "", fmt.Errorf("%s: %w", name, err)
+		}
+		typ := strings.TrimSuffix(prefix, ":")
+		if typ = typ[strings.LastIndexByte(typ, ':')+1:]; slices.Contains(cfTypes, typ) && !strings.HasPrefix(local, ".") {
+			// Postfix reads a name that does not start with "/" or "." as
+			// main.cf parameters, not a file.
+			local = "./" + local
 		}
 		out = replaceWord(out, w, prefix+local)
 	}
