@@ -135,9 +135,11 @@ func TestOpenErrors(t *testing.T) {
 		spec string
 		want string
 	}{
-		{"mysql:/etc/postfix/mysql.cf", `table type "mysql" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, ldap, socketmap, tcp, redis`},
+		{"mysql:/etc/postfix/mysql.cf", `table mysql:/etc/postfix/mysql.cf: open /etc/postfix/mysql.cf: no such file or directory`},
+		{"pgsql:/etc/postfix/pgsql.cf", `table pgsql:/etc/postfix/pgsql.cf: open /etc/postfix/pgsql.cf: no such file or directory`},
+		{"nis:mail.aliases", `table type "nis" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, mysql, pgsql, ldap, socketmap, tcp, redis`},
 		{"proxy:ldap:/etc/postfix/ldap.cf", `table ldap:/etc/postfix/ldap.cf: open /etc/postfix/ldap.cf: no such file or directory`},
-		{"unionmap:{hash:/a, hash:/b}", `table type "unionmap" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, ldap, socketmap, tcp, redis`},
+		{"unionmap:{hash:/a, hash:/b}", `table type "unionmap" is not supported; supported: cidr, regexp, pcre, hash, texthash, btree, lmdb, cdb, dbm, sdbm, inline, static, sqlite, mysql, pgsql, ldap, socketmap, tcp, redis`},
 		{"/etc/postfix/access", `table "/etc/postfix/access": expected type:name`},
 		{"hash", `table "hash": expected type:name`},
 		{"hash:", `table "hash:": missing file name after "hash:"`},
@@ -161,7 +163,7 @@ func TestOpenErrors(t *testing.T) {
 			}
 		})
 	}
-	_, err := Open("mysql:/x", Options{})
+	_, err := Open("nis:/x", Options{})
 	if !errors.Is(err, ErrUnsupported) {
 		t.Errorf("errors.Is(%v, ErrUnsupported) = false", err)
 	}
