@@ -244,8 +244,8 @@ func (s *Server) errorLog() string {
 	return string(b)
 }
 
-// Stop stops the server (SIGTERM to its process id, then SIGKILL after
-// a while) and waits for it to exit. The data directory stays.
+// Stop stops the server (SIGTERM to MariaDB's process id, SIGINT to
+// PostgreSQL's, then SIGKILL after a while) and waits for it to exit. The data directory stays.
 func (s *Server) Stop() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -256,7 +256,13 @@ func (s *Server) stopLocked() {
 	if s.cmd == nil {
 		return
 	}
-	_ = s.cmd.Process.Signal(syscall.SIGTERM)
+	// PostgreSQL's SIGTERM waits for its clients to leave (a smart
+	// shutdown); SIGINT is its fast shutdown. MariaDB stops on SIGTERM.
+	sig := syscall.SIGTERM
+	if s.kind == "postgres" {
+		sig = syscall.SIGINT
+	}
+	_ = s.cmd.Process.Signal(sig)
 	select {
 	case <-s.exited:
 	case <-time.After(30 * time.Second):

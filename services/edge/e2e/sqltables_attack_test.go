@@ -3,6 +3,7 @@ package e2e
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -205,6 +206,28 @@ func TestSQLServerTablesAttack(t *testing.T) {
 				expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "lisa@example.com"), "ok")
 			})
 
+			t.Run("check validates the .cf files", func(t *testing.T) {
+				conf := t.TempDir()
+				for _, f := range []string{"main.cf", "master.cf", "passwd"} {
+					b, err := os.ReadFile(filepath.Join(s.conf, f))
+					if err != nil {
+						t.Fatal(err)
+					}
+					write(t, filepath.Join(conf, f), string(b))
+				}
+				bad, nokey := filepath.Join(conf, "bad.cf"), filepath.Join(conf, "nokey.cf")
+				write(t, bad, fmt.Sprintf("hosts = inet:%s\ndbname = mail\nquery = SELECT maildir FROM mailbox WHERE username='%%s'\ndbpath = /x\n", srv.Addr()))
+				write(t, nokey, fmt.Sprintf("hosts = inet:%s\ndbname = mail\nquery = SELECT maildir FROM mailbox\n", srv.Addr()))
+				write(t, filepath.Join(conf, "main.cf"), fmt.Sprintf("%s\nrelay_recipient_maps = %s:%s\nvirtual_alias_maps = %s:%s\n",
+					readFile(t, filepath.Join(conf, "main.cf")), typ, bad, typ, nokey))
+				out, err := exec.Command(filepath.Join(binDir, "smtpgate-policy"), "-c", conf, "check").CombinedOutput()
+				for _, want := range []string{"bad.cf:4: unknown " + typ + " parameter \"dbpath\"", "nokey.cf:3: query: \"SELECT maildir FROM mailbox\" does not use the lookup key"} {
+					if err == nil || !strings.Contains(string(out), want) {
+						t.Errorf("check: want an error %q: err %v, output:\n%s", want, err, out)
+					}
+				}
+			})
+
 			t.Run("database stopped defers and recovers", func(t *testing.T) {
 				srv.Stop()
 				restarted := false
@@ -219,6 +242,12 @@ func TestSQLServerTablesAttack(t *testing.T) {
 				expectPrefix(t, s.rcptReply(t, Stranger, "someone@example.net", "nobody@example.com"), "451 4.3.0 <nobody@example.com>: Temporary lookup failure")
 				if log := s.log("policy"); !strings.Contains(log, "table lookup failed") || strings.Contains(log, sqlTablePassword) {
 					t.Errorf("policy log: want \"table lookup failed\", and never the password:\n%s", log)
+				}
+				// check: a server that cannot be reached is a warning, not
+				// an error.
+				out, err := exec.Command(filepath.Join(binDir, "smtpgate-policy"), "-c", s.conf, "check").CombinedOutput()
+				if err != nil || !strings.Contains(string(out), "mailboxes.cf: cannot be reached now") {
+					t.Errorf("check with the database stopped: want a warning, not an error: err %v, output:\n%s", err, out)
 				}
 				if err := srv.Start(); err != nil {
 					t.Fatal(err)
