@@ -3,6 +3,7 @@ package table
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"math/rand/v2"
@@ -303,23 +304,53 @@ func (t *sqlTable) queryHost(ctx context.Context, h *sqlHost, key string) ([]sql
 	if err != nil {
 		return nil, err
 	}
-	var rows *sql.Rows
 	if t.connQuote == nil {
 		q, _ := t.cfg.tmpl.expandQuery(key, t.quote)
-		rows, err = db.QueryContext(ctx, q)
-	} else {
-		conn, cerr := db.Conn(ctx)
-		if cerr != nil {
-			return nil, cerr
+		rows, err := db.QueryContext(ctx, q)
+		if err != nil {
+			return nil, err
 		}
-		defer conn.Close()
-		quote, qerr := t.connQuote(ctx, conn)
-		if qerr != nil {
-			return nil, qerr
+		defer rows.Close()
+		values, err := t.readRows(rows)
+		if err != nil {
+			return nil, err
 		}
-		q, _ := t.cfg.tmpl.expandQuery(key, quote)
-		rows, err = conn.QueryContext(ctx, q)
+		return values, rows.Close()
 	}
+	// A query that fails closes its connection, as Postfix closes a
+	// failed host's, and the idle ones with it. A connection the server
+	// closed while it sat in the pool (a database restarted) fails its
+	// first query: that one is run once more, on a new connection,
+	// before the host counts as failed.
+	for attempt := 0; ; attempt++ {
+		conn, err := db.Conn(ctx)
+		if err != nil {
+			return nil, err
+		}
+		values, err := t.queryConn(ctx, conn, key)
+		if err != nil {
+			_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+			conn.Close()
+			db.SetMaxIdleConns(0)
+			db.SetMaxIdleConns(t.opts.poolSize())
+			if attempt == 0 && ctx.Err() == nil {
+				continue
+			}
+			return nil, err
+		}
+		return values, conn.Close()
+	}
+}
+
+// queryConn runs the query for key on one connection, quoted as the
+// connection needs.
+func (t *sqlTable) queryConn(ctx context.Context, conn *sql.Conn, key string) ([]sql.NullString, error) {
+	quote, err := t.connQuote(ctx, conn)
+	if err != nil {
+		return nil, err
+	}
+	q, _ := t.cfg.tmpl.expandQuery(key, quote)
+	rows, err := conn.QueryContext(ctx, q)
 	if err != nil {
 		return nil, err
 	}

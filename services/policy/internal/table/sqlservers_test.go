@@ -328,6 +328,29 @@ func TestSQLServersFailures(t *testing.T) {
 		if err := mailboxes.(Prober).Probe(context.Background()); err != nil {
 			t.Errorf("Probe: %v", err)
 		}
+
+		// A restart while the pool holds connections: those the server
+		// closed are replaced, and no lookup after the restart fails.
+		var wg sync.WaitGroup
+		for range 6 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for range 5 {
+					if _, _, err := mailboxes.Lookup(context.Background(), "lisa@example.com"); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+		wg.Wait()
+		s.Stop()
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		for range 10 {
+			checkLookups(t, mailboxes, []lookupCase{hit("lisa@example.com", "example.com/lisa/")})
+		}
 	})
 }
 
