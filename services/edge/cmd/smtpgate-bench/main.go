@@ -76,6 +76,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Password, "password", "", "AUTH PLAIN password (or $SMTPGATE_BENCH_PASSWORD)")
 	fs.BoolVar(&cfg.StartTLS, "starttls", false, "STARTTLS after EHLO (certificate not verified)")
 	fs.BoolVar(&cfg.ImplicitTLS, "tls", false, "implicit TLS from the first byte (certificate not verified)")
+	generator := fs.String("generator", "", "drive the load with Postfix's smtp-source at this `path` instead of this program's own sessions (no TLS, AUTH or -src; no latencies)")
 	fs.BoolVar(&cfg.Resume, "resume", false, "resume each session's TLS session on its next connection (session tickets), as a reconnecting client does")
 	groups := fs.String("groups", "", "TLS key exchange `groups` to offer, comma-separated: X25519, X25519MLKEM768, P256, P384, P521 (default: Go's)")
 	fs.DurationVar(&cfg.Duration, "d", 0, "run this long, warm-up included (default 10s when -n is not given)")
@@ -143,7 +144,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "smtpgate-bench:", err)
 		return 2
 	}
-	res, err := loadgen.Run(ctx, cfg)
+	run := loadgen.Run
+	if *generator != "" {
+		run = func(ctx context.Context, cfg loadgen.Config) (*loadgen.Result, error) {
+			return loadgen.RunSmtpSource(ctx, *generator, cfg)
+		}
+	}
+	res, err := run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(stderr, "smtpgate-bench:", err)
 		return 1

@@ -5,10 +5,12 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
+	"maps"
 	"net"
 	"net/netip"
 	"net/textproto"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -390,6 +392,53 @@ func TestRunResume(t *testing.T) {
 		}
 		if res.Sessions < 8 || res.Resumed != want {
 			t.Errorf("Resume %v: %d sessions, %d resumed; want at least 8, %d resumed", resume, res.Sessions, res.Resumed, want)
+		}
+	}
+}
+
+// smtpSourcePath is Debian's smtp-source (package postfix, which
+// scripts/deps --test installs).
+const smtpSourcePath = "/usr/sbin/smtp-source"
+
+// TestRunSmtpSource drives the sink with the real smtp-source: every
+// message it counts is one the sink received, and a refusal ends the run
+// with the server's reply as the error.
+func TestRunSmtpSource(t *testing.T) {
+	if _, err := os.Stat(smtpSourcePath); err != nil {
+		t.Fatalf("smtp-source is missing (scripts/deps --test installs postfix): %v", err)
+	}
+	s, addr := sink(t)
+	res, err := RunSmtpSource(context.Background(), smtpSourcePath, Config{
+		Addr: addr, Connections: 8, MessagesPerConn: 1, Size: 1024, Recipients: 2,
+		Sender: "s{c}@example.net", Recipient: "r{r}@example.com", Messages: 300, Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Messages != 300 || s.Messages() != 300 || res.ErrorsTotal != 0 || res.Sessions != 300 {
+		t.Errorf("smtp-source counted %d messages (%d sessions), the sink %d, errors %v; want 300, 300, 300, none", res.Messages, res.Sessions, s.Messages(), res.Errors)
+	}
+
+	refusing := serve(t, &refuser{})
+	res, err = RunSmtpSource(context.Background(), smtpSourcePath, Config{
+		Addr: refusing, Connections: 1, MessagesPerConn: 1, Size: 500, Recipients: 2,
+		Sender: "s@example.net", Recipient: "r@example.com", Messages: 5, Timeout: 5 * time.Second,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.ErrorsTotal != 1 || !strings.Contains(strings.Join(slices.Collect(maps.Keys(res.Errors)), " "), "Relay access denied") {
+		t.Errorf("a refused recipient: errors %v, want one naming the reply", res.Errors)
+	}
+
+	for name, cfg := range map[string]Config{
+		"tls":     {StartTLS: true},
+		"auth":    {User: "john@example.org"},
+		"sources": {Sources: []netip.Addr{netip.MustParseAddr("127.0.0.10")}},
+	} {
+		cfg.Addr, cfg.Connections, cfg.MessagesPerConn, cfg.Recipients, cfg.Messages = addr, 1, 1, 1, 1
+		if _, err := RunSmtpSource(context.Background(), smtpSourcePath, cfg); err == nil {
+			t.Errorf("%s: smtp-source was run for what it cannot do", name)
 		}
 	}
 }
