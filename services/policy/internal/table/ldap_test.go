@@ -12,6 +12,8 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-ldap/ldap/v3"
+
 	"github.com/smtpgate/smtpgate/pkg/certtest"
 	"github.com/smtpgate/smtpgate/pkg/ldaptest"
 )
@@ -258,10 +260,26 @@ func TestLDAPTable(t *testing.T) {
 		}
 		srv.Restart(t)
 		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa"), miss("nobody@example.com")})
-		// A kept connection that the restart killed is replaced.
+		// Kept connections that the restart killed are replaced: with
+		// a full pool, no lookup after the restart fails.
+		lt := tb.(*ldapTable)
+		var conns []*ldap.Conn
+		for range 8 {
+			c, _, err := lt.conn(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			conns = append(conns, c)
+		}
+		for _, c := range conns {
+			lt.put(c)
+		}
+		kept := len(conns)
 		srv.Stop()
 		srv.Restart(t)
-		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa")})
+		for range kept + 2 {
+			checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa")})
+		}
 	})
 }
 
