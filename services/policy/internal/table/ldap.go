@@ -43,7 +43,8 @@ var LDAPParams = []string{
 // result_format and joined with commas, DN and LDAP URL values of the
 // special result attributes are searched in turn. Connections are
 // opened on first use and kept for the next lookups (at most
-// Options.PoolSize at once); one that fails is dropped, and a lookup
+// Options.PoolSize at once, none unused for more than 100 s); one that
+// fails is dropped, and a lookup
 // whose kept connection turns out dead is tried once more on a new one,
 // as Postfix reconnects on LDAP_SERVER_DOWN.
 type ldapTable struct {
@@ -72,9 +73,21 @@ type ldapTable struct {
 
 	slots  chan struct{} // one per connection in use
 	mu     sync.Mutex    // guards idle and closed
-	idle   []*ldap.Conn
+	idle   []idleLDAPConn
 	closed bool
 }
+
+// idleLDAPConn is a kept connection and when it was last used.
+type idleLDAPConn struct {
+	*ldap.Conn
+	since time.Time
+}
+
+// ldapMaxIdle is how long a connection is kept unused: Postfix's
+// proxymap and smtpd processes, which hold its LDAP connections, exit
+// after max_idle (100 s) without work, and a connection idle for longer
+// may have been dropped silently by a firewall on the way.
+const ldapMaxIdle = 100 * time.Second
 
 // Postfix's bind values (bindopt_table in dict_ldap.c).
 var ldapBindValues = map[string]string{"yes": "simple", "simple": "simple", "no": "none", "none": "none", "sasl": "sasl"}
@@ -494,14 +507,15 @@ func (t *ldapTable) conn(ctx context.Context) (c *ldap.Conn, reused bool, err er
 		t.mu.Unlock()
 		return nil, false, errClosed
 	}
+	now := t.opts.Now()
 	for len(t.idle) > 0 {
-		c = t.idle[len(t.idle)-1]
+		ic := t.idle[len(t.idle)-1]
 		t.idle = t.idle[:len(t.idle)-1]
-		if !c.IsClosing() {
+		if !ic.IsClosing() && now.Sub(ic.since) < ldapMaxIdle {
 			t.mu.Unlock()
-			return c, true, nil
+			return ic.Conn, true, nil
 		}
-		c.Close()
+		ic.Close()
 	}
 	t.mu.Unlock()
 	c, err = t.dial(ctx)
@@ -516,7 +530,7 @@ func (t *ldapTable) put(c *ldap.Conn) {
 		c.Close()
 		return
 	}
-	t.idle = append(t.idle, c)
+	t.idle = append(t.idle, idleLDAPConn{Conn: c, since: t.opts.Now()})
 }
 
 // dial connects to the first server_host that answers, starts TLS when

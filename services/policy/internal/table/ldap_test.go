@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-ldap/ldap/v3"
 
@@ -131,6 +132,34 @@ func TestLDAPTable(t *testing.T) {
 		}
 		if n := len(tb.(*ldapTable).idle); n < 1 || n > 8 {
 			t.Errorf("%d connections kept; want 1..8", n)
+		}
+	})
+
+	t.Run("connections unused for 100 s are not reused", func(t *testing.T) {
+		now := time.Now()
+		if err := os.WriteFile(filepath.Join(dir, "idle.cf"), []byte(common+"query_filter = (mail=%s)\nresult_attribute = uid\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		tb, err := Open("ldap:"+filepath.Join(dir, "idle.cf"), Options{Now: func() time.Time { return now }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tb.(io.Closer).Close()
+		lt := tb.(*ldapTable)
+		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa")})
+		first := lt.idle[0].Conn
+		now = now.Add(99 * time.Second)
+		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa")})
+		if lt.idle[0].Conn != first {
+			t.Error("a connection unused for 99 s was not reused")
+		}
+		now = now.Add(100 * time.Second)
+		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "lisa")})
+		if len(lt.idle) != 1 || lt.idle[0].Conn == first {
+			t.Errorf("a connection unused for 100 s was reused (%d kept)", len(lt.idle))
+		}
+		if !first.IsClosing() {
+			t.Error("the connection unused for 100 s is still open")
 		}
 	})
 
