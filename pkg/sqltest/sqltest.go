@@ -51,9 +51,10 @@ type Server struct {
 	// and its database.
 	User, Password, DB string
 
-	kind string
-	dir  string
-	cred *syscall.Credential
+	kind  string
+	dir   string
+	extra []string
+	cred  *syscall.Credential
 
 	mu     sync.Mutex
 	cmd    *exec.Cmd
@@ -84,9 +85,10 @@ func freePort() (int, error) {
 }
 
 // StartMariaDB creates a MariaDB data directory in dir (which must
-// exist and be empty), starts the server on a free port and creates the
-// user "smtpgate" with password and the database "mail".
-func StartMariaDB(dir, password string) (*Server, error) {
+// exist and be empty), starts the server on a free port with the extra
+// mariadbd options (e.g. --ssl-cert=...) and creates the user "smtpgate"
+// with password and the database "mail".
+func StartMariaDB(dir, password string, extra ...string) (*Server, error) {
 	for _, b := range []string{MariaDBServer, MariaDBInstall, MariaDBClient} {
 		if _, err := os.Stat(b); err != nil {
 			return nil, fmt.Errorf("%s is needed (install mariadb-server with scripts/deps --test): %w", b, err)
@@ -97,7 +99,7 @@ func StartMariaDB(dir, password string) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{kind: "mariadb", dir: dir, Port: port, Socket: filepath.Join(dir, "mysqld.sock"),
-		User: "smtpgate", Password: password, DB: "mail"}
+		User: "smtpgate", Password: password, DB: "mail", extra: extra}
 	data := filepath.Join(dir, "data")
 	args := []string{"--no-defaults", "--datadir=" + data, "--auth-root-authentication-method=normal", "--skip-test-db"}
 	if os.Geteuid() == 0 {
@@ -204,7 +206,7 @@ func (s *Server) Start() error {
 		if os.Geteuid() == 0 {
 			args = append(args, "--user=root")
 		}
-		cmd = exec.Command(MariaDBServer, args...)
+		cmd = exec.Command(MariaDBServer, append(args, s.extra...)...)
 	case "postgres":
 		cmd = exec.Command(filepath.Join(PostgresBin, "postgres"), "-D", filepath.Join(s.dir, "data"),
 			"-p", strconv.Itoa(s.Port), "-k", s.Socket, "-c", "listen_addresses=127.0.0.1",

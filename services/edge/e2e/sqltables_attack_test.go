@@ -46,7 +46,7 @@ INSERT INTO alias VALUES ('lisa@example.com', 'lisa@example.com', 'example.com',
 func sqlServer(t *testing.T, typ string) *sqltest.Server {
 	t.Helper()
 	once, srv, serr := &sqlServers.mariaOnce, &sqlServers.maria, &sqlServers.mariaErr
-	start := sqltest.StartMariaDB
+	start := func(dir, password string) (*sqltest.Server, error) { return sqltest.StartMariaDB(dir, password) }
 	if typ == "pgsql" {
 		once, srv, serr = &sqlServers.pgOnce, &sqlServers.pg, &sqlServers.pgErr
 		start = sqltest.StartPostgres

@@ -13,6 +13,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/smtpgate/smtpgate/pkg/certtest"
 	"github.com/smtpgate/smtpgate/pkg/sqltest"
 )
 
@@ -23,6 +24,9 @@ var sqlServers struct {
 	maria, pg         *sqltest.Server
 	mariaErr, pgErr   error
 	dirs              []string
+	// mariaCA signed the MariaDB's TLS certificate (localhost,
+	// 127.0.0.1, ::1).
+	mariaCA *certtest.CA
 }
 
 // sqlPassword is the table user's password (with a quote and a
@@ -73,7 +77,10 @@ func mariaDB(t *testing.T) *sqltest.Server {
 			return
 		}
 		sqlServers.dirs = append(sqlServers.dirs, dir)
-		if sqlServers.maria, sqlServers.mariaErr = sqltest.StartMariaDB(dir, sqlPassword); sqlServers.mariaErr != nil {
+		sqlServers.mariaCA = certtest.NewCA(t, dir, "ca")
+		cert, key := sqlServers.mariaCA.Server(t, "mariadb")
+		if sqlServers.maria, sqlServers.mariaErr = sqltest.StartMariaDB(dir, sqlPassword,
+			"--ssl-ca="+sqlServers.mariaCA.CertFile, "--ssl-cert="+cert, "--ssl-key="+key); sqlServers.mariaErr != nil {
 			return
 		}
 		// MariaDB reads the backslash of 'back\slash' as an escape:
@@ -400,4 +407,44 @@ func freeLoopbackPort() (string, error) {
 	}
 	defer ln.Close()
 	return ln.Addr().String(), nil
+}
+
+// mysql: with the tls_* parameters talks TLS to MariaDB and checks its
+// certificate: a user that MariaDB lets in over TLS only is let in, a
+// server certificate from another CA is refused (a lookup failure,
+// never "not found").
+func TestSQLServersMySQLTLS(t *testing.T) {
+	s := mariaDB(t)
+	if _, err := s.Exec("", "CREATE USER IF NOT EXISTS 'tlsonly'@'127.0.0.1' IDENTIFIED BY 'tls-secret' REQUIRE SSL;\n"+
+		"GRANT SELECT ON mail.* TO 'tlsonly'@'127.0.0.1';\n"); err != nil {
+		t.Fatal(err)
+	}
+	conn := fmt.Sprintf("hosts = inet:%s\nuser = tlsonly\npassword = tls-secret\ndbname = mail\nquery = SELECT maildir FROM mailbox WHERE username='%%s'\n", s.Addr())
+	other := certtest.NewCA(t, t.TempDir(), "other")
+	for _, c := range []struct {
+		name, tls string
+		ok        bool
+	}{
+		{"CA and name checked", "tls_CAfile = " + sqlServers.mariaCA.CertFile + "\ntls_verify_cert = yes\n", true},
+		{"CA checked", "tls_CAfile = " + sqlServers.mariaCA.CertFile + "\n", true},
+		{"CA directory", "tls_CApath = " + filepath.Dir(sqlServers.mariaCA.CertFile) + "\ntls_verify_cert = yes\n", true},
+		{"no TLS", "", false},
+		{"another CA", "tls_CAfile = " + other.CertFile + "\n", false},
+		{"another CA, name checked", "tls_CAfile = " + other.CertFile + "\ntls_verify_cert = yes\n", false},
+		{"the system's CAs", "tls_verify_cert = yes\n", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			tb := openCF(t, "mysql", conn+c.tls, Options{})
+			v, ok, err := tb.Lookup(context.Background(), "lisa@example.com")
+			if c.ok {
+				if err != nil || !ok || v != "example.com/lisa/" {
+					t.Errorf("Lookup = %q, %v, %v; want example.com/lisa/", v, ok, err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrLookup) {
+				t.Errorf("Lookup = %q, %v, %v; want ErrLookup", v, ok, err)
+			}
+		})
+	}
 }
