@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/smtpgate/smtpgate/pkg/certtest"
 	"github.com/smtpgate/smtpgate/pkg/sqltest"
@@ -447,4 +448,92 @@ func TestSQLServersMySQLTLS(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A host whose connection failed is not asked again while another host
+// answers (its last query worked, so it comes first, as in Postfix); when
+// that one fails too, a minute later, the failed host is asked again.
+func TestSQLServersDeadHostRetry(t *testing.T) {
+	sqlServerCases(t, func(t *testing.T, typ string, s *sqltest.Server) {
+		// The dead host accepts connections and closes them at once: a
+		// server that fails every connection, counted.
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		var mu sync.Mutex
+		tries := 0
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				tries++
+				mu.Unlock()
+				c.Close()
+			}
+		}()
+		count := func() int {
+			// Let the last close be counted.
+			time.Sleep(50 * time.Millisecond)
+			mu.Lock()
+			defer mu.Unlock()
+			return tries
+		}
+		var clock struct {
+			sync.Mutex
+			now time.Time
+		}
+		clock.now = time.Now()
+		now := func() time.Time { clock.Lock(); defer clock.Unlock(); return clock.now }
+		cf := strings.Replace(sqlCF(s), "hosts = inet:"+s.Addr(), "hosts = inet:"+ln.Addr().String()+" inet:"+s.Addr(), 1) +
+			"query = SELECT maildir FROM mailbox WHERE username='%s'\n"
+		// The order is random among hosts not tried yet: open the table
+		// until a first lookup tries the dead one (and then the good
+		// one).
+		var tb Table
+		first := 0
+		for i := 0; first == 0; i++ {
+			if i == 40 {
+				t.Fatal("the dead host was never tried first")
+			}
+			tb = openCF(t, typ, cf, Options{Now: now})
+			checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "example.com/lisa/")})
+			first = count()
+		}
+		for range 5 {
+			checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "example.com/lisa/")})
+		}
+		if n := count(); n != first {
+			t.Errorf("the dead host was tried %d more times within the minute", n-first)
+		}
+		clock.Lock()
+		clock.now = clock.now.Add(61 * time.Second)
+		clock.Unlock()
+		// The good host stays first (its last query worked); the dead
+		// one is tried when the good one fails: stop it.
+		s.Stop()
+		restarted := false
+		defer func() {
+			if !restarted {
+				if err := s.Start(); err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+		if _, _, err := tb.Lookup(context.Background(), "lisa@example.com"); !errors.Is(err, ErrLookup) {
+			t.Errorf("both hosts down: %v; want ErrLookup", err)
+		}
+		if n := count(); n == first {
+			t.Error("the dead host was not tried again after a minute")
+		}
+		if err := s.Start(); err != nil {
+			t.Fatal(err)
+		}
+		restarted = true
+		checkLookups(t, tb, []lookupCase{hit("lisa@example.com", "example.com/lisa/")})
+	})
 }
