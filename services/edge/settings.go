@@ -227,7 +227,6 @@ func compileListener(c *maincf.Config, svc maincf.Service, typed *[]error) (list
 		ConnectionRateLimit:    int(p.int("smtpd_client_connection_rate_limit")),
 		RateTimeUnit:           p.duration("anvil_rate_time_unit"),
 		MemoryMessageLimit:     p.int("smtpgate_memory_message_limit"),
-		SpoolDir:               c.Path("smtpgate_spool_directory"),
 		SoftBounce:             p.bool("soft_bounce"),
 	}
 	// ETRN is advertised where Postfix's submission examples would not

@@ -129,24 +129,23 @@ func Defs() []maincf.Def {
 		// its own keys and rotates them itself. Not a Postfix parameter
 		// (Postfix's tlsmgr keeps its keys in memory).
 		{Name: "smtpgate_tls_session_ticket_keys_file", Default: "", Owner: maincf.Edge},
-		// Message content above this many bytes is spooled to a file in
-		// smtpgate_spool_directory (mode 0600, removed after the
-		// hand-off) instead of being held in memory.
-		{Name: "smtpgate_memory_message_limit", Default: "1048576", Owner: maincf.Edge, Listener: true, Check: maincf.CheckInt},
+		// The most of a message's content held in memory: past it, the
+		// content streams to the next hop while the client sends it
+		// (the next hop sees its end, and the client gets 250, only
+		// after end-of-data policy and the next hop's own 250).
+		{Name: "smtpgate_memory_message_limit", Default: "65536", Owner: maincf.Edge, Listener: true, Check: maincf.CheckInt},
 		// The memory (bytes) the edge process is to stay under; set it
 		// below the container's or unit's memory limit. Go's garbage
 		// collector is held to it less 24 MiB for the program's own
 		// pages (as by GOMEMLIMIT, unless that is lower), and the
 		// sessions together may hold a quarter of it of what clients
 		// sent: recipients, headers, and message content (an eighth at
-		// most; beyond that content is spooled to disk). When that
+		// most; beyond that content streams to the next hop). When that
 		// quarter is held, MAIL and RCPT get "452 4.3.1 Insufficient
 		// system storage". Not a Postfix parameter. 0: no budget; else
 		// at least 64 MiB (the edge is about 20 MiB at rest). The
 		// default (768 MiB) fits deploy/k8s's 1 GiB limit.
 		{Name: "smtpgate_memory_budget", Default: "805306368", Owner: maincf.Edge, Check: maincf.CheckZeroOrAtLeast(64 << 20)},
-		// Created 0700 if missing. Empty: os.TempDir()/smtpgate-spool.
-		{Name: "smtpgate_spool_directory", Default: "", Owner: maincf.Edge},
 		{Name: "smtpd_helo_required", Default: "no", Owner: maincf.Edge, Listener: true, Check: maincf.CheckBool},
 		{Name: "disable_vrfy_command", Default: "yes", Owner: maincf.Edge, Listener: true, Check: maincf.CheckBool},
 		// Where accepted mail goes: maildir:PATH, smtp://host:port,

@@ -75,8 +75,10 @@ type Tx interface {
 	Rcpt(ctx context.Context, addr string, dsn RecipientDSN) error
 	// Data sends the message read from msg (CRLF line ends, not
 	// dot-stuffed) and returns nil only when the next hop has accepted it
-	// for every recipient. msg is read once, in order, and may be a
-	// spooled file: a target must not hold the whole message in memory.
+	// for every recipient. msg is read once, in order, and may be the
+	// client's content while it arrives: a target must not hold the
+	// whole message in memory, and must fail, without the next hop
+	// taking the message, when reading msg fails.
 	Data(ctx context.Context, msg io.Reader) error
 	// Abort ends the transaction without delivering; it is safe to call
 	// after Data and more than once.

@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 	"unicode/utf8"
 
 	"github.com/emersion/go-smtp"
@@ -133,6 +134,9 @@ func (r *Relay) dial(ctx context.Context) (*smtp.Client, error) {
 	if err != nil {
 		return nil, reply.NextHopUnavailable(fmt.Errorf("dial %s: %w", r, err))
 	}
+	if r.Opts.Timeout > 0 {
+		conn = &writeDeadline{Conn: conn, timeout: r.Opts.Timeout}
+	}
 	var c *smtp.Client
 	if r.LMTP {
 		c = smtp.NewClientLMTP(conn)
@@ -143,6 +147,23 @@ func (r *Relay) dial(ctx context.Context) (*smtp.Client, error) {
 		c.CommandTimeout, c.SubmissionTimeout = r.Opts.Timeout, r.Opts.Timeout
 	}
 	return c, nil
+}
+
+// writeDeadline bounds each write to the next hop by timeout: go-smtp
+// sets deadlines for commands and replies, none while it writes the
+// content, which streams while the client sends it (a next hop that
+// stops reading would otherwise hold the session, and its client, for
+// good).
+type writeDeadline struct {
+	net.Conn
+	timeout time.Duration
+}
+
+func (w *writeDeadline) Write(p []byte) (int, error) {
+	if err := w.Conn.SetWriteDeadline(time.Now().Add(w.timeout)); err != nil {
+		return 0, err
+	}
+	return w.Conn.Write(p)
 }
 
 // Close closes the connections kept for later messages (with QUIT).

@@ -37,8 +37,8 @@ func parseBDAT(arg string) (n int64, last, ok bool) {
 // discarded with 551; a chunk larger than message_size_limit is refused
 // at once, a message whose chunks together pass it after its last chunk.
 //
-// The content is stored as DATA's is (in memory, or spooled past
-// smtpgate_memory_message_limit), with every bare CR or LF made a CRLF
+// The content goes as DATA's does (held in memory, or streamed to the
+// next hop past smtpgate_memory_message_limit), with every bare CR or LF made a CRLF
 // and a CRLF added at the end if missing: CHUNKING without BINARYMIME
 // carries text lines, and normalised lines are what keeps the next hop
 // from seeing a message end that the edge did not see. With
@@ -71,7 +71,7 @@ func (s *session) bdat(ctx context.Context, arg string) reply.Reply {
 				return s.refuseChunk(n, last, r)
 			}
 		}
-		tx.body = newBody(s.l, s.srv.Memory)
+		tx.body = newBody(s.l, s.srv.Memory, s.deliverer(ctx, tx))
 		tx.chunks = &crlfLines{w: tx.body, limit: s.sizeLimit()}
 	}
 	if n > s.sizeLimit() {

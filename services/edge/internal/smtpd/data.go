@@ -205,7 +205,7 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	if err := s.flush(); err != nil {
 		return reply.Reply{Close: true}
 	}
-	s.tx.body = newBody(s.l, s.srv.Memory)
+	s.tx.body = newBody(s.l, s.srv.Memory, s.deliverer(ctx, s.tx))
 	mode := s.bareNewline()
 	_, tooBig, bare, err := readData(s.wire.br, s.tx.body, s.sizeLimit(), mode, s.touch)
 	if err != nil {
@@ -247,25 +247,21 @@ func (s *session) sizeLimit() int64 {
 }
 
 // endOfData finishes a transaction whose content (DATA's, or BDAT's
-// chunks) is in s.tx.body: policy at end of data, then the hand-off, then
-// the reply. The transaction ends here whatever happens, and with it the
-// spool file.
+// chunks) is in s.tx.body: policy at end of data, then the hand-off's
+// end (the next hop has the content, or its start when it streamed, and
+// now sees it end), then the reply. The transaction ends here whatever
+// happens; a hand-off under way that is not delivered is abandoned.
 func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 	tx := s.tx
 	defer s.resetTx()
 	if tooBig {
 		return reply.TooBig
 	}
-	if err := tx.body.Err(); err != nil {
-		s.log.Error("message content could not be stored", "queue_id", tx.queueID, "err", err)
-		return reply.WriteError
-	}
 	one := ""
 	if len(tx.rcpts) == 1 {
 		one = tx.rcpts[0]
 	}
 	size := tx.body.Size()
-	var prepend []*policyv1.Header
 	if !tx.discard {
 		eod := s.txFacts(one)
 		eod.Size = uint64(size)
@@ -273,7 +269,11 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		if !ok {
 			return r
 		}
-		prepend = v.GetPrepend()
+		if len(v.GetPrepend()) > 0 {
+			// access(5): PREPEND "cannot execute in the context of
+			// smtpd_end_of_data_restrictions"; policy sends none there.
+			s.log.WarnContext(ctx, "headers to prepend at end of data ignored", "queue_id", tx.queueID)
+		}
 	}
 	if tx.discard { // before this stage, or by its verdict
 		// access(5) DISCARD: "claim successful delivery and silently
@@ -281,39 +281,12 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 		s.log.InfoContext(ctx, "discarded", "queue_id", tx.queueID, "from", tx.sender, "nrcpt", len(tx.rcpts), "size", size)
 		return reply.Queued(tx.queueID)
 	}
-	var added []string
-	if s.l.Submission {
-		// Postfix's cleanup adds a missing Message-Id and Date to mail
-		// from its local clients; smtpgate to what comes through a
-		// submission listener, never to what comes from the Internet.
-		content, err := tx.body.Reader()
-		var names map[string]bool
-		if err == nil {
-			names, err = headerNames(content)
-		}
-		if err != nil {
-			s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
-			return reply.WriteError
-		}
-		added = missingHeaders(names, tx.queueID, s.l.Hostname, tx.started)
-		if len(added) > 0 {
-			s.log.DebugContext(ctx, "added missing headers", "queue_id", tx.queueID, "headers", strings.TrimSpace(strings.ReplaceAll(strings.Join(added, ""), "\r\n", "; ")))
-		}
-	}
-	head := s.assemble(tx, append(append(append([]*policyv1.Header{}, s.verdicts.prepend...), tx.prepend...), prepend...), added)
-	content, err := tx.body.Reader()
-	if err != nil {
-		s.log.Error("message content could not be read back", "queue_id", tx.queueID, "err", err)
-		return reply.WriteError
-	}
-	hctx, span := s.startHandoff(ctx, tx.queueID, int64(len(head))+size)
-	start := time.Now()
-	err = tx.hand.Data(hctx, io.MultiReader(bytes.NewReader(head), content))
-	end := time.Now()
-	s.srv.Metrics.handedOff(end.Sub(start), err)
-	endHandoff(span, err)
-	total := int64(len(head)) + size
-	s.logHandedOff(tx, head, total, start, end, err)
+	err := tx.body.Deliver()
+	h := &tx.handing
+	s.srv.Metrics.handedOff(h.end.Sub(h.start), err)
+	total := int64(len(h.head)) + size
+	s.traceHandoff(ctx, tx.queueID, total, h.start, h.end, err)
+	s.logHandedOff(tx, h.head, total, h.start, h.end, err)
 	if err != nil {
 		if reply.IsRefusal(err) {
 			s.log.InfoContext(ctx, "next hop refused the message", "queue_id", tx.queueID, "next_hop", s.l.NextHop.String(), "err", err)
@@ -330,8 +303,51 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 			attrs = append(attrs, slog.String("sasl_method", s.sasl.mech), slog.String("sasl_username", s.sasl.user))
 		}
 		attrs = append(attrs, slog.String("from", tx.sender), slog.Int("nrcpt", len(tx.rcpts)), slog.Int64("size", total),
-			slog.Bool("spooled", tx.body.Spooled()), slog.String("next_hop", s.l.NextHop.String()))
+			slog.Bool("streamed", tx.body.Streamed()), slog.String("next_hop", s.l.NextHop.String()))
 		s.log.LogAttrs(ctx, slog.LevelInfo, "accepted", attrs...)
 	}
 	return reply.Queued(tx.queueID)
+}
+
+// handing is what the hand-off of a transaction's content did, for the
+// logs, the metrics and the trace once it is over.
+type handing struct {
+	// head is what the edge put before the client's content: policy's
+	// headers, Received, a submission's missing Message-Id and Date.
+	head       []byte
+	start, end time.Time
+}
+
+// deliverer returns what hands tx's content to the next hop (body calls
+// it at the end of data, or on a goroutine of its own when the content
+// outgrows memory and streams): the edge's header fields first, then the
+// client's content. Nil for a transaction whose content goes nowhere
+// (DISCARD). The session's state it reads does not change while the
+// content comes; what it writes (tx.handing) is read after
+// body.Deliver.
+func (s *session) deliverer(ctx context.Context, tx *transaction) deliverFunc {
+	if tx.discard || tx.hand == nil {
+		return nil
+	}
+	ctx = context.WithoutCancel(ctx)
+	return func(first []byte, rest io.Reader) error {
+		var added []string
+		if s.l.Submission {
+			// Postfix's cleanup adds a missing Message-Id and Date to
+			// mail from its local clients; smtpgate to what comes
+			// through a submission listener, never to what comes from
+			// the Internet. The header is looked at in what memory
+			// held of the content (smtpgate_memory_message_limit).
+			added = missingHeaders(headerNames(first), tx.queueID, s.l.Hostname, tx.started)
+			if len(added) > 0 {
+				s.log.DebugContext(ctx, "added missing headers", "queue_id", tx.queueID, "headers", strings.TrimSpace(strings.ReplaceAll(strings.Join(added, ""), "\r\n", "; ")))
+			}
+		}
+		h := &tx.handing
+		h.head = s.assemble(tx, append(append([]*policyv1.Header{}, s.verdicts.prepend...), tx.prepend...), added)
+		h.start = time.Now()
+		err := tx.hand.Data(ctx, io.MultiReader(bytes.NewReader(h.head), bytes.NewReader(first), rest))
+		h.end = time.Now()
+		return err
+	}
 }

@@ -1,10 +1,8 @@
 package smtpd
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
 	"strings"
 	"time"
 )
@@ -24,36 +22,29 @@ var resentHeaders = map[string]bool{
 // headerNames returns the lower-cased names of the fields in the message
 // header at the start of content: up to the empty line, or the first line
 // that is neither a field nor the continuation of one (where Postfix's
-// cleanup also takes the body to start), read no further than
-// maxHeaderScan bytes.
-func headerNames(content io.Reader) (map[string]bool, error) {
+// cleanup also takes the body to start), or the end of content.
+func headerNames(content []byte) map[string]bool {
 	names := map[string]bool{}
-	br := bufio.NewReader(io.LimitReader(content, maxHeaderScan))
-	for {
-		line, err := br.ReadSlice('\n')
+	for len(content) > 0 {
+		line := content
+		if i := bytes.IndexByte(content, '\n'); i >= 0 {
+			line = content[:i+1]
+		}
+		content = content[len(line):]
 		switch {
-		case len(line) == 0 || line[0] == ' ' || line[0] == '\t':
-			// A continuation, or nothing.
+		case line[0] == ' ' || line[0] == '\t':
+			// A continuation.
 		case bytes.Equal(line, []byte("\r\n")):
-			return names, nil
+			return names
 		default:
 			name, _, ok := bytes.Cut(line, []byte(":"))
 			if !ok || len(name) == 0 || bytes.ContainsAny(name, " \t\r\n") {
-				return names, nil // not a header field: the body starts
+				return names // not a header field: the body starts
 			}
 			names[strings.ToLower(string(name))] = true
 		}
-		// A very long line: its start said what it is; skip the rest.
-		for err == bufio.ErrBufferFull {
-			_, err = br.ReadSlice('\n')
-		}
-		if err == io.EOF {
-			return names, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("scan message header: %w", err)
-		}
 	}
+	return names
 }
 
 // missingHeaders returns the Message-Id and Date fields to add to a

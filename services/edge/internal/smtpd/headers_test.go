@@ -23,10 +23,7 @@ func TestHeaderNames(t *testing.T) {
 		{"space before the colon is no field", "Subject : x\r\nDate: y\r\n\r\n", nil},
 		{"long line", "X-Long: " + strings.Repeat("a", 10000) + "\r\nDate: y\r\n\r\n", []string{"date", "x-long"}},
 	} {
-		names, err := headerNames(strings.NewReader(tc.content))
-		if err != nil {
-			t.Fatal(err)
-		}
+		names := headerNames([]byte(tc.content))
 		var got []string
 		for _, n := range []string{"date", "from", "message-id", "subject", "x-long"} {
 			if names[n] {
@@ -111,17 +108,14 @@ func TestSubmissionAddsHeaders(t *testing.T) {
 	}
 }
 
-// FuzzHeaderNames: any content is read without error, and the names
-// found are lower-case field names (no white space, no colon).
+// FuzzHeaderNames: any content is read, and the names found are
+// lower-case field names (no white space, no colon).
 func FuzzHeaderNames(f *testing.F) {
 	for _, s := range []string{"Subject: x\r\n\r\nbody\r\n", "Date: x\r\n y\r\nResent-From: a\r\n\r\n", "no header\r\n", "X:" + strings.Repeat("y", 5000) + "\r\nDate: z\r\n"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, content string) {
-		names, err := headerNames(strings.NewReader(content))
-		if err != nil {
-			t.Fatalf("headerNames(%q): %v", content, err)
-		}
+		names := headerNames([]byte(content))
 		for n := range names {
 			if n == "" || n != strings.ToLower(n) || strings.ContainsAny(n, " \t\r\n:") {
 				t.Fatalf("headerNames(%q) found %q", content, n)

@@ -24,11 +24,8 @@ func (s *session) logHandedOff(tx *transaction, head []byte, size int64, handSta
 	if !s.mlog.On() {
 		return
 	}
-	id := ""
-	if content, rerr := tx.body.Reader(); rerr == nil {
-		id = messageID(io.MultiReader(bytes.NewReader(head), content))
-	}
-	s.mlog.MessageID(tx.queueID, id)
+	// The Message-Id is looked for in what memory held of the content.
+	s.mlog.MessageID(tx.queueID, messageID(io.MultiReader(bytes.NewReader(head), bytes.NewReader(tx.body.First()))))
 	s.mlog.Queued(tx.queueID, tx.sender, size, len(tx.rcpts))
 	rep := report(s.l.NextHop, tx.hand)
 	for _, rcpt := range tx.rcpts {

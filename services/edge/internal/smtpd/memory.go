@@ -14,9 +14,9 @@ import (
 // gRPC.
 //
 // Of the sessions' quarter, message content may take half at most:
-// content that does not fit is spilled to smtpgate_spool_directory
-// (spool.go), so content never keeps a transaction from starting. What
-// cannot be spilled (a recipient, a header) is refused when the
+// content that does not fit streams to the next hop at once (stream.go),
+// so content never keeps a transaction from starting. What cannot
+// stream (a recipient, a header) is refused when the
 // sessions' quarter is held: MAIL and RCPT get "452 4.3.1 Insufficient
 // system storage", the reply Postfix gives when its queue file system is
 // short of space (queue_minfree), and the client tries again later.

@@ -47,7 +47,7 @@ func memoryHarness(t *testing.T, budget int64, tune func(*Listener)) (*harness, 
 	h := &harness{t: t, policy: &testPolicy{decide: permit}, auth: &testAuth{}, sink: &sink{refuse: map[string]bool{}}, logs: &logBuffer{}}
 	h.l = &Listener{Name: "test", Hostname: "mail.example.org", Banner: "mail.example.org ESMTP smtpgate",
 		MaxMessageSize: 10240000, MaxRecipients: 1000, LineLimit: 2048, Timeout: 10 * time.Second,
-		DisableVRFY: true, HardErrorLimit: 100, NextHop: h.sink, SpoolDir: t.TempDir() + "/spool"}
+		DisableVRFY: true, HardErrorLimit: 100, NextHop: h.sink}
 	if tune != nil {
 		tune(h.l)
 	}
@@ -160,11 +160,11 @@ func TestRecipientLimit(t *testing.T) {
 	c.do("QUIT", "221")
 }
 
-// TestMemoryBudgetSpillsContent: content the budget has no room for goes
-// to the spool directory even under smtpgate_memory_message_limit, and
-// arrives whole; nothing stays held or spooled after.
-func TestMemoryBudgetSpillsContent(t *testing.T) {
-	h, mem := memoryHarness(t, 256<<10, nil) // content: 32 KiB
+// TestMemoryBudgetStreamsContent: content the budget has no room for
+// streams to the next hop even under smtpgate_memory_message_limit, and
+// arrives whole; nothing stays held after.
+func TestMemoryBudgetStreamsContent(t *testing.T) {
+	h, mem := memoryHarness(t, 256<<10, func(l *Listener) { l.MemoryMessageLimit = 1 << 20 }) // content: 32 KiB
 	line := strings.Repeat("c", 998) + "\r\n"
 	body := strings.Repeat(line, 100) // 100 KB, under the 1 MiB per message
 	c := h.dial()
@@ -173,58 +173,70 @@ func TestMemoryBudgetSpillsContent(t *testing.T) {
 	c.do("MAIL FROM:<a@example.net>", "250")
 	c.do("RCPT TO:<john@example.org>", "250")
 	c.do("DATA", "354")
-	c.send("Subject: spilled\r\n\r\n" + body)
-	// The content is on its way in; while the dot is not sent, it
-	// is in the spool directory and the budget holds no more than its
+	c.send("Subject: streamed\r\n\r\n" + body)
+	// The content is on its way in; while the dot is not sent, it is
+	// on its way to the next hop and the budget holds no more than its
 	// eighth.
 	deadline := time.Now().Add(5 * time.Second)
-	for spoolFiles(h.l.SpoolDir) == 0 && time.Now().Before(deadline) {
+	for h.sink.inData() == 0 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	if n := spoolFiles(h.l.SpoolDir); n != 1 {
-		t.Errorf("%d spool files while the content of 100 KB comes in with 32 KiB of room, want 1", n)
+	if n := h.sink.inData(); n != 1 {
+		t.Errorf("%d messages on their way to the next hop while the content of 100 KB comes in with 32 KiB of room, want 1", n)
 	}
 	if held := mem.Held(); held > 32<<10 {
 		t.Errorf("content holds %d bytes of the budget, over its 32 KiB", held)
+	}
+	if n := len(h.sink.messages()); n != 0 {
+		t.Errorf("the next hop has %d messages before the end of data", n)
 	}
 	c.send(".\r\n")
 	if got := c.reply(); !strings.HasPrefix(got, "250 ") {
 		t.Fatalf("end of data: %q", got)
 	}
 	msgs := h.sink.messages()
-	if len(msgs) != 1 || !strings.HasSuffix(msgs[0], "Subject: spilled\r\n\r\n"+body) {
+	if len(msgs) != 1 || !strings.HasSuffix(msgs[0], "Subject: streamed\r\n\r\n"+body) {
 		t.Errorf("the next hop got %d messages, the content whole: %v", len(msgs), len(msgs) == 1 && strings.HasSuffix(msgs[0], body))
-	}
-	if n := spoolFiles(h.l.SpoolDir); n != 0 {
-		t.Errorf("%d spool files after the hand-off", n)
 	}
 	c.do("QUIT", "221")
 }
 
 // TestBodyMemory: a body takes its buffer's memory from the budget as it
-// grows, gives it all back when it spills or closes, and spills when the
-// budget has no room even under its own limit.
+// grows and gives it all back when it closes; it streams past its limit,
+// or earlier when the budget has no room, and what it delivers is the
+// content whole.
 func TestBodyMemory(t *testing.T) {
-	l := &Listener{SpoolDir: t.TempDir()}
+	l := &Listener{MemoryMessageLimit: 1 << 20}
 	m := NewMemory(8 << 20) // content: 1 MiB
-	small := newBody(l, m)
-	_, _ = small.Write([]byte(strings.Repeat("a", 10000)))
-	if small.Spooled() || m.Held() < 10000 || m.Held() > 2*10000+memoryStart {
-		t.Errorf("a 10 KB body: spooled=%v, held %d", small.Spooled(), m.Held())
+	var got []byte
+	deliver := func(first []byte, rest io.Reader) error {
+		b, err := io.ReadAll(rest)
+		got = append(append([]byte{}, first...), b...)
+		return err
 	}
-	big := newBody(l, m)
+	small := newBody(l, m, deliver)
+	_, _ = small.Write([]byte(strings.Repeat("a", 10000)))
+	if small.Streamed() || m.Held() < 10000 || m.Held() > 2*10000+memoryStart {
+		t.Errorf("a 10 KB body: streamed=%v, held %d", small.Streamed(), m.Held())
+	}
+	big := newBody(l, m, deliver)
 	for range 200 {
 		_, _ = big.Write([]byte(strings.Repeat("b", 5000))) // 1 MB: the rest of the room and more
 	}
-	if !big.Spooled() {
+	if !big.Streamed() {
 		t.Error("a body the budget has no room for stayed in memory")
 	}
-	r, err := big.Reader()
-	if err != nil {
+	if err := big.Deliver(); err != nil {
 		t.Fatal(err)
 	}
-	if got, _ := io.ReadAll(r); len(got) != 1000000 || strings.Trim(string(got), "b") != "" {
-		t.Errorf("spilled content read back: %d bytes", len(got))
+	if len(got) != 1000000 || strings.Trim(string(got), "b") != "" {
+		t.Errorf("streamed content delivered: %d bytes", len(got))
+	}
+	if err := small.Deliver(); err != nil {
+		t.Fatal(err)
+	}
+	if string(got) != strings.Repeat("a", 10000) {
+		t.Errorf("content held in memory delivered: %d bytes", len(got))
 	}
 	_ = small.Close()
 	_ = big.Close()

@@ -194,22 +194,18 @@ func endCommand(span trace.Span, r reply.Reply) {
 	span.End()
 }
 
-// startHandoff starts the span of the hand-off to the next hop.
-func (s *session) startHandoff(ctx context.Context, queueID string, size int64) (context.Context, trace.Span) {
-	if s.span == nil {
-		return ctx, nil
-	}
-	return s.srv.Tracer.Start(ctx, "smtp.handoff", trace.WithSpanKind(trace.SpanKindClient),
-		trace.WithAttributes(attrQueueID.String(queueID), attrNextHop.String(s.l.NextHop.String()), attrMessageBytes.Int64(size)))
-}
-
-func endHandoff(span trace.Span, err error) {
-	if span == nil {
+// traceHandoff records the hand-off of a message of size bytes, from
+// start to end (it may have run while the content came, on a goroutine
+// of its own): a span "smtp.handoff" under ctx's.
+func (s *session) traceHandoff(ctx context.Context, queueID string, size int64, start, end time.Time, err error) {
+	if s.span == nil || start.IsZero() {
 		return
 	}
+	_, span := s.srv.Tracer.Start(ctx, "smtp.handoff", trace.WithSpanKind(trace.SpanKindClient), trace.WithTimestamp(start),
+		trace.WithAttributes(attrQueueID.String(queueID), attrNextHop.String(s.l.NextHop.String()), attrMessageBytes.Int64(size)))
 	if err != nil {
 		span.RecordError(err)
 		span.SetStatus(codes.Error, "hand-off failed")
 	}
-	span.End()
+	span.End(trace.WithTimestamp(end))
 }

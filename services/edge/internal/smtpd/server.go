@@ -145,13 +145,11 @@ type Listener struct {
 	// Server.Limits.Stress is active; nil: the same as normally (or
 	// stress forced one way by master.cf -o stress).
 	UnderStress *Adaptive
-	// MemoryMessageLimit is smtpgate_memory_message_limit: a message
-	// whose content grows past it is spooled to a file (mode 0600) in
-	// SpoolDir (smtpgate_spool_directory, created 0700) until the next
-	// hop has it, and the file removed then, whatever the outcome. Zero:
-	// 1 MiB; an empty SpoolDir: os.TempDir()/smtpgate-spool.
+	// MemoryMessageLimit is smtpgate_memory_message_limit: the most of
+	// a message's content held in memory; a message whose content grows
+	// past it streams to the next hop while the client sends it
+	// (stream.go). Zero: 64 KiB.
 	MemoryMessageLimit int64
-	SpoolDir           string
 	// SoftBounce is soft_bounce: every 5xx reply is sent as 4xx.
 	SoftBounce bool
 	NextHop    handoff.Target

@@ -169,6 +169,9 @@ type sink struct {
 	// recipient passed on, accepted or not.
 	begun     int
 	forwarded []string
+	// receiving counts the Data calls under way: content on its way to
+	// the next hop.
+	receiving int
 }
 
 func (k *sink) String() string { return "sink" }
@@ -198,7 +201,13 @@ func (t *sinkTx) Rcpt(_ context.Context, a string, _ handoff.RecipientDSN) error
 }
 
 func (t *sinkTx) Data(_ context.Context, r io.Reader) error {
+	t.k.mu.Lock()
+	t.k.receiving++
+	t.k.mu.Unlock()
 	msg, err := io.ReadAll(r)
+	t.k.mu.Lock()
+	t.k.receiving--
+	t.k.mu.Unlock()
 	if err != nil {
 		return err
 	}
@@ -216,6 +225,13 @@ func (t *sinkTx) Abort() {
 		t.k.aborted++
 		t.k.mu.Unlock()
 	}
+}
+
+// inData is how many messages are on their way to the sink now.
+func (k *sink) inData() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.receiving
 }
 
 func (k *sink) messages() []string {

@@ -29,9 +29,11 @@ type transaction struct {
 	// applies. The client gets the replies of a real delivery, policy is
 	// not asked again, and nothing reaches the next hop.
 	discard bool
-	// body is the content read so far (DATA, or the BDAT chunks); drop
-	// removes its spool file.
+	// body is the content read so far (DATA, or the BDAT chunks), and
+	// its hand-off; drop abandons a hand-off under way.
 	body *body
+	// handing is what the hand-off did (endOfData).
+	handing handing
 	// chunks is set at the first BDAT chunk accepted: the transaction's
 	// content comes by BDAT, and DATA and RCPT are refused.
 	chunks *crlfLines
@@ -53,13 +55,14 @@ func (s *session) resetTx() {
 }
 
 // drop ends the next hop's side of the transaction, if it was opened,
-// without delivering.
+// without delivering: the content's hand-off first (it uses hand until
+// it ends), then hand.
 func (t *transaction) drop() {
+	t.dropBody()
 	if t.hand != nil {
 		t.hand.Abort()
 		t.hand = nil
 	}
-	t.dropBody()
 }
 
 // hold takes n bytes of the memory budget for the transaction; false
@@ -87,7 +90,7 @@ func (t *transaction) holdHeaders(hs []*policyv1.Header) bool {
 	return t.hold(n)
 }
 
-// dropBody forgets the content and removes its spool file.
+// dropBody forgets the content and abandons its hand-off if under way.
 func (t *transaction) dropBody() {
 	if t.body != nil {
 		_ = t.body.Close()

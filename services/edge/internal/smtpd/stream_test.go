@@ -7,12 +7,12 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
 	"github.com/smtpgate/smtpgate/services/edge/internal/handoff"
 	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
 )
@@ -49,15 +49,17 @@ func bigMessage(size int) (content, wire string) {
 }
 
 // hashHop is a next hop that hashes what it is given without keeping
-// it, and notes whether a spool file existed while it read.
+// it. It counts the bytes it read of the message under way (so a test
+// can see the content reach it before the client's end of data) and the
+// messages abandoned while it read them.
 type hashHop struct {
-	spool string
-	fail  error // returned after reading half the message
+	fail error // returned after reading 1000 bytes of the message
 
-	mu      sync.Mutex
-	sums    [][32]byte
-	sizes   []int64
-	spooled []bool
+	mu        sync.Mutex
+	sums      [][32]byte
+	sizes     []int64
+	read      int64
+	abandoned int
 }
 
 func (h *hashHop) String() string { return "hash" }
@@ -72,11 +74,13 @@ func (t *hashTx) Rcpt(context.Context, string, handoff.RecipientDSN) error { ret
 func (t *hashTx) Abort()                                                   {}
 
 func (t *hashTx) Data(_ context.Context, r io.Reader) error {
-	files := spoolFiles(t.h.spool)
 	if t.h.fail != nil {
 		_, _ = io.CopyN(io.Discard, r, 1000)
 		return t.h.fail
 	}
+	t.h.mu.Lock()
+	t.h.read = 0
+	t.h.mu.Unlock()
 	// The edge's own headers come first; the content starts at the
 	// client's Subject.
 	all := &bytes.Buffer{}
@@ -86,6 +90,9 @@ func (t *hashTx) Data(_ context.Context, r io.Reader) error {
 	buf := make([]byte, 32<<10)
 	for {
 		k, err := r.Read(buf)
+		t.h.mu.Lock()
+		t.h.read += int64(k)
+		t.h.mu.Unlock()
 		p := buf[:k]
 		if head {
 			all.Write(p)
@@ -102,6 +109,9 @@ func (t *hashTx) Data(_ context.Context, r io.Reader) error {
 			break
 		}
 		if err != nil {
+			t.h.mu.Lock()
+			t.h.abandoned++
+			t.h.mu.Unlock()
 			return err
 		}
 	}
@@ -109,31 +119,45 @@ func (t *hashTx) Data(_ context.Context, r io.Reader) error {
 	defer t.h.mu.Unlock()
 	t.h.sums = append(t.h.sums, [32]byte(sum.Sum(nil)))
 	t.h.sizes = append(t.h.sizes, n)
-	t.h.spooled = append(t.h.spooled, files > 0)
 	return nil
 }
 
-// spoolFiles counts the files in dir (0 when it does not exist).
-func spoolFiles(dir string) int {
-	entries, _ := os.ReadDir(dir)
-	return len(entries)
+// received is how many bytes of the message under way the hop has read.
+func (h *hashHop) received() int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.read
 }
 
-// spoolHarness is a harness whose listener spools past 64 KiB into a
-// fresh directory, with hop as its next hop.
-func spoolHarness(t *testing.T, hop *hashHop, tune func(*Listener)) (*harness, string) {
+// delivered is how many messages the hop took, and how many it was
+// given only in part.
+func (h *hashHop) delivered() (n, abandoned int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.sums), h.abandoned
+}
+
+// waitFor polls cond for up to 5 s.
+func waitFor(cond func() bool) bool {
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+	}
+	return cond()
+}
+
+// streamHarness is a harness whose listener holds 64 KiB of content in
+// memory, with hop as its next hop.
+func streamHarness(t *testing.T, hop *hashHop, tune func(*Listener)) *harness {
 	t.Helper()
-	dir := t.TempDir() + "/spool"
-	hop.spool = dir
-	h := newHarness(t, permit, func(l *Listener) {
+	return newHarness(t, permit, func(l *Listener) {
 		l.MemoryMessageLimit = 64 << 10
-		l.SpoolDir = dir
 		l.NextHop = hop
 		if tune != nil {
 			tune(l)
 		}
 	})
-	return h, dir
 }
 
 func startTx(c *client) {
@@ -144,17 +168,26 @@ func startTx(c *client) {
 	c.do("RCPT TO:<john@example.org>", "250 ")
 }
 
-// TestSpoolLargeMessage: a 5 MiB message goes through a spool file, and
-// arrives byte for byte; the file is gone after. A small one stays in
-// memory.
-func TestSpoolLargeMessage(t *testing.T) {
+// TestStreamLargeMessage: a 5 MiB message reaches the next hop while the
+// client sends it (all but the end before the client's final dot), and
+// arrives byte for byte once the client ends it. A small one is handed
+// off whole at the end.
+func TestStreamLargeMessage(t *testing.T) {
 	hop := &hashHop{}
-	h, dir := spoolHarness(t, hop, nil)
+	h := streamHarness(t, hop, nil)
 	content, wire := bigMessage(5 << 20)
 	c := h.dial()
 	startTx(c)
 	c.do("DATA", "354 ")
-	c.send(wire)
+	c.send(strings.TrimSuffix(wire, ".\r\n"))
+	// What the sockets and the pipes hold is not at the next hop yet.
+	if !waitFor(func() bool { return hop.received() > 4<<20 }) {
+		t.Errorf("the next hop has %d bytes of a 5 MiB message whose client has sent all but its end, want 4 MiB or more", hop.received())
+	}
+	if n, _ := hop.delivered(); n != 0 {
+		t.Fatalf("the next hop took the message before its end")
+	}
+	c.send(".\r\n")
 	if got := c.reply(); !strings.HasPrefix(got, "250 2.0.0 Ok: queued as ") {
 		t.Fatalf("end of data: %q", got)
 	}
@@ -173,20 +206,15 @@ func TestSpoolLargeMessage(t *testing.T) {
 	if want := sha256.Sum256([]byte("Subject: big\r\n\r\nsmall\r\n")); hop.sums[1] != want {
 		t.Errorf("small message arrived changed")
 	}
-	if !hop.spooled[0] || hop.spooled[1] {
-		t.Errorf("spool file present during hand-off: large %v, small %v; want true, false", hop.spooled[0], hop.spooled[1])
-	}
-	if n := spoolFiles(dir); n != 0 {
-		t.Errorf("spool directory holds %d files after the hand-off", n)
-	}
-	if fi, err := os.Stat(dir); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("spool directory: %v, mode %v; want 0700", err, fi.Mode().Perm())
+	if !h.loggedWith("accepted", "streamed", true) || !h.loggedWith("accepted", "streamed", false) {
+		t.Errorf("the accepted lines do not say streamed=true for the large message and false for the small one")
 	}
 }
 
-// TestSpoolCleanup: every way a spooled transaction can end without a
-// delivery leaves the spool directory empty.
-func TestSpoolCleanup(t *testing.T) {
+// TestStreamAbandoned: every way a streaming transaction can end without
+// a delivery ends the hand-off before the next hop takes the message,
+// with a reply that is not 250.
+func TestStreamAbandoned(t *testing.T) {
 	_, wire := bigMessage(3 << 20)
 	half := wire[:len(wire)/2]
 	for _, tc := range []struct {
@@ -195,22 +223,23 @@ func TestSpoolCleanup(t *testing.T) {
 		fail error
 		// run drives the client after RCPT; want is the reply expected
 		// at the end ("" when the client hangs up).
-		run  func(c *client)
-		want string
+		run       func(c *client)
+		want      string
+		abandoned bool
 	}{
 		{name: "over message_size_limit", tune: func(l *Listener) { l.MaxMessageSize = 1 << 20 },
-			run: func(c *client) { c.do("DATA", "354 "); c.send(wire) }, want: "552 5.3.4 Message size exceeds fixed limit"},
+			run: func(c *client) { c.do("DATA", "354 "); c.send(wire) }, want: "552 5.3.4 Message size exceeds fixed limit", abandoned: true},
 		{name: "next hop fails", fail: reply.NextHopFailed(fmt.Errorf("connection reset")),
 			run: func(c *client) { c.do("DATA", "354 "); c.send(wire) }, want: "451 4.4.2 "},
 		{name: "next hop refuses", fail: reply.NextHopRefused(554, "5.7.1", "Message refused"),
 			run: func(c *client) { c.do("DATA", "354 "); c.send(wire) }, want: "554 5.7.1 Message refused"},
-		{name: "client disconnects", run: func(c *client) { c.do("DATA", "354 "); c.send(half); c.conn.Close() }},
+		{name: "client disconnects", run: func(c *client) { c.do("DATA", "354 "); c.send(half); c.conn.Close() }, abandoned: true},
 		{name: "timeout", tune: func(l *Listener) { l.Timeout = 300 * time.Millisecond },
-			run: func(c *client) { c.do("DATA", "354 "); c.send(half) }, want: "421 4.4.2 mail.example.org Error: timeout exceeded"},
+			run: func(c *client) { c.do("DATA", "354 "); c.send(half) }, want: "421 4.4.2 mail.example.org Error: timeout exceeded", abandoned: true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			hop := &hashHop{fail: tc.fail}
-			h, dir := spoolHarness(t, hop, tc.tune)
+			h := streamHarness(t, hop, tc.tune)
 			c := h.dial()
 			startTx(c)
 			tc.run(c)
@@ -221,15 +250,15 @@ func TestSpoolCleanup(t *testing.T) {
 			}
 			// The session notices a hang-up on its own time: wait for
 			// it to log the end of the session.
-			deadline := time.Now().Add(5 * time.Second)
-			for tc.want == "" && !h.logged("disconnect") && time.Now().Before(deadline) {
-				time.Sleep(10 * time.Millisecond)
+			if tc.want == "" && !waitFor(func() bool { return h.logged("disconnect") }) {
+				t.Error("no disconnect logged")
 			}
-			if n := spoolFiles(dir); n != 0 {
-				t.Errorf("spool directory holds %d files", n)
+			n, abandoned := hop.delivered()
+			if n != 0 {
+				t.Errorf("%d messages delivered, want none", n)
 			}
-			if len(hop.sums) != 0 {
-				t.Errorf("%d messages delivered, want none", len(hop.sums))
+			if tc.abandoned && abandoned != 1 {
+				t.Errorf("%d hand-offs abandoned, want 1", abandoned)
 			}
 			if tc.want != "" && !strings.HasPrefix(tc.want, "421") {
 				// The session is still in step with the client.
@@ -237,6 +266,43 @@ func TestSpoolCleanup(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestStreamRefusedAtEndOfData: policy refusing at the end of data
+// abandons the hand-off of content that streamed: the next hop never
+// sees its end.
+func TestStreamRefusedAtEndOfData(t *testing.T) {
+	hop := &hashHop{}
+	h := newHarness(t, func(req *policyv1.CheckRequest) (*policyv1.Verdict, error) {
+		if req.GetStage() == policyv1.Stage_STAGE_END_OF_DATA {
+			return &policyv1.Verdict{Action: policyv1.Action_ACTION_REJECT, Code: 554, EnhancedCode: "5.7.1", Text: "<END-OF-MESSAGE>: End-of-data rejected"}, nil
+		}
+		return permit(req)
+	}, func(l *Listener) {
+		l.MemoryMessageLimit = 64 << 10
+		l.NextHop = hop
+	})
+	_, wire := bigMessage(1 << 20)
+	c := h.dial()
+	startTx(c)
+	c.do("DATA", "354 ")
+	c.send(wire)
+	expect(c, "554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected")
+	if n, abandoned := hop.delivered(); n != 0 || abandoned != 1 {
+		t.Errorf("%d delivered, %d abandoned; want 0 and 1", n, abandoned)
+	}
+	c.do("NOOP", "250 ")
+}
+
+// loggedWith reports whether a log record with message msg and the
+// attribute key = value was written.
+func (h *harness) loggedWith(msg, key string, value any) bool {
+	for _, r := range h.logs.records(h.t) {
+		if r["msg"] == msg && r[key] == value {
+			return true
+		}
+	}
+	return false
 }
 
 // logged reports whether a log record with message msg was written.
@@ -249,41 +315,14 @@ func (h *harness) logged(msg string) bool {
 	return false
 }
 
-// TestSpoolWriteError: a spool directory that cannot be created gives
-// Postfix's queue file write error after the content, and the session
-// stays in step.
-func TestSpoolWriteError(t *testing.T) {
-	hop := &hashHop{}
-	h, _ := spoolHarness(t, hop, func(l *Listener) {
-		file := t.TempDir() + "/file"
-		if err := os.WriteFile(file, nil, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		l.SpoolDir = file + "/spool"
-	})
-	_, wire := bigMessage(200 << 10)
-	c := h.dial()
-	startTx(c)
-	c.do("DATA", "354 ")
-	c.send(wire)
-	if got := c.reply(); got != "451 4.3.0 Error: queue file write error" {
-		t.Errorf("reply %q", got)
-	}
-	c.do("NOOP", "250 ")
-	if len(hop.sums) != 0 {
-		t.Errorf("delivered after a write error")
-	}
-}
-
-// BenchmarkSpooledMessage sends a 5 MiB message per iteration through a
-// session that spools past 64 KiB to a next hop that only hashes it:
+// BenchmarkStreamedMessage sends a 5 MiB message per iteration through a
+// session that streams past 64 KiB to a next hop that only hashes it:
 // B/op shows what the edge allocates for the message (the client's side
 // is built once, before the timer).
-func BenchmarkSpooledMessage(b *testing.B) {
-	hop := &hashHop{spool: b.TempDir()}
+func BenchmarkStreamedMessage(b *testing.B) {
+	hop := &hashHop{}
 	h := newHarness(b, permit, func(l *Listener) {
 		l.MemoryMessageLimit = 64 << 10
-		l.SpoolDir = hop.spool
 		l.NextHop = hop
 	})
 	_, w := bigMessage(5 << 20)

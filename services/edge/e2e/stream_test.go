@@ -12,14 +12,14 @@ import (
 	"time"
 )
 
-// TestSpoolLargeMessage sends a 5 MiB message with net/smtp through the
+// TestStreamLargeMessage sends a 5 MiB message with net/smtp through the
 // real stack, with smtpgate_memory_message_limit = 65536 so that the
-// edge spools it: the Maildir file holds the body byte for byte (with
-// LF line ends), and the spool directory is empty after the 250.
-func TestSpoolLargeMessage(t *testing.T) {
-	spool := filepath.Join(t.TempDir(), "spool")
-	s := newStack(t, "smtpgate_memory_message_limit = 65536\nsmtpgate_spool_directory = "+spool+"\n")
-	token := newToken("spool")
+// edge streams it to the Maildir while it comes: the Maildir file holds
+// the body byte for byte (with LF line ends), tmp/ is empty after the
+// 250, and the edge logs the message as streamed.
+func TestStreamLargeMessage(t *testing.T) {
+	s := newStack(t, "smtpgate_memory_message_limit = 65536\n")
+	token := newToken("stream")
 
 	// Lines of random text, some with a leading dot (net/smtp stuffs them).
 	r := rand.New(rand.NewPCG(3, 4))
@@ -42,8 +42,8 @@ func TestSpoolLargeMessage(t *testing.T) {
 	if _, err := w.Write(body.Bytes()); err != nil {
 		t.Fatal(err)
 	}
-	// While the content is read the message is in the spool, not in
-	// memory; w.Close waits for the 250, given after the hand-off.
+	// While the content is read it goes on to the Maildir's tmp/, not
+	// into memory; w.Close waits for the 250, given after the hand-off.
 	if err := w.Close(); err != nil {
 		t.Fatalf("end of data: %v", replyOf(err))
 	}
@@ -55,21 +55,14 @@ func TestSpoolLargeMessage(t *testing.T) {
 	if !ok || sha256.Sum256([]byte(got)) != sha256.Sum256([]byte(want)) {
 		t.Errorf("Maildir body has %d bytes, sha256 %x; sent %d bytes, sha256 %x", len(got), sha256.Sum256([]byte(got)), len(want), sha256.Sum256([]byte(want)))
 	}
-	entries, err := os.ReadDir(spool)
-	if err != nil {
-		t.Fatalf("spool directory: %v (the edge creates it at the first spooled message)", err)
-	}
-	if len(entries) != 0 {
-		t.Errorf("spool directory holds %d files after the hand-off", len(entries))
-	}
-	if fi, _ := os.Stat(spool); fi.Mode().Perm() != 0o700 {
-		t.Errorf("spool directory mode %v, want 0700", fi.Mode().Perm())
+	if entries, err := os.ReadDir(filepath.Join(s.maildir, "tmp")); err != nil || len(entries) != 0 {
+		t.Errorf("the Maildir's tmp/ holds %d files after the hand-off (%v)", len(entries), err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !strings.Contains(s.log("edge"), "spooled=true") && time.Now().Before(deadline) {
+	for !strings.Contains(s.log("edge"), "streamed=true") && time.Now().Before(deadline) {
 		time.Sleep(50 * time.Millisecond)
 	}
-	if !strings.Contains(s.log("edge"), "spooled=true") {
-		t.Errorf("the edge did not log the message as spooled:\n%s", s.log("edge"))
+	if !strings.Contains(s.log("edge"), "streamed=true") {
+		t.Errorf("the edge did not log the message as streamed:\n%s", s.log("edge"))
 	}
 }
