@@ -3,8 +3,6 @@ package handoff
 import (
 	"sync"
 	"time"
-
-	"github.com/emersion/go-smtp"
 )
 
 // defaultIdleTimeout is Options.IdleTimeout's zero value.
@@ -22,12 +20,12 @@ type pool struct {
 }
 
 type kept struct {
-	c     *smtp.Client
+	c     *hopConn
 	timer *time.Timer
 }
 
 // get takes the newest kept connection, or returns nil.
-func (p *pool) get() *smtp.Client {
+func (p *pool) get() *hopConn {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	n := len(p.idle)
@@ -43,7 +41,7 @@ func (p *pool) get() *smtp.Client {
 
 // put keeps c for a later message, or closes it with QUIT when the pool
 // is full, off or closed.
-func (p *pool) put(c *smtp.Client, opts Options) {
+func (p *pool) put(c *hopConn, opts Options) {
 	p.mu.Lock()
 	if p.closed || len(p.idle) >= opts.IdleConnections {
 		p.mu.Unlock()
@@ -102,7 +100,7 @@ func (p *pool) close() {
 }
 
 // quit ends a connection politely, or at least closes it.
-func quit(c *smtp.Client) {
+func quit(c *hopConn) {
 	if c.Quit() != nil {
 		_ = c.Close()
 	}

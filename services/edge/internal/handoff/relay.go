@@ -28,8 +28,8 @@ type Relay struct {
 	Opts          Options
 
 	pool pool
-	// bufs keeps Data's copy buffers: io.Copy would make one of 32 KiB
-	// per message.
+	// bufs keeps Data's buffers (*dataBufs): io.Copy would make one of
+	// 32 KiB per message, and the content's writer another.
 	bufs sync.Pool
 }
 
@@ -51,8 +51,8 @@ func (r *Relay) String() string {
 // Nothing is ever retried once the next hop accepted MAIL.
 func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 	if c := r.pool.get(); c != nil {
-		opts, dsn := mailOptions(c, env)
-		u, err := mailOptionsUTF8(c, env, opts)
+		opts, dsn := mailOptions(c.Client, env)
+		u, err := mailOptionsUTF8(c.Client, env, opts)
 		if err != nil {
 			(&relayTx{r: r, c: c}).Abort()
 			return nil, err
@@ -83,8 +83,8 @@ func (r *Relay) Begin(ctx context.Context, env Envelope) (Tx, error) {
 		return nil, mapErr(err, r)
 	}
 	var opts *smtp.MailOptions
-	opts, tx.dsn = mailOptions(c, env)
-	if tx.utf8, err = mailOptionsUTF8(c, env, opts); err != nil {
+	opts, tx.dsn = mailOptions(c.Client, env)
+	if tx.utf8, err = mailOptionsUTF8(c.Client, env, opts); err != nil {
 		tx.Abort()
 		return nil, err
 	}
@@ -126,9 +126,17 @@ func (r *Relay) lineLimit() int {
 	return r.Opts.LineLengthLimit
 }
 
+// hopConn is a connection to the next hop: go-smtp's client, and the
+// connection under it, to which the content is written directly
+// (content.go).
+type hopConn struct {
+	*smtp.Client
+	conn net.Conn
+}
+
 // dial opens a connection and reads the greeting; EHLO/LHLO is the
 // caller's.
-func (r *Relay) dial(ctx context.Context) (*smtp.Client, error) {
+func (r *Relay) dial(ctx context.Context) (*hopConn, error) {
 	d := net.Dialer{Timeout: r.Opts.Timeout}
 	conn, err := d.DialContext(ctx, r.Network, r.Addr)
 	if err != nil {
@@ -146,7 +154,7 @@ func (r *Relay) dial(ctx context.Context) (*smtp.Client, error) {
 	if r.Opts.Timeout > 0 {
 		c.CommandTimeout, c.SubmissionTimeout = r.Opts.Timeout, r.Opts.Timeout
 	}
-	return c, nil
+	return &hopConn{Client: c, conn: conn}, nil
 }
 
 // writeDeadline bounds each write to the next hop by timeout: go-smtp
@@ -185,7 +193,7 @@ func broken(err error) bool {
 type relayTx struct {
 	r       *Relay
 	queueID string
-	c       *smtp.Client
+	c       *hopConn
 	rcpts   int
 	// dsn: the next hop advertised DSN.
 	dsn  bool
@@ -290,22 +298,23 @@ func (t *relayTx) Data(_ context.Context, msg io.Reader) error {
 		return mapErr(err, t.r)
 	}
 	t.inData = true
-	// Streamed with go-smtp's dot-stuffing writer; a failure to read msg
-	// is the edge's own (451 4.3.0), one to write the next hop's.
+	// Streamed, dot-stuffed, straight to the connection (content.go); a
+	// failure to read msg is the edge's own (451 4.3.0), one to write
+	// the next hop's.
 	src := &readErr{r: msg}
-	buf, _ := t.r.bufs.Get().(*[]byte)
-	if buf == nil {
-		b := make([]byte, copyBufSize)
-		buf = &b
-	}
-	var out io.Writer = w
+	bufs := t.r.buffers()
+	stuffed := newStuffer(t.c.conn, w, bufs.out)
+	var out io.Writer = stuffed
 	var fold *foldLines
 	if limit := t.r.lineLimit(); limit > 0 {
-		fold = &foldLines{w: w, limit: limit}
+		fold = &foldLines{w: stuffed, limit: limit}
 		out = fold
 	}
-	_, err = io.CopyBuffer(out, src, *buf)
-	t.r.bufs.Put(buf)
+	_, err = io.CopyBuffer(out, src, bufs.in)
+	if err == nil {
+		err = stuffed.Close()
+	}
+	t.r.bufs.Put(bufs)
 	if fold != nil && fold.broke && t.r.Opts.Logger != nil {
 		// Postfix's smtp(8) logs this once per message.
 		t.r.Opts.Logger.Info(fmt.Sprintf("%s: breaking line > %d bytes with <CR><LF>SPACE", t.queueID, fold.limit), "queue_id", t.queueID, "next_hop", t.r.String())
@@ -349,8 +358,20 @@ func (t *relayTx) closeData(w *smtp.DataCommand) error {
 	return err
 }
 
-// copyBufSize is the size of Data's copy buffers, io.Copy's own.
+// copyBufSize is the size of Data's copy buffers, io.Copy's own, and of
+// the content's write buffer: the next hop gets the content in writes of
+// this size (go-smtp's writer would make them 4 KiB).
 const copyBufSize = 32 << 10
+
+// dataBufs are the buffers of one Data.
+type dataBufs struct{ in, out []byte }
+
+func (r *Relay) buffers() *dataBufs {
+	if b, ok := r.bufs.Get().(*dataBufs); ok {
+		return b
+	}
+	return &dataBufs{in: make([]byte, copyBufSize), out: make([]byte, 0, copyBufSize)}
+}
 
 // readErr remembers the error its reader returned, so that a failed copy
 // can tell reading from writing.
