@@ -207,7 +207,9 @@ func (s *session) data(ctx context.Context, arg string) reply.Reply {
 	}
 	s.tx.body = newBody(s.l, s.srv.Memory, s.deliverer(ctx, s.tx))
 	mode := s.bareNewline()
+	s.wire.widen()
 	_, tooBig, bare, err := readData(s.wire.br, s.tx.body, s.sizeLimit(), mode, s.touch)
+	s.wire.narrow()
 	if err != nil {
 		s.endedInContent(err, "DATA")
 		s.resetTx()

@@ -21,6 +21,10 @@ import (
 // in several pieces, so line_length_limit is exact whatever it is.
 const ioBufSize = 4096
 
+// contentBufSize is the read buffer of a session while its client sends
+// DATA's content (wireConn.widen).
+const contentBufSize = 64 << 10
+
 // bufPools keep the read and write buffers of sessions that wait for
 // their client: an idle session (between commands, on a plaintext
 // socket) holds neither, and a busy one takes a pair back when its
@@ -29,6 +33,16 @@ const ioBufSize = 4096
 // the buffers idle reads the client's next bytes into (prefetch).
 type bufPools struct {
 	r, w, raw sync.Pool
+	// wide keeps the read buffers of content (wireConn.widen).
+	wide sync.Pool
+}
+
+func (p *bufPools) wideReader(r io.Reader) *bufio.Reader {
+	if br, ok := p.wide.Get().(*bufio.Reader); ok {
+		br.Reset(r)
+		return br
+	}
+	return bufio.NewReaderSize(r, contentBufSize)
 }
 
 func (p *bufPools) reader(r io.Reader) *bufio.Reader {
@@ -53,7 +67,11 @@ func (p *bufPools) writer(c net.Conn) *bufio.Writer {
 func (p *bufPools) put(br *bufio.Reader, bw *bufio.Writer) {
 	if br != nil && br.Buffered() == 0 {
 		br.Reset(nil)
-		p.r.Put(br)
+		if br.Size() >= contentBufSize {
+			p.wide.Put(br)
+		} else {
+			p.r.Put(br)
+		}
 	}
 	if bw != nil && bw.Buffered() == 0 {
 		bw.Reset(nil)

@@ -350,3 +350,35 @@ func BenchmarkStreamedMessage(b *testing.B) {
 		}
 	}
 }
+
+// TestContentPipelinedAfter: commands a client sends right behind its
+// content, with PIPELINING, are read and answered in order, whether the
+// wide read buffer of the content held few of them or more than a small
+// buffer holds.
+func TestContentPipelinedAfter(t *testing.T) {
+	_, wire := bigMessage(300 << 10)
+	for _, noops := range []int{1, 3000} {
+		t.Run(fmt.Sprint(noops), func(t *testing.T) {
+			hop := &hashHop{}
+			h := streamHarness(t, hop, nil)
+			c := h.dial()
+			startTx(c)
+			c.do("DATA", "354 ")
+			c.send(wire + strings.Repeat("NOOP\r\n", noops) + "MAIL FROM:<b@example.net>\r\n")
+			expect(c, "250 2.0.0 Ok: queued as ")
+			for i := range noops {
+				if got := c.reply(); !strings.HasPrefix(got, "250 ") {
+					t.Fatalf("NOOP %d sent behind the content: %q", i+1, got)
+				}
+			}
+			expect(c, "250 2.1.0 Ok")
+			c.do("RCPT TO:<john@example.org>", "250 ")
+			c.do("DATA", "354 ")
+			c.send("Subject: big\r\n\r\nsmall\r\n.\r\n")
+			expect(c, "250 2.0.0 Ok: queued as ")
+			if n, _ := hop.delivered(); n != 2 {
+				t.Errorf("%d messages delivered, want 2", n)
+			}
+		})
+	}
+}

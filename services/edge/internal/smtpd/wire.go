@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"errors"
+	"io"
 	"net"
 	"strings"
 	"syscall"
@@ -43,6 +44,52 @@ func (w *wireConn) setConn(c net.Conn) {
 	w.pools.put(w.br, w.bw)
 	w.conn = c
 	w.br, w.bw = w.pools.reader(c), w.pools.writer(c)
+}
+
+// widen gives the session a read buffer of contentBufSize while its
+// client sends message content, which comes in bulk: a read(2) takes up
+// to 64 KiB of it, where the session's own buffer takes 4 KiB. What that
+// buffer held is read first. narrow gives the small buffer back when the
+// content has been read.
+func (w *wireConn) widen() {
+	if w.br.Size() >= contentBufSize {
+		return
+	}
+	w.br = w.swap(w.br, w.pools.wideReader)
+}
+
+// narrow ends widen: the session reads through a small buffer again,
+// unless the client sent more ahead than it holds (commands pipelined
+// after the content); the wide one then stays until the session next
+// waits for its client (idle), or ends.
+func (w *wireConn) narrow() {
+	if w.br.Size() < contentBufSize || w.br.Buffered() > ioBufSize {
+		return
+	}
+	w.br = w.swap(w.br, w.pools.reader)
+}
+
+// swap returns a reader made by make over the connection, holding what
+// old held, and gives old back. It reads the connection through front,
+// which hands out first what idle read, if anything is left of it (old
+// took it all at its first fill: nothing is).
+func (w *wireConn) swap(old *bufio.Reader, make func(io.Reader) *bufio.Reader) *bufio.Reader {
+	w.front.w = w
+	src := &w.front
+	n := old.Buffered()
+	if n == 0 {
+		w.pools.put(old, nil)
+		return make(src)
+	}
+	held, _ := old.Peek(n)
+	held = bytes.Clone(held)
+	_, _ = old.Discard(n)
+	w.pools.put(old, nil)
+	br := make(io.MultiReader(bytes.NewReader(held), src))
+	// The held bytes go into br's buffer now, so that Buffered says
+	// they are there (idle waits for the client only when it is empty).
+	_, _ = br.Peek(n)
+	return br
 }
 
 // close closes the connection and gives the buffers back.
