@@ -112,6 +112,22 @@ func TestBDATCleanup(t *testing.T) {
 			t.Errorf("%d delivered, %d abandoned; want 0 and 1", n, abandoned)
 		}
 	})
+	t.Run("EHLO between chunks", func(t *testing.T) {
+		// The hand-off streams on its own goroutine while the session
+		// takes the next command: EHLO changes what the session knows
+		// (go test -race checks that the hand-off reads none of it).
+		hop := &hashHop{}
+		h := streamHarness(t, hop, nil)
+		c := h.dial()
+		startTx(c)
+		c.send(bdatCmd(big, false))
+		expect(c, "250 2.0.0 Ok: 360000 bytes")
+		c.do("EHLO other.example.net", "250")
+		c.do("NOOP", "250 ")
+		if n, abandoned := hop.delivered(); n != 0 || abandoned != 1 {
+			t.Errorf("%d delivered, %d abandoned; want 0 and 1", n, abandoned)
+		}
+	})
 	t.Run("client gone mid-chunk", func(t *testing.T) {
 		hop := &hashHop{}
 		h := streamHarness(t, hop, nil)

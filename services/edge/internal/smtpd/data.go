@@ -321,18 +321,17 @@ type handing struct {
 }
 
 // deliverer returns what hands tx's content to the next hop (body calls
-// it at the end of data, or on a goroutine of its own when the content
-// outgrows memory and streams): the edge's header fields first, then the
-// client's content. Nil for a transaction whose content goes nowhere
-// (DISCARD). The session's state it reads does not change while the
-// content comes; what it writes (tx.handing) is read after
-// body.Deliver.
+// it at the end of data, or when the content outgrows memory and
+// streams): the edge's header fields, made from the session's state
+// there and then, first, then the client's content, sent by what it
+// returns (on a goroutine of its own when the content streams; it
+// writes tx.handing, read after body.Deliver). Nil for a transaction
+// whose content goes nowhere (DISCARD).
 func (s *session) deliverer(ctx context.Context, tx *transaction) deliverFunc {
 	if tx.discard || tx.hand == nil {
 		return nil
 	}
-	ctx = context.WithoutCancel(ctx)
-	return func(first []byte, rest io.Reader) error {
+	return func(first []byte) func(io.Reader) error {
 		var added []string
 		if s.l.Submission {
 			// Postfix's cleanup adds a missing Message-Id and Date to
@@ -347,9 +346,13 @@ func (s *session) deliverer(ctx context.Context, tx *transaction) deliverFunc {
 		}
 		h := &tx.handing
 		h.head = s.assemble(tx, append(append([]*policyv1.Header{}, s.verdicts.prepend...), tx.prepend...), added)
-		h.start = time.Now()
-		err := tx.hand.Data(ctx, io.MultiReader(bytes.NewReader(h.head), bytes.NewReader(first), rest))
-		h.end = time.Now()
-		return err
+		hand, head := tx.hand, h.head
+		ctx := context.WithoutCancel(ctx)
+		return func(rest io.Reader) error {
+			h.start = time.Now()
+			err := hand.Data(ctx, io.MultiReader(bytes.NewReader(head), bytes.NewReader(first), rest))
+			h.end = time.Now()
+			return err
+		}
 	}
 }

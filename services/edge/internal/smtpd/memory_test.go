@@ -209,10 +209,12 @@ func TestBodyMemory(t *testing.T) {
 	l := &Listener{MemoryMessageLimit: 1 << 20}
 	m := NewMemory(8 << 20) // content: 1 MiB
 	var got []byte
-	deliver := func(first []byte, rest io.Reader) error {
-		b, err := io.ReadAll(rest)
-		got = append(append([]byte{}, first...), b...)
-		return err
+	deliver := func(first []byte) func(io.Reader) error {
+		return func(rest io.Reader) error {
+			b, err := io.ReadAll(rest)
+			got = append(append([]byte{}, first...), b...)
+			return err
+		}
 	}
 	small := newBody(l, m, deliver)
 	_, _ = small.Write([]byte(strings.Repeat("a", 10000)))

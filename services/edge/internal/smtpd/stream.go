@@ -16,11 +16,14 @@ const memoryStart = 4096
 // the hand-off gets it in pieces of this size, not line by line.
 const streamBufSize = 32 << 10
 
-// deliverFunc hands a message's content to the next hop: first, what
-// the edge held in memory, then what rest gives, to its end. It returns
-// nil only when the next hop has accepted the message; rest failing
-// makes it fail.
-type deliverFunc func(first []byte, rest io.Reader) error
+// deliverFunc starts handing a message's content to the next hop: first
+// is what the edge held in memory. It runs on the session's side and
+// returns send, which sends first and then what rest gives, to its end,
+// and which may run on a goroutine of its own while the session goes on
+// (stream): send touches nothing of the session's. send returns nil only
+// when the next hop has accepted the message; rest failing makes it
+// fail.
+type deliverFunc func(first []byte) (send func(rest io.Reader) error)
 
 // body is one message's content on its way from the client to the next
 // hop. Its first Listener.MemoryMessageLimit bytes are held in memory
@@ -69,8 +72,7 @@ func (b *body) Write(p []byte) (int, error) {
 	case b.grow(len(p)):
 		b.mem = append(b.mem, p...)
 	case b.deliver != nil:
-		first := b.mem
-		b.st = startStream(func(rest io.Reader) error { return b.deliver(first, rest) })
+		b.st = startStream(b.deliver(b.mem))
 		b.st.write(p)
 	}
 	return len(p), nil
@@ -117,7 +119,7 @@ func (b *body) Deliver() error {
 		if b.deliver == nil {
 			return errNoDelivery
 		}
-		return b.deliver(b.mem, eof{})
+		return b.deliver(b.mem)(eof{})
 	}
 	st := b.st
 	b.st = nil
