@@ -23,7 +23,7 @@ const ioBufSize = 4096
 
 // contentBufSize is the read buffer of a session while its client sends
 // DATA's content (wireConn.widen).
-const contentBufSize = 64 << 10
+const contentBufSize = 32 << 10
 
 // bufPools keep the read and write buffers of sessions that wait for
 // their client: an idle session (between commands, on a plaintext

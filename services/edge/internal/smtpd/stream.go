@@ -14,7 +14,7 @@ const memoryStart = 4096
 
 // streamBufSize is the write buffer of content streaming to the next hop:
 // the hand-off gets it in pieces of this size, not line by line.
-const streamBufSize = 32 << 10
+const streamBufSize = 16 << 10
 
 // deliverFunc starts handing a message's content to the next hop: first
 // is what the edge held in memory. It runs on the session's side and

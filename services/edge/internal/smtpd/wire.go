@@ -48,7 +48,7 @@ func (w *wireConn) setConn(c net.Conn) {
 
 // widen gives the session a read buffer of contentBufSize while its
 // client sends message content, which comes in bulk: a read(2) takes up
-// to 64 KiB of it, where the session's own buffer takes 4 KiB. What that
+// to 32 KiB of it, where the session's own buffer takes 4 KiB. What that
 // buffer held is read first. narrow gives the small buffer back when the
 // content has been read.
 func (w *wireConn) widen() {
