@@ -23,6 +23,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
 	metricnoop "go.opentelemetry.io/otel/metric/noop"
@@ -49,6 +51,7 @@ type options struct {
 	prop    propagation.TextMapPropagator
 	creds   credentials.TransportCredentials
 	timeout time.Duration
+	metrics *Metrics
 	extra   []grpc.DialOption
 }
 
@@ -190,6 +193,13 @@ func Dial(target string, opts ...Option) (*grpc.ClientConn, error) {
 		grpc.WithStaticConnWindowSize(grpcserver.WindowSize),
 		// Within grpcserver's enforcement policy (10s at least).
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+	}
+	if o.metrics != nil {
+		// First in the chain: a call is timed with its deadline's wait.
+		dopts = append([]grpc.DialOption{
+			grpc.WithChainUnaryInterceptor(selector.UnaryClientInterceptor(interceptors.UnaryClientInterceptor(o.metrics), grpcserver.Measured)),
+			grpc.WithChainStreamInterceptor(selector.StreamClientInterceptor(interceptors.StreamClientInterceptor(o.metrics), grpcserver.Measured)),
+		}, dopts...)
 	}
 	if telemetry.Recording(o.tp) {
 		dopts = append(dopts, grpc.WithStatsHandler(otelgrpc.NewClientHandler(

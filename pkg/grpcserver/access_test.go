@@ -462,3 +462,50 @@ func TestAccessWithoutClientCertificates(t *testing.T) {
 		t.Errorf("TLS without client certificates off loopback: %v, warning %q", err, a.Warning())
 	}
 }
+
+// TestRefusalSeriesFromTheStart: once serving, the refusal counter has
+// its series at zero for every method that can be refused, before any
+// refusal; health checks, which answer anyone, have none.
+func TestRefusalSeriesFromTheStart(t *testing.T) {
+	p := newPKI(t)
+	addr, _, reg := serveWithMetrics(t, p.config(t, ""), 5)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := healthpb.NewHealthClient(p.dial(t, addr, "edge")).Check(ctx, &healthpb.HealthCheckRequest{}, grpc.WaitForReady(true)); err != nil {
+		t.Fatal(err)
+	}
+	series := map[string]bool{}
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "smtpgate_grpc_server_refused_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if m.GetCounter().GetValue() != 0 {
+				t.Errorf("%v = %v before any refusal", labels, m.GetCounter().GetValue())
+			}
+			series[labels["method"]+" "+labels["code"]] = true
+		}
+	}
+	for _, want := range []string{
+		policyv1.PolicyService_Explain_FullMethodName + " PermissionDenied",
+		authv1.AuthService_Authenticate_FullMethodName + " PermissionDenied",
+		authv1.AuthService_LookupUser_FullMethodName + " ResourceExhausted",
+	} {
+		if !series[want] {
+			t.Errorf("no series for %s in %v", want, series)
+		}
+	}
+	for s := range series {
+		if strings.HasPrefix(s, "/grpc.health.v1.") || strings.HasSuffix(s, "/Check ResourceExhausted") {
+			t.Errorf("series %s: that refusal cannot happen", s)
+		}
+	}
+}

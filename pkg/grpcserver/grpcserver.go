@@ -2,7 +2,9 @@
 // same way: the standard health service and server reflection are always
 // registered, so grpcurl and health probes work out of the box; every
 // other call is traced (OpenTelemetry, W3C trace context taken from the
-// caller) and timed (smtpgate_grpc_server_handling_seconds) when asked.
+// caller) and counted and timed when asked, under the names of
+// go-grpc-middleware's Prometheus provider (grpc_server_handled_total,
+// grpc_server_handling_seconds…), which stock gRPC dashboards read.
 // Transport security comes from WithCredentials (pkg/grpctls makes it from
 // main.cf), and who may call which method from WithAccess (the caller's
 // client certificate; see Access and methodRoles); keepalives are the
@@ -28,9 +30,11 @@ import (
 	"os"
 	"runtime"
 	"strings"
-	"sync"
 	"time"
 
+	grpcprom "github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors"
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/selector"
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc"
 	"go.opentelemetry.io/contrib/instrumentation/google.golang.org/grpc/otelgrpc/filters"
@@ -44,7 +48,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/grpc/status"
 
 	"github.com/smtpgate/smtpgate/pkg/telemetry"
 	adminv1 "github.com/smtpgate/smtpgate/proto/smtpgate/admin/v1"
@@ -54,6 +57,12 @@ import (
 type Server struct {
 	GRPC   *grpc.Server
 	Health *health.Server
+	// metrics are the call metrics (nil without WithMetrics), refused
+	// smtpgate_grpc_server_refused_total (nil without WithAccess too);
+	// Serve makes their series for every method registered by then.
+	metrics *grpcprom.ServerMetrics
+	refused *prometheus.CounterVec
+	access  *Access
 }
 
 type options struct {
@@ -81,8 +90,18 @@ func WithPropagator(p propagation.TextMapPropagator) Option {
 	return func(o *options) { o.prop = p }
 }
 
-// WithMetrics registers smtpgate_grpc_server_handling_seconds{method,code}
-// on r: the latency of every call but health checks and reflection.
+// WithMetrics registers on r the metrics of go-grpc-middleware's
+// Prometheus provider, under its names and labels (grpc_type,
+// grpc_service, grpc_method, and grpc_code for the ended calls):
+// grpc_server_started_total, grpc_server_handled_total,
+// grpc_server_handling_seconds (with HandlingBuckets),
+// grpc_server_msg_received_total and grpc_server_msg_sent_total. Health
+// checks and reflection are left out, as they are from the traces:
+// probes would swamp the call rates, and a health Watch lasts as long as
+// its connection. Every series of every method registered when Serve
+// starts exists from then on, at zero; and
+// smtpgate_grpc_server_refused_total{method,code} counts the calls
+// refused by WithAccess.
 func WithMetrics(r prometheus.Registerer) Option {
 	return func(o *options) { o.reg = r }
 }
@@ -189,6 +208,33 @@ func untraced(fullMethod string) bool {
 	return strings.HasPrefix(fullMethod, "/grpc.health.v1.") || strings.HasPrefix(fullMethod, "/grpc.reflection.")
 }
 
+// HandlingBuckets are the bounds of the histograms of the time a call
+// took, on the servers and the clients: smtpgate's calls take well under
+// a millisecond on a LAN, and an AUTH exchange waits for its client.
+var HandlingBuckets = []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10}
+
+// Measured selects the calls the metrics count, on the servers and the
+// clients: not health checks or reflection.
+var Measured = selector.MatchFunc(func(_ context.Context, c interceptors.CallMeta) bool {
+	return !untraced(c.FullMethod())
+})
+
+// timedServices lists the services of p the metrics count: the untraced
+// ones left out, so that their series are not made either.
+type timedServices struct {
+	p reflection.ServiceInfoProvider
+}
+
+func (t timedServices) GetServiceInfo() map[string]grpc.ServiceInfo {
+	out := map[string]grpc.ServiceInfo{}
+	for name, info := range t.p.GetServiceInfo() {
+		if !untraced("/" + name + "/") {
+			out[name] = info
+		}
+	}
+	return out
+}
+
 // New returns a server with health and reflection registered. Register the
 // service implementations on s.GRPC, then call Serve.
 func New(opts ...Option) *Server {
@@ -213,42 +259,21 @@ func New(opts ...Option) *Server {
 			)),
 		)))
 	}
+	var refused *prometheus.CounterVec
 	if o.access != nil && o.reg != nil {
-		refused := telemetry.Register(o.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		refused = telemetry.Register(o.reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "smtpgate_grpc_server_refused_total",
 			Help: "Calls refused before the service saw them, by method and status code: PermissionDenied (the caller's certificate has no role that may call the method), ResourceExhausted (the caller's rate limit).",
 		}, []string{"method", "code"}))
 		o.access.refused = func(method string, code codes.Code) { refused.WithLabelValues(method, code.String()).Inc() }
 	}
+	var sm *grpcprom.ServerMetrics
 	if o.reg != nil {
-		h := telemetry.Register(o.reg, prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "smtpgate_grpc_server_handling_seconds",
-			Help:    "Time the gRPC server took to answer a call, by method and status code.",
-			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
-		}, []string{"method", "code"}))
-		observers := &observerCache{h: h}
-		observe := func(method string, start time.Time, err error) {
-			observers.get(method, status.Code(err)).Observe(time.Since(start).Seconds())
-		}
+		sm = telemetry.Register(o.reg, grpcprom.NewServerMetrics(
+			grpcprom.WithServerHandlingTimeHistogram(grpcprom.WithHistogramBuckets(HandlingBuckets))))
 		gopts = append(gopts,
-			grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, next grpc.UnaryHandler) (any, error) {
-				if untraced(info.FullMethod) {
-					return next(ctx, req)
-				}
-				start := time.Now()
-				resp, err := next(ctx, req)
-				observe(info.FullMethod, start, err)
-				return resp, err
-			}),
-			grpc.ChainStreamInterceptor(func(srv any, ss grpc.ServerStream, info *grpc.StreamServerInfo, next grpc.StreamHandler) error {
-				if untraced(info.FullMethod) {
-					return next(srv, ss)
-				}
-				start := time.Now()
-				err := next(srv, ss)
-				observe(info.FullMethod, start, err)
-				return err
-			}),
+			grpc.ChainUnaryInterceptor(selector.UnaryServerInterceptor(sm.UnaryServerInterceptor(), Measured)),
+			grpc.ChainStreamInterceptor(selector.StreamServerInterceptor(sm.StreamServerInterceptor(), Measured)),
 		)
 	}
 	if o.access != nil {
@@ -262,33 +287,30 @@ func New(opts ...Option) *Server {
 	if o.admin != nil {
 		adminv1.RegisterAdminServiceServer(g, o.admin)
 	}
-	return &Server{GRPC: g, Health: h}
-}
-
-// observerCache holds the histogram's observer of each method and code
-// seen, so that timing a call looks up no labels and allocates nothing.
-type observerCache struct {
-	h *prometheus.HistogramVec
-	m sync.Map // observerKey → prometheus.Observer
-}
-
-type observerKey struct {
-	method string
-	code   codes.Code
-}
-
-func (c *observerCache) get(method string, code codes.Code) prometheus.Observer {
-	k := observerKey{method, code}
-	if o, ok := c.m.Load(k); ok {
-		return o.(prometheus.Observer)
-	}
-	o, _ := c.m.LoadOrStore(k, c.h.WithLabelValues(method, code.String()))
-	return o.(prometheus.Observer)
+	return &Server{GRPC: g, Health: h, metrics: sm, refused: refused, access: o.access}
 }
 
 // Serve marks every registered service SERVING and serves on lis until ctx
 // is done, then stops gracefully.
 func (s *Server) Serve(ctx context.Context, lis net.Listener) error {
+	if s.metrics != nil {
+		s.metrics.InitializeMetrics(timedServices{s.GRPC})
+	}
+	if s.refused != nil {
+		// The refusals each method can get: PermissionDenied unless
+		// anyone may call it, ResourceExhausted when it is rate limited.
+		for name, info := range s.GRPC.GetServiceInfo() {
+			for _, m := range info.Methods {
+				full := "/" + name + "/" + m.Name
+				if MethodRoles(full) != Anyone {
+					s.refused.WithLabelValues(full, codes.PermissionDenied.String())
+				}
+				if s.access.limits[full] != nil {
+					s.refused.WithLabelValues(full, codes.ResourceExhausted.String())
+				}
+			}
+		}
+	}
 	for name := range s.GRPC.GetServiceInfo() {
 		s.Health.SetServingStatus(name, healthpb.HealthCheckResponse_SERVING)
 	}

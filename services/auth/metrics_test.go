@@ -37,7 +37,9 @@ func TestMetricsScrape(t *testing.T) {
 		`smtpgate_auth_dovecot_errors_total 0`,
 		// Timed when the stream's handler returns, just after the
 		// outcome was sent: scraped again until it shows.
-		`smtpgate_grpc_server_handling_seconds_count{code="OK",method="/smtpgate.auth.v1.AuthService/Authenticate"} 5`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Authenticate",grpc_service="smtpgate.auth.v1.AuthService",grpc_type="bidi_stream"} 5`,
+		`grpc_server_handling_seconds_count{grpc_method="Authenticate",grpc_service="smtpgate.auth.v1.AuthService",grpc_type="bidi_stream"} 5`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="LookupUser",grpc_service="smtpgate.auth.v1.AuthService",grpc_type="unary"} 0`,
 	}
 	var body []byte
 	var missing []string

@@ -158,7 +158,11 @@ func New(set Settings, cfg Config) (*Server, error) {
 // state's, and binds them to the lists.
 func (s *Server) open() error {
 	set, b := s.set, s.set.bind
-	conn, err := set.auth.Dial(s.log, grpcclient.WithTracerProvider(s.cfg.TracerProvider), grpcclient.WithPropagator(s.cfg.Propagator))
+	opts := []grpcclient.Option{grpcclient.WithTracerProvider(s.cfg.TracerProvider), grpcclient.WithPropagator(s.cfg.Propagator)}
+	if s.cfg.Metrics != nil {
+		opts = append(opts, grpcclient.WithMetrics(grpcclient.NewMetrics(s.cfg.Metrics), &authv1.AuthService_ServiceDesc))
+	}
+	conn, err := set.auth.Dial(s.log, opts...)
 	if err != nil {
 		return fmt.Errorf("%s: %w", authServiceParam, err)
 	}

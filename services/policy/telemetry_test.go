@@ -128,7 +128,9 @@ func TestMetricsScrape(t *testing.T) {
 		`smtpgate_policy_refusals_total{list="smtpd_relay_restrictions",restriction="reject_unauth_destination"} 2`,
 		`smtpgate_policy_check_duration_seconds_count{stage="rcpt"} 3`,
 		`smtpgate_policy_dns_lookups_total{result="miss"} 0`,
-		`smtpgate_grpc_server_handling_seconds_count{code="OK",method="/smtpgate.policy.v1.PolicyService/Check"} 3`,
+		`grpc_server_handled_total{grpc_code="OK",grpc_method="Check",grpc_service="smtpgate.policy.v1.PolicyService",grpc_type="unary"} 3`,
+		`grpc_server_handling_seconds_count{grpc_method="Check",grpc_service="smtpgate.policy.v1.PolicyService",grpc_type="unary"} 3`,
+		`grpc_client_handled_total{grpc_code="OK",grpc_method="LookupUser",grpc_service="smtpgate.auth.v1.AuthService",grpc_type="unary"} 0`,
 		`smtpgate_build_info{`,
 	} {
 		if !strings.Contains(body, want) {
