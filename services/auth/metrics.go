@@ -40,6 +40,18 @@ func newMetrics(r prometheus.Registerer, redisErrors, dovecotErrors func() uint6
 			Help: "Password verifications looked up in the auth cache, by result (hit: no hash computed; miss).",
 		}, []string{"result"})),
 	}
+	// Every series at zero from the start (what dashboards and alerts
+	// look for exists before the first AUTH).
+	for mech := range m.known {
+		m.initResults(mech)
+	}
+	m.initResults("other")
+	for _, kind := range []string{"client", "network", "user"} {
+		m.lockouts.WithLabelValues(kind)
+	}
+	for _, result := range []string{"hit", "miss"} {
+		m.cacheLookups.WithLabelValues(result)
+	}
 	telemetry.Register(r, prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Name: "smtpgate_auth_redis_errors_total",
 		Help: "Failed or timed out calls to the Redis of smtpgate_auth_redis.",
@@ -51,13 +63,27 @@ func newMetrics(r prometheus.Registerer, redisErrors, dovecotErrors func() uint6
 	return m
 }
 
+// initResults makes the series of mech for every result, at zero.
+func (m *metrics) initResults(mech string) {
+	for r := range authv1.Result_name {
+		if authv1.Result(r) != authv1.Result_RESULT_UNSPECIFIED {
+			m.authentications.WithLabelValues(mech, resultLabel(authv1.Result(r)))
+		}
+	}
+}
+
+// resultLabel is r's value of the result label ("temporary_failure").
+func resultLabel(r authv1.Result) string {
+	return strings.ToLower(strings.TrimPrefix(r.String(), "RESULT_"))
+}
+
 // authenticated counts one exchange. The mechanism comes from the client:
 // only the names smtpgate knows become label values.
 func (m *metrics) authenticated(mech string, r authv1.Result) {
 	if _, ok := m.known[mech]; !ok {
 		mech = "other"
 	}
-	m.authentications.WithLabelValues(mech, strings.ToLower(strings.TrimPrefix(r.String(), "RESULT_"))).Inc()
+	m.authentications.WithLabelValues(mech, resultLabel(r)).Inc()
 }
 
 // cached counts one auth cache lookup; nothing when the cache is off.

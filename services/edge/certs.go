@@ -2,6 +2,9 @@ package edge
 
 import (
 	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"time"
 )
 
 // certificate is a listener's server certificate, read from its files
@@ -11,6 +14,8 @@ import (
 type certificate struct {
 	certFile, keyFile string
 	pair              *tls.Certificate
+	// notAfter is when the leaf certificate (the file's first) expires.
+	notAfter time.Time
 }
 
 func loadCertificate(certFile, keyFile string) (*certificate, error) {
@@ -18,7 +23,13 @@ func loadCertificate(certFile, keyFile string) (*certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &certificate{certFile: certFile, keyFile: keyFile, pair: &kp}, nil
+	leaf := kp.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(kp.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("%s: %w", certFile, err)
+		}
+	}
+	return &certificate{certFile: certFile, keyFile: keyFile, pair: &kp, notAfter: leaf.NotAfter}, nil
 }
 
 // get is tls.Config.GetCertificate.

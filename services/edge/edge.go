@@ -46,7 +46,8 @@ type Config struct {
 	// auth and sends them the caller's trace context; nil: none.
 	TracerProvider trace.TracerProvider
 	// Metrics is where the edge registers its metrics (connections,
-	// commands, replies, hand-offs, open sessions); nil: none.
+	// commands, replies, hand-offs, open sessions, its gRPC calls to
+	// policy and auth); nil: none.
 	Metrics prometheus.Registerer
 	// MailLog, when set, gets a mail log in Postfix smtpd's words and
 	// syslog's format (internal/maillog), for pflogsumm and the like
@@ -100,6 +101,7 @@ type binding struct {
 	l      *smtpd.Listener
 	proxy  *proxySettings
 	engine *smtpd.Server
+	cert   *certificate // nil without TLS
 }
 
 // socket is an open listener; cur is the binding of the configuration
@@ -127,11 +129,17 @@ func New(set Settings, cfg Config) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, drain: &smtpd.Drain{}}
 	traced := grpcclient.WithTracerProvider(cfg.TracerProvider)
-	pc, err := set.policy.Dial(cfg.Logger, traced)
+	popts, aopts := []grpcclient.Option{traced}, []grpcclient.Option{traced}
+	if cfg.Metrics != nil {
+		m := grpcclient.NewMetrics(cfg.Metrics)
+		popts = append(popts, grpcclient.WithMetrics(m, &policyv1.PolicyService_ServiceDesc))
+		aopts = append(aopts, grpcclient.WithMetrics(m, &authv1.AuthService_ServiceDesc))
+	}
+	pc, err := set.policy.Dial(cfg.Logger, popts...)
 	if err != nil {
 		return nil, fmt.Errorf("policy client: %w", err)
 	}
-	ac, err := set.auth.Dial(cfg.Logger, traced)
+	ac, err := set.auth.Dial(cfg.Logger, aopts...)
 	if err != nil {
 		pc.Close()
 		return nil, fmt.Errorf("auth client: %w", err)
@@ -157,14 +165,18 @@ func New(set Settings, cfg Config) (*Server, error) {
 	if cfg.Metrics != nil {
 		s.engine.Metrics = smtpd.NewMetrics(cfg.Metrics)
 		memoryMetrics(cfg.Metrics, s.engine.Memory)
+		certificateMetrics(cfg.Metrics, s.certificates)
 	}
 	// Spans only when they go somewhere: a no-op tracer would still cost
 	// an allocation or two per command.
 	if telemetry.Recording(cfg.TracerProvider) {
 		s.engine.Tracer = cfg.TracerProvider.Tracer("github.com/smtpgate/smtpgate/services/edge")
 	}
-	s.current = s.generation(set)
-	limits.SetReserves(s.current.reserves())
+	g := s.generation(set)
+	s.mu.Lock() // a scrape reads it (certificates)
+	s.current = g
+	s.mu.Unlock()
+	limits.SetReserves(g.reserves())
 	return s, nil
 }
 
@@ -195,7 +207,8 @@ func (s *Server) generation(set Settings) *generation {
 			// What Postfix's smtp(8) logs about a message.
 			r.Opts.Logger = s.log
 		}
-		g.bindings = append(g.bindings, &binding{l: ls.l, proxy: ls.proxy, engine: eng})
+		s.engine.Metrics.Listen(ls.l)
+		g.bindings = append(g.bindings, &binding{l: ls.l, proxy: ls.proxy, engine: eng, cert: ls.cert})
 	}
 	return g
 }

@@ -59,6 +59,8 @@ type Settings struct {
 type listenerSettings struct {
 	l     *smtpd.Listener
 	proxy *proxySettings
+	// cert is l's certificate (nil without one), for its expiry metric.
+	cert *certificate
 }
 
 // proxySettings is a listener's PROXY protocol configuration.
@@ -270,9 +272,11 @@ func compileListener(c *maincf.Config, svc maincf.Service, typed *[]error) (list
 		l.Submission = l.SASL
 	}
 	certFile := c.Path("smtpd_tls_cert_file")
+	var cert *certificate
 	if certFile != "" {
 		// Read here, at every load: a reload picks up a renewed pair.
-		cert, err := loadCertificate(certFile, c.Path("smtpd_tls_key_file"))
+		var err error
+		cert, err = loadCertificate(certFile, c.Path("smtpd_tls_key_file"))
 		if err != nil {
 			fail(c.Errorf("smtpd_tls_cert_file", "%v", err))
 		} else {
@@ -302,7 +306,7 @@ func compileListener(c *maincf.Config, svc maincf.Service, typed *[]error) (list
 	if err != nil {
 		fail(err)
 	}
-	return listenerSettings{l: l, proxy: proxy}, errors.Join(errs...)
+	return listenerSettings{l: l, proxy: proxy, cert: cert}, errors.Join(errs...)
 }
 
 // adaptive reads the settings that may depend on ${stress}

@@ -82,6 +82,14 @@ func newMetrics(r prometheus.Registerer, dns func() resolver.Stats) *metrics {
 			Buckets: []float64{.0001, .00025, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10},
 		}, []string{"stage"})),
 	}
+	// Every stage's series at zero from the start (what dashboards and
+	// alerts look for exists before the first Check).
+	for st := restriction.Connect; st <= restriction.VRFY; st++ {
+		m.observer(st)
+		for a := range restriction.ActionDiscard + 1 {
+			m.counter(st, a)
+		}
+	}
 	telemetry.Register(r, dnsCollector(dns))
 	return m
 }

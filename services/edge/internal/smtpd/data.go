@@ -285,7 +285,7 @@ func (s *session) endOfData(ctx context.Context, tooBig bool) reply.Reply {
 	}
 	err := tx.body.Deliver()
 	h := &tx.handing
-	s.srv.Metrics.handedOff(h.end.Sub(h.start), err)
+	s.srv.Metrics.handedOff(s.l.NextHop.String(), h.end.Sub(h.start), err)
 	total := int64(len(h.head)) + size
 	s.traceHandoff(ctx, tx.queueID, total, h.start, h.end, err)
 	s.logHandedOff(tx, h.head, total, h.start, h.end, err)

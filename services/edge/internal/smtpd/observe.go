@@ -15,19 +15,49 @@ import (
 )
 
 // Metrics are the engine's Prometheus metrics. A nil *Metrics records
-// nothing.
+// nothing. Every series whose labels are known up front exists from the
+// start at zero: per verb and reply class, and per listener and next hop
+// as Listen announces them.
 type Metrics struct {
 	connections *prometheus.CounterVec
 	sessions    prometheus.Gauge
-	// commands holds a counter per known verb, resolved once; other
-	// verbs share "other" so a client cannot grow the label set.
-	commands map[string]prometheus.Counter
-	other    prometheus.Counter
+	// commands holds the counters of each known verb by reply class
+	// (replyClasses), resolved once; other verbs share "other" so a
+	// client cannot grow the label set.
+	commands map[string]*[len(replyClasses)]prometheus.Counter
+	other    *[len(replyClasses)]prometheus.Counter
 	// replies is indexed by the code's class (2 for 2xx ... 5 for 5xx).
 	replies         [6]prometheus.Counter
-	handoffDuration prometheus.Histogram
-	handoffFailures *prometheus.CounterVec
+	handoffs        *prometheus.CounterVec
+	handoffDuration *prometheus.HistogramVec
+	handshakes      *prometheus.CounterVec
 }
+
+// replyClasses are the values of the class label of
+// smtpgate_edge_commands_total, indexed by the code's first digit; "none"
+// for a command that got no reply (the client went away in it, or
+// STARTTLS's handshake failed after its 220).
+var replyClasses = [6]string{"none", "none", "2xx", "3xx", "4xx", "5xx"}
+
+// classOf is the index in replyClasses of code.
+func classOf(code int) int {
+	if c := code / 100; c >= 2 && c <= 5 {
+		return c
+	}
+	return 0
+}
+
+// The results of smtpgate_edge_handoffs_total: Postfix's status words
+// in its delivery lines.
+const (
+	handoffSent     = "sent"
+	handoffDeferred = "deferred"
+	handoffBounced  = "bounced"
+)
+
+// tlsVersions are the versions a listener's handshake can end with
+// (MinVersion is TLS 1.2).
+var tlsVersions = []string{"TLSv1.2", "TLSv1.3"}
 
 // NewMetrics registers the engine's metrics in r (nil: unregistered).
 func NewMetrics(r prometheus.Registerer) *Metrics {
@@ -40,33 +70,69 @@ func NewMetrics(r prometheus.Registerer) *Metrics {
 			Name: "smtpgate_edge_sessions",
 			Help: "SMTP sessions open now.",
 		})),
-		handoffDuration: telemetry.Register(r, prometheus.NewHistogram(prometheus.HistogramOpts{
+		handoffs: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpgate_edge_handoffs_total",
+			Help: "Transactions handed to the next hop, by next hop and result: sent (it took the message), deferred (a temporary failure: unreachable, 4xx, connection lost; the client was told to try again), bounced (it refused with 5xx). A transaction the next hop would not begin counts too.",
+		}, []string{"next_hop", "result"})),
+		handoffDuration: telemetry.Register(r, prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "smtpgate_edge_handoff_duration_seconds",
-			Help:    "Time to hand a message's content to the next hop and get its answer.",
+			Help:    "Time to hand a message's content to the next hop and get its answer, by next hop.",
 			Buckets: []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
-		})),
-		handoffFailures: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "smtpgate_edge_handoff_failures_total",
-			Help: "Hand-offs to the next hop that failed, by step (begin: connection and MAIL, rcpt, data).",
-		}, []string{"step"})),
+		}, []string{"next_hop"})),
+		handshakes: telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "smtpgate_edge_tls_handshakes_total",
+			Help: "TLS handshakes with SMTP clients (STARTTLS, wrapper mode), by listener, result (ok, failed) and the version agreed (empty when failed).",
+		}, []string{"listener", "result", "version"})),
 	}
 	commands := telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "smtpgate_edge_commands_total",
-		Help: "SMTP commands received, by verb (other: any verb the edge does not implement).",
-	}, []string{"verb"}))
-	m.commands = make(map[string]prometheus.Counter, len(knownCommands))
-	for v := range knownCommands {
-		m.commands[v] = commands.WithLabelValues(v)
+		Help: "SMTP commands received, by verb (other: any verb the edge does not implement) and the class of the command's last reply (2xx, 3xx, 4xx, 5xx; DATA and BDAT: the end of data's; none: no reply, the client went away).",
+	}, []string{"verb", "class"}))
+	byClass := func(verb string) *[len(replyClasses)]prometheus.Counter {
+		var cs [len(replyClasses)]prometheus.Counter
+		for i, class := range replyClasses {
+			cs[i] = commands.WithLabelValues(verb, class)
+		}
+		return &cs
 	}
-	m.other = commands.WithLabelValues("other")
+	m.commands = make(map[string]*[len(replyClasses)]prometheus.Counter, len(knownCommands))
+	for v := range knownCommands {
+		m.commands[v] = byClass(v)
+	}
+	m.other = byClass("other")
 	replies := telemetry.Register(r, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "smtpgate_edge_replies_total",
 		Help: "SMTP replies sent, by class of the code (2xx, 3xx, 4xx, 5xx).",
 	}, []string{"class"}))
 	for c := 2; c <= 5; c++ {
-		m.replies[c] = replies.WithLabelValues(string(rune('0'+c)) + "xx")
+		m.replies[c] = replies.WithLabelValues(replyClasses[c])
 	}
 	return m
+}
+
+// Listen makes the series of l (its connections, TLS handshakes and
+// next hop) at zero, so that they exist before its first session: the
+// edge calls it for every listener at start and at every reload.
+func (m *Metrics) Listen(l *Listener) {
+	if m == nil {
+		return
+	}
+	for _, origin := range []string{"socket", "proxy"} {
+		m.connections.WithLabelValues(l.Name, origin)
+	}
+	if l.TLS != nil {
+		m.handshakes.WithLabelValues(l.Name, "failed", "")
+		for _, v := range tlsVersions {
+			m.handshakes.WithLabelValues(l.Name, "ok", v)
+		}
+	}
+	if l.NextHop != nil {
+		hop := l.NextHop.String()
+		for _, r := range []string{handoffSent, handoffDeferred, handoffBounced} {
+			m.handoffs.WithLabelValues(hop, r)
+		}
+		m.handoffDuration.WithLabelValues(hop)
+	}
 }
 
 func (m *Metrics) connected(listener, origin string) {
@@ -84,15 +150,16 @@ func (m *Metrics) disconnected() {
 	m.sessions.Dec()
 }
 
-func (m *Metrics) command(verb string) {
+// command counts a command by its verb and the class of its reply.
+func (m *Metrics) command(verb string, code int) {
 	if m == nil {
 		return
 	}
-	if c, ok := m.commands[verb]; ok {
-		c.Inc()
-		return
+	cs, ok := m.commands[verb]
+	if !ok {
+		cs = m.other
 	}
-	m.other.Inc()
+	cs[classOf(code)].Inc()
 }
 
 func (m *Metrics) replied(code int) {
@@ -104,21 +171,45 @@ func (m *Metrics) replied(code int) {
 	}
 }
 
-func (m *Metrics) handedOff(d time.Duration, err error) {
-	if m == nil {
-		return
+// handoffResult is the result label of a hand-off that ended with err.
+func handoffResult(err error) string {
+	switch {
+	case err == nil:
+		return handoffSent
+	case reply.FromHandoff(err).Code >= 500:
+		return handoffBounced
 	}
-	m.handoffDuration.Observe(d.Seconds())
-	if err != nil {
-		m.handoffFailures.WithLabelValues("data").Inc()
-	}
+	return handoffDeferred
 }
 
-func (m *Metrics) handoffFailed(step string) {
+// handedOff counts a message's hand-off to hop, which took d.
+func (m *Metrics) handedOff(hop string, d time.Duration, err error) {
 	if m == nil {
 		return
 	}
-	m.handoffFailures.WithLabelValues(step).Inc()
+	m.handoffDuration.WithLabelValues(hop).Observe(d.Seconds())
+	m.handoffs.WithLabelValues(hop, handoffResult(err)).Inc()
+}
+
+// handoffFailed counts a transaction hop would not begin.
+func (m *Metrics) handoffFailed(hop string, err error) {
+	if m == nil {
+		return
+	}
+	m.handoffs.WithLabelValues(hop, handoffResult(err)).Inc()
+}
+
+// handshaken counts a TLS handshake on listener: version "" when it
+// failed.
+func (m *Metrics) handshaken(listener, version string) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	if version == "" {
+		result = "failed"
+	}
+	m.handshakes.WithLabelValues(listener, result, version).Inc()
 }
 
 // The span attributes.
@@ -166,10 +257,9 @@ func originName(enum string) string {
 	return strings.ToLower(strings.TrimPrefix(enum, "ORIGIN_"))
 }
 
-// startCommand counts the command and, when tracing, starts its span
-// ("smtp.<VERB>") as a child of the session's.
+// startCommand starts the command's span ("smtp.<VERB>") as a child of
+// the session's, when tracing.
 func (s *session) startCommand(ctx context.Context, verb string) (context.Context, trace.Span) {
-	s.srv.Metrics.command(verb)
 	if s.span == nil {
 		return ctx, nil
 	}
@@ -180,8 +270,10 @@ func (s *session) startCommand(ctx context.Context, verb string) (context.Contex
 	return s.srv.Tracer.Start(ctx, name, trace.WithSpanKind(trace.SpanKindInternal))
 }
 
-// endCommand records the reply on the command's span and ends it.
-func endCommand(span trace.Span, r reply.Reply) {
+// endCommand counts the command by its reply's class, and records the
+// reply on the command's span and ends it.
+func (s *session) endCommand(verb string, span trace.Span, r reply.Reply) {
+	s.srv.Metrics.command(verb, r.Code)
 	if span == nil {
 		return
 	}

@@ -2,6 +2,8 @@ package smtpd
 
 import (
 	"context"
+	"crypto/tls"
+	"errors"
 	"net"
 	"strings"
 	"sync"
@@ -14,6 +16,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	policyv1 "github.com/smtpgate/smtpgate/proto/smtpgate/policy/v1"
+	"github.com/smtpgate/smtpgate/services/edge/internal/reply"
 )
 
 // spanPolicy remembers the span each Check was called in.
@@ -108,6 +111,7 @@ func TestTelemetry(t *testing.T) {
 	}
 
 	m := srv.Metrics
+	hop := h.l.NextHop.String()
 	for _, tc := range []struct {
 		name string
 		c    prometheus.Collector
@@ -115,12 +119,16 @@ func TestTelemetry(t *testing.T) {
 	}{
 		{"connections", m.connections.WithLabelValues("test", "socket"), 1},
 		{"sessions", m.sessions, 0},
-		{"RCPT", m.commands["RCPT"], 2},
-		{"other", m.other, 1},
+		{"RCPT 2xx", m.commands["RCPT"][2], 1},
+		{"RCPT 5xx", m.commands["RCPT"][5], 1},
+		{"DATA 2xx", m.commands["DATA"][2], 1}, // its last reply: the end of data's
+		{"DATA 3xx", m.commands["DATA"][3], 0}, // not its 354
+		{"other 5xx", m.other[5], 1},
 		{"2xx", m.replies[2], 6}, // greeting, EHLO, MAIL, RCPT, end of data, QUIT
 		{"3xx", m.replies[3], 1},
 		{"5xx", m.replies[5], 2}, // 554 and 500
-		{"failures", m.handoffFailures.WithLabelValues("data"), 0},
+		{"sent", m.handoffs.WithLabelValues(hop, "sent"), 1},
+		{"deferred", m.handoffs.WithLabelValues(hop, "deferred"), 0},
 	} {
 		if got := testutil.ToFloat64(tc.c); got != tc.want {
 			t.Errorf("%s = %v, want %v", tc.name, got, tc.want)
@@ -128,5 +136,44 @@ func TestTelemetry(t *testing.T) {
 	}
 	if n := testutil.CollectAndCount(reg, "smtpgate_edge_handoff_duration_seconds"); n != 1 {
 		t.Errorf("hand-off histogram: %d series", n)
+	}
+}
+
+// Every series whose labels are known up front exists before the first
+// session: per verb and reply class, and per listener and next hop once
+// Listen announced them.
+func TestMetricsFromTheStart(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m := NewMetrics(reg)
+	h := newHarness(t, relayDenied, nil)
+	l := *h.l
+	l.TLS = &tls.Config{MinVersion: tls.VersionTLS12}
+	m.Listen(&l)
+	for name, want := range map[string]int{
+		"smtpgate_edge_commands_total":           (len(knownCommands) + 1) * 5, // none, 2xx-5xx
+		"smtpgate_edge_replies_total":            4,
+		"smtpgate_edge_connections_total":        2, // socket, proxy
+		"smtpgate_edge_tls_handshakes_total":     3, // failed; ok with TLSv1.2, TLSv1.3
+		"smtpgate_edge_handoffs_total":           3, // sent, deferred, bounced
+		"smtpgate_edge_handoff_duration_seconds": 1,
+		"smtpgate_edge_sessions":                 1,
+	} {
+		if n := testutil.CollectAndCount(reg, name); n != want {
+			t.Errorf("%s: %d series before any session, want %d", name, n, want)
+		}
+	}
+	for _, tc := range []struct {
+		err  error
+		want string
+	}{
+		{nil, "sent"},
+		{reply.NextHopRefused(550, "5.1.1", "no such user"), "bounced"},
+		{reply.NextHopRefused(452, "4.2.2", "mailbox full"), "deferred"},
+		{reply.NextHopUnavailable(errors.New("connection refused")), "deferred"},
+		{errors.New("spool: disk full"), "deferred"},
+	} {
+		if got := handoffResult(tc.err); got != tc.want {
+			t.Errorf("handoffResult(%v) = %s, want %s", tc.err, got, tc.want)
+		}
 	}
 }

@@ -446,7 +446,7 @@ func (s *session) run(ctx context.Context) {
 			r = s.shutdown()
 		}
 		s.send(r)
-		endCommand(span, r)
+		s.endCommand(verb, span, r)
 		s.cmds.Count(verb, r.Code < 400)
 		if r.Close {
 			if r.Code == 0 && !s.srv.Drain.closing() {

@@ -53,10 +53,12 @@ func (s *session) handshake() bool {
 	_ = tc.SetDeadline(time.Now().Add(timeout))
 	if err := tc.Handshake(); err != nil {
 		s.log.Info("TLS handshake failed", "err", err)
+		s.srv.Metrics.handshaken(s.l.Name, "")
 		return false
 	}
 	_ = tc.SetDeadline(time.Time{})
 	st := tc.ConnectionState()
+	s.srv.Metrics.handshaken(s.l.Name, tlsVersion(st.Version))
 	s.tls.state = &st
 	// RFC 9266 tls-exporter channel binding for SCRAM-*-PLUS; Go refuses
 	// to export keying material where it would be unsafe (TLS 1.2

@@ -267,7 +267,7 @@ func (s *session) forward(ctx context.Context, addr string, dsn handoff.Recipien
 		hand, err := s.l.NextHop.Begin(ctx, env)
 		if err != nil {
 			s.logRcptRefused(s.tx, addr, start, err)
-			s.srv.Metrics.handoffFailed("begin")
+			s.srv.Metrics.handoffFailed(s.l.NextHop.String(), err)
 			if reply.IsRefusal(err) {
 				s.log.InfoContext(ctx, "next hop refused the transaction", "queue_id", s.tx.queueID, "err", err)
 			} else {
