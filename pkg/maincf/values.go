@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/smtpgate/smtpgate/pkg/redisclient"
 )
 
 // ParseBool reads a Postfix boolean: yes or no (case-insensitive), as
@@ -121,13 +123,17 @@ func CheckIntRange(lo, hi int64) func(string) error {
 	}
 }
 
-// CheckRedisURL is a Def.Check for a Redis URL, or nothing. The value may
-// hold a password, so the error does not quote it.
+// CheckRedisURL is a Def.Check for a Redis URL (one server, a Sentinel
+// set or a Cluster: see redisclient.Parse), or nothing. The value may hold
+// a password, so the error does not quote it.
 func CheckRedisURL(v string) error {
-	if v == "" || strings.HasPrefix(v, "redis://") || strings.HasPrefix(v, "rediss://") {
+	if v == "" {
 		return nil
 	}
-	return errors.New("want a redis:// or rediss:// URL (value not shown: it may hold a password)")
+	if err := redisclient.Check(v); err != nil {
+		return fmt.Errorf("%w (value not shown: it may hold a password)", err)
+	}
+	return nil
 }
 
 // CheckOneOf returns a Def.Check accepting only the given words.

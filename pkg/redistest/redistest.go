@@ -46,6 +46,13 @@ func Start(t testing.TB) *Server { return StartOn(t, 0) }
 // port still held by a server just stopped is retried for a while.
 func StartOn(t testing.TB, port int) *Server {
 	t.Helper()
+	return startServer(t, port)
+}
+
+// startServer runs a redis-server on port (0: a free one) with extra
+// arguments, as StartOn does.
+func startServer(t testing.TB, port int, extra ...string) *Server {
+	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		t.Fatalf("%s is needed (install it with scripts/deps --test): %v", Binary, err)
 	}
@@ -60,8 +67,9 @@ func StartOn(t testing.TB, port int) *Server {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, out: new(bytes.Buffer), exited: make(chan struct{})}
-		s.cmd = exec.Command(Binary, "--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", "")
+		args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+			"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", ""}, extra...)
+		s.cmd = exec.Command(Binary, args...)
 		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 		if err := s.cmd.Start(); err != nil {
 			t.Fatalf("start %s (install it with scripts/deps --test): %v", Binary, err)

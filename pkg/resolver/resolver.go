@@ -33,7 +33,7 @@ type Config struct {
 	Attempts int
 
 	// Redis, when set, is the cache shared with other replicas.
-	Redis *redis.Client
+	Redis redis.UniversalClient
 	// RedisTimeout bounds every Redis call (default 75ms).
 	RedisTimeout time.Duration
 	// RedisRetry is how long Redis is left alone after it failed (default
@@ -92,7 +92,7 @@ type Resolver struct {
 	maxTTL     time.Duration
 	negMaxTTL  time.Duration
 	errorTTL   time.Duration
-	redis      *redis.Client
+	redis      redis.UniversalClient
 	redisTO    time.Duration
 	redisRetry time.Duration
 	log        *slog.Logger
@@ -212,7 +212,7 @@ func NewUnbound(cfg Config) (*Resolver, error) {
 // Redis cache shared with other replicas (nil: none), and logs its
 // settings as New does. Call it once, before the first lookup; the
 // caller keeps closing c.
-func (r *Resolver) Bind(log *slog.Logger, c *redis.Client) {
+func (r *Resolver) Bind(log *slog.Logger, c redis.UniversalClient) {
 	if log != nil {
 		r.log = log
 	}

@@ -47,7 +47,7 @@ func stressAt(limit, percent int) int {
 
 // connLimitRedis opens (without connecting) the client of
 // smtpgate_connection_limit_redis (url); nil when it is not set.
-func connLimitRedis(url string) (*redis.Client, error) {
+func connLimitRedis(url string) (redis.UniversalClient, error) {
 	if url == "" {
 		return nil, nil
 	}

@@ -355,7 +355,7 @@ func checkReserves(main *maincf.Config, services []maincf.Service, limit int, ty
 func checkConnLimitRedis(main *maincf.Config, url string) error {
 	rc, err := connLimitRedis(url)
 	if err != nil {
-		return main.Errorf("smtpgate_connection_limit_redis", "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)")
+		return main.Errorf("smtpgate_connection_limit_redis", "%v (value not shown: it may hold a password)", err)
 	}
 	if rc != nil {
 		return rc.Close()

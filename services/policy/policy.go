@@ -96,7 +96,7 @@ type Server struct {
 	authConn *grpc.ClientConn
 	// dnsRedis is the resolver's shared cache, nil without
 	// smtpgate_dns_redis; dns the resolver, nil without one.
-	dnsRedis *redis.Client
+	dnsRedis redis.UniversalClient
 	dns      *resolver.Resolver
 	// shared holds check_rate_limit's and check_greylist's state.
 	shared    *shared
@@ -108,7 +108,7 @@ type Server struct {
 // counts and check_greylist's triplets, in Redis when configured.
 type shared struct {
 	// clients are the Redis clients opened for them, in order.
-	clients []*redis.Client
+	clients []redis.UniversalClient
 	// failures counts the decisions taken without Redis.
 	failures sharedFailures
 }
@@ -202,7 +202,7 @@ func (s *Server) open() error {
 
 // openRedis opens the Redis client of a URL Load checked; nil when it
 // is empty. The error never quotes the URL: it may hold a password.
-func openRedis(url string, timeout time.Duration) (*redis.Client, error) {
+func openRedis(url string, timeout time.Duration) (redis.UniversalClient, error) {
 	if url == "" {
 		return nil, nil
 	}

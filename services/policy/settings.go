@@ -8,8 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/smtpgate/smtpgate/pkg/grpcclient"
 	"github.com/smtpgate/smtpgate/pkg/grpcserver"
 	"github.com/smtpgate/smtpgate/pkg/grpctls"
@@ -161,8 +159,8 @@ func redisURL(main *maincf.Config, param string, errs *[]error) string {
 	if u == "" {
 		return ""
 	}
-	if _, err := redis.ParseURL(u); err != nil {
-		*errs = append(*errs, main.Errorf(param, "not a valid redis:// or rediss:// URL (value not shown: it may hold a password)"))
+	if err := maincf.CheckRedisURL(u); err != nil {
+		*errs = append(*errs, main.Errorf(param, "%v", err))
 		return ""
 	}
 	return u

@@ -50,8 +50,8 @@ smtpgate_dns_timeout = soon
 	}
 	for _, want := range []string{
 		"main.cf:8: smtpgate_greylist_delay: want a positive time",
-		"main.cf:9: smtpgate_rate_limit_redis: not a valid redis:// or rediss:// URL",
-		"main.cf:10: smtpgate_greylist_redis: not a valid redis:// or rediss:// URL",
+		"main.cf:9: smtpgate_rate_limit_redis: redis URL: want redis://",
+		"main.cf:10: smtpgate_greylist_redis: redis URL: want redis://",
 		`main.cf:11: smtpd_client_restrictions: unknown restriction "permit_foo"`,
 		"main.cf:12: smtpgate_dns_timeout",
 	} {
@@ -109,7 +109,7 @@ func TestCloseClosesWhatNewOpened(t *testing.T) {
 	if _, err := New(set, Config{}); err == nil {
 		t.Error("New with used settings: no error")
 	}
-	clients := append([]*redis.Client{srv.dnsRedis}, srv.shared.clients...)
+	clients := append([]redis.UniversalClient{srv.dnsRedis}, srv.shared.clients...)
 	if len(clients) != 3 {
 		t.Fatalf("%d Redis clients, want 3", len(clients))
 	}

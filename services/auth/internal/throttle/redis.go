@@ -13,13 +13,16 @@ import (
 	"github.com/smtpgate/smtpgate/pkg/redisclient"
 )
 
-// KeyPrefix starts every Redis key the package writes.
-const KeyPrefix = "smtpgate:auth:"
+// KeyPrefix starts every Redis key the package writes. Its hash tag puts
+// them all in one Redis Cluster slot: one attempt's decision reads and
+// writes the counters of its client, its network and its user at once
+// (atomically, in one script), and a user's counters are shared by every
+// client, so no finer tag keeps each decision's keys together.
+const KeyPrefix = "smtpgate:{auth}:"
 
 // Redis counts failures in Redis, shared by every replica that uses the same
 // server and database. Each call is one round trip; Fail is atomic (a Lua
-// script). Redis Cluster is not supported (the keys of one attempt do not
-// share a slot).
+// script). On a Redis Cluster, every key lives in KeyPrefix's slot.
 type Redis struct {
 	params Params
 	c      redis.Cmdable
@@ -28,9 +31,10 @@ type Redis struct {
 // NewRedis counts in c.
 func NewRedis(c redis.Cmdable, p Params) *Redis { return &Redis{params: p, c: c} }
 
-// NewRedisClient opens a client for a redis:// or rediss:// URL whose
-// every command gives up after timeout (see pkg/redisclient).
-func NewRedisClient(url string, timeout time.Duration) (*redis.Client, error) {
+// NewRedisClient opens a client for a Redis URL (one server, a Sentinel
+// set or a Cluster) whose every command gives up after timeout (see
+// pkg/redisclient).
+func NewRedisClient(url string, timeout time.Duration) (redis.UniversalClient, error) {
 	return redisclient.Open(url, timeout)
 }
 

@@ -108,7 +108,7 @@ func maxima(client, network, user int64) Params {
 
 // redisStore returns a Redis store under p on a redis-server of its
 // own, and the client it uses.
-func redisStore(tb testing.TB, p Params) (*Redis, *redis.Client) {
+func redisStore(tb testing.TB, p Params) (*Redis, redis.UniversalClient) {
 	tb.Helper()
 	srv := redistest.Start(tb)
 	c, err := NewRedisClient(srv.URL(), time.Second)

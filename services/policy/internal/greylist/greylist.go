@@ -100,9 +100,17 @@ redis.call('PEXPIRE', KEYS[2], maxage)
 return {1, 0, 0}
 `)
 
+// redisKeys are the triplet's key and its client's pass counter. The
+// client's hash is their hash tag: both live in one Redis Cluster slot,
+// and different clients spread over the slots.
+func redisKeys(client, sender, recipient string) []string {
+	tag := KeyPrefix + "{" + hash(client) + "}:"
+	return []string{tag + "t:" + hash(client, sender, recipient), tag + "c"}
+}
+
 // Check implements Store.
 func (r *Redis) Check(ctx context.Context, client, sender, recipient string, now time.Time) (Result, error) {
-	keys := []string{KeyPrefix + "t:" + hash(client, sender, recipient), KeyPrefix + "c:" + hash(client)}
+	keys := redisKeys(client, sender, recipient)
 	res, err := checkScript.Run(ctx, r.c, keys, now.UnixMilli(), r.p.Delay.Milliseconds(), r.p.RetryWindow.Milliseconds(),
 		r.p.MaxAge.Milliseconds(), r.p.AutoAllowlist).Int64Slice()
 	if err != nil || len(res) != 3 {

@@ -29,7 +29,7 @@ type RedisTable struct {
 	opts              Options
 
 	mu     sync.Mutex // guards client and closed
-	client *redis.Client
+	client redis.UniversalClient
 	closed bool
 }
 
@@ -66,7 +66,7 @@ func openRedis(spec, path string, opts Options) (*RedisTable, error) {
 }
 
 // conn returns the client, made on first use.
-func (t *RedisTable) conn() (*redis.Client, error) {
+func (t *RedisTable) conn() (redis.UniversalClient, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.closed {
