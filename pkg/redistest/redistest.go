@@ -1,4 +1,6 @@
-// Package redistest runs a throwaway redis-server for tests: on loopback,
+// Package redistest runs throwaway Redis for tests: one redis-server
+// (Start), a Redis Cluster (StartCluster) or a primary with a replica and
+// three Sentinels (StartSentinel). Each redis-server runs on loopback,
 // on a free port (or a given one, to restart a server where it was),
 // without persistence, killed by its process id when the test ends. A
 // missing redis-server fails the test (scripts/deps --test installs it);
@@ -53,22 +55,36 @@ func StartOn(t testing.TB, port int) *Server {
 // arguments, as StartOn does.
 func startServer(t testing.TB, port int, extra ...string) *Server {
 	t.Helper()
+	if port == 0 {
+		port = freePort(t)
+	}
+	args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
+		"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", ""}, extra...)
+	return startProcess(t, port, args...)
+}
+
+// freePort is a loopback port free a moment ago.
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}
+
+// startProcess runs redis-server with args, which make it listen on
+// port, and waits until it answers PING there; a port still held by a
+// server just stopped is retried for a while.
+func startProcess(t testing.TB, port int, args ...string) *Server {
+	t.Helper()
 	if _, err := os.Stat(Binary); err != nil {
 		t.Fatalf("%s is needed (install it with scripts/deps --test): %v", Binary, err)
-	}
-	if port == 0 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port = ln.Addr().(*net.TCPAddr).Port
-		ln.Close()
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		s := &Server{Addr: net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), Port: port, out: new(bytes.Buffer), exited: make(chan struct{})}
-		args := append([]string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", t.TempDir(), "--logfile", ""}, extra...)
 		s.cmd = exec.Command(Binary, args...)
 		s.cmd.Stdout, s.cmd.Stderr = s.out, s.out
 		if err := s.cmd.Start(); err != nil {
