@@ -441,9 +441,23 @@ func TestRedisURLCheckHidesValue(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "main.cf:1: smtpgate_connection_limit_redis = (value not shown): redis URL: want redis://") || strings.Contains(err.Error(), "hunter2") {
 		t.Errorf("Validate: %v", err)
 	}
-	ok := New(cat, mustParse(t, "smtpgate_connection_limit_redis = redis://:hunter2@redis:6379/0\n"), "/x")
-	if err := ok.Validate(Edge); err != nil {
-		t.Errorf("a good URL: %v", err)
+	for _, good := range []string{"redis://:hunter2@redis:6379/0", "rediss+sentinel://:hunter2@s1:26379,s2:26379/mymaster/1", "redis+cluster://:hunter2@c1:7000,c2:7000"} {
+		ok := New(cat, mustParse(t, "smtpgate_connection_limit_redis = "+good+"\n"), "/x")
+		if err := ok.Validate(Edge); err != nil {
+			t.Errorf("a good URL: %v", err)
+		}
+	}
+	for bad, why := range map[string]string{
+		"redis+sentinel://:hunter2@s1:26379,s2:26379": "a sentinel URL needs the master name",
+		"redis+cluster://:hunter2@c1:7000,c2/0":       "host 2 of 2: want host:port",
+		"rediss+cluster://:hunter2@c1:7000?hunter2=1": "unknown or repeated query parameter",
+	} {
+		c := New(cat, mustParse(t, "\nsmtpgate_connection_limit_redis = "+bad+"\n"), "/x")
+		err := c.Validate(Edge)
+		if err == nil || !strings.Contains(err.Error(), "main.cf:2: smtpgate_connection_limit_redis = (value not shown): redis URL: ") ||
+			!strings.Contains(err.Error(), why) || strings.Contains(err.Error(), "hunter2") {
+			t.Errorf("Validate(%s): %v, want %q", bad, err, why)
+		}
 	}
 }
 
