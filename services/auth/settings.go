@@ -151,9 +151,12 @@ func throttleOptions(c *maincf.Config, errs *[]error) throttle.Options {
 // validateThrottle checks what the catalogue's checks cannot.
 func validateThrottle(c *maincf.Config) error {
 	if u := c.Get("smtpgate_auth_redis"); u != "" {
-		if _, err := throttle.NewRedisClient(u, time.Second); err != nil {
+		rc, err := throttle.NewRedisClient(u, time.Second)
+		if err != nil {
 			return fmt.Errorf("%s: smtpgate_auth_redis: %w", c.Pos("smtpgate_auth_redis"), err)
 		}
+		// Opened, not connected: nothing to wait for.
+		_ = rc.Close()
 	}
 	return nil
 }

@@ -180,3 +180,25 @@ func validate(main *maincf.Config, services []maincf.Service) error {
 	_, err := Load(main, services)
 	return err
 }
+
+// A bad Sentinel or Cluster URL in smtpgate_auth_redis is reported with
+// its file:line and reason, never its password; good ones load.
+func TestLoadRedisURLForms(t *testing.T) {
+	for url, want := range map[string]string{
+		"redis+sentinel://:Hunter2x@s1:26379,s2:26379/mymaster/0": "",
+		"rediss+cluster://:Hunter2x@c1:7000,c2:7000":              "",
+		"redis+sentinel://:Hunter2x@s1:26379,s2:26379":            "main.cf:2: smtpgate_auth_redis: redis URL: ",
+		"redis+cluster://:Hunter2x@c1:7000,c2":                    "host 2 of 2: want host:port",
+	} {
+		cfg, services := loadDir(t, "\nsmtpgate_auth_redis = "+url+"\n", "")
+		_, err := Load(cfg, services)
+		switch {
+		case want == "" && err != nil:
+			t.Errorf("%s: %v", url, err)
+		case want != "" && (err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), "main.cf:2: smtpgate_auth_redis: ")):
+			t.Errorf("%s: %v, want %q", url, err, want)
+		case err != nil && strings.Contains(err.Error(), "Hunter2x"):
+			t.Errorf("%s: the error quotes the password: %v", url, err)
+		}
+	}
+}
