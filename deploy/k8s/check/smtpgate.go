@@ -404,17 +404,22 @@ func checkConfig(m *manifest, roles map[string]*appsv1.Deployment, p *problems) 
 			if cf[name] == "" {
 				continue
 			}
+			// The value may hold a password: it is never printed.
 			u, err := url.Parse(cf[name])
-			if err != nil || u.Scheme != "redis" && u.Scheme != "rediss" {
-				p.add("%s/main.cf: %s = %q is not a redis:// URL", id, name, cf[name])
+			defPort := map[string]int32{"redis": 6379, "rediss": 6379, "redis+cluster": 6379, "rediss+cluster": 6379,
+				"redis+sentinel": 26379, "rediss+sentinel": 26379}
+			if err != nil || defPort[u.Scheme] == 0 {
+				p.add("%s/main.cf: %s is not a redis://, redis+sentinel:// or redis+cluster:// URL (value not shown: it may hold a password)", id, name)
 				continue
 			}
-			port := int32(6379)
-			if u.Port() != "" {
-				port = portOf(u.Host)
-			}
-			if s, ok := serviceWithPort(m, d.Namespace, u.Hostname(), port); s == nil || !ok {
-				p.add("%s/main.cf: %s = %s: no Service %s with port %d in the build", id, name, cf[name], u.Hostname(), port)
+			for _, hostport := range strings.Split(u.Host, ",") {
+				host, port := hostport, defPort[u.Scheme]
+				if h, _, err := net.SplitHostPort(hostport); err == nil {
+					host, port = h, portOf(hostport)
+				}
+				if s, ok := serviceWithPort(m, d.Namespace, host, port); s == nil || !ok {
+					p.add("%s/main.cf: %s: no Service %s with port %d in the build", id, name, host, port)
+				}
 			}
 		}
 		ports := containerPorts(d)
