@@ -24,22 +24,27 @@ func facts(req *policyv1.CheckRequest) (*restriction.Facts, error) {
 		return nil, errors.New("session is missing")
 	}
 	f := &restriction.Facts{
-		Stage:             stage,
-		SessionID:         sess.GetId(),
-		ClientName:        sess.GetClientName(),
-		ReverseClientName: sess.GetReverseClientName(),
-		HELO:              sess.GetHeloName(),
-		SASLUsername:      sess.GetSasl().GetUsername(),
-		SASLMethod:        sess.GetSasl().GetMethod(),
-		UnauthPipelining:  sess.GetUnauthPipelining(),
-		Stress:            sess.GetStress(),
-		ETRNDomain:        req.GetEtrnDomain(),
+		Stage:                   stage,
+		SessionID:               sess.GetId(),
+		ClientName:              sess.GetClientName(),
+		ReverseClientName:       sess.GetReverseClientName(),
+		ClientNameStatus:        restriction.NameStatus(sess.GetClientNameStatus()),
+		ReverseClientNameStatus: restriction.NameStatus(sess.GetReverseClientNameStatus()),
+		HELO:                    sess.GetHeloName(),
+		SASLUsername:            sess.GetSasl().GetUsername(),
+		SASLMethod:              sess.GetSasl().GetMethod(),
+		UnauthPipelining:        sess.GetUnauthPipelining(),
+		Stress:                  sess.GetStress(),
+		ETRNDomain:              req.GetEtrnDomain(),
 	}
 	if d := req.GetDeferIfPermit(); d != nil {
 		if d.GetCode() < 400 || d.GetCode() > 499 {
 			return nil, fmt.Errorf("defer_if_permit: code %d is not a 4xx code", d.GetCode())
 		}
 		f.DeferIfPermit = &restriction.Reply{Code: int(d.GetCode()), DSN: d.GetEnhancedCode(), Text: d.GetText()}
+	}
+	if f.ClientNameStatus > restriction.NameForged || f.ReverseClientNameStatus > restriction.NameForged {
+		return nil, fmt.Errorf("session: unknown name status %v/%v", sess.GetClientNameStatus(), sess.GetReverseClientNameStatus())
 	}
 	switch a := sess.GetClientAddress(); a {
 	case "", "unknown":
@@ -158,4 +163,15 @@ func step(st restriction.Step) *policyv1.Step {
 		out.Lookups = append(out.Lookups, &policyv1.Lookup{Table: l.Table, Key: l.Key, Found: l.Found, Value: l.Value, Position: l.Pos})
 	}
 	return out
+}
+
+// clientNames converts the client's names for the edge.
+func clientNames(c restriction.ClientNames) *policyv1.ClientNames {
+	return &policyv1.ClientNames{Name: c.Name, ReverseName: c.ReverseName,
+		NameStatus: policyv1.NameStatus(c.NameStatus), ReverseNameStatus: policyv1.NameStatus(c.ReverseNameStatus)}
+}
+
+// factsNames are the names the facts hold (resolved or given).
+func factsNames(f *restriction.Facts) restriction.ClientNames {
+	return restriction.ClientNames{Name: f.ClientName, ReverseName: f.ReverseClientName, NameStatus: f.ClientNameStatus, ReverseNameStatus: f.ReverseClientNameStatus}
 }

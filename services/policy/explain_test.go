@@ -43,7 +43,8 @@ func TestExplainOverGRPC(t *testing.T) {
 	want := &policyv1.ExplainResponse{
 		Verdict: &policyv1.Verdict{Action: policyv1.Action_ACTION_REJECT, Code: 554, EnhancedCode: "5.7.1",
 			Text: "<bob@mail.spammer.example>: Sender address rejected: go away", Restriction: rule, List: "smtpd_sender_restrictions"},
-		Lists: []string{"smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions", "smtpd_relay_restrictions", "smtpd_recipient_restrictions"},
+		ClientNames: &policyv1.ClientNames{Name: "unknown", ReverseName: "unknown", NameStatus: policyv1.NameStatus_NAME_STATUS_PERMANENT, ReverseNameStatus: policyv1.NameStatus_NAME_STATUS_PERMANENT},
+		Lists:       []string{"smtpd_client_restrictions", "smtpd_helo_restrictions", "smtpd_sender_restrictions", "smtpd_relay_restrictions", "smtpd_recipient_restrictions"},
 		Steps: []*policyv1.Step{
 			{List: "smtpd_sender_restrictions", Restriction: "permit_mynetworks", Result: "DUNNO"},
 			{List: "smtpd_sender_restrictions", Restriction: rule, Result: "REFUSE",

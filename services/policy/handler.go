@@ -43,6 +43,7 @@ func (h *handler) Check(ctx context.Context, req *policyv1.CheckRequest) (*polic
 	if err != nil {
 		return nil, err
 	}
+	resolved := resolveNames(ctx, l.engine, f)
 	buf, _ := h.steps.Get().(*[]restriction.Step)
 	if buf == nil {
 		buf = &[]restriction.Step{}
@@ -69,7 +70,11 @@ func (h *handler) Check(ctx context.Context, req *policyv1.CheckRequest) (*polic
 		}
 	}
 	h.logVerdict(ctx, req, f, v, steps)
-	return &policyv1.CheckResponse{Verdict: verdict(v), PermitStages: l.permits}, nil
+	resp := &policyv1.CheckResponse{Verdict: verdict(v), PermitStages: l.permits}
+	if resolved {
+		resp.ClientNames = clientNames(factsNames(f))
+	}
+	return resp, nil
 }
 
 // Explain implements PolicyService.Explain: Check with the trace of every
@@ -79,6 +84,7 @@ func (h *handler) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*p
 	if err != nil {
 		return nil, err
 	}
+	resolveNames(ctx, l.engine, f)
 	lists, err := l.engine.Lists(f)
 	if err != nil {
 		return nil, status.Error(codes.InvalidArgument, err.Error())
@@ -87,7 +93,7 @@ func (h *handler) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*p
 	if err != nil {
 		return nil, err
 	}
-	out := &policyv1.ExplainResponse{Verdict: verdict(v)}
+	out := &policyv1.ExplainResponse{Verdict: verdict(v), ClientNames: clientNames(factsNames(f))}
 	for _, l := range lists {
 		out.Lists = append(out.Lists, string(l))
 	}
@@ -95,6 +101,20 @@ func (h *handler) Explain(ctx context.Context, req *policyv1.ExplainRequest) (*p
 		out.Steps = append(out.Steps, step(st))
 	}
 	return out, nil
+}
+
+// resolveNames gives the facts the client's names when the request has
+// none (the session's first check: Postfix's smtpd resolves them once,
+// at connect, and the edge carries them since); resolved says it did.
+// A client name the request gives without a status (e.g. an older edge
+// behind XCLIENT NAME=) is taken as verified.
+func resolveNames(ctx context.Context, e *restriction.Engine, f *restriction.Facts) (resolved bool) {
+	if f.ClientNameStatus != restriction.NameUnresolved || (f.ClientName != "" && !strings.EqualFold(f.ClientName, "unknown")) {
+		return false
+	}
+	c := e.ResolveClient(ctx, f.ClientAddr)
+	f.ClientName, f.ReverseClientName, f.ClientNameStatus, f.ReverseClientNameStatus = c.Name, c.ReverseName, c.NameStatus, c.ReverseNameStatus
+	return true
 }
 
 // prepare checks a request and picks the listener's lists.

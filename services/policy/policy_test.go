@@ -118,10 +118,14 @@ func serveConn(t testing.TB, cfg serverSetup) *grpc.ClientConn {
 	return conn
 }
 
+// rcptRequest is a RCPT request of a session whose client has no PTR
+// record: the edge carries the names its first check got.
 func rcptRequest(listener, client, recipient string) *policyv1.CheckRequest {
 	return &policyv1.CheckRequest{
-		Stage:       policyv1.Stage_STAGE_RCPT,
-		Session:     &policyv1.Session{Id: "sess-1", Listener: listener, ClientAddress: client, HeloName: "client.example.net"},
+		Stage: policyv1.Stage_STAGE_RCPT,
+		Session: &policyv1.Session{Id: "sess-1", Listener: listener, ClientAddress: client, HeloName: "client.example.net",
+			ClientName: "unknown", ReverseClientName: "unknown",
+			ClientNameStatus: policyv1.NameStatus_NAME_STATUS_PERMANENT, ReverseClientNameStatus: policyv1.NameStatus_NAME_STATUS_PERMANENT},
 		Transaction: &policyv1.Transaction{Sender: "someone@example.net", Recipient: recipient},
 	}
 }

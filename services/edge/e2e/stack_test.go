@@ -145,6 +145,10 @@ func newStack(t *testing.T, extraMain string) *stack {
 		t.Fatal(err)
 	}
 	certFile, keyFile := writeCert(t, s.conf)
+	// Policy resolves every client's names: by default against a DNS
+	// server of the test's own that knows no name, not the machine's
+	// (a test's extraMain may name another).
+	noNames := startZone(t, nil, nil)
 	// Later settings win in main.cf, as in Postfix.
 	mainCF = append(mainCF, fmt.Sprintf(`
 # --- end-to-end test overrides ---
@@ -162,9 +166,10 @@ smtpgate_shutdown_timeout = 5s
 smtpgate_edge_metrics_listen = 127.0.0.1:%d
 smtpgate_policy_metrics_listen = 127.0.0.1:%d
 smtpgate_auth_metrics_listen = 127.0.0.1:%d
+smtpgate_dns_servers = %s
 %s
 `, s.port["policy"], s.port["delegation"], s.port["auth"], s.port["dovecot"], s.maildir, certFile, keyFile,
-		s.port["edge-metrics"], s.port["policy-metrics"], s.port["auth-metrics"], extraMain)...)
+		s.port["edge-metrics"], s.port["policy-metrics"], s.port["auth-metrics"], noNames, extraMain)...)
 	write(t, filepath.Join(s.conf, "main.cf"), string(mainCF))
 	masterCF, err := os.ReadFile(filepath.Join(root, "deploy/local/master.cf"))
 	if err != nil {

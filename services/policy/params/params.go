@@ -69,6 +69,9 @@ func Defs() []maincf.Def {
 		// client name, unknown domain and SPF checks.
 		// smtpgate_dns_servers empty: the nameservers of /etc/resolv.conf.
 		{Name: "smtpgate_dns_servers", Default: "", Owner: maincf.Policy},
+		// smtpd_peername_lookup: resolve the client's names at the
+		// session's first check (restriction.Engine.ResolveClient).
+		{Name: "smtpd_peername_lookup", Default: "yes", Owner: maincf.Policy, Listener: true, Check: maincf.CheckBool},
 		{Name: "smtpgate_dns_timeout", Default: "2s", Owner: maincf.Policy, Check: maincf.CheckDuration},
 		// smtpgate_dns_redis is a redis:// URL (it may hold a password);
 		// empty: an in-process cache only.

@@ -158,6 +158,68 @@ func (Origin) EnumDescriptor() ([]byte, []int) {
 	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{1}
 }
 
+// NameStatus is the outcome of a client name lookup, as Postfix's
+// smtpd_peer.c codes it (SMTPD_PEER_CODE_*).
+type NameStatus int32
+
+const (
+	// Not looked up (yet).
+	NameStatus_NAME_STATUS_UNSPECIFIED NameStatus = 0
+	// The name is known (forward-confirmed for client_name).
+	NameStatus_NAME_STATUS_OK NameStatus = 1
+	// A lookup failed temporarily; the name is "unknown".
+	NameStatus_NAME_STATUS_TEMPORARY NameStatus = 2
+	// No PTR record with a valid name, or smtpd_peername_lookup = no.
+	NameStatus_NAME_STATUS_PERMANENT NameStatus = 3
+	// The PTR name does not resolve back to the address (client_name only).
+	NameStatus_NAME_STATUS_FORGED NameStatus = 4
+)
+
+// Enum value maps for NameStatus.
+var (
+	NameStatus_name = map[int32]string{
+		0: "NAME_STATUS_UNSPECIFIED",
+		1: "NAME_STATUS_OK",
+		2: "NAME_STATUS_TEMPORARY",
+		3: "NAME_STATUS_PERMANENT",
+		4: "NAME_STATUS_FORGED",
+	}
+	NameStatus_value = map[string]int32{
+		"NAME_STATUS_UNSPECIFIED": 0,
+		"NAME_STATUS_OK":          1,
+		"NAME_STATUS_TEMPORARY":   2,
+		"NAME_STATUS_PERMANENT":   3,
+		"NAME_STATUS_FORGED":      4,
+	}
+)
+
+func (x NameStatus) Enum() *NameStatus {
+	p := new(NameStatus)
+	*p = x
+	return p
+}
+
+func (x NameStatus) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (NameStatus) Descriptor() protoreflect.EnumDescriptor {
+	return file_smtpgate_policy_v1_policy_proto_enumTypes[2].Descriptor()
+}
+
+func (NameStatus) Type() protoreflect.EnumType {
+	return &file_smtpgate_policy_v1_policy_proto_enumTypes[2]
+}
+
+func (x NameStatus) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use NameStatus.Descriptor instead.
+func (NameStatus) EnumDescriptor() ([]byte, []int) {
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+}
+
 // Action is the outcome of a restriction list evaluation.
 type Action int32
 
@@ -204,11 +266,11 @@ func (x Action) String() string {
 }
 
 func (Action) Descriptor() protoreflect.EnumDescriptor {
-	return file_smtpgate_policy_v1_policy_proto_enumTypes[2].Descriptor()
+	return file_smtpgate_policy_v1_policy_proto_enumTypes[3].Descriptor()
 }
 
 func (Action) Type() protoreflect.EnumType {
-	return &file_smtpgate_policy_v1_policy_proto_enumTypes[2]
+	return &file_smtpgate_policy_v1_policy_proto_enumTypes[3]
 }
 
 func (x Action) Number() protoreflect.EnumNumber {
@@ -217,7 +279,7 @@ func (x Action) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Action.Descriptor instead.
 func (Action) EnumDescriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{2}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{3}
 }
 
 // TLS describes the encryption of the client connection; empty on plaintext.
@@ -371,10 +433,13 @@ type Session struct {
 	// Client IP address, IPv4 dotted or IPv6 without brackets.
 	ClientAddress string `protobuf:"bytes,4,opt,name=client_address,json=clientAddress,proto3" json:"client_address,omitempty"`
 	ClientPort    uint32 `protobuf:"varint,5,opt,name=client_port,json=clientPort,proto3" json:"client_port,omitempty"`
-	// Forward-confirmed client host name, "unknown", or empty when the edge
-	// did not look it up (policy then resolves it when a restriction needs it).
+	// Forward-confirmed client host name, or "unknown"
+	// (client_name_status says why). Empty with NAME_STATUS_UNSPECIFIED:
+	// nobody resolved the address yet; policy then does (smtpd_peername_lookup)
+	// and returns the names in CheckResponse.client_names for the edge to
+	// send with every later request of the session.
 	ClientName string `protobuf:"bytes,6,opt,name=client_name,json=clientName,proto3" json:"client_name,omitempty"`
-	// Unverified PTR name, "unknown", or empty as above.
+	// Unverified PTR name, or "unknown" (reverse_client_name_status).
 	ReverseClientName string `protobuf:"bytes,7,opt,name=reverse_client_name,json=reverseClientName,proto3" json:"reverse_client_name,omitempty"`
 	// Local endpoint of the connection.
 	ServerAddress string `protobuf:"bytes,8,opt,name=server_address,json=serverAddress,proto3" json:"server_address,omitempty"`
@@ -392,9 +457,15 @@ type Session struct {
 	// The edge was under stress when it asked (Postfix's STRESS_README:
 	// its ${stress} was yes); sent to policy delegation servers as
 	// Postfix's "stress" attribute.
-	Stress        bool `protobuf:"varint,15,opt,name=stress,proto3" json:"stress,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Stress bool `protobuf:"varint,15,opt,name=stress,proto3" json:"stress,omitempty"`
+	// How client_name was found; NAME_STATUS_UNSPECIFIED when it was not
+	// looked up yet (then a client_name other than "" and "unknown" is
+	// taken as verified).
+	ClientNameStatus NameStatus `protobuf:"varint,16,opt,name=client_name_status,json=clientNameStatus,proto3,enum=smtpgate.policy.v1.NameStatus" json:"client_name_status,omitempty"`
+	// How reverse_client_name was found.
+	ReverseClientNameStatus NameStatus `protobuf:"varint,17,opt,name=reverse_client_name_status,json=reverseClientNameStatus,proto3,enum=smtpgate.policy.v1.NameStatus" json:"reverse_client_name_status,omitempty"`
+	unknownFields           protoimpl.UnknownFields
+	sizeCache               protoimpl.SizeCache
 }
 
 func (x *Session) Reset() {
@@ -532,6 +603,92 @@ func (x *Session) GetStress() bool {
 	return false
 }
 
+func (x *Session) GetClientNameStatus() NameStatus {
+	if x != nil {
+		return x.ClientNameStatus
+	}
+	return NameStatus_NAME_STATUS_UNSPECIFIED
+}
+
+func (x *Session) GetReverseClientNameStatus() NameStatus {
+	if x != nil {
+		return x.ReverseClientNameStatus
+	}
+	return NameStatus_NAME_STATUS_UNSPECIFIED
+}
+
+// ClientNames are the client's names as policy resolved them (PTR, then
+// forward confirmation, as Postfix's smtpd does once per session).
+type ClientNames struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The verified name, or "unknown".
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// The PTR name, or "unknown".
+	ReverseName       string     `protobuf:"bytes,2,opt,name=reverse_name,json=reverseName,proto3" json:"reverse_name,omitempty"`
+	NameStatus        NameStatus `protobuf:"varint,3,opt,name=name_status,json=nameStatus,proto3,enum=smtpgate.policy.v1.NameStatus" json:"name_status,omitempty"`
+	ReverseNameStatus NameStatus `protobuf:"varint,4,opt,name=reverse_name_status,json=reverseNameStatus,proto3,enum=smtpgate.policy.v1.NameStatus" json:"reverse_name_status,omitempty"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
+}
+
+func (x *ClientNames) Reset() {
+	*x = ClientNames{}
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[3]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ClientNames) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ClientNames) ProtoMessage() {}
+
+func (x *ClientNames) ProtoReflect() protoreflect.Message {
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[3]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ClientNames.ProtoReflect.Descriptor instead.
+func (*ClientNames) Descriptor() ([]byte, []int) {
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+}
+
+func (x *ClientNames) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *ClientNames) GetReverseName() string {
+	if x != nil {
+		return x.ReverseName
+	}
+	return ""
+}
+
+func (x *ClientNames) GetNameStatus() NameStatus {
+	if x != nil {
+		return x.NameStatus
+	}
+	return NameStatus_NAME_STATUS_UNSPECIFIED
+}
+
+func (x *ClientNames) GetReverseNameStatus() NameStatus {
+	if x != nil {
+		return x.ReverseNameStatus
+	}
+	return NameStatus_NAME_STATUS_UNSPECIFIED
+}
+
 // Transaction holds the facts of the current mail transaction.
 type Transaction struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -552,7 +709,7 @@ type Transaction struct {
 
 func (x *Transaction) Reset() {
 	*x = Transaction{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -564,7 +721,7 @@ func (x *Transaction) String() string {
 func (*Transaction) ProtoMessage() {}
 
 func (x *Transaction) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[3]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -577,7 +734,7 @@ func (x *Transaction) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Transaction.ProtoReflect.Descriptor instead.
 func (*Transaction) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{3}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *Transaction) GetSender() string {
@@ -635,7 +792,7 @@ type CheckRequest struct {
 
 func (x *CheckRequest) Reset() {
 	*x = CheckRequest{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -647,7 +804,7 @@ func (x *CheckRequest) String() string {
 func (*CheckRequest) ProtoMessage() {}
 
 func (x *CheckRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[4]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -660,7 +817,7 @@ func (x *CheckRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckRequest.ProtoReflect.Descriptor instead.
 func (*CheckRequest) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{4}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *CheckRequest) GetStage() Stage {
@@ -711,7 +868,7 @@ type DeferredReply struct {
 
 func (x *DeferredReply) Reset() {
 	*x = DeferredReply{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -723,7 +880,7 @@ func (x *DeferredReply) String() string {
 func (*DeferredReply) ProtoMessage() {}
 
 func (x *DeferredReply) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[5]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -736,7 +893,7 @@ func (x *DeferredReply) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use DeferredReply.ProtoReflect.Descriptor instead.
 func (*DeferredReply) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{5}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *DeferredReply) GetCode() uint32 {
@@ -771,7 +928,7 @@ type Header struct {
 
 func (x *Header) Reset() {
 	*x = Header{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -783,7 +940,7 @@ func (x *Header) String() string {
 func (*Header) ProtoMessage() {}
 
 func (x *Header) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[6]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -796,7 +953,7 @@ func (x *Header) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Header.ProtoReflect.Descriptor instead.
 func (*Header) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{6}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *Header) GetName() string {
@@ -847,7 +1004,7 @@ type Verdict struct {
 
 func (x *Verdict) Reset() {
 	*x = Verdict{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -859,7 +1016,7 @@ func (x *Verdict) String() string {
 func (*Verdict) ProtoMessage() {}
 
 func (x *Verdict) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[7]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -872,7 +1029,7 @@ func (x *Verdict) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Verdict.ProtoReflect.Descriptor instead.
 func (*Verdict) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{7}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *Verdict) GetAction() Action {
@@ -957,14 +1114,19 @@ type CheckResponse struct {
 	// answers PERMIT with the request's defer_if_permit and nothing else,
 	// and counts, logs and looks up nothing. A client may answer so itself
 	// for a while instead of asking (smtpgate_policy_skip_time at the edge).
-	PermitStages  []Stage `protobuf:"varint,2,rep,packed,name=permit_stages,json=permitStages,proto3,enum=smtpgate.policy.v1.Stage" json:"permit_stages,omitempty"`
+	PermitStages []Stage `protobuf:"varint,2,rep,packed,name=permit_stages,json=permitStages,proto3,enum=smtpgate.policy.v1.Stage" json:"permit_stages,omitempty"`
+	// The client's names, when the request's session had none
+	// (client_name_status NAME_STATUS_UNSPECIFIED) and policy resolved
+	// them: the edge keeps them for the session's later requests, its mail
+	// log and the Received header.
+	ClientNames   *ClientNames `protobuf:"bytes,3,opt,name=client_names,json=clientNames,proto3" json:"client_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *CheckResponse) Reset() {
 	*x = CheckResponse{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -976,7 +1138,7 @@ func (x *CheckResponse) String() string {
 func (*CheckResponse) ProtoMessage() {}
 
 func (x *CheckResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[8]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -989,7 +1151,7 @@ func (x *CheckResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CheckResponse.ProtoReflect.Descriptor instead.
 func (*CheckResponse) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{8}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{9}
 }
 
 func (x *CheckResponse) GetVerdict() *Verdict {
@@ -1006,6 +1168,13 @@ func (x *CheckResponse) GetPermitStages() []Stage {
 	return nil
 }
 
+func (x *CheckResponse) GetClientNames() *ClientNames {
+	if x != nil {
+		return x.ClientNames
+	}
+	return nil
+}
+
 // ExplainRequest carries the same facts as a CheckRequest.
 type ExplainRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1016,7 +1185,7 @@ type ExplainRequest struct {
 
 func (x *ExplainRequest) Reset() {
 	*x = ExplainRequest{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1028,7 +1197,7 @@ func (x *ExplainRequest) String() string {
 func (*ExplainRequest) ProtoMessage() {}
 
 func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[9]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1041,7 +1210,7 @@ func (x *ExplainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainRequest.ProtoReflect.Descriptor instead.
 func (*ExplainRequest) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{9}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{10}
 }
 
 func (x *ExplainRequest) GetCheck() *CheckRequest {
@@ -1078,7 +1247,7 @@ type Step struct {
 
 func (x *Step) Reset() {
 	*x = Step{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1090,7 +1259,7 @@ func (x *Step) String() string {
 func (*Step) ProtoMessage() {}
 
 func (x *Step) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[10]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1103,7 +1272,7 @@ func (x *Step) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Step.ProtoReflect.Descriptor instead.
 func (*Step) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{10}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{11}
 }
 
 func (x *Step) GetList() string {
@@ -1172,7 +1341,7 @@ type Lookup struct {
 
 func (x *Lookup) Reset() {
 	*x = Lookup{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[12]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1184,7 +1353,7 @@ func (x *Lookup) String() string {
 func (*Lookup) ProtoMessage() {}
 
 func (x *Lookup) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[11]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[12]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1197,7 +1366,7 @@ func (x *Lookup) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Lookup.ProtoReflect.Descriptor instead.
 func (*Lookup) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{11}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{12}
 }
 
 func (x *Lookup) GetTable() string {
@@ -1240,15 +1409,18 @@ type ExplainResponse struct {
 	state   protoimpl.MessageState `protogen:"open.v1"`
 	Verdict *Verdict               `protobuf:"bytes,1,opt,name=verdict,proto3" json:"verdict,omitempty"`
 	// The lists the stage evaluated, in order.
-	Lists         []string `protobuf:"bytes,2,rep,name=lists,proto3" json:"lists,omitempty"`
-	Steps         []*Step  `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	Lists []string `protobuf:"bytes,2,rep,name=lists,proto3" json:"lists,omitempty"`
+	Steps []*Step  `protobuf:"bytes,3,rep,name=steps,proto3" json:"steps,omitempty"`
+	// The client's names the evaluation used (resolved by policy when the
+	// request had none).
+	ClientNames   *ClientNames `protobuf:"bytes,4,opt,name=client_names,json=clientNames,proto3" json:"client_names,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *ExplainResponse) Reset() {
 	*x = ExplainResponse{}
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[13]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1260,7 +1432,7 @@ func (x *ExplainResponse) String() string {
 func (*ExplainResponse) ProtoMessage() {}
 
 func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[12]
+	mi := &file_smtpgate_policy_v1_policy_proto_msgTypes[13]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1273,7 +1445,7 @@ func (x *ExplainResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ExplainResponse.ProtoReflect.Descriptor instead.
 func (*ExplainResponse) Descriptor() ([]byte, []int) {
-	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{12}
+	return file_smtpgate_policy_v1_policy_proto_rawDescGZIP(), []int{13}
 }
 
 func (x *ExplainResponse) GetVerdict() *Verdict {
@@ -1297,6 +1469,13 @@ func (x *ExplainResponse) GetSteps() []*Step {
 	return nil
 }
 
+func (x *ExplainResponse) GetClientNames() *ClientNames {
+	if x != nil {
+		return x.ClientNames
+	}
+	return nil
+}
+
 var File_smtpgate_policy_v1_policy_proto protoreflect.FileDescriptor
 
 const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
@@ -1311,7 +1490,7 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\x04SASL\x12\x16\n" +
 	"\x06method\x18\x01 \x01(\tR\x06method\x12\x1a\n" +
 	"\busername\x18\x02 \x01(\tR\busername\x12\x16\n" +
-	"\x06sender\x18\x03 \x01(\tR\x06sender\"\xa1\x04\n" +
+	"\x06sender\x18\x03 \x01(\tR\x06sender\"\xcc\x05\n" +
 	"\aSession\x12\x0e\n" +
 	"\x02id\x18\x01 \x01(\tR\x02id\x12\x1a\n" +
 	"\blistener\x18\x02 \x01(\tR\blistener\x122\n" +
@@ -1331,7 +1510,15 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\x03tls\x18\f \x01(\v2\x17.smtpgate.policy.v1.TLSR\x03tls\x12,\n" +
 	"\x04sasl\x18\r \x01(\v2\x18.smtpgate.policy.v1.SASLR\x04sasl\x12+\n" +
 	"\x11unauth_pipelining\x18\x0e \x01(\bR\x10unauthPipelining\x12\x16\n" +
-	"\x06stress\x18\x0f \x01(\bR\x06stress\"\x9b\x01\n" +
+	"\x06stress\x18\x0f \x01(\bR\x06stress\x12L\n" +
+	"\x12client_name_status\x18\x10 \x01(\x0e2\x1e.smtpgate.policy.v1.NameStatusR\x10clientNameStatus\x12[\n" +
+	"\x1areverse_client_name_status\x18\x11 \x01(\x0e2\x1e.smtpgate.policy.v1.NameStatusR\x17reverseClientNameStatus\"\xd5\x01\n" +
+	"\vClientNames\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12!\n" +
+	"\freverse_name\x18\x02 \x01(\tR\vreverseName\x12?\n" +
+	"\vname_status\x18\x03 \x01(\x0e2\x1e.smtpgate.policy.v1.NameStatusR\n" +
+	"nameStatus\x12N\n" +
+	"\x13reverse_name_status\x18\x04 \x01(\x0e2\x1e.smtpgate.policy.v1.NameStatusR\x11reverseNameStatus\"\x9b\x01\n" +
 	"\vTransaction\x12\x16\n" +
 	"\x06sender\x18\x01 \x01(\tR\x06sender\x12\x1c\n" +
 	"\trecipient\x18\x02 \x01(\tR\trecipient\x12'\n" +
@@ -1365,10 +1552,11 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\aprepend\x18\b \x03(\v2\x1a.smtpgate.policy.v1.HeaderR\aprepend\x12\x1a\n" +
 	"\bwarnings\x18\t \x03(\tR\bwarnings\x12I\n" +
 	"\x0fdefer_if_permit\x18\n" +
-	" \x01(\v2!.smtpgate.policy.v1.DeferredReplyR\rdeferIfPermit\"\x86\x01\n" +
+	" \x01(\v2!.smtpgate.policy.v1.DeferredReplyR\rdeferIfPermit\"\xca\x01\n" +
 	"\rCheckResponse\x125\n" +
 	"\averdict\x18\x01 \x01(\v2\x1b.smtpgate.policy.v1.VerdictR\averdict\x12>\n" +
-	"\rpermit_stages\x18\x02 \x03(\x0e2\x19.smtpgate.policy.v1.StageR\fpermitStages\"H\n" +
+	"\rpermit_stages\x18\x02 \x03(\x0e2\x19.smtpgate.policy.v1.StageR\fpermitStages\x12B\n" +
+	"\fclient_names\x18\x03 \x01(\v2\x1f.smtpgate.policy.v1.ClientNamesR\vclientNames\"H\n" +
 	"\x0eExplainRequest\x126\n" +
 	"\x05check\x18\x01 \x01(\v2 .smtpgate.policy.v1.CheckRequestR\x05check\"\xce\x01\n" +
 	"\x04Step\x12\x12\n" +
@@ -1384,11 +1572,12 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\x03key\x18\x02 \x01(\tR\x03key\x12\x14\n" +
 	"\x05found\x18\x03 \x01(\bR\x05found\x12\x14\n" +
 	"\x05value\x18\x04 \x01(\tR\x05value\x12\x1a\n" +
-	"\bposition\x18\x05 \x01(\tR\bposition\"\x8e\x01\n" +
+	"\bposition\x18\x05 \x01(\tR\bposition\"\xd2\x01\n" +
 	"\x0fExplainResponse\x125\n" +
 	"\averdict\x18\x01 \x01(\v2\x1b.smtpgate.policy.v1.VerdictR\averdict\x12\x14\n" +
 	"\x05lists\x18\x02 \x03(\tR\x05lists\x12.\n" +
-	"\x05steps\x18\x03 \x03(\v2\x18.smtpgate.policy.v1.StepR\x05steps*\xa8\x01\n" +
+	"\x05steps\x18\x03 \x03(\v2\x18.smtpgate.policy.v1.StepR\x05steps\x12B\n" +
+	"\fclient_names\x18\x04 \x01(\v2\x1f.smtpgate.policy.v1.ClientNamesR\vclientNames*\xa8\x01\n" +
 	"\x05Stage\x12\x15\n" +
 	"\x11STAGE_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rSTAGE_CONNECT\x10\x01\x12\x0e\n" +
@@ -1409,7 +1598,14 @@ const file_smtpgate_policy_v1_policy_proto_rawDesc = "" +
 	"\x12ORIGIN_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rORIGIN_SOCKET\x10\x01\x12\x10\n" +
 	"\fORIGIN_PROXY\x10\x02\x12\x12\n" +
-	"\x0eORIGIN_XCLIENT\x10\x03*l\n" +
+	"\x0eORIGIN_XCLIENT\x10\x03*\x8b\x01\n" +
+	"\n" +
+	"NameStatus\x12\x1b\n" +
+	"\x17NAME_STATUS_UNSPECIFIED\x10\x00\x12\x12\n" +
+	"\x0eNAME_STATUS_OK\x10\x01\x12\x19\n" +
+	"\x15NAME_STATUS_TEMPORARY\x10\x02\x12\x19\n" +
+	"\x15NAME_STATUS_PERMANENT\x10\x03\x12\x16\n" +
+	"\x12NAME_STATUS_FORGED\x10\x04*l\n" +
 	"\x06Action\x12\x16\n" +
 	"\x12ACTION_UNSPECIFIED\x10\x00\x12\x11\n" +
 	"\rACTION_PERMIT\x10\x01\x12\x11\n" +
@@ -1432,52 +1628,60 @@ func file_smtpgate_policy_v1_policy_proto_rawDescGZIP() []byte {
 	return file_smtpgate_policy_v1_policy_proto_rawDescData
 }
 
-var file_smtpgate_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_smtpgate_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 13)
+var file_smtpgate_policy_v1_policy_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_smtpgate_policy_v1_policy_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
 var file_smtpgate_policy_v1_policy_proto_goTypes = []any{
 	(Stage)(0),              // 0: smtpgate.policy.v1.Stage
 	(Origin)(0),             // 1: smtpgate.policy.v1.Origin
-	(Action)(0),             // 2: smtpgate.policy.v1.Action
-	(*TLS)(nil),             // 3: smtpgate.policy.v1.TLS
-	(*SASL)(nil),            // 4: smtpgate.policy.v1.SASL
-	(*Session)(nil),         // 5: smtpgate.policy.v1.Session
-	(*Transaction)(nil),     // 6: smtpgate.policy.v1.Transaction
-	(*CheckRequest)(nil),    // 7: smtpgate.policy.v1.CheckRequest
-	(*DeferredReply)(nil),   // 8: smtpgate.policy.v1.DeferredReply
-	(*Header)(nil),          // 9: smtpgate.policy.v1.Header
-	(*Verdict)(nil),         // 10: smtpgate.policy.v1.Verdict
-	(*CheckResponse)(nil),   // 11: smtpgate.policy.v1.CheckResponse
-	(*ExplainRequest)(nil),  // 12: smtpgate.policy.v1.ExplainRequest
-	(*Step)(nil),            // 13: smtpgate.policy.v1.Step
-	(*Lookup)(nil),          // 14: smtpgate.policy.v1.Lookup
-	(*ExplainResponse)(nil), // 15: smtpgate.policy.v1.ExplainResponse
+	(NameStatus)(0),         // 2: smtpgate.policy.v1.NameStatus
+	(Action)(0),             // 3: smtpgate.policy.v1.Action
+	(*TLS)(nil),             // 4: smtpgate.policy.v1.TLS
+	(*SASL)(nil),            // 5: smtpgate.policy.v1.SASL
+	(*Session)(nil),         // 6: smtpgate.policy.v1.Session
+	(*ClientNames)(nil),     // 7: smtpgate.policy.v1.ClientNames
+	(*Transaction)(nil),     // 8: smtpgate.policy.v1.Transaction
+	(*CheckRequest)(nil),    // 9: smtpgate.policy.v1.CheckRequest
+	(*DeferredReply)(nil),   // 10: smtpgate.policy.v1.DeferredReply
+	(*Header)(nil),          // 11: smtpgate.policy.v1.Header
+	(*Verdict)(nil),         // 12: smtpgate.policy.v1.Verdict
+	(*CheckResponse)(nil),   // 13: smtpgate.policy.v1.CheckResponse
+	(*ExplainRequest)(nil),  // 14: smtpgate.policy.v1.ExplainRequest
+	(*Step)(nil),            // 15: smtpgate.policy.v1.Step
+	(*Lookup)(nil),          // 16: smtpgate.policy.v1.Lookup
+	(*ExplainResponse)(nil), // 17: smtpgate.policy.v1.ExplainResponse
 }
 var file_smtpgate_policy_v1_policy_proto_depIdxs = []int32{
 	1,  // 0: smtpgate.policy.v1.Session.origin:type_name -> smtpgate.policy.v1.Origin
-	3,  // 1: smtpgate.policy.v1.Session.tls:type_name -> smtpgate.policy.v1.TLS
-	4,  // 2: smtpgate.policy.v1.Session.sasl:type_name -> smtpgate.policy.v1.SASL
-	0,  // 3: smtpgate.policy.v1.CheckRequest.stage:type_name -> smtpgate.policy.v1.Stage
-	5,  // 4: smtpgate.policy.v1.CheckRequest.session:type_name -> smtpgate.policy.v1.Session
-	6,  // 5: smtpgate.policy.v1.CheckRequest.transaction:type_name -> smtpgate.policy.v1.Transaction
-	8,  // 6: smtpgate.policy.v1.CheckRequest.defer_if_permit:type_name -> smtpgate.policy.v1.DeferredReply
-	2,  // 7: smtpgate.policy.v1.Verdict.action:type_name -> smtpgate.policy.v1.Action
-	9,  // 8: smtpgate.policy.v1.Verdict.prepend:type_name -> smtpgate.policy.v1.Header
-	8,  // 9: smtpgate.policy.v1.Verdict.defer_if_permit:type_name -> smtpgate.policy.v1.DeferredReply
-	10, // 10: smtpgate.policy.v1.CheckResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
-	0,  // 11: smtpgate.policy.v1.CheckResponse.permit_stages:type_name -> smtpgate.policy.v1.Stage
-	7,  // 12: smtpgate.policy.v1.ExplainRequest.check:type_name -> smtpgate.policy.v1.CheckRequest
-	14, // 13: smtpgate.policy.v1.Step.lookups:type_name -> smtpgate.policy.v1.Lookup
-	10, // 14: smtpgate.policy.v1.ExplainResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
-	13, // 15: smtpgate.policy.v1.ExplainResponse.steps:type_name -> smtpgate.policy.v1.Step
-	7,  // 16: smtpgate.policy.v1.PolicyService.Check:input_type -> smtpgate.policy.v1.CheckRequest
-	12, // 17: smtpgate.policy.v1.PolicyService.Explain:input_type -> smtpgate.policy.v1.ExplainRequest
-	11, // 18: smtpgate.policy.v1.PolicyService.Check:output_type -> smtpgate.policy.v1.CheckResponse
-	15, // 19: smtpgate.policy.v1.PolicyService.Explain:output_type -> smtpgate.policy.v1.ExplainResponse
-	18, // [18:20] is the sub-list for method output_type
-	16, // [16:18] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	4,  // 1: smtpgate.policy.v1.Session.tls:type_name -> smtpgate.policy.v1.TLS
+	5,  // 2: smtpgate.policy.v1.Session.sasl:type_name -> smtpgate.policy.v1.SASL
+	2,  // 3: smtpgate.policy.v1.Session.client_name_status:type_name -> smtpgate.policy.v1.NameStatus
+	2,  // 4: smtpgate.policy.v1.Session.reverse_client_name_status:type_name -> smtpgate.policy.v1.NameStatus
+	2,  // 5: smtpgate.policy.v1.ClientNames.name_status:type_name -> smtpgate.policy.v1.NameStatus
+	2,  // 6: smtpgate.policy.v1.ClientNames.reverse_name_status:type_name -> smtpgate.policy.v1.NameStatus
+	0,  // 7: smtpgate.policy.v1.CheckRequest.stage:type_name -> smtpgate.policy.v1.Stage
+	6,  // 8: smtpgate.policy.v1.CheckRequest.session:type_name -> smtpgate.policy.v1.Session
+	8,  // 9: smtpgate.policy.v1.CheckRequest.transaction:type_name -> smtpgate.policy.v1.Transaction
+	10, // 10: smtpgate.policy.v1.CheckRequest.defer_if_permit:type_name -> smtpgate.policy.v1.DeferredReply
+	3,  // 11: smtpgate.policy.v1.Verdict.action:type_name -> smtpgate.policy.v1.Action
+	11, // 12: smtpgate.policy.v1.Verdict.prepend:type_name -> smtpgate.policy.v1.Header
+	10, // 13: smtpgate.policy.v1.Verdict.defer_if_permit:type_name -> smtpgate.policy.v1.DeferredReply
+	12, // 14: smtpgate.policy.v1.CheckResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
+	0,  // 15: smtpgate.policy.v1.CheckResponse.permit_stages:type_name -> smtpgate.policy.v1.Stage
+	7,  // 16: smtpgate.policy.v1.CheckResponse.client_names:type_name -> smtpgate.policy.v1.ClientNames
+	9,  // 17: smtpgate.policy.v1.ExplainRequest.check:type_name -> smtpgate.policy.v1.CheckRequest
+	16, // 18: smtpgate.policy.v1.Step.lookups:type_name -> smtpgate.policy.v1.Lookup
+	12, // 19: smtpgate.policy.v1.ExplainResponse.verdict:type_name -> smtpgate.policy.v1.Verdict
+	15, // 20: smtpgate.policy.v1.ExplainResponse.steps:type_name -> smtpgate.policy.v1.Step
+	7,  // 21: smtpgate.policy.v1.ExplainResponse.client_names:type_name -> smtpgate.policy.v1.ClientNames
+	9,  // 22: smtpgate.policy.v1.PolicyService.Check:input_type -> smtpgate.policy.v1.CheckRequest
+	14, // 23: smtpgate.policy.v1.PolicyService.Explain:input_type -> smtpgate.policy.v1.ExplainRequest
+	13, // 24: smtpgate.policy.v1.PolicyService.Check:output_type -> smtpgate.policy.v1.CheckResponse
+	17, // 25: smtpgate.policy.v1.PolicyService.Explain:output_type -> smtpgate.policy.v1.ExplainResponse
+	24, // [24:26] is the sub-list for method output_type
+	22, // [22:24] is the sub-list for method input_type
+	22, // [22:22] is the sub-list for extension type_name
+	22, // [22:22] is the sub-list for extension extendee
+	0,  // [0:22] is the sub-list for field type_name
 }
 
 func init() { file_smtpgate_policy_v1_policy_proto_init() }
@@ -1490,8 +1694,8 @@ func file_smtpgate_policy_v1_policy_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_smtpgate_policy_v1_policy_proto_rawDesc), len(file_smtpgate_policy_v1_policy_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   13,
+			NumEnums:      4,
+			NumMessages:   14,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

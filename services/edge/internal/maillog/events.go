@@ -157,3 +157,14 @@ func appendDelay(b []byte, d time.Duration) []byte {
 	}
 	return strconv.AppendInt(b, hundredths, 10)
 }
+
+// Forged logs a client whose PTR name does not resolve back to its
+// address, as Postfix's smtpd_peer.c warns of it: "warning: hostname
+// mail.example.net does not resolve to address 192.0.2.10"; escaped as
+// printable text.
+func (l *Log) Forged(hostname, addr string) {
+	l.line(progSmtpd, severityWarning, true, func(b []byte) []byte {
+		b = append(append(b, "warning: hostname "...), hostname...)
+		return append(append(b, " does not resolve to address "...), addr...)
+	})
+}

@@ -67,7 +67,11 @@ func (s *session) connectCheck(ctx context.Context) (r reply.Reply, ok bool) {
 func (s *session) callPolicy(ctx context.Context, stage policyv1.Stage, tx *policyv1.Transaction) (*policyv1.Verdict, error) {
 	// A stage policy said it always permits on this listener is
 	// answered here as policy would (skip.go).
-	if s.srv.PolicySkipTime > 0 && s.srv.skipped.skip(s.l.Name, stage, time.Now()) {
+	// Never the connect stage while the client's names are not known:
+	// that check resolves them (smtpd_peername_lookup), once per session
+	// or per XCLIENT naming a new address.
+	resolve := stage == policyv1.Stage_STAGE_CONNECT && s.client.nameStatus == policyv1.NameStatus_NAME_STATUS_UNSPECIFIED
+	if s.srv.PolicySkipTime > 0 && !resolve && s.srv.skipped.skip(s.l.Name, stage, time.Now()) {
 		if d := s.carried(stage); d != nil {
 			return &policyv1.Verdict{Action: policyv1.Action_ACTION_PERMIT, DeferIfPermit: d}, nil
 		}
@@ -87,6 +91,9 @@ func (s *session) callPolicy(ctx context.Context, stage policyv1.Stage, tx *poli
 	if err != nil {
 		s.log.ErrorContext(ctx, "policy check failed", "stage", stage.String(), "err", err)
 		return nil, fmt.Errorf("policy %s: %w", stage, err)
+	}
+	if c := resp.GetClientNames(); c != nil && s.client.nameStatus == policyv1.NameStatus_NAME_STATUS_UNSPECIFIED {
+		s.setNames(c)
 	}
 	if s.srv.PolicySkipTime > 0 {
 		s.srv.skipped.learn(s.l.Name, resp.GetPermitStages(), time.Now(), s.srv.PolicySkipTime)
@@ -240,6 +247,7 @@ func (s *session) facts() *policyv1.Session {
 		Id: s.id, Listener: s.l.Name, Origin: s.client.origin,
 		ClientAddress: s.client.addr, ClientPort: port(s.client.port),
 		ClientName: s.client.name, ReverseClientName: s.client.reverseName,
+		ClientNameStatus: s.client.nameStatus, ReverseClientNameStatus: s.client.reverseStatus,
 		ServerAddress: s.local.addr, ServerPort: port(s.local.port),
 		HeloName: s.helo.name, UnauthPipelining: s.unauthPipelining,
 		Stress: s.srv.Limits.stressed(),

@@ -91,6 +91,8 @@ type session struct {
 	// onWorker: a command of the session runs on a worker (offStack),
 	// whose goroutine then writes the session's log records itself.
 	onWorker atomic.Bool
+	// connectLogged: the mail log has the session's "connect from".
+	connectLogged bool
 }
 
 // drainState is what Drain and stress (drain.go, stress.go) read and
@@ -115,10 +117,12 @@ type clientInfo struct {
 	// origin says where addr came from (the socket, a PROXY header,
 	// XCLIENT).
 	origin policyv1.Origin
-	// name and reverseName: set only by XCLIENT NAME= and
-	// REVERSE_NAME=; empty, the edge did no lookup and policy resolves
-	// the address itself.
-	name, reverseName string
+	// name and reverseName: as policy resolved them at the session's
+	// first check (smtpd_peername_lookup), or as XCLIENT NAME= and
+	// REVERSE_NAME= set them; empty with nameStatus UNSPECIFIED, before
+	// that first check.
+	name, reverseName         string
+	nameStatus, reverseStatus policyv1.NameStatus
 	// xclientOK: the client (the socket's, the PROXY header's, or the
 	// one the last XCLIENT named) is in smtpd_authorized_xclient_hosts.
 	// As in Postfix 3.7 (checked by the differential test), an XCLIENT
@@ -230,6 +234,7 @@ func (s *session) close() {
 	}
 	s.wire.close()
 	s.log.Info("disconnect", "commands", s.commands, "errors", s.errors)
+	s.logConnect()
 	s.mlog.Disconnect(s.peer(), &s.cmds)
 }
 
@@ -241,8 +246,8 @@ func (s *session) whereNow() string {
 	return s.where
 }
 
-// namaddr is Postfix's "name[addr]"; the edge does no DNS, so the name is
-// "unknown" unless XCLIENT NAME= gave one.
+// namaddr is Postfix's "name[addr]": the name is "unknown" until the
+// session's first check (policy resolves it) or XCLIENT NAME= gave it.
 func (s *session) namaddr() string { return s.name() + "[" + s.client.addr + "]" }
 
 // peer is the client as the mail log names it (namaddr).
@@ -254,6 +259,24 @@ func (s *session) name() string {
 		return s.client.name
 	}
 	return "unknown"
+}
+
+// logConnect writes the mail log's "connect from name[addr]", once.
+func (s *session) logConnect() {
+	if !s.connectLogged {
+		s.connectLogged = true
+		s.mlog.Connect(s.peer())
+	}
+}
+
+// setNames keeps the client's names policy resolved, and logs, as
+// Postfix's smtpd_peer.c does, a PTR name that does not resolve back.
+func (s *session) setNames(c *policyv1.ClientNames) {
+	s.client.name, s.client.reverseName = c.GetName(), c.GetReverseName()
+	s.client.nameStatus, s.client.reverseStatus = c.GetNameStatus(), c.GetReverseNameStatus()
+	if s.client.nameStatus == policyv1.NameStatus_NAME_STATUS_FORGED {
+		s.mlog.Forged(c.GetReverseName(), s.client.addr)
+	}
 }
 
 // send writes r; it is flushed before the next read or at once when close.
@@ -363,23 +386,30 @@ func (s *session) refuseBareNewline(what string, command bool) reply.Reply {
 
 func (s *session) run(ctx context.Context) {
 	s.log.Info("connect", "server", net.JoinHostPort(s.local.addr, s.local.port))
-	s.mlog.Connect(s.peer())
+	// "connect from name[addr]" is written once the name is known (the
+	// connect stage's check resolves it), or before the session ends
+	// without that check.
 	if s.l.Wrapper {
 		if ok, _ := offStack(s.srv.workers(), func() (bool, struct{}) { return s.handshake(), struct{}{} }); !ok {
+			s.logConnect()
 			return
 		}
 	}
 	if r, ok := s.admit(ctx); !ok {
+		s.logConnect()
 		s.send(r)
 		return
 	}
 	if s.pregreet() && s.l.ForbidUnauthPipelining {
+		s.logConnect()
 		s.send(reply.SyncError)
 		return
 	}
 	// Commands, and the connect stage's check, run on goroutines of
 	// their own: the session's keeps a small stack (idle.go).
-	if r, ok := s.offStack(ctx, "", true); !ok {
+	r, ok := s.offStack(ctx, "", true)
+	s.logConnect()
+	if !ok {
 		s.send(r)
 		if r.Close {
 			return

@@ -41,24 +41,43 @@ func (s *session) xclient(ctx context.Context, arg string) reply.Reply {
 	return reply.Greeting(s.l.Banner)
 }
 
+// nameStatus is the status of an XCLIENT NAME= or REVERSE_NAME= value.
+func nameStatus(st xclient.NameStatus) policyv1.NameStatus {
+	switch st {
+	case xclient.NameOK:
+		return policyv1.NameStatus_NAME_STATUS_OK
+	case xclient.NameTempFail:
+		return policyv1.NameStatus_NAME_STATUS_TEMPORARY
+	}
+	return policyv1.NameStatus_NAME_STATUS_PERMANENT
+}
+
 // applyXCLIENT takes the command's values and resets the session to its
 // state after the greeting, keeping what XCLIENT set.
 func (s *session) applyXCLIENT(c *xclient.Command) {
+	if c.Addr.Set && !c.Name.Set {
+		// The old names belonged to the old address: the connect check
+		// that follows resolves the new one's (Postfix keeps the old).
+		s.client.name, s.client.reverseName = "", ""
+		s.client.nameStatus, s.client.reverseStatus = policyv1.NameStatus_NAME_STATUS_UNSPECIFIED, policyv1.NameStatus_NAME_STATUS_UNSPECIFIED
+	}
 	if c.Name.Set {
-		s.client.name = c.Name.Value
+		// As Postfix's xclient_cmd: a known NAME is the reverse name too.
+		s.client.name, s.client.nameStatus = c.Name.Value, nameStatus(c.Name.Status)
 		if c.Name.Status == xclient.NameOK {
-			s.client.reverseName = c.Name.Value
+			s.client.reverseName, s.client.reverseStatus = c.Name.Value, s.client.nameStatus
+		} else if s.client.reverseStatus == policyv1.NameStatus_NAME_STATUS_UNSPECIFIED {
+			s.client.reverseName, s.client.reverseStatus = xclient.Unknown, policyv1.NameStatus_NAME_STATUS_PERMANENT
 		}
 	}
 	if c.ReverseName.Set {
-		s.client.reverseName = c.ReverseName.Value
+		s.client.reverseName, s.client.reverseStatus = c.ReverseName.Value, nameStatus(c.ReverseName.Status)
+		if s.client.nameStatus == policyv1.NameStatus_NAME_STATUS_UNSPECIFIED {
+			s.client.name, s.client.nameStatus = xclient.Unknown, policyv1.NameStatus_NAME_STATUS_PERMANENT
+		}
 	}
 	if c.Addr.Set {
 		s.client.addr = c.Addr.Value
-		if !c.Name.Set {
-			// The old name belonged to the old address.
-			s.client.name, s.client.reverseName = "", ""
-		}
 	}
 	if ip, err := netip.ParseAddr(s.client.addr); err == nil {
 		s.client.xclientOK = s.l.XCLIENTHosts.Contains(ip)

@@ -86,7 +86,7 @@ func CompileWith(cfg *maincf.Config, opts Options) (*Engine, error) {
 		opts.RateLimits = ratelimit.NewMemory(100000, nil)
 	}
 	c := &compiler{cfg: cfg, opts: opts, dest: &Destinations{}, classes: map[string]*List{}, tables: map[string]table.Table{}}
-	e := &Engine{lists: map[ListKind]*List{}, delayReject: cfg.Bool("smtpd_delay_reject")}
+	e := &Engine{lists: map[ListKind]*List{}, delayReject: cfg.Bool("smtpd_delay_reject"), dns: opts.DNS, peernameLookup: cfg.Bool("smtpd_peername_lookup")}
 	e.codes = Codes{
 		Reject:                c.code("reject_code"),
 		Defer:                 c.code("defer_code"),

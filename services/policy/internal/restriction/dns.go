@@ -16,8 +16,8 @@ import (
 
 // The DNS-based restrictions (dnsxl.go, dnsunknown.go, dnsspf.go) share
 // what is here: the outcome classes of a lookup, the trace of lookups for
-// Explain, and the client's names, resolved by the policy itself at most
-// once per check (the edge does no DNS).
+// Explain, and the client's names (ResolveClient: policy resolves them at
+// a session's first check and the edge carries them since).
 
 // dnsResult is what a restriction branches on, as Postfix's DNS_OK,
 // DNS_NOTFOUND and DNS_RETRY.
@@ -48,7 +48,7 @@ func classify(err error) dnsResult {
 // traceDNS records one DNS lookup for Explain: table "dns", key
 // "name TYPE", the records (or the error class) as the value.
 func traceDNS(in *Input, name string, qtype uint16, records []string, err error) {
-	if !in.st.tracingLookups() {
+	if in == nil || !in.st.tracingLookups() {
 		return
 	}
 	l := Lookup{Table: "dns", Key: strings.TrimSuffix(name, ".") + " " + dns.TypeToString[qtype]}
@@ -102,7 +102,7 @@ func lookupAddrs(ctx context.Context, in *Input, r *resolver.Resolver, name stri
 	} else {
 		addrs, err = r.LookupA(ctx, name)
 	}
-	if in.st.tracingLookups() {
+	if in != nil && in.st.tracingLookups() {
 		recs := make([]string, len(addrs))
 		for i, a := range addrs {
 			recs[i] = a.String()
@@ -134,34 +134,42 @@ func lookupMX(ctx context.Context, in *Input, r *resolver.Resolver, name string)
 	return mx, err
 }
 
-// peerStatus is how well a client name is known (SMTPD_PEER_CODE_* in
+// NameStatus is how well a client name is known (SMTPD_PEER_CODE_* in
 // Postfix's smtpd_peer.c).
-type peerStatus int
+type NameStatus int
 
 const (
-	peerOK peerStatus = iota
-	// peerTemp: a lookup failed temporarily.
-	peerTemp
-	// peerPerm: no PTR record (or no valid name in it).
-	peerPerm
-	// peerForged: the PTR names do not resolve back to the address.
-	peerForged
+	// NameUnresolved: nobody looked the name up yet.
+	NameUnresolved NameStatus = iota
+	NameOK
+	// NameTemporary: a lookup failed temporarily.
+	NameTemporary
+	// NamePermanent: no PTR record (or no valid name in it), or
+	// smtpd_peername_lookup = no.
+	NamePermanent
+	// NameForged: the PTR name does not resolve back to the address.
+	NameForged
 )
 
-// clientNames are the client's names as Postfix's smtpd_peer.c finds
+// ClientNames are the client's names as Postfix's smtpd_peer.c finds
 // them: the reverse name is the PTR name, the name is a PTR name whose
-// A or AAAA records include the address (forward-confirmed reverse DNS).
-type clientNames struct {
-	reverse, name             string // "unknown" when not known
-	reverseStatus, nameStatus peerStatus
+// A or AAAA records include the address (forward-confirmed reverse DNS);
+// "unknown" when not known, with the status saying why.
+type ClientNames struct {
+	Name, ReverseName             string
+	NameStatus, ReverseNameStatus NameStatus
 }
+
+// unknownNames are the names of a client not looked up
+// (smtpd_peername_lookup = no) or without an address.
+var unknownNames = ClientNames{Name: "unknown", ReverseName: "unknown", NameStatus: NamePermanent, ReverseNameStatus: NamePermanent}
 
 // maxPTRNames bounds the PTR names whose addresses are looked up.
 const maxPTRNames = 10
 
 // checkState is what the DNS restrictions remember during one check.
 type checkState struct {
-	client *clientNames
+	client *ClientNames
 	// spfDone: check_spf evaluated already in this check.
 	spfDone bool
 }
@@ -174,27 +182,50 @@ func stateOf(in *Input) *checkState {
 	return in.st.dns
 }
 
-// clientNamesOf resolves the client's names once per check. Names the
-// edge reports (a verified client_name, e.g. from a trusted XCLIENT) are
-// taken as they are; otherwise the policy asks DNS.
-func clientNamesOf(ctx context.Context, in *Input, r *resolver.Resolver) *clientNames {
+// clientNamesOf returns the client's names: those of the facts when they
+// were resolved (by ResolveClient at the session's first check, carried
+// by the edge since) or when the edge reports a name (a trusted XCLIENT),
+// else resolved here, once per check.
+func clientNamesOf(ctx context.Context, in *Input, r *resolver.Resolver) *ClientNames {
 	s := stateOf(in)
 	if s.client != nil {
 		return s.client
 	}
 	f := in.Facts
-	c := &clientNames{reverse: "unknown", name: "unknown", reverseStatus: peerPerm, nameStatus: peerPerm}
-	s.client = c
-	if known(f.ClientName) {
-		c.name, c.nameStatus = f.ClientName, peerOK
-		c.reverse, c.reverseStatus = f.ClientName, peerOK
-		if known(f.ReverseClientName) {
-			c.reverse = f.ReverseClientName
+	if f.ClientNameStatus != NameUnresolved {
+		c := &ClientNames{Name: orUnknown(f.ClientName), ReverseName: orUnknown(f.ReverseClientName), NameStatus: f.ClientNameStatus, ReverseNameStatus: f.ReverseClientNameStatus}
+		if c.ReverseNameStatus == NameUnresolved {
+			c.ReverseName, c.ReverseNameStatus = c.Name, c.NameStatus
 		}
+		s.client = c
 		return c
 	}
-	addr := f.ClientAddr.Unmap()
-	if !addr.IsValid() {
+	if known(f.ClientName) {
+		c := &ClientNames{Name: f.ClientName, ReverseName: f.ClientName, NameStatus: NameOK, ReverseNameStatus: NameOK}
+		if known(f.ReverseClientName) {
+			c.ReverseName = f.ReverseClientName
+		}
+		s.client = c
+		return c
+	}
+	c := resolveClient(ctx, in, r, f.ClientAddr)
+	s.client = &c
+	return &c
+}
+
+// ResolveClient finds the client's names as Postfix's smtpd does at
+// connect with smtpd_peername_lookup = yes: the PTR name, then its
+// forward confirmation. Each lookup goes through r's caches.
+func ResolveClient(ctx context.Context, r *resolver.Resolver, addr netip.Addr) ClientNames {
+	return resolveClient(ctx, nil, r, addr)
+}
+
+// resolveClient is ResolveClient, with the lookups traced into in when
+// it is not nil.
+func resolveClient(ctx context.Context, in *Input, r *resolver.Resolver, addr netip.Addr) ClientNames {
+	c := unknownNames
+	addr = addr.Unmap()
+	if !addr.IsValid() || r == nil {
 		return c
 	}
 	rev, _ := resolver.ReverseName(addr)
@@ -204,7 +235,7 @@ func clientNamesOf(ctx context.Context, in *Input, r *resolver.Resolver) *client
 	traceDNS(in, rev, dns.TypePTR, ptrs, err)
 	switch classify(err) {
 	case dnsTemporary:
-		c.reverseStatus, c.nameStatus = peerTemp, peerTemp
+		c.ReverseNameStatus, c.NameStatus = NameTemporary, NameTemporary
 		return c
 	case dnsNotFound:
 		return c
@@ -218,26 +249,34 @@ func clientNamesOf(ctx context.Context, in *Input, r *resolver.Resolver) *client
 	if len(names) == 0 {
 		return c
 	}
-	c.reverse, c.reverseStatus = names[0], peerOK
+	c.ReverseName, c.ReverseNameStatus = names[0], NameOK
 	qtype := dns.TypeA
 	if addr.Is6() {
 		qtype = dns.TypeAAAA
 	}
-	c.nameStatus = peerForged
+	c.NameStatus = NameForged
 	for _, n := range names[:min(len(names), maxPTRNames)] {
 		addrs, err := lookupAddrs(ctx, in, r, n, qtype)
 		if classify(err) == dnsTemporary {
-			c.nameStatus = peerTemp
+			c.NameStatus = NameTemporary
 			continue
 		}
 		for _, a := range addrs {
 			if a.Unmap() == addr {
-				c.name, c.nameStatus = n, peerOK
+				c.Name, c.NameStatus = n, NameOK
 				return c
 			}
 		}
 	}
 	return c
+}
+
+// orUnknown is name, or "unknown" for "".
+func orUnknown(name string) string {
+	if name == "" {
+		return "unknown"
+	}
+	return name
 }
 
 // known reports a client name other than "" and "unknown".

@@ -33,20 +33,20 @@ func (r unknownClient) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	c := clientNamesOf(ctx, in, r.dns)
 	addr := in.Facts.clientAddr()
 	if r.reverse {
-		if c.reverseStatus == peerOK {
+		if c.ReverseNameStatus == NameOK {
 			return Outcome{}, nil
 		}
 		code := 450
-		if c.reverseStatus == peerPerm {
+		if c.ReverseNameStatus == NamePermanent {
 			code = r.code
 		}
 		return in.Refuse(code, "4.7.1", "Client host rejected: cannot find your reverse hostname, [%s]", addr), nil
 	}
-	if c.nameStatus == peerOK {
+	if c.NameStatus == NameOK {
 		return Outcome{}, nil
 	}
 	code := 450
-	if c.nameStatus >= peerPerm {
+	if c.NameStatus >= NamePermanent {
 		code = r.code
 	}
 	// RFC 7372 §3.3: 4.7.25 "reverse DNS validation failed".

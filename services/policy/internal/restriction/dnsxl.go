@@ -133,12 +133,12 @@ func (r dnsxl) subject(ctx context.Context, in *Input) string {
 	f := in.Facts
 	switch r.target {
 	case xlClientName:
-		if c := clientNamesOf(ctx, in, r.dns); c.nameStatus == peerOK {
-			return c.name
+		if c := clientNamesOf(ctx, in, r.dns); c.NameStatus == NameOK {
+			return c.Name
 		}
 	case xlReverseClient:
-		if c := clientNamesOf(ctx, in, r.dns); c.reverseStatus == peerOK {
-			return c.reverse
+		if c := clientNamesOf(ctx, in, r.dns); c.ReverseNameStatus == NameOK {
+			return c.ReverseName
 		}
 	case xlHELO:
 		return f.HELO

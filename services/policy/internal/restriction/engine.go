@@ -3,10 +3,13 @@ package restriction
 import (
 	"context"
 	"fmt"
+	"net/netip"
 
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/trace"
+
+	"github.com/smtpgate/smtpgate/pkg/resolver"
 )
 
 // tracerName is the instrumentation scope of the restriction spans.
@@ -166,6 +169,20 @@ type Engine struct {
 	values *valueCache
 	// plans are the plans of every stage, computed by Compile.
 	plans map[planKey][]phase
+	// dns resolves the client's names (nil: not resolved) when
+	// peernameLookup (smtpd_peername_lookup).
+	dns            *resolver.Resolver
+	peernameLookup bool
+}
+
+// ResolveClient finds the client's names as Postfix's smtpd does once
+// per session (smtpd_peer.c): with smtpd_peername_lookup = no, or
+// without a resolver, both are "unknown" (NamePermanent).
+func (e *Engine) ResolveClient(ctx context.Context, addr netip.Addr) ClientNames {
+	if !e.peernameLookup || e.dns == nil {
+		return unknownNames
+	}
+	return resolveClient(ctx, nil, e.dns, addr)
 }
 
 // planAll fills e.plans.

@@ -16,6 +16,9 @@ type Facts struct {
 	ClientName string
 	// ReverseClientName is the unverified PTR name; "" or "unknown".
 	ReverseClientName string
+	// ClientNameStatus and ReverseClientNameStatus say how the names were
+	// found; NameUnresolved when nobody looked them up yet.
+	ClientNameStatus, ReverseClientNameStatus NameStatus
 	// HELO is the HELO/EHLO argument; "" before HELO/EHLO.
 	HELO string
 	// SASLUsername is the authenticated user; "" without AUTH.
