@@ -387,6 +387,21 @@ func (c *compiler) items(param string, words []string, stack []string) []Restric
 			}
 			continue
 		}
+		if spec, ok := serverAccessRestrictions[lower]; ok {
+			if i+1 == len(words) || !strings.Contains(words[i+1], ":") {
+				errorf("restriction %s needs a lookup table (type:name) after it", lower)
+				continue
+			}
+			i++
+			if c.opts.DNS == nil {
+				errorf("%s", needsResolver(lower))
+				continue
+			}
+			if t := c.accessTable(param, words[i]); t != nil {
+				out = append(out, serverAccess{accessMap: accessMap{name: lower, spec: words[i], tbl: t, target: spec.target, env: c.env}, qtype: spec.qtype, dns: c.opts.DNS})
+			}
+			continue
+		}
 		if _, ok := dnsxlRestrictions[lower]; ok {
 			if i+1 == len(words) || strings.Contains(words[i+1], ":") || !strings.Contains(words[i+1], ".") {
 				errorf("restriction %s needs a domain name after it", lower)
@@ -536,10 +551,6 @@ func (c *compiler) restriction(errorf func(string, ...any), item string, stack [
 func notYet(name string) bool {
 	switch name {
 	case "check_ccert_access",
-		"check_client_mx_access", "check_client_ns_access", "check_helo_mx_access",
-		"check_helo_ns_access", "check_sender_mx_access", "check_sender_ns_access",
-		"check_recipient_mx_access", "check_recipient_ns_access",
-		"check_reverse_client_hostname_mx_access", "check_reverse_client_hostname_ns_access",
 		"reject_unverified_sender", "reject_unverified_recipient",
 		"reject_multi_recipient_bounce",
 		"permit_tls_clientcerts", "permit_tls_all_clientcerts", "permit_mx_backup",

@@ -48,6 +48,17 @@ v6.good.example.              IN AAAA 2001:db8::5
 mx.example.                   IN MX  10 mail.mx.example.
 aonly.example.                IN A   192.0.2.1
 nullmx.example.               IN MX  0 .
+; the DNS data of check_*_{a,mx,ns}_access: an MX in private space
+; (SMTPD_ACCESS_README's bogus MX), an MX named in a table, a name without
+; NS whose parent has them, an MX host without addresses
+bogus.example.                IN MX  10 mx.bogus.example.
+mx.bogus.example.             IN A   10.1.2.3
+spammx.example.               IN MX  10 mx.spamhost.example.
+mx.spamhost.example.          IN A   192.0.2.77
+sub.nsparent.example.         IN A   192.0.2.8
+nsparent.example.             IN NS  ns1.badns.example.
+ns1.badns.example.            IN A   192.0.2.53
+noaddr.example.               IN MX  10 nothere.example.
 ; SPF
 spfpass.example.              IN TXT "v=spf1 ip4:203.0.113.0/24 -all"
 spffail.example.              IN TXT "v=spf1 -all"
