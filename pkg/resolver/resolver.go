@@ -283,6 +283,11 @@ func (r *Resolver) lookup(ctx context.Context, name string, qtype uint16) (key, 
 		return key{}, nil, 0, fmt.Errorf("lookup %s: %w", typeString(qtype), err)
 	}
 	k := key{name: fqdn, qtype: qtype}
+	if d, ok := ctx.Value(deadlineKey{}).(time.Time); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithDeadline(ctx, d)
+		defer cancel()
+	}
 	e, ok := r.local.get(k, r.now())
 	src := FromCache
 	if ok {
@@ -403,4 +408,16 @@ type sourceKey struct{}
 // and logs.
 func WithSource(ctx context.Context, src *Source) context.Context {
 	return context.WithValue(ctx, sourceKey{}, src)
+}
+
+// deadlineKey is the context key of WithDeadline.
+type deadlineKey struct{}
+
+// WithDeadline returns a context whose lookups end at d at the latest,
+// with ErrTemporary, while the context itself (and whatever else uses it)
+// runs on: a check gives DNS what is left of its own deadline minus the
+// time it needs to answer, so that a dead server is the DNS check's
+// temporary failure and not the caller's timeout.
+func WithDeadline(ctx context.Context, d time.Time) context.Context {
+	return context.WithValue(ctx, deadlineKey{}, d)
 }
