@@ -109,6 +109,10 @@ func Defs() []maincf.Def {
 		{Name: "smtpgate_spf_softfail_action", Default: "warn", Owner: maincf.Policy, Listener: true, Check: maincf.CheckOneOf("reject", "defer", "warn", "ignore")},
 		{Name: "smtpgate_spf_temperror_action", Default: "defer", Owner: maincf.Policy, Listener: true, Check: maincf.CheckOneOf("reject", "defer", "warn", "ignore")},
 		{Name: "smtpgate_spf_permerror_action", Default: "ignore", Owner: maincf.Policy, Listener: true, Check: maincf.CheckOneOf("reject", "defer", "warn", "ignore")},
+		// smtpgate_spf_helo_identity: when check_spf evaluates the HELO
+		// identity (RFC 7208 §2.3): only as the null sender's MAIL FROM
+		// identity, or first for every sender.
+		{Name: "smtpgate_spf_helo_identity", Default: "null_sender", Owner: maincf.Policy, Listener: true, Check: maincf.CheckOneOf("null_sender", "always")},
 		// Where smtpgate-policy serves Postfix's policy delegation protocol
 		// (check_policy_service); empty: not served.
 		{Name: "smtpgate_policy_delegation_listen", Default: "", Owner: maincf.Policy},

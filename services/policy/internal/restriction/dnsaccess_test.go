@@ -84,3 +84,54 @@ func TestServerAccess(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckSPFHELOIdentity: smtpgate_spf_helo_identity = always checks the
+// HELO identity (RFC 7208 §2.3) first for every sender, with its own
+// Received-SPF field (identity=helo); the default checks it only as the
+// null sender's MAIL FROM identity.
+func TestCheckSPFHELOIdentity(t *testing.T) {
+	r := testResolver(t, startDNSStub(t))
+	for _, tc := range []struct {
+		name, conf, helo, sender string
+		want                     Verdict
+		headers                  []string // prefixes, in order
+	}{
+		{"default: HELO not checked for a sender", "", "spffail.example", "x@spfpass.example", permitted(),
+			[]string{"Received-SPF: pass (mail.example.org: domain of x@spfpass.example designates 203.0.113.5 as permitted sender)"}},
+		{"always: a failing HELO is refused", "smtpgate_spf_helo_identity = always\n", "spffail.example", "x@spfpass.example",
+			refused(550, "5.7.23", "<spffail.example>: Helo command rejected: SPF fail - not authorized", "check_spf", "smtpd_recipient_restrictions"), nil},
+		{"always: a passing HELO then the sender", "smtpgate_spf_helo_identity = always\n", "spfpass.example", "x@spffail.example",
+			refused(550, "5.7.23", "<x@spffail.example>: Sender address rejected: SPF fail - not authorized", "", ""), nil},
+		{"always: both headers", "smtpgate_spf_helo_identity = always\n", "spfpass.example", "x@spfpass.example", permitted(),
+			[]string{"Received-SPF: pass (mail.example.org: domain of spfpass.example designates 203.0.113.5 as permitted sender)", "Received-SPF: pass (mail.example.org: domain of x@spfpass.example"}},
+		{"always: an address literal HELO is not checked", "smtpgate_spf_helo_identity = always\n", "[203.0.113.5]", "x@spfpass.example", permitted(),
+			[]string{"Received-SPF: pass (mail.example.org: domain of x@spfpass.example"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			e, err := compileDNS(t, r, nil, tc.conf+"myhostname = mail.example.org\nsmtpd_recipient_restrictions = check_spf")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := verdictOf(t, e, facts(helo(tc.helo), sender(tc.sender)), tc.want)
+			prepend := got.Prepend
+			got.Prepend, got.Warnings = nil, nil
+			if diff := cmp.Diff(tc.want, got); diff != "" {
+				t.Errorf("verdict (-want +got):\n%s", diff)
+			}
+			if tc.headers == nil {
+				return
+			}
+			if len(prepend) != len(tc.headers) {
+				t.Fatalf("prepend %q, want %d fields", prepend, len(tc.headers))
+			}
+			for i, h := range tc.headers {
+				if !strings.HasPrefix(prepend[i], h) {
+					t.Errorf("field %d: %q, want it to start %q", i, prepend[i], h)
+				}
+			}
+			if strings.Contains(tc.conf, "always") && len(prepend) == 2 && !strings.Contains(prepend[0], "identity=helo") {
+				t.Errorf("the HELO field does not name its identity: %q", prepend[0])
+			}
+		})
+	}
+}

@@ -68,7 +68,7 @@ func (c *compiler) dnsRestriction(errorf func(string, ...any), name string) (Res
 		return unknownDomain{name: name, recipient: name == "reject_unknown_recipient_domain", dns: r, dest: c.dest,
 			code: c.code("unknown_address_reject_code"), action: c.tempfail("unknown_address_tempfail_action")}, true
 	}
-	s := checkSPF{dns: r, receiver: c.cfg.Get("myhostname")}
+	s := checkSPF{dns: r, receiver: c.cfg.Get("myhostname"), heloAlways: c.cfg.Get("smtpgate_spf_helo_identity") == "always"}
 	for _, a := range []struct {
 		param string
 		to    *spfAction

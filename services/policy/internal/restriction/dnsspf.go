@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 
 	"github.com/miekg/dns"
 
+	"github.com/smtpgate/smtpgate/pkg/mailname"
 	"github.com/smtpgate/smtpgate/pkg/resolver"
 	"github.com/smtpgate/smtpgate/services/policy/internal/spf"
 )
@@ -18,6 +20,13 @@ import (
 // the HELO identity for the null sender, prepends a Received-SPF header
 // field (§9.1), and acts on the result as the smtpgate_spf_*_action
 // parameters say. It never permits: a pass is DUNNO.
+//
+// With smtpgate_spf_helo_identity = always (RFC 7208 §2.3: checking the
+// HELO identity separately is RECOMMENDED; postfix-policyd-spf-python's
+// HELO_reject), the HELO identity is evaluated first for every sender,
+// with its own Received-SPF field (identity=helo) and the same actions,
+// the refusal naming the HELO command; the MAIL FROM identity follows
+// unless that refused.
 
 // spfAction is what check_spf does with one result.
 type spfAction int
@@ -49,6 +58,8 @@ type checkSPF struct {
 	receiver string // myhostname
 	// fail, softfail, temperror, permerror: the configured actions.
 	fail, softFail, tempError, permError spfAction
+	// heloAlways: smtpgate_spf_helo_identity = always.
+	heloAlways bool
 }
 
 func (checkSPF) Name() string { return "check_spf" }
@@ -67,9 +78,24 @@ func (r checkSPF) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	if f.Sender == "" && f.HELO == "" {
 		return Outcome{}, nil
 	}
+	if r.heloAlways && f.Sender != "" && f.HELO != "" && !mailname.ValidHostAddr(f.HELO) && !strings.HasPrefix(f.HELO, "[") {
+		hreq := req
+		hreq.Identity = spf.HELO
+		hresp := spf.Check(ctx, spfDNS{r.dns, in}, hreq)
+		in.st.prepend = append(in.st.prepend, "Received-SPF: "+spf.ReceivedSPF(hreq, hresp))
+		if o := r.act(in, hresp, f.HELO, classHELO); o.Result != Dunno {
+			return o, nil
+		}
+	}
 	resp := spf.Check(ctx, spfDNS{r.dns, in}, req)
 	in.st.prepend = append(in.st.prepend, "Received-SPF: "+spf.ReceivedSPF(req, resp))
+	return r.act(in, resp, f.Sender, classSender), nil
+}
 
+// act applies the configured action to one identity's result: a refusal
+// naming name of class, a warning, or nothing.
+func (r checkSPF) act(in *Input, resp spf.Response, name, class string) Outcome {
+	f := in.Facts
 	var (
 		action spfAction
 		detail string
@@ -85,18 +111,17 @@ func (r checkSPF) Eval(ctx context.Context, in *Input) (Outcome, error) {
 	case spf.PermError:
 		action, detail, dsn = r.permError, "SPF permanent error", "7.24"
 	default: // none, neutral, pass
-		return Outcome{}, nil
+		return Outcome{}
 	}
-	name := f.Sender
 	switch action {
 	case spfReject:
-		return in.Refuse(550, "5."+dsn, "<%s>: %s rejected: %s", name, classSender, detail), nil
+		return in.Refuse(550, "5."+dsn, "<%s>: %s rejected: %s", name, class, detail)
 	case spfDefer:
-		return in.Refuse(451, "4."+dsn, "<%s>: %s rejected: %s", name, classSender, detail), nil
+		return in.Refuse(451, "4."+dsn, "<%s>: %s rejected: %s", name, class, detail)
 	case spfWarn:
-		in.st.warnings = append(in.st.warnings, fmt.Sprintf("warn: <%s>: %s: %s (%s)", name, classSender, detail, f.clientAddr()))
+		in.st.warnings = append(in.st.warnings, fmt.Sprintf("warn: <%s>: %s: %s (%s)", name, class, detail, f.clientAddr()))
 	}
-	return Outcome{}, nil
+	return Outcome{}
 }
 
 // spfDNS is the resolver as the SPF evaluator wants it, recording each

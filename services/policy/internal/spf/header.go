@@ -5,7 +5,7 @@ import (
 )
 
 // ReceivedSPF returns the value of a Received-SPF header field (RFC 7208
-// §9.1) for the MAIL FROM check of req: the result, a comment for people,
+// §9.1) for the check of req's identity (identity=mailfrom or helo): the result, a comment for people,
 // and the key-value pairs client-ip, envelope-from, helo, receiver (when
 // known), identity, and mechanism or problem. The value has no line
 // breaks; the caller adds "Received-SPF: " and folds it if it wants to.
@@ -17,6 +17,10 @@ func ReceivedSPF(req Request, resp Response) string {
 	identity := req.Sender
 	if identity == "" {
 		identity = "postmaster@" + req.HELO
+	}
+	name := "mailfrom"
+	if req.Identity == HELO {
+		identity, name = req.HELO, "helo"
 	}
 	ip := req.IP.Unmap()
 
@@ -38,7 +42,7 @@ func ReceivedSPF(req Request, resp Response) string {
 	if req.Receiver != "" {
 		pairs = append(pairs, [2]string{"receiver", req.Receiver})
 	}
-	pairs = append(pairs, [2]string{"identity", "mailfrom"})
+	pairs = append(pairs, [2]string{"identity", name})
 	switch {
 	case result == TempError || result == PermError:
 		if resp.Problem != "" {

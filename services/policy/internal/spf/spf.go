@@ -76,7 +76,22 @@ type Request struct {
 	HELO string
 	// Receiver is our host name, for the %{r} macro and Received-SPF.
 	Receiver string
+	// Identity is the identity Check evaluates: MailFrom (the zero
+	// value) or HELO.
+	Identity Identity
 }
+
+// Identity is one of the identities SPF can check (RFC 7208 §2.3, §2.4),
+// named as the Received-SPF field names them.
+type Identity string
+
+const (
+	// MailFrom is the MAIL FROM identity: the sender's domain, or
+	// postmaster@HELO for the null reverse-path.
+	MailFrom Identity = ""
+	// HELO is the HELO identity: postmaster@HELO whatever the sender.
+	HELO Identity = "helo"
+)
 
 // Response is the verdict of an evaluation.
 type Response struct {
@@ -94,11 +109,12 @@ type Response struct {
 	Problem string
 }
 
-// Check evaluates the MAIL FROM identity of req (RFC 7208 §2.4): the
-// sender's domain, or, for the null reverse-path, postmaster@HELO.
+// Check evaluates the identity of req: the MAIL FROM identity (RFC 7208
+// §2.4), the sender's domain or, for the null reverse-path,
+// postmaster@HELO; or the HELO identity (§2.3), postmaster@HELO.
 func Check(ctx context.Context, r Resolver, req Request) Response {
 	sender := req.Sender
-	if sender == "" {
+	if sender == "" || req.Identity == HELO {
 		sender = "postmaster@" + req.HELO
 	}
 	_, domain := splitSender(sender)
