@@ -46,6 +46,13 @@ type Options struct {
 	Files map[string]string
 	// Postmap names the Files to compile with "postmap hash:<path>".
 	Postmap []string
+	// Nameserver, when set, is the IPv4 address of a DNS server on port
+	// 53 that this Postfix asks, and nothing else: the master runs in a
+	// private mount namespace (unshare(1)) where /etc/resolv.conf names
+	// only it, so the machine's resolver configuration is not touched.
+	// Main must then say smtpd_peername_lookup = yes for Postfix to
+	// resolve client names.
+	Nameserver string
 }
 
 // Postfix is a running instance.
@@ -146,8 +153,20 @@ func Start(t testing.TB, o Options) *Postfix {
 	// file's owner and mode, which take seconds (over ten on a busy
 	// machine); layout did what they would fix, so start the master as
 	// postfix-script does after them. -w returns once it runs.
-	if out, err := exec.Command(commands.master, "-c", p.dir, "-w").CombinedOutput(); err != nil {
-		t.Fatalf("postfixtest: %s -c %s -w: %v\n%s\n--- syslog ---\n%s--- maillog ---\n%s", commands.master, p.dir, err, out, p.startErrors(), p.Log())
+	cmd := exec.Command(commands.master, "-c", p.dir, "-w")
+	if o.Nameserver != "" {
+		if net.ParseIP(o.Nameserver).To4() == nil {
+			t.Fatalf("postfixtest: Nameserver %q: want an IPv4 address", o.Nameserver)
+		}
+		// A private mount namespace whose /etc/resolv.conf names the
+		// test's server: the master and its daemons stay in it.
+		rc := filepath.Join(base, "resolv.conf")
+		write(t, rc, "nameserver "+o.Nameserver+"\noptions timeout:2 attempts:2\n")
+		cmd = exec.Command("unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+			`mount --bind "$1" /etc/resolv.conf && exec "$2" -c "$3" -w`, "sh", rc, commands.master, p.dir)
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("postfixtest: %s: %v\n%s\n--- syslog ---\n%s--- maillog ---\n%s", strings.Join(cmd.Args, " "), err, out, p.startErrors(), p.Log())
 	}
 	if err := p.waitReady(token, 15*time.Second); err != nil {
 		t.Fatalf("postfixtest: Postfix does not answer on %s: %v\n--- maillog ---\n%s", p.addr, err, p.Log())
@@ -268,8 +287,9 @@ smtpd_banner = $myhostname ESMTP Postfix (postfixtest %[4]s)
 smtpd_error_sleep_time = 0
 smtpd_soft_error_limit = 1000
 smtpd_hard_error_limit = 1000
-# No client host name lookup: there is no DNS here, and smtpgate does none
-# either, so both call every client "unknown".
+# No client host name lookup (unless Options.Main turns it on with a
+# Nameserver): without a test DNS server, every client is "unknown", as
+# for smtpgate when its DNS server knows no name.
 smtpd_peername_lookup = no
 # The SMTP client never runs (everything is discarded), but say it anyway.
 smtp_dns_support_level = disabled

@@ -31,6 +31,11 @@ package e2e
 // final dot's reply is step "k.". Steps compare the reply code, and the
 // enhanced status code when both give one.
 //
+// "dns:" lines (before the first dialogue) are records in zone-file
+// syntax ("mail.example.net. 300 IN A 127.0.0.67") of a DNS server that
+// both servers ask, Postfix with smtpd_peername_lookup = yes; names it
+// lacks are NXDOMAIN, names with a "servfail" label SERVFAIL.
+//
 // A file named *.pending.txt uses restrictions smtpgate does not have yet:
 // it is listed, not run, and not counted.
 
@@ -52,6 +57,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/smtpgate/smtpgate/pkg/postfixtest"
 )
 
@@ -72,10 +79,14 @@ const differencesDoc = "docs/postfix-differences.md"
 var allTables = flag.Bool("difftables", false, "log the side-by-side table of every differential dialogue")
 
 type scenario struct {
-	file      string // base name
-	title     string
-	main      []string
-	files     map[string]string
+	file  string // base name
+	title string
+	main  []string
+	files map[string]string
+	// dns are the records of the scenario's DNS server, which both
+	// servers ask (Postfix from a private mount namespace whose
+	// resolv.conf names it): without any, neither resolves names.
+	dns       []string
 	dialogues []*dialogue
 }
 
@@ -144,6 +155,14 @@ func parseScenario(path string) (*scenario, error) {
 				return nil, bad("want file: name = table line")
 			}
 			sc.files[name] += strings.TrimSpace(content) + "\n"
+		case "dns":
+			if d != nil {
+				return nil, bad("dns: after the first dialogue")
+			}
+			if _, err := dns.NewRR(val); err != nil {
+				return nil, bad("dns: want a record in zone-file syntax: %v", err)
+			}
+			sc.dns = append(sc.dns, val)
 		case "dialogue":
 			d = &dialogue{name: val, line: n, differs: map[string]string{}}
 			sc.dialogues = append(sc.dialogues, d)
@@ -487,8 +506,16 @@ func (sc *scenario) run(t *testing.T) {
 	mainFor := func(tables string) string {
 		return common + strings.ReplaceAll(strings.Join(sc.main, "\n"), "${tables}", tables) + "\n"
 	}
-	pf := postfixtest.Start(t, postfixtest.Options{Main: mainFor("$config_directory"), Files: sc.files, Postmap: postmap})
-	s := startStack(t, mainFor(pf.Dir()))
+	opts := postfixtest.Options{Main: mainFor("$config_directory"), Files: sc.files, Postmap: postmap}
+	extra := ""
+	if len(sc.dns) > 0 {
+		ip := zoneOnPort53(t, strings.Join(sc.dns, "\n"))
+		opts.Nameserver = ip
+		opts.Main += "smtpd_peername_lookup = yes\n"
+		extra = "smtpgate_dns_servers = " + ip + ":53\n"
+	}
+	pf := postfixtest.Start(t, opts)
+	s := startStack(t, mainFor(pf.Dir())+extra)
 	smtpgateAddr := fmt.Sprintf("127.0.0.1:%d", s.ports("edge")[0])
 	for _, d := range sc.dialogues {
 		rows, unexpected, stale := d.run(t, pf.Addr(), smtpgateAddr)
@@ -504,4 +531,30 @@ func (sc *scenario) run(t *testing.T) {
 	if t.Failed() {
 		t.Logf("--- Postfix maillog ---\n%s", pf.Log())
 	}
+}
+
+// zoneOnPort53 serves records (zone-file lines) on UDP port 53 of a free
+// loopback address, as a resolv.conf nameserver must be (it takes no
+// port), until the test ends; names with a "servfail" label get
+// SERVFAIL. It returns the address.
+func zoneOnPort53(t *testing.T, records string) string {
+	t.Helper()
+	var z *zone
+	for i := range 50 {
+		ip := fmt.Sprintf("127.53.%d.%d", 1+i/200, 1+(os.Getpid()+i*7)%250)
+		pc, err := net.ListenPacket("udp", ip+":53")
+		if err != nil {
+			continue
+		}
+		z = newZone(t, records)
+		srv := &dns.Server{PacketConn: pc, Handler: z}
+		started := make(chan struct{})
+		srv.NotifyStartedFunc = func() { close(started) }
+		go func() { _ = srv.ActivateAndServe() }()
+		<-started
+		t.Cleanup(func() { _ = srv.Shutdown() })
+		return ip
+	}
+	t.Fatal("no free UDP port 53 on 127.53.x.y")
+	return ""
 }

@@ -25,12 +25,18 @@ type zone struct {
 }
 
 // startRecords serves records ("name TTL IN TYPE data" lines) on
-// 127.0.0.1 over UDP as a stand-in recursive server: SERVFAIL for the
-// names of servfail, NODATA for a name with records of other types,
-// NXDOMAIN for the rest.
+// 127.0.0.1 over UDP as a stand-in recursive server (see zone.ServeDNS).
 func startRecords(t *testing.T, records string, servfail ...string) (addr string, z *zone) {
 	t.Helper()
-	z = &zone{rrs: map[string][]dns.RR{}, names: map[string]bool{}, fail: map[string]bool{}, queries: map[string]int{}}
+	z = newZone(t, records, servfail...)
+	return dnstest.ServeUDP(t, z), z
+}
+
+// newZone reads records into a zone; names of servfail, and names with a
+// "servfail" label, fail.
+func newZone(t *testing.T, records string, servfail ...string) *zone {
+	t.Helper()
+	z := &zone{rrs: map[string][]dns.RR{}, names: map[string]bool{}, fail: map[string]bool{}, queries: map[string]int{}}
 	sc := bufio.NewScanner(strings.NewReader(records))
 	for sc.Scan() {
 		line := strings.TrimSpace(sc.Text())
@@ -49,29 +55,38 @@ func startRecords(t *testing.T, records string, servfail ...string) (addr string
 	for _, n := range servfail {
 		z.fail[strings.ToLower(dns.Fqdn(n))] = true
 	}
-	addr = dnstest.ServeUDP(t, dns.HandlerFunc(func(w dns.ResponseWriter, req *dns.Msg) {
-		m := new(dns.Msg)
-		m.SetReply(req)
-		m.RecursionAvailable = true
-		q := req.Question[0]
-		name := strings.ToLower(q.Name)
-		key := name + " " + dns.TypeToString[q.Qtype]
-		z.mu.Lock()
-		z.queries[key]++
-		z.mu.Unlock()
-		switch {
-		case z.fail[name]:
-			m.Rcode = dns.RcodeServerFailure
-		case len(z.rrs[key]) > 0:
-			m.Answer = append(m.Answer, z.rrs[key]...)
-		case z.names[name]:
-			// NODATA
-		default:
-			m.Rcode = dns.RcodeNameError
-		}
+	return z
+}
+
+// ServeDNS answers as a recursive server would from the zone's records:
+// SERVFAIL for the failing names, NODATA for a name with records of other
+// types, NXDOMAIN for the rest.
+func (z *zone) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	m := new(dns.Msg)
+	m.SetReply(req)
+	m.RecursionAvailable = true
+	if len(req.Question) != 1 {
+		m.Rcode = dns.RcodeFormatError
 		_ = w.WriteMsg(m)
-	}))
-	return addr, z
+		return
+	}
+	q := req.Question[0]
+	name := strings.ToLower(q.Name)
+	key := name + " " + dns.TypeToString[q.Qtype]
+	z.mu.Lock()
+	z.queries[key]++
+	z.mu.Unlock()
+	switch {
+	case z.fail[name] || strings.Contains("."+name, ".servfail."):
+		m.Rcode = dns.RcodeServerFailure
+	case len(z.rrs[key]) > 0:
+		m.Answer = append(m.Answer, z.rrs[key]...)
+	case z.names[name]:
+		// NODATA
+	default:
+		m.Rcode = dns.RcodeNameError
+	}
+	_ = w.WriteMsg(m)
 }
 
 // asked is how many queries the zone got for name and type.
