@@ -141,6 +141,14 @@ func TestXCLIENTImpersonates(t *testing.T) {
 	if s.GetClientAddress() != "unknown" || s.GetClientName() != "unknown" || s.GetClientPort() != 0 || s.GetHeloName() != "" || s.GetSasl() != nil || s.GetProtocol() != "" {
 		t.Errorf("[UNAVAILABLE] values: %v", s)
 	}
+	// The names carry their status: OK for a NAME=, a temporary failure
+	// for [TEMPUNAVAIL] (reject_unknown_client_hostname's 450), the
+	// reverse name of the earlier NAME= kept, as Postfix's xclient_cmd.
+	if a, b := got1[3].GetSession(), s; a.GetClientNameStatus() != policyv1.NameStatus_NAME_STATUS_OK || a.GetReverseClientNameStatus() != policyv1.NameStatus_NAME_STATUS_OK ||
+		b.GetClientNameStatus() != policyv1.NameStatus_NAME_STATUS_TEMPORARY || b.GetReverseClientName() != "client.example.com" {
+		t.Errorf("name statuses: after NAME=client.example.com %v/%v, after NAME=[TEMPUNAVAIL] %v (reverse %q %v)",
+			a.GetClientNameStatus(), a.GetReverseClientNameStatus(), b.GetClientNameStatus(), b.GetReverseClientName(), b.GetReverseClientNameStatus())
+	}
 	msgs := h.sink.messages()
 	if len(msgs) != 1 || !strings.HasPrefix(msgs[0], "Received: from client.example.com (client.example.com [2001:db8::1])") {
 		t.Errorf("message = %q", msgs)
