@@ -167,7 +167,7 @@ func TestReconfigured(t *testing.T) {
 	}
 	// The Server's own state, which Reconfigured makes afresh or shares
 	// by hand; anything else belongs in Config.
-	own := map[string]bool{"Config": true, "skipped": true, "bufs": true, "workOnce": true, "work": true}
+	own := map[string]bool{"Config": true, "skipped": true, "names": true, "bufs": true, "workOnce": true, "work": true}
 	st := reflect.TypeFor[Server]()
 	for i := range st.NumField() {
 		if f := st.Field(i); !own[f.Name] {

@@ -70,6 +70,13 @@ func (s *session) callPolicy(ctx context.Context, stage policyv1.Stage, tx *poli
 	// Never the connect stage while the client's names are not known:
 	// that check resolves them (smtpd_peername_lookup), once per session
 	// or per XCLIENT naming a new address.
+	// A client seen within PolicySkipTime has its names remembered.
+	unnamed := stage == policyv1.Stage_STAGE_CONNECT && s.client.nameStatus == policyv1.NameStatus_NAME_STATUS_UNSPECIFIED
+	if unnamed && s.srv.PolicySkipTime > 0 {
+		if c := s.srv.names.get(s.l.Name, s.client.addr, time.Now()); c != nil {
+			s.setNames(c)
+		}
+	}
 	resolve := stage == policyv1.Stage_STAGE_CONNECT && s.client.nameStatus == policyv1.NameStatus_NAME_STATUS_UNSPECIFIED
 	if s.srv.PolicySkipTime > 0 && !resolve && s.srv.skipped.skip(s.l.Name, stage, time.Now()) {
 		if d := s.carried(stage); d != nil {
@@ -94,6 +101,9 @@ func (s *session) callPolicy(ctx context.Context, stage policyv1.Stage, tx *poli
 	}
 	if c := resp.GetClientNames(); c != nil && s.client.nameStatus == policyv1.NameStatus_NAME_STATUS_UNSPECIFIED {
 		s.setNames(c)
+		if s.srv.PolicySkipTime > 0 {
+			s.srv.names.put(s.l.Name, s.client.addr, c, time.Now(), s.srv.PolicySkipTime)
+		}
 	}
 	if s.srv.PolicySkipTime > 0 {
 		s.srv.skipped.learn(s.l.Name, resp.GetPermitStages(), time.Now(), s.srv.PolicySkipTime)

@@ -203,6 +203,8 @@ type Server struct {
 
 	// skipped are the stages policy always permits (skip.go).
 	skipped skipped
+	// names are the clients' names of recent sessions (knownNames).
+	names knownNames
 
 	// bufs are the sessions' read and write buffers, work the
 	// goroutines that run their commands (idle.go).

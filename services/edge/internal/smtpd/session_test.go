@@ -30,6 +30,9 @@ type testPolicy struct {
 	reqs   []*policyv1.CheckRequest
 	// permitStages go with every answer (CheckResponse.permit_stages).
 	permitStages []policyv1.Stage
+	// names go with an answer to a request without the client's names
+	// (CheckResponse.client_names), as policy resolves them.
+	names *policyv1.ClientNames
 }
 
 func (p *testPolicy) setPermitStages(stages ...policyv1.Stage) {
@@ -41,8 +44,11 @@ func (p *testPolicy) setPermitStages(stages ...policyv1.Stage) {
 func (p *testPolicy) Check(ctx context.Context, req *policyv1.CheckRequest) (*policyv1.CheckResponse, error) {
 	p.mu.Lock()
 	p.reqs = append(p.reqs, req)
-	stages := p.permitStages
+	stages, names := p.permitStages, p.names
 	p.mu.Unlock()
+	if req.GetSession().GetClientNameStatus() != policyv1.NameStatus_NAME_STATUS_UNSPECIFIED {
+		names = nil
+	}
 	type answer struct {
 		v   *policyv1.Verdict
 		err error
@@ -54,7 +60,7 @@ func (p *testPolicy) Check(ctx context.Context, req *policyv1.CheckRequest) (*po
 		if a.err != nil {
 			return nil, a.err
 		}
-		return &policyv1.CheckResponse{Verdict: a.v, PermitStages: stages}, nil
+		return &policyv1.CheckResponse{Verdict: a.v, PermitStages: stages, ClientNames: names}, nil
 	case <-ctx.Done():
 		return nil, ctx.Err() // as a gRPC client does at its deadline
 	}

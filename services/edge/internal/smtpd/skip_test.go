@@ -1,7 +1,9 @@
 package smtpd
 
 import (
+	"fmt"
 	"testing"
+	"time"
 
 	"google.golang.org/protobuf/proto"
 
@@ -95,5 +97,75 @@ func TestPolicySkipsPermitStages(t *testing.T) {
 	// resolves the client's names (smtpd_peername_lookup).
 	if got := h.stages(); got != "CONNECT RCPT CONNECT RCPT" {
 		t.Errorf("policy asked about %v, want CONNECT RCPT CONNECT RCPT (the first answer names the stages; CONNECT resolves the names)", got)
+	}
+}
+
+// TestNamesRememberedForSkipTime: a client that reconnects within
+// PolicySkipTime gets the names policy resolved for its last session
+// without a connect check of its own when policy always permits that
+// stage; its later requests carry them. A temporary failure is not
+// remembered: the next session asks again.
+func TestNamesRememberedForSkipTime(t *testing.T) {
+	session := func(h *harness) {
+		t.Helper()
+		c := h.ehlo("250")
+		c.do("MAIL FROM:<a@example.net>", "250")
+		c.do("RCPT TO:<john@example.org>", "250")
+		c.do("QUIT", "221")
+	}
+	for _, tc := range []struct {
+		name   string
+		status policyv1.NameStatus
+		want   string
+	}{
+		{"verified", policyv1.NameStatus_NAME_STATUS_OK, "CONNECT RCPT RCPT"},
+		{"temporary failure", policyv1.NameStatus_NAME_STATUS_TEMPORARY, "CONNECT RCPT CONNECT RCPT"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, permit, nil)
+			h.policy.setPermitStages(CONNECT, HELO, MAIL, DATA, EOD)
+			h.policy.mu.Lock()
+			h.policy.names = &policyv1.ClientNames{Name: "mail.example.net", ReverseName: "mail.example.net",
+				NameStatus: tc.status, ReverseNameStatus: tc.status}
+			h.policy.mu.Unlock()
+			session(h)
+			session(h)
+			if got := h.stages(); got != tc.want {
+				t.Fatalf("policy asked about %v, want %v", got, tc.want)
+			}
+			for _, r := range h.requests() {
+				if r.GetStage() == RCPT && (r.GetSession().GetClientName() != "mail.example.net" || r.GetSession().GetClientNameStatus() != tc.status) {
+					t.Errorf("RCPT carried the name %q (%v), want mail.example.net (%v)", r.GetSession().GetClientName(), r.GetSession().GetClientNameStatus(), tc.status)
+				}
+			}
+		})
+	}
+}
+
+// TestKnownNamesBounds: entries expire, temporary failures are not
+// kept, and the map never holds more than maxKnownNames.
+func TestKnownNamesBounds(t *testing.T) {
+	var k knownNames
+	now := time.Unix(1_800_000_000, 0)
+	ok := &policyv1.ClientNames{Name: "a.example", NameStatus: policyv1.NameStatus_NAME_STATUS_OK}
+	k.put("l", "192.0.2.1", ok, now, 5*time.Second)
+	if k.get("l", "192.0.2.1", now.Add(4*time.Second)) == nil {
+		t.Error("names forgotten within the time")
+	}
+	if k.get("other", "192.0.2.1", now) != nil {
+		t.Error("names of one listener given to another")
+	}
+	if k.get("l", "192.0.2.1", now.Add(5*time.Second)) != nil {
+		t.Error("names kept past the time")
+	}
+	k.put("l", "192.0.2.2", &policyv1.ClientNames{NameStatus: policyv1.NameStatus_NAME_STATUS_OK, ReverseNameStatus: policyv1.NameStatus_NAME_STATUS_TEMPORARY}, now, time.Minute)
+	if k.get("l", "192.0.2.2", now) != nil {
+		t.Error("a temporary failure was remembered")
+	}
+	for i := range maxKnownNames + 10 {
+		k.put("l", fmt.Sprintf("10.%d.%d.%d", i>>16&255, i>>8&255, i&255), ok, now, time.Minute)
+	}
+	if n := len(k.m); n > maxKnownNames {
+		t.Errorf("%d entries, more than %d", n, maxKnownNames)
 	}
 }
