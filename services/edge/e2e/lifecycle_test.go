@@ -109,34 +109,11 @@ func (s *stack) edgeLog() string {
 	return string(b)
 }
 
-// signalEdge sends sig to smtpgate-edge.
-func (s *stack) signalEdge(sig os.Signal) {
-	s.t.Helper()
-	s.mu.Lock()
-	cmd := s.procs["edge"]
-	s.mu.Unlock()
-	if err := cmd.Process.Signal(sig); err != nil {
-		s.t.Fatal(err)
-	}
-}
-
 // reload sends SIGHUP and waits until the edge logs the outcome; it
 // returns the log written since.
 func (s *stack) reload() string {
 	s.t.Helper()
-	before := len(s.edgeLog())
-	s.signalEdge(syscall.SIGHUP)
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		since := s.edgeLog()[before:]
-		if strings.Contains(since, `msg="configuration reloaded"`) || strings.Contains(since, `msg="configuration reload failed; the configuration in use stays"`) {
-			return since
-		}
-		if time.Now().After(deadline) {
-			s.t.Fatalf("no reload logged after SIGHUP:\n%s", since)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	return reloadEdge(s.t, s, "edge")
 }
 
 // appendFile adds text to the configuration file name and returns the

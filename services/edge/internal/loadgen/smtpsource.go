@@ -9,7 +9,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -83,10 +82,8 @@ func RunSmtpSource(ctx context.Context, path string, cfg Config) (*Result, error
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("smtp-source: %w", err)
 	}
-	var (
-		mu           sync.Mutex
-		atWarm, last int64
-	)
+	// Written by the reader alone; read after it is done.
+	var atWarm, last int64
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
@@ -97,12 +94,10 @@ func RunSmtpSource(ctx context.Context, path string, cfg Config) (*Result, error
 			if err != nil {
 				continue
 			}
-			mu.Lock()
 			last = n
 			if time.Now().Before(warmEnd) {
 				atWarm = n
 			}
-			mu.Unlock()
 		}
 	}()
 	<-read
@@ -111,9 +106,7 @@ func RunSmtpSource(ctx context.Context, path string, cfg Config) (*Result, error
 	if cfg.Duration > 0 && end.After(start.Add(cfg.Duration)) {
 		end = start.Add(cfg.Duration)
 	}
-	mu.Lock()
 	done := last - atWarm
-	mu.Unlock()
 	r := &Result{Target: cfg.Addr, Connections: cfg.Connections, Window: end.Sub(warmEnd), Errors: map[string]int64{}, Messages: done}
 	if r.Window > 0 {
 		r.MessagesPerSec = float64(done) / r.Window.Seconds()
